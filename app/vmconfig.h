@@ -1,0 +1,52 @@
+/* A VM's configuration: the human-editable INI file `vm.conf` in the VM's directory.
+ * Parsing is strict: an unknown key or a bad value is an error naming file, line and what is
+ * wrong, so a typo never silently boots a different machine than the user wrote. */
+#ifndef VMWS_VMCONFIG_H
+#define VMWS_VMCONFIG_H
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define VM_NAME_MAX 64
+#define VM_APPEND_MAX 2048
+#define VM_CPUS_MAX 64
+
+enum mem_backend {
+    MEM_BACKEND_FILE,      /* sparse NAME.vmem in the VM dir, MAP_SHARED (default) */
+    MEM_BACKEND_SHM,       /* memfd: the unlinked hidden file of seed 000 */
+    MEM_BACKEND_ANON,      /* private anonymous: KSM-mergeable, THP */
+    MEM_BACKEND_HUGETLBFS, /* memfd with MFD_HUGETLB */
+};
+
+struct vm_config {
+    char name[VM_NAME_MAX];
+    uint64_t memory_bytes; /* guest RAM, multiple of 2 MiB, 16 MiB .. 1 TiB */
+    unsigned cpus;         /* 1 .. VM_CPUS_MAX */
+    enum mem_backend backend;
+    char kernel[PATH_MAX]; /* "" = the built-in guest */
+    char initrd[PATH_MAX]; /* "" = none */
+    char append[VM_APPEND_MAX];
+};
+
+/* Fills defaults: 1 GiB, 1 vCPU, file backend, built-in kernel, console=ttyS0 cmdline. */
+void vmconfig_defaults(struct vm_config *cfg, const char *name);
+
+/* Parses PATH into CFG (which starts from defaults). On error returns -1 and writes
+ * "PATH:LINE: what is wrong" into ERR. */
+int vmconfig_load(const char *path, struct vm_config *cfg, char *err, size_t errlen);
+
+/* Writes CFG to PATH atomically (temp file, fsync, rename). Returns 0 or -errno. */
+int vmconfig_save(const char *path, const struct vm_config *cfg);
+
+/* "1G", "512M", "1073741824", "2048K" -> bytes. Returns 0 or -EINVAL. */
+int parse_size(const char *s, uint64_t *out);
+
+const char *mem_backend_name(enum mem_backend b);
+int mem_backend_parse(const char *s, enum mem_backend *out);
+
+/* A VM name is 1..63 chars of [A-Za-z0-9._-], not starting with '.' or '-'. */
+bool vm_name_valid(const char *name);
+
+#endif

@@ -1,0 +1,51 @@
+/* The control socket: one JSON object per line over a Unix socket (mode 0600), modelled on
+ * QMP. On connect the server sends a greeting; each request {"execute": NAME, "arguments": {...},
+ * "id": ANY} gets {"return": VALUE, "id": ...} or {"error": {"class": C, "desc": D}, "id": ...};
+ * events {"event": NAME, "data": {...}, "timestamp": {"seconds": S, "microseconds": U}} go to
+ * every client. The server runs on its own thread; handlers are called on that thread. */
+#ifndef VMWS_CTL_H
+#define VMWS_CTL_H
+
+#include <jansson.h>
+#include <stddef.h>
+
+struct ctl_error {
+    const char *cls;  /* "GenericError", "CommandNotFound", "InvalidArgument", ... */
+    char desc[256];
+};
+
+/* Returns a new reference to the return value ({} if nothing to say), or NULL with ERR set. */
+typedef json_t *(*ctl_handler_fn)(void *opaque, json_t *arguments, struct ctl_error *err);
+
+struct ctl_command {
+    const char *name;
+    ctl_handler_fn fn;
+};
+
+struct ctl_server;
+
+/* Listens on PATH (an existing stale socket is replaced; a live one is an error: another VMM
+ * owns it). GREETING is borrowed and sent as {"vmws": GREETING}. CMDS must outlive the server.
+ * Returns NULL with ERR set on failure. */
+struct ctl_server *ctl_server_start(const char *path, json_t *greeting,
+                                    const struct ctl_command *cmds, size_t ncmds, void *opaque,
+                                    char *err, size_t errlen);
+/* Sends an event to every connected client; DATA is borrowed (may be NULL). Thread-safe. */
+void ctl_server_event(struct ctl_server *s, const char *event, json_t *data);
+/* Stops the thread, closes clients, unlinks the socket. */
+void ctl_server_stop(struct ctl_server *s);
+
+/* Client side, for the CLI and the dashboard. */
+struct ctl_client;
+/* Connects and reads the greeting (returned borrowed via *GREETING if non-NULL). */
+struct ctl_client *ctl_client_connect(const char *path, json_t **greeting, char *err,
+                                      size_t errlen);
+/* Sends a request and waits (skipping events) for its reply, up to TIMEOUT_MS. Returns a new
+ * reference to the "return" value, or NULL with ERR set ("CLASS: desc" or the I/O error). */
+json_t *ctl_client_execute(struct ctl_client *c, const char *command, json_t *arguments,
+                           int timeout_ms, char *err, size_t errlen);
+/* Waits up to TIMEOUT_MS for the next event; new reference or NULL on timeout/EOF. */
+json_t *ctl_client_next_event(struct ctl_client *c, int timeout_ms);
+void ctl_client_close(struct ctl_client *c);
+
+#endif
