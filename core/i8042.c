@@ -1,0 +1,219 @@
+/* i8042 PS/2 controller (ports 0x60 data, 0x64 status/command) with a keyboard behind it:
+ * controller self tests, command byte, keyboard reset/identify/LED/scancode-set commands, and
+ * the CPU reset line (command 0xFE) that OSes use to reboot. Bytes for the guest wait in an
+ * output queue; IRQ 1 is raised while one is ready and keyboard interrupts are enabled. */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/devices.h"
+#include "core/log.h"
+
+#define STAT_OBF 0x01
+#define STAT_SYS 0x04
+#define STAT_CMD 0x08
+#define STAT_AUX_OBF 0x20
+#define CB_KBD_INT 0x01
+#define CB_AUX_INT 0x02
+#define CB_SYS 0x04
+#define CB_KBD_DISABLE 0x10
+#define CB_AUX_DISABLE 0x20
+#define CB_XLATE 0x40
+#define KBD_IRQ 1
+#define AUX_IRQ 12
+#define QUEUE 256
+
+struct i8042 {
+    struct machine *m;
+    pthread_mutex_t lock;
+    uint8_t cmdbyte;
+    uint8_t status;
+    uint8_t pending_cmd; /* controller command waiting for its data byte on 0x60 */
+    uint8_t kbd_pending; /* keyboard command waiting for its argument */
+    uint8_t queue[QUEUE];
+    uint8_t queue_aux[QUEUE]; /* 1 if the byte came from the aux (mouse) port */
+    unsigned head, count;
+    int irq1, irq12;
+};
+
+static void update_irq(struct i8042 *k)
+{
+    int kbd = 0, aux = 0;
+    if (k->count) {
+        bool from_aux = k->queue_aux[k->head];
+        kbd = !from_aux && (k->cmdbyte & CB_KBD_INT);
+        aux = from_aux && (k->cmdbyte & CB_AUX_INT);
+    }
+    if (kbd != k->irq1) {
+        k->irq1 = kbd;
+        machine_set_irq(k->m, KBD_IRQ, kbd);
+    }
+    if (aux != k->irq12) {
+        k->irq12 = aux;
+        machine_set_irq(k->m, AUX_IRQ, aux);
+    }
+}
+
+static void enqueue(struct i8042 *k, uint8_t byte, bool aux)
+{
+    if (k->count == QUEUE)
+        return; /* a real controller drops too */
+    unsigned i = (k->head + k->count) % QUEUE;
+    k->queue[i] = byte;
+    k->queue_aux[i] = aux;
+    k->count++;
+}
+
+static void keyboard_command(struct i8042 *k, uint8_t v)
+{
+    if (k->kbd_pending) { /* argument of 0xED (LEDs), 0xF0 (scancode set), 0xF3 (typematic) */
+        uint8_t cmd = k->kbd_pending;
+        k->kbd_pending = 0;
+        enqueue(k, 0xfa, false);
+        if (cmd == 0xf0 && v == 0)
+            enqueue(k, 0x02, false); /* current set: 2 (translated to set 1) */
+        return;
+    }
+    switch (v) {
+    case 0xff: /* reset */
+        enqueue(k, 0xfa, false);
+        enqueue(k, 0xaa, false);
+        break;
+    case 0xf2: /* identify: MF2 keyboard with translation */
+        enqueue(k, 0xfa, false);
+        enqueue(k, 0xab, false);
+        enqueue(k, 0x83, false);
+        break;
+    case 0xed:
+    case 0xf0:
+    case 0xf3:
+        k->kbd_pending = v;
+        enqueue(k, 0xfa, false);
+        break;
+    case 0xee: /* echo */
+        enqueue(k, 0xee, false);
+        break;
+    default: /* enable, disable, set defaults and the rest: acknowledge */
+        enqueue(k, 0xfa, false);
+        break;
+    }
+}
+
+static void controller_command(struct i8042 *k, uint8_t v)
+{
+    if (v >= 0x20 && v < 0x40) { /* read internal RAM; 0x20 is the command byte */
+        enqueue(k, v == 0x20 ? k->cmdbyte : 0, false);
+        return;
+    }
+    if (v >= 0xf0) { /* pulse output lines; bit 0 clear = CPU reset */
+        if (!(v & 1))
+            machine_request_stop(k->m, STOP_RESET, "guest reset through the i8042");
+        return;
+    }
+    switch (v) {
+    case 0x60: /* write command byte */
+    case 0xd1: /* write output port */
+    case 0xd2: /* write keyboard output buffer */
+    case 0xd3: /* write aux output buffer */
+    case 0xd4: /* write to aux device */
+        k->pending_cmd = v;
+        break;
+    case 0xa7: k->cmdbyte |= CB_AUX_DISABLE; break;
+    case 0xa8: k->cmdbyte &= (uint8_t)~CB_AUX_DISABLE; break;
+    case 0xa9: enqueue(k, 0x00, false); break; /* aux interface test: OK */
+    case 0xaa: enqueue(k, 0x55, false); k->status |= STAT_SYS; break; /* self test passed */
+    case 0xab: enqueue(k, 0x00, false); break; /* keyboard interface test: OK */
+    case 0xad: k->cmdbyte |= CB_KBD_DISABLE; break;
+    case 0xae: k->cmdbyte &= (uint8_t)~CB_KBD_DISABLE; break;
+    case 0xc0: enqueue(k, 0x00, false); break; /* input port */
+    case 0xd0: enqueue(k, 0x01, false); break; /* output port: reset line high */
+    default:
+        break;
+    }
+}
+
+static void data_write(struct i8042 *k, uint8_t v)
+{
+    uint8_t cmd = k->pending_cmd;
+    k->pending_cmd = 0;
+    switch (cmd) {
+    case 0x60:
+        k->cmdbyte = v;
+        k->status = (uint8_t)((k->status & ~STAT_SYS) | (v & CB_SYS));
+        break;
+    case 0xd1:
+        if (!(v & 1))
+            machine_request_stop(k->m, STOP_RESET, "guest reset through the i8042 output port");
+        break;
+    case 0xd2: enqueue(k, v, false); break;
+    case 0xd3: enqueue(k, v, true); break;
+    case 0xd4: enqueue(k, 0xfe, true); break; /* no mouse yet: resend */
+    default: keyboard_command(k, v); break;
+    }
+}
+
+static void i8042_io(void *opaque, uint64_t addr, uint8_t *data, uint32_t len, bool is_write)
+{
+    struct i8042 *k = opaque;
+    (void)len;
+    pthread_mutex_lock(&k->lock);
+    if (addr == 0x64) {
+        if (is_write) {
+            k->status |= STAT_CMD;
+            controller_command(k, data[0]);
+        } else {
+            uint8_t st = k->status;
+            if (k->count)
+                st |= STAT_OBF | (k->queue_aux[k->head] ? STAT_AUX_OBF : 0);
+            data[0] = st;
+        }
+    } else {
+        if (is_write) {
+            k->status &= (uint8_t)~STAT_CMD;
+            data_write(k, data[0]);
+        } else if (k->count) {
+            data[0] = k->queue[k->head];
+            k->head = (k->head + 1) % QUEUE;
+            k->count--;
+        } else {
+            data[0] = 0;
+        }
+    }
+    update_irq(k);
+    pthread_mutex_unlock(&k->lock);
+}
+
+void i8042_keyboard_bytes(struct i8042 *k, const uint8_t *bytes, size_t n)
+{
+    pthread_mutex_lock(&k->lock);
+    if (!(k->cmdbyte & CB_KBD_DISABLE))
+        for (size_t i = 0; i < n; i++)
+            enqueue(k, bytes[i], false);
+    update_irq(k);
+    pthread_mutex_unlock(&k->lock);
+}
+
+struct i8042 *i8042_create(struct machine *m)
+{
+    struct i8042 *k = calloc(1, sizeof(*k));
+    if (!k)
+        return NULL;
+    k->m = m;
+    pthread_mutex_init(&k->lock, NULL);
+    k->cmdbyte = CB_KBD_INT | CB_SYS | CB_XLATE;
+    k->status = STAT_SYS;
+    if (iobus_register(&m->pio, 0x60, 1, i8042_io, k) < 0 ||
+        iobus_register(&m->pio, 0x64, 1, i8042_io, k) < 0) {
+        i8042_destroy(k);
+        return NULL;
+    }
+    return k;
+}
+
+void i8042_destroy(struct i8042 *k)
+{
+    if (!k)
+        return;
+    pthread_mutex_destroy(&k->lock);
+    free(k);
+}

@@ -1,0 +1,218 @@
+/* PCI configuration mechanism #1 (0xCF8 address, 0xCFC-0xCFF data) for bus 0, with a host
+ * bridge at 00:00.0. Devices bring a 256-byte config space and a write mask; BARs are sized the
+ * standard way (write all ones, read back the size mask) and their owners are told when the
+ * guest moves them or turns decoding on or off. Absent functions read as all ones. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/devices.h"
+
+#define PCI_COMMAND 0x04
+#define PCI_COMMAND_IO 0x1
+#define PCI_COMMAND_MEMORY 0x2
+#define PCI_BAR0 0x10
+#define PCI_BAR_MEM64 0x4
+
+struct pci_bus {
+    struct machine *m;
+    pthread_mutex_t lock;
+    uint32_t address; /* last value written to 0xCF8 */
+    struct pci_device *slots[PCI_MAX_SLOTS];
+    struct pci_device host_bridge;
+};
+
+static void put16(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+}
+
+static uint32_t get32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+void pci_device_init(struct pci_device *d, uint16_t vendor, uint16_t device, uint32_t class_code,
+                     uint8_t revision)
+{
+    memset(d->cfg, 0, sizeof(d->cfg));
+    memset(d->wmask, 0, sizeof(d->wmask));
+    put16(&d->cfg[0x00], vendor);
+    put16(&d->cfg[0x02], device);
+    d->cfg[0x08] = revision;
+    d->cfg[0x09] = (uint8_t)class_code;
+    d->cfg[0x0a] = (uint8_t)(class_code >> 8);
+    d->cfg[0x0b] = (uint8_t)(class_code >> 16);
+    d->wmask[PCI_COMMAND] = PCI_COMMAND_IO | PCI_COMMAND_MEMORY | 0x04 /* bus master */;
+    d->wmask[PCI_COMMAND + 1] = 0x04; /* INTx disable */
+    d->wmask[0x0c] = 0xff;            /* cache line size */
+    d->wmask[0x0d] = 0xff;            /* latency timer */
+    d->wmask[0x3c] = 0xff;            /* interrupt line */
+}
+
+static int bar_index(unsigned off)
+{
+    return off >= PCI_BAR0 && off < PCI_BAR0 + 24 ? (int)(off - PCI_BAR0) / 4 : -1;
+}
+
+static bool bar_is_upper_half(const struct pci_device *d, int bar)
+{
+    return bar > 0 && d->bar_size[bar] == 0 && !d->bar_is_io[bar - 1] && d->bar_size[bar - 1] &&
+           (d->cfg[PCI_BAR0 + 4 * (bar - 1)] & PCI_BAR_MEM64);
+}
+
+static uint64_t bar_addr_raw(const struct pci_device *d, int bar)
+{
+    uint32_t lo = get32(&d->cfg[PCI_BAR0 + 4 * bar]);
+    if (d->bar_is_io[bar])
+        return lo & ~0x3u;
+    uint64_t a = lo & ~0xfu;
+    if (lo & PCI_BAR_MEM64 && bar < 5)
+        a |= (uint64_t)get32(&d->cfg[PCI_BAR0 + 4 * (bar + 1)]) << 32;
+    return a;
+}
+
+static bool bar_decoding(const struct pci_device *d, int bar)
+{
+    uint8_t cmd = d->cfg[PCI_COMMAND];
+    return d->bar_is_io[bar] ? (cmd & PCI_COMMAND_IO) : (cmd & PCI_COMMAND_MEMORY);
+}
+
+uint64_t pci_bar_address(struct pci_bus *bus, struct pci_device *d, int bar)
+{
+    pthread_mutex_lock(&bus->lock);
+    uint64_t a = bar >= 0 && bar < 6 && d->bar_size[bar] && bar_decoding(d, bar)
+                     ? bar_addr_raw(d, bar)
+                     : 0;
+    pthread_mutex_unlock(&bus->lock);
+    return a;
+}
+
+/* Writes one config byte, honouring the write mask and BAR size alignment. */
+static void cfg_write_byte(struct pci_device *d, unsigned off, uint8_t v)
+{
+    int bar = bar_index(off);
+    if (bar >= 0) {
+        int owner = bar_is_upper_half(d, bar) ? bar - 1 : bar;
+        if (!d->bar_size[owner])
+            return;
+        uint64_t mask = ~(d->bar_size[owner] - 1);
+        unsigned shift = 8 * ((off - PCI_BAR0) % 4) + (owner != bar ? 32 : 0);
+        uint8_t writable = (uint8_t)(mask >> shift);
+        if (shift == 0) /* flag bits stay */
+            writable &= d->bar_is_io[owner] ? 0xfc : 0xf0;
+        d->cfg[off] = (uint8_t)((d->cfg[off] & ~writable) | (v & writable));
+        return;
+    }
+    if (off == PCI_COMMAND + 2 || off == PCI_COMMAND + 3) { /* status: write 1 to clear */
+        d->cfg[off] &= (uint8_t)~(v & 0xf9);
+        return;
+    }
+    d->cfg[off] = (uint8_t)((d->cfg[off] & ~d->wmask[off]) | (v & d->wmask[off]));
+}
+
+static void cfg_access(struct pci_bus *bus, unsigned port, uint8_t *data, uint32_t len,
+                       bool is_write)
+{
+    uint32_t a = bus->address;
+    unsigned busno = (a >> 16) & 0xff, slot = (a >> 11) & 0x1f, fn = (a >> 8) & 7;
+    unsigned off = (a & 0xfc) + (port - 0xcfc);
+    struct pci_device *d = (a & 0x80000000u) && busno == 0 && fn == 0 ? bus->slots[slot] : NULL;
+    if (!d || off + len > 256) {
+        if (!is_write)
+            memset(data, 0xff, len);
+        return;
+    }
+    if (!is_write) {
+        memcpy(data, &d->cfg[off], len);
+        return;
+    }
+    uint64_t old[6];
+    bool was_on[6];
+    for (int b = 0; b < 6; b++) {
+        old[b] = bar_addr_raw(d, b);
+        was_on[b] = bar_decoding(d, b);
+    }
+    for (uint32_t i = 0; i < len; i++)
+        cfg_write_byte(d, off + i, data[i]);
+    if (!d->bar_changed)
+        return;
+    for (int b = 0; b < 6; b++) {
+        if (!d->bar_size[b])
+            continue;
+        uint64_t now = bar_addr_raw(d, b);
+        bool on = bar_decoding(d, b);
+        if (now != old[b] || on != was_on[b]) {
+            pthread_mutex_unlock(&bus->lock);
+            d->bar_changed(d, b, was_on[b] ? old[b] : 0, on ? now : 0, on);
+            pthread_mutex_lock(&bus->lock);
+        }
+    }
+}
+
+static void pci_io(void *opaque, uint64_t addr, uint8_t *data, uint32_t len, bool is_write)
+{
+    struct pci_bus *bus = opaque;
+    pthread_mutex_lock(&bus->lock);
+    if (addr >= 0xcf8 && addr < 0xcfc) {
+        if (addr == 0xcf8 && len == 4) {
+            if (is_write)
+                bus->address = (uint32_t)io_data_get(data, 4) & 0x80fffffcu;
+            else
+                io_data_put(data, 4, bus->address);
+        } else if (!is_write) {
+            memset(data, 0xff, len); /* not a type-1 access */
+        }
+    } else if (addr - 0xcfc + len <= 4) {
+        cfg_access(bus, (unsigned)addr, data, len, is_write);
+    } else if (!is_write) {
+        memset(data, 0xff, len);
+    }
+    pthread_mutex_unlock(&bus->lock);
+}
+
+int pci_register(struct pci_bus *bus, struct pci_device *d, unsigned slot)
+{
+    if (slot == 0 || slot >= PCI_MAX_SLOTS)
+        return -EINVAL;
+    for (int b = 0; b < 6; b++) {
+        uint64_t s = d->bar_size[b];
+        if (s && (s & (s - 1)))
+            return -EINVAL;
+        if (s) /* memory BARs: 64-bit, prefetchable off */
+            d->cfg[PCI_BAR0 + 4 * b] = d->bar_is_io[b] ? 0x1 : PCI_BAR_MEM64;
+    }
+    pthread_mutex_lock(&bus->lock);
+    int r = bus->slots[slot] ? -EBUSY : 0;
+    if (!r)
+        bus->slots[slot] = d;
+    pthread_mutex_unlock(&bus->lock);
+    return r;
+}
+
+struct pci_bus *pci_create(struct machine *m)
+{
+    struct pci_bus *bus = calloc(1, sizeof(*bus));
+    if (!bus)
+        return NULL;
+    bus->m = m;
+    pthread_mutex_init(&bus->lock, NULL);
+    /* Host bridge: Red Hat's generic PCIe host bridge id, class 06/00. */
+    pci_device_init(&bus->host_bridge, 0x1b36, 0x0008, 0x060000, 0);
+    bus->slots[0] = &bus->host_bridge;
+    if (iobus_register(&m->pio, 0xcf8, 8, pci_io, bus) < 0) {
+        pci_destroy(bus);
+        return NULL;
+    }
+    return bus;
+}
+
+void pci_destroy(struct pci_bus *bus)
+{
+    if (!bus)
+        return;
+    pthread_mutex_destroy(&bus->lock);
+    free(bus);
+}

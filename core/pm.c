@@ -1,0 +1,148 @@
+/* The small chipset ports: the ACPI PM block the FADT describes (PM1a status/enable/control,
+ * PM timer at 3.579545 MHz), where writing SLP_EN with the \_S5 sleep type powers the machine
+ * off; the reset control register 0xCF9; the POST port 0x80 (Linux's I/O delay) and system
+ * control port B (0x61). Each is a few lines; together they are "the motherboard". */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/acpi.h"
+#include "core/devices.h"
+#include "core/log.h"
+
+#define PM1_SCI_EN 0x0001
+#define PM1_SLP_EN 0x2000
+#define PM_TIMER_HZ 3579545ULL
+
+struct pm {
+    struct machine *m;
+    pthread_mutex_t lock;
+    uint16_t pm1_sts, pm1_en, pm1_cnt;
+    uint8_t port61;
+};
+
+static uint32_t pm_timer(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    unsigned __int128 ticks =
+        ((unsigned __int128)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec) * PM_TIMER_HZ /
+        1000000000ULL;
+    return (uint32_t)ticks & 0xffffff;
+}
+
+static void pm1_cnt_write(struct pm *p, uint16_t v)
+{
+    p->pm1_cnt = (uint16_t)((v & ~PM1_SLP_EN) | PM1_SCI_EN);
+    if (!(v & PM1_SLP_EN))
+        return;
+    unsigned typ = (v >> 10) & 7;
+    if (typ == ACPI_S5_SLP_TYP)
+        machine_request_stop(p->m, STOP_POWEROFF, "guest powered off (ACPI S5)");
+    else
+        vmm_log("guest asked for ACPI sleep type %u, which vmws does not support: ignored", typ);
+}
+
+static void pm_io(void *opaque, uint64_t addr, uint8_t *data, uint32_t len, bool is_write)
+{
+    struct pm *p = opaque;
+    unsigned off = (unsigned)(addr - ACPI_PM_BASE);
+    uint64_t v = io_data_get(data, len);
+    pthread_mutex_lock(&p->lock);
+    /* Registers by byte offset: 0-1 PM1 status, 2-3 enable, 4-5 control, 8-11 timer. */
+    if (is_write) {
+        uint16_t cnt = p->pm1_cnt;
+        bool cnt_written = false;
+        for (uint32_t i = 0; i < len; i++) {
+            unsigned o = off + i, sh = 8 * (o & 1);
+            uint16_t b = (uint16_t)(((v >> (8 * i)) & 0xff) << sh);
+            if (o < 2) {
+                p->pm1_sts &= (uint16_t)~b; /* write 1 to clear */
+            } else if (o < 4) {
+                p->pm1_en = (uint16_t)((p->pm1_en & ~(0xff << sh)) | b);
+            } else if (o < 6) {
+                cnt = (uint16_t)((cnt & ~(0xff << sh)) | b);
+                cnt_written = true;
+            }
+        }
+        if (cnt_written)
+            pm1_cnt_write(p, cnt);
+    } else {
+        uint8_t regs[12] = {0};
+        memcpy(&regs[0], &p->pm1_sts, 2);
+        memcpy(&regs[2], &p->pm1_en, 2);
+        uint16_t cnt = p->pm1_cnt | PM1_SCI_EN;
+        memcpy(&regs[4], &cnt, 2);
+        uint32_t t = pm_timer();
+        memcpy(&regs[8], &t, 4);
+        for (uint32_t i = 0; i < len; i++)
+            data[i] = off + i < sizeof(regs) ? regs[off + i] : 0xff;
+    }
+    pthread_mutex_unlock(&p->lock);
+}
+
+static void reset_io(void *opaque, uint64_t addr, uint8_t *data, uint32_t len, bool is_write)
+{
+    struct pm *p = opaque;
+    (void)addr;
+    (void)len;
+    if (!is_write) {
+        data[0] = 0;
+        return;
+    }
+    if (data[0] & 0x04) /* RST_CPU */
+        machine_request_stop(p->m, STOP_RESET, "guest reset through port 0xCF9");
+}
+
+static void post_io(void *opaque, uint64_t addr, uint8_t *data, uint32_t len, bool is_write)
+{
+    (void)opaque;
+    (void)addr;
+    if (!is_write)
+        memset(data, 0xff, len);
+}
+
+static void port61_io(void *opaque, uint64_t addr, uint8_t *data, uint32_t len, bool is_write)
+{
+    struct pm *p = opaque;
+    (void)addr;
+    (void)len;
+    pthread_mutex_lock(&p->lock);
+    if (is_write) {
+        p->port61 = data[0] & 0x0f;
+    } else {
+        /* Bit 4 toggles with DRAM refresh (~15 us); some guests time short delays with it. */
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        uint8_t refresh = ((uint64_t)ts.tv_nsec / 15000) & 1 ? 0x10 : 0;
+        data[0] = p->port61 | refresh;
+    }
+    pthread_mutex_unlock(&p->lock);
+}
+
+struct pm *pm_create(struct machine *m)
+{
+    struct pm *p = calloc(1, sizeof(*p));
+    if (!p)
+        return NULL;
+    p->m = m;
+    p->pm1_cnt = PM1_SCI_EN;
+    pthread_mutex_init(&p->lock, NULL);
+    if (iobus_register(&m->pio, ACPI_PM_BASE, 12, pm_io, p) < 0 ||
+        iobus_register(&m->pio, 0xcf9, 1, reset_io, p) < 0 ||
+        iobus_register(&m->pio, 0x80, 1, post_io, p) < 0 ||
+        iobus_register(&m->pio, 0x61, 1, port61_io, p) < 0) {
+        pm_destroy(p);
+        return NULL;
+    }
+    return p;
+}
+
+void pm_destroy(struct pm *p)
+{
+    if (!p)
+        return;
+    pthread_mutex_destroy(&p->lock);
+    free(p);
+}
