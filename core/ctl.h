@@ -48,4 +48,16 @@ json_t *ctl_client_execute(struct ctl_client *c, const char *command, json_t *ar
 json_t *ctl_client_next_event(struct ctl_client *c, int timeout_ms);
 void ctl_client_close(struct ctl_client *c);
 
+/* A listening Unix socket for the control and console servers: replaces a stale socket file,
+ * refuses a live one, mode 0600, non-blocking, close-on-exec. */
+struct ctl_listener {
+    int fd;
+    char path[108];
+    unsigned long long dev, ino; /* of the socket file, so close unlinks only our own */
+};
+/* Returns 0 or -errno with ERR set ("PATH: what is wrong"). */
+int ctl_listener_open(struct ctl_listener *l, const char *path, char *err, size_t errlen);
+/* Closes the socket and unlinks its file if it is still the one we bound. */
+void ctl_listener_close(struct ctl_listener *l);
+
 #endif

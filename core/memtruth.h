@@ -35,7 +35,9 @@ int memtruth_file_measure(struct memtruth_vm *out, const char *path, uint64_t co
 struct memtruth_host {
     uint64_t total, free, available, buffers, cached, sreclaimable, shmem, mapped, dirty,
         writeback, anon, swap_total, swap_free;
-    uint64_t free_used;       /* what `free` prints as used: total-free-buffers-cached-sreclaimable */
+    uint64_t free_used;       /* what `free` prints as used: procps-ng 4 (Debian 12) prints
+                               * total-available; without MemAvailable, the legacy figure */
+    uint64_t free_used_legacy; /* procps-ng 3.3.10..3.3.17: total-free-buffers-cached-sreclaimable */
     uint64_t free_buff_cache; /* buffers + cached + sreclaimable */
     uint64_t ksm_shared, ksm_sharing; /* bytes, from /sys/kernel/mm/ksm (0 if absent) */
 };

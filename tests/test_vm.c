@@ -72,6 +72,10 @@ START_TEST(boot_banner_and_two_cpus)
         execl(vmws_bin(), vmws_bin(), "run", "vm1", (char *)NULL);
         _exit(127);
     }
+    char sock[512];
+    snprintf(sock, sizeof(sock), "%s/run/vm1.console", e2e_home());
+    for (int i = 0; i < 300 && access(sock, F_OK) != 0; i++)
+        usleep(20000);
     /* The banner goes to serial.log too: read it from there once the shell answers. */
     struct console *c = booted_console("vm1");
     ck_assert_msg(console_run(c, "version", "vmws-guest 0.1.0", 5000), "version: %s",
