@@ -24,7 +24,8 @@ struct acpi_config {
 };
 
 /* Writes the tables into guest RAM at [BOOT_ACPI_START, BOOT_ACPI_END) and returns the RSDP's
- * GPA in *RSDP. Returns 0 or -ENOSPC. */
+ * GPA in *RSDP. Returns 0, -EINVAL if ncpus is 0 or above 255 (xAPIC ids), -ENOSPC if the
+ * tables do not fit the area, -EFAULT if RAM does not reach 1 MiB, or -ENOMEM. */
 int acpi_build(struct guest_mem *m, const struct acpi_config *cfg, uint64_t *rsdp);
 
 #endif

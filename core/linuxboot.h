@@ -69,18 +69,22 @@ struct boot_entry {
 };
 
 /* Loads everything into M (marking the VMM's writes dirty), writes GDT and identity page tables
- * (0-4 GiB), and fills ENTRY. Returns 0 or -errno with ERR set (e.g. initrd too large). */
+ * (0-4 GiB), and fills ENTRY. Returns 0 or -errno with ERR set: -EINVAL for a bad image, a
+ * command line longer than cmdline_size or an undescribable framebuffer; -ENOMEM when the
+ * kernel's init_size or the initrd does not fit in RAM below 4 GiB; -EFAULT if RAM is tiny.
+ * GDT at BOOT_GDT_ADDR: 0x10 64-bit code, 0x18 flat data, 0x20 a 64-bit TSS (for TR). */
 int linuxboot_load(struct guest_mem *m, const struct boot_request *req, struct boot_entry *entry,
                    char *err, size_t errlen);
 
 /* Builds the e820 map for M into TABLE (max N entries): usable [0, EBDA), reserved
  * [EBDA, 1 MiB), usable [1 MiB, low_size), usable [4 GiB, 4 GiB + size - low_size).
- * Returns the number of entries. */
+ * Returns the number of entries, or -ENOSPC if N is too small (4 always suffice). */
 struct boot_e820_entry { uint64_t addr, size; uint32_t type; } __attribute__((packed));
 int linuxboot_e820(const struct guest_mem *m, struct boot_e820_entry *table, int n);
 
 /* Register state for the boot vCPU per the 64-bit boot protocol: long mode, paging on,
- * CS = 0x10 (64-bit code), DS/ES/SS = 0x18, interrupts off, RSI = zero page. */
+ * CS = 0x10 (64-bit code), DS/ES/FS/GS/SS = 0x18, TR = 0x20, interrupts off, RSI = zero page.
+ * SREGS must come from KVM_GET_SREGS: fields boot does not need (apic_base, ...) are kept. */
 void linuxboot_vcpu_state(const struct boot_entry *e, struct kvm_regs *regs,
                           struct kvm_sregs *sregs);
 
