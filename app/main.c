@@ -1,2 +1,150 @@
-/* placeholder until the CLI lands */
-int main(void) { return 0; }
+/* vmws: main() and subcommand dispatch. Each subcommand is a function in app/cli_*.c listed
+ * in cli_commands[] with its usage text; `vmws help`, `vmws COMMAND --help` and usage errors
+ * all come from that one table. With no arguments vmws makes sure the default VM exists and
+ * runs, then attaches its console (until the dashboard takes over that role). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "app/cli.h"
+
+#ifndef PACKAGE_VERSION
+#define PACKAGE_VERSION "unknown"
+#endif
+
+static int cmd_help(int argc, char **argv);
+static int cmd_version(int argc, char **argv);
+
+const struct cli_command cli_commands[] = {
+    {"create", cmd_create,
+     "NAME [--memory SIZE] [--cpus N] [--memory-backend file|shm|anon|hugetlbfs]\n"
+     "                  [--kernel bzImage [--initrd FILE] [--append \"CMDLINE\"]]",
+     "create a VM (its directory and vm.conf)",
+     "  --memory SIZE          guest RAM, e.g. 512M or 2G (default 1G; 16M..1T, multiple of 2M)\n"
+     "  --cpus N               vCPUs, 1..64 (default 1; the VM 'default' gets 2)\n"
+     "  --memory-backend B     file: sparse NAME.vmem mapped shared (default); shm: memfd;\n"
+     "                         anon: private anonymous (KSM, THP); hugetlbfs: huge pages\n"
+     "  --kernel FILE          boot this Linux bzImage instead of the built-in guest\n"
+     "  --initrd FILE          initial ramdisk for --kernel\n"
+     "  --append CMDLINE       kernel command line for --kernel (default console=ttyS0)\n"},
+    {"start", cmd_start, "NAME", "start a VM in the background",
+     "  Returns once the VM's control socket answers; the VMM logs to vmm.log in the VM's\n"
+     "  directory, and its serial console is 'vmws console NAME'.\n"},
+    {"run", cmd_run, "NAME [--ready-fd N]", "run a VM's VMM in the foreground",
+     "  --ready-fd N           write one byte to file descriptor N once the VM answers\n"},
+    {"stop", cmd_stop, "NAME", "stop a VM cleanly (its memory file is flushed)",
+     "  Asks the VMM to quit and waits up to 10 s for it to exit.\n"},
+    {"kill", cmd_kill, "NAME", "kill a VM's VMM at once (SIGKILL)", NULL},
+    {"delete", cmd_delete, "NAME [--force]", "delete a VM and all its files",
+     "  --force                kill the VM first if it is running\n"},
+    {"list", cmd_list, "[--json]", "list VMs with their state", NULL},
+    {"status", cmd_status, "NAME [--json]", "show one VM's state and settings", NULL},
+    {"console", cmd_console, "NAME [--idle MS]", "attach to a VM's serial console",
+     "  On a terminal: interactive, Ctrl-] detaches. On a pipe: stdin goes to the guest and\n"
+     "  its output to stdout until the output has been quiet for --idle MS (default 1000)\n"
+     "  after stdin ended, or the VM stops.\n"},
+    {"mem", cmd_mem, "NAME [--json]", "show what the VM's memory really costs the host", NULL},
+    {"help", cmd_help, "[COMMAND]", "show help", NULL},
+    {"version", cmd_version, "", "show the version", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+const struct cli_command *cli_find(const char *name)
+{
+    for (const struct cli_command *c = cli_commands; c->name; c++) {
+        if (strcmp(c->name, name) == 0)
+            return c;
+    }
+    return NULL;
+}
+
+int cli_print_help(const char *cmd)
+{
+    const struct cli_command *c = cli_find(cmd);
+    if (!c)
+        return cli_error("unknown command '%s' (see 'vmws help')", cmd);
+    printf("usage: vmws %s %s\n%s.\n", c->name, c->usage, c->summary);
+    if (c->details)
+        printf("\n%s", c->details);
+    return 0;
+}
+
+static void print_overview(FILE *f)
+{
+    fprintf(f, "usage: vmws [COMMAND [ARGS]]\n\n"
+               "vmws runs KVM virtual machines, one VMM process per VM. With no command it\n"
+               "creates and starts the VM 'default' if needed and attaches its console.\n\n"
+               "commands:\n");
+    for (const struct cli_command *c = cli_commands; c->name; c++)
+        fprintf(f, "  %-9s %s\n", c->name, c->summary);
+    fprintf(f, "\nSee 'vmws COMMAND --help' for a command's options. VMs live in $VMWS_HOME\n"
+               "(default ~/.local/share/vmws), one directory each.\n");
+}
+
+static int cmd_help(int argc, char **argv)
+{
+    if (argc > 2)
+        return cli_usage_error("help", "expected at most one COMMAND");
+    if (argc == 2) {
+        if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)
+            return cli_print_help("help");
+        if (!cli_find(argv[1]))
+            return cli_usage_error("help", "unknown command '%s'", argv[1]);
+        return cli_print_help(argv[1]);
+    }
+    print_overview(stdout);
+    return 0;
+}
+
+static int cmd_version(int argc, char **argv)
+{
+    if (argc > 1 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0))
+        return cli_print_help(argv[0]);
+    if (argc > 1)
+        return cli_usage_error(argv[0], "unexpected argument '%s'", argv[1]);
+    printf("vmws %s\n", PACKAGE_VERSION);
+    return 0;
+}
+
+/* `vmws` alone: the default VM, created and started on first use, then its console. */
+static int run_default(void)
+{
+    struct vm_paths p;
+    if (paths_for_vm(CLI_DEFAULT_VM, &p) < 0)
+        return cli_error("cannot compute the paths of VM '%s' (check VMWS_HOME)",
+                         CLI_DEFAULT_VM);
+    if (access(p.config, F_OK) < 0) {
+        struct vm_config cfg;
+        vmconfig_defaults(&cfg, CLI_DEFAULT_VM);
+        cfg.cpus = 2;
+        if (cli_create_vm(CLI_DEFAULT_VM, &cfg, false))
+            return 1;
+    }
+    struct cli_vm_state st;
+    cli_vm_query(&p, NULL, &st);
+    if (!st.running) {
+        if (cli_start_vm(CLI_DEFAULT_VM, false))
+            return 1;
+    }
+    return cli_console_attach(CLI_DEFAULT_VM, 1000);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2)
+        return run_default();
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
+        print_overview(stdout);
+        return 0;
+    }
+    if (strcmp(cmd, "--version") == 0)
+        return cmd_version(1, argv + 1);
+    const struct cli_command *c = cli_find(cmd);
+    if (!c) {
+        fprintf(stderr, "vmws: unknown command '%s' (see 'vmws help')\n", cmd);
+        return EXIT_USAGE;
+    }
+    return c->fn(argc - 1, argv + 1);
+}

@@ -6,6 +6,7 @@
 #define VMWS_PATHS_H
 
 #include <limits.h>
+#include <stddef.h>
 
 struct vm_paths {
     char dir[PATH_MAX];         /* $VMWS_HOME/NAME */

@@ -1,0 +1,102 @@
+/* Shared pieces of the vmws command line: one function per subcommand, the error reporting
+ * convention and the helpers that find a VM and ask its VMM what state it is in.
+ * The one idea: "running" means the VM's control socket answers with a greeting; the pidfile
+ * (locked by the VMM for its whole life) only serves to find and signal the process. */
+#ifndef VMWS_CLI_H
+#define VMWS_CLI_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "app/paths.h"
+#include "app/vmconfig.h"
+#include "core/ctl.h"
+
+/* Exit statuses. */
+#define EXIT_USAGE 2
+
+struct cli_command {
+    const char *name;
+    int (*fn)(int argc, char **argv); /* argv[0] is the command name */
+    const char *usage;                /* "NAME [--json]" */
+    const char *summary;              /* one line for `vmws help` */
+    const char *details;              /* options, printed by `vmws COMMAND --help` */
+};
+
+extern const struct cli_command cli_commands[];
+const struct cli_command *cli_find(const char *name);
+
+/* Prints "vmws: MSG" to stderr. Returns 1 (the exit status of a failure). */
+int cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Prints "vmws CMD: MSG (see 'vmws CMD --help')" to stderr. Returns EXIT_USAGE. */
+int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Prints the usage of CMD to stdout. Returns 0. */
+int cli_print_help(const char *cmd);
+
+/* Option parsing shared by the subcommands: getopt_long over ARGV (long options only, plus
+ * -h) with GNU argument permutation, so options may follow the VM name. Returns the option's
+ * val, -1 when done, 'h' for --help, or '?' after printing a usage error. */
+struct option;
+int cli_getopt(int argc, char **argv, const struct option *longopts);
+/* Checks that exactly N positional arguments remain after the options; prints a usage error
+ * naming WHAT (e.g. "NAME") otherwise. Returns 0 or EXIT_USAGE. */
+int cli_positional(int argc, char **argv, int n, const char *what);
+
+/* Looks up VM NAME: validates the name, fills paths, checks the directory exists and (if CFG)
+ * loads its config. On failure prints the error and returns 1. */
+int cli_vm_open(const char *name, struct vm_paths *p, struct vm_config *cfg);
+
+/* VM state as the control socket reports it. */
+struct cli_vm_state {
+    bool running;          /* the control socket answered */
+    char state[32];        /* "running", "paused", ... or "off" */
+    pid_t pid;             /* from query-status or the pidfile, 0 if unknown */
+    unsigned cpus;
+    uint64_t memory;
+    int64_t uptime_ms;     /* -1 if unknown */
+};
+/* Asks the VM's VMM (query-status). Never fails: a VM that does not answer is "off". */
+void cli_vm_query(const struct vm_paths *p, const struct vm_config *cfg,
+                  struct cli_vm_state *st);
+/* Connects to a running VM's control socket; prints an error and returns NULL if it is off. */
+struct ctl_client *cli_vm_connect(const char *name, const struct vm_paths *p);
+
+/* The pidfile: written and locked by `vmws run` for the VMM's lifetime. */
+int pidfile_acquire(const char *path, pid_t *holder);  /* returns fd, or -EBUSY (*HOLDER) */
+/* The pid of a live VMM holding PATH's lock, or 0. */
+pid_t pidfile_live_pid(const char *path);
+/* True if PID is gone (or a zombie); waits up to TIMEOUT_MS for that. */
+bool pid_wait_gone(pid_t pid, int timeout_ms);
+/* True if PID's command line is `vmws run NAME ...`: it is this VM's VMM, safe to signal. */
+bool pid_is_vmm(pid_t pid, const char *name);
+/* SIGKILLs VM NAME's VMM (if any), waits for it and removes its stale pidfile and sockets.
+ * Returns 0 if a VMM was killed, 1 if none was running, or -errno. */
+int cli_kill_vm(const char *name, const struct vm_paths *p);
+
+/* "1G", "512M", "1.5G" for tables. */
+void format_size(char *out, size_t len, uint64_t bytes);
+/* "1h 02m 03s" */
+void format_duration(char *out, size_t len, int64_t ms);
+/* Prints JSON to stdout, indented, with a trailing newline. */
+void print_json(json_t *j);
+
+/* The default VM's name and first-run creation (used by `vmws` with no arguments). */
+#define CLI_DEFAULT_VM "default"
+int cli_create_vm(const char *name, const struct vm_config *cfg, bool quiet);
+int cli_start_vm(const char *name, bool quiet);
+int cli_console_attach(const char *name, int idle_ms);
+
+int cmd_create(int argc, char **argv);
+int cmd_delete(int argc, char **argv);
+int cmd_list(int argc, char **argv);
+int cmd_status(int argc, char **argv);
+int cmd_run(int argc, char **argv);
+int cmd_start(int argc, char **argv);
+int cmd_stop(int argc, char **argv);
+int cmd_kill(int argc, char **argv);
+int cmd_console(int argc, char **argv);
+int cmd_mem(int argc, char **argv);
+
+#endif

@@ -1,0 +1,163 @@
+/* `vmws mem NAME`: the memory truth of one VM and of the host, as figures.
+ * The one idea: the figures are one JSON object in both cases - from the VMM's query-memory
+ * when the VM runs (it measures its own RAM mapping in smaps), or built here from the .vmem
+ * file when it is off - and the human table is printed from that same object, so --json and
+ * the table can never disagree. */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "app/cli.h"
+#include "core/memtruth.h"
+
+static double mib(json_t *obj, const char *key)
+{
+    return (double)json_integer_value(json_object_get(obj, key)) / (1024.0 * 1024.0);
+}
+
+/* Why `free` and the VM's figures seem not to add up, for each backend. */
+static const char *gap_explanation(const char *backend)
+{
+    if (strcmp(backend, "file") == 0)
+        return "Guest RAM is page cache of the .vmem file mapped MAP_SHARED: `free` counts it "
+               "in buff/cache (and available), not in used; see Cached and Mapped.";
+    if (strcmp(backend, "shm") == 0)
+        return "Guest RAM is a memfd (shmem): `free` shows it as shared and in buff/cache; see "
+               "Shmem.";
+    if (strcmp(backend, "anon") == 0)
+        return "Guest RAM is private anonymous memory: `free` counts it in used (AnonPages).";
+    if (strcmp(backend, "hugetlbfs") == 0)
+        return "Guest RAM is in hugetlb pages: they leave MemFree when the pool is reserved, "
+               "and `free` counts them as used whether the guest touched them or not.";
+    return "";
+}
+
+static void print_human(const char *name, const char *state, json_t *m)
+{
+    json_t *vm = json_object_get(m, "vm");
+    json_t *host = json_object_get(m, "host");
+    const char *backend = json_string_value(json_object_get(m, "backend"));
+    const char *path = json_string_value(json_object_get(m, "path"));
+    bool from_map = json_is_true(json_object_get(vm, "from_mapping"));
+    if (!backend)
+        backend = "?";
+    printf("VM %s: %s, %s memory%s%s\n", name, state, backend, path && *path ? " " : "",
+           path ? path : "");
+    printf("  %-12s %10s\n", "", "MiB");
+    struct {
+        const char *key, *what;
+        bool needs_map;
+    } rows[] = {
+        {"configured", "guest RAM size", false},
+        {"apparent", "size of the backing file (ls -l)", false},
+        {"allocated", "disk/memory blocks really allocated (ls -s, du)", false},
+        {"resident", from_map ? "in host RAM now (smaps Rss)" : "in the page cache (mincore)",
+         false},
+        {"dirty", "changed and not yet written back", true},
+        {"shared", "mapped by other processes too", true},
+        {"private", "mapped by this VMM only", true},
+        {"swapped", "swapped out", true},
+    };
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        if (rows[i].needs_map && !from_map)
+            printf("  %-12s %10s   %s\n", rows[i].key, "-", "(only known while the VM runs)");
+        else
+            printf("  %-12s %10.1f   %s\n", rows[i].key, mib(vm, rows[i].key), rows[i].what);
+    }
+    printf("Host (/proc/meminfo)\n");
+    printf("  %-15s %10.1f MiB\n", "free says used", mib(host, "free_used"));
+    struct {
+        const char *label, *key;
+    } hrows[] = {
+        {"MemFree", "free"}, {"Mapped", "mapped"}, {"Shmem", "shmem"},
+        {"Cached", "cached"}, {"Dirty", "dirty"}, {"Writeback", "writeback"},
+    };
+    for (size_t i = 0; i < sizeof(hrows) / sizeof(hrows[0]); i++)
+        printf("  %-15s %10.1f MiB\n", hrows[i].label, mib(host, hrows[i].key));
+    if (json_integer_value(json_object_get(host, "ksm_sharing")))
+        printf("  %-15s %10.1f MiB shared, saving %.1f MiB\n", "KSM", mib(host, "ksm_shared"),
+               mib(host, "ksm_sharing"));
+    printf("%s\n", gap_explanation(backend));
+}
+
+/* The query-memory shape, measured from outside for a VM that is not running. */
+static json_t *measure_off(const struct vm_config *cfg, const struct vm_paths *p)
+{
+    struct memtruth_vm v;
+    struct memtruth_host h;
+    memset(&v, 0, sizeof(v));
+    v.configured = cfg->memory_bytes;
+    const char *path = "";
+    if (cfg->backend == MEM_BACKEND_FILE) {
+        path = p->vmem;
+        int rc = memtruth_file_measure(&v, p->vmem, cfg->memory_bytes);
+        if (rc < 0 && rc != -ENOENT) {
+            cli_error("cannot measure %s: %s", p->vmem, strerror(-rc));
+            return NULL;
+        }
+    }
+    int rc = memtruth_host_measure(&h, NULL);
+    if (rc < 0) {
+        cli_error("cannot read /proc/meminfo: %s", strerror(-rc));
+        return NULL;
+    }
+    return json_pack("{s:o,s:o,s:s,s:s}", "vm", memtruth_vm_json(&v), "host",
+                     memtruth_host_json(&h), "backend", mem_backend_name(cfg->backend), "path",
+                     path);
+}
+
+int cmd_mem(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"json", no_argument, NULL, 'j'},
+        {"help", no_argument, NULL, 'h'},
+        {0},
+    };
+    bool json = false;
+    int c;
+    while ((c = cli_getopt(argc, argv, opts)) != -1) {
+        switch (c) {
+        case 'h': return cli_print_help(argv[0]);
+        case 'j': json = true; break;
+        default: return EXIT_USAGE;
+        }
+    }
+    int rc = cli_positional(argc, argv, 1, "the VM's NAME");
+    if (rc)
+        return rc;
+    const char *name = argv[optind];
+    struct vm_paths p;
+    struct vm_config cfg;
+    if (cli_vm_open(name, &p, &cfg))
+        return 1;
+
+    char err[512];
+    const char *state = "off";
+    json_t *m = NULL;
+    struct ctl_client *cl = ctl_client_connect(p.ctl_sock, NULL, err, sizeof(err));
+    bool running = cl != NULL;
+    if (running) {
+        state = "running";
+        m = ctl_client_execute(cl, "query-memory", NULL, 5000, err, sizeof(err));
+        ctl_client_close(cl);
+        if (!m)
+            return cli_error("VM '%s' did not report its memory: %s", name, err);
+    } else {
+        m = measure_off(&cfg, &p);
+        if (!m)
+            return 1;
+    }
+    if (json) {
+        json_object_set_new(m, "name", json_string(name));
+        json_object_set_new(m, "state", json_string(state));
+        print_json(m);
+    } else {
+        print_human(name, state, m);
+        if (!running && cfg.backend != MEM_BACKEND_FILE)
+            printf("The VM is off and its %s memory is gone: nothing is allocated.\n",
+                   mem_backend_name(cfg.backend));
+    }
+    json_decref(m);
+    return 0;
+}

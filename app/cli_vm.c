@@ -1,0 +1,364 @@
+/* `vmws create | delete | list | status`: VMs as directories under $VMWS_HOME.
+ * The one idea: a VM is its directory (vm.conf, NAME.vmem, logs), like a VMware VM folder;
+ * these commands only create, read and remove that directory, and ask the VM's VMM over its
+ * control socket when they need live state. */
+#include <errno.h>
+#include <dirent.h>
+#include <ftw.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "app/cli.h"
+
+#define VM_MEMORY_MIN (16ULL << 20)
+#define VM_MEMORY_MAX (1ULL << 40)
+
+/* Resolves a user-given file to an absolute path and checks it is a readable file. */
+static int check_input_file(const char *what, const char *arg, char *out, size_t len)
+{
+    char real[PATH_MAX];
+    if (!realpath(arg, real))
+        return cli_error("%s '%s': %s (give the path of a readable file)", what, arg,
+                         strerror(errno));
+    struct stat st;
+    if (stat(real, &st) < 0 || !S_ISREG(st.st_mode))
+        return cli_error("%s '%s' is not a regular file", what, arg);
+    if (access(real, R_OK) < 0)
+        return cli_error("%s '%s': %s", what, arg, strerror(errno));
+    if (strlen(real) >= len || strlen(real) > 180)
+        return cli_error("%s '%s': path too long for vm.conf (move the file to a shorter "
+                         "path)",
+                         what, arg);
+    strcpy(out, real);
+    return 0;
+}
+
+int cli_create_vm(const char *name, const struct vm_config *cfg, bool quiet)
+{
+    char home[PATH_MAX];
+    int rc = paths_home(home, sizeof(home));
+    if (rc < 0)
+        return cli_error("cannot create the VM directory root %s: %s (set VMWS_HOME to a "
+                         "writable directory)",
+                         home, strerror(-rc));
+    struct vm_paths p;
+    rc = paths_for_vm(name, &p);
+    if (rc < 0)
+        return cli_error("cannot place VM '%s': %s (try a shorter VMWS_HOME or "
+                         "VMWS_RUNTIME_DIR)",
+                         name, strerror(-rc));
+    if (mkdir(p.dir, 0700) < 0) {
+        if (errno == EEXIST)
+            return cli_error("VM '%s' already exists (in %s; see 'vmws list', or "
+                             "'vmws delete %s' first)",
+                             name, p.dir, name);
+        return cli_error("cannot create %s: %s", p.dir, strerror(errno));
+    }
+    rc = vmconfig_save(p.config, cfg);
+    if (rc < 0) {
+        rmdir(p.dir);
+        return cli_error("cannot write %s: %s", p.config, strerror(-rc));
+    }
+    if (!quiet) {
+        char mem[32];
+        format_size(mem, sizeof(mem), cfg->memory_bytes);
+        printf("created %s (%s, %u vCPU%s, %s, %s memory) in %s\n", name, mem, cfg->cpus,
+               cfg->cpus == 1 ? "" : "s", cfg->kernel[0] ? cfg->kernel : "built-in guest",
+               mem_backend_name(cfg->backend), p.dir);
+    }
+    return 0;
+}
+
+int cmd_create(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"memory", required_argument, NULL, 'm'},
+        {"cpus", required_argument, NULL, 'c'},
+        {"memory-backend", required_argument, NULL, 'b'},
+        {"kernel", required_argument, NULL, 'k'},
+        {"initrd", required_argument, NULL, 'i'},
+        {"append", required_argument, NULL, 'a'},
+        {"help", no_argument, NULL, 'h'},
+        {0},
+    };
+    const char *memory = NULL, *cpus = NULL, *backend = NULL, *kernel = NULL, *initrd = NULL,
+               *append = NULL;
+    int c;
+    while ((c = cli_getopt(argc, argv, opts)) != -1) {
+        switch (c) {
+        case 'h': return cli_print_help(argv[0]);
+        case 'm': memory = optarg; break;
+        case 'c': cpus = optarg; break;
+        case 'b': backend = optarg; break;
+        case 'k': kernel = optarg; break;
+        case 'i': initrd = optarg; break;
+        case 'a': append = optarg; break;
+        default: return EXIT_USAGE;
+        }
+    }
+    int rc = cli_positional(argc, argv, 1, "the VM's NAME");
+    if (rc)
+        return rc;
+    const char *name = argv[optind];
+    if (!vm_name_valid(name))
+        return cli_usage_error(argv[0],
+                               "'%s' is not a valid VM name (use 1-63 letters, digits, '.', "
+                               "'_' or '-', not starting with '.' or '-')",
+                               name);
+    struct vm_config cfg;
+    vmconfig_defaults(&cfg, name);
+    if (strcmp(name, CLI_DEFAULT_VM) == 0)
+        cfg.cpus = 2;
+    if (memory) {
+        uint64_t v;
+        if (parse_size(memory, &v) < 0)
+            return cli_usage_error(argv[0], "bad --memory '%s' (expected a size like 512M or 2G)",
+                                   memory);
+        if (v < VM_MEMORY_MIN || v > VM_MEMORY_MAX || v % (2ULL << 20))
+            return cli_usage_error(argv[0],
+                                   "bad --memory '%s' (expected 16M to 1T, a multiple of 2M)",
+                                   memory);
+        cfg.memory_bytes = v;
+    }
+    if (cpus) {
+        char *end;
+        long v = strtol(cpus, &end, 10);
+        if (*end || end == cpus || v < 1 || v > VM_CPUS_MAX)
+            return cli_usage_error(argv[0], "bad --cpus '%s' (expected 1 to %d)", cpus,
+                                   VM_CPUS_MAX);
+        cfg.cpus = (unsigned)v;
+    }
+    if (backend && mem_backend_parse(backend, &cfg.backend) < 0)
+        return cli_usage_error(argv[0],
+                               "bad --memory-backend '%s' (expected file, shm, anon or "
+                               "hugetlbfs)",
+                               backend);
+    if ((initrd || append) && !kernel)
+        return cli_usage_error(argv[0], "%s needs --kernel (the built-in guest takes neither)",
+                               initrd ? "--initrd" : "--append");
+    if (kernel && check_input_file("kernel", kernel, cfg.kernel, sizeof(cfg.kernel)))
+        return 1;
+    if (initrd && check_input_file("initrd", initrd, cfg.initrd, sizeof(cfg.initrd)))
+        return 1;
+    if (append) {
+        if (strlen(append) >= sizeof(cfg.append) || strchr(append, '\n'))
+            return cli_usage_error(argv[0], "bad --append (at most %zu characters, one line)",
+                                   sizeof(cfg.append) - 1);
+        strcpy(cfg.append, append);
+    }
+    return cli_create_vm(name, &cfg, false);
+}
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)ftw;
+    int rc = flag == FTW_DP ? rmdir(path) : unlink(path);
+    if (rc < 0) {
+        cli_error("cannot remove %s: %s", path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+int cmd_delete(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"force", no_argument, NULL, 'f'},
+        {"help", no_argument, NULL, 'h'},
+        {0},
+    };
+    bool force = false;
+    int c;
+    while ((c = cli_getopt(argc, argv, opts)) != -1) {
+        switch (c) {
+        case 'h': return cli_print_help(argv[0]);
+        case 'f': force = true; break;
+        default: return EXIT_USAGE;
+        }
+    }
+    int rc = cli_positional(argc, argv, 1, "the VM's NAME");
+    if (rc)
+        return rc;
+    const char *name = argv[optind];
+    struct vm_paths p;
+    if (cli_vm_open(name, &p, NULL))
+        return 1;
+    struct cli_vm_state st;
+    cli_vm_query(&p, NULL, &st);
+    if (st.running || st.pid > 0) {
+        if (!force)
+            return cli_error("VM '%s' is running (stop it with 'vmws stop %s', or delete it "
+                             "anyway with 'vmws delete --force %s')",
+                             name, name, name);
+        rc = cli_kill_vm(name, &p);
+        if (rc < 0)
+            return cli_error("cannot kill VM '%s' (pid %ld): %s; nothing was deleted", name,
+                             (long)st.pid, strerror(-rc));
+    }
+    if (nftw(p.dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT) != 0)
+        return cli_error("VM '%s' was only partly deleted (see above; remove %s by hand)", name,
+                         p.dir);
+    unlink(p.ctl_sock);
+    unlink(p.console_sock);
+    printf("deleted %s\n", name);
+    return 0;
+}
+
+static int name_cmp(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+int cmd_list(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"json", no_argument, NULL, 'j'},
+        {"help", no_argument, NULL, 'h'},
+        {0},
+    };
+    bool json = false;
+    int c;
+    while ((c = cli_getopt(argc, argv, opts)) != -1) {
+        switch (c) {
+        case 'h': return cli_print_help(argv[0]);
+        case 'j': json = true; break;
+        default: return EXIT_USAGE;
+        }
+    }
+    int rc = cli_positional(argc, argv, 0, "");
+    if (rc)
+        return rc;
+    char home[PATH_MAX];
+    rc = paths_home(home, sizeof(home));
+    if (rc < 0)
+        return cli_error("cannot open the VM directory root %s: %s", home, strerror(-rc));
+    DIR *d = opendir(home);
+    if (!d)
+        return cli_error("cannot list %s: %s", home, strerror(errno));
+    char **names = NULL;
+    size_t n = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (!vm_name_valid(e->d_name))
+            continue;
+        char conf[PATH_MAX + 300];
+        struct stat st;
+        snprintf(conf, sizeof(conf), "%s/%s/vm.conf", home, e->d_name);
+        if (stat(conf, &st) < 0)
+            continue;
+        char **nn = realloc(names, (n + 1) * sizeof(*names));
+        if (!nn)
+            break;
+        names = nn;
+        names[n++] = strdup(e->d_name);
+    }
+    closedir(d);
+    qsort(names, n, sizeof(*names), name_cmp);
+
+    json_t *arr = json_array();
+    if (!json && n)
+        printf("%-20s %-9s %4s %7s  %s\n", "NAME", "STATE", "CPUS", "MEMORY", "PID");
+    for (size_t i = 0; i < n; i++) {
+        struct vm_paths p;
+        struct vm_config cfg;
+        char err[1024] = "";
+        struct cli_vm_state st;
+        if (paths_for_vm(names[i], &p) < 0)
+            continue;
+        vmconfig_defaults(&cfg, names[i]);
+        bool broken = vmconfig_load(p.config, &cfg, err, sizeof(err)) < 0;
+        cli_vm_query(&p, broken ? NULL : &cfg, &st);
+        if (broken && !st.running)
+            snprintf(st.state, sizeof(st.state), "bad-config");
+        if (json) {
+            json_t *o = json_pack("{s:s,s:s,s:i,s:I}", "name", names[i], "state", st.state,
+                                  "cpus", (int)st.cpus, "memory", (json_int_t)st.memory);
+            json_object_set_new(o, "pid", st.pid > 0 ? json_integer(st.pid) : json_null());
+            if (broken)
+                json_object_set_new(o, "error", json_string(err));
+            json_array_append_new(arr, o);
+        } else {
+            char mem[32], pid[24] = "-";
+            format_size(mem, sizeof(mem), st.memory);
+            if (st.pid > 0)
+                snprintf(pid, sizeof(pid), "%ld", (long)st.pid);
+            printf("%-20s %-9s %4u %7s  %s\n", names[i], st.state, st.cpus,
+                   broken && !st.running ? "-" : mem, pid);
+            if (broken)
+                fprintf(stderr, "vmws: %s\n", err);
+        }
+        free(names[i]);
+    }
+    free(names);
+    if (json)
+        print_json(arr);
+    else if (n == 0)
+        printf("no VMs yet in %s (create one with 'vmws create NAME', or just run 'vmws')\n",
+               home);
+    json_decref(arr);
+    return 0;
+}
+
+int cmd_status(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"json", no_argument, NULL, 'j'},
+        {"help", no_argument, NULL, 'h'},
+        {0},
+    };
+    bool json = false;
+    int c;
+    while ((c = cli_getopt(argc, argv, opts)) != -1) {
+        switch (c) {
+        case 'h': return cli_print_help(argv[0]);
+        case 'j': json = true; break;
+        default: return EXIT_USAGE;
+        }
+    }
+    int rc = cli_positional(argc, argv, 1, "the VM's NAME");
+    if (rc)
+        return rc;
+    const char *name = argv[optind];
+    struct vm_paths p;
+    struct vm_config cfg;
+    if (cli_vm_open(name, &p, &cfg))
+        return 1;
+    struct cli_vm_state st;
+    cli_vm_query(&p, &cfg, &st);
+    const char *kernel = cfg.kernel[0] ? cfg.kernel : "builtin";
+    if (json) {
+        json_t *o = json_pack("{s:s,s:s,s:i,s:I,s:s,s:s,s:s,s:s,s:s}", "name", name, "state",
+                              st.state, "cpus", (int)st.cpus, "memory", (json_int_t)st.memory,
+                              "backend", mem_backend_name(cfg.backend), "kernel", kernel,
+                              "directory", p.dir, "control_socket", p.ctl_sock,
+                              "console_socket", p.console_sock);
+        json_object_set_new(o, "pid", st.pid > 0 ? json_integer(st.pid) : json_null());
+        json_object_set_new(o, "uptime_ms",
+                            st.uptime_ms >= 0 ? json_integer(st.uptime_ms) : json_null());
+        print_json(o);
+        json_decref(o);
+        return 0;
+    }
+    char mem[32], up[48];
+    format_size(mem, sizeof(mem), st.memory);
+    format_duration(up, sizeof(up), st.uptime_ms);
+    printf("name:            %s\n", name);
+    printf("state:           %s\n", st.state);
+    if (st.pid > 0)
+        printf("pid:             %ld\n", (long)st.pid);
+    else
+        printf("pid:             -\n");
+    printf("cpus:            %u\n", st.cpus);
+    printf("memory:          %s (%llu bytes)\n", mem, (unsigned long long)st.memory);
+    printf("backend:         %s\n", mem_backend_name(cfg.backend));
+    printf("kernel:          %s\n", cfg.kernel[0] ? cfg.kernel : "built-in guest");
+    printf("directory:       %s\n", p.dir);
+    printf("console socket:  %s\n", p.console_sock);
+    printf("uptime:          %s\n", up);
+    return 0;
+}
