@@ -121,8 +121,8 @@ static void sdt_header(uint8_t *t, const char sig[4], uint32_t len, uint8_t revi
 
 static void sdt_checksum(uint8_t *t)
 {
-    uint32_t len = (uint32_t)t[4] | (uint32_t)t[5] << 8 | (uint32_t)t[6] << 16 |
-                   (uint32_t)t[7] << 24;
+    uint32_t len =
+        (uint32_t)t[4] | (uint32_t)t[5] << 8 | (uint32_t)t[6] << 16 | (uint32_t)t[7] << 24;
     t[9] = 0;
     t[9] = checksum(t, len);
 }
@@ -148,16 +148,16 @@ static void build_fadt(uint8_t *t, uint64_t facs, uint64_t dsdt)
     put32(t, 56, ACPI_PM1A_EVT_BLK);
     put32(t, 64, ACPI_PM1A_CNT_BLK);
     put32(t, 76, ACPI_PM_TMR_BLK);
-    t[88] = 4; /* PM1_EVT_LEN */
-    t[89] = 2; /* PM1_CNT_LEN */
-    t[91] = 4; /* PM_TMR_LEN */
+    t[88] = 4;          /* PM1_EVT_LEN */
+    t[89] = 2;          /* PM1_CNT_LEN */
+    t[91] = 4;          /* PM_TMR_LEN */
     put16(t, 96, 101);  /* P_LVL2_LAT > 100: no C2 */
     put16(t, 98, 1001); /* P_LVL3_LAT > 1000: no C3 */
     put16(t, 109, FADT_BOOT_LEGACY_DEVICES | FADT_BOOT_8042);
     put32(t, 112, FADT_F_WBINVD | FADT_F_PROC_C1 | FADT_F_SLP_BUTTON | FADT_F_RESET_REG_SUP);
     put_gas(t, 116, GAS_SYSTEM_IO, 8, GAS_ACCESS_BYTE, RESET_PORT);
     t[128] = RESET_VALUE;
-    t[131] = 0;        /* FADT minor version: ACPI 6.0 */
+    t[131] = 0;          /* FADT minor version: ACPI 6.0 */
     put64(t, 140, dsdt); /* X_DSDT, equal to DSDT */
     put_gas(t, 148, GAS_SYSTEM_IO, 32, GAS_ACCESS_WORD, ACPI_PM1A_EVT_BLK);
     put_gas(t, 172, GAS_SYSTEM_IO, 16, GAS_ACCESS_WORD, ACPI_PM1A_CNT_BLK);
@@ -253,7 +253,7 @@ static void build_madt(uint8_t *t, unsigned ncpus)
     /* NMI on LINT1 of every processor. */
     t[o] = MADT_LAPIC_NMI;
     t[o + 1] = 6;
-    t[o + 2] = 0xff; /* all processors */
+    t[o + 2] = 0xff;    /* all processors */
     put16(t, o + 3, 0); /* flags: conforms to the bus */
     t[o + 5] = 1;       /* LINT1 */
 }

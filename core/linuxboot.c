@@ -155,9 +155,8 @@ int bzimage_parse(const uint8_t *img, size_t len, struct bzimage_info *info, cha
 
     uint16_t protocol = get16(img, HDR_VERSION);
     if (protocol < 0x0206)
-        return fail(err, errlen, -EINVAL,
-                    NOT_BZIMAGE "boot protocol %u.%02u is older than 2.06", protocol >> 8,
-                    protocol & 0xff);
+        return fail(err, errlen, -EINVAL, NOT_BZIMAGE "boot protocol %u.%02u is older than 2.06",
+                    protocol >> 8, protocol & 0xff);
     if (protocol < 0x020c)
         return fail(err, errlen, -EINVAL,
                     NOT_BZIMAGE "boot protocol %u.%02u predates xloadflags (2.12), so it cannot "
@@ -206,9 +205,8 @@ int bzimage_parse(const uint8_t *img, size_t len, struct bzimage_info *info, cha
     uint16_t kv = get16(img, HDR_KERNEL_VERSION);
     if (kv) {
         size_t off = (size_t)kv + 0x200;
-        const uint8_t *nul = off < info->setup_size
-                                 ? memchr(img + off, 0, info->setup_size - off)
-                                 : NULL;
+        const uint8_t *nul =
+            off < info->setup_size ? memchr(img + off, 0, info->setup_size - off) : NULL;
         if (!nul)
             return fail(err, errlen, -EINVAL,
                         NOT_BZIMAGE "kernel_version pointer 0x%04x does not point at a "
@@ -233,14 +231,12 @@ int bzimage_parse(const uint8_t *img, size_t len, struct bzimage_info *info, cha
         return fail(err, errlen, -EINVAL,
                     NOT_BZIMAGE "init_size 0x%x is smaller than the %u-byte protected-mode kernel",
                     info->init_size, info->kernel_size);
-    if (info->relocatable_kernel && (info->kernel_alignment == 0 ||
-                                     (info->kernel_alignment & (info->kernel_alignment - 1))))
-        return fail(err, errlen, -EINVAL,
-                    NOT_BZIMAGE "kernel_alignment 0x%x is not a power of two",
+    if (info->relocatable_kernel &&
+        (info->kernel_alignment == 0 || (info->kernel_alignment & (info->kernel_alignment - 1))))
+        return fail(err, errlen, -EINVAL, NOT_BZIMAGE "kernel_alignment 0x%x is not a power of two",
                     info->kernel_alignment);
     if (info->pref_address >= GUEST_LOW_RAM_MAX)
-        return fail(err, errlen, -EINVAL,
-                    NOT_BZIMAGE "pref_address 0x%llx is not below 3 GiB",
+        return fail(err, errlen, -EINVAL, NOT_BZIMAGE "pref_address 0x%llx is not below 3 GiB",
                     (unsigned long long)info->pref_address);
     return 0;
 }
@@ -274,8 +270,7 @@ int linuxboot_e820(const struct guest_mem *m, struct boot_e820_entry *table, int
 
     if (below_ebda)
         e[count++] = (struct boot_e820_entry){0, below_ebda, E820_RAM};
-    e[count++] = (struct boot_e820_entry){BOOT_EBDA_START, SZ_1M - BOOT_EBDA_START,
-                                          E820_RESERVED};
+    e[count++] = (struct boot_e820_entry){BOOT_EBDA_START, SZ_1M - BOOT_EBDA_START, E820_RESERVED};
     if (low > SZ_1M)
         e[count++] = (struct boot_e820_entry){SZ_1M, low - SZ_1M, E820_RAM};
     if (m->size > low)
@@ -303,8 +298,8 @@ static int write_page_tables(struct guest_mem *m)
 
     for (int i = 0; i < 4 && rc == 0; i++) {
         for (int j = 0; j < 512; j++)
-            page[j] = ((uint64_t)i * SZ_1G + (uint64_t)j * SZ_2M) | PTE_PRESENT | PTE_WRITE |
-                      PTE_LARGE;
+            page[j] =
+                ((uint64_t)i * SZ_1G + (uint64_t)j * SZ_2M) | PTE_PRESENT | PTE_WRITE | PTE_LARGE;
         rc = guest_mem_write(m, pd + (uint64_t)i * 0x1000, page, sizeof(page));
     }
     return rc;
@@ -324,10 +319,12 @@ static int fill_screen_info(uint8_t *bp, const struct boot_framebuffer *fb, char
     static const uint8_t rgb32[8] = {8, 16, 8, 8, 8, 0, 8, 24};
     static const uint8_t rgb24[8] = {8, 16, 8, 8, 8, 0, 0, 0};
     static const uint8_t rgb16[8] = {5, 11, 6, 5, 5, 0, 0, 0};
-    const uint8_t *layout = fb->bpp == 32 ? rgb32 : fb->bpp == 24 ? rgb24
-                                                  : fb->bpp == 16 ? rgb16 : NULL;
-    if (!layout || fb->width == 0 || fb->width > 0xffff || fb->height == 0 ||
-        fb->height > 0xffff || fb->stride > 0xffff || fb->stride < fb->width * (fb->bpp / 8) ||
+    const uint8_t *layout = fb->bpp == 32   ? rgb32
+                            : fb->bpp == 24 ? rgb24
+                            : fb->bpp == 16 ? rgb16
+                                            : NULL;
+    if (!layout || fb->width == 0 || fb->width > 0xffff || fb->height == 0 || fb->height > 0xffff ||
+        fb->stride > 0xffff || fb->stride < fb->width * (fb->bpp / 8) ||
         (uint64_t)fb->stride * fb->height > fb->size)
         return fail(err, errlen, -EINVAL,
                     "framebuffer %ux%u, %u bpp, stride %u, %u bytes cannot be described to the "
@@ -354,8 +351,7 @@ static int fill_screen_info(uint8_t *bp, const struct boot_framebuffer *fb, char
 /* Highest page-aligned spot for the initrd below min(initrd_addr_max + 1, low RAM end) that
  * stays clear of the kernel's init_size. Returns 0 or -ENOMEM. */
 static int place_initrd(const struct guest_mem *m, const struct bzimage_info *bi,
-                        uint64_t kernel_end, uint64_t len, uint64_t *addr, char *err,
-                        size_t errlen)
+                        uint64_t kernel_end, uint64_t len, uint64_t *addr, char *err, size_t errlen)
 {
     uint64_t limit = (uint64_t)bi->initrd_addr_max + 1;
     if (limit > m->low_size)
@@ -389,8 +385,8 @@ int linuxboot_load(struct guest_mem *m, const struct boot_request *req, struct b
 
     const char *cmdline = req->cmdline ? req->cmdline : "";
     size_t cmdlen = strlen(cmdline);
-    uint64_t cmdmax = bi.cmdline_size < BOOT_CMDLINE_MAX - 1 ? bi.cmdline_size
-                                                             : BOOT_CMDLINE_MAX - 1;
+    uint64_t cmdmax =
+        bi.cmdline_size < BOOT_CMDLINE_MAX - 1 ? bi.cmdline_size : BOOT_CMDLINE_MAX - 1;
     if (cmdlen > cmdmax)
         return fail(err, errlen, -EINVAL,
                     "kernel command line is %zu bytes but this kernel accepts at most %llu "
@@ -441,10 +437,9 @@ int linuxboot_load(struct guest_mem *m, const struct boot_request *req, struct b
     if ((rc = guest_mem_write(m, load, pm, bi.kernel_size)) ||
         (initrd_len && (rc = guest_mem_write(m, initrd_addr, req->initrd, initrd_len))) ||
         (rc = guest_mem_write(m, BOOT_CMDLINE_ADDR, cmdline, cmdlen + 1)) ||
-        (rc = guest_mem_write(m, BOOT_ZERO_PAGE_ADDR, bp, sizeof(bp))) ||
-        (rc = write_gdt(m)) || (rc = write_page_tables(m)))
-        return fail(err, errlen, rc,
-                    "cannot write the boot image into guest RAM of %llu bytes: %s",
+        (rc = guest_mem_write(m, BOOT_ZERO_PAGE_ADDR, bp, sizeof(bp))) || (rc = write_gdt(m)) ||
+        (rc = write_page_tables(m)))
+        return fail(err, errlen, rc, "cannot write the boot image into guest RAM of %llu bytes: %s",
                     (unsigned long long)m->size, strerror(-rc));
 
     memset(entry, 0, sizeof(*entry));
@@ -492,7 +487,7 @@ void linuxboot_vcpu_state(const struct boot_entry *e, struct kvm_regs *regs,
     /* PE | MP | ET | NE | PG, caches on (CD/NW clear as after a BIOS). */
     sregs->cr0 = 0x1 | 0x2 | 0x10 | 0x20 | 0x80000000ULL;
     sregs->cr3 = e->cr3;
-    sregs->cr4 = 0x20;                     /* PAE */
+    sregs->cr4 = 0x20;                         /* PAE */
     sregs->efer |= (1ULL << 8) | (1ULL << 10); /* LME | LMA */
 
     memset(regs, 0, sizeof(*regs));

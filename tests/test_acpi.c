@@ -125,19 +125,19 @@ static struct found walk_tables(void)
 
 static void check_fadt(uint64_t fadt)
 {
-    ck_assert_uint_ge(ram[fadt + 8], 3);            /* revision with X_ fields */
+    ck_assert_uint_ge(ram[fadt + 8], 3); /* revision with X_ fields */
     ck_assert_uint_ge(rd32(fadt + 4), 244);
     ck_assert_uint_eq(rd16(fadt + 46), ACPI_SCI_IRQ);
-    ck_assert_uint_eq(rd32(fadt + 56), 0x600);      /* PM1a_EVT_BLK */
-    ck_assert_uint_eq(rd32(fadt + 64), 0x604);      /* PM1a_CNT_BLK */
-    ck_assert_uint_eq(rd32(fadt + 76), 0x608);      /* PM_TMR_BLK */
+    ck_assert_uint_eq(rd32(fadt + 56), 0x600); /* PM1a_EVT_BLK */
+    ck_assert_uint_eq(rd32(fadt + 64), 0x604); /* PM1a_CNT_BLK */
+    ck_assert_uint_eq(rd32(fadt + 76), 0x608); /* PM_TMR_BLK */
     ck_assert_uint_eq(ram[fadt + 88], 4);
     ck_assert_uint_eq(ram[fadt + 89], 2);
     ck_assert_uint_eq(ram[fadt + 91], 4);
     uint32_t flags = rd32(fadt + 112);
-    ck_assert(flags & (1u << 10));                  /* RESET_REG_SUP */
-    ck_assert(!(flags & (1u << 20)));               /* not HW_REDUCED */
-    ck_assert_uint_eq(ram[fadt + 116], 1);          /* reset register in I/O space */
+    ck_assert(flags & (1u << 10));         /* RESET_REG_SUP */
+    ck_assert(!(flags & (1u << 20)));      /* not HW_REDUCED */
+    ck_assert_uint_eq(ram[fadt + 116], 1); /* reset register in I/O space */
     ck_assert_uint_eq(rd64(fadt + 120), 0xcf9);
     ck_assert_uint_eq(ram[fadt + 128], 0x06);
     /* 64-bit copies agree with the 32-bit blocks (address and width). */
@@ -153,11 +153,20 @@ static void check_fadt(uint64_t fadt)
 static int aml_int(const uint8_t *p, uint64_t *v)
 {
     switch (p[0]) {
-    case 0x00: *v = 0; return 1;
-    case 0x01: *v = 1; return 1;
-    case 0x0a: *v = p[1]; return 2;
-    case 0x0b: *v = (uint64_t)(p[1] | p[2] << 8); return 3;
-    default: return 0;
+    case 0x00:
+        *v = 0;
+        return 1;
+    case 0x01:
+        *v = 1;
+        return 1;
+    case 0x0a:
+        *v = p[1];
+        return 2;
+    case 0x0b:
+        *v = (uint64_t)(p[1] | p[2] << 8);
+        return 3;
+    default:
+        return 0;
     }
 }
 

@@ -266,8 +266,8 @@ START_TEST(initrd_and_kernel_must_fit)
     /* The kernel reserves up to 16 MiB (pref_address) + 4 MiB (init_size) = 20 MiB. */
     size_t big = 45 * MiB;
     uint8_t *initrd = calloc(1, big);
-    struct boot_request req = {.kernel = syn, .kernel_len = SYN_LEN, .initrd = initrd,
-                               .initrd_len = big, .cmdline = ""};
+    struct boot_request req = {
+        .kernel = syn, .kernel_len = SYN_LEN, .initrd = initrd, .initrd_len = big, .cmdline = ""};
     struct boot_entry e;
     char err[256] = "";
     ck_assert_int_eq(linuxboot_load(&vm.m, &req, &e, err, sizeof(err)), -ENOMEM);
@@ -302,8 +302,12 @@ START_TEST(framebuffer_in_screen_info)
     struct vm vm;
     vm_open(&vm, 64 * MiB);
     struct boot_request req = {.kernel = syn, .kernel_len = SYN_LEN, .cmdline = ""};
-    req.fb = (struct boot_framebuffer){.base = 0xfd000000, .size = 8 * MiB, .width = 1024,
-                                       .height = 768, .stride = 4096, .bpp = 32};
+    req.fb = (struct boot_framebuffer){.base = 0xfd000000,
+                                       .size = 8 * MiB,
+                                       .width = 1024,
+                                       .height = 768,
+                                       .stride = 4096,
+                                       .bpp = 32};
     struct boot_entry e;
     char err[256] = "";
     ck_assert_msg(linuxboot_load(&vm.m, &req, &e, err, sizeof(err)) == 0, "%s", err);
@@ -442,8 +446,7 @@ START_TEST(debian_kernel_boot_params)
     read_debian_kernel(&k);
     struct bzimage_info bi;
     char err[512] = "";
-    ck_assert_msg(bzimage_parse(k.data, k.len, &bi, err, sizeof(err)) == 0, "%s: %s", k.path,
-                  err);
+    ck_assert_msg(bzimage_parse(k.data, k.len, &bi, err, sizeof(err)) == 0, "%s: %s", k.path, err);
     unsigned setup_sects = k.data[0x1f1] ? k.data[0x1f1] : 4;
     ck_assert_uint_eq(bi.setup_size, (setup_sects + 1) * 512);
     ck_assert_uint_eq(bi.kernel_size, rd32(k.data, 0x1f4) * 16);
@@ -468,8 +471,12 @@ START_TEST(debian_kernel_boot_params)
         initrd[i] = (uint8_t)x;
     }
     const char *cmdline = "console=ttyS0 earlyprintk=ttyS0";
-    struct boot_request req = {.kernel = k.data, .kernel_len = k.len, .initrd = initrd,
-                               .initrd_len = initrd_len, .cmdline = cmdline, .acpi_rsdp = rsdp};
+    struct boot_request req = {.kernel = k.data,
+                               .kernel_len = k.len,
+                               .initrd = initrd,
+                               .initrd_len = initrd_len,
+                               .cmdline = cmdline,
+                               .acpi_rsdp = rsdp};
     struct boot_entry e;
     ck_assert_msg(linuxboot_load(&vm.m, &req, &e, err, sizeof(err)) == 0, "%s", err);
 
@@ -481,12 +488,12 @@ START_TEST(debian_kernel_boot_params)
         int written = (o >= 0x1fa && o < 0x1fc) || o == 0x210 || o == 0x211 ||
                       (o >= 0x214 && o < 0x220) || (o >= 0x224 && o < 0x22c);
         if (!written)
-            ck_assert_msg(zp[o] == img[o], "zero page byte 0x%zx is 0x%02x, image has 0x%02x",
-                          o, zp[o], img[o]);
+            ck_assert_msg(zp[o] == img[o], "zero page byte 0x%zx is 0x%02x, image has 0x%02x", o,
+                          zp[o], img[o]);
     }
-    ck_assert_uint_eq(zp[0x1ef], 0);    /* sentinel */
+    ck_assert_uint_eq(zp[0x1ef], 0); /* sentinel */
     for (size_t o = hdr_end; o < 0x290; o++)
-        ck_assert_uint_eq(zp[o], 0); /* nothing of the image past its header */
+        ck_assert_uint_eq(zp[o], 0);                    /* nothing of the image past its header */
     ck_assert_uint_eq(zp[0x210], 0xff);                 /* type_of_loader: undefined */
     ck_assert_uint_eq(zp[0x211], img[0x211] | 0x80);    /* LOADED_HIGH | CAN_USE_HEAP */
     ck_assert_uint_eq(rd16(zp, 0x224), 0xe000 - 0x200); /* heap_end_ptr */
@@ -537,12 +544,12 @@ START_TEST(debian_kernel_boot_params)
     /* GDT: 0x10 is present 64-bit code (L=1, D=0), 0x18 present writable data. */
     uint64_t code = rd64(vm.ram, e.gdt_base + 0x10), data = rd64(vm.ram, e.gdt_base + 0x18);
     ck_assert_uint_ge(e.gdt_limit, 0x1f);
-    ck_assert(code & (1ULL << 47));                     /* P */
-    ck_assert(code & (1ULL << 53));                     /* L */
-    ck_assert(!(code & (1ULL << 54)));                  /* D */
-    ck_assert_uint_eq((code >> 40) & 0x1a, 0x1a);        /* S, code, readable */
+    ck_assert(code & (1ULL << 47));               /* P */
+    ck_assert(code & (1ULL << 53));               /* L */
+    ck_assert(!(code & (1ULL << 54)));            /* D */
+    ck_assert_uint_eq((code >> 40) & 0x1a, 0x1a); /* S, code, readable */
     ck_assert(data & (1ULL << 47));
-    ck_assert_uint_eq((data >> 40) & 0x1a, 0x12);        /* S, data, writable */
+    ck_assert_uint_eq((data >> 40) & 0x1a, 0x12); /* S, data, writable */
 
     free(initrd);
     vm_close(&vm);
@@ -584,8 +591,12 @@ END_TEST
 
 START_TEST(vcpu_state_for_64_bit_entry)
 {
-    struct boot_entry e = {.rip = 0x100200, .rsi = 0x7000, .rsp = 0x8ff0, .cr3 = 0x9000,
-                           .gdt_base = 0x500, .gdt_limit = 0x2f};
+    struct boot_entry e = {.rip = 0x100200,
+                           .rsi = 0x7000,
+                           .rsp = 0x8ff0,
+                           .cr3 = 0x9000,
+                           .gdt_base = 0x500,
+                           .gdt_limit = 0x2f};
     struct kvm_regs regs;
     struct kvm_sregs sregs;
     memset(&regs, 0xaa, sizeof(regs));
@@ -613,10 +624,10 @@ START_TEST(vcpu_state_for_64_bit_entry)
     ck_assert_uint_eq(sregs.tr.type, 0xb);
     ck_assert_uint_eq(sregs.tr.present, 1);
     ck_assert_uint_eq(sregs.cr0 & 0x80000001ULL, 0x80000001ULL); /* PG | PE */
-    ck_assert_uint_eq(sregs.cr0 & 0x60000000ULL, 0);            /* caches on */
+    ck_assert_uint_eq(sregs.cr0 & 0x60000000ULL, 0);             /* caches on */
     ck_assert_uint_eq(sregs.cr3, 0x9000);
-    ck_assert(sregs.cr4 & 0x20);                       /* PAE */
-    ck_assert_uint_eq(sregs.efer & 0x500, 0x500);      /* LME | LMA */
+    ck_assert(sregs.cr4 & 0x20);                  /* PAE */
+    ck_assert_uint_eq(sregs.efer & 0x500, 0x500); /* LME | LMA */
     ck_assert_uint_eq(sregs.gdt.base, 0x500);
     ck_assert_uint_eq(sregs.gdt.limit, 0x2f);
     ck_assert_uint_eq(sregs.idt.limit, 0);
