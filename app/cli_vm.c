@@ -262,7 +262,7 @@ int cmd_list(int argc, char **argv)
 
     json_t *arr = json_array();
     if (!json && n)
-        printf("%-20s %-9s %4s %7s  %s\n", "NAME", "STATE", "CPUS", "MEMORY", "PID");
+        printf("%-20s %-10s %4s %7s  %s\n", "NAME", "STATE", "CPUS", "MEMORY", "PID");
     for (size_t i = 0; i < n; i++) {
         struct vm_paths p;
         struct vm_config cfg;
@@ -283,12 +283,14 @@ int cmd_list(int argc, char **argv)
                 json_object_set_new(o, "error", json_string(err));
             json_array_append_new(arr, o);
         } else {
-            char mem[32], pid[24] = "-";
-            format_size(mem, sizeof(mem), st.memory);
+            char mem[32] = "-", cpus[16] = "-", pid[24] = "-";
+            if (!broken || st.running) {
+                format_size(mem, sizeof(mem), st.memory);
+                snprintf(cpus, sizeof(cpus), "%u", st.cpus);
+            }
             if (st.pid > 0)
                 snprintf(pid, sizeof(pid), "%ld", (long)st.pid);
-            printf("%-20s %-9s %4u %7s  %s\n", names[i], st.state, st.cpus,
-                   broken && !st.running ? "-" : mem, pid);
+            printf("%-20s %-10s %4s %7s  %s\n", names[i], st.state, cpus, mem, pid);
             if (broken)
                 fprintf(stderr, "vmws: %s\n", err);
         }
