@@ -156,15 +156,13 @@ static void pci_io(void *opaque, uint64_t addr, uint8_t *data, uint32_t len, boo
 {
     struct pci_bus *bus = opaque;
     pthread_mutex_lock(&bus->lock);
-    if (addr >= 0xcf8 && addr < 0xcfc) {
-        if (addr == 0xcf8 && len == 4) {
-            if (is_write)
-                bus->address = (uint32_t)io_data_get(data, 4) & 0x80fffffcu;
-            else
-                io_data_put(data, 4, bus->address);
-        } else if (!is_write) {
+    if (addr == 0xcf8) {
+        if (len == 4 && is_write)
+            bus->address = (uint32_t)io_data_get(data, 4) & 0x80fffffcu;
+        else if (len == 4)
+            io_data_put(data, 4, bus->address);
+        else if (!is_write)
             memset(data, 0xff, len); /* not a type-1 access */
-        }
     } else if (addr - 0xcfc + len <= 4) {
         cfg_access(bus, (unsigned)addr, data, len, is_write);
     } else if (!is_write) {
@@ -202,7 +200,9 @@ struct pci_bus *pci_create(struct machine *m)
     /* Host bridge: Red Hat's generic PCIe host bridge id, class 06/00. */
     pci_device_init(&bus->host_bridge, 0x1b36, 0x0008, 0x060000, 0);
     bus->slots[0] = &bus->host_bridge;
-    if (iobus_register(&m->pio, 0xcf8, 8, pci_io, bus) < 0) {
+    /* 0xCF8 is only decoded as a dword: the byte at 0xCF9 is the reset register (pm.c). */
+    if (iobus_register(&m->pio, 0xcf8, 1, pci_io, bus) < 0 ||
+        iobus_register(&m->pio, 0xcfc, 4, pci_io, bus) < 0) {
         pci_destroy(bus);
         return NULL;
     }

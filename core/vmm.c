@@ -361,8 +361,9 @@ static int block_signals(void)
     return signalfd(-1, &set, SFD_CLOEXEC);
 }
 
-/* Runs the machine until it ends; returns the exit status. */
-static int run_machine(struct vmm *v, int sigfd)
+/* Runs the machine until it ends; returns the exit status. READY_FD gets its byte once the
+ * first boot is under way, so `vmws start` reports boot errors instead of "started". */
+static int run_machine(struct vmm *v, int sigfd, int *ready_fd)
 {
     char err[512];
     for (;;) {
@@ -371,6 +372,7 @@ static int run_machine(struct vmm *v, int sigfd)
         pthread_mutex_unlock(&v->lock);
         if (r < 0) {
             vmm_log("cannot boot %s: %s", v->cfg->name, err);
+            fprintf(stderr, "vmws: cannot boot %s: %s\n", v->cfg->name, err);
             pthread_mutex_lock(&v->lock);
             destroy_machine_locked(v);
             pthread_mutex_unlock(&v->lock);
@@ -379,6 +381,12 @@ static int run_machine(struct vmm *v, int sigfd)
         vmm_log("booted %s: %u vCPU(s), %llu MiB %s memory", v->cfg->name, v->cfg->cpus,
                 (unsigned long long)(v->cfg->memory_bytes >> 20),
                 mem_backend_name(v->cfg->backend));
+        if (*ready_fd >= 0) {
+            ssize_t w = write(*ready_fd, "R", 1);
+            (void)w;
+            close(*ready_fd);
+            *ready_fd = -1;
+        }
 
         enum wake w = wait_for_event(v, sigfd, true);
         if (w != WAKE_MACHINE)
@@ -454,13 +462,7 @@ int vmm_run(const struct vm_config *cfg, const struct vm_paths *paths, int ready
     json_decref(greeting);
     if (!v.ctl)
         goto fail;
-    if (ready_fd >= 0) {
-        ssize_t w = write(ready_fd, "R", 1);
-        (void)w;
-        close(ready_fd);
-        ready_fd = -1;
-    }
-    status = run_machine(&v, sigfd);
+    status = run_machine(&v, sigfd, &ready_fd);
     goto out;
 
 fail:
