@@ -50,21 +50,20 @@ int cli_vm_open(const char *name, struct vm_paths *p, struct vm_config *cfg);
 
 /* VM state as the control socket reports it. */
 struct cli_vm_state {
-    bool running;          /* the control socket answered */
-    char state[32];        /* "running", "paused", ... or "off" */
-    pid_t pid;             /* from query-status or the pidfile, 0 if unknown */
+    bool running;   /* the control socket answered */
+    char state[32]; /* "running", "paused", ... or "off" */
+    pid_t pid;      /* from query-status or the pidfile, 0 if unknown */
     unsigned cpus;
     uint64_t memory;
-    int64_t uptime_ms;     /* -1 if unknown */
+    int64_t uptime_ms; /* -1 if unknown */
 };
 /* Asks the VM's VMM (query-status). Never fails: a VM that does not answer is "off". */
-void cli_vm_query(const struct vm_paths *p, const struct vm_config *cfg,
-                  struct cli_vm_state *st);
+void cli_vm_query(const struct vm_paths *p, const struct vm_config *cfg, struct cli_vm_state *st);
 /* Connects to a running VM's control socket; prints an error and returns NULL if it is off. */
 struct ctl_client *cli_vm_connect(const char *name, const struct vm_paths *p);
 
 /* The pidfile: written and locked by `vmws run` for the VMM's lifetime. */
-int pidfile_acquire(const char *path, pid_t *holder);  /* returns fd, or -EBUSY (*HOLDER) */
+int pidfile_acquire(const char *path, pid_t *holder); /* returns fd, or -EBUSY (*HOLDER) */
 /* The pid of a live VMM holding PATH's lock, or 0. */
 pid_t pidfile_live_pid(const char *path);
 /* True if PID is gone (or a zombie); waits up to TIMEOUT_MS for that. */

@@ -184,10 +184,9 @@ int cli_console_attach(const char *name, int idle_ms)
         struct cli_vm_state st;
         cli_vm_query(&p, NULL, &st);
         if (!st.running)
-            return cli_error("VM '%s' is not running (start it with 'vmws start %s')", name,
-                             name);
-        return cli_error("cannot connect to the console of VM '%s' at %s: %s", name,
-                         p.console_sock, strerror(e));
+            return cli_error("VM '%s' is not running (start it with 'vmws start %s')", name, name);
+        return cli_error("cannot connect to the console of VM '%s' at %s: %s", name, p.console_sock,
+                         strerror(e));
     }
     signal(SIGPIPE, SIG_IGN);
     int rc = isatty(STDIN_FILENO) ? relay_interactive(name, sock) : relay_pipe(sock, idle_ms);
@@ -206,17 +205,18 @@ int cmd_console(int argc, char **argv)
     int c;
     while ((c = cli_getopt(argc, argv, opts)) != -1) {
         switch (c) {
-        case 'h': return cli_print_help(argv[0]);
+        case 'h':
+            return cli_print_help(argv[0]);
         case 'i': {
             char *end;
             long v = strtol(optarg, &end, 10);
             if (*end || end == optarg || v < 0 || v > 3600 * 1000)
-                return cli_usage_error(argv[0], "bad --idle '%s' (expected milliseconds)",
-                                       optarg);
+                return cli_usage_error(argv[0], "bad --idle '%s' (expected milliseconds)", optarg);
             idle_ms = (int)v;
             break;
         }
-        default: return EXIT_USAGE;
+        default:
+            return EXIT_USAGE;
         }
     }
     int rc = cli_positional(argc, argv, 1, "the VM's NAME");

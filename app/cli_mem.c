@@ -70,8 +70,8 @@ static void print_human(const char *name, const char *state, json_t *m)
     struct {
         const char *label, *key;
     } hrows[] = {
-        {"MemFree", "free"}, {"Mapped", "mapped"}, {"Shmem", "shmem"},
-        {"Cached", "cached"}, {"Dirty", "dirty"}, {"Writeback", "writeback"},
+        {"MemFree", "free"},  {"Mapped", "mapped"}, {"Shmem", "shmem"},
+        {"Cached", "cached"}, {"Dirty", "dirty"},   {"Writeback", "writeback"},
     };
     for (size_t i = 0; i < sizeof(hrows) / sizeof(hrows[0]); i++)
         printf("  %-15s %10.1f MiB\n", hrows[i].label, mib(host, hrows[i].key));
@@ -118,9 +118,13 @@ int cmd_mem(int argc, char **argv)
     int c;
     while ((c = cli_getopt(argc, argv, opts)) != -1) {
         switch (c) {
-        case 'h': return cli_print_help(argv[0]);
-        case 'j': json = true; break;
-        default: return EXIT_USAGE;
+        case 'h':
+            return cli_print_help(argv[0]);
+        case 'j':
+            json = true;
+            break;
+        default:
+            return EXIT_USAGE;
         }
     }
     int rc = cli_positional(argc, argv, 1, "the VM's NAME");

@@ -33,18 +33,21 @@ int cmd_run(int argc, char **argv)
     int c;
     while ((c = cli_getopt(argc, argv, opts)) != -1) {
         switch (c) {
-        case 'h': return cli_print_help(argv[0]);
+        case 'h':
+            return cli_print_help(argv[0]);
         case 'r': {
             char *end;
             long v = strtol(optarg, &end, 10);
             if (*end || end == optarg || v < 0 || v > 65535 || fcntl((int)v, F_GETFD) < 0)
-                return cli_usage_error(argv[0], "bad --ready-fd '%s' (expected an open file "
-                                                "descriptor number)",
+                return cli_usage_error(argv[0],
+                                       "bad --ready-fd '%s' (expected an open file "
+                                       "descriptor number)",
                                        optarg);
             ready_fd = (int)v;
             break;
         }
-        default: return EXIT_USAGE;
+        default:
+            return EXIT_USAGE;
         }
     }
     int rc = cli_positional(argc, argv, 1, "the VM's NAME");
@@ -302,8 +305,7 @@ int cmd_kill(int argc, char **argv)
                          "it",
                          p.pidfile, (long)pid, name);
     case -ETIMEDOUT:
-        return cli_error("VM '%s' (pid %ld) did not die within 5 s of SIGKILL", name,
-                         (long)pid);
+        return cli_error("VM '%s' (pid %ld) did not die within 5 s of SIGKILL", name, (long)pid);
     case -EBUSY:
         return cli_error("a VMM with no pidfile still answers on %s (find it with "
                          "'fuser %s')",

@@ -141,8 +141,8 @@ struct ctl_client *cli_vm_connect(const char *name, const struct vm_paths *p)
     struct ctl_client *c = ctl_client_connect(p->ctl_sock, NULL, err, sizeof(err));
     if (!c) {
         if (pidfile_live_pid(p->pidfile) > 0)
-            cli_error("VM '%s' is starting or not answering on %s (%s; see %s)", name,
-                      p->ctl_sock, err, p->vmm_log);
+            cli_error("VM '%s' is starting or not answering on %s (%s; see %s)", name, p->ctl_sock,
+                      err, p->vmm_log);
         else
             cli_error("VM '%s' is not running (start it with 'vmws start %s')", name, name);
     }
@@ -317,11 +317,11 @@ void format_duration(char *out, size_t len, int64_t ms)
     else if (s < 3600)
         snprintf(out, len, "%" PRId64 "m %02" PRId64 "s", s / 60, s % 60);
     else if (s < 86400)
-        snprintf(out, len, "%" PRId64 "h %02" PRId64 "m %02" PRId64 "s", s / 3600,
-                 (s / 60) % 60, s % 60);
+        snprintf(out, len, "%" PRId64 "h %02" PRId64 "m %02" PRId64 "s", s / 3600, (s / 60) % 60,
+                 s % 60);
     else
-        snprintf(out, len, "%" PRId64 "d %02" PRId64 "h %02" PRId64 "m", s / 86400,
-                 (s / 3600) % 24, (s / 60) % 60);
+        snprintf(out, len, "%" PRId64 "d %02" PRId64 "h %02" PRId64 "m", s / 86400, (s / 3600) % 24,
+                 (s / 60) % 60);
 }
 
 void print_json(json_t *j)

@@ -2,8 +2,8 @@
  * The one idea: a VM is its directory (vm.conf, NAME.vmem, logs), like a VMware VM folder;
  * these commands only create, read and remove that directory, and ask the VM's VMM over its
  * control socket when they need live state. */
-#include <errno.h>
 #include <dirent.h>
+#include <errno.h>
 #include <ftw.h>
 #include <getopt.h>
 #include <stdio.h>
@@ -90,14 +90,28 @@ int cmd_create(int argc, char **argv)
     int c;
     while ((c = cli_getopt(argc, argv, opts)) != -1) {
         switch (c) {
-        case 'h': return cli_print_help(argv[0]);
-        case 'm': memory = optarg; break;
-        case 'c': cpus = optarg; break;
-        case 'b': backend = optarg; break;
-        case 'k': kernel = optarg; break;
-        case 'i': initrd = optarg; break;
-        case 'a': append = optarg; break;
-        default: return EXIT_USAGE;
+        case 'h':
+            return cli_print_help(argv[0]);
+        case 'm':
+            memory = optarg;
+            break;
+        case 'c':
+            cpus = optarg;
+            break;
+        case 'b':
+            backend = optarg;
+            break;
+        case 'k':
+            kernel = optarg;
+            break;
+        case 'i':
+            initrd = optarg;
+            break;
+        case 'a':
+            append = optarg;
+            break;
+        default:
+            return EXIT_USAGE;
         }
     }
     int rc = cli_positional(argc, argv, 1, "the VM's NAME");
@@ -119,9 +133,8 @@ int cmd_create(int argc, char **argv)
             return cli_usage_error(argv[0], "bad --memory '%s' (expected a size like 512M or 2G)",
                                    memory);
         if (v < VM_MEMORY_MIN || v > VM_MEMORY_MAX || v % (2ULL << 20))
-            return cli_usage_error(argv[0],
-                                   "bad --memory '%s' (expected 16M to 1T, a multiple of 2M)",
-                                   memory);
+            return cli_usage_error(
+                argv[0], "bad --memory '%s' (expected 16M to 1T, a multiple of 2M)", memory);
         cfg.memory_bytes = v;
     }
     if (cpus) {
@@ -176,9 +189,13 @@ int cmd_delete(int argc, char **argv)
     int c;
     while ((c = cli_getopt(argc, argv, opts)) != -1) {
         switch (c) {
-        case 'h': return cli_print_help(argv[0]);
-        case 'f': force = true; break;
-        default: return EXIT_USAGE;
+        case 'h':
+            return cli_print_help(argv[0]);
+        case 'f':
+            force = true;
+            break;
+        default:
+            return EXIT_USAGE;
         }
     }
     int rc = cli_positional(argc, argv, 1, "the VM's NAME");
@@ -225,9 +242,13 @@ int cmd_list(int argc, char **argv)
     int c;
     while ((c = cli_getopt(argc, argv, opts)) != -1) {
         switch (c) {
-        case 'h': return cli_print_help(argv[0]);
-        case 'j': json = true; break;
-        default: return EXIT_USAGE;
+        case 'h':
+            return cli_print_help(argv[0]);
+        case 'j':
+            json = true;
+            break;
+        default:
+            return EXIT_USAGE;
         }
     }
     int rc = cli_positional(argc, argv, 0, "");
@@ -276,8 +297,8 @@ int cmd_list(int argc, char **argv)
         if (broken && !st.running)
             snprintf(st.state, sizeof(st.state), "bad-config");
         if (json) {
-            json_t *o = json_pack("{s:s,s:s,s:i,s:I}", "name", names[i], "state", st.state,
-                                  "cpus", (int)st.cpus, "memory", (json_int_t)st.memory);
+            json_t *o = json_pack("{s:s,s:s,s:i,s:I}", "name", names[i], "state", st.state, "cpus",
+                                  (int)st.cpus, "memory", (json_int_t)st.memory);
             json_object_set_new(o, "pid", st.pid > 0 ? json_integer(st.pid) : json_null());
             if (broken)
                 json_object_set_new(o, "error", json_string(err));
@@ -300,8 +321,7 @@ int cmd_list(int argc, char **argv)
     if (json)
         print_json(arr);
     else if (n == 0)
-        printf("no VMs yet in %s (create one with 'vmws create NAME', or just run 'vmws')\n",
-               home);
+        printf("no VMs yet in %s (create one with 'vmws create NAME', or just run 'vmws')\n", home);
     json_decref(arr);
     return 0;
 }
@@ -317,9 +337,13 @@ int cmd_status(int argc, char **argv)
     int c;
     while ((c = cli_getopt(argc, argv, opts)) != -1) {
         switch (c) {
-        case 'h': return cli_print_help(argv[0]);
-        case 'j': json = true; break;
-        default: return EXIT_USAGE;
+        case 'h':
+            return cli_print_help(argv[0]);
+        case 'j':
+            json = true;
+            break;
+        default:
+            return EXIT_USAGE;
         }
     }
     int rc = cli_positional(argc, argv, 1, "the VM's NAME");
@@ -334,11 +358,11 @@ int cmd_status(int argc, char **argv)
     cli_vm_query(&p, &cfg, &st);
     const char *kernel = cfg.kernel[0] ? cfg.kernel : "builtin";
     if (json) {
-        json_t *o = json_pack("{s:s,s:s,s:i,s:I,s:s,s:s,s:s,s:s,s:s}", "name", name, "state",
-                              st.state, "cpus", (int)st.cpus, "memory", (json_int_t)st.memory,
-                              "backend", mem_backend_name(cfg.backend), "kernel", kernel,
-                              "directory", p.dir, "control_socket", p.ctl_sock,
-                              "console_socket", p.console_sock);
+        json_t *o =
+            json_pack("{s:s,s:s,s:i,s:I,s:s,s:s,s:s,s:s,s:s}", "name", name, "state", st.state,
+                      "cpus", (int)st.cpus, "memory", (json_int_t)st.memory, "backend",
+                      mem_backend_name(cfg.backend), "kernel", kernel, "directory", p.dir,
+                      "control_socket", p.ctl_sock, "console_socket", p.console_sock);
         json_object_set_new(o, "pid", st.pid > 0 ? json_integer(st.pid) : json_null());
         json_object_set_new(o, "uptime_ms",
                             st.uptime_ms >= 0 ? json_integer(st.uptime_ms) : json_null());

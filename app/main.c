@@ -112,8 +112,7 @@ static int run_default(void)
 {
     struct vm_paths p;
     if (paths_for_vm(CLI_DEFAULT_VM, &p) < 0)
-        return cli_error("cannot compute the paths of VM '%s' (check VMWS_HOME)",
-                         CLI_DEFAULT_VM);
+        return cli_error("cannot compute the paths of VM '%s' (check VMWS_HOME)", CLI_DEFAULT_VM);
     if (access(p.config, F_OK) < 0) {
         struct vm_config cfg;
         vmconfig_defaults(&cfg, CLI_DEFAULT_VM);

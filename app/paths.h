@@ -9,14 +9,14 @@
 #include <stddef.h>
 
 struct vm_paths {
-    char dir[PATH_MAX];         /* $VMWS_HOME/NAME */
-    char config[PATH_MAX];      /* dir/vm.conf */
-    char vmem[PATH_MAX];        /* dir/NAME.vmem */
-    char serial_log[PATH_MAX];  /* dir/serial.log */
-    char vmm_log[PATH_MAX];     /* dir/vmm.log: the VMM's own messages */
-    char pidfile[PATH_MAX];     /* dir/vmm.pid */
-    char ctl_sock[PATH_MAX];    /* runtime/NAME.ctl: JSON control socket */
-    char console_sock[PATH_MAX];/* runtime/NAME.console: raw serial bytes */
+    char dir[PATH_MAX];          /* $VMWS_HOME/NAME */
+    char config[PATH_MAX];       /* dir/vm.conf */
+    char vmem[PATH_MAX];         /* dir/NAME.vmem */
+    char serial_log[PATH_MAX];   /* dir/serial.log */
+    char vmm_log[PATH_MAX];      /* dir/vmm.log: the VMM's own messages */
+    char pidfile[PATH_MAX];      /* dir/vmm.pid */
+    char ctl_sock[PATH_MAX];     /* runtime/NAME.ctl: JSON control socket */
+    char console_sock[PATH_MAX]; /* runtime/NAME.console: raw serial bytes */
 };
 
 /* $VMWS_HOME or ~/.local/share/vmws, created 0700 if missing. Returns 0 or -errno. */

@@ -87,13 +87,33 @@ int parse_size(const char *s, uint64_t *out)
         return -EINVAL;
     unsigned shift = 0;
     switch (*end) {
-    case 'k': case 'K': shift = 10; end++; break;
-    case 'm': case 'M': shift = 20; end++; break;
-    case 'g': case 'G': shift = 30; end++; break;
-    case 't': case 'T': shift = 40; end++; break;
-    case 'b': case 'B': break;
-    case '\0': break;
-    default: return -EINVAL;
+    case 'k':
+    case 'K':
+        shift = 10;
+        end++;
+        break;
+    case 'm':
+    case 'M':
+        shift = 20;
+        end++;
+        break;
+    case 'g':
+    case 'G':
+        shift = 30;
+        end++;
+        break;
+    case 't':
+    case 'T':
+        shift = 40;
+        end++;
+        break;
+    case 'b':
+    case 'B':
+        break;
+    case '\0':
+        break;
+    default:
+        return -EINVAL;
     }
     if (shift && (end[0] == 'i' || end[0] == 'I') && (end[1] == 'b' || end[1] == 'B'))
         end += 2;
@@ -112,15 +132,15 @@ int parse_size(const char *s, uint64_t *out)
 struct conf_parse {
     const char *path;
     FILE *f;
-    char *linebuf;      /* getline() buffer */
+    char *linebuf; /* getline() buffer */
     size_t linecap;
-    int lineno;         /* line most recently handed to inih */
-    bool continuation;  /* that line starts with whitespace (a multi-line value) */
+    int lineno;        /* line most recently handed to inih */
+    bool continuation; /* that line starts with whitespace (a multi-line value) */
     struct vm_config *cfg;
     const char *dir_name; /* basename of the directory holding the file, or NULL */
-    int err_line;       /* first line with a problem we diagnosed, 0 = none */
+    int err_line;         /* first line with a problem we diagnosed, 0 = none */
     char err[512];
-    unsigned seen;      /* bitmask of keys already set, to catch duplicates */
+    unsigned seen;                        /* bitmask of keys already set, to catch duplicates */
     char last_section[64], last_name[64]; /* the previous handler call's key */
     size_t append_len;
 };
@@ -164,7 +184,13 @@ static char *conf_reader(char *str, int num, void *stream)
 }
 
 enum conf_key {
-    KEY_NAME, KEY_MEMORY, KEY_CPUS, KEY_BACKEND, KEY_KERNEL, KEY_INITRD, KEY_APPEND,
+    KEY_NAME,
+    KEY_MEMORY,
+    KEY_CPUS,
+    KEY_BACKEND,
+    KEY_KERNEL,
+    KEY_INITRD,
+    KEY_APPEND,
 };
 
 struct conf_key_def {
@@ -173,12 +199,9 @@ struct conf_key_def {
 };
 
 static const struct conf_key_def conf_keys[] = {
-    {"vm", "name", KEY_NAME},
-    {"vm", "memory", KEY_MEMORY},
-    {"vm", "cpus", KEY_CPUS},
-    {"vm", "memory_backend", KEY_BACKEND},
-    {"boot", "kernel", KEY_KERNEL},
-    {"boot", "initrd", KEY_INITRD},
+    {"vm", "name", KEY_NAME},       {"vm", "memory", KEY_MEMORY},
+    {"vm", "cpus", KEY_CPUS},       {"vm", "memory_backend", KEY_BACKEND},
+    {"boot", "kernel", KEY_KERNEL}, {"boot", "initrd", KEY_INITRD},
     {"boot", "append", KEY_APPEND},
 };
 
@@ -190,8 +213,8 @@ static int conf_set_path(struct conf_parse *p, char *dst, const char *key, const
         return 0;
     }
     if (value[0] && value[0] != '/') {
-        conf_error(p, p->lineno, "%s '%s' is not an absolute path (expected /path/to/file%s)",
-                   key, value, strcmp(key, "kernel") == 0 ? " or 'builtin'" : " or nothing");
+        conf_error(p, p->lineno, "%s '%s' is not an absolute path (expected /path/to/file%s)", key,
+                   value, strcmp(key, "kernel") == 0 ? " or 'builtin'" : " or nothing");
         return 0;
     }
     strcpy(dst, value);
@@ -208,8 +231,8 @@ static int conf_handler(void *user, const char *section, const char *name, const
             def = &conf_keys[i];
     }
     /* inih passes an indented line after a key as a continuation of that key. */
-    bool continues = p->continuation && strcmp(section, p->last_section) == 0 &&
-                     strcmp(name, p->last_name) == 0;
+    bool continues =
+        p->continuation && strcmp(section, p->last_section) == 0 && strcmp(name, p->last_name) == 0;
     snprintf(p->last_section, sizeof(p->last_section), "%s", section);
     snprintf(p->last_name, sizeof(p->last_name), "%s", name);
     if (!def) {
@@ -274,13 +297,12 @@ static int conf_handler(void *user, const char *section, const char *name, const
         uint64_t v;
         if (parse_size(value, &v) < 0) {
             conf_error(p, p->lineno,
-                       "bad memory size '%s' (expected a size like 512M, 2G or 1073741824)",
-                       value);
+                       "bad memory size '%s' (expected a size like 512M, 2G or 1073741824)", value);
             return 0;
         }
         if (v < VM_MEMORY_MIN || v > VM_MEMORY_MAX || v % VM_MEMORY_ALIGN) {
-            conf_error(p, p->lineno,
-                       "bad memory size '%s' (expected 16M to 1T, a multiple of 2M)", value);
+            conf_error(p, p->lineno, "bad memory size '%s' (expected 16M to 1T, a multiple of 2M)",
+                       value);
             return 0;
         }
         cfg->memory_bytes = v;

@@ -30,8 +30,8 @@
 struct console_reader {
     int fd;
     bool dead;
-    uint64_t pos;     /* next ring offset (absolute) this reader gets */
-    char note[96];    /* "bytes lost" marker still to send */
+    uint64_t pos;  /* next ring offset (absolute) this reader gets */
+    char note[96]; /* "bytes lost" marker still to send */
     size_t note_len;
 };
 

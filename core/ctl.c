@@ -241,8 +241,8 @@ static json_t *run_request(struct ctl_server *s, json_t *req)
     if (!cmd) {
         if (strcmp(name, "query-commands") == 0)
             return json_pack("{s:o}", "return", query_commands(s));
-        snprintf(desc, sizeof(desc),
-                 "The command %s has not been found (see query-commands)", name);
+        snprintf(desc, sizeof(desc), "The command %s has not been found (see query-commands)",
+                 name);
         return error_reply("CommandNotFound", desc);
     }
     json_t *a = args ? json_incref(args) : json_object();
@@ -272,8 +272,7 @@ static void handle_line(struct ctl_server *s, struct ctl_conn *c, char *line, si
     json_t *reply;
     if (!req) {
         char desc[512];
-        snprintf(desc, sizeof(desc), "malformed JSON: %s (at column %d)", jerr.text,
-                 jerr.column);
+        snprintf(desc, sizeof(desc), "malformed JSON: %s (at column %d)", jerr.text, jerr.column);
         reply = error_reply("GenericError", desc);
     } else {
         reply = run_request(s, req);
@@ -506,9 +505,9 @@ void ctl_server_event(struct ctl_server *s, const char *event, json_t *data)
     struct timeval tv;
     gettimeofday(&tv, NULL);
     json_t *d = data ? json_incref(data) : json_object();
-    json_t *msg = json_pack("{s:s,s:o,s:{s:I,s:I}}", "event", event, "data", d, "timestamp",
-                            "seconds", (json_int_t)tv.tv_sec, "microseconds",
-                            (json_int_t)tv.tv_usec);
+    json_t *msg =
+        json_pack("{s:s,s:o,s:{s:I,s:I}}", "event", event, "data", d, "timestamp", "seconds",
+                  (json_int_t)tv.tv_sec, "microseconds", (json_int_t)tv.tv_usec);
     char *line = msg ? json_dumps(msg, JSON_COMPACT) : NULL;
     json_decref(msg);
     if (!line)
@@ -636,8 +635,7 @@ static void client_keep_event(struct ctl_client *c, json_t *ev)
     c->events[(c->ev_head + c->ev_count++) % CTL_CLIENT_EVENTS_MAX] = ev;
 }
 
-struct ctl_client *ctl_client_connect(const char *path, json_t **greeting, char *err,
-                                      size_t errlen)
+struct ctl_client *ctl_client_connect(const char *path, json_t **greeting, char *err, size_t errlen)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     if (strlen(path) >= sizeof(sa.sun_path)) {
@@ -742,7 +740,8 @@ json_t *ctl_client_execute(struct ctl_client *c, const char *command, json_t *ar
         json_t *e = json_object_get(msg, "error");
         const char *cls = json_string_value(json_object_get(e, "class"));
         const char *desc = json_string_value(json_object_get(e, "desc"));
-        snprintf(err, errlen, "%s: %s", cls ? cls : "GenericError", desc ? desc : "(no description)");
+        snprintf(err, errlen, "%s: %s", cls ? cls : "GenericError",
+                 desc ? desc : "(no description)");
         json_decref(msg);
         return NULL;
     }

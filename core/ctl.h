@@ -10,7 +10,7 @@
 #include <stddef.h>
 
 struct ctl_error {
-    const char *cls;  /* "GenericError", "CommandNotFound", "InvalidArgument", ... */
+    const char *cls; /* "GenericError", "CommandNotFound", "InvalidArgument", ... */
     char desc[256];
 };
 

@@ -75,8 +75,8 @@ static int smaps_sum(struct memtruth_vm *out, pid_t pid, uintptr_t start, uintpt
     return 0;
 }
 
-int memtruth_vm_measure(struct memtruth_vm *out, pid_t pid, const void *map, uint64_t len,
-                        int fd, uint64_t configured)
+int memtruth_vm_measure(struct memtruth_vm *out, pid_t pid, const void *map, uint64_t len, int fd,
+                        uint64_t configured)
 {
     memset(out, 0, sizeof(*out));
     out->configured = configured;
@@ -164,12 +164,18 @@ int memtruth_host_measure(struct memtruth_host *out, const char *meminfo)
         const char *key;
         uint64_t *dst;
     } fields[] = {
-        {"MemTotal", &out->total},       {"MemFree", &out->free},
-        {"MemAvailable", &out->available}, {"Buffers", &out->buffers},
-        {"Cached", &out->cached},        {"SReclaimable", &out->sreclaimable},
-        {"Shmem", &out->shmem},          {"Mapped", &out->mapped},
-        {"Dirty", &out->dirty},          {"Writeback", &out->writeback},
-        {"AnonPages", &out->anon},       {"SwapTotal", &out->swap_total},
+        {"MemTotal", &out->total},
+        {"MemFree", &out->free},
+        {"MemAvailable", &out->available},
+        {"Buffers", &out->buffers},
+        {"Cached", &out->cached},
+        {"SReclaimable", &out->sreclaimable},
+        {"Shmem", &out->shmem},
+        {"Mapped", &out->mapped},
+        {"Dirty", &out->dirty},
+        {"Writeback", &out->writeback},
+        {"AnonPages", &out->anon},
+        {"SwapTotal", &out->swap_total},
         {"SwapFree", &out->swap_free},
     };
     bool have_available = false, have_total = false;
@@ -209,11 +215,11 @@ int memtruth_host_measure(struct memtruth_host *out, const char *meminfo)
 json_t *memtruth_vm_json(const struct memtruth_vm *v)
 {
     return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:b}", "configured",
-                     (json_int_t)v->configured, "apparent", (json_int_t)v->apparent,
-                     "allocated", (json_int_t)v->allocated, "resident", (json_int_t)v->resident,
-                     "dirty", (json_int_t)v->dirty, "shared", (json_int_t)v->shared, "private",
-                     (json_int_t)v->private_, "swapped", (json_int_t)v->swapped,
-                     "from_mapping", v->from_mapping);
+                     (json_int_t)v->configured, "apparent", (json_int_t)v->apparent, "allocated",
+                     (json_int_t)v->allocated, "resident", (json_int_t)v->resident, "dirty",
+                     (json_int_t)v->dirty, "shared", (json_int_t)v->shared, "private",
+                     (json_int_t)v->private_, "swapped", (json_int_t)v->swapped, "from_mapping",
+                     v->from_mapping);
 }
 
 json_t *memtruth_host_json(const struct memtruth_host *h)
@@ -223,15 +229,23 @@ json_t *memtruth_host_json(const struct memtruth_host *h)
         const char *k;
         uint64_t v;
     } f[] = {
-        {"total", h->total},       {"free", h->free},
-        {"available", h->available}, {"buffers", h->buffers},
-        {"cached", h->cached},     {"sreclaimable", h->sreclaimable},
-        {"shmem", h->shmem},       {"mapped", h->mapped},
-        {"dirty", h->dirty},       {"writeback", h->writeback},
-        {"anon", h->anon},         {"swap_total", h->swap_total},
-        {"swap_free", h->swap_free}, {"free_used", h->free_used},
+        {"total", h->total},
+        {"free", h->free},
+        {"available", h->available},
+        {"buffers", h->buffers},
+        {"cached", h->cached},
+        {"sreclaimable", h->sreclaimable},
+        {"shmem", h->shmem},
+        {"mapped", h->mapped},
+        {"dirty", h->dirty},
+        {"writeback", h->writeback},
+        {"anon", h->anon},
+        {"swap_total", h->swap_total},
+        {"swap_free", h->swap_free},
+        {"free_used", h->free_used},
         {"free_used_legacy", h->free_used_legacy},
-        {"free_buff_cache", h->free_buff_cache}, {"ksm_shared", h->ksm_shared},
+        {"free_buff_cache", h->free_buff_cache},
+        {"ksm_shared", h->ksm_shared},
         {"ksm_sharing", h->ksm_sharing},
     };
     for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++)

@@ -26,18 +26,19 @@ struct memtruth_vm {
 
 /* Measures a live RAM mapping [MAP, MAP+LEN) of process PID (0 = self) backed by FD (-1 for
  * anonymous memory). Returns 0 or -errno. */
-int memtruth_vm_measure(struct memtruth_vm *out, pid_t pid, const void *map, uint64_t len,
-                        int fd, uint64_t configured);
+int memtruth_vm_measure(struct memtruth_vm *out, pid_t pid, const void *map, uint64_t len, int fd,
+                        uint64_t configured);
 /* Measures a VM that is not running: from the file at PATH only (resident = its pages in the
  * page cache, by mincore). Returns 0 or -errno. */
 int memtruth_file_measure(struct memtruth_vm *out, const char *path, uint64_t configured);
 
 struct memtruth_host {
-    uint64_t total, free, available, buffers, cached, sreclaimable, shmem, mapped, dirty,
-        writeback, anon, swap_total, swap_free;
-    uint64_t free_used;       /* what `free` prints as used: procps-ng 4 (Debian 12) prints
-                               * total-available; without MemAvailable, the legacy figure */
-    uint64_t free_used_legacy; /* procps-ng 3.3.10..3.3.17: total-free-buffers-cached-sreclaimable */
+    uint64_t total, free, available, buffers, cached, sreclaimable, shmem, mapped, dirty, writeback,
+        anon, swap_total, swap_free;
+    uint64_t free_used; /* what `free` prints as used: procps-ng 4 (Debian 12) prints
+                         * total-available; without MemAvailable, the legacy figure */
+    uint64_t
+        free_used_legacy;     /* procps-ng 3.3.10..3.3.17: total-free-buffers-cached-sreclaimable */
     uint64_t free_buff_cache; /* buffers + cached + sreclaimable */
     uint64_t ksm_shared, ksm_sharing; /* bytes, from /sys/kernel/mm/ksm (0 if absent) */
 };

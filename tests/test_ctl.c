@@ -8,8 +8,8 @@
 #include <limits.h>
 #include <poll.h>
 #include <pthread.h>
-#include <stdbool.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -368,8 +368,7 @@ START_TEST(test_console)
     char csock[128], log[128], err[256];
     snprintf(csock, sizeof(csock), "%s/vm.console", tmpdir);
     snprintf(log, sizeof(log), "%s/serial.log", tmpdir);
-    struct console_server *cs = console_server_start(csock, log, on_input, NULL, err,
-                                                     sizeof(err));
+    struct console_server *cs = console_server_start(csock, log, on_input, NULL, err, sizeof(err));
     ck_assert_msg(cs != NULL, "%s", err);
     struct stat st;
     ck_assert_int_eq(lstat(csock, &st), 0);

@@ -82,8 +82,7 @@ START_TEST(test_sparse_shared_file)
 
     json_t *j = memtruth_vm_json(&v);
     ck_assert_int_eq(json_integer_value(json_object_get(j, "apparent")), (json_int_t)size);
-    ck_assert_int_eq(json_integer_value(json_object_get(j, "private")),
-                     (json_int_t)v.private_);
+    ck_assert_int_eq(json_integer_value(json_object_get(j, "private")), (json_int_t)v.private_);
     ck_assert(json_is_true(json_object_get(j, "from_mapping")));
     json_decref(j);
 
@@ -195,8 +194,8 @@ START_TEST(test_matches_real_free)
     ck_assert_int_eq(memtruth_host_measure(&h, NULL), 0);
     ck_assert_uint_eq(h.total, total);
     long long diff = (long long)h.free_used - (long long)used;
-    ck_assert_msg(llabs(diff) < (long long)(64 * MIB),
-                  "free says used %llu, we say %llu", used, (unsigned long long)h.free_used);
+    ck_assert_msg(llabs(diff) < (long long)(64 * MIB), "free says used %llu, we say %llu", used,
+                  (unsigned long long)h.free_used);
 }
 END_TEST
 

@@ -152,8 +152,7 @@ START_TEST(test_bad_lines)
     expect_error("[vm]\ncpus = two\n", 2, "bad cpus 'two'");
     expect_error("[vm]\nmemory_backend = ramdisk\n", 2,
                  "bad memory_backend 'ramdisk' (expected file, shm, anon or hugetlbfs)");
-    expect_error("[vm]\nname = other\n", 2,
-                 "name 'other' does not match the VM's directory 'vm1'");
+    expect_error("[vm]\nname = other\n", 2, "name 'other' does not match the VM's directory 'vm1'");
     expect_error("[vm]\ncpus = 1\ncpus = 2\n", 3, "'cpus' is set twice");
     expect_error("[vm]\nthis line is nonsense\n", 2, "cannot parse this line");
     expect_error("[vm\ncpus = 1\n", 1, "cannot parse this line");
