@@ -14,7 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static char home[256], runtime[256];
+static char home[128], runtime[160];
 
 const char *vmws_bin(void)
 {
@@ -44,7 +44,7 @@ void e2e_setup(void)
 
 void e2e_teardown(void)
 {
-    char cmd[600];
+    char cmd[1024];
     /* Any VMM still running under this home: kill it so a failed test leaves nothing behind. */
     snprintf(cmd, sizeof(cmd),
              "for p in %s/*/vmm.pid; do [ -f \"$p\" ] && kill -9 $(cat \"$p\") 2>/dev/null; "

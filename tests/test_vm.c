@@ -177,12 +177,11 @@ END_TEST
 
 static int connect_ctl(const char *name)
 {
-    char path[512];
-    snprintf(path, sizeof(path), "%s/run/%s.ctl", e2e_home(), name);
     int fd = socket(AF_UNIX, SOCK_STREAM, 0);
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
-    ck_assert_msg(connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0, "connect %s", path);
+    int n = snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/run/%s.ctl", e2e_home(), name);
+    ck_assert_int_lt(n, (int)sizeof(sa.sun_path));
+    ck_assert_msg(connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0, "connect %s", sa.sun_path);
     return fd;
 }
 
