@@ -56,6 +56,7 @@ struct cli_vm_state {
     unsigned cpus;
     uint64_t memory;
     int64_t uptime_ms; /* -1 if unknown */
+    char detail[256];  /* why, when the VMM reports a crashed guest */
 };
 /* Asks the VM's VMM (query-status). Never fails: a VM that does not answer is "off". */
 void cli_vm_query(const struct vm_paths *p, const struct vm_config *cfg, struct cli_vm_state *st);

@@ -155,6 +155,9 @@ int cli_start_vm(const char *name, bool quiet)
         dup2(logfd, 1);
         dup2(logfd, 2);
         close(pfd[0]);
+        /* Only stdio and the ready pipe go to the VMM: an inherited pipe end would keep
+         * whoever started us waiting for an EOF until the VM stops. */
+        close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
         fcntl(pfd[1], F_SETFD, 0); /* the ready pipe survives exec */
         char fdstr[16];
         snprintf(fdstr, sizeof(fdstr), "%d", pfd[1]);

@@ -130,6 +130,9 @@ void cli_vm_query(const struct vm_paths *p, const struct vm_config *cfg, struct 
         st->cpus = (unsigned)json_integer_value(v);
     if (json_is_integer(v = json_object_get(r, "memory")))
         st->memory = (uint64_t)json_integer_value(v);
+    const char *detail = json_string_value(json_object_get(r, "detail"));
+    if (detail)
+        snprintf(st->detail, sizeof(st->detail), "%s", detail);
     if (json_is_integer(v = json_object_get(r, "uptime_ms")))
         st->uptime_ms = json_integer_value(v);
     json_decref(r);

@@ -364,6 +364,8 @@ int cmd_status(int argc, char **argv)
                       mem_backend_name(cfg.backend), "kernel", kernel, "directory", p.dir,
                       "control_socket", p.ctl_sock, "console_socket", p.console_sock);
         json_object_set_new(o, "pid", st.pid > 0 ? json_integer(st.pid) : json_null());
+        if (st.detail[0])
+            json_object_set_new(o, "detail", json_string(st.detail));
         json_object_set_new(o, "uptime_ms",
                             st.uptime_ms >= 0 ? json_integer(st.uptime_ms) : json_null());
         print_json(o);
@@ -375,6 +377,8 @@ int cmd_status(int argc, char **argv)
     format_duration(up, sizeof(up), st.uptime_ms);
     printf("name:            %s\n", name);
     printf("state:           %s\n", st.state);
+    if (st.detail[0])
+        printf("detail:          %s\n", st.detail);
     if (st.pid > 0)
         printf("pid:             %ld\n", (long)st.pid);
     else
