@@ -14,7 +14,8 @@ struct ctl_error {
     char desc[256];
 };
 
-/* Returns a new reference to the return value ({} if nothing to say), or NULL with ERR set. */
+/* Returns a new reference to the return value ({} if nothing to say), or NULL with ERR set.
+ * ARGUMENTS is never NULL: an empty object when the request had none. */
 typedef json_t *(*ctl_handler_fn)(void *opaque, json_t *arguments, struct ctl_error *err);
 
 struct ctl_command {
@@ -37,7 +38,8 @@ void ctl_server_stop(struct ctl_server *s);
 
 /* Client side, for the CLI and the dashboard. */
 struct ctl_client;
-/* Connects and reads the greeting (returned borrowed via *GREETING if non-NULL). */
+/* Connects and reads the greeting (returned borrowed via *GREETING if non-NULL: the value the
+ * server passed as GREETING, valid until ctl_client_close). Waits up to 5 s for it. */
 struct ctl_client *ctl_client_connect(const char *path, json_t **greeting, char *err,
                                       size_t errlen);
 /* Sends a request and waits (skipping events) for its reply, up to TIMEOUT_MS. Returns a new
