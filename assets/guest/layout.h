@@ -1,0 +1,68 @@
+/* The built-in guest's fixed numbers: load address, entry offsets, GDT selectors, interrupt
+ * vectors and syscall numbers, shared by the real-mode setup, the CPL-0 kernel and the CPL-3
+ * program. Only #defines, so assembly (.S) and C include it alike. Everything is identity
+ * mapped (virtual == physical), so an address here is both. */
+#ifndef VMWS_GUEST_LAYOUT_H
+#define VMWS_GUEST_LAYOUT_H
+
+#define KERNEL_BASE 0x100000      /* code32_start and pref_address; not relocatable */
+#define ENTRY64_OFFSET 0x200      /* 64-bit entry, as the boot protocol fixes it */
+#define STUBS_OFFSET 0x400        /* interrupt stubs: vector v's at KERNEL_BASE+STUBS_OFFSET+16v */
+#define STUB_SIZE 16
+#define NUM_STUBS 49              /* 0-31 exceptions, 32-47 PIC IRQs, slot 48 = vector 0xff */
+#define STUB_ADDR(slot) (KERNEL_BASE + STUBS_OFFSET + STUB_SIZE * (slot))
+
+/* GDT. STAR wants kernel CS/SS adjacent and user SS, CS at SEL_USYSRET+8, +16. */
+#define SEL_KCODE32 0x08          /* flat 32-bit code: 32-bit entry and AP trampoline */
+#define SEL_KCODE 0x10            /* 64-bit kernel code (the boot protocol's __BOOT_CS) */
+#define SEL_KDATA 0x18            /* flat data (__BOOT_DS) */
+#define SEL_USYSRET 0x20          /* 32-bit user code, only there for STAR's layout */
+#define SEL_UDATA 0x28            /* user data / stack, DPL 3 */
+#define SEL_UCODE 0x30            /* 64-bit user code, DPL 3 */
+#define SEL_TSS 0x38              /* 16-byte 64-bit TSS descriptor */
+#define GDT_ENTRIES 9
+
+/* Interrupts: the 8259 pair is remapped to 0x20-0x2f; only IRQ 4 (COM1) is unmasked. */
+#define VEC_IRQ_BASE 0x20
+#define IRQ_COM1 4
+#define VEC_SPURIOUS 0xff         /* LAPIC spurious vector */
+
+/* Syscalls: `syscall` with the number in eax, argument in edi; rcx and r11 are clobbered. */
+#define SYS_WAIT_INPUT 0          /* wait(c): sleep until the COM1 IRQ count differs from c */
+#define SYS_HALT 1                /* stop this CPU for good (after a fatal user error) */
+
+/* Secondary CPUs start in real mode at TRAMPOLINE_ADDR (SIPI vector = address >> 12). */
+#define TRAMPOLINE_ADDR 0x8000
+#define MAX_CPUS 256
+#define AP_STACK_SIZE 512
+
+#define KERNEL_STACK_SIZE 8192
+#define USER_STACK_SIZE 65536
+
+#define CR0_PE 0x1
+#define CR0_MP 0x2
+#define CR0_EM 0x4
+#define CR0_TS 0x8
+#define CR0_NE 0x20
+#define CR0_PG 0x80000000
+#define CR4_PAE 0x20
+#define CR4_OSFXSR 0x200
+#define CR4_OSXMMEXCPT 0x400
+#define MSR_EFER 0xc0000080
+#define MSR_STAR 0xc0000081
+#define MSR_LSTAR 0xc0000082
+#define MSR_FMASK 0xc0000084
+#define EFER_SCE 0x1
+#define EFER_LME 0x100
+#define RFLAGS_IF 0x200
+#define RFLAGS_IOPL3 0x3000
+
+/* Page-table entry bits. */
+#define PTE_P 0x1
+#define PTE_W 0x2
+#define PTE_U 0x4
+#define PTE_PWT 0x8
+#define PTE_PCD 0x10
+#define PTE_PS 0x80
+
+#endif

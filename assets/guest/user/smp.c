@@ -1,0 +1,89 @@
+/* Secondary CPUs, started from CPL 3 through the memory-mapped local APIC (mapped user-
+ * accessible like all of the low 4 GiB): copy the real-mode trampoline below 1 MiB, send every
+ * enabled MADT processor INIT, wait 10 ms, SIPI, 200 us, SIPI again, and wait for the APs to
+ * count themselves in (kernel/head.S ap_entry64). All APs are started in parallel, so the
+ * delays are paid once. The APs then sleep in CPL 0 with interrupts off. */
+#include "assets/guest/user/guest.h"
+
+#define LAPIC_ID 0x020
+#define LAPIC_SVR 0x0f0
+#define LAPIC_ICR_LO 0x300
+#define LAPIC_ICR_HI 0x310
+#define LAPIC_LVT_LINT0 0x350
+#define LAPIC_LVT_LINT1 0x360
+#define ICR_INIT 0x00004500     /* INIT, level assert */
+#define ICR_STARTUP 0x00004600  /* start-up IPI, vector = page number */
+#define ICR_BUSY (1u << 12)
+#define ONLINE_TIMEOUT_US 2000000
+
+static uint64_t lapic;
+
+static void lapic_write(uint32_t reg, uint32_t v)
+{
+    mmio_write32(lapic + reg, v);
+}
+
+static uint32_t lapic_read(uint32_t reg)
+{
+    return mmio_read32(lapic + reg);
+}
+
+static void send_ipi(uint32_t apic_id, uint32_t icr)
+{
+    lapic_write(LAPIC_ICR_HI, apic_id << 24);
+    lapic_write(LAPIC_ICR_LO, icr);
+    for (int i = 0; i < 100000 && (lapic_read(LAPIC_ICR_LO) & ICR_BUSY); i++)
+        cpu_relax();
+}
+
+void smp_start(void)
+{
+    lapic = acpi.lapic_addr;
+    uint32_t self = lapic_read(LAPIC_ID) >> 24;
+    cpu_apic_ids[0] = self;
+    /* Virtual-wire mode as a BIOS leaves it: APIC on, 8259 through LINT0, NMI on LINT1. */
+    lapic_write(LAPIC_SVR, 0x100 | VEC_SPURIOUS);
+    lapic_write(LAPIC_LVT_LINT0, 0x700);
+    lapic_write(LAPIC_LVT_LINT1, 0x400);
+
+    uint32_t aps[MAX_CPUS];
+    unsigned n = 0;
+    for (unsigned i = 0; i < acpi.ncpus && n < MAX_CPUS - 1; i++)
+        if (acpi.apic_ids[i] != self)
+            aps[n++] = acpi.apic_ids[i];
+    if (!n)
+        return;
+
+    memcpy((void *)(uintptr_t)TRAMPOLINE_ADDR, trampoline_start,
+           (size_t)(trampoline_end - trampoline_start));
+    uint32_t vector = TRAMPOLINE_ADDR >> 12;
+    for (unsigned i = 0; i < n; i++)
+        send_ipi(aps[i], ICR_INIT);
+    delay_us(10000);
+    for (unsigned i = 0; i < n; i++)
+        send_ipi(aps[i], ICR_STARTUP | vector);
+    delay_us(200);
+    if (cpus_online < 1 + n) {
+        for (unsigned i = 0; i < n; i++)
+            send_ipi(aps[i], ICR_STARTUP | vector);
+    }
+    for (unsigned waited = 0; cpus_online < 1 + n && waited < ONLINE_TIMEOUT_US; waited += 100)
+        delay_us(100);
+}
+
+unsigned smp_online(uint32_t *ids, unsigned max)
+{
+    unsigned n = cpus_online;
+    if (n > max)
+        n = max;
+    for (unsigned i = 0; i < n; i++) {
+        uint32_t id = cpu_apic_ids[i];
+        unsigned j = i;
+        while (j > 0 && ids[j - 1] > id) {
+            ids[j] = ids[j - 1];
+            j--;
+        }
+        ids[j] = id;
+    }
+    return n;
+}
