@@ -33,8 +33,9 @@ const struct cli_command cli_commands[] = {
      "  directory, and its serial console is 'vmws console NAME'.\n"},
     {"run", cmd_run, "NAME [--ready-fd N]", "run a VM's VMM in the foreground",
      "  --ready-fd N           write one byte to file descriptor N once the VM answers\n"},
-    {"stop", cmd_stop, "NAME", "stop a VM cleanly (its memory file is flushed)",
-     "  Asks the VMM to quit and waits up to 10 s for it to exit.\n"},
+    {"stop", cmd_stop, "NAME", "power a VM off (its vCPUs stop; its memory is discarded)",
+     "  Asks the VMM to quit and waits up to 10 s for it to exit. Like pulling the plug on a\n"
+     "  machine whose disks are flushed: RAM does not survive power-off (suspend keeps it).\n"},
     {"kill", cmd_kill, "NAME", "kill a VM's VMM at once (SIGKILL)", NULL},
     {"delete", cmd_delete, "NAME [--force]", "delete a VM and all its files",
      "  --force                kill the VM first if it is running\n"},
