@@ -1,8 +1,9 @@
 /* The whole CPL-0 kernel of the built-in guest: 32- and 64-bit entries, GDT, IDT, TSS,
  * interrupt stubs, the syscall entry and the secondary-CPU entry. Nothing here loops over
  * memory and every table is emitted by the assembler, so a boot runs ~60 CPL-0 instructions
- * and then `iretq`s into the CPL-3 program (user/start.S) with IOPL=3 and IF=1. The stubs sit
- * at fixed offsets from KERNEL_BASE so that the IDT can be a constant table. */
+ * and then `iretq`s into the CPL-3 program (user/start.S) with IF=1. After that CPL 0 only
+ * runs interrupt stubs and syscalls of a few instructions each. The stubs sit at fixed
+ * offsets from KERNEL_BASE so that the IDT can be a constant table. */
 #include "assets/guest/layout.h"
 
 #define PIC1_CMD 0x20
@@ -10,7 +11,7 @@
 #define PIC2_CMD 0xa0
 #define PIC2_DATA 0xa1
 #define PIC_EOI 0x20
-#define FMASK_BITS 0x44700 /* TF IF DF NT AC: cleared on syscall entry */
+#define UD2_OPCODE 0x0b0f
 
         .section .head, "ax"
 
@@ -75,22 +76,6 @@ startup_64:
         movq    %cr4, %rax
         orl     $(CR4_OSFXSR | CR4_OSXMMEXCPT), %eax
         movq    %rax, %cr4
-        /* syscall/sysret: kernel CS/SS = 0x10/0x18, user SS/CS = 0x2b/0x33. */
-        movl    $MSR_EFER, %ecx
-        rdmsr
-        orl     $EFER_SCE, %eax
-        wrmsr
-        movl    $MSR_STAR, %ecx
-        xorl    %eax, %eax
-        movl    $((SEL_USYSRET << 16) | SEL_KCODE), %edx
-        wrmsr
-        movl    $MSR_LSTAR, %ecx
-        movl    $syscall_entry, %eax
-        xorl    %edx, %edx
-        wrmsr
-        movl    $MSR_FMASK, %ecx
-        movl    $FMASK_BITS, %eax
-        wrmsr
         /* 8259 pair: vectors 0x20-0x2f, edge triggered; everything masked but COM1. */
         movb    $0x11, %al
         outb    %al, $PIC1_CMD
@@ -110,10 +95,10 @@ startup_64:
         outb    %al, $PIC1_DATA
         movb    $0xff, %al
         outb    %al, $PIC2_DATA
-        /* Into CPL 3 for good: IOPL=3 (port I/O, cli/sti), IF=1, RDI = boot_params. */
+        /* Into CPL 3 for good: IF=1, IOPL=0 (port I/O is a syscall), RDI = boot_params. */
         pushq   $(SEL_UDATA | 3)
         pushq   $user_stack_top
-        pushq   $(RFLAGS_IOPL3 | RFLAGS_IF | 0x2)
+        pushq   $(RFLAGS_IF | 0x2)
         pushq   $(SEL_UCODE | 3)
         pushq   $user_start
         movq    %rsi, %rdi
@@ -125,24 +110,22 @@ startup_64:
         .set    vec, 0
         .rept   32
         .org    STUBS_OFFSET + vec * STUB_SIZE
+        .if     vec == 6
+        jmp     syscall_trap            /* #UD: ud2 is our syscall instruction */
+        .else
         .if     (vec == 8) || (vec >= 10 && vec <= 14) || vec == 17 || vec == 21 || vec == 29 || vec == 30
         .else
         pushq   $0                      /* no CPU error code: push one to keep the frame uniform */
         .endif
         pushq   $vec
         jmp     exception_common
+        .endif
         .set    vec, vec + 1
         .endr
         .rept   16
         .org    STUBS_OFFSET + vec * STUB_SIZE
         .if     vec == VEC_IRQ_BASE + IRQ_COM1
-        /* COM1 receive: count it where CPL 3 can see it; the program drains the UART. */
-        incl    irq_serial_count(%rip)
-        pushq   %rax
-        movb    $PIC_EOI, %al
-        outb    %al, $PIC1_CMD
-        popq    %rax
-        iretq
+        jmp     irq_com1
         .elseif vec == VEC_IRQ_BASE + 7
         iretq                           /* spurious IRQ 7: no EOI */
         .elseif vec == VEC_IRQ_BASE + 15
@@ -187,23 +170,102 @@ exception_common:
         hlt
         jmp     1b
 
-/* syscall: RCX = user RIP, R11 = user RFLAGS, IF already cleared by FMASK. No stack switch:
- * the handlers are a few instructions, and an interrupt taken in `hlt` lands on the user
- * stack, which is why the CPL-3 program is built with -mno-red-zone. */
-        .globl  syscall_entry
-syscall_entry:
-        cmpl    $SYS_WAIT_INPUT, %eax
-        jne     2f
-        cmpl    %edi, irq_serial_count(%rip)
+/* COM1 receive: count it where CPL 3 can see it (the program drains the UART itself). If
+ * the interrupt came in between the `sti` and the `hlt` of sys_wait_input (a hypervisor that
+ * ignores the STI shadow), return past the hlt, so the wakeup is never lost. */
+irq_com1:
+        incl    irq_serial_count(%rip)
+        cmpq    $wait_hlt, (%rsp)
         jne     1f
-        sti                             /* the STI shadow makes sti+hlt atomic: no lost wakeup */
+        incq    (%rsp)
+1:      pushq   %rax
+        movb    $PIC_EOI, %al
+        outb    %al, $PIC1_CMD
+        popq    %rax
+        iretq
+
+/* Syscall entry: #UD from `ud2`, on the kernel stack (RSP0) with interrupts off; the frame
+ * is rip, cs, rflags, rsp, ss. Any other #UD is a real one and gets reported. */
+syscall_trap:
+        pushq   %rcx
+        movq    8(%rsp), %rcx
+        cmpw    $UD2_OPCODE, (%rcx)
+        jne     1f
+        addq    $2, 8(%rsp)             /* resume after the ud2 */
+        popq    %rcx
+        cmpq    $NUM_SYSCALLS, %rax
+        jae     sys_return
+        jmp     *syscall_table(, %rax, 8)
+1:      popq    %rcx
+        pushq   $0
+        pushq   $6
+        jmp     exception_common
+
+sys_wait_input:
+        cmpl    %edi, irq_serial_count(%rip)
+        jne     sys_return
+        sti                             /* the STI shadow makes sti+hlt atomic; irq_com1 */
+wait_hlt:                               /* covers hypervisors that do not honour it */
         hlt
-1:      sysretq
-2:      cmpl    $SYS_HALT, %eax
-        jne     1b
-3:      cli
+sys_return:
+        iretq
+
+sys_halt:
+        cli
         hlt
-        jmp     3b
+        jmp     sys_halt
+
+sys_in8:
+        movl    %edi, %edx
+        inb     %dx, %al
+        movzbl  %al, %eax
+        iretq
+sys_in16:
+        movl    %edi, %edx
+        inw     %dx, %ax
+        movzwl  %ax, %eax
+        iretq
+sys_in32:
+        movl    %edi, %edx
+        inl     %dx, %eax
+        iretq
+sys_out8:
+        movl    %edi, %edx
+        movl    %esi, %eax
+        outb    %al, %dx
+        iretq
+sys_out16:
+        movl    %edi, %edx
+        movl    %esi, %eax
+        outw    %ax, %dx
+        iretq
+sys_out32:
+        movl    %edi, %edx
+        movl    %esi, %eax
+        outl    %eax, %dx
+        iretq
+
+/* console_write(buf, len, burst): wait for THR empty, then `rep outsb` up to BURST bytes (16
+ * with a 16550 FIFO): one emulated instruction and one VM exit per burst, not per byte. */
+sys_console_write:
+        movq    %rdx, %r8
+        movq    %rsi, %r9
+        movq    %rdi, %rsi
+        testq   %r9, %r9
+        jz      2f
+1:      movl    $COM1_PORT + 5, %edx
+        inb     %dx, %al
+        testb   $0x20, %al
+        jz      1b
+        movq    %r8, %rcx
+        cmpq    %r9, %rcx
+        cmovaq  %r9, %rcx
+        subq    %rcx, %r9
+        movl    $COM1_PORT, %edx
+        rep outsb
+        testq   %r9, %r9
+        jnz     1b
+2:      iretq
 
 /* Secondary CPUs arrive here from the trampoline (trampoline.S) in long mode on our GDT and
  * page tables. Each takes a slot, records its APIC id, counts itself online and sleeps. */
@@ -217,8 +279,10 @@ ap_entry64:
         movl    %eax, %esi
         imull   $AP_STACK_SIZE, %eax, %edx
         leaq    ap_stacks + AP_STACK_SIZE(%rdx), %rsp
-        movl    $1, %eax
-        cpuid
+        movl    $MSR_APIC_BASE, %ecx    /* our APIC id from the LAPIC itself */
+        rdmsr
+        andl    $0xfffff000, %eax
+        movl    0x20(%rax), %ebx
         shrl    $24, %ebx
         movl    %ebx, cpu_apic_ids(, %rsi, 4)
         lock incl cpus_online(%rip)
@@ -267,7 +331,7 @@ tss:
         .quad   0, 0, 0, 0, 0, 0
         .quad   0
         .word   0
-        .word   tss_end - tss           /* I/O bitmap offset past the limit: none, IOPL rules */
+        .word   tss_end - tss           /* no I/O bitmap: CPL 3 has no ports */
 tss_end:
 
 /* IDT: interrupt gates (IF cleared) to the stubs above; #DF on its own stack. */
@@ -293,6 +357,13 @@ idt:
         .endr
 idt_end:
 
+        .section .rodata
+        .balign 8
+syscall_table:
+        .quad   sys_wait_input, sys_halt, sys_in8, sys_in16, sys_in32
+        .quad   sys_out8, sys_out16, sys_out32, sys_console_write
+
+        .data
 /* State shared with CPL 3 (all memory is user-readable). */
         .balign 4
         .globl  irq_serial_count, cpus_online, ap_next_slot, cpu_apic_ids

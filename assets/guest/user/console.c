@@ -1,10 +1,11 @@
-/* COM1 (8250/16550 at 0x3f8) from CPL 3: polled output, interrupt-driven input. Waiting for
- * a key is race-free without spinning: read the kernel's IRQ count, drain the UART, and only
- * if it was empty ask the kernel to sleep until the count moves. An IRQ that lands between
- * the drain and the syscall changed the count, so the syscall returns at once. */
+/* COM1 (8250/16550 at 0x3f8): output through the kernel's console_write syscall (one `rep
+ * outsb` per FIFO-full), input interrupt-driven. Waiting for a key is race-free without
+ * spinning: read the kernel's IRQ count, drain the UART, and only if it was empty ask the
+ * kernel to sleep until the count moves. An IRQ that lands between the drain and the
+ * syscall changed the count, so the syscall returns at once. */
 #include "assets/guest/user/guest.h"
 
-#define COM1 0x3f8
+#define COM1 COM1_PORT
 #define UART_RBR 0
 #define UART_THR 0
 #define UART_DLL 0
@@ -16,9 +17,8 @@
 #define UART_MCR 4
 #define UART_LSR 5
 #define LSR_DATA_READY 0x01
-#define LSR_THR_EMPTY 0x20
 #define LSR_TX_EMPTY 0x40
-#define SPIN_LIMIT 1000000
+#define SPIN_LIMIT 100000
 
 static unsigned tx_burst = 1; /* bytes we may write per THR-empty: 16 with a 16550 FIFO */
 
@@ -36,22 +36,10 @@ void console_init(void)
     outb(COM1 + UART_IER, 0x01); /* interrupt on received data */
 }
 
-static void wait_lsr(uint8_t bit)
-{
-    for (int i = 0; i < SPIN_LIMIT && !(inb(COM1 + UART_LSR) & bit); i++)
-        cpu_relax();
-}
-
 static void write_raw(const char *s, size_t n)
 {
-    while (n) {
-        wait_lsr(LSR_THR_EMPTY);
-        size_t burst = n < tx_burst ? n : tx_burst;
-        for (size_t i = 0; i < burst; i++)
-            outb(COM1 + UART_THR, (uint8_t)s[i]);
-        s += burst;
-        n -= burst;
-    }
+    if (n)
+        sys_console_write(s, n, tx_burst);
 }
 
 void console_write(const char *s, size_t n)
@@ -77,7 +65,8 @@ void console_puts(const char *s)
 
 void console_flush(void)
 {
-    wait_lsr(LSR_TX_EMPTY);
+    for (int i = 0; i < SPIN_LIMIT && !(inb(COM1 + UART_LSR) & LSR_TX_EMPTY); i++)
+        cpu_relax();
 }
 
 int console_getc(void)

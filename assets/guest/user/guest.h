@@ -1,7 +1,6 @@
 /* Declarations for the CPL-3 program of the built-in guest: the state it shares with the
- * kernel (head.S), port I/O and syscalls (IOPL=3 makes in/out/cli/sti legal here), and the
- * interfaces of the files in user/. Everything is identity mapped, so a physical address can
- * be used as a pointer directly. */
+ * kernel (head.S), the syscalls (port I/O among them), and the interfaces of the files in
+ * user/. Everything is identity mapped, so a physical address is also a valid pointer. */
 #ifndef VMWS_GUEST_USER_H
 #define VMWS_GUEST_USER_H
 
@@ -28,31 +27,53 @@ extern const char trampoline_start[], trampoline_end[];
 extern char guest_image_end[];
 
 /* --- CPU and syscalls ---------------------------------------------------------------- */
+/* A syscall is `ud2` (see layout.h): the kernel's #UD handler dispatches on rax. */
+static inline long syscall3(long nr, long a, long b, long c)
+{
+    long ret;
+    register long r_c __asm__("rdx") = c;
+    __asm__ volatile("ud2"
+                     : "=a"(ret), "+D"(a), "+S"(b), "+r"(r_c)
+                     : "a"(nr)
+                     : "rcx", "r8", "r9", "r10", "r11", "memory");
+    return ret;
+}
+/* Port I/O is a syscall: kvm_pvm faults CPL-3 in/out regardless of IOPL (layout.h). */
 static inline void outb(uint16_t port, uint8_t v)
 {
-    __asm__ volatile("outb %0, %1" : : "a"(v), "Nd"(port) : "memory");
+    syscall3(SYS_OUT8, port, v, 0);
 }
 static inline void outw(uint16_t port, uint16_t v)
 {
-    __asm__ volatile("outw %0, %1" : : "a"(v), "Nd"(port) : "memory");
+    syscall3(SYS_OUT16, port, v, 0);
 }
 static inline uint8_t inb(uint16_t port)
 {
-    uint8_t v;
-    __asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(port) : "memory");
-    return v;
+    return (uint8_t)syscall3(SYS_IN8, port, 0, 0);
 }
 static inline uint16_t inw(uint16_t port)
 {
-    uint16_t v;
-    __asm__ volatile("inw %1, %0" : "=a"(v) : "Nd"(port) : "memory");
-    return v;
+    return (uint16_t)syscall3(SYS_IN16, port, 0, 0);
 }
 static inline uint32_t inl(uint16_t port)
 {
-    uint32_t v;
-    __asm__ volatile("inl %1, %0" : "=a"(v) : "Nd"(port) : "memory");
-    return v;
+    return (uint32_t)syscall3(SYS_IN32, port, 0, 0);
+}
+/* Writes LEN bytes to COM1, BURST at a time after each THR-empty. */
+static inline void sys_console_write(const char *buf, size_t len, unsigned burst)
+{
+    syscall3(SYS_CONSOLE_WRITE, (long)buf, (long)len, burst);
+}
+/* Sleeps until the COM1 interrupt count differs from SEEN (returns at once if it already
+ * does): the kernel checks with interrupts off and then does sti;hlt. */
+static inline void sys_wait_input(uint32_t seen)
+{
+    syscall3(SYS_WAIT_INPUT, seen, 0, 0);
+}
+static inline __attribute__((noreturn)) void sys_halt(void)
+{
+    for (;;)
+        syscall3(SYS_HALT, 0, 0, 0);
 }
 static inline uint64_t rdtsc(void)
 {
@@ -64,6 +85,7 @@ static inline void cpu_relax(void)
 {
     __asm__ volatile("pause" ::: "memory");
 }
+/* MMIO (the local APIC) is plain memory access: all of the low 4 GiB is mapped U=1. */
 static inline uint32_t mmio_read32(uint64_t addr)
 {
     return *(volatile uint32_t *)(uintptr_t)addr;
@@ -71,21 +93,6 @@ static inline uint32_t mmio_read32(uint64_t addr)
 static inline void mmio_write32(uint64_t addr, uint32_t v)
 {
     *(volatile uint32_t *)(uintptr_t)addr = v;
-}
-/* Sleeps until the COM1 interrupt count differs from SEEN (returns at once if it already
- * does): the kernel checks with interrupts off and then does sti;hlt. */
-static inline void sys_wait_input(uint32_t seen)
-{
-    long ret;
-    __asm__ volatile("syscall"
-                     : "=a"(ret)
-                     : "a"((long)SYS_WAIT_INPUT), "D"(seen)
-                     : "rcx", "r11", "memory");
-}
-static inline __attribute__((noreturn)) void sys_halt(void)
-{
-    for (;;)
-        __asm__ volatile("syscall" : : "a"((long)SYS_HALT) : "rcx", "r11", "memory");
 }
 
 /* --- lib.c: freestanding C library bits ----------------------------------------------- */
@@ -155,8 +162,10 @@ extern struct acpi_info acpi;
 void acpi_init(void);
 void acpi_poweroff(void);     /* returns only if powering off did not work */
 
-/* --- timer.c: busy-wait delays for CPU bring-up (ACPI PM timer, else PIT channel 2) ---- */
+/* --- timer.c: TSC delays, calibrated once against the ACPI PM timer or PIT channel 2 ---- */
+void timer_init(void);
 void delay_us(uint32_t us);
+uint64_t timer_tsc_per_us(void);
 
 /* --- smp.c: LAPIC and secondary CPUs --------------------------------------------------- */
 void smp_start(void);

@@ -210,6 +210,7 @@ void guest_main(const uint8_t *boot_params)
     memory_init();
     printf("memory: %lu MiB usable\n", memory_usable_bytes() / MIB);
     acpi_init();
+    timer_init();
     smp_start();
     printf("cpus: %u online\n", cpus_online);
     shell_run();

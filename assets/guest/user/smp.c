@@ -1,8 +1,9 @@
 /* Secondary CPUs, started from CPL 3 through the memory-mapped local APIC (mapped user-
  * accessible like all of the low 4 GiB): copy the real-mode trampoline below 1 MiB, send every
- * enabled MADT processor INIT, wait 10 ms, SIPI, 200 us, SIPI again, and wait for the APs to
- * count themselves in (kernel/head.S ap_entry64). All APs are started in parallel, so the
- * delays are paid once. The APs then sleep in CPL 0 with interrupts off. */
+ * enabled MADT processor INIT, SIPI, SIPI, and wait for the APs to count themselves in
+ * (kernel/head.S ap_entry64). All APs are started in parallel, so the delays are paid once;
+ * like Linux, modern CPUs and hypervisors get 10 us ones instead of the legacy 10 ms + 200 us.
+ * The APs then sleep in CPL 0 with interrupts off. */
 #include "assets/guest/user/guest.h"
 
 #define LAPIC_ID 0x020
@@ -17,6 +18,27 @@
 #define ONLINE_TIMEOUT_US 2000000
 
 static uint64_t lapic;
+
+static void cpuid(uint32_t leaf, uint32_t *a, uint32_t *b, uint32_t *c, uint32_t *d)
+{
+    __asm__ volatile("cpuid" : "=a"(*a), "=b"(*b), "=c"(*c), "=d"(*d) : "a"(leaf), "c"(0));
+}
+
+/* Linux's smp_quirk_init_udelay(): no INIT delay on Intel family 6, AMD family >= 0xf, or
+ * under a hypervisor, where INIT takes effect at once. */
+static bool legacy_init_delay(void)
+{
+    uint32_t a, b, c, d, vendor_b;
+    cpuid(0, &a, &vendor_b, &c, &d);
+    cpuid(1, &a, &b, &c, &d);
+    unsigned family = (a >> 8) & 0xf;
+    if (family == 0xf)
+        family += (a >> 20) & 0xff;
+    bool hypervisor = c & (1u << 31);
+    bool intel = vendor_b == 0x756e6547; /* "Genu" */
+    bool amd = vendor_b == 0x68747541;   /* "Auth" */
+    return !(hypervisor || (intel && family == 6) || (amd && family >= 0xf));
+}
 
 static void lapic_write(uint32_t reg, uint32_t v)
 {
@@ -57,12 +79,13 @@ void smp_start(void)
     memcpy((void *)(uintptr_t)TRAMPOLINE_ADDR, trampoline_start,
            (size_t)(trampoline_end - trampoline_start));
     uint32_t vector = TRAMPOLINE_ADDR >> 12;
+    bool legacy = legacy_init_delay();
     for (unsigned i = 0; i < n; i++)
         send_ipi(aps[i], ICR_INIT);
-    delay_us(10000);
+    delay_us(legacy ? 10000 : 0);
     for (unsigned i = 0; i < n; i++)
         send_ipi(aps[i], ICR_STARTUP | vector);
-    delay_us(200);
+    delay_us(legacy ? 200 : 10);
     if (cpus_online < 1 + n) {
         for (unsigned i = 0; i < n; i++)
             send_ipi(aps[i], ICR_STARTUP | vector);

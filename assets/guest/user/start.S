@@ -1,4 +1,4 @@
-/* CPL-3 entry point: the kernel's iretq lands here with RDI = boot_params, IOPL=3, IF=1.
+/* CPL-3 entry point: the kernel's iretq lands here with RDI = boot_params and IF=1.
  * Zero .bss (natively, at CPL 3: the kernel never loops over memory), give the FPU/SSE a
  * clean state, and run guest_main() on the user stack. */
 #include "assets/guest/layout.h"
@@ -18,7 +18,7 @@ user_start:
         movq    %r12, %rdi
         call    guest_main
 1:      movl    $SYS_HALT, %eax
-        syscall
+        ud2                             /* syscall, see layout.h */
         jmp     1b
 
         .section .rodata

@@ -1,7 +1,7 @@
-/* Short busy-wait delays, needed only while starting secondary CPUs (INIT, then SIPI). They
- * poll the ACPI PM timer (3.579545 MHz, port from the FADT) or, without one, PIT channel 2
- * gated through port 0x61. Both run as plain port reads at CPL 3. Every loop is bounded, so
- * a machine without either timer just gets shorter delays, never a hang. */
+/* Delays for CPU bring-up (INIT, then SIPI), spun on the TSC at CPL 3 so that they cost no
+ * CPL-0 time. The TSC rate is measured once: read a reference clock (the ACPI PM timer at
+ * 3.579545 MHz, else PIT channel 2 at 1.193182 MHz), spin a fixed number of TSC cycles, read
+ * it again: two or three port reads in all, not a polling loop. */
 #include "assets/guest/user/guest.h"
 
 #define PM_TIMER_HZ 3579545ULL
@@ -9,51 +9,67 @@
 #define PIT_CH2 0x42
 #define PIT_CMD 0x43
 #define PIT_GATE 0x61
-#define SPIN_LIMIT 50000000
+#define CALIBRATION_CYCLES 4000000ULL /* ~1-2 ms on anything from 2 to 4 GHz */
+#define FALLBACK_TSC_PER_US 4000      /* too high is safe: delays only get longer */
 
-static bool pm_timer_delay(uint32_t us)
+static uint64_t tsc_per_us = FALLBACK_TSC_PER_US;
+
+static void spin_cycles(uint64_t cycles)
 {
-    uint32_t mask = acpi.pm_tmr_32bit ? 0xffffffffu : 0xffffffu;
-    uint64_t ticks = us * PM_TIMER_HZ / 1000000 + 1;
-    uint32_t last = inl(acpi.pm_tmr) & mask;
-    uint64_t elapsed = 0;
-    unsigned stuck = 0;
-    while (elapsed < ticks) {
-        uint32_t now = inl(acpi.pm_tmr) & mask;
-        if (now == last) {
-            if (++stuck > 1000000)
-                return false; /* not ticking: not a PM timer after all */
-            continue;
-        }
-        stuck = 0;
-        elapsed += (now - last) & mask;
-        last = now;
-    }
-    return true;
+    uint64_t start = rdtsc();
+    while (rdtsc() - start < cycles)
+        cpu_relax();
 }
 
-static void pit_delay(uint32_t us)
+static uint64_t calibrate_pm_timer(void)
 {
-    while (us) {
-        uint32_t chunk = us > 50000 ? 50000 : us;
-        uint32_t count = (uint32_t)(chunk * PIT_HZ / 1000000) + 1;
-        outb(PIT_GATE, (inb(PIT_GATE) & ~0x02) | 0x01); /* gate on, speaker off */
-        outb(PIT_CMD, 0xb0);                           /* channel 2, lo/hi, mode 0 */
-        outb(PIT_CH2, count & 0xff);
-        outb(PIT_CH2, (count >> 8) & 0xff);
-        for (int i = 0; i < SPIN_LIMIT && !(inb(PIT_GATE) & 0x20); i++)
-            cpu_relax();
-        us -= chunk;
-    }
+    uint32_t mask = acpi.pm_tmr_32bit ? 0xffffffffu : 0xffffffu;
+    uint32_t p0 = inl(acpi.pm_tmr) & mask;
+    uint64_t t0 = rdtsc();
+    spin_cycles(CALIBRATION_CYCLES);
+    uint32_t p1 = inl(acpi.pm_tmr) & mask;
+    uint64_t t1 = rdtsc();
+    uint64_t ticks = (p1 - p0) & mask;
+    return ticks ? (t1 - t0) * PM_TIMER_HZ / ticks / 1000000 : 0;
+}
+
+static uint16_t pit_ch2_read(void)
+{
+    outb(PIT_CMD, 0x80); /* latch channel 2 */
+    uint8_t lo = inb(PIT_CH2);
+    return (uint16_t)(lo | inb(PIT_CH2) << 8);
+}
+
+static uint64_t calibrate_pit(void)
+{
+    outb(PIT_GATE, (inb(PIT_GATE) & ~0x02) | 0x01); /* gate on, speaker off */
+    outb(PIT_CMD, 0xb4);                           /* channel 2, lo/hi, mode 2, binary */
+    outb(PIT_CH2, 0xff);
+    outb(PIT_CH2, 0xff);
+    uint16_t c0 = pit_ch2_read();
+    uint64_t t0 = rdtsc();
+    spin_cycles(CALIBRATION_CYCLES / 4); /* < 55 ms: the counter must not wrap */
+    uint16_t c1 = pit_ch2_read();
+    uint64_t t1 = rdtsc();
+    uint16_t ticks = (uint16_t)(c0 - c1); /* counts down */
+    return ticks && c0 != 0xffff ? (t1 - t0) * PIT_HZ / ticks / 1000000 : 0;
+}
+
+void timer_init(void)
+{
+    uint64_t rate = acpi.pm_tmr ? calibrate_pm_timer() : 0;
+    if (!rate)
+        rate = calibrate_pit();
+    if (rate)
+        tsc_per_us = rate + rate / 16; /* round up: a delay may run long, never short */
+}
+
+uint64_t timer_tsc_per_us(void)
+{
+    return tsc_per_us;
 }
 
 void delay_us(uint32_t us)
 {
-    static bool pm_timer_broken;
-    if (acpi.pm_tmr && !pm_timer_broken) {
-        if (pm_timer_delay(us))
-            return;
-        pm_timer_broken = true;
-    }
-    pit_delay(us);
+    spin_cycles(us * tsc_per_us);
 }
