@@ -65,16 +65,19 @@ while conn is None:
             fail("no serial socket after 30 s")
         time.sleep(0.05)
 
-def expect(pattern, timeout, what):
-    """Waits until PATTERN (a regex on bytes) matches the output after the last match."""
+def expect(pattern, timeout, what, anchored=False):
+    """Waits until PATTERN (a regex on bytes) matches the output after the last match; if
+    ANCHORED, it must match right where the last match ended."""
     global seen, pos
     rx = re.compile(pattern)
     deadline = time.time() + timeout
     while True:
-        m = rx.search(seen, pos)
+        m = rx.match(seen, pos) if anchored else rx.search(seen, pos)
         if m:
             pos = m.end()
             return m
+        if anchored and len(seen) - pos >= 256:
+            fail("expected %s right after the previous output (%r)" % (what, pattern))
         left = deadline - time.time()
         if left <= 0:
             fail("timed out after %d s waiting for %s (%r)" % (timeout, what, pattern))
@@ -99,14 +102,15 @@ if not 1000 <= usable <= 1024:
 expect(rb"cpus: 2 online\r\n", 60, "cpus: 2 online")
 expect(PROMPT, 10, "the first prompt")
 
-send("cpus\r")
-expect(rb"cpus\r\ncpus: 2 online \(apic ids 0 1\)\r\n" + PROMPT, 20, "the cpus command")
-
-# Backspace (DEL and BS) edits the line; CRLF is one Enter: exactly one prompt follows.
+# Backspace (DEL and BS) edits the line; CRLF is one Enter, so the next thing after the
+# version's prompt must be the echo of the next command, not a second prompt.
 send("verx\x7fsioo\x08n\r\n")
 expect(rb"vmws-guest \d+\.\d+\.\d+ \(built-in guest of vmws\)\r\n" + PROMPT, 20, "version")
+send("cpus\r")
+expect(rb"cpus\r\ncpus: 2 online \(apic ids 0 1\)\r\n" + PROMPT, 20,
+       "the cpus command right after the prompt (a CRLF ran two commands?)", anchored=True)
 send("\r")
-expect(PROMPT, 10, "a prompt after an empty line")
+expect(rb"\r\n" + PROMPT, 10, "a bare prompt for an empty line", anchored=True)
 send("bogus\n")
 expect(rb"bogus\r\nunknown command: bogus \(try help\)\r\n" + PROMPT, 20, "the unknown command")
 send("help\r")

@@ -1,9 +1,9 @@
 /* The whole CPL-0 kernel of the built-in guest: 32- and 64-bit entries, GDT, IDT, TSS,
- * interrupt stubs, the syscall entry and the secondary-CPU entry. Nothing here loops over
- * memory and every table is emitted by the assembler, so a boot runs ~60 CPL-0 instructions
- * and then `iretq`s into the CPL-3 program (user/start.S) with IF=1. After that CPL 0 only
- * runs interrupt stubs and syscalls of a few instructions each. The stubs sit at fixed
- * offsets from KERNEL_BASE so that the IDT can be a constant table. */
+ * interrupt stubs, the syscall entry (#UD from `ud2`, see layout.h) and the secondary-CPU
+ * entry. Nothing here loops over memory and every table is emitted by the assembler, so the
+ * 64-bit entry runs 50 instructions and `iretq`s into the CPL-3 program (user/start.S) with
+ * IF=1; after that CPL 0 only runs interrupt stubs and syscalls of a few instructions each.
+ * The stubs sit at fixed offsets from KERNEL_BASE so that the IDT can be a constant table. */
 #include "assets/guest/layout.h"
 
 #define PIC1_CMD 0x20
