@@ -5,43 +5,43 @@
 #ifndef VMWS_GUEST_LAYOUT_H
 #define VMWS_GUEST_LAYOUT_H
 
-#define KERNEL_BASE 0x100000      /* code32_start and pref_address; not relocatable */
-#define ENTRY64_OFFSET 0x200      /* 64-bit entry, as the boot protocol fixes it */
-#define STUBS_OFFSET 0x400        /* interrupt stubs: vector v's at KERNEL_BASE+STUBS_OFFSET+16v */
+#define KERNEL_BASE 0x100000 /* code32_start and pref_address; not relocatable */
+#define ENTRY64_OFFSET 0x200 /* 64-bit entry, as the boot protocol fixes it */
+#define STUBS_OFFSET 0x400   /* interrupt stubs: vector v's at KERNEL_BASE+STUBS_OFFSET+16v */
 #define STUB_SIZE 16
-#define NUM_STUBS 49              /* 0-31 exceptions, 32-47 PIC IRQs, slot 48 = vector 0xff */
+#define NUM_STUBS 49 /* 0-31 exceptions, 32-47 PIC IRQs, slot 48 = vector 0xff */
 #define STUB_ADDR(slot) (KERNEL_BASE + STUBS_OFFSET + STUB_SIZE * (slot))
 
 /* GDT, in the order syscall/sysret would want (kernel CS, SS; user CS32, SS, CS64), so
  * that a hypervisor checking STAR-style layouts is happy; we use neither instruction. */
-#define SEL_KCODE32 0x08          /* flat 32-bit code: 32-bit entry and AP trampoline */
-#define SEL_KCODE 0x10            /* 64-bit kernel code (the boot protocol's __BOOT_CS) */
-#define SEL_KDATA 0x18            /* flat data (__BOOT_DS) */
-#define SEL_USYSRET 0x20          /* 32-bit user code, only there for STAR's layout */
-#define SEL_UDATA 0x28            /* user data / stack, DPL 3 */
-#define SEL_UCODE 0x30            /* 64-bit user code, DPL 3 */
-#define SEL_TSS 0x38              /* 16-byte 64-bit TSS descriptor */
+#define SEL_KCODE32 0x08 /* flat 32-bit code: 32-bit entry and AP trampoline */
+#define SEL_KCODE 0x10   /* 64-bit kernel code (the boot protocol's __BOOT_CS) */
+#define SEL_KDATA 0x18   /* flat data (__BOOT_DS) */
+#define SEL_USYSRET 0x20 /* 32-bit user code, only there for STAR's layout */
+#define SEL_UDATA 0x28   /* user data / stack, DPL 3 */
+#define SEL_UCODE 0x30   /* 64-bit user code, DPL 3 */
+#define SEL_TSS 0x38     /* 16-byte 64-bit TSS descriptor */
 #define GDT_ENTRIES 9
 
 /* Interrupts: the 8259 pair is remapped to 0x20-0x2f; only IRQ 4 (COM1) is unmasked. */
 #define VEC_IRQ_BASE 0x20
 #define IRQ_COM1 4
-#define VEC_SPURIOUS 0xff         /* LAPIC spurious vector */
+#define VEC_SPURIOUS 0xff /* LAPIC spurious vector */
 
 /* Syscalls are `ud2` with the number in rax, arguments in rdi, rsi, rdx and the result in
  * rax; rcx and r8-r11 are clobbered. On our machines' KVM (kvm_pvm, measured) neither
  * `syscall` (runs the LSTAR code still at CPL 3) nor `int $0x80` (#UD) reaches CPL 0 from
  * CPL 3, but exceptions do, so the #UD handler is the syscall entry everywhere. Port I/O goes
  * through the kernel because kvm_pvm also faults CPL-3 in/out whatever IOPL says. */
-#define SYS_WAIT_INPUT 0          /* wait(c): sleep until the COM1 IRQ count differs from c */
-#define SYS_HALT 1                /* stop this CPU for good (after a fatal user error) */
-#define SYS_IN8 2                 /* in(port) -> value */
+#define SYS_WAIT_INPUT 0 /* wait(c): sleep until the COM1 IRQ count differs from c */
+#define SYS_HALT 1       /* stop this CPU for good (after a fatal user error) */
+#define SYS_IN8 2        /* in(port) -> value */
 #define SYS_IN16 3
 #define SYS_IN32 4
-#define SYS_OUT8 5                /* out(port, value) */
+#define SYS_OUT8 5 /* out(port, value) */
 #define SYS_OUT16 6
 #define SYS_OUT32 7
-#define SYS_CONSOLE_WRITE 8       /* write(buf, len, burst): COM1, burst bytes per THR-empty */
+#define SYS_CONSOLE_WRITE 8 /* write(buf, len, burst): COM1, burst bytes per THR-empty */
 #define NUM_SYSCALLS 9
 
 #define COM1_PORT 0x3f8

@@ -53,8 +53,8 @@ static const struct sdt_header *sdt_at(uint64_t addr, const char *sig)
     const struct sdt_header *h = (const struct sdt_header *)(uintptr_t)addr;
     if (sig && memcmp(h->signature, sig, 4) != 0)
         return NULL;
-    if (h->length < sizeof *h || h->length > SDT_MAX_LENGTH ||
-        !memory_is_mapped(addr, h->length) || !checksum_ok(h, h->length))
+    if (h->length < sizeof *h || h->length > SDT_MAX_LENGTH || !memory_is_mapped(addr, h->length) ||
+        !checksum_ok(h, h->length))
         return NULL;
     return h;
 }

@@ -104,8 +104,7 @@ size_t strlen(const char *s);
 int strcmp(const char *a, const char *b);
 char *strncpy_z(char *dst, const char *src, size_t size); /* always NUL-terminates */
 int vsnprintf(char *buf, size_t size, const char *fmt, va_list ap);
-int snprintf(char *buf, size_t size, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+int snprintf(char *buf, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 void printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 bool parse_u64(const char *s, uint64_t *out); /* decimal only, no sign, no overflow */
 
@@ -113,8 +112,8 @@ bool parse_u64(const char *s, uint64_t *out); /* decimal only, no sign, no overf
 void console_init(void);
 void console_write(const char *s, size_t n); /* "\n" goes out as "\r\n" */
 void console_puts(const char *s);
-int console_getc(void);                      /* blocks without spinning */
-void console_flush(void);                    /* until the transmitter is empty */
+int console_getc(void);   /* blocks without spinning */
+void console_flush(void); /* until the transmitter is empty */
 
 /* --- boot information, copied out of boot_params before low memory is reused --------- */
 #define E820_MAX 128
@@ -138,7 +137,7 @@ uint64_t memory_usable_bytes(void);    /* all e820 RAM */
 uint64_t memory_available_bytes(void); /* what `mem alloc` may still take */
 uint64_t memory_allocated_bytes(void);
 bool memory_is_mapped(uint64_t addr, uint64_t len);
-int memory_alloc(uint64_t bytes);      /* 0 or -1 (not enough free) */
+int memory_alloc(uint64_t bytes); /* 0 or -1 (not enough free) */
 void memory_free_all(void);
 uint64_t memory_pattern_seed(const char *pattern);
 void memory_fill(uint64_t seed);
@@ -147,20 +146,20 @@ bool memory_verify(uint64_t seed, uint64_t *bad_addr, uint64_t *expected, uint64
 
 /* --- acpi.c: RSDP, MADT, FADT, DSDT \_S5 ------------------------------------------------ */
 struct acpi_info {
-    bool found;               /* an RSDP with valid checksums */
+    bool found; /* an RSDP with valid checksums */
     bool have_madt;
-    unsigned ncpus;           /* enabled processors in the MADT */
+    unsigned ncpus; /* enabled processors in the MADT */
     uint32_t apic_ids[MAX_CPUS];
     uint64_t lapic_addr;
-    uint16_t pm1a_cnt;        /* from the FADT, else 0x604 */
-    uint16_t pm_tmr;          /* 0 = none */
+    uint16_t pm1a_cnt; /* from the FADT, else 0x604 */
+    uint16_t pm_tmr;   /* 0 = none */
     bool pm_tmr_32bit;
     uint8_t slp_typ_s5;
-    uint8_t century_reg;      /* CMOS index of the century, 0 = none */
+    uint8_t century_reg; /* CMOS index of the century, 0 = none */
 };
 extern struct acpi_info acpi;
 void acpi_init(void);
-void acpi_poweroff(void);     /* returns only if powering off did not work */
+void acpi_poweroff(void); /* returns only if powering off did not work */
 
 /* --- timer.c: TSC delays, calibrated once against the ACPI PM timer or PIT channel 2 ---- */
 void timer_init(void);

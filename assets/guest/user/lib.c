@@ -108,7 +108,7 @@ static void out_padded(struct out *o, const char *s, size_t n, int width, bool l
 
 int vsnprintf(char *buf, size_t size, const char *fmt, va_list ap)
 {
-    struct out o = { buf, size, 0 };
+    struct out o = {buf, size, 0};
     for (; *fmt; fmt++) {
         if (*fmt != '%') {
             out_char(&o, *fmt);

@@ -18,7 +18,7 @@ struct range {
 static struct range free_ranges[E820_MAX];
 static unsigned nfree;
 static uint64_t usable_bytes, free_bytes, allocated_bytes;
-static uint64_t high_mapped_end;       /* RAM in [4 GiB, this) that we mapped */
+static uint64_t high_mapped_end;            /* RAM in [4 GiB, this) that we mapped */
 static uint64_t table_pool, table_pool_end; /* pages for page tables, just above the image */
 
 static uint64_t align_up(uint64_t v, uint64_t a)
@@ -39,7 +39,7 @@ static unsigned e820_ram(struct range *out)
         const struct e820_entry *e = &boot.e820[i];
         if (e->type != E820_RAM || e->size == 0 || e->addr + e->size < e->addr)
             continue;
-        struct range r = { e->addr, e->addr + e->size };
+        struct range r = {e->addr, e->addr + e->size};
         unsigned j = n++;
         while (j > 0 && out[j - 1].start > r.start) {
             out[j] = out[j - 1];
@@ -140,7 +140,7 @@ void memory_init(void)
             start = 1 * MIB;
         if (end <= start)
             continue;
-        free_ranges[nfree++] = (struct range){ start, end };
+        free_ranges[nfree++] = (struct range){start, end};
         free_bytes += end - start;
     }
 }
@@ -262,7 +262,7 @@ static bool verify_chunk(uint64_t start, uint64_t end, void *ctx)
 
 bool memory_verify(uint64_t seed, uint64_t *bad_addr, uint64_t *expected, uint64_t *found)
 {
-    struct verify_ctx v = { seed, 0, 0, 0 };
+    struct verify_ctx v = {seed, 0, 0, 0};
     if (for_each_chunk(0, allocated_bytes, verify_chunk, &v))
         return true;
     *bad_addr = v.bad_addr;

@@ -68,8 +68,8 @@ bool rtc_read(struct rtc_time *out)
     uint8_t reg_b = cmos_read(RTC_REG_B);
     bool pm = !(reg_b & REG_B_24H) && (a.hour & HOUR_PM);
     a.hour &= (uint8_t)~HOUR_PM;
-    unsigned sec = a.sec, min = a.min, hour = a.hour, day = a.day, month = a.month,
-             year = a.year, century = a.century;
+    unsigned sec = a.sec, min = a.min, hour = a.hour, day = a.day, month = a.month, year = a.year,
+             century = a.century;
     if (!(reg_b & REG_B_BINARY)) {
         sec = from_bcd(a.sec);
         min = from_bcd(a.min);

@@ -91,8 +91,8 @@ static void cmd_mem(int argc, char **argv)
         if (memory_verify(memory_pattern_seed(pattern), &addr, &expected, &found))
             printf("verify OK: %lu MiB match %s\n", mib, pattern);
         else
-            printf("verify FAILED at 0x%lx: expected 0x%016lx, found 0x%016lx\n", addr,
-                   expected, found);
+            printf("verify FAILED at 0x%lx: expected 0x%016lx, found 0x%016lx\n", addr, expected,
+                   found);
     } else if (!strcmp(sub, "free") && argc == 2) {
         memory_free_all();
         filled_pattern[0] = 0;

@@ -12,8 +12,8 @@
 #define LAPIC_ICR_HI 0x310
 #define LAPIC_LVT_LINT0 0x350
 #define LAPIC_LVT_LINT1 0x360
-#define ICR_INIT 0x00004500     /* INIT, level assert */
-#define ICR_STARTUP 0x00004600  /* start-up IPI, vector = page number */
+#define ICR_INIT 0x00004500    /* INIT, level assert */
+#define ICR_STARTUP 0x00004600 /* start-up IPI, vector = page number */
 #define ICR_BUSY (1u << 12)
 #define ONLINE_TIMEOUT_US 2000000
 

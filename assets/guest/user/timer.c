@@ -43,7 +43,7 @@ static uint16_t pit_ch2_read(void)
 static uint64_t calibrate_pit(void)
 {
     outb(PIT_GATE, (inb(PIT_GATE) & ~0x02) | 0x01); /* gate on, speaker off */
-    outb(PIT_CMD, 0xb4);                           /* channel 2, lo/hi, mode 2, binary */
+    outb(PIT_CMD, 0xb4);                            /* channel 2, lo/hi, mode 2, binary */
     outb(PIT_CH2, 0xff);
     outb(PIT_CH2, 0xff);
     uint16_t c0 = pit_ch2_read();
