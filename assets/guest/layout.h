@@ -12,12 +12,12 @@
 #define NUM_STUBS 49 /* 0-31 exceptions, 32-47 PIC IRQs, slot 48 = vector 0xff */
 #define STUB_ADDR(slot) (KERNEL_BASE + STUBS_OFFSET + STUB_SIZE * (slot))
 
-/* GDT, in the order syscall/sysret would want (kernel CS, SS; user CS32, SS, CS64), so
- * that a hypervisor checking STAR-style layouts is happy; we use neither instruction. */
+/* GDT. The order is the one syscall/sysret need (kernel CS, SS; user CS32, SS, CS64), kept
+ * for hypervisors where those instructions work; we do not use them (see below). */
 #define SEL_KCODE32 0x08 /* flat 32-bit code: 32-bit entry and AP trampoline */
 #define SEL_KCODE 0x10   /* 64-bit kernel code (the boot protocol's __BOOT_CS) */
 #define SEL_KDATA 0x18   /* flat data (__BOOT_DS) */
-#define SEL_USYSRET 0x20 /* 32-bit user code, only there for STAR's layout */
+#define SEL_USYSRET 0x20 /* 32-bit user code, unused (sysret layout) */
 #define SEL_UDATA 0x28   /* user data / stack, DPL 3 */
 #define SEL_UCODE 0x30   /* 64-bit user code, DPL 3 */
 #define SEL_TSS 0x38     /* 16-byte 64-bit TSS descriptor */
