@@ -15,7 +15,8 @@
 #define ICR_INIT 0x00004500    /* INIT, level assert */
 #define ICR_STARTUP 0x00004600 /* start-up IPI, vector = page number */
 #define ICR_BUSY (1u << 12)
-#define ONLINE_TIMEOUT_US 2000000
+#define FIRST_WAIT_US 1000000
+#define RETRY_WAIT_US 3000000
 
 static uint64_t lapic;
 
@@ -58,6 +59,26 @@ static void send_ipi(uint32_t apic_id, uint32_t icr)
         cpu_relax();
 }
 
+static void start_aps(const uint32_t *aps, unsigned n, bool legacy)
+{
+    uint32_t vector = TRAMPOLINE_ADDR >> 12;
+    for (unsigned i = 0; i < n; i++)
+        send_ipi(aps[i], ICR_INIT);
+    delay_us(legacy ? 10000 : 0);
+    for (unsigned i = 0; i < n; i++)
+        send_ipi(aps[i], ICR_STARTUP | vector);
+    delay_us(legacy ? 200 : 10);
+    for (unsigned i = 0; i < n; i++) /* ignored by an AP the first one started */
+        send_ipi(aps[i], ICR_STARTUP | vector);
+}
+
+static bool wait_online(unsigned want, uint32_t timeout_us)
+{
+    for (uint32_t waited = 0; cpus_online < want && waited < timeout_us; waited += 100)
+        delay_us(100);
+    return cpus_online >= want;
+}
+
 void smp_start(void)
 {
     lapic = acpi.lapic_addr;
@@ -78,20 +99,20 @@ void smp_start(void)
 
     memcpy((void *)(uintptr_t)TRAMPOLINE_ADDR, trampoline_start,
            (size_t)(trampoline_end - trampoline_start));
-    uint32_t vector = TRAMPOLINE_ADDR >> 12;
-    bool legacy = legacy_init_delay();
-    for (unsigned i = 0; i < n; i++)
-        send_ipi(aps[i], ICR_INIT);
-    delay_us(legacy ? 10000 : 0);
-    for (unsigned i = 0; i < n; i++)
-        send_ipi(aps[i], ICR_STARTUP | vector);
-    delay_us(legacy ? 200 : 10);
-    if (cpus_online < 1 + n) {
-        for (unsigned i = 0; i < n; i++)
-            send_ipi(aps[i], ICR_STARTUP | vector);
+    start_aps(aps, n, legacy_init_delay());
+    if (wait_online(1 + n, FIRST_WAIT_US))
+        return;
+    /* Someone did not come up: once more, only for those, with the full legacy delays. */
+    unsigned missing = 0;
+    for (unsigned i = 0; i < n; i++) {
+        bool online = false;
+        for (unsigned j = 1; j < cpus_online; j++)
+            online |= cpu_apic_ids[j] == aps[i];
+        if (!online)
+            aps[missing++] = aps[i];
     }
-    for (unsigned waited = 0; cpus_online < 1 + n && waited < ONLINE_TIMEOUT_US; waited += 100)
-        delay_us(100);
+    start_aps(aps, missing, true);
+    wait_online(1 + n, RETRY_WAIT_US);
 }
 
 unsigned smp_online(uint32_t *ids, unsigned max)
