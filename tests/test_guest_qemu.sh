@@ -111,6 +111,10 @@ expect(rb"cpus\r\ncpus: 2 online \(apic ids 0 1\)\r\n" + PROMPT, 20,
        "the cpus command right after the prompt (a CRLF ran two commands?)", anchored=True)
 send("\r")
 expect(rb"\r\n" + PROMPT, 10, "a bare prompt for an empty line", anchored=True)
+send("cp\x1b[Aus\x1bOB\r")  # arrow keys (CSI and SS3 forms) are swallowed
+expect(rb"cpus\r\ncpus: 2 online", 20, "cpus typed around arrow-key escape sequences")
+send("mem al\x03")
+expect(rb"mem al\^C\r\n" + PROMPT, 20, "^C dropping the line")
 send("bogus\n")
 expect(rb"bogus\r\nunknown command: bogus \(try help\)\r\n" + PROMPT, 20, "the unknown command")
 send("help\r")

@@ -169,12 +169,36 @@ static void run_command(char *line)
         printf("unknown command: %s (try help)\n", argv[0]);
 }
 
-/* Line editing: echo, backspace/delete, and CR, LF or CRLF as one Enter. */
+/* Escape sequences (arrow and function keys from a terminal) are swallowed whole: ESC, then
+ * '[' or 'O', then parameters up to a final byte in 0x40-0x7e. */
+enum esc_state { ESC_NONE, ESC_START, ESC_SEQ };
+
+static bool swallow_escape(enum esc_state *st, int c)
+{
+    switch (*st) {
+    case ESC_START:
+        *st = (c == '[' || c == 'O') ? ESC_SEQ : ESC_NONE;
+        return true;
+    case ESC_SEQ:
+        if (c >= 0x40 && c <= 0x7e)
+            *st = ESC_NONE;
+        return true;
+    default:
+        if (c != 0x1b)
+            return false;
+        *st = ESC_START;
+        return true;
+    }
+}
+
+/* Line editing: echo, backspace/delete, ^C to drop the line, and CR, LF or CRLF as one
+ * Enter. */
 static void shell_run(void)
 {
     char line[LINE_MAX];
     size_t len = 0;
     bool after_cr = false;
+    enum esc_state esc = ESC_NONE;
     console_puts("vmws> ");
     for (;;) {
         int c = console_getc();
@@ -183,12 +207,17 @@ static void shell_run(void)
             continue;
         }
         after_cr = c == '\r';
+        if (swallow_escape(&esc, c))
+            continue;
         if (c == '\r' || c == '\n') {
             console_puts("\n");
             line[len] = 0;
             run_command(line);
             len = 0;
             console_puts("vmws> ");
+        } else if (c == 0x03) {
+            console_puts("^C\nvmws> ");
+            len = 0;
         } else if (c == 0x08 || c == 0x7f) {
             if (len) {
                 len--;
