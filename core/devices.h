@@ -50,8 +50,12 @@ struct pci_bus *pci_create(struct machine *m);
 /* Fills the standard header of a type-0 function. */
 void pci_device_init(struct pci_device *d, uint16_t vendor, uint16_t device, uint32_t class_code,
                      uint8_t revision);
-/* Adds D at bus 0, SLOT (1..31). Returns 0 or -EBUSY/-EINVAL. */
+/* Adds D at bus 0, SLOT (1..31), assigning its BARs as firmware would (I/O from 0xC000, memory
+ * from 0xE0000000, decoding on; bar_changed is called for each) and, if cfg[0x3D] (interrupt
+ * pin) is set, its INTx line (IRQ 10 or 11) into cfg[0x3C]. Returns 0 or -EBUSY/-EINVAL/-ENOSPC. */
 int pci_register(struct pci_bus *bus, struct pci_device *d, unsigned slot);
+/* The legacy IRQ the device's INTx pin drives (for machine_set_irq). */
+unsigned pci_irq_line(const struct pci_device *d);
 /* Current guest-programmed address of a BAR (0 if unassigned or decoding off). */
 uint64_t pci_bar_address(struct pci_bus *bus, struct pci_device *d, int bar);
 void pci_destroy(struct pci_bus *bus);

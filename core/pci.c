@@ -15,10 +15,19 @@
 #define PCI_BAR0 0x10
 #define PCI_BAR_MEM64 0x4
 
+/* Where "firmware" places BARs and which legacy IRQs INTx pins use (there is no BIOS on the
+ * 64-bit boot path, so the VMM assigns resources the way SeaBIOS would). */
+#define PCI_IO_WINDOW 0xc000u
+#define PCI_IO_WINDOW_END 0x10000u
+#define PCI_MMIO_WINDOW 0xe0000000ull
+#define PCI_MMIO_WINDOW_END 0xfec00000ull
+static const uint8_t pci_intx_irqs[2] = {10, 11};
+
 struct pci_bus {
     struct machine *m;
     pthread_mutex_t lock;
     uint32_t address; /* last value written to 0xCF8 */
+    uint64_t io_next, mmio_next;
     struct pci_device *slots[PCI_MAX_SLOTS];
     struct pci_device host_bridge;
 };
@@ -171,23 +180,64 @@ static void pci_io(void *opaque, uint64_t addr, uint8_t *data, uint32_t len, boo
     pthread_mutex_unlock(&bus->lock);
 }
 
+static void put32(uint8_t *p, uint32_t v)
+{
+    put16(p, (uint16_t)v);
+    put16(p + 2, (uint16_t)(v >> 16));
+}
+
+/* Assigns D's BARs from the bus windows (aligned to their size) and its INTx line. */
+static int assign_resources_locked(struct pci_bus *bus, struct pci_device *d, unsigned slot)
+{
+    uint64_t io = bus->io_next, mmio = bus->mmio_next;
+    for (int b = 0; b < 6; b++) {
+        uint64_t s = d->bar_size[b];
+        if (!s)
+            continue;
+        if (s & (s - 1) || (!d->bar_is_io[b] && b == 5))
+            return -EINVAL; /* sizes are powers of two; a 64-bit BAR needs two slots */
+        uint64_t *next = d->bar_is_io[b] ? &io : &mmio;
+        uint64_t addr = (*next + s - 1) & ~(s - 1);
+        uint64_t end = d->bar_is_io[b] ? PCI_IO_WINDOW_END : PCI_MMIO_WINDOW_END;
+        if (addr + s > end)
+            return -ENOSPC;
+        *next = addr + s;
+        if (d->bar_is_io[b]) {
+            put32(&d->cfg[PCI_BAR0 + 4 * b], (uint32_t)addr | 0x1);
+        } else { /* 64-bit, not prefetchable */
+            put32(&d->cfg[PCI_BAR0 + 4 * b], (uint32_t)addr | PCI_BAR_MEM64);
+            put32(&d->cfg[PCI_BAR0 + 4 * b + 4], (uint32_t)(addr >> 32));
+            d->bar_size[b + 1] = 0;
+        }
+        d->cfg[PCI_COMMAND] |= d->bar_is_io[b] ? PCI_COMMAND_IO : PCI_COMMAND_MEMORY;
+    }
+    if (d->cfg[0x3d]) /* interrupt pin in use: INTx of odd and even slots on two lines */
+        d->cfg[0x3c] = pci_intx_irqs[slot % 2];
+    bus->io_next = io;
+    bus->mmio_next = mmio;
+    return 0;
+}
+
 int pci_register(struct pci_bus *bus, struct pci_device *d, unsigned slot)
 {
     if (slot == 0 || slot >= PCI_MAX_SLOTS)
         return -EINVAL;
-    for (int b = 0; b < 6; b++) {
-        uint64_t s = d->bar_size[b];
-        if (s && (s & (s - 1)))
-            return -EINVAL;
-        if (s) /* memory BARs: 64-bit, prefetchable off */
-            d->cfg[PCI_BAR0 + 4 * b] = d->bar_is_io[b] ? 0x1 : PCI_BAR_MEM64;
-    }
     pthread_mutex_lock(&bus->lock);
-    int r = bus->slots[slot] ? -EBUSY : 0;
+    int r = bus->slots[slot] ? -EBUSY : assign_resources_locked(bus, d, slot);
     if (!r)
         bus->slots[slot] = d;
     pthread_mutex_unlock(&bus->lock);
-    return r;
+    if (r || !d->bar_changed)
+        return r;
+    for (int b = 0; b < 6; b++)
+        if (d->bar_size[b])
+            d->bar_changed(d, b, 0, bar_addr_raw(d, b), 1);
+    return 0;
+}
+
+unsigned pci_irq_line(const struct pci_device *d)
+{
+    return d->cfg[0x3c];
 }
 
 struct pci_bus *pci_create(struct machine *m)
@@ -196,6 +246,8 @@ struct pci_bus *pci_create(struct machine *m)
     if (!bus)
         return NULL;
     bus->m = m;
+    bus->io_next = PCI_IO_WINDOW;
+    bus->mmio_next = PCI_MMIO_WINDOW;
     pthread_mutex_init(&bus->lock, NULL);
     /* Host bridge: Red Hat's generic PCIe host bridge id, class 06/00. */
     pci_device_init(&bus->host_bridge, 0x1b36, 0x0008, 0x060000, 0);
