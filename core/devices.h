@@ -9,6 +9,11 @@
 #include <stdint.h>
 
 #include "core/machine.h"
+#include "core/state.h"
+
+/* Every device model saves and restores its own state records (state.h) for suspend and
+ * snapshots: NAME_save(dev, writer) and NAME_load(dev, reader), 0 or -errno; a load that finds
+ * a missing or mis-sized record returns -EINVAL and changes nothing it has not validated. */
 
 /* --- 8250/16550A UART --- */
 #define COM1_BASE 0x3f8
@@ -20,11 +25,15 @@ struct serial *serial_create(struct machine *m, uint16_t base, unsigned irq, ser
 /* Bytes typed by the user; kept in a 64 KiB buffer the guest drains. Any thread. */
 void serial_input(struct serial *s, const unsigned char *buf, size_t len);
 void serial_destroy(struct serial *s);
+int serial_save(struct serial *d, struct state_writer *w);
+int serial_load(struct serial *d, const struct state_reader *r);
 
 /* --- MC146818 CMOS RTC: host UTC time plus an offset the guest may set --- */
 struct rtc;
 struct rtc *rtc_create(struct machine *m);
 void rtc_destroy(struct rtc *r);
+int rtc_save(struct rtc *d, struct state_writer *w);
+int rtc_load(struct rtc *d, const struct state_reader *r);
 
 /* --- i8042 keyboard controller: self tests, command byte, keyboard identify/reset, CPU reset --- */
 struct i8042;
@@ -32,6 +41,8 @@ struct i8042 *i8042_create(struct machine *m);
 /* Queues keyboard bytes (set-1 scancodes after translation) and raises IRQ 1. Any thread. */
 void i8042_keyboard_bytes(struct i8042 *k, const uint8_t *bytes, size_t n);
 void i8042_destroy(struct i8042 *k);
+int i8042_save(struct i8042 *d, struct state_writer *w);
+int i8042_load(struct i8042 *d, const struct state_reader *r);
 
 /* --- PCI: config mechanism #1 on 0xCF8/0xCFC, bus 0 --- */
 #define PCI_MAX_SLOTS 32
@@ -59,10 +70,14 @@ unsigned pci_irq_line(const struct pci_device *d);
 /* Current guest-programmed address of a BAR (0 if unassigned or decoding off). */
 uint64_t pci_bar_address(struct pci_bus *bus, struct pci_device *d, int bar);
 void pci_destroy(struct pci_bus *bus);
+int pci_save(struct pci_bus *d, struct state_writer *w);
+int pci_load(struct pci_bus *d, const struct state_reader *r);
 
 /* --- ACPI PM block (0x600: PM1a event/control, PM timer), 0xCF9 reset, 0x80 POST, 0x61 --- */
 struct pm;
 struct pm *pm_create(struct machine *m);
 void pm_destroy(struct pm *p);
+int pm_save(struct pm *d, struct state_writer *w);
+int pm_load(struct pm *d, const struct state_reader *r);
 
 #endif

@@ -2,6 +2,7 @@
  * controller self tests, command byte, keyboard reset/identify/LED/scancode-set commands, and
  * the CPU reset line (command 0xFE) that OSes use to reboot. Bytes for the guest wait in an
  * output queue; IRQ 1 is raised while one is ready and keyboard interrupts are enabled. */
+#include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -191,6 +192,52 @@ void i8042_keyboard_bytes(struct i8042 *k, const uint8_t *bytes, size_t n)
             enqueue(k, bytes[i], false);
     update_irq(k);
     pthread_mutex_unlock(&k->lock);
+}
+
+struct i8042_saved {
+    uint8_t cmdbyte, status, pending_cmd, kbd_pending;
+    uint32_t count;
+    uint8_t queue[QUEUE], queue_aux[QUEUE];
+};
+
+int i8042_save(struct i8042 *k, struct state_writer *w)
+{
+    struct i8042_saved st;
+    memset(&st, 0, sizeof(st));
+    pthread_mutex_lock(&k->lock);
+    st.cmdbyte = k->cmdbyte;
+    st.status = k->status;
+    st.pending_cmd = k->pending_cmd;
+    st.kbd_pending = k->kbd_pending;
+    st.count = k->count;
+    for (unsigned i = 0; i < k->count; i++) {
+        st.queue[i] = k->queue[(k->head + i) % QUEUE];
+        st.queue_aux[i] = k->queue_aux[(k->head + i) % QUEUE];
+    }
+    pthread_mutex_unlock(&k->lock);
+    state_put(w, STATE_TAG('8', '0', '4', '2'), 0, &st, sizeof(st));
+    return 0;
+}
+
+int i8042_load(struct i8042 *k, const struct state_reader *r)
+{
+    struct i8042_saved st;
+    if (state_get_exact(r, STATE_TAG('8', '0', '4', '2'), 0, &st, sizeof(st)) < 0 ||
+        st.count > QUEUE)
+        return -EINVAL;
+    pthread_mutex_lock(&k->lock);
+    k->cmdbyte = st.cmdbyte;
+    k->status = st.status;
+    k->pending_cmd = st.pending_cmd;
+    k->kbd_pending = st.kbd_pending;
+    k->head = 0;
+    k->count = st.count;
+    memcpy(k->queue, st.queue, QUEUE);
+    memcpy(k->queue_aux, st.queue_aux, QUEUE);
+    k->irq1 = k->irq12 = -1;
+    update_irq(k);
+    pthread_mutex_unlock(&k->lock);
+    return 0;
 }
 
 struct i8042 *i8042_create(struct machine *m)

@@ -484,3 +484,31 @@ void machine_destroy(struct machine *m)
     pthread_mutex_destroy(&m->lock);
     pthread_cond_destroy(&m->cond);
 }
+
+static int collect_slot(struct machine *m, uint32_t slot, uint64_t pages, uint64_t *dst)
+{
+    size_t words = (size_t)((pages + 63) / 64);
+    uint64_t *bits = calloc(words, sizeof(uint64_t));
+    if (!bits)
+        return -ENOMEM;
+    struct kvm_dirty_log log = {.slot = slot, .dirty_bitmap = bits};
+    int r = ioctl(m->vm_fd, KVM_GET_DIRTY_LOG, &log) < 0 ? -errno : 0;
+    for (size_t i = 0; r == 0 && i < words; i++)
+        dst[i] |= bits[i];
+    free(bits);
+    return r;
+}
+
+int machine_collect_dirty(struct machine *m, uint64_t *bitmap)
+{
+    struct guest_mem *mem = m->mem;
+    uint64_t low_pages = mem->low_size / GUEST_PAGE_SIZE;
+    int r = collect_slot(m, 0, low_pages, bitmap);
+    if (r == 0 && mem->size > mem->low_size)
+        r = collect_slot(m, 1, (mem->size - mem->low_size) / GUEST_PAGE_SIZE,
+                         bitmap + low_pages / 64);
+    uint64_t words = (mem->size / GUEST_PAGE_SIZE + 63) / 64;
+    for (uint64_t i = 0; i < words; i++)
+        bitmap[i] |= __atomic_exchange_n(&mem->vmm_dirty[i], 0, __ATOMIC_RELAXED);
+    return r;
+}

@@ -68,6 +68,20 @@ void machine_request_stop(struct machine *m, enum machine_stop_reason why, const
 /* Stops and joins the vCPU threads, closes KVM fds. RAM is left to its owner. */
 void machine_destroy(struct machine *m);
 
+/* Machine state (vmstate.c); the vCPUs must be paused or not yet started. Device models save
+ * their own records. machine_load_state() checks the whole state fits this machine first. */
+struct state_writer;
+struct state_reader;
+int machine_save_state(struct machine *m, struct state_writer *w);
+int machine_check_state(struct machine *m, const struct state_reader *r, char *err,
+                        size_t errlen);
+int machine_load_state(struct machine *m, const struct state_reader *r, bool restore_clock,
+                       char *err, size_t errlen);
+
+/* ORs into BITMAP (one bit per 4 KiB page of RAM offset) every page written since the last call,
+ * by the guest (KVM's dirty log, which this clears) or by the VMM (its bitmap, also cleared). */
+int machine_collect_dirty(struct machine *m, uint64_t *bitmap);
+
 /* Raises/lowers an ISA/IOAPIC interrupt line. */
 void machine_set_irq(struct machine *m, unsigned irq, int level);
 /* Pulses an edge-triggered line. */

@@ -240,6 +240,60 @@ unsigned pci_irq_line(const struct pci_device *d)
     return d->cfg[0x3c];
 }
 
+/* Saved: the address latch and every present function's config space. Restoring moves BARs
+ * through bar_changed as if the guest had written them. */
+int pci_save(struct pci_bus *bus, struct state_writer *w)
+{
+    pthread_mutex_lock(&bus->lock);
+    state_put(w, STATE_TAG('P', 'C', 'I', 'A'), 0, &bus->address, sizeof(bus->address));
+    for (unsigned s = 0; s < PCI_MAX_SLOTS; s++)
+        if (bus->slots[s])
+            state_put(w, STATE_TAG('P', 'C', 'I', 'C'), s, bus->slots[s]->cfg, 256);
+    pthread_mutex_unlock(&bus->lock);
+    return 0;
+}
+
+int pci_load(struct pci_bus *bus, const struct state_reader *r)
+{
+    uint32_t address;
+    if (state_get_exact(r, STATE_TAG('P', 'C', 'I', 'A'), 0, &address, sizeof(address)) < 0)
+        return -EINVAL;
+    for (unsigned s = 0; s < PCI_MAX_SLOTS; s++) {
+        struct pci_device *d = bus->slots[s];
+        const struct state_record *rec = state_get(r, STATE_TAG('P', 'C', 'I', 'C'), s);
+        if (!d != !rec || (rec && rec->len != 256))
+            return -EINVAL; /* the saved machine had other PCI devices */
+    }
+    pthread_mutex_lock(&bus->lock);
+    bus->address = address & 0x80fffffcu;
+    for (unsigned s = 0; s < PCI_MAX_SLOTS; s++) {
+        struct pci_device *d = bus->slots[s];
+        if (!d)
+            continue;
+        const struct state_record *rec = state_get(r, STATE_TAG('P', 'C', 'I', 'C'), s);
+        uint64_t old[6];
+        bool was_on[6];
+        for (int b = 0; b < 6; b++) {
+            old[b] = bar_addr_raw(d, b);
+            was_on[b] = bar_decoding(d, b);
+        }
+        memcpy(d->cfg, rec->data, 256);
+        for (int b = 0; b < 6 && d->bar_changed; b++) {
+            if (!d->bar_size[b])
+                continue;
+            uint64_t now = bar_addr_raw(d, b);
+            bool on = bar_decoding(d, b);
+            if (now != old[b] || on != was_on[b]) {
+                pthread_mutex_unlock(&bus->lock);
+                d->bar_changed(d, b, was_on[b] ? old[b] : 0, on ? now : 0, on);
+                pthread_mutex_lock(&bus->lock);
+            }
+        }
+    }
+    pthread_mutex_unlock(&bus->lock);
+    return 0;
+}
+
 struct pci_bus *pci_create(struct machine *m)
 {
     struct pci_bus *bus = calloc(1, sizeof(*bus));

@@ -2,6 +2,7 @@
  * PM timer at 3.579545 MHz), where writing SLP_EN with the \_S5 sleep type powers the machine
  * off; the reset control register 0xCF9; the POST port 0x80 (Linux's I/O delay) and system
  * control port B (0x61). Each is a few lines; together they are "the motherboard". */
+#include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -119,6 +120,29 @@ static void port61_io(void *opaque, uint64_t addr, uint8_t *data, uint32_t len, 
         data[0] = p->port61 | refresh;
     }
     pthread_mutex_unlock(&p->lock);
+}
+
+int pm_save(struct pm *p, struct state_writer *w)
+{
+    pthread_mutex_lock(&p->lock);
+    uint16_t regs[4] = {p->pm1_sts, p->pm1_en, p->pm1_cnt, p->port61};
+    pthread_mutex_unlock(&p->lock);
+    state_put(w, STATE_TAG('A', 'C', 'P', 'M'), 0, regs, sizeof(regs));
+    return 0;
+}
+
+int pm_load(struct pm *p, const struct state_reader *r)
+{
+    uint16_t regs[4];
+    if (state_get_exact(r, STATE_TAG('A', 'C', 'P', 'M'), 0, regs, sizeof(regs)) < 0)
+        return -EINVAL;
+    pthread_mutex_lock(&p->lock);
+    p->pm1_sts = regs[0];
+    p->pm1_en = regs[1];
+    p->pm1_cnt = regs[2] | PM1_SCI_EN;
+    p->port61 = (uint8_t)(regs[3] & 0x0f);
+    pthread_mutex_unlock(&p->lock);
+    return 0;
 }
 
 struct pm *pm_create(struct machine *m)

@@ -1,6 +1,7 @@
 /* MC146818 CMOS real-time clock and NVRAM on ports 0x70/0x71. Time is the host's UTC clock plus
  * an offset, so a guest that sets its clock only moves the offset; register B's BCD/binary and
  * 12/24-hour modes are honoured both ways. NVRAM also carries the memory sizes a BIOS reports. */
+#include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -161,6 +162,32 @@ static void set_nvram_memory(struct rtc *r, const struct guest_mem *mem)
     r->nvram[0x5b] = (uint8_t)above4g;
     r->nvram[0x5c] = (uint8_t)(above4g >> 8);
     r->nvram[0x5d] = (uint8_t)(above4g >> 16);
+}
+
+/* Saved: NVRAM and the index. The clock offset is not: a restored guest's RTC reads the
+ * host's time, which is how vmws resyncs guest wall-clock time after resume and revert. */
+int rtc_save(struct rtc *r, struct state_writer *w)
+{
+    pthread_mutex_lock(&r->lock);
+    uint8_t img[129];
+    memcpy(img, r->nvram, 128);
+    img[128] = r->index;
+    pthread_mutex_unlock(&r->lock);
+    state_put(w, STATE_TAG('C', 'M', 'O', 'S'), 0, img, sizeof(img));
+    return 0;
+}
+
+int rtc_load(struct rtc *r, const struct state_reader *rd)
+{
+    uint8_t img[129];
+    if (state_get_exact(rd, STATE_TAG('C', 'M', 'O', 'S'), 0, img, sizeof(img)) < 0)
+        return -EINVAL;
+    pthread_mutex_lock(&r->lock);
+    memcpy(r->nvram, img, 128);
+    r->index = img[128] & 0x7f;
+    r->offset = 0;
+    pthread_mutex_unlock(&r->lock);
+    return 0;
 }
 
 struct rtc *rtc_create(struct machine *m)

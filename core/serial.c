@@ -167,6 +167,55 @@ void serial_input(struct serial *s, const unsigned char *buf, size_t len)
     pthread_mutex_unlock(&s->lock);
 }
 
+/* Saved: the registers and the input not yet read by the guest. */
+struct serial_saved {
+    uint8_t ier, lcr, mcr, scr, fcr, dll, dlm, thri_pending;
+    uint32_t count;
+};
+
+int serial_save(struct serial *s, struct state_writer *w)
+{
+    pthread_mutex_lock(&s->lock);
+    struct serial_saved st = {s->ier, s->lcr, s->mcr, s->scr, s->fcr, s->dll, s->dlm,
+                              (uint8_t)s->thri_pending, (uint32_t)s->count};
+    unsigned char *in = malloc(s->count ? s->count : 1);
+    for (size_t i = 0; in && i < s->count; i++)
+        in[i] = s->ring[(s->head + i) % INPUT_RING];
+    pthread_mutex_unlock(&s->lock);
+    if (!in)
+        return -ENOMEM;
+    state_put(w, STATE_TAG('U', 'A', 'R', 'T'), s->base, &st, sizeof(st));
+    state_put(w, STATE_TAG('U', 'A', 'R', 'I'), s->base, in, st.count);
+    free(in);
+    return 0;
+}
+
+int serial_load(struct serial *s, const struct state_reader *r)
+{
+    struct serial_saved st;
+    if (state_get_exact(r, STATE_TAG('U', 'A', 'R', 'T'), s->base, &st, sizeof(st)) < 0)
+        return -EINVAL;
+    const struct state_record *in = state_get(r, STATE_TAG('U', 'A', 'R', 'I'), s->base);
+    if (!in || in->len != st.count || st.count > INPUT_RING)
+        return -EINVAL;
+    pthread_mutex_lock(&s->lock);
+    s->ier = st.ier & 0x0f;
+    s->lcr = st.lcr;
+    s->mcr = st.mcr & 0x1f;
+    s->scr = st.scr;
+    s->fcr = st.fcr;
+    s->dll = st.dll;
+    s->dlm = st.dlm;
+    s->thri_pending = st.thri_pending != 0;
+    s->head = 0;
+    s->count = st.count;
+    memcpy(s->ring, in->data, st.count);
+    s->irq_level = -1; /* force the line to be driven from the restored state */
+    update_irq(s);
+    pthread_mutex_unlock(&s->lock);
+    return 0;
+}
+
 struct serial *serial_create(struct machine *m, uint16_t base, unsigned irq, serial_output_fn out,
                              void *opaque)
 {
