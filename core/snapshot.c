@@ -1,0 +1,357 @@
+/* Snapshot take/revert/delete (see snapshot.h). Page numbers are RAM offsets / 4 KiB, the same
+ * numbering as the dirty bitmaps, so the guest-physical layout (the PCI hole) never matters here. */
+#include "core/snapshot.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#define PAGE 4096u
+
+static uint64_t ram_pages(const struct guest_mem *m)
+{
+    return m->size / PAGE;
+}
+
+static void set_bit(uint64_t *b, uint64_t p)
+{
+    b[p / 64] |= 1ULL << (p % 64);
+}
+
+void snapshot_capture_free(struct snapshot_capture *c)
+{
+    free(c->pages);
+    free(c->data);
+    free(c->state);
+    memset(c, 0, sizeof(*c));
+}
+
+int snapshot_capture(struct snapshot_host *h, struct snapshot_capture *c, char *err,
+                     size_t errlen)
+{
+    memset(c, 0, sizeof(*c));
+    int r = h->collect_dirty(h->opaque, h->carry);
+    if (r < 0) {
+        snprintf(err, errlen, "cannot read the dirty page log: %s", strerror(-r));
+        return r;
+    }
+    uint64_t total = ram_pages(h->mem), words = (total + 63) / 64, n = 0;
+    for (uint64_t w = 0; w < words; w++)
+        n += (uint64_t)__builtin_popcountll(h->carry[w]);
+    c->pages = malloc(n * sizeof(uint64_t) + 8);
+    c->data = malloc(n * PAGE + 1);
+    if (!c->pages || !c->data) {
+        snapshot_capture_free(c);
+        snprintf(err, errlen, "out of memory copying %llu changed pages", (unsigned long long)n);
+        return -ENOMEM;
+    }
+    for (uint64_t w = 0; w < words; w++) {
+        for (uint64_t bits = h->carry[w]; bits; bits &= bits - 1) {
+            uint64_t p = w * 64 + (uint64_t)__builtin_ctzll(bits);
+            memcpy(c->data + c->npages * PAGE, h->mem->host + p * PAGE, PAGE);
+            c->pages[c->npages++] = p;
+        }
+    }
+    struct state_writer sw;
+    state_writer_init(&sw);
+    r = h->save_state(h->opaque, &sw);
+    if (r == 0)
+        r = state_writer_finish(&sw, &c->state, &c->state_len);
+    state_writer_free(&sw);
+    if (r < 0) {
+        snprintf(err, errlen, "cannot save the machine state: %s", strerror(-r));
+        snapshot_capture_free(c);
+    }
+    return r;
+}
+
+static int write_file(const char *path, const uint8_t *buf, size_t len)
+{
+    char tmp[4200];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -errno;
+    int r = 0;
+    for (size_t done = 0; done < len && r == 0;) {
+        ssize_t n = write(fd, buf + done, len - done);
+        if (n < 0 && errno != EINTR)
+            r = -errno;
+        else if (n > 0)
+            done += (size_t)n;
+    }
+    if (r == 0 && fsync(fd) < 0)
+        r = -errno;
+    close(fd);
+    if (r == 0 && rename(tmp, path) < 0)
+        r = -errno;
+    if (r < 0)
+        unlink(tmp);
+    return r;
+}
+
+int snapshot_commit(struct snap_tree *t, struct snapshot_host *h, struct snapshot_capture *c,
+                    const char *label, bool automatic, const char *vm_state,
+                    struct snap_node **out, char *err, size_t errlen)
+{
+    struct snap_node *n = snap_add(t, label, t->current);
+    if (!n)
+        return -ENOMEM;
+    char id[SNAP_ID_MAX];
+    snprintf(id, sizeof(id), "%s", n->id);
+    n->automatic = automatic;
+    snprintf(n->vm_state, sizeof(n->vm_state), "%s", vm_state);
+    n->pages = c->npages;
+    n->mem_bytes = page_delta_file_bytes(c->npages);
+    n->state_bytes = c->state_len;
+
+    char mem_path[PATH_MAX], state_path[PATH_MAX];
+    snap_path(t, id, "mem", mem_path, sizeof(mem_path));
+    snap_path(t, id, "state", state_path, sizeof(state_path));
+    int r = page_delta_write(mem_path, c->pages, c->npages, c->data, err, errlen);
+    if (r == 0) {
+        r = write_file(state_path, c->state, c->state_len);
+        if (r < 0)
+            snprintf(err, errlen, "cannot write %s: %s", state_path, strerror(-r));
+    }
+    char prev_current[SNAP_ID_MAX];
+    snprintf(prev_current, sizeof(prev_current), "%s", t->current);
+    if (r == 0) {
+        snprintf(t->current, sizeof(t->current), "%s", id);
+        r = snap_tree_save(t, err, errlen);
+    }
+    if (r < 0) { /* the tree on disk still lacks the node; its files are orphans */
+        snprintf(t->current, sizeof(t->current), "%s", prev_current);
+        snap_remove(t, snap_find(t, id));
+        unlink(mem_path);
+        unlink(state_path);
+        return r;
+    }
+    /* Stored pages no longer differ from the (new) current node. */
+    for (uint64_t i = 0; i < c->npages; i++)
+        h->carry[c->pages[i] / 64] &= ~(1ULL << (c->pages[i] % 64));
+    if (out)
+        *out = snap_find(t, id);
+    return 0;
+}
+
+/* Marks in SET every page of every node from N up to (not including) STOP. */
+static int mark_path(struct snap_tree *t, struct snap_node *n, const struct snap_node *stop,
+                     uint64_t *set, char *err, size_t errlen)
+{
+    for (; n && n != stop; n = snap_parent(t, n)) {
+        struct page_delta *d = snap_delta(t, n, err, errlen);
+        if (!d)
+            return -EINVAL;
+        for (uint64_t i = 0; i < d->npages; i++)
+            set_bit(set, d->pages[i]);
+    }
+    return 0;
+}
+
+static bool is_ancestor_or_self(struct snap_tree *t, const struct snap_node *a,
+                                struct snap_node *n)
+{
+    for (; n; n = snap_parent(t, n))
+        if (n == a)
+            return true;
+    return false;
+}
+
+/* Content of page P at node N: the nearest node on the way to the root that has it, else zero. */
+static int page_at(struct snap_tree *t, struct snap_node *n, uint64_t p, uint8_t *dst, char *err,
+                   size_t errlen)
+{
+    for (; n; n = snap_parent(t, n)) {
+        struct page_delta *d = snap_delta(t, n, err, errlen);
+        if (!d)
+            return -EINVAL;
+        int64_t i = page_delta_find(d, p);
+        if (i >= 0) {
+            int r = page_delta_read(d, (uint64_t)i, dst);
+            if (r < 0)
+                snprintf(err, errlen, "snapshot %s: page %llu is %s", n->id,
+                         (unsigned long long)p, r == -EBADMSG ? "corrupt (CRC mismatch)" : "unreadable");
+            return r;
+        }
+    }
+    memset(dst, 0, PAGE);
+    return 0;
+}
+
+static int load_state_file(struct snap_tree *t, struct snap_node *n, struct state_reader *rd,
+                           char *err, size_t errlen)
+{
+    char path[PATH_MAX];
+    snap_path(t, n->id, "state", path, sizeof(path));
+    return state_reader_load(rd, path, err, errlen);
+}
+
+int snapshot_revert(struct snap_tree *t, struct snapshot_host *h, struct snap_node *target,
+                    uint64_t *pages_written, char *err, size_t errlen)
+{
+    /* Everything is read and checked before anything is changed. */
+    struct state_reader rd;
+    int r = load_state_file(t, target, &rd, err, errlen);
+    if (r < 0)
+        return r;
+    uint64_t total = ram_pages(h->mem), words = (total + 63) / 64;
+    uint64_t *set = calloc(words, sizeof(uint64_t));
+    if (!set) {
+        state_reader_free(&rd);
+        return -ENOMEM;
+    }
+    r = h->collect_dirty(h->opaque, h->carry);
+    memcpy(set, h->carry, words * sizeof(uint64_t));
+
+    /* The lowest common ancestor of the current node and the target. */
+    struct snap_node *cur = t->current[0] ? snap_find(t, t->current) : NULL;
+    struct snap_node *lca = cur;
+    while (lca && !is_ancestor_or_self(t, lca, target))
+        lca = snap_parent(t, lca);
+    if (r == 0)
+        r = mark_path(t, cur, lca, set, err, errlen);
+    if (r == 0)
+        r = mark_path(t, target, lca, set, err, errlen);
+
+    uint64_t n = 0;
+    uint8_t *pages = NULL;
+    if (r == 0) {
+        for (uint64_t w = 0; w < words; w++)
+            n += (uint64_t)__builtin_popcountll(set[w]);
+        pages = malloc(n * PAGE + 1);
+        if (!pages)
+            r = -ENOMEM;
+    }
+    uint64_t k = 0;
+    for (uint64_t w = 0; r == 0 && w < words; w++)
+        for (uint64_t bits = set[w]; r == 0 && bits; bits &= bits - 1, k++)
+            r = page_at(t, target, w * 64 + (uint64_t)__builtin_ctzll(bits), pages + k * PAGE,
+                        err, errlen);
+    if (r == 0)
+        r = h->load_state(h->opaque, &rd, err, errlen);
+    if (r == 0) {
+        k = 0;
+        for (uint64_t w = 0; w < words; w++)
+            for (uint64_t bits = set[w]; bits; bits &= bits - 1, k++) {
+                uint64_t p = w * 64 + (uint64_t)__builtin_ctzll(bits);
+                memcpy(h->mem->host + p * PAGE, pages + k * PAGE, PAGE);
+            }
+        /* Our own writes must not count as guest changes: drop them from the logs. */
+        uint64_t *scratch = calloc(words, sizeof(uint64_t));
+        if (scratch)
+            h->collect_dirty(h->opaque, scratch);
+        free(scratch);
+        memset(h->carry, 0, words * sizeof(uint64_t));
+        snprintf(t->current, sizeof(t->current), "%s", target->id);
+        r = snap_tree_save(t, err, errlen);
+        if (pages_written)
+            *pages_written = n;
+    }
+    free(pages);
+    free(set);
+    state_reader_free(&rd);
+    return r;
+}
+
+static size_t count_children(struct snap_tree *t, const struct snap_node *n)
+{
+    size_t c = 0;
+    for (size_t i = 0; i < t->n; i++)
+        c += strcmp(t->nodes[i].parent, n->id) == 0;
+    return c;
+}
+
+int snapshot_delete_cost(struct snap_tree *t, struct snap_node *n, uint64_t *needs, char *err,
+                         size_t errlen)
+{
+    *needs = 0;
+    if (!count_children(t, n))
+        return 0;
+    struct page_delta *d = snap_delta(t, n, err, errlen);
+    if (!d)
+        return -EINVAL;
+    for (size_t i = 0; i < t->n; i++) {
+        if (strcmp(t->nodes[i].parent, n->id) != 0)
+            continue;
+        struct page_delta *c = snap_delta(t, &t->nodes[i], err, errlen);
+        if (!c)
+            return -EINVAL;
+        *needs += page_delta_merged_bytes(c, d);
+    }
+    return 0;
+}
+
+int snapshot_delete(struct snap_tree *t, struct snap_node *n, struct guest_mem *mem,
+                    uint64_t *carry, char *err, size_t errlen)
+{
+    bool is_current = strcmp(t->current, n->id) == 0;
+    if (is_current && !carry) {
+        snprintf(err, errlen, "snapshot %s is the VM's current position; delete it while the VM "
+                 "runs or is suspended", n->label);
+        return -EBUSY;
+    }
+    uint64_t needs;
+    int r = snapshot_delete_cost(t, n, &needs, err, errlen);
+    if (r < 0)
+        return r;
+    struct statvfs vfs;
+    if (needs && statvfs(t->dir, &vfs) == 0 && (uint64_t)vfs.f_bavail * vfs.f_frsize < needs) {
+        snprintf(err, errlen,
+                 "deleting snapshot %s needs %llu MiB free to merge it into its children; %s has "
+                 "only %llu MiB free",
+                 n->label, (unsigned long long)(needs >> 20), t->dir,
+                 (unsigned long long)(((uint64_t)vfs.f_bavail * vfs.f_frsize) >> 20));
+        return -ENOSPC;
+    }
+    struct page_delta *d = needs || is_current ? snap_delta(t, n, err, errlen) : NULL;
+    if ((needs || is_current) && !d)
+        return -EINVAL;
+    /* 1. Each child's delta absorbs N's pages (same content for the child: safe to crash). */
+    for (size_t i = 0; i < t->n && r == 0; i++) {
+        struct snap_node *c = &t->nodes[i];
+        if (strcmp(c->parent, n->id) != 0)
+            continue;
+        struct page_delta *cd = snap_delta(t, c, err, errlen);
+        char path[PATH_MAX];
+        snap_path(t, c->id, "mem", path, sizeof(path));
+        uint64_t bytes = 0;
+        r = cd ? page_delta_merge(cd, d, path, &bytes, err, errlen) : -EINVAL;
+        if (r == 0) {
+            page_delta_close(cd); /* reopened from the merged file on demand */
+            free(cd);
+            c->delta = NULL;
+            c->mem_bytes = bytes;
+            struct page_delta *nd = snap_delta(t, c, err, errlen);
+            c->pages = nd ? nd->npages : c->pages;
+        }
+    }
+    if (r < 0)
+        return r;
+    /* 2. The tree forgets N. */
+    if (is_current) {
+        for (uint64_t i = 0; i < d->npages; i++)
+            if (d->pages[i] < mem->size / PAGE)
+                set_bit(carry, d->pages[i]);
+        snprintf(t->current, sizeof(t->current), "%s", n->parent);
+    }
+    char id[SNAP_ID_MAX], parent[SNAP_ID_MAX];
+    snprintf(id, sizeof(id), "%s", n->id);
+    snprintf(parent, sizeof(parent), "%s", n->parent);
+    for (size_t i = 0; i < t->n; i++)
+        if (strcmp(t->nodes[i].parent, id) == 0)
+            snprintf(t->nodes[i].parent, sizeof(t->nodes[i].parent), "%s", parent);
+    snap_remove(t, n);
+    r = snap_tree_save(t, err, errlen);
+    /* 3. Its files go (a crash before this leaves orphans, removed at the next load). */
+    char path[PATH_MAX];
+    snap_path(t, id, "mem", path, sizeof(path));
+    unlink(path);
+    snap_path(t, id, "state", path, sizeof(path));
+    unlink(path);
+    return r;
+}

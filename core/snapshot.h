@@ -1,0 +1,58 @@
+/* Snapshot operations on a live (paused) machine: take, revert, delete — each in time and space
+ * proportional to the pages that changed, not to RAM. The VMM keeps a "carry" bitmap: pages that
+ * may differ from the tree's current node (pages dirtied since, plus a deleted current node's
+ * pages). Take stores exactly those; revert rewrites exactly those plus the pages of the deltas
+ * on the tree path between the current node and the target. */
+#ifndef VMWS_SNAPSHOT_H
+#define VMWS_SNAPSHOT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/guestmem.h"
+#include "core/snapstore.h"
+#include "core/state.h"
+
+struct snapshot_host {
+    struct guest_mem *mem;
+    uint64_t *carry; /* one bit per RAM page */
+    int (*collect_dirty)(void *opaque, uint64_t *bitmap);
+    int (*save_state)(void *opaque, struct state_writer *w);
+    int (*load_state)(void *opaque, const struct state_reader *r, char *err, size_t errlen);
+    void *opaque;
+};
+
+/* What a take copied while the guest was paused; written out by snapshot_commit(). */
+struct snapshot_capture {
+    uint64_t *pages;
+    uint8_t *data;
+    uint64_t npages;
+    uint8_t *state;
+    size_t state_len;
+};
+
+/* Paused: folds the dirty log into the carry, copies the carried pages and the machine state. */
+int snapshot_capture(struct snapshot_host *h, struct snapshot_capture *c, char *err,
+                     size_t errlen);
+/* Guest may run again: writes the capture as a new child of the current node, makes it current,
+ * clears the carry bits it stored. */
+int snapshot_commit(struct snap_tree *t, struct snapshot_host *h, struct snapshot_capture *c,
+                    const char *label, bool automatic, const char *vm_state,
+                    struct snap_node **out, char *err, size_t errlen);
+void snapshot_capture_free(struct snapshot_capture *c);
+
+/* Paused, after the current state was kept as a node: makes guest memory and machine state
+ * those of TARGET. *PAGES_WRITTEN gets the number of pages rewritten. */
+int snapshot_revert(struct snap_tree *t, struct snapshot_host *h, struct snap_node *target,
+                    uint64_t *pages_written, char *err, size_t errlen);
+
+/* Bytes of free space deleting N needs (its pages merged into each child) — seed 004's sum. */
+int snapshot_delete_cost(struct snap_tree *t, struct snap_node *n, uint64_t *needs, char *err,
+                         size_t errlen);
+/* Deletes N: merges its pages into its children (refusing with ERR if the filesystem lacks the
+ * space), reparents them, and if N is current, moves current to N's parent and adds N's pages to
+ * CARRY (which may be NULL when no machine is attached and N is not current). */
+int snapshot_delete(struct snap_tree *t, struct snap_node *n, struct guest_mem *mem,
+                    uint64_t *carry, char *err, size_t errlen);
+
+#endif
