@@ -63,6 +63,13 @@ void cli_vm_query(const struct vm_paths *p, const struct vm_config *cfg, struct 
 /* Connects to a running VM's control socket; prints an error and returns NULL if it is off. */
 struct ctl_client *cli_vm_connect(const char *name, const struct vm_paths *p);
 
+/* cli_display.c: the VMM's query-display (NULL if it does not answer), and "display:" and
+ * "vnc:" lines for status and start. */
+json_t *cli_display_query(const struct vm_paths *p);
+void cli_display_print(const struct vm_paths *p, const char *prefix);
+/* --display MODE for the next cli_start_vm() (NULL: the VM's configured mode). */
+extern const char *cli_start_display_mode;
+
 /* The pidfile: written and locked by `vmws run` for the VMM's lifetime. */
 int pidfile_acquire(const char *path, pid_t *holder); /* returns fd, or -EBUSY (*HOLDER) */
 /* The pid of a live VMM holding PATH's lock, or 0. */

@@ -18,23 +18,42 @@
 
 #include "app/cli.h"
 #include "core/vmm.h"
+#include "display/dconfig.h"
 
 #define START_TIMEOUT_MS 30000
 #define STOP_TIMEOUT_MS 10000
+
+const char *cli_start_display_mode;
+
+static int check_display_mode(const char *cmd, const char *mode)
+{
+    bool sdl, vnc, optional;
+    if (display_mode_parse(mode, &sdl, &vnc, &optional) < 0)
+        return cli_usage_error(cmd, "bad --display '%s' (expected sdl, vnc, sdl,vnc, none or auto)",
+                               mode);
+    return 0;
+}
 
 int cmd_run(int argc, char **argv)
 {
     static const struct option opts[] = {
         {"ready-fd", required_argument, NULL, 'r'},
+        {"display", required_argument, NULL, 'D'},
         {"help", no_argument, NULL, 'h'},
         {0},
     };
     int ready_fd = -1;
+    const char *display_mode = NULL;
     int c;
     while ((c = cli_getopt(argc, argv, opts)) != -1) {
         switch (c) {
         case 'h':
             return cli_print_help(argv[0]);
+        case 'D':
+            if (check_display_mode(argv[0], optarg))
+                return EXIT_USAGE;
+            display_mode = optarg;
+            break;
         case 'r': {
             char *end;
             long v = strtol(optarg, &end, 10);
@@ -58,6 +77,8 @@ int cmd_run(int argc, char **argv)
     struct vm_config cfg;
     if (cli_vm_open(name, &p, &cfg))
         return 1;
+    if (display_mode)
+        snprintf(cfg.display.mode, sizeof(cfg.display.mode), "%s", display_mode);
     char run[PATH_MAX];
     rc = paths_runtime(run, sizeof(run));
     if (rc < 0)
@@ -161,7 +182,11 @@ int cli_start_vm(const char *name, bool quiet)
         fcntl(pfd[1], F_SETFD, 0); /* the ready pipe survives exec */
         char fdstr[16];
         snprintf(fdstr, sizeof(fdstr), "%d", pfd[1]);
-        execl("/proc/self/exe", "vmws", "run", name, "--ready-fd", fdstr, (char *)NULL);
+        if (cli_start_display_mode)
+            execl("/proc/self/exe", "vmws", "run", name, "--ready-fd", fdstr, "--display",
+                  cli_start_display_mode, (char *)NULL);
+        else
+            execl("/proc/self/exe", "vmws", "run", name, "--ready-fd", fdstr, (char *)NULL);
         fprintf(stderr, "vmws: cannot execute /proc/self/exe: %s\n", strerror(errno));
         _exit(127);
     }
@@ -178,8 +203,10 @@ int cli_start_vm(const char *name, bool quiet)
     ssize_t n = pr > 0 ? read(pfd[0], &byte, 1) : -1;
     close(pfd[0]);
     if (n == 1) {
-        if (!quiet)
+        if (!quiet) {
             printf("started %s (pid %ld)\n", name, (long)pid);
+            cli_display_print(&p, "  ");
+        }
         return 0;
     }
     if (pr == 0)
@@ -205,6 +232,7 @@ int cli_start_vm(const char *name, bool quiet)
 int cmd_start(int argc, char **argv)
 {
     static const struct option opts[] = {
+        {"display", required_argument, NULL, 'D'},
         {"help", no_argument, NULL, 'h'},
         {0},
     };
@@ -212,6 +240,10 @@ int cmd_start(int argc, char **argv)
     while ((c = cli_getopt(argc, argv, opts)) != -1) {
         if (c == 'h')
             return cli_print_help(argv[0]);
+        if (c == 'D' && !check_display_mode(argv[0], optarg)) {
+            cli_start_display_mode = optarg;
+            continue;
+        }
         return EXIT_USAGE;
     }
     int rc = cli_positional(argc, argv, 1, "the VM's NAME");

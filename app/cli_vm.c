@@ -390,5 +390,7 @@ int cmd_status(int argc, char **argv)
     printf("directory:       %s\n", p.dir);
     printf("console socket:  %s\n", p.console_sock);
     printf("uptime:          %s\n", up);
+    if (st.running)
+        cli_display_print(&p, "");
     return 0;
 }

@@ -28,11 +28,16 @@ const struct cli_command cli_commands[] = {
      "  --kernel FILE          boot this Linux bzImage instead of the built-in guest\n"
      "  --initrd FILE          initial ramdisk for --kernel\n"
      "  --append CMDLINE       kernel command line for --kernel (default console=ttyS0)\n"},
-    {"start", cmd_start, "NAME", "start a VM in the background",
-     "  Returns once the VM's control socket answers; the VMM logs to vmm.log in the VM's\n"
-     "  directory, and its serial console is 'vmws console NAME'.\n"},
-    {"run", cmd_run, "NAME [--ready-fd N]", "run a VM's VMM in the foreground",
-     "  --ready-fd N           write one byte to file descriptor N once the VM answers\n"},
+    {"start", cmd_start, "NAME [--display sdl|vnc|sdl,vnc|none]", "start a VM in the background",
+     "  Returns once the VM's control socket answers and prints where its VNC server listens;\n"
+     "  the VMM logs to vmm.log in the VM's directory, and its serial console is\n"
+     "  'vmws console NAME'.\n"
+     "  --display MODE         sdl (a window), vnc (127.0.0.1:5900+N), sdl,vnc or none; the\n"
+     "                         default ([display] mode in vm.conf, 'auto') is sdl,vnc where a\n"
+     "                         display exists, else vnc\n"},
+    {"run", cmd_run, "NAME [--display MODE] [--ready-fd N]", "run a VM's VMM in the foreground",
+     "  --ready-fd N           write one byte to file descriptor N once the VM answers\n"
+     "  --display MODE         as for start\n"},
     {"stop", cmd_stop, "NAME", "power a VM off (its vCPUs stop; its memory is discarded)",
      "  Asks the VMM to quit and waits up to 10 s for it to exit. Like pulling the plug on a\n"
      "  machine whose disks are flushed: RAM does not survive power-off (suspend keeps it).\n"},

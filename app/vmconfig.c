@@ -40,6 +40,7 @@ void vmconfig_defaults(struct vm_config *cfg, const char *name)
     cfg->cpus = 1;
     cfg->backend = MEM_BACKEND_FILE;
     snprintf(cfg->append, sizeof(cfg->append), "console=ttyS0");
+    vmconfig_display_defaults(&cfg->display);
 }
 
 const char *mem_backend_name(enum mem_backend b)
@@ -235,9 +236,17 @@ static int conf_handler(void *user, const char *section, const char *name, const
         p->continuation && strcmp(section, p->last_section) == 0 && strcmp(name, p->last_name) == 0;
     snprintf(p->last_section, sizeof(p->last_section), "%s", section);
     snprintf(p->last_name, sizeof(p->last_name), "%s", name);
+    if (!def && strcmp(section, "display") == 0) {
+        char derr[256];
+        if (vmconfig_display_key(&cfg->display, name, value, derr, sizeof(derr)))
+            return 1;
+        conf_error(p, p->lineno, "%s", derr);
+        return 0;
+    }
     if (!def) {
         if (strcmp(section, "vm") && strcmp(section, "boot"))
-            conf_error(p, p->lineno, "unknown section [%s] (expected [vm] or [boot])", section);
+            conf_error(p, p->lineno, "unknown section [%s] (expected [vm], [boot] or [display])",
+                       section);
         else if (strcmp(section, "vm") == 0)
             conf_error(p, p->lineno,
                        "unknown key '%s' in [vm] (expected name, memory, cpus or "
@@ -483,6 +492,8 @@ int vmconfig_save(const char *path, const struct vm_config *cfg)
     fprintf(f, "kernel = %s\n", cfg->kernel[0] ? cfg->kernel : "builtin");
     fprintf(f, "initrd = %s\n", cfg->initrd);
     int rc = write_append(f, cfg->append);
+    if (rc == 0)
+        vmconfig_display_write(f, &cfg->display);
     if (rc == 0 && fflush(f) != 0)
         rc = -errno;
     if (rc == 0 && fsync(fd) < 0)

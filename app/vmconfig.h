@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #define VM_NAME_MAX 64
 #define VM_APPEND_MAX 2048
@@ -20,6 +21,14 @@ enum mem_backend {
     MEM_BACKEND_HUGETLBFS, /* memfd with MFD_HUGETLB */
 };
 
+/* [display] in vm.conf (see display/dconfig.c). */
+struct vm_display_config {
+    char mode[16];       /* auto (SDL if a display exists, and VNC), sdl, vnc, sdl,vnc, none */
+    unsigned width, height;
+    char vnc_listen[64]; /* ADDRESS or ADDRESS:PORT; port 0 or none = first free from 5900 */
+    char vnc_password_file[PATH_MAX]; /* "" = DIR/vnc.passwd if it exists; mode 0600 */
+};
+
 struct vm_config {
     char name[VM_NAME_MAX];
     uint64_t memory_bytes; /* guest RAM, multiple of 2 MiB, 16 MiB .. 1 TiB */
@@ -28,6 +37,7 @@ struct vm_config {
     char kernel[PATH_MAX]; /* "" = the built-in guest */
     char initrd[PATH_MAX]; /* "" = none */
     char append[VM_APPEND_MAX];
+    struct vm_display_config display;
 };
 
 /* Fills defaults: 1 GiB, 1 vCPU, file backend, built-in kernel, console=ttyS0 cmdline. */
@@ -42,6 +52,13 @@ int vmconfig_save(const char *path, const struct vm_config *cfg);
 
 /* "1G", "512M", "1073741824", "2048K" -> bytes. Returns 0 or -EINVAL. */
 int parse_size(const char *s, uint64_t *out);
+
+/* [display] keys (display/dconfig.c): returns 1 if set, 0 with ERR for a bad key or value. */
+int vmconfig_display_key(struct vm_display_config *d, const char *name, const char *value,
+                         char *err, size_t errlen);
+void vmconfig_display_defaults(struct vm_display_config *d);
+/* Writes the [display] section. */
+void vmconfig_display_write(FILE *f, const struct vm_display_config *d);
 
 const char *mem_backend_name(enum mem_backend b);
 int mem_backend_parse(const char *s, enum mem_backend *out);

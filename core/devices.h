@@ -40,6 +40,9 @@ struct i8042;
 struct i8042 *i8042_create(struct machine *m);
 /* Queues keyboard bytes (set-1 scancodes after translation) and raises IRQ 1. Any thread. */
 void i8042_keyboard_bytes(struct i8042 *k, const uint8_t *bytes, size_t n);
+/* PS/2 mouse (aux port, IRQ 12): relative motion (y down), wheel, buttons (bit 0 left, 1 right,
+ * 2 middle), sent as packets once the guest enabled reporting. Any thread. */
+void i8042_mouse_event(struct i8042 *k, int dx, int dy, int dz, unsigned buttons);
 void i8042_destroy(struct i8042 *k);
 int i8042_save(struct i8042 *d, struct state_writer *w);
 int i8042_load(struct i8042 *d, const struct state_reader *r);

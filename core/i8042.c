@@ -24,6 +24,13 @@
 #define AUX_IRQ 12
 #define QUEUE 256
 
+/* The PS/2 mouse behind the aux port (commands arrive through controller command 0xD4). */
+struct i8042_mouse {
+    uint8_t pending;   /* command waiting for its argument (0xE8 resolution, 0xF3 rate) */
+    uint8_t reporting; /* 0xF4 enable: stream packets */
+    uint8_t rate, resolution, scaling, buttons;
+};
+
 struct i8042 {
     struct machine *m;
     pthread_mutex_t lock;
@@ -35,6 +42,7 @@ struct i8042 {
     uint8_t queue_aux[QUEUE]; /* 1 if the byte came from the aux (mouse) port */
     unsigned head, count;
     int irq1, irq12;
+    struct i8042_mouse mouse;
 };
 
 static void update_irq(struct i8042 *k)
@@ -133,6 +141,55 @@ static void controller_command(struct i8042 *k, uint8_t v)
     }
 }
 
+static void mouse_defaults(struct i8042_mouse *ms)
+{
+    *ms = (struct i8042_mouse){.rate = 100, .resolution = 2};
+}
+
+static void aux_command(struct i8042 *k, uint8_t v)
+{
+    struct i8042_mouse *ms = &k->mouse;
+    if (ms->pending) {
+        if (ms->pending == 0xe8)
+            ms->resolution = v & 3;
+        else
+            ms->rate = v;
+        ms->pending = 0;
+        enqueue(k, 0xfa, true);
+        return;
+    }
+    switch (v) {
+    case 0xff: /* reset: ack, self-test passed, id 0 */
+        mouse_defaults(ms);
+        enqueue(k, 0xfa, true);
+        enqueue(k, 0xaa, true);
+        enqueue(k, 0x00, true);
+        break;
+    case 0xf2: /* identify: standard PS/2 mouse */
+        enqueue(k, 0xfa, true);
+        enqueue(k, 0x00, true);
+        break;
+    case 0xe9: /* status request */
+        enqueue(k, 0xfa, true);
+        enqueue(k, (uint8_t)((ms->reporting ? 0x20 : 0) | (ms->scaling ? 0x10 : 0) |
+                             (ms->buttons & 7)), true);
+        enqueue(k, ms->resolution, true);
+        enqueue(k, ms->rate, true);
+        break;
+    case 0xe8:
+    case 0xf3:
+        ms->pending = v;
+        enqueue(k, 0xfa, true);
+        break;
+    case 0xf4: ms->reporting = 1; enqueue(k, 0xfa, true); break;
+    case 0xf5: ms->reporting = 0; enqueue(k, 0xfa, true); break;
+    case 0xf6: mouse_defaults(ms); enqueue(k, 0xfa, true); break;
+    case 0xe6: ms->scaling = 0; enqueue(k, 0xfa, true); break;
+    case 0xe7: ms->scaling = 1; enqueue(k, 0xfa, true); break;
+    default: enqueue(k, 0xfa, true); break; /* stream/remote/wrap mode, read data: ack */
+    }
+}
+
 static void data_write(struct i8042 *k, uint8_t v)
 {
     uint8_t cmd = k->pending_cmd;
@@ -148,7 +205,7 @@ static void data_write(struct i8042 *k, uint8_t v)
         break;
     case 0xd2: enqueue(k, v, false); break;
     case 0xd3: enqueue(k, v, true); break;
-    case 0xd4: enqueue(k, 0xfe, true); break; /* no mouse yet: resend */
+    case 0xd4: aux_command(k, v); break;
     default: keyboard_command(k, v); break;
     }
 }
@@ -194,6 +251,32 @@ void i8042_keyboard_bytes(struct i8042 *k, const uint8_t *bytes, size_t n)
     pthread_mutex_unlock(&k->lock);
 }
 
+/* Movement and buttons from a viewer, as standard 3-byte packets (only while the guest has
+ * enabled reporting and the aux port; deltas split to fit 9-bit two's complement). */
+void i8042_mouse_event(struct i8042 *k, int dx, int dy, int dz, unsigned buttons)
+{
+    (void)dz; /* a standard (id 0) mouse has no wheel */
+    pthread_mutex_lock(&k->lock);
+    k->mouse.buttons = (uint8_t)(buttons & 7);
+    if (k->mouse.reporting && !(k->cmdbyte & CB_AUX_DISABLE)) {
+        dy = -dy; /* PS/2: y grows upwards */
+        do {
+            int x = dx < -256 ? -256 : dx > 255 ? 255 : dx;
+            int y = dy < -256 ? -256 : dy > 255 ? 255 : dy;
+            dx -= x;
+            dy -= y;
+            if (k->count + 3 > QUEUE)
+                break;
+            enqueue(k, (uint8_t)(0x08 | (buttons & 7) | (x < 0 ? 0x10 : 0) | (y < 0 ? 0x20 : 0)),
+                    true);
+            enqueue(k, (uint8_t)x, true);
+            enqueue(k, (uint8_t)y, true);
+        } while (dx || dy);
+    }
+    update_irq(k);
+    pthread_mutex_unlock(&k->lock);
+}
+
 struct i8042_saved {
     uint8_t cmdbyte, status, pending_cmd, kbd_pending;
     uint32_t count;
@@ -214,8 +297,10 @@ int i8042_save(struct i8042 *k, struct state_writer *w)
         st.queue[i] = k->queue[(k->head + i) % QUEUE];
         st.queue_aux[i] = k->queue_aux[(k->head + i) % QUEUE];
     }
+    struct i8042_mouse ms = k->mouse;
     pthread_mutex_unlock(&k->lock);
     state_put(w, STATE_TAG('8', '0', '4', '2'), 0, &st, sizeof(st));
+    state_put(w, STATE_TAG('8', '0', '4', 'M'), 0, &ms, sizeof(ms));
     return 0;
 }
 
@@ -225,7 +310,11 @@ int i8042_load(struct i8042 *k, const struct state_reader *r)
     if (state_get_exact(r, STATE_TAG('8', '0', '4', '2'), 0, &st, sizeof(st)) < 0 ||
         st.count > QUEUE)
         return -EINVAL;
+    struct i8042_mouse ms;
+    if (state_get_exact(r, STATE_TAG('8', '0', '4', 'M'), 0, &ms, sizeof(ms)) < 0)
+        mouse_defaults(&ms); /* state saved before the mouse existed */
     pthread_mutex_lock(&k->lock);
+    k->mouse = ms;
     k->cmdbyte = st.cmdbyte;
     k->status = st.status;
     k->pending_cmd = st.pending_cmd;
@@ -248,6 +337,7 @@ struct i8042 *i8042_create(struct machine *m)
     k->m = m;
     pthread_mutex_init(&k->lock, NULL);
     k->cmdbyte = CB_KBD_INT | CB_SYS | CB_XLATE;
+    mouse_defaults(&k->mouse);
     k->status = STAT_SYS;
     if (iobus_register(&m->pio, 0x60, 1, i8042_io, k) < 0 ||
         iobus_register(&m->pio, 0x64, 1, i8042_io, k) < 0) {

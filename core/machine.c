@@ -131,6 +131,19 @@ static int add_slot(struct machine *m, uint32_t slot, uint64_t gpa, uint64_t siz
     return 0;
 }
 
+int machine_add_memory_slot(struct machine *m, uint32_t slot, uint64_t gpa, uint64_t size,
+                            void *host, uint32_t flags)
+{
+    struct kvm_userspace_memory_region r = {
+        .slot = slot,
+        .flags = flags,
+        .guest_phys_addr = gpa,
+        .memory_size = size,
+        .userspace_addr = (uintptr_t)host,
+    };
+    return ioctl(m->vm_fd, KVM_SET_USER_MEMORY_REGION, &r) < 0 ? -errno : 0;
+}
+
 int machine_create(struct machine *m, struct guest_mem *mem, unsigned ncpus, char *err,
                    size_t errlen)
 {

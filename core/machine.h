@@ -82,6 +82,11 @@ int machine_load_state(struct machine *m, const struct state_reader *r, bool res
  * by the guest (KVM's dirty log, which this clears) or by the VMM (its bitmap, also cleared). */
 int machine_collect_dirty(struct machine *m, uint64_t *bitmap);
 
+/* Maps HOST (SIZE bytes) at guest-physical GPA as memory slot SLOT (0 and 1 are RAM; devices use
+ * 2 and up) with FLAGS (e.g. KVM_MEM_LOG_DIRTY_PAGES). Returns 0 or -errno. */
+int machine_add_memory_slot(struct machine *m, uint32_t slot, uint64_t gpa, uint64_t size,
+                            void *host, uint32_t flags);
+
 /* Raises/lowers an ISA/IOAPIC interrupt line. */
 void machine_set_irq(struct machine *m, unsigned irq, int level);
 /* Pulses an edge-triggered line. */

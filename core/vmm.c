@@ -26,6 +26,8 @@
 #include "core/machine.h"
 #include "core/memtruth.h"
 #include "core/vmm.h"
+#include "display/dconfig.h"
+#include "display/display.h"
 
 #define MAX_IMAGE_BYTES (1ULL << 30)
 
@@ -55,6 +57,7 @@ struct vmm {
     struct i8042 *i8042;
     struct pci_bus *pci;
     struct pm *pm;
+    struct display *display; /* the screen: outlives reboots, attached to each machine */
 
     struct ctl_server *ctl;
     struct console_server *console;
@@ -143,6 +146,7 @@ static void destroy_machine_locked(struct vmm *v)
 {
     if (!v->machine_live)
         return;
+    display_detach(v->display);
     machine_destroy(&v->m); /* joins the vCPU threads first: no device is in use after this */
     serial_destroy(v->serial);
     rtc_destroy(v->rtc);
@@ -173,6 +177,11 @@ static int boot_machine_locked(struct vmm *v, char *err, size_t errlen)
         snprintf(err, errlen, "cannot create the machine's devices (out of memory?)");
         return -ENOMEM;
     }
+    if (v->display) {
+        int dr = display_attach(v->display, m, v->i8042, err, errlen);
+        if (dr < 0)
+            return dr;
+    }
 
     uint64_t rsdp = 0;
     struct acpi_config acfg = {.ncpus = v->cfg->cpus};
@@ -190,6 +199,8 @@ static int boot_machine_locked(struct vmm *v, char *err, size_t errlen)
         .cmdline = v->cfg->append,
         .acpi_rsdp = rsdp,
     };
+    if (v->display)
+        display_boot_framebuffer(v->display, &req.fb);
     struct boot_entry entry;
     r = linuxboot_load(&v->mem, &req, &entry, err, errlen);
     if (r < 0)
@@ -274,6 +285,7 @@ static json_t *pause_or_resume(struct vmm *v, bool pause, struct ctl_error *err)
             machine_resume(&v->m);
         v->state = want;
         ctl_server_event(v->ctl, pause ? "STOP" : "RESUME", NULL);
+        display_set_state(v->display, state_names[want]);
     }
     enum vmm_state now = v->state;
     pthread_mutex_unlock(&v->lock);
@@ -309,12 +321,31 @@ static json_t *cmd_quit(void *opaque, json_t *args, struct ctl_error *err)
     return json_object();
 }
 
+/* The screen: size, whether the SDL window is open, where VNC listens (see display/). */
+static json_t *cmd_query_display(void *opaque, json_t *args, struct ctl_error *err)
+{
+    struct vmm *v = opaque;
+    struct display *d = v->display;
+    (void)args;
+    (void)err;
+    json_t *r = json_pack("{s:i, s:i, s:b, s:I}", "width", (int)display_width(d), "height",
+                          (int)display_height(d), "sdl", display_sdl_open(d), "updates",
+                          (json_int_t)display_updates(d));
+    if (display_vnc_port(d))
+        json_object_set_new(r, "vnc",
+                            json_pack("{s:s, s:i, s:b, s:i}", "host", display_vnc_host(d), "port",
+                                      display_vnc_port(d), "password", display_vnc_auth(d),
+                                      "clients", (int)display_vnc_clients(d)));
+    return r;
+}
+
 static const struct ctl_command vmm_commands[] = {
     {"query-status", cmd_query_status},
     {"query-memory", cmd_query_memory},
     {"stop", cmd_stop},
     {"cont", cmd_cont},
     {"quit", cmd_quit},
+    {"query-display", cmd_query_display},
 };
 
 /* ---- the main loop ---- */
@@ -381,6 +412,7 @@ static int run_machine(struct vmm *v, int sigfd, int *ready_fd)
         vmm_log("booted %s: %u vCPU(s), %llu MiB %s memory", v->cfg->name, v->cfg->cpus,
                 (unsigned long long)(v->cfg->memory_bytes >> 20),
                 mem_backend_name(v->cfg->backend));
+        display_set_state(v->display, state_names[v->state]);
         if (*ready_fd >= 0) {
             ssize_t w = write(*ready_fd, "R", 1);
             (void)w;
@@ -462,6 +494,10 @@ int vmm_run(const struct vm_config *cfg, const struct vm_paths *paths, int ready
     json_decref(greeting);
     if (!v.ctl)
         goto fail;
+    struct display_config dcfg;
+    if (display_config_from_vm(cfg, paths->dir, &dcfg, err, sizeof(err)) < 0 ||
+        !(v.display = display_create(&dcfg, err, sizeof(err))))
+        goto fail;
     status = run_machine(&v, sigfd, &ready_fd);
     goto out;
 
@@ -469,6 +505,7 @@ fail:
     vmm_log("%s", err);
     fprintf(stderr, "vmws: %s\n", err);
 out:
+    display_destroy(v.display); /* the machine is gone: nothing draws or types any more */
     if (v.ctl)
         ctl_server_stop(v.ctl);
     if (v.console)

@@ -1,0 +1,64 @@
+/* Internals shared by the display's files: the struct, and the small interfaces of its two
+ * viewers (sdl.c, vnc.c) and the key tables (keymap.c). Only display/ includes this. */
+#ifndef VMWS_DISPLAY_PRIV_H
+#define VMWS_DISPLAY_PRIV_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "display/display.h"
+
+struct sdl_view;
+struct vnc_server;
+
+struct display {
+    struct display_config cfg;
+    unsigned width, height, stride;
+    size_t fb_size; /* page-aligned */
+    int fb_fd;      /* memfd holding the framebuffer */
+    uint8_t *fb;
+
+    pthread_mutex_t lock; /* guards m, kbd, state */
+    struct machine *m;    /* NULL while detached */
+    struct i8042 *kbd;
+    char state[32];
+    unsigned mouse_buttons;
+
+    pthread_t refresh_thread;
+    bool refresh_started;
+    int wake_fd; /* eventfd: a viewer appeared, the state changed or we stop */
+    atomic_bool stopping;
+    atomic_bool full_refresh; /* next frame: everything is dirty (attach, load) */
+    atomic_uint_fast64_t updates;
+
+    struct sdl_view *sdl;
+    struct vnc_server *vnc;
+};
+
+/* Wakes the refresh thread (a viewer opened, the title changed). */
+void display_wake(struct display *d);
+
+/* sdl.c: a window on its own thread; NULL with ERR if SDL cannot open one. */
+struct sdl_view *sdl_view_start(struct display *d, char *err, size_t errlen);
+/* Rows [y0, y1) changed. Cheap: coalesced and handed to the window's thread. */
+void sdl_view_update(struct sdl_view *s, unsigned y0, unsigned y1);
+void sdl_view_title(struct sdl_view *s);
+bool sdl_view_open(struct sdl_view *s);
+void sdl_view_stop(struct sdl_view *s);
+
+/* vnc.c: libvncserver in its threaded mode (a listener thread, two threads per client). */
+struct vnc_server *vnc_server_start(struct display *d, char *err, size_t errlen);
+void vnc_server_update(struct vnc_server *v, unsigned y0, unsigned y1);
+unsigned vnc_server_clients(const struct vnc_server *v);
+int vnc_server_port(const struct vnc_server *v);
+void vnc_server_stop(struct vnc_server *v);
+
+/* keymap.c: set-1 scancodes (what the guest reads from the i8042 with translation on). */
+/* Writes the make (DOWN) or break code of USB usage USAGE into OUT (up to 6 bytes); returns
+ * the count, 0 for keys without a set-1 code. */
+size_t keymap_usb_to_set1(unsigned usage, bool down, uint8_t out[6]);
+/* X11/RFB keysym -> USB usage (US layout; shifted symbols map to their unshifted key, since
+ * VNC clients send Shift themselves). 0 if unknown. */
+unsigned keymap_keysym_to_usb(uint32_t keysym);
+
+#endif

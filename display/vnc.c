@@ -1,0 +1,210 @@
+/* The VNC server (libvncserver, threaded mode). The RFB framebuffer *is* the guest's
+ * framebuffer mapping (32 bpp, red at bit 16), so an update costs no copy on our side: the
+ * refresh thread marks dirty rows modified and each client's own thread encodes and sends them.
+ * Listens on 127.0.0.1:5900+N (first free N) unless configured; optional VNC password; the
+ * file-transfer extension is never registered. Protocol errors end that client, nothing more. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <rfb/rfb.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "display/display_priv.h"
+
+#define VNC_FIRST_PORT 5900
+#define VNC_LAST_PORT 5999
+
+struct vnc_server {
+    struct display *d;
+    rfbScreenInfoPtr screen;
+    atomic_uint clients;
+    char *passwords[2]; /* NULL-terminated list for rfbCheckPasswordByList */
+};
+
+struct vnc_client {
+    struct vnc_server *v;
+    int last_x, last_y;
+    bool have_pos;
+};
+
+static void vnc_log(const char *fmt, ...)
+{
+    char buf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+    size_t n = strlen(buf);
+    while (n && buf[n - 1] == '\n')
+        buf[--n] = '\0';
+    vmm_log("vnc: %s", buf);
+}
+
+static void client_gone(rfbClientPtr cl)
+{
+    struct vnc_client *c = cl->clientData;
+    if (!c)
+        return;
+    atomic_fetch_sub(&c->v->clients, 1);
+    free(c);
+    cl->clientData = NULL;
+}
+
+static enum rfbNewClientAction new_client(rfbClientPtr cl)
+{
+    struct vnc_server *v = cl->screen->screenData;
+    struct vnc_client *c = calloc(1, sizeof(*c));
+    if (!c)
+        return RFB_CLIENT_REFUSE;
+    c->v = v;
+    cl->clientData = c;
+    cl->clientGoneHook = client_gone;
+    atomic_fetch_add(&v->clients, 1);
+    display_wake(v->d); /* the refresh thread starts polling */
+    return RFB_CLIENT_ACCEPT;
+}
+
+static void key_event(rfbBool down, rfbKeySym keysym, rfbClientPtr cl)
+{
+    struct vnc_client *c = cl->clientData;
+    if (!c)
+        return;
+    unsigned usb = keymap_keysym_to_usb((uint32_t)keysym);
+    if (usb)
+        display_key_usb(c->v->d, usb, down);
+}
+
+/* RFB pointers are absolute; the PS/2 mouse is relative, so send the difference. */
+static void pointer_event(int mask, int x, int y, rfbClientPtr cl)
+{
+    struct vnc_client *c = cl->clientData;
+    if (!c)
+        return;
+    int dx = c->have_pos ? x - c->last_x : 0, dy = c->have_pos ? y - c->last_y : 0;
+    int dz = (mask & 8) ? -1 : (mask & 16) ? 1 : 0;
+    c->last_x = x;
+    c->last_y = y;
+    c->have_pos = true;
+    unsigned buttons = (mask & 1 ? 1u : 0) | (mask & 4 ? 2u : 0) | (mask & 2 ? 4u : 0);
+    display_mouse(c->v->d, dx, dy, dz, buttons);
+}
+
+/* The first free port in 5900..5999 on HOST (the server binds it right after). */
+static int pick_port(in_addr_t host)
+{
+    for (int port = VNC_FIRST_PORT; port <= VNC_LAST_PORT; port++) {
+        int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (s < 0)
+            return -errno;
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+        a.sin_addr.s_addr = host;
+        int ok = bind(s, (struct sockaddr *)&a, sizeof(a)) == 0;
+        close(s);
+        if (ok)
+            return port;
+    }
+    return -EADDRINUSE;
+}
+
+struct vnc_server *vnc_server_start(struct display *d, char *err, size_t errlen)
+{
+    struct in_addr host;
+    if (inet_pton(AF_INET, d->cfg.vnc_host, &host) != 1) {
+        snprintf(err, errlen, "VNC listen address '%s' is not an IPv4 address", d->cfg.vnc_host);
+        return NULL;
+    }
+    struct vnc_server *v = calloc(1, sizeof(*v));
+    if (!v) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    v->d = d;
+    atomic_init(&v->clients, 0);
+    rfbLog = vnc_log;
+    rfbErr = vnc_log;
+    int argc = 0;
+    v->screen = rfbGetScreen(&argc, NULL, (int)d->width, (int)d->height, 8, 3, 4);
+    if (!v->screen) {
+        snprintf(err, errlen, "libvncserver could not set up a screen");
+        free(v);
+        return NULL;
+    }
+    rfbScreenInfoPtr s = v->screen;
+    s->screenData = v;
+    s->desktopName = d->cfg.vm_name;
+    s->frameBuffer = (char *)d->fb;
+    s->paddedWidthInBytes = (int)d->stride;
+    s->serverFormat.redShift = 16; /* XRGB8888, little endian */
+    s->serverFormat.greenShift = 8;
+    s->serverFormat.blueShift = 0;
+    s->alwaysShared = TRUE; /* several clients at once */
+    s->cursor = NULL;       /* the guest draws its own; no cursor updates on a still screen */
+    s->newClientHook = new_client;
+    s->kbdAddEvent = key_event;
+    s->ptrAddEvent = pointer_event;
+    s->permitFileTransfer = FALSE;
+    s->httpDir = NULL;
+    s->httpPort = 0;
+    s->listenInterface = host.s_addr;
+    s->ipv6port = 0;
+    s->listen6Interface = NULL;
+    s->deferUpdateTime = 0;
+    if (d->cfg.vnc_password[0]) {
+        v->passwords[0] = d->cfg.vnc_password;
+        s->authPasswdData = v->passwords;
+        s->passwordCheck = rfbCheckPasswordByList;
+    }
+    int port = d->cfg.vnc_port;
+    if (port == 0) {
+        port = pick_port(host.s_addr);
+        if (port < 0) {
+            snprintf(err, errlen, "no free VNC port in %d..%d on %s", VNC_FIRST_PORT,
+                     VNC_LAST_PORT, d->cfg.vnc_host);
+            goto fail;
+        }
+    }
+    s->port = port;
+    s->autoPort = FALSE;
+    rfbInitServer(s);
+    if (s->listenSock == RFB_INVALID_SOCKET) {
+        snprintf(err, errlen, "cannot listen for VNC on %s:%d (in use?)", d->cfg.vnc_host, port);
+        goto fail;
+    }
+    rfbRunEventLoop(s, -1, TRUE); /* returns at once: a listener thread, threads per client */
+    vmm_log("vnc: listening on %s:%d%s", d->cfg.vnc_host, port,
+            d->cfg.vnc_password[0] ? " (password required)" : "");
+    return v;
+fail:
+    rfbScreenCleanup(s);
+    free(v);
+    return NULL;
+}
+
+void vnc_server_update(struct vnc_server *v, unsigned y0, unsigned y1)
+{
+    if (atomic_load(&v->clients))
+        rfbMarkRectAsModified(v->screen, 0, (int)y0, (int)v->d->width, (int)y1);
+}
+
+unsigned vnc_server_clients(const struct vnc_server *v)
+{
+    return atomic_load(&((struct vnc_server *)v)->clients);
+}
+
+int vnc_server_port(const struct vnc_server *v)
+{
+    return v->screen->port;
+}
+
+void vnc_server_stop(struct vnc_server *v)
+{
+    rfbShutdownServer(v->screen, TRUE);
+    rfbScreenCleanup(v->screen);
+    free(v);
+}
