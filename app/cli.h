@@ -57,6 +57,7 @@ struct cli_vm_state {
     uint64_t memory;
     int64_t uptime_ms; /* -1 if unknown */
     char detail[256];  /* why, when the VMM reports a crashed guest */
+    bool suspended;    /* not running, with a saved suspend state: "suspended" */
 };
 /* Asks the VM's VMM (query-status). Never fails: a VM that does not answer is "off". */
 void cli_vm_query(const struct vm_paths *p, const struct vm_config *cfg, struct cli_vm_state *st);
@@ -69,6 +70,8 @@ json_t *cli_display_query(const struct vm_paths *p);
 void cli_display_print(const struct vm_paths *p, const char *prefix);
 /* --display MODE for the next cli_start_vm() (NULL: the VM's configured mode). */
 extern const char *cli_start_display_mode;
+/* The next cli_start_vm() starts the VMM with its vCPUs paused (offline snapshot work). */
+extern bool cli_start_paused;
 
 /* The pidfile: written and locked by `vmws run` for the VMM's lifetime. */
 int pidfile_acquire(const char *path, pid_t *holder); /* returns fd, or -EBUSY (*HOLDER) */
@@ -105,5 +108,8 @@ int cmd_stop(int argc, char **argv);
 int cmd_kill(int argc, char **argv);
 int cmd_console(int argc, char **argv);
 int cmd_mem(int argc, char **argv);
+int cmd_suspend(int argc, char **argv);
+int cmd_resume(int argc, char **argv);
+int cmd_snapshot(int argc, char **argv);
 
 #endif

@@ -9,6 +9,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -39,11 +40,13 @@ int cmd_run(int argc, char **argv)
     static const struct option opts[] = {
         {"ready-fd", required_argument, NULL, 'r'},
         {"display", required_argument, NULL, 'D'},
+        {"paused", no_argument, NULL, 'p'},
         {"help", no_argument, NULL, 'h'},
         {0},
     };
     int ready_fd = -1;
     const char *display_mode = NULL;
+    bool paused = false;
     int c;
     while ((c = cli_getopt(argc, argv, opts)) != -1) {
         switch (c) {
@@ -53,6 +56,9 @@ int cmd_run(int argc, char **argv)
             if (check_display_mode(argv[0], optarg))
                 return EXIT_USAGE;
             display_mode = optarg;
+            break;
+        case 'p':
+            paused = true;
             break;
         case 'r': {
             char *end;
@@ -99,7 +105,8 @@ int cmd_run(int argc, char **argv)
             (long)getpid(), when, cfg.cpus, cfg.cpus == 1 ? "" : "s",
             (unsigned long long)(cfg.memory_bytes >> 20), mem_backend_name(cfg.backend));
     fflush(stdout);
-    rc = vmm_run(&cfg, &p, ready_fd);
+    struct vmm_options vo = {.ready_fd = ready_fd, .start_paused = paused};
+    rc = vmm_run(&cfg, &p, &vo);
     unlink(p.pidfile); /* while still holding the lock: nobody can mistake it for live */
     close(pidfd);
     return rc < 0 || rc > 255 ? 1 : rc;
@@ -129,6 +136,8 @@ static void print_log_tail(const char *path, off_t offset)
     }
     close(fd);
 }
+
+bool cli_start_paused;
 
 int cli_start_vm(const char *name, bool quiet)
 {
@@ -182,11 +191,16 @@ int cli_start_vm(const char *name, bool quiet)
         fcntl(pfd[1], F_SETFD, 0); /* the ready pipe survives exec */
         char fdstr[16];
         snprintf(fdstr, sizeof(fdstr), "%d", pfd[1]);
-        if (cli_start_display_mode)
-            execl("/proc/self/exe", "vmws", "run", name, "--ready-fd", fdstr, "--display",
-                  cli_start_display_mode, (char *)NULL);
-        else
-            execl("/proc/self/exe", "vmws", "run", name, "--ready-fd", fdstr, (char *)NULL);
+        const char *args[10] = {"vmws", "run", name, "--ready-fd", fdstr};
+        int na = 5;
+        if (cli_start_display_mode) {
+            args[na++] = "--display";
+            args[na++] = cli_start_display_mode;
+        }
+        if (cli_start_paused)
+            args[na++] = "--paused";
+        args[na] = NULL;
+        execv("/proc/self/exe", (char *const *)args);
         fprintf(stderr, "vmws: cannot execute /proc/self/exe: %s\n", strerror(errno));
         _exit(127);
     }
@@ -204,7 +218,7 @@ int cli_start_vm(const char *name, bool quiet)
     close(pfd[0]);
     if (n == 1) {
         if (!quiet) {
-            printf("started %s (pid %ld)\n", name, (long)pid);
+            printf("%s %s (pid %ld)\n", st.suspended ? "resumed" : "started", name, (long)pid);
             cli_display_print(&p, "  ");
         }
         return 0;
@@ -279,6 +293,14 @@ int cmd_stop(int argc, char **argv)
     struct vm_paths p;
     if (cli_vm_open(name, &p, NULL))
         return 1;
+    if (pidfile_live_pid(p.pidfile) <= 0 && access(p.suspend_state, F_OK) == 0) {
+        /* Powering off a suspended VM: its saved state and memory go, like on real hardware. */
+        if (unlink(p.suspend_state) < 0)
+            return cli_error("cannot remove %s: %s", p.suspend_state, strerror(errno));
+        unlink(p.vmem);
+        printf("stopped %s (its suspended state was discarded)\n", name);
+        return 0;
+    }
     struct ctl_client *c = cli_vm_connect(name, &p);
     if (!c)
         return 1;

@@ -110,8 +110,12 @@ void cli_vm_query(const struct vm_paths *p, const struct vm_config *cfg, struct 
     char err[512];
     struct ctl_client *c = ctl_client_connect(p->ctl_sock, NULL, err, sizeof(err));
     if (!c) {
-        if (st->pid > 0)
+        if (st->pid > 0) {
             snprintf(st->state, sizeof(st->state), "starting"); /* VMM up, socket not yet */
+        } else if (access(p->suspend_state, F_OK) == 0) {
+            st->suspended = true;
+            snprintf(st->state, sizeof(st->state), "suspended");
+        }
         return;
     }
     st->running = true;

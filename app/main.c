@@ -1,13 +1,14 @@
 /* vmws: main() and subcommand dispatch. Each subcommand is a function in app/cli_*.c listed
  * in cli_commands[] with its usage text; `vmws help`, `vmws COMMAND --help` and usage errors
  * all come from that one table. With no arguments vmws makes sure the default VM exists and
- * runs, then attaches its console (until the dashboard takes over that role). */
+ * runs, then opens the dashboard (ui/) on a terminal, or relays the console on a pipe. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "app/cli.h"
+#include "ui/dashboard.h"
 
 #ifndef PACKAGE_VERSION
 #define PACKAGE_VERSION "unknown"
@@ -35,7 +36,8 @@ const struct cli_command cli_commands[] = {
      "  --display MODE         sdl (a window), vnc (127.0.0.1:5900+N), sdl,vnc or none; the\n"
      "                         default ([display] mode in vm.conf, 'auto') is sdl,vnc where a\n"
      "                         display exists, else vnc\n"},
-    {"run", cmd_run, "NAME [--display MODE] [--ready-fd N]", "run a VM's VMM in the foreground",
+    {"run", cmd_run, "NAME [--paused] [--display MODE] [--ready-fd N]", "run a VM's VMM in the foreground",
+     "  --paused               create the machine (or resume it) with its vCPUs paused\n"
      "  --ready-fd N           write one byte to file descriptor N once the VM answers\n"
      "  --display MODE         as for start\n"},
     {"stop", cmd_stop, "NAME", "power a VM off (its vCPUs stop; its memory is discarded)",
@@ -44,6 +46,20 @@ const struct cli_command cli_commands[] = {
     {"kill", cmd_kill, "NAME", "kill a VM's VMM at once (SIGKILL)", NULL},
     {"delete", cmd_delete, "NAME [--force]", "delete a VM and all its files",
      "  --force                kill the VM first if it is running\n"},
+    {"suspend", cmd_suspend, "NAME", "suspend a VM: save its state and stop its VMM",
+     "  The guest pauses only while its small machine state is written; its memory is already\n"
+     "  in NAME.vmem (MAP_SHARED), whose writeback to disk continues in the background.\n"},
+    {"resume", cmd_resume, "NAME", "resume a suspended (or paused) VM", NULL},
+    {"snapshot", cmd_snapshot, "take|list|info|revert|delete NAME [LABEL] [--json]",
+     "snapshot tree: take, list, inspect, revert to or delete snapshots",
+     "  take NAME LABEL       keep the VM's present state (pauses it only to copy the pages\n"
+     "                        changed since the last snapshot)\n"
+     "  list NAME             draw the tree; '<- you are here' marks what the VM descends from\n"
+     "  info NAME LABEL       parent, time, power state, sizes, what deleting it needs\n"
+     "  revert NAME LABEL     return to LABEL (the present is kept first as an automatic node);\n"
+     "                        the VM ends in LABEL's power state\n"
+     "  delete NAME LABEL     merge LABEL's pages into its children and remove it; says first\n"
+     "                        how much free space the merge needs\n"},
     {"list", cmd_list, "[--json]", "list VMs with their state", NULL},
     {"status", cmd_status, "NAME [--json]", "show one VM's state and settings", NULL},
     {"console", cmd_console, "NAME [--idle MS]", "attach to a VM's serial console",
@@ -80,7 +96,7 @@ static void print_overview(FILE *f)
 {
     fprintf(f, "usage: vmws [COMMAND [ARGS]]\n\n"
                "vmws runs KVM virtual machines, one VMM process per VM. With no command it\n"
-               "creates and starts the VM 'default' if needed and attaches its console.\n\n"
+               "creates and starts the VM 'default' if needed and opens the dashboard.\n\n"
                "commands:\n");
     for (const struct cli_command *c = cli_commands; c->name; c++)
         fprintf(f, "  %-9s %s\n", c->name, c->summary);
@@ -113,7 +129,8 @@ static int cmd_version(int argc, char **argv)
     return 0;
 }
 
-/* `vmws` alone: the default VM, created and started on first use, then its console. */
+/* `vmws` alone: the default VM, created and started on first use, then the dashboard (on a
+ * terminal; VMs keep running when it quits) or, on a pipe, the default VM's console. */
 static int run_default(void)
 {
     struct vm_paths p;
@@ -132,6 +149,8 @@ static int run_default(void)
         if (cli_start_vm(CLI_DEFAULT_VM, false))
             return 1;
     }
+    if (isatty(STDIN_FILENO) && isatty(STDOUT_FILENO))
+        return dashboard_run(CLI_DEFAULT_VM);
     return cli_console_attach(CLI_DEFAULT_VM, 1000);
 }
 

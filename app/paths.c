@@ -123,6 +123,8 @@ int paths_for_vm(const char *name, struct vm_paths *p)
         rc = fmt(p->vmm_log, sizeof(p->vmm_log), "%s/%s", p->dir, "vmm.log");
     if (rc == 0)
         rc = fmt(p->pidfile, sizeof(p->pidfile), "%s/%s", p->dir, "vmm.pid");
+    if (rc == 0)
+        rc = fmt(p->suspend_state, sizeof(p->suspend_state), "%s/%s", p->dir, "suspend.state");
     /* Socket paths must fit in sockaddr_un.sun_path. */
     size_t sun_len = sizeof(((struct sockaddr_un *)0)->sun_path);
     snprintf(file, sizeof(file), "%s.ctl", name);

@@ -15,6 +15,7 @@ struct vm_paths {
     char serial_log[PATH_MAX];   /* dir/serial.log */
     char vmm_log[PATH_MAX];      /* dir/vmm.log: the VMM's own messages */
     char pidfile[PATH_MAX];      /* dir/vmm.pid */
+    char suspend_state[PATH_MAX]; /* dir/suspend.state: machine state while suspended */
     char ctl_sock[PATH_MAX];     /* runtime/NAME.ctl: JSON control socket */
     char console_sock[PATH_MAX]; /* runtime/NAME.console: raw serial bytes */
 };

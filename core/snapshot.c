@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/statvfs.h>
+#include <time.h>
 #include <unistd.h>
 
 #define PAGE 4096u
@@ -289,12 +290,9 @@ int snapshot_delete_cost(struct snap_tree *t, struct snap_node *n, uint64_t *nee
 int snapshot_delete(struct snap_tree *t, struct snap_node *n, struct guest_mem *mem,
                     uint64_t *carry, char *err, size_t errlen)
 {
+    /* Without a machine (CARRY NULL) the VM has no memory that could descend from N. */
     bool is_current = strcmp(t->current, n->id) == 0;
-    if (is_current && !carry) {
-        snprintf(err, errlen, "snapshot %s is the VM's current position; delete it while the VM "
-                 "runs or is suspended", n->label);
-        return -EBUSY;
-    }
+    bool carry_pages = is_current && carry;
     uint64_t needs;
     int r = snapshot_delete_cost(t, n, &needs, err, errlen);
     if (r < 0)
@@ -308,8 +306,8 @@ int snapshot_delete(struct snap_tree *t, struct snap_node *n, struct guest_mem *
                  (unsigned long long)(((uint64_t)vfs.f_bavail * vfs.f_frsize) >> 20));
         return -ENOSPC;
     }
-    struct page_delta *d = needs || is_current ? snap_delta(t, n, err, errlen) : NULL;
-    if ((needs || is_current) && !d)
+    struct page_delta *d = needs || carry_pages ? snap_delta(t, n, err, errlen) : NULL;
+    if ((needs || carry_pages) && !d)
         return -EINVAL;
     /* 1. Each child's delta absorbs N's pages (same content for the child: safe to crash). */
     for (size_t i = 0; i < t->n && r == 0; i++) {
@@ -333,12 +331,13 @@ int snapshot_delete(struct snap_tree *t, struct snap_node *n, struct guest_mem *
     if (r < 0)
         return r;
     /* 2. The tree forgets N. */
-    if (is_current) {
+    if (carry_pages) {
         for (uint64_t i = 0; i < d->npages; i++)
             if (d->pages[i] < mem->size / PAGE)
                 set_bit(carry, d->pages[i]);
-        snprintf(t->current, sizeof(t->current), "%s", n->parent);
     }
+    if (is_current)
+        snprintf(t->current, sizeof(t->current), "%s", n->parent);
     char id[SNAP_ID_MAX], parent[SNAP_ID_MAX];
     snprintf(id, sizeof(id), "%s", n->id);
     snprintf(parent, sizeof(parent), "%s", n->parent);
@@ -354,4 +353,31 @@ int snapshot_delete(struct snap_tree *t, struct snap_node *n, struct guest_mem *
     snap_path(t, id, "state", path, sizeof(path));
     unlink(path);
     return r;
+}
+
+json_t *snapshot_tree_json(struct snap_tree *t)
+{
+    json_t *nodes = json_array();
+    for (size_t i = 0; i < t->n; i++) {
+        struct snap_node *n = &t->nodes[i];
+        char when[32];
+        struct tm tm;
+        time_t c = (time_t)n->created;
+        gmtime_r(&c, &tm);
+        strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+        uint64_t needs = 0;
+        char err[256];
+        json_t *j = json_pack("{s:s, s:s, s:o, s:s, s:I, s:b, s:s, s:I, s:I, s:I}", "id", n->id,
+                              "label", n->label, "parent",
+                              n->parent[0] ? json_string(n->parent) : json_null(), "created",
+                              when, "created_unix", (json_int_t)n->created, "auto", n->automatic,
+                              "vm_state", n->vm_state, "pages", (json_int_t)n->pages,
+                              "memory_bytes", (json_int_t)n->mem_bytes, "state_bytes",
+                              (json_int_t)n->state_bytes);
+        if (snapshot_delete_cost(t, n, &needs, err, sizeof(err)) == 0)
+            json_object_set_new(j, "delete_needs_bytes", json_integer((json_int_t)needs));
+        json_array_append_new(nodes, j);
+    }
+    return json_pack("{s:o, s:o}", "current",
+                     t->current[0] ? json_string(t->current) : json_null(), "snapshots", nodes);
 }

@@ -6,6 +6,7 @@
 #ifndef VMWS_SNAPSHOT_H
 #define VMWS_SNAPSHOT_H
 
+#include <jansson.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -54,5 +55,8 @@ int snapshot_delete_cost(struct snap_tree *t, struct snap_node *n, uint64_t *nee
  * CARRY (which may be NULL when no machine is attached and N is not current). */
 int snapshot_delete(struct snap_tree *t, struct snap_node *n, struct guest_mem *mem,
                     uint64_t *carry, char *err, size_t errlen);
+
+/* The tree as `vmws snapshot list --json` and the control socket show it. */
+json_t *snapshot_tree_json(struct snap_tree *t);
 
 #endif

@@ -13,10 +13,12 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/signalfd.h>
+#include <sys/statvfs.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "audio/audio.h"
 #include "core/acpi.h"
 #include "core/consolesrv.h"
 #include "core/ctl.h"
@@ -25,6 +27,8 @@
 #include "core/log.h"
 #include "core/machine.h"
 #include "core/memtruth.h"
+#include "core/snapshot.h"
+#include "core/state.h"
 #include "core/vmm.h"
 #include "display/dconfig.h"
 #include "display/display.h"
@@ -57,13 +61,29 @@ struct vmm {
     struct i8042 *i8042;
     struct pci_bus *pci;
     struct pm *pm;
+    struct audio *audio;         /* ES1370 + PC speaker + PulseAudio; NULL = no sound */
+    unsigned audio_attenuation; /* 100 - volume (so zero-initialised = full volume) */
+    bool audio_muted;
     struct display *display; /* the screen: outlives reboots, attached to each machine */
 
     struct ctl_server *ctl;
     struct console_server *console;
-    int quit_fd; /* eventfd: a client asked us to quit */
+    int quit_fd; /* eventfd: a client asked us to quit (or suspended the VM) */
     struct timespec started;
+    const struct vmm_options *opts;
+
+    /* Snapshots (under lock): the tree, and the pages that may differ from its current node. */
+    struct snap_tree tree;
+    bool tree_ok;
+    char tree_err[256];
+    uint64_t *carry;
+    struct snapshot_host snap_host;
+    enum machine_stop_reason after_revert; /* a reverted-to node's power state to enter */
+    bool suspended;                        /* the VM was suspended: keep its memory file */
 };
+
+#define T_CARRY STATE_TAG('C', 'A', 'R', 'Y')
+#define T_VMMSTATE STATE_TAG('V', 'M', 'M', 'S')
 
 /* ---- images ---- */
 
@@ -147,7 +167,10 @@ static void destroy_machine_locked(struct vmm *v)
     if (!v->machine_live)
         return;
     display_detach(v->display);
+    audio_stop(v->audio); /* the mixer thread raises IRQs: stop it while the VM fd is open */
     machine_destroy(&v->m); /* joins the vCPU threads first: no device is in use after this */
+    audio_destroy(v->audio);
+    v->audio = NULL;
     serial_destroy(v->serial);
     rtc_destroy(v->rtc);
     i8042_destroy(v->i8042);
@@ -161,7 +184,38 @@ static void destroy_machine_locked(struct vmm *v)
     v->machine_live = false;
 }
 
-static int boot_machine_locked(struct vmm *v, char *err, size_t errlen)
+/* Saves the machine and every device (paused). */
+static int save_all_locked(struct vmm *v, struct state_writer *w)
+{
+    int r = machine_save_state(&v->m, w);
+    if (r == 0)
+        r = serial_save(v->serial, w);
+    if (r == 0)
+        r = rtc_save(v->rtc, w);
+    if (r == 0)
+        r = i8042_save(v->i8042, w);
+    if (r == 0)
+        r = pci_save(v->pci, w);
+    if (r == 0)
+        r = pm_save(v->pm, w);
+    return r < 0 ? r : w->error;
+}
+
+static int load_all_locked(struct vmm *v, const struct state_reader *r, char *err, size_t errlen)
+{
+    /* Device records are checked before the vCPUs are touched: a bad file changes nothing. */
+    int rc = machine_check_state(&v->m, r, err, errlen);
+    if (rc < 0)
+        return rc;
+    if (serial_load(v->serial, r) || rtc_load(v->rtc, r) || i8042_load(v->i8042, r) ||
+        pci_load(v->pci, r) || pm_load(v->pm, r)) {
+        snprintf(err, errlen, "the saved state's device records do not fit this machine");
+        return -EINVAL;
+    }
+    return machine_load_state(&v->m, r, true, err, errlen);
+}
+
+static int create_machine_locked(struct vmm *v, char *err, size_t errlen)
 {
     struct machine *m = &v->m;
     int r = machine_create(m, &v->mem, v->cfg->cpus, err, errlen);
@@ -177,15 +231,23 @@ static int boot_machine_locked(struct vmm *v, char *err, size_t errlen)
         snprintf(err, errlen, "cannot create the machine's devices (out of memory?)");
         return -ENOMEM;
     }
+    struct audio_config acfg = {
+        .vm_name = v->cfg->name, .volume = 100 - v->audio_attenuation, .muted = v->audio_muted};
+    v->audio = audio_create(m, v->pci, &acfg); /* NULL: logged, the VM runs without sound */
     if (v->display) {
         int dr = display_attach(v->display, m, v->i8042, err, errlen);
         if (dr < 0)
             return dr;
     }
+    return 0;
+}
 
+/* Loads ACPI tables and the kernel and points the boot vCPU at it. */
+static int boot_kernel_locked(struct vmm *v, char *err, size_t errlen)
+{
     uint64_t rsdp = 0;
     struct acpi_config acfg = {.ncpus = v->cfg->cpus};
-    r = acpi_build(&v->mem, &acfg, &rsdp);
+    int r = acpi_build(&v->mem, &acfg, &rsdp);
     if (r < 0) {
         snprintf(err, errlen, "cannot build ACPI tables for %u vCPUs: %s", v->cfg->cpus,
                  strerror(-r));
@@ -208,17 +270,49 @@ static int boot_machine_locked(struct vmm *v, char *err, size_t errlen)
     struct kvm_regs regs;
     struct kvm_sregs sregs;
     memset(&regs, 0, sizeof(regs));
-    r = machine_get_boot_sregs(m, &sregs);
+    r = machine_get_boot_sregs(&v->m, &sregs);
     if (r < 0) {
         snprintf(err, errlen, "KVM_GET_SREGS: %s", strerror(-r));
         return r;
     }
     linuxboot_vcpu_state(&entry, &regs, &sregs);
-    r = machine_set_boot_state(m, &regs, &sregs, err, errlen);
+    return machine_set_boot_state(&v->m, &regs, &sregs, err, errlen);
+}
+
+/* Resumes from the suspend state: machine, devices, the carry bitmap. The file is removed once
+ * the machine runs from it (its memory file moves on from here). */
+static int resume_locked(struct vmm *v, char *err, size_t errlen)
+{
+    struct state_reader r;
+    int rc = state_reader_load(&r, v->paths->suspend_state, err, errlen);
+    if (rc < 0)
+        return rc;
+    rc = load_all_locked(v, &r, err, errlen);
+    const struct state_record *carry = state_get(&r, T_CARRY, 0);
+    size_t words = (size_t)((v->mem.size / GUEST_PAGE_SIZE + 63) / 64);
+    if (rc == 0 && carry && carry->len == words * sizeof(uint64_t))
+        memcpy(v->carry, carry->data, carry->len);
+    else if (rc == 0) /* unknown changes: everything may differ from the current node */
+        memset(v->carry, 0xff, words * sizeof(uint64_t));
+    state_reader_free(&r);
+    return rc;
+}
+
+static int boot_machine_locked(struct vmm *v, bool resume, char *err, size_t errlen)
+{
+    int r = create_machine_locked(v, err, errlen);
     if (r == 0)
-        r = machine_start(m, err, errlen);
-    if (r == 0)
+        r = resume ? resume_locked(v, err, errlen) : boot_kernel_locked(v, err, errlen);
+    if (r == 0 && v->opts->start_paused) {
+        v->m.pause_requested = true; /* vCPU threads park before their first KVM_RUN */
+        v->state = VMM_PAUSED;
+    } else {
         v->state = VMM_RUNNING;
+    }
+    if (r == 0)
+        r = machine_start(&v->m, err, errlen);
+    if (r == 0 && resume)
+        unlink(v->paths->suspend_state);
     return r;
 }
 
@@ -321,6 +415,296 @@ static json_t *cmd_quit(void *opaque, json_t *args, struct ctl_error *err)
     return json_object();
 }
 
+/* ---- suspend and snapshots ---- */
+
+static double ms_since(const struct timespec *t0)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)(now.tv_sec - t0->tv_sec) * 1e3 + (double)(now.tv_nsec - t0->tv_nsec) / 1e6;
+}
+
+static int host_collect_dirty(void *opaque, uint64_t *bitmap)
+{
+    struct vmm *v = opaque;
+    return machine_collect_dirty(&v->m, bitmap);
+}
+
+static int host_save_state(void *opaque, struct state_writer *w)
+{
+    return save_all_locked(opaque, w);
+}
+
+static int host_load_state(void *opaque, const struct state_reader *r, char *err, size_t errlen)
+{
+    return load_all_locked(opaque, r, err, errlen);
+}
+
+static json_t *fail_cmd(struct ctl_error *err, const char *cls, const char *fmt, const char *arg)
+{
+    err->cls = cls;
+    snprintf(err->desc, sizeof(err->desc), fmt, arg);
+    return NULL;
+}
+
+/* Checks (under lock) that the VM can be snapshotted now. */
+static bool snapshot_ready_locked(struct vmm *v, struct ctl_error *err)
+{
+    if (!v->tree_ok) {
+        fail_cmd(err, "GenericError", "%s", v->tree_err);
+        return false;
+    }
+    if (!v->machine_live || (v->state != VMM_RUNNING && v->state != VMM_PAUSED)) {
+        fail_cmd(err, "GenericError", "the VM is %s", state_names[v->state]);
+        return false;
+    }
+    return true;
+}
+
+/* Paused: saves machine state + carry as the suspend state and starts writing back the memory
+ * file; the main loop then ends the process without discarding the memory. */
+static int suspend_locked(struct vmm *v, size_t *state_bytes, char *err, size_t errlen)
+{
+    int r = machine_collect_dirty(&v->m, v->carry);
+    struct state_writer w;
+    state_writer_init(&w);
+    if (r == 0)
+        r = save_all_locked(v, &w);
+    size_t words = (size_t)((v->mem.size / GUEST_PAGE_SIZE + 63) / 64);
+    state_put(&w, T_CARRY, 0, v->carry, words * sizeof(uint64_t));
+    *state_bytes = w.len;
+    if (r == 0)
+        r = state_writer_save(&w, v->paths->suspend_state);
+    state_writer_free(&w);
+    if (r < 0) {
+        snprintf(err, errlen, "cannot save the suspend state %.150s: %s", v->paths->suspend_state,
+                 strerror(-r));
+        return r;
+    }
+    /* The memory is already in the file (MAP_SHARED): only start its writeback, don't wait. */
+    if (v->mem.fd >= 0)
+        sync_file_range(v->mem.fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+    v->suspended = true;
+    v->state = VMM_SHUTDOWN;
+    uint64_t one = 1;
+    ssize_t wr = write(v->quit_fd, &one, sizeof(one));
+    (void)wr;
+    return 0;
+}
+
+static json_t *cmd_suspend(void *opaque, json_t *args, struct ctl_error *err)
+{
+    struct vmm *v = opaque;
+    (void)args;
+    pthread_mutex_lock(&v->lock);
+    if (!v->machine_live || (v->state != VMM_RUNNING && v->state != VMM_PAUSED)) {
+        pthread_mutex_unlock(&v->lock);
+        return fail_cmd(err, "GenericError", "cannot suspend a VM that is %s",
+                        state_names[v->state]);
+    }
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    bool was_running = v->state == VMM_RUNNING;
+    machine_pause(&v->m);
+    size_t bytes = 0;
+    int r = suspend_locked(v, &bytes, err->desc, sizeof(err->desc));
+    double pause_ms = ms_since(&t0);
+    if (r < 0 && was_running) {
+        machine_resume(&v->m); /* nothing is lost: the VM just keeps running */
+        v->state = VMM_RUNNING;
+    }
+    pthread_mutex_unlock(&v->lock);
+    if (r < 0) {
+        err->cls = "GenericError";
+        return NULL;
+    }
+    vmm_log("suspended %s: %.1f ms paused, state %zu bytes", v->cfg->name, pause_ms, bytes);
+    return json_pack("{s:f, s:I}", "pause_ms", pause_ms, "state_bytes", (json_int_t)bytes);
+}
+
+static json_t *node_json(struct snap_node *n)
+{
+    return json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:s}", "id", n->id, "label", n->label,
+                     "vm_state", n->vm_state, "pages", (json_int_t)n->pages, "memory_bytes",
+                     (json_int_t)n->mem_bytes, "state_bytes", (json_int_t)n->state_bytes,
+                     "parent", n->parent);
+}
+
+/* Takes a snapshot (under lock, machine live). PAUSE_MS gets how long the guest was paused. */
+static struct snap_node *take_locked(struct vmm *v, const char *label, bool automatic,
+                                     const char *vm_state, double *pause_ms, char *err,
+                                     size_t errlen)
+{
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    bool was_running = v->state == VMM_RUNNING;
+    if (was_running)
+        machine_pause(&v->m);
+    struct snapshot_capture cap;
+    int r = snapshot_capture(&v->snap_host, &cap, err, errlen);
+    if (was_running)
+        machine_resume(&v->m);
+    *pause_ms = ms_since(&t0);
+    if (r < 0)
+        return NULL;
+    if (!vm_state)
+        vm_state = was_running ? "running" : "paused";
+    struct snap_node *n = NULL;
+    r = snapshot_commit(&v->tree, &v->snap_host, &cap, label, automatic, vm_state, &n, err,
+                        errlen);
+    snapshot_capture_free(&cap);
+    return r < 0 ? NULL : n;
+}
+
+static json_t *cmd_snapshot_take(void *opaque, json_t *args, struct ctl_error *err)
+{
+    struct vmm *v = opaque;
+    const char *label = NULL, *vm_state = NULL;
+    if (json_unpack(args, "{s:s, s?:s}", "label", &label, "vm_state", &vm_state) < 0 ||
+        !*label || strlen(label) >= SNAP_LABEL_MAX)
+        return fail_cmd(err, "InvalidArgument", "%s",
+                        "snapshot-take needs {\"label\": a name of 1-63 characters}");
+    pthread_mutex_lock(&v->lock);
+    json_t *ret = NULL;
+    double pause_ms = 0;
+    if (snapshot_ready_locked(v, err)) {
+        struct snap_node *n =
+            take_locked(v, label, false, vm_state, &pause_ms, err->desc, sizeof(err->desc));
+        if (n) {
+            ret = node_json(n);
+            json_object_set_new(ret, "pause_ms", json_real(pause_ms));
+        } else {
+            err->cls = "GenericError";
+        }
+    }
+    pthread_mutex_unlock(&v->lock);
+    if (ret)
+        ctl_server_event(v->ctl, "SNAPSHOT_TAKEN", ret);
+    return ret;
+}
+
+static json_t *cmd_snapshot_revert(void *opaque, json_t *args, struct ctl_error *err)
+{
+    struct vmm *v = opaque;
+    const char *id = NULL;
+    int keep = 1;
+    if (json_unpack(args, "{s:s, s?:b}", "id", &id, "keep_current", &keep) < 0)
+        return fail_cmd(err, "InvalidArgument", "%s", "snapshot-revert needs {\"id\": ID or label}");
+    pthread_mutex_lock(&v->lock);
+    json_t *ret = NULL;
+    struct snap_node *target = v->tree_ok ? snap_find(&v->tree, id) : NULL;
+    if (!snapshot_ready_locked(v, err)) {
+        pthread_mutex_unlock(&v->lock);
+        return NULL;
+    }
+    if (!target) {
+        pthread_mutex_unlock(&v->lock);
+        return fail_cmd(err, "InvalidArgument", "no snapshot '%s' (see 'vmws snapshot list')", id);
+    }
+    char target_id[SNAP_ID_MAX];
+    snprintf(target_id, sizeof(target_id), "%s", target->id);
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    bool was_running = v->state == VMM_RUNNING;
+    machine_pause(&v->m);
+    v->state = VMM_PAUSED;
+    /* 1. Keep the present as a node, so a revert never loses work. */
+    struct snap_node *kept = NULL;
+    double take_ms = 0;
+    if (keep) {
+        char label[SNAP_LABEL_MAX];
+        snprintf(label, sizeof(label), "auto-before-%.40s", target->label);
+        kept = take_locked(v, label, true, was_running ? "running" : "paused", &take_ms,
+                           err->desc, sizeof(err->desc));
+    }
+    char kept_id[SNAP_ID_MAX] = "";
+    if (kept)
+        snprintf(kept_id, sizeof(kept_id), "%s", kept->id);
+    target = snap_find(&v->tree, target_id); /* the take may have moved the array */
+    uint64_t pages = 0;
+    int r = keep && !kept ? -EIO : 0;
+    bool to_off = strcmp(target->vm_state, "off") == 0;
+    if (r == 0 && to_off) { /* a powered-off node: the VM powers off */
+        snprintf(v->tree.current, sizeof(v->tree.current), "%s", target->id);
+        r = snap_tree_save(&v->tree, err->desc, sizeof(err->desc));
+    } else if (r == 0) {
+        r = snapshot_revert(&v->tree, &v->snap_host, target, &pages, err->desc,
+                            sizeof(err->desc));
+    }
+    double pause_ms = ms_since(&t0);
+    /* 2. Enter the target's power state. */
+    size_t bytes = 0;
+    if (r == 0 && to_off) {
+        uint64_t one = 1;
+        ssize_t w = write(v->quit_fd, &one, sizeof(one));
+        (void)w;
+    } else if (r == 0 && strcmp(target->vm_state, "suspended") == 0) {
+        r = suspend_locked(v, &bytes, err->desc, sizeof(err->desc));
+    } else if (r == 0 && strcmp(target->vm_state, "paused") != 0) {
+        machine_resume(&v->m);
+        v->state = VMM_RUNNING;
+    } else if (r < 0 && was_running) {
+        machine_resume(&v->m); /* the revert changed nothing: carry on */
+        v->state = VMM_RUNNING;
+    }
+    if (r == 0)
+        ret = json_pack("{s:s, s:s, s:I, s:f, s:s}", "id", target->id, "kept", kept_id,
+                        "pages_written", (json_int_t)pages, "pause_ms", pause_ms, "vm_state",
+                        target->vm_state);
+    else
+        err->cls = "GenericError";
+    pthread_mutex_unlock(&v->lock);
+    if (ret) {
+        vmm_log("reverted %s to snapshot %s: %llu pages in %.1f ms", v->cfg->name, target_id,
+                (unsigned long long)pages, pause_ms);
+        ctl_server_event(v->ctl, "SNAPSHOT_REVERTED", ret);
+    }
+    return ret;
+}
+
+static json_t *cmd_snapshot_delete(void *opaque, json_t *args, struct ctl_error *err)
+{
+    struct vmm *v = opaque;
+    const char *id = NULL;
+    int dry_run = 0;
+    if (json_unpack(args, "{s:s, s?:b}", "id", &id, "dry_run", &dry_run) < 0)
+        return fail_cmd(err, "InvalidArgument", "%s", "snapshot-delete needs {\"id\": ID or label}");
+    pthread_mutex_lock(&v->lock);
+    json_t *ret = NULL;
+    struct snap_node *n = v->tree_ok ? snap_find(&v->tree, id) : NULL;
+    if (!v->tree_ok) {
+        fail_cmd(err, "GenericError", "%s", v->tree_err);
+    } else if (!n) {
+        fail_cmd(err, "InvalidArgument", "no snapshot '%s' (see 'vmws snapshot list')", id);
+    } else {
+        uint64_t needs = 0;
+        char nid[SNAP_ID_MAX];
+        snprintf(nid, sizeof(nid), "%s", n->id);
+        int r = snapshot_delete_cost(&v->tree, n, &needs, err->desc, sizeof(err->desc));
+        if (r == 0 && !dry_run)
+            r = snapshot_delete(&v->tree, n, &v->mem, v->carry, err->desc, sizeof(err->desc));
+        if (r == 0)
+            ret = json_pack("{s:s, s:I, s:b}", "id", nid, "needs_bytes", (json_int_t)needs,
+                            "deleted", !dry_run);
+        else
+            err->cls = "GenericError";
+    }
+    pthread_mutex_unlock(&v->lock);
+    return ret;
+}
+
+static json_t *cmd_query_snapshots(void *opaque, json_t *args, struct ctl_error *err)
+{
+    struct vmm *v = opaque;
+    (void)args;
+    pthread_mutex_lock(&v->lock);
+    json_t *ret = v->tree_ok ? snapshot_tree_json(&v->tree) : NULL;
+    if (!v->tree_ok)
+        fail_cmd(err, "GenericError", "%s", v->tree_err);
+    pthread_mutex_unlock(&v->lock);
+    return ret;
+}
+
 /* The screen: size, whether the SDL window is open, where VNC listens (see display/). */
 static json_t *cmd_query_display(void *opaque, json_t *args, struct ctl_error *err)
 {
@@ -339,6 +723,48 @@ static json_t *cmd_query_display(void *opaque, json_t *args, struct ctl_error *e
     return r;
 }
 
+/* query-audio: the sound card, speaker and PulseAudio stream; set-volume {"volume": 0-100,
+ * "mute": bool} (either or both). */
+static json_t *cmd_query_audio(void *opaque, json_t *args, struct ctl_error *err)
+{
+    struct vmm *v = opaque;
+    (void)args;
+    pthread_mutex_lock(&v->lock);
+    json_t *r = v->audio ? audio_status_json(v->audio) : NULL;
+    pthread_mutex_unlock(&v->lock);
+    if (!r) {
+        err->cls = "GenericError";
+        snprintf(err->desc, sizeof(err->desc), "the VM has no sound devices (see vmm.log)");
+    }
+    return r;
+}
+
+static json_t *cmd_set_volume(void *opaque, json_t *args, struct ctl_error *err)
+{
+    struct vmm *v = opaque;
+    json_t *jv = args ? json_object_get(args, "volume") : NULL;
+    json_t *jm = args ? json_object_get(args, "mute") : NULL;
+    if ((!jv && !jm) || (jv && (!json_is_integer(jv) || json_integer_value(jv) < 0 ||
+                                json_integer_value(jv) > 100)) ||
+        (jm && !json_is_boolean(jm))) {
+        err->cls = "GenericError";
+        snprintf(err->desc, sizeof(err->desc),
+                 "set-volume takes {\"volume\": 0-100} and/or {\"mute\": true|false}");
+        return NULL;
+    }
+    pthread_mutex_lock(&v->lock);
+    if (jv)
+        v->audio_attenuation = 100 - (unsigned)json_integer_value(jv);
+    if (jm)
+        v->audio_muted = json_is_true(jm);
+    if (v->audio)
+        audio_set_volume(v->audio, 100 - v->audio_attenuation, v->audio_muted);
+    json_t *r = json_pack("{s:i, s:b}", "volume", (int)(100 - v->audio_attenuation), "muted",
+                          v->audio_muted);
+    pthread_mutex_unlock(&v->lock);
+    return r;
+}
+
 static const struct ctl_command vmm_commands[] = {
     {"query-status", cmd_query_status},
     {"query-memory", cmd_query_memory},
@@ -346,6 +772,13 @@ static const struct ctl_command vmm_commands[] = {
     {"cont", cmd_cont},
     {"quit", cmd_quit},
     {"query-display", cmd_query_display},
+    {"suspend", cmd_suspend},
+    {"snapshot-take", cmd_snapshot_take},
+    {"snapshot-revert", cmd_snapshot_revert},
+    {"snapshot-delete", cmd_snapshot_delete},
+    {"query-snapshots", cmd_query_snapshots},
+    {"query-audio", cmd_query_audio},
+    {"set-volume", cmd_set_volume},
 };
 
 /* ---- the main loop ---- */
@@ -394,24 +827,30 @@ static int block_signals(void)
 
 /* Runs the machine until it ends; returns the exit status. READY_FD gets its byte once the
  * first boot is under way, so `vmws start` reports boot errors instead of "started". */
-static int run_machine(struct vmm *v, int sigfd, int *ready_fd)
+static int run_machine(struct vmm *v, int sigfd, int *ready_fd, bool resume)
 {
     char err[512];
     for (;;) {
         pthread_mutex_lock(&v->lock);
-        int r = boot_machine_locked(v, err, sizeof(err));
+        if (!resume && v->tree_ok && v->tree.current[0]) {
+            /* A fresh boot descends from no snapshot. */
+            v->tree.current[0] = '\0';
+            snap_tree_save(&v->tree, err, sizeof(err));
+        }
+        int r = boot_machine_locked(v, resume, err, sizeof(err));
         pthread_mutex_unlock(&v->lock);
         if (r < 0) {
-            vmm_log("cannot boot %s: %s", v->cfg->name, err);
-            fprintf(stderr, "vmws: cannot boot %s: %s\n", v->cfg->name, err);
+            vmm_log("cannot %s %s: %s", resume ? "resume" : "boot", v->cfg->name, err);
+            fprintf(stderr, "vmws: cannot %s %s: %s\n", resume ? "resume" : "boot", v->cfg->name,
+                    err);
             pthread_mutex_lock(&v->lock);
             destroy_machine_locked(v);
             pthread_mutex_unlock(&v->lock);
             return 1;
         }
-        vmm_log("booted %s: %u vCPU(s), %llu MiB %s memory", v->cfg->name, v->cfg->cpus,
-                (unsigned long long)(v->cfg->memory_bytes >> 20),
-                mem_backend_name(v->cfg->backend));
+        vmm_log("%s %s: %u vCPU(s), %llu MiB %s memory%s", resume ? "resumed" : "booted",
+                v->cfg->name, v->cfg->cpus, (unsigned long long)(v->cfg->memory_bytes >> 20),
+                mem_backend_name(v->cfg->backend), v->opts->start_paused ? ", paused" : "");
         display_set_state(v->display, state_names[v->state]);
         if (*ready_fd >= 0) {
             ssize_t w = write(*ready_fd, "R", 1);
@@ -419,10 +858,13 @@ static int run_machine(struct vmm *v, int sigfd, int *ready_fd)
             close(*ready_fd);
             *ready_fd = -1;
         }
+        resume = false;
 
         enum wake w = wait_for_event(v, sigfd, true);
         if (w != WAKE_MACHINE)
-            machine_request_stop(&v->m, STOP_QUIT, w == WAKE_SIGNAL ? "signal" : "client quit");
+            machine_request_stop(&v->m, STOP_QUIT, v->suspended ? "suspended"
+                                                   : w == WAKE_SIGNAL ? "signal"
+                                                                      : "client quit");
 
         pthread_mutex_lock(&v->lock);
         enum machine_stop_reason why = v->m.stop_reason;
@@ -432,9 +874,14 @@ static int run_machine(struct vmm *v, int sigfd, int *ready_fd)
         v->state = why == STOP_ERROR ? VMM_CRASHED : why == STOP_RESET ? VMM_BOOTING : VMM_SHUTDOWN;
         if (why == STOP_ERROR)
             snprintf(v->crash_detail, sizeof(v->crash_detail), "%s", detail);
+        bool suspended = v->suspended;
         pthread_mutex_unlock(&v->lock);
 
         vmm_log("%s stopped: %s", v->cfg->name, detail);
+        if (suspended) {
+            ctl_server_event(v->ctl, "SUSPENDED", NULL);
+            return 0;
+        }
         switch (why) {
         case STOP_RESET:
             ctl_server_event(v->ctl, "RESET", NULL);
@@ -457,14 +904,58 @@ static int run_machine(struct vmm *v, int sigfd, int *ready_fd)
     }
 }
 
-int vmm_run(const struct vm_config *cfg, const struct vm_paths *paths, int ready_fd)
+/* Opens guest RAM: kept as it is when resuming from suspend, else a fresh empty file. */
+static int open_memory(struct vmm *v, bool resume, char *err, size_t errlen)
 {
-    struct vmm v = {.cfg = cfg, .paths = paths, .quit_fd = -1};
+    const struct vm_config *cfg = v->cfg;
+    const struct vm_paths *paths = v->paths;
+    if (resume) {
+        struct stat st;
+        if (cfg->backend != MEM_BACKEND_FILE || stat(paths->vmem, &st) < 0 ||
+            (uint64_t)st.st_size != cfg->memory_bytes) {
+            snprintf(err, errlen,
+                     "cannot resume: the memory file %.300s is missing or no longer %llu MiB "
+                     "(was vm.conf changed while the VM was suspended?); 'vmws stop' discards "
+                     "the suspended state",
+                     paths->vmem, (unsigned long long)(cfg->memory_bytes >> 20));
+            return -EINVAL;
+        }
+    } else if (cfg->backend == MEM_BACKEND_FILE && unlink(paths->vmem) < 0 && errno != ENOENT) {
+        /* A powered-off VM has no memory: start from an empty sparse file. */
+        snprintf(err, errlen, "cannot remove stale memory file %.400s: %s", paths->vmem,
+                 strerror(errno));
+        return -errno;
+    }
+    int r = guest_mem_open(&v->mem, cfg->memory_bytes, cfg->backend, paths->vmem, err, errlen);
+    if (r < 0)
+        return r;
+    v->carry = calloc((v->mem.size / GUEST_PAGE_SIZE + 63) / 64, sizeof(uint64_t));
+    if (!v->carry) {
+        snprintf(err, errlen, "out of memory for the snapshot bitmap");
+        return -ENOMEM;
+    }
+    v->snap_host = (struct snapshot_host){
+        .mem = &v->mem,
+        .carry = v->carry,
+        .collect_dirty = host_collect_dirty,
+        .save_state = host_save_state,
+        .load_state = host_load_state,
+        .opaque = v,
+    };
+    return 0;
+}
+
+int vmm_run(const struct vm_config *cfg, const struct vm_paths *paths,
+            const struct vmm_options *opts)
+{
+    struct vmm v = {.cfg = cfg, .paths = paths, .quit_fd = -1, .opts = opts};
     char err[512] = "";
     int status = 1;
+    int ready_fd = opts->ready_fd;
     pthread_mutex_init(&v.lock, NULL);
     clock_gettime(CLOCK_MONOTONIC, &v.started);
     v.mem.fd = -1;
+    bool resume = access(paths->suspend_state, F_OK) == 0;
 
     int sigfd = block_signals();
     v.quit_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -472,16 +963,10 @@ int vmm_run(const struct vm_config *cfg, const struct vm_paths *paths, int ready
         vmm_log("cannot set up signal handling: %s", strerror(errno));
         goto out;
     }
-    if (load_images(&v, err, sizeof(err)) < 0)
-        goto fail;
-    /* A powered-off VM has no memory: start from an empty sparse file, as on real hardware
-     * nothing survives power-off (suspend, which keeps it, does not come through here). */
-    if (cfg->backend == MEM_BACKEND_FILE && unlink(paths->vmem) < 0 && errno != ENOENT) {
-        snprintf(err, sizeof(err), "cannot remove stale memory file %.400s: %s", paths->vmem,
-                 strerror(errno));
-        goto fail;
-    }
-    if (guest_mem_open(&v.mem, cfg->memory_bytes, cfg->backend, paths->vmem, err, sizeof(err)) < 0)
+    v.tree_ok = snap_tree_load(&v.tree, paths->dir, v.tree_err, sizeof(v.tree_err)) == 0;
+    if (!v.tree_ok)
+        vmm_log("snapshots unavailable: %s", v.tree_err);
+    if (load_images(&v, err, sizeof(err)) < 0 || open_memory(&v, resume, err, sizeof(err)) < 0)
         goto fail;
     v.console = console_server_start(paths->console_sock, paths->serial_log, console_to_serial, &v,
                                      err, sizeof(err));
@@ -498,7 +983,7 @@ int vmm_run(const struct vm_config *cfg, const struct vm_paths *paths, int ready
     if (display_config_from_vm(cfg, paths->dir, &dcfg, err, sizeof(err)) < 0 ||
         !(v.display = display_create(&dcfg, err, sizeof(err))))
         goto fail;
-    status = run_machine(&v, sigfd, &ready_fd);
+    status = run_machine(&v, sigfd, &ready_fd, resume);
     goto out;
 
 fail:
@@ -512,9 +997,11 @@ out:
         console_server_stop(v.console);
     if (v.mem.host) {
         guest_mem_close(&v.mem);
-        if (cfg->backend == MEM_BACKEND_FILE && status == 0)
+        if (cfg->backend == MEM_BACKEND_FILE && status == 0 && !v.suspended)
             unlink(paths->vmem);
     }
+    free(v.carry);
+    snap_tree_free(&v.tree);
     unmap_image(&v.kernel);
     unmap_image(&v.initrd);
     if (v.quit_fd >= 0)

@@ -6,11 +6,17 @@
 #include "app/paths.h"
 #include "app/vmconfig.h"
 
-/* Runs the VM to completion in this process. Returns the process exit status:
- * 0 when the guest powered off or a client asked it to quit, non-zero on failure (reported
- * on stderr / the VMM log first). READY_FD, if >= 0, gets one byte written and is closed once
- * the control socket accepts connections (so `vmws start` knows when to return). */
-int vmm_run(const struct vm_config *cfg, const struct vm_paths *paths, int ready_fd);
+struct vmm_options {
+    int ready_fd;      /* if >= 0: one byte is written and it is closed once the VM is up */
+    bool start_paused; /* the vCPUs wait for a `cont` (offline snapshot work uses this) */
+};
+
+/* Runs the VM in this process until it powers off, quits or suspends. A VM with a suspend
+ * state (paths->suspend_state) resumes from it; otherwise it boots afresh. Returns the process
+ * exit status: 0 for poweroff, quit or suspend; non-zero on failure (reported on stderr, which
+ * `vmws start` points at the VM's vmm.log). */
+int vmm_run(const struct vm_config *cfg, const struct vm_paths *paths,
+            const struct vmm_options *opts);
 
 /* The built-in guest bzImage, linked into the binary (assets/). */
 extern const unsigned char vmws_guest_bzimage[];

@@ -1,0 +1,486 @@
+/* `vmws suspend`, `vmws resume` and `vmws snapshot take|list|info|revert|delete`. A running VM
+ * does the work in its VMM (control socket). A suspended VM is resumed with its vCPUs paused,
+ * does the same work, and is suspended again, so there is one implementation of each operation.
+ * A powered-off VM only gets disk-only nodes (it has no memory) or is started from a snapshot. */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "app/cli.h"
+#include "core/snapshot.h"
+#include "core/snapstore.h"
+
+#define OP_TIMEOUT_MS 120000
+
+/* Runs COMMAND on the VM's VMM; prints the error and returns NULL on failure. */
+static json_t *vm_execute(const char *name, const struct vm_paths *p, const char *command,
+                          json_t *args)
+{
+    struct ctl_client *c = cli_vm_connect(name, p);
+    if (!c) {
+        json_decref(args);
+        return NULL;
+    }
+    char err[512];
+    json_t *r = ctl_client_execute(c, command, args, OP_TIMEOUT_MS, err, sizeof(err));
+    ctl_client_close(c);
+    json_decref(args);
+    if (!r)
+        cli_error("VM '%s': %s", name, err);
+    return r;
+}
+
+/* Waits until the VM's VMM process has exited (after suspend, or a revert that powers off). */
+static void wait_vmm_exit(const struct vm_paths *p, pid_t pid)
+{
+    if (pid > 0)
+        pid_wait_gone(pid, 30000);
+    for (int i = 0; i < 600 && pidfile_live_pid(p->pidfile) > 0; i++)
+        usleep(50000);
+}
+
+static int usage_and_name(int argc, char **argv, int npos, const char *what, bool *json)
+{
+    static const struct option opts[] = {
+        {"json", no_argument, NULL, 'j'},
+        {"yes", no_argument, NULL, 'y'},
+        {"help", no_argument, NULL, 'h'},
+        {0},
+    };
+    int c;
+    while ((c = cli_getopt(argc, argv, opts)) != -1) {
+        if (c == 'h') {
+            cli_print_help(argv[0]);
+            return -1;
+        }
+        if (c == 'j' && json)
+            *json = true;
+        else if (c != 'y')
+            return EXIT_USAGE;
+    }
+    return cli_positional(argc, argv, npos, what);
+}
+
+int cmd_suspend(int argc, char **argv)
+{
+    int rc = usage_and_name(argc, argv, 1, "the VM's NAME", NULL);
+    if (rc)
+        return rc < 0 ? 0 : rc;
+    const char *name = argv[optind];
+    struct vm_paths p;
+    if (cli_vm_open(name, &p, NULL))
+        return 1;
+    pid_t pid = pidfile_live_pid(p.pidfile);
+    json_t *r = vm_execute(name, &p, "suspend", NULL);
+    if (!r)
+        return 1;
+    wait_vmm_exit(&p, pid);
+    printf("suspended %s (guest paused %.1f ms; state %.1f KiB in %s; memory stays in %s)\n",
+           name, json_real_value(json_object_get(r, "pause_ms")),
+           (double)json_integer_value(json_object_get(r, "state_bytes")) / 1024, p.suspend_state,
+           p.vmem);
+    json_decref(r);
+    return 0;
+}
+
+int cmd_resume(int argc, char **argv)
+{
+    int rc = usage_and_name(argc, argv, 1, "the VM's NAME", NULL);
+    if (rc)
+        return rc < 0 ? 0 : rc;
+    const char *name = argv[optind];
+    struct vm_paths p;
+    struct vm_config cfg;
+    if (cli_vm_open(name, &p, &cfg))
+        return 1;
+    struct cli_vm_state st;
+    cli_vm_query(&p, &cfg, &st);
+    if (st.suspended)
+        return cli_start_vm(name, false);
+    if (st.running && strcmp(st.state, "paused") == 0) {
+        json_t *r = vm_execute(name, &p, "cont", NULL);
+        if (!r)
+            return 1;
+        json_decref(r);
+        printf("resumed %s\n", name);
+        return 0;
+    }
+    return cli_error("VM '%s' is %s: only a suspended or paused VM can be resumed", name,
+                     st.state);
+}
+
+/* ---- snapshots ---- */
+
+/* How an operation reaches the VM: its running VMM, or a paused one started for the occasion. */
+struct vm_session {
+    const char *name;
+    struct vm_paths p;
+    struct vm_config cfg;
+    struct cli_vm_state st;
+    bool started; /* we started the VMM (paused) for this operation */
+};
+
+static int session_open(struct vm_session *s, const char *name)
+{
+    memset(s, 0, sizeof(*s));
+    s->name = name;
+    if (cli_vm_open(name, &s->p, &s->cfg))
+        return 1;
+    cli_vm_query(&s->p, &s->cfg, &s->st);
+    return 0;
+}
+
+/* Makes sure a VMM answers: a suspended (or, if FROM_OFF, powered-off) VM is started paused. */
+static int session_attach(struct vm_session *s, bool from_off)
+{
+    if (s->st.running)
+        return 0;
+    if (!s->st.suspended && !from_off)
+        return cli_error("VM '%s' is %s", s->name, s->st.state);
+    cli_start_paused = true;
+    int rc = cli_start_vm(s->name, true);
+    cli_start_paused = false;
+    s->started = rc == 0;
+    return rc;
+}
+
+/* After the operation: a VM that was suspended goes back to being suspended, unless the
+ * operation itself already ended its VMM (a revert to a suspended or powered-off node). */
+static int session_close(struct vm_session *s, bool resuspend)
+{
+    if (!s->started)
+        return 0;
+    pid_t pid = pidfile_live_pid(s->p.pidfile);
+    if (pid <= 0)
+        return 0;
+    json_t *r = vm_execute(s->name, &s->p, resuspend ? "suspend" : "quit", NULL);
+    if (!r)
+        return 1;
+    json_decref(r);
+    wait_vmm_exit(&s->p, pid);
+    return 0;
+}
+
+static int load_tree(const struct vm_session *s, struct snap_tree *t)
+{
+    char err[512];
+    if (snap_tree_load(t, s->p.dir, err, sizeof(err)) < 0)
+        return cli_error("%s", err);
+    return 0;
+}
+
+/* The tree as JSON: from the VMM if it runs (it holds the tree), else from disk. */
+static json_t *tree_json(const struct vm_session *s)
+{
+    if (s->st.running)
+        return vm_execute(s->name, &s->p, "query-snapshots", NULL);
+    struct snap_tree t;
+    if (load_tree(s, &t))
+        return NULL;
+    json_t *j = snapshot_tree_json(&t);
+    snap_tree_free(&t);
+    return j;
+}
+
+static int take_offline(struct vm_session *s, const char *label)
+{
+    struct snap_tree t;
+    if (load_tree(s, &t))
+        return 1;
+    struct snap_node *n = snap_add(&t, label, t.current);
+    char err[512], path[PATH_MAX];
+    int rc = n ? 0 : -ENOMEM;
+    if (n) {
+        snprintf(n->vm_state, sizeof(n->vm_state), "off");
+        n->mem_bytes = page_delta_file_bytes(0);
+        snap_path(&t, n->id, "mem", path, sizeof(path));
+        rc = page_delta_write(path, NULL, 0, NULL, err, sizeof(err));
+        if (rc == 0) {
+            snprintf(t.current, sizeof(t.current), "%s", n->id);
+            rc = snap_tree_save(&t, err, sizeof(err));
+        }
+    }
+    if (rc == 0)
+        printf("took snapshot %s of %s (powered off: no memory, %s)\n", label, s->name,
+               "disk-only");
+    snap_tree_free(&t);
+    return rc ? cli_error("cannot take snapshot %s of %s: %s", label, s->name, err) : 0;
+}
+
+static int snap_cmd_take(const char *name, const char *label, bool json)
+{
+    struct vm_session s;
+    if (session_open(&s, name))
+        return 1;
+    if (!s.st.running && !s.st.suspended)
+        return take_offline(&s, label);
+    bool was_suspended = s.st.suspended;
+    if (session_attach(&s, false))
+        return 1;
+    json_t *args = json_pack("{s:s}", "label", label);
+    if (was_suspended)
+        json_object_set_new(args, "vm_state", json_string("suspended"));
+    json_t *r = vm_execute(name, &s.p, "snapshot-take", args);
+    int rc = session_close(&s, true);
+    if (!r)
+        return 1;
+    if (json)
+        print_json(r);
+    else
+        printf("took snapshot %s of %s: %lld changed pages (%.1f MiB), guest paused %.2f ms\n",
+               label, name, (long long)json_integer_value(json_object_get(r, "pages")),
+               (double)json_integer_value(json_object_get(r, "memory_bytes")) / (1 << 20),
+               json_real_value(json_object_get(r, "pause_ms")));
+    json_decref(r);
+    return rc;
+}
+
+static int snap_cmd_revert(const char *name, const char *key, bool json)
+{
+    struct vm_session s;
+    if (session_open(&s, name))
+        return 1;
+    json_t *tree = tree_json(&s);
+    if (!tree)
+        return 1;
+    const char *target_state = NULL;
+    size_t i;
+    json_t *node, *found = NULL;
+    json_array_foreach(json_object_get(tree, "snapshots"), i, node)
+    {
+        if (strcmp(json_string_value(json_object_get(node, "id")), key) == 0)
+            found = node;
+        else if (!found || strcmp(json_string_value(json_object_get(found, "id")), key) != 0)
+            if (strcmp(json_string_value(json_object_get(node, "label")), key) == 0)
+                found = node;
+    }
+    if (!found) {
+        json_decref(tree);
+        return cli_error("VM '%s' has no snapshot '%s' (see 'vmws snapshot list %s')", name, key,
+                         name);
+    }
+    target_state = json_string_value(json_object_get(found, "vm_state"));
+    bool was_off = !s.st.running && !s.st.suspended;
+    if (was_off && strcmp(target_state, "off") == 0) {
+        json_decref(tree);
+        return cli_error("VM '%s' is off and snapshot '%s' is of it powered off: nothing to do",
+                         name, key);
+    }
+    if (session_attach(&s, true)) {
+        json_decref(tree);
+        return 1;
+    }
+    /* A machine booted only to be reverted has no present worth keeping. */
+    json_t *args = json_pack("{s:s, s:b}", "id", key, "keep_current", !was_off);
+    pid_t pid = pidfile_live_pid(s.p.pidfile);
+    json_t *r = vm_execute(name, &s.p, "snapshot-revert", args);
+    json_decref(tree);
+    if (!r) {
+        session_close(&s, !was_off);
+        return 1;
+    }
+    const char *state = json_string_value(json_object_get(r, "vm_state"));
+    if (strcmp(state, "suspended") == 0 || strcmp(state, "off") == 0)
+        wait_vmm_exit(&s.p, pid);
+    if (json)
+        print_json(r);
+    else
+        printf("reverted %s to %s (%lld pages rewritten, guest paused %.2f ms%s%s); it is now %s\n",
+               name, key, (long long)json_integer_value(json_object_get(r, "pages_written")),
+               json_real_value(json_object_get(r, "pause_ms")),
+               *json_string_value(json_object_get(r, "kept")) ? "; the state before was kept as "
+                                                                "snapshot "
+                                                              : "",
+               json_string_value(json_object_get(r, "kept")), state);
+    json_decref(r);
+    return 0;
+}
+
+static int snap_cmd_delete(const char *name, const char *key)
+{
+    struct vm_session s;
+    if (session_open(&s, name))
+        return 1;
+    char err[512];
+    if (!s.st.running && !s.st.suspended) { /* no memory: nothing to carry */
+        struct snap_tree t;
+        if (load_tree(&s, &t))
+            return 1;
+        struct snap_node *n = snap_find(&t, key);
+        uint64_t needs = 0;
+        int rc = n ? snapshot_delete_cost(&t, n, &needs, err, sizeof(err)) : -ENOENT;
+        if (rc == 0) {
+            printf("deleting %s merges its pages into its children: needs %.1f MiB free\n", key,
+                   (double)needs / (1 << 20));
+            rc = snapshot_delete(&t, n, NULL, NULL, err, sizeof(err));
+        }
+        snap_tree_free(&t);
+        if (rc == -ENOENT)
+            return cli_error("VM '%s' has no snapshot '%s'", name, key);
+        if (rc < 0)
+            return cli_error("cannot delete snapshot %s of %s: %s", key, name, err);
+        printf("deleted snapshot %s of %s\n", key, name);
+        return 0;
+    }
+    if (session_attach(&s, false))
+        return 1;
+    json_t *cost = vm_execute(name, &s.p, "snapshot-delete",
+                              json_pack("{s:s, s:b}", "id", key, "dry_run", 1));
+    json_t *r = NULL;
+    if (cost) {
+        printf("deleting %s merges its pages into its children: needs %.1f MiB free\n", key,
+               (double)json_integer_value(json_object_get(cost, "needs_bytes")) / (1 << 20));
+        r = vm_execute(name, &s.p, "snapshot-delete", json_pack("{s:s}", "id", key));
+    }
+    int rc = session_close(&s, true);
+    json_decref(cost);
+    if (!r)
+        return 1;
+    json_decref(r);
+    printf("deleted snapshot %s of %s\n", key, name);
+    return rc;
+}
+
+static void format_bytes(char *out, size_t len, uint64_t b)
+{
+    if (b >= (1ULL << 20))
+        snprintf(out, len, "%.1f MiB", (double)b / (1 << 20));
+    else
+        snprintf(out, len, "%.1f KiB", (double)b / 1024);
+}
+
+/* Draws the subtree under PARENT ("" = roots) with box-drawing lines. */
+static void print_tree(json_t *nodes, const char *parent, const char *current, const char *prefix)
+{
+    size_t n = json_array_size(nodes), last = (size_t)-1;
+    for (size_t i = 0; i < n; i++) {
+        json_t *p = json_object_get(json_array_get(nodes, i), "parent");
+        if (strcmp(json_is_string(p) ? json_string_value(p) : "", parent) == 0)
+            last = i;
+    }
+    for (size_t i = 0; i < n; i++) {
+        json_t *node = json_array_get(nodes, i);
+        json_t *p = json_object_get(node, "parent");
+        if (strcmp(json_is_string(p) ? json_string_value(p) : "", parent) != 0)
+            continue;
+        const char *id = json_string_value(json_object_get(node, "id"));
+        char size[32];
+        format_bytes(size, sizeof(size),
+                     (uint64_t)json_integer_value(json_object_get(node, "memory_bytes")) +
+                         (uint64_t)json_integer_value(json_object_get(node, "state_bytes")));
+        printf("%s%s %s%s  [%s] %s %s, %s%s\n", prefix, i == last ? "└─" : "├─",
+               json_string_value(json_object_get(node, "label")),
+               json_is_true(json_object_get(node, "auto")) ? " (auto)" : "", id,
+               json_string_value(json_object_get(node, "created")),
+               json_string_value(json_object_get(node, "vm_state")), size,
+               current && strcmp(current, id) == 0 ? "  <- you are here" : "");
+        char sub[256];
+        snprintf(sub, sizeof(sub), "%s%s", prefix, i == last ? "   " : "│  ");
+        print_tree(nodes, id, current, sub);
+    }
+}
+
+static int snap_cmd_list(const char *name, bool json)
+{
+    struct vm_session s;
+    if (session_open(&s, name))
+        return 1;
+    json_t *tree = tree_json(&s);
+    if (!tree)
+        return 1;
+    json_object_set_new(tree, "name", json_string(name));
+    if (json) {
+        print_json(tree);
+    } else if (json_array_size(json_object_get(tree, "snapshots")) == 0) {
+        printf("%s has no snapshots (take one with 'vmws snapshot take %s LABEL')\n", name, name);
+    } else {
+        printf("snapshots of %s:\n", name);
+        print_tree(json_object_get(tree, "snapshots"), "",
+                   json_string_value(json_object_get(tree, "current")), "");
+        if (!json_is_string(json_object_get(tree, "current")))
+            printf("(the VM's present state descends from no snapshot)\n");
+    }
+    json_decref(tree);
+    return 0;
+}
+
+static int snap_cmd_info(const char *name, const char *key, bool json)
+{
+    struct vm_session s;
+    if (session_open(&s, name))
+        return 1;
+    json_t *tree = tree_json(&s);
+    if (!tree)
+        return 1;
+    size_t i;
+    json_t *node, *found = NULL;
+    json_array_foreach(json_object_get(tree, "snapshots"), i, node)
+    {
+        if (strcmp(json_string_value(json_object_get(node, "id")), key) == 0 ||
+            strcmp(json_string_value(json_object_get(node, "label")), key) == 0)
+            found = node;
+    }
+    int rc = 0;
+    if (!found) {
+        rc = cli_error("VM '%s' has no snapshot '%s'", name, key);
+    } else if (json) {
+        print_json(found);
+    } else {
+        json_t *parent = json_object_get(found, "parent");
+        char mem[32], st[32], del[32];
+        format_bytes(mem, sizeof(mem), (uint64_t)json_integer_value(json_object_get(found, "memory_bytes")));
+        format_bytes(st, sizeof(st), (uint64_t)json_integer_value(json_object_get(found, "state_bytes")));
+        format_bytes(del, sizeof(del),
+                     (uint64_t)json_integer_value(json_object_get(found, "delete_needs_bytes")));
+        printf("snapshot:      %s [%s]%s\n", json_string_value(json_object_get(found, "label")),
+               json_string_value(json_object_get(found, "id")),
+               json_is_true(json_object_get(found, "auto")) ? " (kept automatically by revert)" : "");
+        printf("parent:        %s\n", json_is_string(parent) ? json_string_value(parent) : "(none)");
+        printf("taken:         %s\n", json_string_value(json_object_get(found, "created")));
+        printf("guest clock:   %s (the guest's RTC follows host UTC; it is resynced on revert)\n",
+               json_string_value(json_object_get(found, "created")));
+        printf("power state:   %s\n", json_string_value(json_object_get(found, "vm_state")));
+        printf("memory delta:  %s (%lld changed pages)\n", mem,
+               (long long)json_integer_value(json_object_get(found, "pages")));
+        printf("machine state: %s\n", st);
+        printf("deleting it:   needs %s free to merge it into its children\n", del);
+    }
+    json_decref(tree);
+    return rc;
+}
+
+int cmd_snapshot(int argc, char **argv)
+{
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)
+        return argc < 2 ? cli_usage_error(argv[0], "missing a subcommand: take, list, info, "
+                                                   "revert or delete")
+                        : cli_print_help(argv[0]);
+    const char *sub = argv[1];
+    bool json = false;
+    argc--;
+    argv++;
+    bool two = strcmp(sub, "list") != 0;
+    int rc = usage_and_name(argc, argv, two ? 2 : 1, two ? "NAME and LABEL" : "the VM's NAME", &json);
+    if (rc)
+        return rc < 0 ? 0 : rc;
+    const char *name = argv[optind], *label = two ? argv[optind + 1] : NULL;
+    if (label && (!*label || strlen(label) >= SNAP_LABEL_MAX))
+        return cli_usage_error("snapshot", "a snapshot LABEL has 1 to %d characters",
+                               SNAP_LABEL_MAX - 1);
+    if (strcmp(sub, "take") == 0)
+        return snap_cmd_take(name, label, json);
+    if (strcmp(sub, "list") == 0)
+        return snap_cmd_list(name, json);
+    if (strcmp(sub, "info") == 0)
+        return snap_cmd_info(name, label, json);
+    if (strcmp(sub, "revert") == 0)
+        return snap_cmd_revert(name, label, json);
+    if (strcmp(sub, "delete") == 0)
+        return snap_cmd_delete(name, label);
+    return cli_usage_error("snapshot", "unknown subcommand '%s' (take, list, info, revert, delete)",
+                           sub);
+}
