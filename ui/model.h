@@ -1,0 +1,91 @@
+/* What the dashboard knows, gathered once per refresh and drawn by the panels. The one idea:
+ * gathering is separate from drawing (like htop's meters) and each figure comes from its
+ * cheapest honest source: the VM list from $VMWS_HOME, live state over a persistent control
+ * connection per running VM (query-status), the exact RAM-mapping figures from the VMM's
+ * query-memory for the selected VM only, the .vmem file's allocated blocks by fstat for every
+ * VM (the overcommit sum), and the host from /proc/meminfo. No curses here. */
+#ifndef VMWS_UI_MODEL_H
+#define VMWS_UI_MODEL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "app/paths.h"
+#include "app/vmconfig.h"
+#include "core/memtruth.h"
+#include "ui/history.h"
+#include "ui/snaptree.h"
+
+struct ctl_client;
+
+struct dash_vm {
+    char name[VM_NAME_MAX];
+    struct vm_paths paths;
+    struct vm_config cfg;
+    bool cfg_ok;
+    bool seen; /* found by the last directory scan */
+
+    /* Live state from the VMM (query-status), or from `vmws list --json` when it is not up. */
+    struct ctl_client *ctl;
+    bool live; /* the control socket answered this refresh */
+    char state[32];
+    pid_t pid;
+    unsigned cpus;
+    uint64_t memory;
+    int64_t uptime_ms; /* -1 unknown */
+    char vnc[64];      /* "" if the VMM reports none */
+    char backend[16];
+    char detail[160];
+    char listed_state[32]; /* what `vmws list --json` said last ("suspended", "off", ...) */
+
+    /* Memory. ALLOCATED is measured for every VM; the rest for the selected one. */
+    uint64_t allocated;
+    bool mem_ok;
+    bool mem_from_vmm; /* figures from query-memory (the RAM mapping's smaps) */
+    struct memtruth_vm mem;
+    char mem_err[160];
+    struct history h_allocated, h_resident, h_dirty_rate;
+    uint64_t last_dirty;
+    int64_t last_dirty_ms;
+    bool have_last_dirty;
+
+    /* Snapshots, from `vmws snapshot list NAME --json` (run as a job by the dashboard). */
+    struct snap_tree snaps;
+    bool snaps_ok;
+    bool snaps_loaded;
+    bool snaps_pending;
+    bool snaps_stale; /* an action finished while a list was running: list again */
+    int64_t snaps_at_ms;
+    char snaps_err[200];
+};
+
+struct dash_cost { /* microseconds spent on each source in the last refresh (wall clock) */
+    int64_t scan, status, memory, files, host, total;
+};
+
+struct dash_model {
+    struct dash_vm **vms;
+    size_t n;
+    struct memtruth_host host;
+    bool host_ok;
+    uint64_t sum_configured, sum_allocated; /* over VMs that hold memory (running/suspended) */
+    size_t holding;                         /* how many VMs that is */
+    struct dash_cost cost;
+    bool memory_for_all; /* query-memory for every running VM, not just the selected one */
+};
+
+/* Rescans $VMWS_HOME and measures everything; SELECTED (may be NULL) gets the full memory
+ * figures. Never fails: what cannot be measured is marked so. */
+void model_refresh(struct dash_model *m, const char *selected);
+struct dash_vm *model_find(struct dash_model *m, const char *name);
+/* Applies `vmws list --json` output (states of VMs without a VMM: off, suspended, ...). */
+void model_apply_list(struct dash_model *m, const char *json_text);
+/* Applies `vmws snapshot list NAME --json` output, or the failure message ERR_TEXT. */
+void model_apply_snapshots(struct dash_vm *v, bool ok, const char *out_text, const char *err_text);
+/* True when the VM's VMM process exists (running, paused, starting). */
+bool model_vm_up(const struct dash_vm *v);
+void model_free(struct dash_model *m);
+int64_t model_now_ms(void);
+
+#endif

@@ -1,0 +1,130 @@
+/* The Memory panel: the selected VM's memory truth - configured, apparent (the .vmem's size),
+ * allocated (its blocks, what ls -s shows), resident, dirty, shared vs private, swapped - as
+ * figures and bars on one scale (the largest figure, normally the configured size), with
+ * sparklines of allocated, resident and the dirty rate over the last minutes. */
+#include <curses.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "ui/dash.h"
+
+struct row {
+    const char *label;
+    uint64_t value;
+    uint64_t value2; /* the private part of "shared/private" */
+    int role;
+    bool needs_mapping; /* only known while the VMM runs */
+    const struct history *spark;
+    int spark_role;
+};
+
+static void draw(struct dash *d, const struct rect *r, bool focused)
+{
+    struct dash_vm *v = dash_selected(d);
+    char title[128];
+    if (v)
+        snprintf(title, sizeof(title), "Memory: %s (%s)", v->name, v->backend);
+    else
+        snprintf(title, sizeof(title), "Memory");
+    draw_box(r, title, focused);
+    struct rect in = draw_inner(r);
+    if (!v || in.h < 1)
+        return;
+    if (!v->mem_ok) {
+        draw_text(in.y, in.x, in.w, draw_attr(ROLE_WARN),
+                  v->mem_err[0] ? v->mem_err : "measuring...");
+        return;
+    }
+    const struct memtruth_vm *m = &v->mem;
+    bool live = v->mem_from_vmm && m->from_mapping;
+    struct row rows[] = {
+        {"configured", m->configured, 0, ROLE_NORMAL, false, NULL, 0},
+        {"apparent", m->apparent, 0, ROLE_APPARENT, false, NULL, 0},
+        {"allocated", v->allocated ? v->allocated : m->allocated, 0, ROLE_ALLOCATED, false,
+         &v->h_allocated, ROLE_ALLOCATED},
+        {"resident", m->resident, 0, ROLE_RESIDENT, false, &v->h_resident, ROLE_RESIDENT},
+        {"dirty", m->dirty, 0, ROLE_DIRTY, true, &v->h_dirty_rate, ROLE_DIRTY},
+        {"shared/priv", m->shared, m->private_, ROLE_RESIDENT, true, NULL, 0},
+        {"swapped", m->swapped, 0, ROLE_SWAP, true, NULL, 0},
+    };
+    const int nrows = (int)(sizeof(rows) / sizeof(rows[0]));
+    uint64_t scale = 1;
+    for (int i = 0; i < nrows; i++) {
+        uint64_t t = rows[i].value + rows[i].value2;
+        if (t > scale)
+            scale = t;
+    }
+    const int labelw = 11, valuew = 13;
+    int barx = in.x + labelw + valuew + 1;
+    int room = in.x + in.w - barx;
+    /* Sparklines get their own rows when the panel is tall enough, else share the line. */
+    bool spark_rows = in.h >= nrows + 4;
+    int barw = spark_rows ? room : room * 2 / 5;
+    int sparkx = barx + barw + 1, sparkw = in.x + in.w - sparkx;
+    if (!spark_rows && sparkw < 6) {
+        barw = room;
+        sparkw = 0;
+    }
+    for (int i = 0; i < nrows && i < in.h; i++) {
+        int y = in.y + i;
+        const struct row *rw = &rows[i];
+        draw_text(y, in.x, labelw, draw_attr(ROLE_TITLE), rw->label);
+        char val[48], a[16], b[16];
+        if (rw->needs_mapping && !live) {
+            draw_text(y, in.x + labelw, in.w - labelw, draw_attr(ROLE_DIM),
+                      "-  (known while the VM runs)");
+            continue;
+        }
+        fmt_bytes(a, sizeof(a), rw->value);
+        if (i == 5) {
+            fmt_bytes(b, sizeof(b), rw->value2);
+            snprintf(val, sizeof(val), "%s/%s", a, b);
+        } else if (i == 4 && v->h_dirty_rate.n) {
+            fmt_bytes(b, sizeof(b), (uint64_t)history_get(&v->h_dirty_rate, 0));
+            snprintf(val, sizeof(val), "%s +%s/s", a, b);
+        } else {
+            snprintf(val, sizeof(val), "%s", a);
+        }
+        draw_textf(y, in.x + labelw, valuew, 0, "%*s", valuew - 1, val);
+        if (barw > 0) {
+            if (i == 5) { /* shared then private, on the same scale */
+                int ws = (int)((double)rw->value / (double)scale * barw + 0.5);
+                draw_bar(y, barx, barw, (double)(rw->value + rw->value2) / (double)scale,
+                         draw_attr(ROLE_APPARENT));
+                if (ws > 0)
+                    draw_bar(y, barx, ws, 1.0, draw_attr(ROLE_RESIDENT));
+            } else {
+                draw_bar(y, barx, barw, (double)rw->value / (double)scale, draw_attr(rw->role));
+            }
+        }
+        if (!spark_rows && sparkw > 0 && rw->spark)
+            draw_sparkline(y, sparkx, sparkw, rw->spark, draw_attr(rw->spark_role));
+    }
+    if (!spark_rows)
+        return;
+    /* Sparkline rows: one column per refresh (1 s), newest on the right. */
+    int y = in.y + nrows;
+    int span = in.w - labelw - 1;
+    char hdr[96];
+    snprintf(hdr, sizeof(hdr), "last %d:%02d, 1 column per second, scale 0..max", (span - 8) / 60,
+             (span - 8) % 60);
+    draw_text(y++, in.x + labelw, in.w - labelw, draw_attr(ROLE_DIM), hdr);
+    const struct {
+        const char *label;
+        const struct history *h;
+        int role;
+    } sp[] = {{"allocated", &v->h_allocated, ROLE_ALLOCATED},
+              {"resident", &v->h_resident, ROLE_RESIDENT},
+              {"dirty/s", &v->h_dirty_rate, ROLE_DIRTY}};
+    for (int i = 0; i < 3 && y < in.y + in.h; i++, y++) {
+        /* label, sparkline, and the window's maximum (the top of the sparkline's scale) */
+        double max = history_max(sp[i].h, (size_t)(span > 8 ? span - 8 : 1));
+        char top[16];
+        fmt_bytes(top, sizeof(top), (uint64_t)max);
+        draw_text(y, in.x, labelw, draw_attr(ROLE_TITLE), sp[i].label);
+        draw_sparkline(y, in.x + labelw, span - 8, sp[i].h, draw_attr(sp[i].role));
+        draw_textf(y, in.x + labelw + span - 8, 8, draw_attr(ROLE_DIM), " %6s", top);
+    }
+}
+
+const struct panel panel_memory = {"Memory", false, draw, NULL};
