@@ -26,6 +26,7 @@
 /* Interrupts: the 8259 pair is remapped to 0x20-0x2f; only IRQ 4 (COM1) is unmasked. */
 #define VEC_IRQ_BASE 0x20
 #define IRQ_COM1 4
+#define IRQ_KBD 1 /* i8042 keyboard: counted with COM1's, it wakes the same wait */
 #define VEC_SPURIOUS 0xff /* LAPIC spurious vector */
 
 /* Syscalls are `ud2` with the number in rax, arguments in rdi, rsi, rdx and the result in

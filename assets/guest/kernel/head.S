@@ -91,7 +91,7 @@ startup_64:
         movb    $0x01, %al
         outb    %al, $PIC1_DATA
         outb    %al, $PIC2_DATA
-        movb    $~(1 << IRQ_COM1) & 0xff, %al
+        movb    $~(1 << IRQ_COM1 | 1 << IRQ_KBD) & 0xff, %al
         outb    %al, $PIC1_DATA
         movb    $0xff, %al
         outb    %al, $PIC2_DATA
@@ -124,8 +124,8 @@ startup_64:
         .endr
         .rept   16
         .org    STUBS_OFFSET + vec * STUB_SIZE
-        .if     vec == VEC_IRQ_BASE + IRQ_COM1
-        jmp     irq_com1
+        .if     (vec == VEC_IRQ_BASE + IRQ_COM1) || (vec == VEC_IRQ_BASE + IRQ_KBD)
+        jmp     irq_com1                /* keyboard too: both wake console_getc */
         .elseif vec == VEC_IRQ_BASE + 7
         iretq                           /* spurious IRQ 7: no EOI */
         .elseif vec == VEC_IRQ_BASE + 15

@@ -44,6 +44,7 @@ static void write_raw(const char *s, size_t n)
 
 void console_write(const char *s, size_t n)
 {
+    fb_write(s, n); /* the framebuffer console mirrors the serial line */
     char buf[128];
     size_t len = 0;
     for (size_t i = 0; i < n; i++) {
@@ -75,6 +76,10 @@ int console_getc(void)
         uint32_t seen = irq_serial_count;
         if (inb(COM1 + UART_LSR) & LSR_DATA_READY)
             return inb(COM1 + UART_RBR);
+        int k = kbd_getc(); /* IRQ 1 bumps the same counter */
+        if (k >= 0)
+            return k;
+        fb_idle();
         sys_wait_input(seen);
     }
 }

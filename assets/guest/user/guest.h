@@ -176,6 +176,17 @@ struct rtc_time {
 };
 bool rtc_read(struct rtc_time *t);
 
+/* --- fb.c: text console on the boot loader's linear framebuffer; kbd.c: PS/2 keyboard -- */
+void fb_init(const uint8_t *boot_params); /* from screen_info; no-op without a 32-bpp LFB */
+void fb_init_raw(uint64_t base, unsigned width, unsigned height, unsigned pitch_bytes);
+void fb_probe_bochs(void); /* no LFB given: set up a Bochs VBE display (QEMU -vga std) */
+bool fb_present(void);
+void fb_write(const char *s, size_t n); /* mirror of console output */
+void fb_idle(void);                     /* before sleeping: refresh the status line */
+void fb_command(int argc, char **argv); /* the shell's `fb` */
+void kbd_init(void);
+int kbd_getc(void); /* a character typed on the PS/2 keyboard, or -1 */
+
 /* --- shell.c --------------------------------------------------------------------------- */
 void guest_main(const uint8_t *boot_params);
 

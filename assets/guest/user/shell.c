@@ -44,6 +44,7 @@ static void cmd_help(void)
                  "mem stat              show reserved, filled, usable and free RAM\n"
                  "time                  show the RTC date and time (UTC)\n"
                  "cpus                  list the online CPUs\n"
+                 "fb test | fill RRGGBB | clear | info   framebuffer console\n"
                  "poweroff              power the machine off\n");
 }
 
@@ -165,6 +166,8 @@ static void run_command(char *line)
         cmd_cpus();
     else if (!strcmp(argv[0], "poweroff"))
         cmd_poweroff();
+    else if (!strcmp(argv[0], "fb"))
+        fb_command(argc, argv);
     else
         printf("unknown command: %s (try help)\n", argv[0]);
 }
@@ -234,7 +237,10 @@ static void shell_run(void)
 void guest_main(const uint8_t *boot_params)
 {
     bootinfo_copy(boot_params);
+    fb_init(boot_params);
+    fb_probe_bochs();
     console_init();
+    kbd_init();
     console_puts(GUEST_VERSION_LINE "\n");
     memory_init();
     printf("memory: %lu MiB usable\n", memory_usable_bytes() / MIB);
