@@ -1,7 +1,7 @@
 /* The small chipset ports: the ACPI PM block the FADT describes (PM1a status/enable/control,
  * PM timer at 3.579545 MHz), where writing SLP_EN with the \_S5 sleep type powers the machine
- * off; the reset control register 0xCF9; the POST port 0x80 (Linux's I/O delay) and system
- * control port B (0x61). Each is a few lines; together they are "the motherboard". */
+ * off; the reset control register 0xCF9 and the POST port 0x80 (Linux's I/O delay). Each is a
+ * few lines; together they are "the motherboard". Port 0x61 is the PC speaker (audio/pcspk.c). */
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -20,7 +20,7 @@ struct pm {
     struct machine *m;
     pthread_mutex_t lock;
     uint16_t pm1_sts, pm1_en, pm1_cnt;
-    uint8_t port61;
+    uint8_t port61; /* unused since 0x61 moved to audio/pcspk.c; kept for the ACPM layout */
 };
 
 static uint32_t pm_timer(void)
@@ -104,24 +104,6 @@ static void post_io(void *opaque, uint64_t addr, uint8_t *data, uint32_t len, bo
         memset(data, 0xff, len);
 }
 
-static void port61_io(void *opaque, uint64_t addr, uint8_t *data, uint32_t len, bool is_write)
-{
-    struct pm *p = opaque;
-    (void)addr;
-    (void)len;
-    pthread_mutex_lock(&p->lock);
-    if (is_write) {
-        p->port61 = data[0] & 0x0f;
-    } else {
-        /* Bit 4 toggles with DRAM refresh (~15 us); some guests time short delays with it. */
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        uint8_t refresh = ((uint64_t)ts.tv_nsec / 15000) & 1 ? 0x10 : 0;
-        data[0] = p->port61 | refresh;
-    }
-    pthread_mutex_unlock(&p->lock);
-}
-
 int pm_save(struct pm *p, struct state_writer *w)
 {
     pthread_mutex_lock(&p->lock);
@@ -155,8 +137,7 @@ struct pm *pm_create(struct machine *m)
     pthread_mutex_init(&p->lock, NULL);
     if (iobus_register(&m->pio, ACPI_PM_BASE, 12, pm_io, p) < 0 ||
         iobus_register(&m->pio, 0xcf9, 1, reset_io, p) < 0 ||
-        iobus_register(&m->pio, 0x80, 1, post_io, p) < 0 ||
-        iobus_register(&m->pio, 0x61, 1, port61_io, p) < 0) {
+        iobus_register(&m->pio, 0x80, 1, post_io, p) < 0) {
         pm_destroy(p);
         return NULL;
     }

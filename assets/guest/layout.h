@@ -23,10 +23,14 @@
 #define SEL_TSS 0x38     /* 16-byte 64-bit TSS descriptor */
 #define GDT_ENTRIES 9
 
-/* Interrupts: the 8259 pair is remapped to 0x20-0x2f; only IRQ 4 (COM1) is unmasked. */
+/* Interrupts: the 8259 pair is remapped to 0x20-0x2f; IRQ 4 (COM1), IRQ 1 (keyboard) and the
+ * PCI INTx lines 10 and 11 (the ES1370 sound card; via the cascade, IRQ 2) are unmasked. */
 #define VEC_IRQ_BASE 0x20
 #define IRQ_COM1 4
 #define IRQ_KBD 1 /* i8042 keyboard: counted with COM1's, it wakes the same wait */
+#define IRQ_CASCADE 2
+#define IRQ_PCI_A 10
+#define IRQ_PCI_B 11
 #define VEC_SPURIOUS 0xff /* LAPIC spurious vector */
 
 /* Syscalls are `ud2` with the number in rax, arguments in rdi, rsi, rdx and the result in
@@ -43,7 +47,8 @@
 #define SYS_OUT16 6
 #define SYS_OUT32 7
 #define SYS_CONSOLE_WRITE 8 /* write(buf, len, burst): COM1, burst bytes per THR-empty */
-#define NUM_SYSCALLS 9
+#define SYS_WAIT_SOUND 9    /* wait(c): sleep until the sound IRQ count differs from c */
+#define NUM_SYSCALLS 10
 
 #define COM1_PORT 0x3f8
 

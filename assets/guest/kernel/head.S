@@ -91,9 +91,9 @@ startup_64:
         movb    $0x01, %al
         outb    %al, $PIC1_DATA
         outb    %al, $PIC2_DATA
-        movb    $~(1 << IRQ_COM1 | 1 << IRQ_KBD) & 0xff, %al
+        movb    $~(1 << IRQ_COM1 | 1 << IRQ_KBD | 1 << IRQ_CASCADE) & 0xff, %al
         outb    %al, $PIC1_DATA
-        movb    $0xff, %al
+        movb    $~(1 << (IRQ_PCI_A - 8) | 1 << (IRQ_PCI_B - 8)) & 0xff, %al
         outb    %al, $PIC2_DATA
         /* Into CPL 3 for good: IF=1, IOPL=0 (port I/O is a syscall), RDI = boot_params. */
         pushq   $(SEL_UDATA | 3)
@@ -126,6 +126,8 @@ startup_64:
         .org    STUBS_OFFSET + vec * STUB_SIZE
         .if     (vec == VEC_IRQ_BASE + IRQ_COM1) || (vec == VEC_IRQ_BASE + IRQ_KBD)
         jmp     irq_com1                /* keyboard too: both wake console_getc */
+        .elseif (vec == VEC_IRQ_BASE + IRQ_PCI_A) || (vec == VEC_IRQ_BASE + IRQ_PCI_B)
+        jmp     irq_sound
         .elseif vec == VEC_IRQ_BASE + 7
         iretq                           /* spurious IRQ 7: no EOI */
         .elseif vec == VEC_IRQ_BASE + 15
@@ -184,6 +186,20 @@ irq_com1:
         popq    %rax
         iretq
 
+/* Sound card (PCI INTx on IRQ 10/11, edge): count it for CPL 3, which acknowledges the card;
+ * skip the hlt of a wait it interrupted, like irq_com1. */
+irq_sound:
+        incl    irq_sound_count(%rip)
+        cmpq    $wait_hlt, (%rsp)
+        jne     1f
+        incq    (%rsp)
+1:      pushq   %rax
+        movb    $PIC_EOI, %al
+        outb    %al, $PIC2_CMD
+        outb    %al, $PIC1_CMD
+        popq    %rax
+        iretq
+
 /* Syscall entry: #UD from `ud2`, on the kernel stack (RSP0) with interrupts off; the frame
  * is rip, cs, rflags, rsp, ss. Any other #UD is a real one and gets reported. */
 syscall_trap:
@@ -209,6 +225,12 @@ wait_hlt:                               /* covers hypervisors that do not honour
         hlt
 sys_return:
         iretq
+
+sys_wait_sound:
+        cmpl    %edi, irq_sound_count(%rip)
+        jne     sys_return
+        sti                             /* shadow covers the jmp; irq_sound covers wait_hlt */
+        jmp     wait_hlt
 
 sys_halt:
         cli
@@ -361,14 +383,16 @@ idt_end:
         .balign 8
 syscall_table:
         .quad   sys_wait_input, sys_halt, sys_in8, sys_in16, sys_in32
-        .quad   sys_out8, sys_out16, sys_out32, sys_console_write
+        .quad   sys_out8, sys_out16, sys_out32, sys_console_write, sys_wait_sound
 
         .data
 /* State shared with CPL 3 (all memory is user-readable). */
         .balign 4
-        .globl  irq_serial_count, cpus_online, ap_next_slot, cpu_apic_ids
+        .globl  irq_serial_count, irq_sound_count, cpus_online, ap_next_slot, cpu_apic_ids
 irq_serial_count:
         .long   0                       /* COM1 interrupts so far */
+irq_sound_count:
+        .long   0                       /* sound card (IRQ 10/11) interrupts so far */
 cpus_online:
         .long   1                       /* the boot CPU + every AP that reached ap_entry64 */
 ap_next_slot:

@@ -3,6 +3,7 @@
  * command outputs are a contract: vmws's end-to-end tests and tests/test_guest_qemu.sh match
  * them byte for byte, so change them only together with those tests. */
 #include "assets/guest/user/guest.h"
+#include "assets/guest/user/sound.h"
 
 #define BP_ACPI_RSDP 0x070
 #define BP_EXT_CMD_LINE_PTR 0x0c8
@@ -44,6 +45,9 @@ static void cmd_help(void)
                  "mem stat              show reserved, filled, usable and free RAM\n"
                  "time                  show the RTC date and time (UTC)\n"
                  "cpus                  list the online CPUs\n"
+                 "beep FREQ MS          sound the PC speaker\n"
+                 "tone FREQ MS          play a sine through the sound card\n"
+                 "sound [info|garbage]  show the sound card; or program nonsense into it\n"
                  "fb test | fill RRGGBB | clear | info   framebuffer console\n"
                  "poweroff              power the machine off\n");
 }
@@ -168,6 +172,12 @@ static void run_command(char *line)
         cmd_poweroff();
     else if (!strcmp(argv[0], "fb"))
         fb_command(argc, argv);
+    else if (!strcmp(argv[0], "beep"))
+        cmd_beep(argc, argv);
+    else if (!strcmp(argv[0], "tone"))
+        cmd_tone(argc, argv);
+    else if (!strcmp(argv[0], "sound"))
+        cmd_sound(argc, argv);
     else
         printf("unknown command: %s (try help)\n", argv[0]);
 }
