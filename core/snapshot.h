@@ -56,6 +56,10 @@ int snapshot_delete_cost(struct snap_tree *t, struct snap_node *n, uint64_t *nee
 int snapshot_delete(struct snap_tree *t, struct snap_node *n, struct guest_mem *mem,
                     uint64_t *carry, char *err, size_t errlen);
 
+/* Test hook for crash safety: if $VMWS_CRASH_AT is "POINT" or "POINT:N", the process dies by
+ * SIGKILL the (Nth) time it reaches POINT, exactly as `kill -9` there would leave things. */
+void snapshot_crash_point(const char *point);
+
 /* The tree as `vmws snapshot list --json` and the control socket show it. */
 json_t *snapshot_tree_json(struct snap_tree *t);
 

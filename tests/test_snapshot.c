@@ -1,0 +1,370 @@
+/* End-to-end: suspend/resume and the snapshot tree with the built-in guest, through the CLI.
+ * Guest memory is checked with the guest's own `mem verify PATTERN` (a per-address pattern, so a
+ * page restored to the wrong place fails). Covers the issue's scenario (fill/take/revert/branch/
+ * delete), a seeded random model test, kill -9 at several points of take/revert/delete, and
+ * corrupt state and tree files. */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "tests/e2e.h"
+
+static char out[1 << 16];
+
+static void vmws_ok(const char *what, int r)
+{
+    ck_assert_msg(r == 0, "%s failed (%d): %s", what, r, out);
+}
+
+/* Runs a guest shell command through a fresh `vmws console` and waits for EXPECT. */
+static bool guest(const char *vm, const char *cmd, const char *expect)
+{
+    struct console *c = console_open(vm);
+    bool ok = c && console_run(c, cmd, expect, 30000);
+    if (!ok)
+        fprintf(stderr, "guest '%s': expected '%s', saw: %s\n", cmd, expect, c ? c->buf : "");
+    console_close(c);
+    return ok;
+}
+
+static void verify(const char *vm, const char *pattern)
+{
+    char cmd[64], expect[96];
+    snprintf(cmd, sizeof(cmd), "mem verify %s", pattern);
+    snprintf(expect, sizeof(expect), "verify OK: 16 MiB match %s", pattern);
+    ck_assert_msg(guest(vm, cmd, expect), "guest memory does not match %s", pattern);
+}
+
+static void fill(const char *vm, const char *pattern)
+{
+    char cmd[64], expect[96];
+    snprintf(cmd, sizeof(cmd), "mem fill %s", pattern);
+    snprintf(expect, sizeof(expect), "filled 16 MiB with %s", pattern);
+    ck_assert_msg(guest(vm, cmd, expect), "fill %s", pattern);
+}
+
+static void take(const char *vm, const char *label)
+{
+    vmws_ok("snapshot take", vmws_cmd(out, sizeof(out), 60, "snapshot", "take", vm, label, NULL));
+}
+
+static void revert(const char *vm, const char *label)
+{
+    vmws_ok("snapshot revert",
+            vmws_cmd(out, sizeof(out), 60, "snapshot", "revert", vm, label, NULL));
+}
+
+static void boot_vm(const char *vm)
+{
+    vmws_ok("create", vmws_cmd(out, sizeof(out), 30, "create", vm, "--memory", "512M", "--cpus",
+                               "2", NULL));
+    vmws_ok("start", vmws_cmd(out, sizeof(out), 60, "start", vm, "--display", "none", NULL));
+    ck_assert(guest(vm, "mem alloc 16", "allocated 16 MiB"));
+}
+
+START_TEST(fill_take_revert_branch_delete)
+{
+    e2e_setup();
+    boot_vm("snap");
+    fill("snap", "A");
+    take("snap", "s1");
+    fill("snap", "B");
+    take("snap", "s2");
+    revert("snap", "s1");
+    verify("snap", "A");
+    revert("snap", "s2");
+    verify("snap", "B");
+    /* a branch from s1 */
+    revert("snap", "s1");
+    fill("snap", "C");
+    take("snap", "s3");
+    revert("snap", "s2");
+    verify("snap", "B");
+    revert("snap", "s3");
+    verify("snap", "C");
+    vmws_ok("list", vmws_cmd(out, sizeof(out), 30, "snapshot", "list", "snap", NULL));
+    ck_assert_msg(strstr(out, "s1") && strstr(out, "├─ s2") && strstr(out, "s3  [") &&
+                      strstr(out, "(auto)") && strstr(out, "<- you are here"),
+                  "tree: %s", out);
+    /* delete s1, which has children: they keep their memory */
+    vmws_ok("delete", vmws_cmd(out, sizeof(out), 60, "snapshot", "delete", "snap", "s1", NULL));
+    ck_assert_msg(strstr(out, "needs") && strstr(out, "MiB free"), "delete cost: %s", out);
+    revert("snap", "s2");
+    verify("snap", "B");
+    revert("snap", "s3");
+    verify("snap", "C");
+    vmws_ok("info", vmws_cmd(out, sizeof(out), 30, "snapshot", "info", "snap", "s2", NULL));
+    ck_assert_msg(strstr(out, "parent:") && strstr(out, "memory delta:") &&
+                      strstr(out, "machine state:"),
+                  "info: %s", out);
+    e2e_teardown();
+}
+END_TEST
+
+START_TEST(suspend_resume_keeps_memory_and_resyncs_time)
+{
+    e2e_setup();
+    boot_vm("sus");
+    fill("sus", "K");
+    pid_t pid = vm_pid("sus");
+    vmws_ok("suspend", vmws_cmd(out, sizeof(out), 60, "suspend", "sus", NULL));
+    ck_assert_msg(wait_pid_gone(pid, 10000), "VMM still alive after suspend");
+    vmws_ok("list", vmws_cmd(out, sizeof(out), 30, "list", NULL));
+    ck_assert_msg(strstr(out, "suspended"), "list: %s", out);
+    sleep(2); /* the guest's clock must catch up with the host's on resume */
+    vmws_ok("resume", vmws_cmd(out, sizeof(out), 60, "resume", "sus", NULL));
+    verify("sus", "K");
+    struct console *c = console_open("sus");
+    ck_assert(console_run(c, "time", " UTC", 10000));
+    const char *line = strstr(c->buf, "time\r\n");
+    ck_assert_ptr_nonnull(line);
+    struct tm tm = {0};
+    ck_assert_msg(strptime(line + 6, "%Y-%m-%d %H:%M:%S", &tm) != NULL, "time: %s", line);
+    long skew = (long)(timegm(&tm) - time(NULL));
+    ck_assert_msg(labs(skew) <= 3, "guest clock is %ld s off the host after resume", skew);
+    console_close(c);
+    /* snapshots of a suspended VM, and start of a suspended VM resumes it */
+    vmws_ok("suspend", vmws_cmd(out, sizeof(out), 60, "suspend", "sus", NULL));
+    take("sus", "while-suspended");
+    vmws_ok("list", vmws_cmd(out, sizeof(out), 30, "snapshot", "list", "sus", NULL));
+    ck_assert_msg(strstr(out, "while-suspended") && strstr(out, "suspended,"), "tree: %s", out);
+    vmws_ok("start", vmws_cmd(out, sizeof(out), 60, "start", "sus", NULL));
+    ck_assert_msg(strstr(out, "resumed"), "start of a suspended VM: %s", out);
+    verify("sus", "K");
+    e2e_teardown();
+}
+END_TEST
+
+/* ---- model-based ---- */
+
+struct model_node {
+    char id[16];
+    char pattern[16];
+    bool alive;
+};
+
+static json_t *snapshot_json(const char *sub, const char *vm, const char *label)
+{
+    return vmws_json("snapshot", sub, vm, label, "--json", NULL);
+}
+
+START_TEST(random_operations_match_a_model)
+{
+    e2e_setup();
+    unsigned seed = getenv("VMWS_TEST_SEED") ? (unsigned)atoi(getenv("VMWS_TEST_SEED")) : 20261122;
+    printf("model test seed: %u (set VMWS_TEST_SEED to replay)\n", seed);
+    srand(seed);
+    boot_vm("model");
+    struct model_node nodes[400];
+    int nn = 0, patterns = 0;
+    char cur[16] = "P0";
+    fill("model", cur);
+    for (int step = 0; step < 200; step++) {
+        int op = rand() % 100;
+        int alive = 0;
+        for (int i = 0; i < nn; i++)
+            alive += nodes[i].alive;
+        if (op < 22) {
+            snprintf(cur, sizeof(cur), "P%d", ++patterns);
+            fill("model", cur);
+        } else if (op < 45 || alive == 0) {
+            char label[16];
+            snprintf(label, sizeof(label), "t%d", step);
+            json_t *j = snapshot_json("take", "model", label);
+            ck_assert_msg(j != NULL, "step %d (seed %u): take failed", step, seed);
+            struct model_node *n = &nodes[nn++];
+            snprintf(n->id, sizeof(n->id), "%s", json_string_value(json_object_get(j, "id")));
+            snprintf(n->pattern, sizeof(n->pattern), "%s", cur);
+            n->alive = true;
+            json_decref(j);
+        } else if (op < 68) {
+            int k = rand() % alive, i = 0;
+            for (;; i++)
+                if (nodes[i].alive && k-- == 0)
+                    break;
+            json_t *j = snapshot_json("revert", "model", nodes[i].id);
+            ck_assert_msg(j != NULL, "step %d (seed %u): revert to %s failed", step, seed,
+                          nodes[i].id);
+            struct model_node *n = &nodes[nn++];
+            snprintf(n->id, sizeof(n->id), "%s", json_string_value(json_object_get(j, "kept")));
+            snprintf(n->pattern, sizeof(n->pattern), "%s", cur);
+            n->alive = true;
+            json_decref(j);
+            snprintf(cur, sizeof(cur), "%s", nodes[i].pattern);
+            verify("model", cur);
+        } else if (op < 80) {
+            int k = rand() % alive, i = 0;
+            for (;; i++)
+                if (nodes[i].alive && k-- == 0)
+                    break;
+            int r = vmws_cmd(out, sizeof(out), 60, "snapshot", "delete", "model", nodes[i].id, NULL);
+            ck_assert_msg(r == 0, "step %d (seed %u): delete %s: %s", step, seed, nodes[i].id, out);
+            nodes[i].alive = false;
+        } else if (op < 88) {
+            vmws_ok("suspend", vmws_cmd(out, sizeof(out), 60, "suspend", "model", NULL));
+            vmws_ok("resume", vmws_cmd(out, sizeof(out), 60, "resume", "model", NULL));
+            verify("model", cur);
+        } else {
+            verify("model", cur);
+        }
+        ck_assert_int_lt(nn, 395);
+    }
+    /* finally every live snapshot still reverts to what it held */
+    for (int i = 0; i < nn; i++) {
+        if (!nodes[i].alive)
+            continue;
+        json_t *j = snapshot_json("revert", "model", nodes[i].id);
+        ck_assert_msg(j != NULL, "final revert to %s (seed %u)", nodes[i].id, seed);
+        json_decref(j);
+        verify("model", nodes[i].pattern);
+    }
+    e2e_teardown();
+}
+END_TEST
+
+/* ---- crash safety ---- */
+
+static const char *crash_points[] = {
+    "take-files-written:3", "take-tree-saved:3", "revert-half-written:1",
+    "delete-merged:1",      "delete-tree-saved:1",
+};
+
+START_TEST(kill_9_during_take_revert_delete)
+{
+    const char *point = crash_points[_i];
+    e2e_setup();
+    setenv("VMWS_CRASH_AT", point, 1);
+    boot_vm("crash");
+    fill("crash", "A");
+    take("crash", "s1");
+    fill("crash", "B");
+    take("crash", "s2");
+    fill("crash", "C");
+    pid_t pid = vm_pid("crash");
+    /* The operation that dies (VMWS_CRASH_AT counts reaching the point). */
+    if (strncmp(point, "take", 4) == 0)
+        vmws_cmd(out, sizeof(out), 60, "snapshot", "take", "crash", "s3", NULL);
+    else if (strncmp(point, "revert", 6) == 0)
+        vmws_cmd(out, sizeof(out), 60, "snapshot", "revert", "crash", "s1", NULL);
+    else
+        vmws_cmd(out, sizeof(out), 60, "snapshot", "delete", "crash", "s1", NULL);
+    ck_assert_msg(wait_pid_gone(pid, 10000), "%s: the VMM did not die", point);
+    unsetenv("VMWS_CRASH_AT");
+
+    /* The tree loads, and every snapshot still in it reverts to its memory. */
+    vmws_ok("list after crash",
+            vmws_cmd(out, sizeof(out), 30, "snapshot", "list", "crash", "--json", NULL));
+    json_error_t je;
+    json_t *tree = json_loads(out, 0, &je);
+    ck_assert_msg(tree != NULL, "%s: list is not JSON: %s", point, out);
+    vmws_ok("start after crash", vmws_cmd(out, sizeof(out), 60, "start", "crash", NULL));
+    ck_assert(guest("crash", "mem alloc 16", "allocated 16 MiB"));
+    size_t i;
+    json_t *node;
+    bool saw_s2 = false;
+    json_array_foreach(json_object_get(tree, "snapshots"), i, node)
+    {
+        const char *label = json_string_value(json_object_get(node, "label"));
+        const char *pattern = strcmp(label, "s1") == 0   ? "A"
+                              : strcmp(label, "s2") == 0 ? "B"
+                              : strcmp(label, "s3") == 0 ? "C"
+                                                         : NULL;
+        if (!pattern)
+            continue; /* an automatic node kept by the interrupted revert */
+        saw_s2 |= strcmp(label, "s2") == 0;
+        revert("crash", json_string_value(json_object_get(node, "id")));
+        verify("crash", pattern);
+    }
+    ck_assert_msg(saw_s2, "%s: snapshot s2 was lost", point);
+    json_decref(tree);
+    e2e_teardown();
+}
+END_TEST
+
+/* ---- corrupt files ---- */
+
+static void flip_byte(const char *path, long offset_from_end)
+{
+    FILE *f = fopen(path, "r+b");
+    ck_assert_msg(f != NULL, "open %s", path);
+    fseek(f, -offset_from_end, SEEK_END);
+    int c = fgetc(f);
+    fseek(f, -offset_from_end, SEEK_END);
+    fputc(c ^ 0x5a, f);
+    fclose(f);
+}
+
+START_TEST(corrupt_state_and_tree_are_refused)
+{
+    e2e_setup();
+    boot_vm("bad");
+    fill("bad", "A");
+    take("bad", "s1");
+    fill("bad", "B");
+    take("bad", "s2");
+    char path[512];
+    json_t *s1 = snapshot_json("info", "bad", "s1");
+    ck_assert_ptr_nonnull(s1);
+    snprintf(path, sizeof(path), "%s/bad/snapshots/%s.state", e2e_home(),
+             json_string_value(json_object_get(s1, "id")));
+    flip_byte(path, 100);
+    int r = vmws_cmd(out, sizeof(out), 60, "snapshot", "revert", "bad", "s1", NULL);
+    ck_assert_int_ne(r, 0);
+    ck_assert_msg(strstr(out, "checksum") && strstr(out, ".state"), "revert to corrupt state: %s",
+                  out);
+    verify("bad", "B"); /* nothing changed, the VM runs on */
+
+    fill("bad", "C"); /* so that reverting to s2 must read s2's pages back */
+    json_t *s2 = snapshot_json("info", "bad", "s2");
+    snprintf(path, sizeof(path), "%s/bad/snapshots/%s.mem", e2e_home(),
+             json_string_value(json_object_get(s2, "id")));
+    flip_byte(path, 5000); /* inside the last page's data */
+    r = vmws_cmd(out, sizeof(out), 60, "snapshot", "revert", "bad", "s2", NULL);
+    ck_assert_int_ne(r, 0);
+    ck_assert_msg(strstr(out, "corrupt"), "revert to corrupt memory: %s", out);
+    verify("bad", "C");
+
+    vmws_ok("suspend", vmws_cmd(out, sizeof(out), 60, "suspend", "bad", NULL));
+    snprintf(path, sizeof(path), "%s/bad/suspend.state", e2e_home());
+    flip_byte(path, 200);
+    r = vmws_cmd(out, sizeof(out), 60, "resume", "bad", NULL);
+    ck_assert_int_ne(r, 0);
+    ck_assert_msg(strstr(out, "checksum"), "resume from corrupt state: %s", out);
+    struct stat st;
+    ck_assert_msg(stat(path, &st) == 0, "the suspend state must be kept");
+
+    snprintf(path, sizeof(path), "%s/bad/snapshots/tree.json", e2e_home());
+    FILE *f = fopen(path, "w");
+    fputs("{\"version\": 1, \"nodes\": [", f);
+    fclose(f);
+    r = vmws_cmd(out, sizeof(out), 30, "snapshot", "list", "bad", NULL);
+    ck_assert_int_ne(r, 0);
+    ck_assert_msg(strstr(out, "tree.json") && strstr(out, "corrupt"), "corrupt tree: %s", out);
+    json_decref(s1);
+    json_decref(s2);
+    e2e_teardown();
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("snapshot");
+    TCase *t = tcase_create("e2e");
+    tcase_set_timeout(t, 300);
+    tcase_add_test(t, fill_take_revert_branch_delete);
+    tcase_add_test(t, suspend_resume_keeps_memory_and_resyncs_time);
+    tcase_add_test(t, random_operations_match_a_model);
+    tcase_add_loop_test(t, kill_9_during_take_revert_delete, 0,
+                        (int)(sizeof(crash_points) / sizeof(crash_points[0])));
+    tcase_add_test(t, corrupt_state_and_tree_are_refused);
+    suite_add_tcase(s, t);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}
