@@ -111,5 +111,6 @@ int cmd_mem(int argc, char **argv);
 int cmd_suspend(int argc, char **argv);
 int cmd_resume(int argc, char **argv);
 int cmd_snapshot(int argc, char **argv);
+int cmd_volume(int argc, char **argv); /* cli_audio.c */
 
 #endif

@@ -1,0 +1,103 @@
+/* `vmws volume NAME [0-100|mute|unmute] [--json]`: a running VM's sound volume and mute, set in
+ * its VMM (control commands set-volume and query-audio) and applied to the mix before it goes
+ * to PulseAudio. Without a value it shows the volume and what the sound devices are doing. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "app/cli.h"
+
+static json_t *audio_execute(const char *name, const struct vm_paths *p, const char *command,
+                             json_t *args)
+{
+    struct ctl_client *c = cli_vm_connect(name, p);
+    if (!c) {
+        json_decref(args);
+        return NULL;
+    }
+    char err[512];
+    json_t *r = ctl_client_execute(c, command, args, 10000, err, sizeof(err));
+    ctl_client_close(c);
+    json_decref(args);
+    if (!r)
+        cli_error("VM '%s': %s", name, err);
+    return r;
+}
+
+static void print_audio(const char *name, json_t *a)
+{
+    json_t *es = json_object_get(a, "es1370"), *pc = json_object_get(a, "pcspk");
+    printf("%s: volume %d%%%s\n", name, (int)json_integer_value(json_object_get(a, "volume")),
+           json_is_true(json_object_get(a, "muted")) ? ", muted" : "");
+    if (!es)
+        return;
+    printf("  sound card:  ES1370, %s", json_string_value(json_object_get(es, "state")));
+    if (json_object_get(es, "broken"))
+        printf(" (%s)", json_string_value(json_object_get(es, "broken")));
+    printf(", I/O 0x%llx, IRQ %d\n", (long long)json_integer_value(json_object_get(es, "io_base")),
+           (int)json_integer_value(json_object_get(es, "irq")));
+    printf("  pc speaker:  %s\n", json_is_true(json_object_get(pc, "sounding")) ? "sounding"
+                                                                               : "quiet");
+    printf("  pulseaudio:  %s, %lld frames played, %lld underruns\n",
+           json_string_value(json_object_get(a, "server")),
+           (long long)json_integer_value(json_object_get(a, "frames_played")),
+           (long long)json_integer_value(json_object_get(a, "underruns")));
+}
+
+int cmd_volume(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"json", no_argument, NULL, 'j'},
+        {"help", no_argument, NULL, 'h'},
+        {0},
+    };
+    bool json = false;
+    int c;
+    while ((c = cli_getopt(argc, argv, opts)) != -1) {
+        if (c == 'h')
+            return cli_print_help(argv[0]);
+        if (c != 'j')
+            return EXIT_USAGE;
+        json = true;
+    }
+    int npos = argc - optind;
+    if (npos < 1 || npos > 2)
+        return cli_usage_error(argv[0], "expected NAME and optionally 0-100, mute or unmute");
+    const char *name = argv[optind], *value = npos == 2 ? argv[optind + 1] : NULL;
+    json_t *args = NULL;
+    if (value) {
+        char *end;
+        long v = strtol(value, &end, 10);
+        if (strcmp(value, "mute") == 0)
+            args = json_pack("{s:b}", "mute", 1);
+        else if (strcmp(value, "unmute") == 0)
+            args = json_pack("{s:b}", "mute", 0);
+        else if (*value && !*end && v >= 0 && v <= 100)
+            args = json_pack("{s:i}", "volume", (int)v);
+        else
+            return cli_usage_error(argv[0], "bad value '%s' (expected 0-100, mute or unmute)",
+                                   value);
+    }
+    struct vm_paths p;
+    if (cli_vm_open(name, &p, NULL))
+        return 1;
+    if (args) {
+        json_t *r = audio_execute(name, &p, "set-volume", args);
+        if (!r)
+            return 1;
+        json_decref(r);
+    }
+    json_t *a = audio_execute(name, &p, "query-audio", NULL);
+    if (!a)
+        return 1;
+    if (json) {
+        char *s = json_dumps(a, JSON_INDENT(2));
+        puts(s);
+        free(s);
+    } else {
+        print_audio(name, a);
+    }
+    json_decref(a);
+    return 0;
+}
