@@ -33,17 +33,38 @@ struct vnc_client {
     bool have_pos;
 };
 
-static void vnc_log(const char *fmt, ...)
+static void vnc_vlog(bool all, const char *fmt, va_list ap)
 {
+    /* libvncserver is chatty (pixel formats, encodings, statistics): keep who came and went
+     * and anything about authentication or failures. */
+    static const char *const keep[] = {"connection", "gone", "password", "auth", "fail",
+                                       "rror", "refus", "invalid"};
     char buf[512];
-    va_list ap;
-    va_start(ap, fmt);
     vsnprintf(buf, sizeof(buf), fmt, ap);
-    va_end(ap);
     size_t n = strlen(buf);
     while (n && buf[n - 1] == '\n')
         buf[--n] = '\0';
-    vmm_log("vnc: %s", buf);
+    bool wanted = all;
+    for (size_t i = 0; !wanted && i < sizeof(keep) / sizeof(keep[0]); i++)
+        wanted = strcasestr(buf, keep[i]) != NULL;
+    if (wanted)
+        vmm_log("vnc: %s", buf);
+}
+
+static void vnc_log(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vnc_vlog(false, fmt, ap);
+    va_end(ap);
+}
+
+static void vnc_err(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vnc_vlog(true, fmt, ap);
+    va_end(ap);
 }
 
 static void client_gone(rfbClientPtr cl)
@@ -127,7 +148,7 @@ struct vnc_server *vnc_server_start(struct display *d, char *err, size_t errlen)
     v->d = d;
     atomic_init(&v->clients, 0);
     rfbLog = vnc_log;
-    rfbErr = vnc_log;
+    rfbErr = vnc_err;
     int argc = 0;
     v->screen = rfbGetScreen(&argc, NULL, (int)d->width, (int)d->height, 8, 3, 4);
     if (!v->screen) {

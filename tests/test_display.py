@@ -1,0 +1,405 @@
+#!/usr/bin/env python3
+"""Guest screen end to end, through real peers: Xvfb with the VM's SDL window (screenshots
+with ImageMagick's import, keys typed with xdotool), VNC clients (vncsnapshot and our
+libvncclient probe, tests/vncprobe), the VM's serial console for what the guest shell did.
+Checks: `fb test` bars at their place and colour in the window and over VNC; keys from the
+window and from VNC run shell commands; a still screen costs < 2% of a core and sends no
+updates; VNC passwords (none, wrong, right, a file others can read); garbage and floods from
+a client leave the VM running. Every wait is bounded; what was seen is printed on failure."""
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+BIN = os.path.abspath(os.environ.get("VMWS_BIN") or "./vmws")
+PROBE = os.path.join(os.path.dirname(BIN), "tests", "vncprobe")
+BARS = [0xFFFFFF, 0xFFFF00, 0x00FFFF, 0x00FF00, 0xFF00FF, 0xFF0000, 0x0000FF, 0x000000]
+BAR_W, BAR_Y = 128, 300  # `fb test` on 1024x768: bar i spans x in [128i, 128i+128)
+STARTED = time.monotonic()
+procs = []
+
+
+def log(msg):
+    print("[%5.1fs] %s" % (time.monotonic() - STARTED, msg), flush=True)
+
+
+def fail(msg):
+    log("FAIL: " + msg)
+    sys.exit(1)
+
+
+def skip(msg):
+    log("SKIP: " + msg)
+    sys.exit(77)
+
+
+def run(args, env, timeout=30, check=True):
+    r = subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and r.returncode != 0:
+        fail("%s exited %d\nstdout: %s\nstderr: %s" % (" ".join(args), r.returncode, r.stdout,
+                                                       r.stderr))
+    return r
+
+
+class Console:
+    """`vmws console NAME` on pipes: everything the guest prints, and a way to type."""
+
+    def __init__(self, env, name):
+        self.p = subprocess.Popen([BIN, "console", name], env=env, stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        procs.append(self.p)
+        self.buf = b""
+        self.lock = threading.Lock()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        while True:
+            data = self.p.stdout.read1(4096)
+            if not data:
+                return
+            with self.lock:
+                self.buf += data
+
+    def send(self, text):
+        self.p.stdin.write(text.encode())
+        self.p.stdin.flush()
+
+    def mark(self):
+        with self.lock:
+            return len(self.buf)
+
+    def expect(self, pattern, timeout, what, since=0):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            with self.lock:
+                m = re.search(pattern.encode(), self.buf[since:])
+            if m:
+                return m
+            time.sleep(0.02)
+        with self.lock:
+            tail = self.buf[-600:]
+        fail("%s: no %r on the serial console within %.0f s; its last bytes: %r" %
+             (what, pattern, timeout, tail))
+
+    def close(self):
+        self.p.kill()
+        self.p.wait()
+
+
+def read_ppm(data):
+    m = re.match(rb"P6\s+(\d+)\s+(\d+)\s+(\d+)\s", data)
+    if not m:
+        fail("not a PPM image (%d bytes)" % len(data))
+    w, h = int(m.group(1)), int(m.group(2))
+    return w, h, data[m.end():]
+
+
+def pixel(img, x, y):
+    w, h, px = img
+    i = (y * w + x) * 3
+    return px[i] << 16 | px[i + 1] << 8 | px[i + 2]
+
+
+def close_to(a, b, tol):
+    return all(abs((a >> s & 255) - (b >> s & 255)) <= tol for s in (16, 8, 0))
+
+
+def check_bars(img, ox, oy, tol, what):
+    seen = [pixel(img, ox + BAR_W * i + BAR_W // 2, oy + BAR_Y) for i in range(8)]
+    # Edges too: the first and last columns of each bar are the bar's colour.
+    edges = [pixel(img, ox + BAR_W * i + d, oy + BAR_Y) for i in range(8) for d in (2, BAR_W - 3)]
+    ok = all(close_to(s, b, tol) for s, b in zip(seen, BARS)) and \
+        all(close_to(e, BARS[i // 2], tol) for i, e in enumerate(edges))
+    return ok, "%s: bar centres at y=%d: %s (expected %s)" % (
+        what, oy + BAR_Y, " ".join("%06x" % s for s in seen), " ".join("%06x" % b for b in BARS))
+
+
+def probe(port, *actions, password=None, timeout=15):
+    args = [PROBE, "--timeout", "5"]
+    if password is not None:
+        args += ["--password", password]
+    args += ["127.0.0.1:%d" % port] + list(actions)
+    return subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+
+
+def probe_bars(port, password=None):
+    acts = []
+    for i in range(8):
+        acts += ["pixel", str(BAR_W * i + BAR_W // 2), str(BAR_Y)]
+    r = probe(port, *acts, password=password)
+    got = [int(v, 16) for v in re.findall(r"pixel \d+ \d+ ([0-9a-f]{6})", r.stdout)]
+    return r, got
+
+
+def cpu_ticks(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def close_window(xdisplay, wid):
+    """Asks window WID to close as a window manager's close button does (WM_DELETE_WINDOW)."""
+    import ctypes
+    x11 = ctypes.CDLL("libX11.so.6")
+    x11.XOpenDisplay.restype = ctypes.c_void_p
+    x11.XOpenDisplay.argtypes = [ctypes.c_char_p]
+    x11.XInternAtom.restype = ctypes.c_ulong
+    x11.XInternAtom.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int]
+    x11.XSendEvent.argtypes = [ctypes.c_void_p, ctypes.c_ulong, ctypes.c_int, ctypes.c_long,
+                               ctypes.c_void_p]
+    x11.XFlush.argtypes = x11.XCloseDisplay.argtypes = [ctypes.c_void_p]
+
+    class ClientMessage(ctypes.Structure):
+        _fields_ = [("type", ctypes.c_int), ("serial", ctypes.c_ulong), ("send_event", ctypes.c_int),
+                    ("display", ctypes.c_void_p), ("window", ctypes.c_ulong),
+                    ("message_type", ctypes.c_ulong), ("format", ctypes.c_int),
+                    ("l", ctypes.c_long * 5), ("pad", ctypes.c_char * 96)]
+    dpy = x11.XOpenDisplay(xdisplay.encode())
+    if not dpy:
+        fail("cannot open X display %s" % xdisplay)
+    ev = ClientMessage(type=33, window=int(wid), format=32,
+                       message_type=x11.XInternAtom(dpy, b"WM_PROTOCOLS", 0))
+    ev.l[0] = x11.XInternAtom(dpy, b"WM_DELETE_WINDOW", 0)
+    x11.XSendEvent(dpy, int(wid), 0, 0, ctypes.byref(ev))
+    x11.XFlush(dpy)
+    x11.XCloseDisplay(dpy)
+
+
+def start_xvfb():
+    for n in range(91, 200):
+        if not os.path.exists("/tmp/.X11-unix/X%d" % n) and not os.path.exists("/tmp/.X%d-lock" % n):
+            break
+    p = subprocess.Popen(["Xvfb", ":%d" % n, "-screen", "0", "1280x1024x24", "-nolisten", "tcp"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    procs.append(p)
+    end = time.monotonic() + 10
+    while not os.path.exists("/tmp/.X11-unix/X%d" % n):
+        if time.monotonic() > end or p.poll() is not None:
+            fail("Xvfb :%d did not start" % n)
+        time.sleep(0.05)
+    return ":%d" % n
+
+
+def start_vm(env, name, mode, expect_ok=True):
+    r = run([BIN, "start", name, "--display", mode], env, check=expect_ok)
+    if not expect_ok:
+        return r
+    m = re.search(r"vnc: +127\.0\.0\.1:(\d+)", r.stdout)
+    port = int(m.group(1)) if m else None
+    if mode != "sdl" and not port:
+        fail("`vmws start` did not print the VNC address: %r" % r.stdout)
+    return port
+
+
+def vmm_pid(home, name):
+    with open(os.path.join(home, name, "vmm.pid")) as f:
+        return int(f.read().split()[0])
+
+
+def main():
+    for tool in ("Xvfb", "xdotool", "import", "vncsnapshot", "convert"):
+        if not shutil.which(tool):
+            skip("%s is not installed (./bootstrap installs it)" % tool)
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        skip("/dev/kvm is not usable")
+    if not os.access(PROBE, os.X_OK):
+        fail("%s is missing (make check builds it)" % PROBE)
+
+    home = tempfile.mkdtemp(prefix="vmws-display-")
+    work = os.path.join(home, "shots")
+    os.makedirs(work)
+    os.mkdir(os.path.join(home, "run"), 0o700)
+    env = dict(os.environ, VMWS_HOME=home, VMWS_RUNTIME_DIR=os.path.join(home, "run"))
+    env.pop("WAYLAND_DISPLAY", None)
+    env.pop("DISPLAY", None)
+    try:
+        xdisplay = start_xvfb()
+        xenv = dict(env, DISPLAY=xdisplay)
+        run([BIN, "create", "scr", "--memory", "64M"], env)
+
+        # --- SDL window and VNC together ---
+        port = start_vm(xenv, "scr", "sdl,vnc")
+        log("started with SDL on %s and VNC on port %d" % (xdisplay, port))
+        st = run([BIN, "status", "scr"], env).stdout
+        if "127.0.0.1:%d" % port not in st:
+            fail("`vmws status` does not show the VNC address:\n" + st)
+        con = Console(env, "scr")
+        con.send("\r")
+        con.expect(r"vmws> ", 10, "the prompt")
+        mark = con.mark()
+        con.send("fb test\r")
+        con.expect(r"fb test: 8 bars of 128 px, 1024x768\r\nvmws> ", 10, "fb test", mark)
+
+        wid = None
+        end = time.monotonic() + 10
+        while time.monotonic() < end and not wid:
+            r = run(["xdotool", "search", "--name", "^vmws: scr "], xenv, check=False)
+            wid = r.stdout.split()[0] if r.stdout.split() else None
+            time.sleep(0.1)
+        if not wid:
+            fail("no SDL window titled 'vmws: scr ...' on %s" % xdisplay)
+        title = run(["xdotool", "getwindowname", wid], xenv).stdout.strip()
+        if "(running)" not in title or "Ctrl+Alt+G" not in title:
+            fail("window title %r lacks the state or the grab hint" % title)
+        geo = dict(re.findall(r"(\w+)=(\d+)",
+                              run(["xdotool", "getwindowgeometry", "--shell", wid], xenv).stdout))
+        wx, wy = int(geo["X"]), int(geo["Y"])
+        if (int(geo["WIDTH"]), int(geo["HEIGHT"])) != (1024, 768):
+            fail("the window is %sx%s, expected 1024x768" % (geo["WIDTH"], geo["HEIGHT"]))
+        log("window %s %r at %d,%d" % (wid, title, wx, wy))
+
+        # Screenshot of the X display: the bars where the window shows the guest's screen.
+        end = time.monotonic() + 10
+        while True:
+            shot = os.path.join(work, "x.ppm")
+            run(["import", "-display", xdisplay, "-window", "root", "-depth", "8", "ppm:" + shot], xenv)
+            ok, msg = check_bars(read_ppm(open(shot, "rb").read()), wx, wy, 8, "X screenshot")
+            if ok or time.monotonic() > end:
+                break
+            time.sleep(0.2)
+        if not ok:
+            fail(msg)
+        log("ok: " + msg)
+
+        # vncsnapshot (JPEG: colours within a tolerance) and our probe (exact).
+        jpg = os.path.join(work, "vnc.jpg")
+        run(["vncsnapshot", "-quiet", "-allowblank", "127.0.0.1::%d" % port, jpg], env)
+        img = read_ppm(subprocess.run(["convert", jpg, "-depth", "8", "ppm:-"], capture_output=True).stdout)
+        ok, msg = check_bars(img, 0, 0, 48, "vncsnapshot")
+        if not ok or img[:2] != (1024, 768):
+            fail(msg + " size %dx%d" % img[:2])
+        log("ok: " + msg)
+        r, got = probe_bars(port)
+        if got != BARS:
+            fail("vncprobe bars %s (expected %s); output %r" % (got, BARS, r.stdout + r.stderr))
+        log("ok: vncprobe sees the 8 bars exactly")
+
+        # Keys typed into the SDL window (XTEST through the X server, as a person types).
+        run(["xdotool", "windowfocus", "--sync", wid], xenv)
+        mark = con.mark()
+        run(["xdotool", "type", "--delay", "30", "mem stat"], xenv)
+        run(["xdotool", "key", "Return"], xenv)
+        con.expect(r"mem stat\r\nallocated: 0 MiB, filled: none\r\n", 10, "keys from the SDL window",
+                   mark)
+        log("ok: `mem stat` typed with xdotool ran in the guest")
+        # Keys over VNC.
+        mark = con.mark()
+        r = probe(port, "keys", "cpus\n")
+        con.expect(r"cpus\r\ncpus: 1 online \(apic ids 0\)\r\n", 10, "keys over VNC", mark)
+        log("ok: `cpus` sent over VNC ran in the guest")
+
+        # A still screen: the VMM idles and the VNC client gets nothing.
+        pid = vmm_pid(home, "scr")
+        time.sleep(0.5)
+        hz = os.sysconf("SC_CLK_TCK")
+        t0, c0 = time.monotonic(), cpu_ticks(pid)
+        r = probe(port, "watch", "5")
+        t1, c1 = time.monotonic(), cpu_ticks(pid)
+        cpu = (c1 - c0) / hz / (t1 - t0) * 100
+        m = re.search(r"watch [\d.]+ s: updates (\d+) rects (\d+) bytes (\d+)", r.stdout)
+        if not m:
+            fail("vncprobe watch failed: %r" % (r.stdout + r.stderr))
+        log("still screen, SDL window + 1 VNC client, %.1f s: VMM %.2f%% of a core, %s" %
+            (t1 - t0, cpu, m.group(0)))
+        if int(m.group(1)) != 0:
+            fail("the VNC client received %s framebuffer updates from a still screen" % m.group(1))
+        if cpu >= 2.0:
+            fail("the VMM used %.2f%% of a core on a still screen (limit 2%%)" % cpu)
+
+        # Misbehaving clients: garbage, a handshake cut off, a flood of events.
+        for payload in (b"RFB 003.008\n" + os.urandom(4096), b"RFB 003.0", b"GET / HTTP/1.0\r\n\r\n"):
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            try:
+                s.recv(12)
+                s.sendall(payload)
+            except OSError:
+                pass
+            s.close()
+        r = probe(port, "flood", "20000")
+        if "flooded 20000" not in r.stdout:
+            fail("flood probe: %r" % (r.stdout + r.stderr))
+        mark = con.mark()
+        con.send("version\r")
+        con.expect(r"vmws-guest [^\r]* \(built-in guest of vmws\)\r\n", 10, "after garbage", mark)
+        r, got = probe_bars(port)
+        if got[:1] != BARS[:1] or "running" not in run([BIN, "status", "scr"], env).stdout:
+            fail("after garbage and a flood the VM or its VNC server is not well: %r" % r.stdout)
+        log("ok: garbage, a cut handshake and 20000 events left the VMM serving")
+
+        # The watch above only means something if changes do reach the client.
+        w = subprocess.Popen([PROBE, "127.0.0.1:%d" % port, "watch", "2"], stdout=subprocess.PIPE,
+                             text=True)
+        procs.append(w)
+        time.sleep(0.7)
+        con.send("fb info\r")
+        out = w.communicate(timeout=10)[0]
+        m = re.search(r"updates (\d+) rects \d+ bytes (\d+)", out)
+        if not m or int(m.group(1)) == 0:
+            fail("a changing screen sent no updates to the VNC client: %r" % out)
+        log("ok: a command's output reached the VNC client (%s)" % m.group(0))
+
+        # Closing the window leaves the VM running (and its VNC server serving).
+        close_window(xdisplay, wid)
+        end = time.monotonic() + 5
+        while run(["xdotool", "search", "--name", "^vmws: scr "], xenv, check=False).stdout.strip():
+            if time.monotonic() > end:
+                fail("the SDL window did not close on WM_DELETE_WINDOW")
+            time.sleep(0.1)
+        st = run([BIN, "status", "scr"], env).stdout
+        if "state:           running" not in st or "SDL window not open" not in st:
+            fail("after closing the window, status says:\n" + st)
+        mark = con.mark()
+        con.send("version\r")
+        con.expect(r"\(built-in guest of vmws\)\r\n", 10, "after closing the window", mark)
+        log("ok: closing the SDL window left the VM running")
+        con.close()
+        run([BIN, "stop", "scr"], env)
+
+        # --- VNC password ---
+        pw = os.path.join(home, "scr", "vnc.passwd")
+        with open(pw, "w") as f:
+            f.write("s3cret\n")
+        os.chmod(pw, 0o644)
+        r = start_vm(env, "scr", "vnc", expect_ok=False)
+        if r.returncode == 0 or "chmod 600" not in r.stderr:
+            fail("a password file others can read was accepted: %r %r" % (r.stdout, r.stderr))
+        os.chmod(pw, 0o600)
+        r = run([BIN, "start", "scr", "--display", "vnc"], env)
+        if "password required" not in r.stdout:
+            fail("`vmws start` does not say a password is required: %r" % r.stdout)
+        port = int(re.search(r"127\.0\.0\.1:(\d+)", r.stdout).group(1))
+        con = Console(env, "scr")
+        con.send("fb test\r")
+        con.expect(r"fb test: 8 bars", 10, "fb test (password run)")
+        for bad in (None, "wrong"):
+            r = probe(port, password=bad)
+            if r.returncode != 3:
+                fail("password %r: vncprobe exited %d, expected refusal (3): %r" %
+                     (bad, r.returncode, r.stdout))
+        r, got = probe_bars(port, password="s3cret")
+        if r.returncode != 0 or got != BARS:
+            fail("right password: exit %d, bars %s: %r" % (r.returncode, got, r.stdout))
+        log("ok: VNC password: none and wrong refused, right one sees the bars")
+        con.close()
+        run([BIN, "stop", "scr"], env)
+        log("PASS")
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        subprocess.run("for p in %s/*/vmm.pid; do [ -f \"$p\" ] && kill -9 $(cat \"$p\"); done" % home,
+                       shell=True, stderr=subprocess.DEVNULL)
+        if os.environ.get("KEEP"): log("kept " + home)
+        else: shutil.rmtree(home, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    signal.alarm(110)
+    main()
