@@ -79,7 +79,9 @@ void dash_run_action(struct dash *d, const char *desc, const char *const *argv,
         return;
     }
     struct job *j = free_job(d);
-    int rc = j ? job_start(j, JOB_ACTION, argv[1], desc, argv) : -EBUSY;
+    /* the VM it acts on: `vmws CMD NAME ...` or `vmws snapshot CMD NAME ...` */
+    const char *vm = strcmp(argv[0], "snapshot") == 0 ? argv[2] : argv[1];
+    int rc = j ? job_start(j, JOB_ACTION, vm, desc, argv) : -EBUSY;
     if (rc < 0) {
         dash_message(d, ROLE_ERROR, "cannot run vmws %s: %s", argv[0], strerror(-rc));
         return;

@@ -115,13 +115,37 @@ static void scan_home(struct dash_model *m)
     }
 }
 
+/* VNC as "host:port", from {"host": H, "port": P}, {"address": A} or a plain string. */
+static void vnc_address(struct dash_vm *v, json_t *x)
+{
+    if (json_is_string(x)) {
+        snprintf(v->vnc, sizeof(v->vnc), "%s", json_string_value(x));
+    } else if (json_is_object(x)) {
+        const char *a = json_string_value(json_object_get(x, "address"));
+        const char *h = json_string_value(json_object_get(x, "host"));
+        json_t *p = json_object_get(x, "port");
+        if (a)
+            snprintf(v->vnc, sizeof(v->vnc), "%s", a);
+        else if (h && json_is_integer(p))
+            snprintf(v->vnc, sizeof(v->vnc), "%.40s:%lld", h, (long long)json_integer_value(p));
+    }
+}
+
 static void query_status(struct dash_vm *v)
 {
     char err[512];
     v->live = false;
     struct stat st;
-    if (!v->ctl && stat(v->paths.ctl_sock, &st) == 0)
+    if (!v->ctl && stat(v->paths.ctl_sock, &st) == 0) {
         v->ctl = ctl_client_connect(v->paths.ctl_sock, NULL, err, sizeof(err));
+        /* Where VNC listens does not change while the VMM lives: ask once per connection. */
+        v->vnc[0] = '\0';
+        json_t *disp = v->ctl ? ctl_client_execute(v->ctl, "query-display", NULL, CTL_TIMEOUT_MS,
+                                                   err, sizeof(err))
+                              : NULL;
+        vnc_address(v, json_object_get(disp, "vnc"));
+        json_decref(disp);
+    }
     json_t *r = NULL;
     if (v->ctl) {
         json_t *ev;
@@ -133,12 +157,13 @@ static void query_status(struct dash_vm *v)
             v->ctl = NULL;
         }
     }
-    v->vnc[0] = v->detail[0] = '\0';
+    v->detail[0] = '\0';
     snprintf(v->backend, sizeof(v->backend), "%s", mem_backend_name(v->cfg.backend));
     v->cpus = v->cfg.cpus;
     v->memory = v->cfg.memory_bytes;
     if (!r) {
         v->uptime_ms = -1;
+        v->vnc[0] = '\0';
         v->pid = pidfile_live_pid(v->paths.pidfile); /* a VMM starting, or not answering */
         const char *ls = v->listed_state;
         bool listed_down = ls[0] && strcmp(ls, "running") != 0 && strcmp(ls, "paused") != 0 &&
@@ -166,19 +191,8 @@ static void query_status(struct dash_vm *v)
         snprintf(v->backend, sizeof(v->backend), "%s", s);
     if ((s = json_string_value(json_object_get(r, "detail"))))
         snprintf(v->detail, sizeof(v->detail), "%s", s);
-    /* VNC: "host:port", or {"host": H, "port": P} / {"address": A}, whichever the VMM gives. */
-    x = json_object_get(r, "vnc");
-    if (json_is_string(x))
-        snprintf(v->vnc, sizeof(v->vnc), "%s", json_string_value(x));
-    else if (json_is_object(x)) {
-        const char *a = json_string_value(json_object_get(x, "address"));
-        const char *h = json_string_value(json_object_get(x, "host"));
-        json_t *p = json_object_get(x, "port");
-        if (a)
-            snprintf(v->vnc, sizeof(v->vnc), "%s", a);
-        else if (h && json_is_integer(p))
-            snprintf(v->vnc, sizeof(v->vnc), "%s:%lld", h, (long long)json_integer_value(p));
-    }
+    if (json_object_get(r, "vnc")) /* should a VMM report it in its status */
+        vnc_address(v, json_object_get(r, "vnc"));
     json_decref(r);
 }
 

@@ -1,0 +1,120 @@
+#!/bin/sh
+# The dashboard, driven in tmux like a person would: `vmws` with a fresh $VMWS_HOME creates
+# and starts the default VM (1 GiB, 2 vCPUs) and shows it running; `mem alloc 128` typed into
+# the Console panel makes the Memory panel's allocated figure rise by ~128 MiB within 3 s
+# while apparent stays put; 80x24 and 200x60 layouts (after a resize: SIGWINCH) render
+# without overlap; the ASCII/monochrome fallback renders; q quits and the VM keeps running.
+# Exit 0 pass, 1 fail, 77 skip. Prints the screen it saw on failure.
+set -u
+srcdir=${srcdir:-$(dirname "$0")/..}
+exec python3 - "$srcdir/tests" <<'EOF_PY'
+import os, sys, time
+sys.path.insert(0, sys.argv[1])
+from test_dashboard_lib import *
+
+TITLES = ["VMs", "Host", "Memory", "Snapshots", "Console"]
+MIB = 1 << 20
+
+
+def main():
+    d = Dash(120, 40)
+    step = "start"
+    try:
+        t0 = time.time()
+        step = "first run: the default VM appears and runs"
+        d.start()
+        row = d.wait("the default VM running in the VMs panel",
+                     lambda s: (vm_row(s, "default") or ("",))[0] == "running" and
+                     "vmws> " in s and vm_row(s, "default"), 30)
+        if row[1] != 2 or row[2] != "1.0G":
+            raise Fail("default VM shows %d vCPUs and %s (expected 2 and 1.0G)" % row[1:])
+        st = d.status("default")
+        if not st or st["state"] != "running" or st["cpus"] != 2 or st["memory"] != 1 << 30:
+            raise Fail("vmws status default says %r" % st)
+        pid = st["pid"]
+        print("ok: default VM created and running (pid %d) after %.1fs" % (pid, time.time() - t0))
+
+        step = "allocated rises by ~128 MiB within 3 s, apparent stays"
+        before = d.wait("the memory figures", lambda s: figure(s, "allocated") is not None and
+                        (figure(s, "allocated"), figure(s, "apparent")), 10)
+        alloc0, apparent0 = before
+        d.keys("Tab", "Tab")  # VMs -> Snapshots -> Console
+        d.wait("the console focused", lambda s: "typing goes to the guest" in s, 5)
+        d.text("mem alloc 128")
+        d.keys("Enter")
+        d.wait("the guest's answer in the Console panel", lambda s: "allocated 128 MiB" in s, 10)
+        t_answer = time.time()
+        after = d.wait("allocated to rise by ~128 MiB",
+                       lambda s: (figure(s, "allocated") or 0) - alloc0 >= 120 * MIB and
+                       (figure(s, "allocated"), figure(s, "apparent")), 3)
+        rise = (after[0] - alloc0) / MIB
+        if not 120 <= rise <= 140:
+            raise Fail("allocated rose by %.1f MiB, expected ~128" % rise)
+        if after[1] != apparent0 or apparent0 != 1 << 30:
+            raise Fail("apparent changed: %s -> %s (expected 1.0G both)" % (apparent0, after[1]))
+        print("ok: allocated %.1fM -> %.1fM (+%.1f MiB) %.1fs after the guest answered; "
+              "apparent %.1fG" % (alloc0 / MIB, after[0] / MIB, rise, time.time() - t_answer,
+                                  apparent0 / (1 << 30)))
+        d.keys("Tab")  # leave the console
+        d.wait("the console unfocused", lambda s: "typing goes to the guest" not in s, 5)
+
+        for w, h in ((80, 24), (200, 60)):
+            step = "layout %dx%d" % (w, h)
+            d.tmux("resize-window", "-t", "t:main", "-x", str(w), "-y", str(h))
+            problems = []
+
+            def ok(s):
+                nonlocal problems
+                problems = check_layout(s, w, h, TITLES)
+                return not problems and s.count("\n") >= h - 1
+            try:
+                d.wait("a clean %dx%d layout" % (w, h), ok, 5)
+            except Fail:
+                raise Fail("%dx%d layout: %s" % (w, h, "; ".join(problems)))
+            if "allocated" not in d.last or "MemFree" not in d.last:
+                raise Fail("%dx%d: memory or host figures missing" % (w, h))
+            print("ok: %dx%d layout: 5 panels, boxes closed, no line wider than %d" % (w, h, w))
+
+        step = "ASCII and monochrome fallback at 80x24"
+        d.tmux("resize-window", "-t", "t:main", "-x", "80", "-y", "24")
+        d.start("ascii", {"VMWS_ASCII": "1", "NO_COLOR": "1", "LANG": "C"})
+        d.tmux("resize-window", "-t", "t:ascii", "-x", "80", "-y", "24")
+        problems = []
+
+        def ascii_ok(s):
+            nonlocal problems
+            problems = check_layout(s, 80, 24, TITLES, ascii_only=True)
+            return not problems and vm_row(s, "default")
+        try:
+            d.wait("an ASCII layout", ascii_ok, 10, window="ascii")
+        except Fail:
+            raise Fail("ASCII layout: %s" % "; ".join(problems))
+        d.keys("q", window="ascii")
+        d.wait("the ASCII dashboard to quit", lambda s: "[dashboard exited 0]" in s, 5,
+               window="ascii")
+        print("ok: ASCII/monochrome layout")
+
+        step = "q quits, the VM keeps running"
+        d.keys("q")
+        d.wait("the dashboard to quit", lambda s: "[dashboard exited 0]" in s, 5)
+        st = d.status("default")
+        if not st or st["state"] != "running" or st["pid"] != pid:
+            raise Fail("after q, vmws status default says %r (expected running, pid %d)" %
+                       (st, pid))
+        os.kill(pid, 0)
+        print("ok: q quit the dashboard; default still running (pid %d)" % pid)
+        r = d.vmws("kill", "default")
+        if r.returncode != 0:
+            raise Fail("vmws kill default: %s" % r.stderr)
+        print("PASS in %.1fs" % (time.time() - t0))
+        return 0
+    except Exception as e:
+        print("FAIL (%s): %s" % (step, e))
+        print("---- screen ----\n%s\n----------------" % d.last)
+        return 1
+    finally:
+        d.cleanup()
+
+
+sys.exit(run(main))
+EOF_PY
