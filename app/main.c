@@ -1,7 +1,10 @@
 /* vmws: main() and subcommand dispatch. Each subcommand is a function in app/cli_*.c listed
  * in cli_commands[] with its usage text; `vmws help`, `vmws COMMAND --help` and usage errors
  * all come from that one table. With no arguments vmws makes sure the default VM exists and
- * runs, then opens the dashboard (ui/) on a terminal, or relays the console on a pipe. */
+ * runs (first run only, on a terminal), then opens the dashboard (ui/) on a terminal, or
+ * relays the console on a pipe. */
+#include <dirent.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -134,9 +137,27 @@ static int cmd_version(int argc, char **argv)
     return 0;
 }
 
-/* `vmws` alone: the default VM, created and started on first use, then the dashboard (on a
- * terminal; VMs keep running when it quits) or, on a pipe, the default VM's console. */
-static int run_default(void)
+/* True if $VMWS_HOME holds at least one VM (a directory with a vm.conf). */
+static bool any_vm_exists(void)
+{
+    char home[PATH_MAX];
+    if (paths_home(home, sizeof(home)) < 0)
+        return false;
+    DIR *d = opendir(home);
+    struct dirent *e;
+    bool found = false;
+    while (d && !found && (e = readdir(d))) {
+        char conf[PATH_MAX + 300];
+        snprintf(conf, sizeof(conf), "%s/%s/vm.conf", home, e->d_name);
+        found = vm_name_valid(e->d_name) && access(conf, F_OK) == 0;
+    }
+    if (d)
+        closedir(d);
+    return found;
+}
+
+/* Creates (if missing) and starts (if not running) the VM 'default'. */
+static int ensure_default_running(void)
 {
     struct vm_paths p;
     if (paths_for_vm(CLI_DEFAULT_VM, &p) < 0)
@@ -150,12 +171,24 @@ static int run_default(void)
     }
     struct cli_vm_state st;
     cli_vm_query(&p, NULL, &st);
-    if (!st.running) {
-        if (cli_start_vm(CLI_DEFAULT_VM, false))
+    if (!st.running && cli_start_vm(CLI_DEFAULT_VM, false))
+        return 1;
+    return 0;
+}
+
+/* `vmws` alone. On a terminal: the dashboard; on the very first run (no VMs yet) it first
+ * creates the VM 'default' (built-in guest, 1 GiB, 2 vCPUs) and starts it, so a new user sees
+ * a live VM. VMs keep running when the dashboard quits. On a pipe (scripts): the default VM,
+ * created and started if needed, and its console. */
+static int run_default(void)
+{
+    if (isatty(STDIN_FILENO) && isatty(STDOUT_FILENO)) {
+        if (!any_vm_exists() && ensure_default_running())
             return 1;
-    }
-    if (isatty(STDIN_FILENO) && isatty(STDOUT_FILENO))
         return dashboard_run(CLI_DEFAULT_VM);
+    }
+    if (ensure_default_running())
+        return 1;
     return cli_console_attach(CLI_DEFAULT_VM, 1000);
 }
 

@@ -38,6 +38,7 @@ enum prompt_kind {
 struct dash {
     struct dash_model model;
     char selected[64];   /* selected VM's name */
+    char select_when_seen[64]; /* select this VM once it exists (after n) */
     size_t vm_cursor;    /* index in model.vms */
     size_t vm_top;       /* first VM row shown */
     size_t snap_cursor;  /* index in the selected VM's snapshot rows */
@@ -53,6 +54,7 @@ struct dash {
     char prompt_vm[64];
     char prompt_label[64];
     bool help;
+    int help_top; /* first help line shown */
     bool quit;
     int64_t last_list_ms;
     struct rect rects[PANEL_COUNT];

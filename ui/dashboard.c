@@ -149,6 +149,15 @@ static void refresh_model(struct dash *d)
 {
     model_refresh(&d->model, d->selected[0] ? d->selected : NULL);
     reselect(d);
+    if (d->select_when_seen[0]) { /* a VM just created with n */
+        for (size_t i = 0; i < d->model.n; i++) {
+            if (strcmp(d->model.vms[i]->name, d->select_when_seen) == 0) {
+                dash_select(d, i);
+                d->select_when_seen[0] = '\0';
+                break;
+            }
+        }
+    }
     struct dash_vm *v = dash_selected(d);
     if (!v)
         return;
@@ -199,10 +208,14 @@ static void job_finished(struct dash *d, struct job *j, int64_t *next_refresh)
         d->last_list_ms = -LIST_EVERY_MS;
         *next_refresh = model_now_ms(); /* show the result now */
         if (j->status == 0 && j->then[0][0]) {
+            /* copies: releasing the job clears its strings */
+            static char then[JOB_ARGS_MAX][128];
             const char *argv[JOB_ARGS_MAX + 1];
             size_t n = 0;
-            for (; n < JOB_ARGS_MAX && j->then[n][0]; n++)
-                argv[n] = j->then[n];
+            for (; n < JOB_ARGS_MAX && j->then[n][0]; n++) {
+                memcpy(then[n], j->then[n], sizeof(then[n]));
+                argv[n] = then[n];
+            }
             argv[n] = NULL;
             char desc[160];
             snprintf(desc, sizeof(desc), "%s", j->then_desc);
@@ -332,6 +345,7 @@ static void prompt_accept(struct dash *d)
         snprintf(desc, sizeof(desc), "creating %s (%s, %s vCPU)", name, mem, cpus);
         char then_desc[160];
         snprintf(then_desc, sizeof(then_desc), "starting %s", name);
+        snprintf(d->select_when_seen, sizeof(d->select_when_seen), "%s", name);
         dash_run_action(
             d, desc,
             (const char *[]){"create", name, "--memory", mem, "--cpus", cpus, NULL},
@@ -402,7 +416,12 @@ static void handle_key(struct dash *d, int k)
         return;
     }
     if (d->help) {
-        d->help = false;
+        if (k == KEY_DOWN || k == 'j' || k == ' ' || k == KEY_NPAGE)
+            d->help_top += k == KEY_DOWN || k == 'j' ? 1 : 10;
+        else if (k == KEY_UP || k == 'k' || k == KEY_PPAGE)
+            d->help_top = d->help_top > (k == KEY_PPAGE ? 10 : 1) ? d->help_top - (k == KEY_PPAGE ? 10 : 1) : 0;
+        else
+            d->help = false;
         return;
     }
     if (d->focus == PANEL_CONSOLE) {
@@ -439,6 +458,7 @@ static void handle_key(struct dash *d, int k)
     case KEY_F(1):
     case 'h':
         d->help = true;
+        d->help_top = 0;
         return;
     case 'n':
         default_new_vm(d, buf, sizeof(buf));
@@ -533,8 +553,12 @@ static void draw_header(struct dash *d)
     attroff(attr);
     draw_textf(0, 0, COLS, attr, " vmws dashboard - %zu VM%s, %zu up", d->model.n,
                d->model.n == 1 ? "" : "s", up);
-    char right[64];
-    snprintf(right, sizeof(right), "%s  ? help ", clock);
+    char right[96];
+    if (COLS >= 100) /* what gathering cost, so nobody has to guess */
+        snprintf(right, sizeof(right), "refresh %.1f ms  %s  ? help ",
+                 (double)d->model.cost.total / 1000.0, clock);
+    else
+        snprintf(right, sizeof(right), "%s  ? help ", clock);
     int rw = (int)strlen(right);
     if (COLS > rw + 34)
         draw_text(0, COLS - rw, rw, attr, right);
@@ -606,47 +630,57 @@ static void draw_keybar(struct dash *d)
 
 static const char *const help_lines[] = {
     "Keys",
-    "  Enter  start the selected VM, or power it off (asks first; RAM is discarded)",
-    "  s      suspend the selected VM (state to disk, VMM exits) or resume it",
+    "  Enter  start the selected VM, or power it off (asks; its RAM is discarded)",
+    "  s      suspend the selected VM (state to disk, VMM exits), or resume it",
     "  t      take a snapshot (asks for a label; Enter takes the default)",
-    "  r      revert to the highlighted snapshot - no dialog: the present state is kept",
-    "         as an automatic node first, so nothing is lost",
-    "  d      delete the highlighted snapshot (asks, showing the space the merge needs)",
+    "  r      revert to the highlighted snapshot, no dialog: the present state",
+    "         is first kept as an automatic node, so nothing is lost",
+    "  d      delete the highlighted snapshot (asks, showing what the merge needs)",
     "  n      new VM (NAME MEMORY CPUS), created and started",
-    "  Tab    move focus: VMs, Snapshots, Console (keys then go to the guest;",
-    "         Tab or Ctrl-] leave it, PgUp/PgDn scroll back)",
-    "  Up/Dn  select a VM or a snapshot          q  quit (VMs keep running)",
+    "  Tab    focus VMs, Snapshots or Console (in the Console keys go to the",
+    "         guest; Tab or Ctrl-] leave it, PgUp/PgDn scroll back)",
+    "  Up/Dn  select a VM or a snapshot        q  quit (VMs keep running)",
     "",
     "Memory figures (the selected VM)",
     "  configured  the guest RAM size the VM was created with.",
-    "  apparent    the .vmem file's size (ls -l): sparse, so it says nothing about cost.",
-    "  allocated   blocks really allocated to the .vmem (ls -s, du): what the guest touched.",
-    "  resident    guest pages in host RAM right now (smaps Rss of the RAM mapping).",
-    "  dirty       resident pages changed and not yet written back to the file; dirty/s is",
-    "              how fast that figure grows.",
-    "  shared/priv pages also mapped by other processes / mapped by this VMM only.",
+    "  apparent    the .vmem file's size (ls -l); sparse, so it costs nothing.",
+    "  allocated   blocks really allocated to the .vmem (ls -s, du): touched RAM.",
+    "  resident    guest pages in host RAM now (smaps Rss of the RAM mapping).",
+    "  dirty       resident pages changed but not yet written back to the file;",
+    "              dirty/s is how fast that figure grows.",
+    "  shared/priv pages also mapped by other processes / by this VMM only.",
     "  swapped     guest pages the host swapped out behind the guest's back.",
     "",
     "Host",
-    "  free: used  what `free` prints as used - it hides MAP_SHARED guest RAM in buff/cache.",
-    "  Mapped, Shmem, Cached: where that memory really is. Dirty, Writeback: on its way",
-    "  to disk. overcommit: configured RAM of running VMs over the host's RAM.",
+    "  free: used  what `free` calls used; it hides MAP_SHARED guest RAM in",
+    "              buff/cache. Mapped, Shmem, Cached show where it really is;",
+    "              Dirty and Writeback are on their way to disk.",
+    "  overcommit  configured RAM of running VMs over the host's RAM.",
     "",
     "Every action is also a command: vmws start|stop|suspend|resume NAME,",
-    "vmws snapshot take|revert|delete NAME LABEL.          Press any key to close.",
+    "vmws snapshot take|revert|delete NAME LABEL.",
 };
 
-static void draw_help(void)
+static void draw_help(struct dash *d)
 {
     const int n = (int)(sizeof(help_lines) / sizeof(help_lines[0]));
-    int w = COLS < 92 ? COLS : 92, h = LINES - 2 < n + 2 ? LINES - 2 : n + 2;
-    struct rect r = {1 + (LINES - 2 - h) / 2, (COLS - w) / 2, h, w};
-    draw_box(&r, "Help", true);
+    int w = COLS < 80 ? COLS : 80, h = LINES - 3 < n + 2 ? LINES - 3 : n + 2;
+    struct rect r = {1 + (LINES - 3 - h) / 2, (COLS - w) / 2, h, w};
+    int rows = h - 2;
+    if (d->help_top > n - rows)
+        d->help_top = n - rows > 0 ? n - rows : 0;
+    char title[80];
+    snprintf(title, sizeof(title), "Help%s", rows < n ? " - Up/Down scroll, other keys close"
+                                                      : " - any key closes");
+    draw_box(&r, title, true);
     struct rect in = draw_inner(&r);
-    for (int i = 0; i < n && i < in.h; i++)
-        draw_text(in.y + i, in.x, in.w,
-                  help_lines[i][0] != ' ' && help_lines[i][0] ? draw_attr(ROLE_TITLE) : 0,
-                  help_lines[i]);
+    for (int i = 0; i < in.h && d->help_top + i < n; i++) {
+        const char *l = help_lines[d->help_top + i];
+        draw_text(in.y + i, in.x + 1, in.w - 1, l[0] != ' ' && l[0] ? draw_attr(ROLE_TITLE) : 0,
+                  l);
+    }
+    if (d->help_top + rows < n)
+        draw_text(r.y + r.h - 1, r.x + r.w - 9, 7, draw_attr(ROLE_TITLE), " more ");
 }
 
 static void draw_all(struct dash *d)
@@ -659,7 +693,7 @@ static void draw_all(struct dash *d)
             panels[i]->draw(d, &d->rects[i], d->focus == (enum panel_id)i);
     }
     if (d->help)
-        draw_help();
+        draw_help(d);
     draw_message(d);
     draw_keybar(d);
     refresh();

@@ -23,14 +23,10 @@ static int64_t mono_ms(void)
 int job_start(struct job *j, enum job_kind kind, const char *vm, const char *desc,
               const char *const *argv)
 {
-    char self[4096];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-    if (n <= 0)
-        return -errno;
-    self[n] = '\0';
+    /* /proc/self/exe, not its readlink(): it still works after a rebuild replaced the file */
     const char *args[JOB_ARGS_MAX + 2];
     size_t a = 0;
-    args[a++] = self;
+    args[a++] = "vmws";
     for (size_t i = 0; argv[i] && a <= JOB_ARGS_MAX; i++)
         args[a++] = argv[i];
     args[a] = NULL;
@@ -61,8 +57,8 @@ int job_start(struct job *j, enum job_kind kind, const char *vm, const char *des
         dup2(err[1], 2);
         signal(SIGPIPE, SIG_DFL);
         signal(SIGINT, SIG_DFL);
-        execv(self, (char *const *)args);
-        dprintf(2, "cannot run %s: %s\n", self, strerror(errno));
+        execv("/proc/self/exe", (char *const *)args);
+        dprintf(2, "cannot run /proc/self/exe: %s\n", strerror(errno));
         _exit(127);
     }
     close(out[1]);
