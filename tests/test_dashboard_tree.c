@@ -36,18 +36,21 @@ static void render(const struct snap_tree *t, bool utf8, char *out, size_t len)
     }
 }
 
-#define NODE(id, label, parent, created)                                                      \
-    "{\"id\": \"" id "\", \"label\": \"" label "\", \"parent\": " parent                      \
-    ", \"created\": \"2026-11-22T02:5" created ":00Z\", \"auto\": false, \"vm_state\": "   \
-    "\"running\", \"memory_bytes\": 1048576, \"state_bytes\": 4096, \"pages\": 256, "        \
+#define NODE(id, label, parent, created)                                                           \
+    "{\"id\": \"" id "\", \"label\": \"" label "\", \"parent\": " parent                           \
+    ", \"created\": \"2026-11-22T02:5" created ":00Z\", \"auto\": false, \"vm_state\": "           \
+    "\"running\", \"memory_bytes\": 1048576, \"state_bytes\": 4096, \"pages\": 256, "              \
     "\"delete_needs_bytes\": 2097152}"
 
 START_TEST(test_branches_and_now)
 {
     /* 1 -> {2 -> 4, 3 (current)}; 5 is a second root */
     struct snap_tree t = build("{\"name\": \"vm1\", \"current\": \"3\", \"snapshots\": [" NODE(
-        "4", "c", "\"2\"", "3") "," NODE("1", "base", "null", "0") "," NODE("2", "a", "\"1\"",
-                                                                             "1") "," NODE("3", "b", "\"1\"", "2") "," NODE("5", "other", "null", "4") "]}");
+        "4", "c", "\"2\"",
+        "3") "," NODE("1", "base", "null",
+                      "0") "," NODE("2", "a", "\"1\"",
+                                    "1") "," NODE("3", "b", "\"1\"",
+                                                  "2") "," NODE("5", "other", "null", "4") "]}");
     char out[1024];
     render(&t, false, out, sizeof(out));
     ck_assert_str_eq(out, "base\n"
@@ -75,8 +78,9 @@ END_TEST
 START_TEST(test_no_current_orphan_and_cycle)
 {
     /* no current: "now" is a root of its own; 7's parent is missing; 8 and 9 form a cycle */
-    struct snap_tree t = build("{\"current\": null, \"snapshots\": [" NODE(
-        "7", "orphan", "\"42\"", "0") "," NODE("8", "x", "\"9\"", "1") "," NODE("9", "y", "\"8\"", "2") "]}");
+    struct snap_tree t =
+        build("{\"current\": null, \"snapshots\": [" NODE("7", "orphan", "\"42\"", "0") "," NODE(
+            "8", "x", "\"9\"", "1") "," NODE("9", "y", "\"8\"", "2") "]}");
     ck_assert_uint_eq(t.n, 4); /* every node once, plus now */
     int seen7 = 0, seen8 = 0, seen9 = 0, now = 0;
     for (size_t i = 0; i < t.n; i++) {

@@ -20,7 +20,7 @@ struct conview {
     char lines[CONVIEW_LINES][CONVIEW_COLS + 1];
     size_t first, count; /* ring of lines; the last one is being written */
     int col;
-    int esc; /* 0 none, 1 after ESC, 2 inside CSI */
+    int esc;    /* 0 none, 1 after ESC, 2 inside CSI */
     int scroll; /* lines scrolled back from the bottom (0 = follow) */
 };
 

@@ -37,11 +37,11 @@ enum prompt_kind {
 
 struct dash {
     struct dash_model model;
-    char selected[64];   /* selected VM's name */
+    char selected[64];         /* selected VM's name */
     char select_when_seen[64]; /* select this VM once it exists (after n) */
-    size_t vm_cursor;    /* index in model.vms */
-    size_t vm_top;       /* first VM row shown */
-    size_t snap_cursor;  /* index in the selected VM's snapshot rows */
+    size_t vm_cursor;          /* index in model.vms */
+    size_t vm_top;             /* first VM row shown */
+    size_t snap_cursor;        /* index in the selected VM's snapshot rows */
     size_t snap_top;
     enum panel_id focus;
     struct conview console;

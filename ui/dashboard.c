@@ -197,8 +197,7 @@ static void job_finished(struct dash *d, struct job *j, int64_t *next_refresh)
             dash_message(d, ROLE_OK, "%s: done in %.1fs%s%s", j->desc, secs, msg[0] ? " - " : "",
                          msg);
         } else {
-            dash_message(d, ROLE_ERROR, "%s failed: %s", j->desc,
-                         msg[0] ? msg : "(no message)");
+            dash_message(d, ROLE_ERROR, "%s failed: %s", j->desc, msg[0] ? msg : "(no message)");
         }
         struct dash_vm *v = model_find(&d->model, j->vm);
         if (v) { /* reload its tree, again if a listing is already under way */
@@ -332,8 +331,7 @@ static void prompt_accept(struct dash *d)
             return;
         }
         snprintf(desc, sizeof(desc), "taking snapshot %s of %s", label, vm);
-        dash_run_action(d, desc, (const char *[]){"snapshot", "take", vm, label, NULL}, NULL,
-                        NULL);
+        dash_run_action(d, desc, (const char *[]){"snapshot", "take", vm, label, NULL}, NULL, NULL);
         return;
     }
     case PROMPT_NEW: {
@@ -346,10 +344,9 @@ static void prompt_accept(struct dash *d)
         char then_desc[160];
         snprintf(then_desc, sizeof(then_desc), "starting %s", name);
         snprintf(d->select_when_seen, sizeof(d->select_when_seen), "%s", name);
-        dash_run_action(
-            d, desc,
-            (const char *[]){"create", name, "--memory", mem, "--cpus", cpus, NULL},
-            (const char *[]){"start", name, NULL}, then_desc);
+        dash_run_action(d, desc,
+                        (const char *[]){"create", name, "--memory", mem, "--cpus", cpus, NULL},
+                        (const char *[]){"start", name, NULL}, then_desc);
         return;
     }
     case PROMPT_DELETE:
@@ -364,8 +361,7 @@ static void prompt_accept(struct dash *d)
         } else {
             snprintf(desc, sizeof(desc), "deleting snapshot %s of %s", d->prompt_label, vm);
             dash_run_action(
-                d, desc,
-                (const char *[]){"snapshot", "delete", vm, d->prompt_label, "--yes", NULL},
+                d, desc, (const char *[]){"snapshot", "delete", vm, d->prompt_label, "--yes", NULL},
                 NULL, NULL);
         }
         return;
@@ -419,7 +415,9 @@ static void handle_key(struct dash *d, int k)
         if (k == KEY_DOWN || k == 'j' || k == ' ' || k == KEY_NPAGE)
             d->help_top += k == KEY_DOWN || k == 'j' ? 1 : 10;
         else if (k == KEY_UP || k == 'k' || k == KEY_PPAGE)
-            d->help_top = d->help_top > (k == KEY_PPAGE ? 10 : 1) ? d->help_top - (k == KEY_PPAGE ? 10 : 1) : 0;
+            d->help_top = d->help_top > (k == KEY_PPAGE ? 10 : 1)
+                              ? d->help_top - (k == KEY_PPAGE ? 10 : 1)
+                              : 0;
         else
             d->help = false;
         return;
@@ -490,8 +488,9 @@ static void handle_key(struct dash *d, int k)
         if ((s = highlighted_snapshot(d, v))) {
             char desc[200];
             snprintf(desc, sizeof(desc), "reverting %s to %s", v->name, s->label);
-            dash_run_action(d, desc, (const char *[]){"snapshot", "revert", v->name, s->label, NULL},
-                            NULL, NULL);
+            dash_run_action(d, desc,
+                            (const char *[]){"snapshot", "revert", v->name, s->label, NULL}, NULL,
+                            NULL);
         }
         break;
     case 'd':
@@ -576,9 +575,8 @@ static void draw_message(struct dash *d)
     }
     struct job *j = running_action(d);
     if (j) {
-        static const char *const spin_utf8[] = {"\u280b", "\u2819", "\u2839", "\u2838",
-                                                "\u283c", "\u2834", "\u2826", "\u2827",
-                                                "\u2807", "\u280f"};
+        static const char *const spin_utf8[] = {"\u280b", "\u2819", "\u2839", "\u2838", "\u283c",
+                                                "\u2834", "\u2826", "\u2827", "\u2807", "\u280f"};
         static const char spin_ascii[] = "|/-\\";
         int64_t el = model_now_ms() - j->started_ms;
         char sp[8];
@@ -599,9 +597,9 @@ static void draw_keybar(struct dash *d)
     static const struct {
         const char *key, *label;
     } keys[] = {
-        {"Enter", "start/stop"}, {"s", "suspend"}, {"t", "take"},    {"r", "revert"},
-        {"d", "delete"},         {"n", "new"},     {"Tab", "focus"}, {"?", "help"},
-        {"q", "quit"},
+        {"Enter", "start/stop"}, {"s", "suspend"}, {"t", "take"},
+        {"r", "revert"},         {"d", "delete"},  {"n", "new"},
+        {"Tab", "focus"},        {"?", "help"},    {"q", "quit"},
     };
     const int n = (int)(sizeof(keys) / sizeof(keys[0]));
     int y = LINES - 1;
@@ -670,14 +668,13 @@ static void draw_help(struct dash *d)
     if (d->help_top > n - rows)
         d->help_top = n - rows > 0 ? n - rows : 0;
     char title[80];
-    snprintf(title, sizeof(title), "Help%s", rows < n ? " - Up/Down scroll, other keys close"
-                                                      : " - any key closes");
+    snprintf(title, sizeof(title), "Help%s",
+             rows < n ? " - Up/Down scroll, other keys close" : " - any key closes");
     draw_box(&r, title, true);
     struct rect in = draw_inner(&r);
     for (int i = 0; i < in.h && d->help_top + i < n; i++) {
         const char *l = help_lines[d->help_top + i];
-        draw_text(in.y + i, in.x + 1, in.w - 1, l[0] != ' ' && l[0] ? draw_attr(ROLE_TITLE) : 0,
-                  l);
+        draw_text(in.y + i, in.x + 1, in.w - 1, l[0] != ' ' && l[0] ? draw_attr(ROLE_TITLE) : 0, l);
     }
     if (d->help_top + rows < n)
         draw_text(r.y + r.h - 1, r.x + r.w - 9, 7, draw_attr(ROLE_TITLE), " more ");

@@ -19,11 +19,11 @@ void draw_setup(void)
     draw_color = has_colors() && !getenv("NO_COLOR");
     /* monochrome: bold, reverse and underline carry the meaning */
     int mono[ROLE_COUNT] = {
-        [ROLE_TITLE] = A_BOLD,        [ROLE_FOCUS] = A_REVERSE | A_BOLD,
-        [ROLE_DIM] = A_DIM,           [ROLE_SELECTED] = A_REVERSE,
-        [ROLE_WARN] = A_BOLD,         [ROLE_ERROR] = A_BOLD | A_REVERSE,
-        [ROLE_KEY] = A_REVERSE,       [ROLE_ALLOCATED] = A_BOLD,
-        [ROLE_DIRTY] = A_UNDERLINE,   [ROLE_SWAP] = A_BOLD,
+        [ROLE_TITLE] = A_BOLD,      [ROLE_FOCUS] = A_REVERSE | A_BOLD,
+        [ROLE_DIM] = A_DIM,         [ROLE_SELECTED] = A_REVERSE,
+        [ROLE_WARN] = A_BOLD,       [ROLE_ERROR] = A_BOLD | A_REVERSE,
+        [ROLE_KEY] = A_REVERSE,     [ROLE_ALLOCATED] = A_BOLD,
+        [ROLE_DIRTY] = A_UNDERLINE, [ROLE_SWAP] = A_BOLD,
     };
     memcpy(role_attr, mono, sizeof(role_attr));
     if (!draw_color)
@@ -35,13 +35,20 @@ void draw_setup(void)
         short fg, bg;
         int extra;
     } pairs[] = {
-        {ROLE_TITLE, COLOR_CYAN, -1, A_BOLD},      {ROLE_FOCUS, COLOR_BLACK, COLOR_CYAN, A_BOLD},
-        {ROLE_BORDER, COLOR_BLUE, -1, 0},          {ROLE_DIM, COLOR_WHITE, -1, A_DIM},
-        {ROLE_SELECTED, COLOR_BLACK, COLOR_CYAN, 0}, {ROLE_OK, COLOR_GREEN, -1, A_BOLD},
-        {ROLE_WARN, COLOR_YELLOW, -1, A_BOLD},     {ROLE_ERROR, COLOR_WHITE, COLOR_RED, A_BOLD},
-        {ROLE_KEY, COLOR_BLACK, COLOR_CYAN, 0},    {ROLE_APPARENT, COLOR_BLUE, -1, A_BOLD},
-        {ROLE_ALLOCATED, COLOR_GREEN, -1, A_BOLD}, {ROLE_RESIDENT, COLOR_CYAN, -1, A_BOLD},
-        {ROLE_DIRTY, COLOR_YELLOW, -1, A_BOLD},    {ROLE_SWAP, COLOR_RED, -1, A_BOLD},
+        {ROLE_TITLE, COLOR_CYAN, -1, A_BOLD},
+        {ROLE_FOCUS, COLOR_BLACK, COLOR_CYAN, A_BOLD},
+        {ROLE_BORDER, COLOR_BLUE, -1, 0},
+        {ROLE_DIM, COLOR_WHITE, -1, A_DIM},
+        {ROLE_SELECTED, COLOR_BLACK, COLOR_CYAN, 0},
+        {ROLE_OK, COLOR_GREEN, -1, A_BOLD},
+        {ROLE_WARN, COLOR_YELLOW, -1, A_BOLD},
+        {ROLE_ERROR, COLOR_WHITE, COLOR_RED, A_BOLD},
+        {ROLE_KEY, COLOR_BLACK, COLOR_CYAN, 0},
+        {ROLE_APPARENT, COLOR_BLUE, -1, A_BOLD},
+        {ROLE_ALLOCATED, COLOR_GREEN, -1, A_BOLD},
+        {ROLE_RESIDENT, COLOR_CYAN, -1, A_BOLD},
+        {ROLE_DIRTY, COLOR_YELLOW, -1, A_BOLD},
+        {ROLE_SWAP, COLOR_RED, -1, A_BOLD},
     };
     for (size_t i = 0; i < sizeof(pairs) / sizeof(pairs[0]); i++) {
         init_pair((short)(i + 1), pairs[i].fg, pairs[i].bg);
@@ -165,14 +172,14 @@ void draw_box(const struct rect *r, const char *title, bool focused)
     if (title && r->w > 6) {
         char t[128];
         snprintf(t, sizeof(t), " %s ", title);
-        draw_text(r->y, r->x + 2, r->w - 4,
-                  focused ? draw_attr(ROLE_FOCUS) : draw_attr(ROLE_TITLE), t);
+        draw_text(r->y, r->x + 2, r->w - 4, focused ? draw_attr(ROLE_FOCUS) : draw_attr(ROLE_TITLE),
+                  t);
     }
 }
 
 void draw_bar(int y, int x, int w, double frac, int attr)
 {
-    static const char *const eighths[] = {"",  "\u258f", "\u258e", "\u258d", "\u258c",
+    static const char *const eighths[] = {"",       "\u258f", "\u258e", "\u258d", "\u258c",
                                           "\u258b", "\u258a", "\u2589", "\u2588"};
     if (w <= 0)
         return;

@@ -34,8 +34,8 @@ struct job {
     bool done;
     int64_t started_ms;
     char vm[64];
-    char desc[160];                /* "suspending default" */
-    char then[JOB_ARGS_MAX][128];  /* a command to run after this one succeeds ("" = none) */
+    char desc[160];               /* "suspending default" */
+    char then[JOB_ARGS_MAX][128]; /* a command to run after this one succeeds ("" = none) */
     char then_desc[160];
 };
 

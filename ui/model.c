@@ -110,8 +110,8 @@ static void scan_home(struct dash_model *m)
         struct dash_vm *v = m->vms[i];
         char err[512];
         vmconfig_defaults(&v->cfg, v->name);
-        v->cfg_ok = v->paths.config[0] && vmconfig_load(v->paths.config, &v->cfg, err,
-                                                        sizeof(err)) == 0;
+        v->cfg_ok =
+            v->paths.config[0] && vmconfig_load(v->paths.config, &v->cfg, err, sizeof(err)) == 0;
     }
 }
 
@@ -185,8 +185,8 @@ static void query_status(struct dash_vm *v)
         v->cpus = (unsigned)json_integer_value(x);
     if (json_is_integer(x = json_object_get(r, "memory")))
         v->memory = (uint64_t)json_integer_value(x);
-    v->uptime_ms = json_is_integer(x = json_object_get(r, "uptime_ms")) ? json_integer_value(x)
-                                                                        : -1;
+    v->uptime_ms =
+        json_is_integer(x = json_object_get(r, "uptime_ms")) ? json_integer_value(x) : -1;
     if ((s = json_string_value(json_object_get(r, "backend"))))
         snprintf(v->backend, sizeof(v->backend), "%s", s);
     if ((s = json_string_value(json_object_get(r, "detail"))))
@@ -208,8 +208,8 @@ static void query_memory(struct dash_vm *v)
     v->mem_ok = false;
     v->mem_from_vmm = false;
     if (v->live && v->ctl) {
-        json_t *r = ctl_client_execute(v->ctl, "query-memory", NULL, CTL_TIMEOUT_MS, err,
-                                       sizeof(err));
+        json_t *r =
+            ctl_client_execute(v->ctl, "query-memory", NULL, CTL_TIMEOUT_MS, err, sizeof(err));
         json_t *vm = json_object_get(r, "vm");
         if (json_is_object(vm)) {
             struct memtruth_vm *t = &v->mem;
@@ -292,8 +292,7 @@ void model_refresh(struct dash_model *m, const char *selected)
         int64_t c = now_us();
         m->cost.files += c - b;
 
-        bool full = (selected && strcmp(selected, v->name) == 0) ||
-                    (m->memory_for_all && v->live);
+        bool full = (selected && strcmp(selected, v->name) == 0) || (m->memory_for_all && v->live);
         if (full) {
             query_memory(v);
             if (v->mem_ok && v->cfg.backend != MEM_BACKEND_FILE)

@@ -61,8 +61,8 @@ static void draw(struct dash *d, const struct rect *r, bool focused)
     double used = h->total ? (double)d->model.sum_allocated / (double)h->total : 0;
     int y = in.y + in.h - vm_lines;
     if (vm_lines == 2) {
-        draw_textf(y, in.x, in.w, 0, "%zu VM%s up: configured %s, allocated %s",
-                   d->model.holding, d->model.holding == 1 ? "" : "s", conf, alloc);
+        draw_textf(y, in.x, in.w, 0, "%zu VM%s up: configured %s, allocated %s", d->model.holding,
+                   d->model.holding == 1 ? "" : "s", conf, alloc);
         draw_textf(y + 1, in.x, in.w, draw_attr(ratio > 1 ? ROLE_WARN : ROLE_NORMAL),
                    "overcommit %.2fx of RAM (allocated %.2fx)", ratio, used);
     } else {

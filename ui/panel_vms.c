@@ -49,8 +49,8 @@ static void draw(struct dash *d, const struct rect *r, bool focused)
     if (namew < 4)
         namew = 4;
     char line[256];
-    snprintf(line, sizeof(line), "%-*s %-9s %3s %6s %7s%s", namew, "NAME", "STATE", "CPU",
-             "MEMORY", "UPTIME", vnc_col ? " VNC" : "");
+    snprintf(line, sizeof(line), "%-*s %-9s %3s %6s %7s%s", namew, "NAME", "STATE", "CPU", "MEMORY",
+             "UPTIME", vnc_col ? " VNC" : "");
     draw_text(in.y, in.x, in.w, draw_attr(ROLE_TITLE), line);
     int rows = in.h - 1;
     if (d->model.n == 0) {
@@ -83,13 +83,12 @@ static void draw(struct dash *d, const struct rect *r, bool focused)
         if (is_sel)
             attroff(attr);
         int x = in.x;
-        snprintf(line, sizeof(line), "%s%-*.*s", is_sel ? ">" : " ", namew - 1, namew - 1,
-                 v->name);
+        snprintf(line, sizeof(line), "%s%-*.*s", is_sel ? ">" : " ", namew - 1, namew - 1, v->name);
         x += draw_text(y, x, in.w, attr, line);
         x += draw_text(y, x, in.x + in.w - x, attr, " ");
         snprintf(line, sizeof(line), "%-9.9s", v->state);
-        x += draw_text(y, x, in.x + in.w - x, is_sel ? attr : draw_attr(state_role(v->state)),
-                       line);
+        x +=
+            draw_text(y, x, in.x + in.w - x, is_sel ? attr : draw_attr(state_role(v->state)), line);
         snprintf(line, sizeof(line), " %3u %6s %7s", v->cpus, mem, up);
         x += draw_text(y, x, in.x + in.w - x, attr, line);
         if (vnc_col) {

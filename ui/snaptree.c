@@ -64,8 +64,7 @@ struct walk {
     bool now_placed;
 };
 
-static void emit(struct walk *w, const struct snap_row *row, int depth, bool last,
-                 const bool *more)
+static void emit(struct walk *w, const struct snap_row *row, int depth, bool last, const bool *more)
 {
     struct snap_row *r = &w->out->rows[w->out->n++];
     *r = *row;
