@@ -75,15 +75,34 @@ int cmd_suspend(int argc, char **argv)
     if (cli_vm_open(name, &p, NULL))
         return 1;
     pid_t pid = pidfile_live_pid(p.pidfile);
-    json_t *r = vm_execute(name, &p, "suspend", NULL);
-    if (!r)
+    struct ctl_client *c = cli_vm_connect(name, &p);
+    if (!c)
         return 1;
-    wait_vmm_exit(&p, pid);
-    printf("suspended %s (guest paused %.1f ms; state %.1f KiB in %s; memory stays in %s)\n",
+    char err[512];
+    json_t *r = ctl_client_execute(c, "suspend", NULL, OP_TIMEOUT_MS, err, sizeof(err));
+    if (!r) {
+        ctl_client_close(c);
+        return cli_error("cannot suspend VM '%s': %s", name, err);
+    }
+    printf("suspended %s: guest paused %.1f ms while its state (%.1f KiB) was saved to %s\n",
            name, json_real_value(json_object_get(r, "pause_ms")),
-           (double)json_integer_value(json_object_get(r, "state_bytes")) / 1024, p.suspend_state,
-           p.vmem);
+           (double)json_integer_value(json_object_get(r, "state_bytes")) / 1024, p.suspend_state);
+    fflush(stdout);
     json_decref(r);
+    /* Its memory is already in the .vmem file; say when that is on disk too. */
+    json_t *ev;
+    while ((ev = ctl_client_next_event(c, OP_TIMEOUT_MS))) {
+        const char *e = json_string_value(json_object_get(ev, "event"));
+        if (e && strcmp(e, "SUSPENDED") == 0) {
+            json_t *d = json_object_get(json_object_get(ev, "data"), "writeback_ms");
+            printf("memory written back to %s %.0f ms later\n", p.vmem, json_real_value(d));
+            json_decref(ev);
+            break;
+        }
+        json_decref(ev);
+    }
+    ctl_client_close(c);
+    wait_vmm_exit(&p, pid);
     return 0;
 }
 

@@ -481,9 +481,8 @@ static int suspend_locked(struct vmm *v, size_t *state_bytes, char *err, size_t 
                  strerror(-r));
         return r;
     }
-    /* The memory is already in the file (MAP_SHARED): only start its writeback, don't wait. */
-    if (v->mem.fd >= 0)
-        sync_file_range(v->mem.fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+    /* The memory is already in the file (MAP_SHARED): the guest need not wait for its
+     * writeback, which the main loop does (and reports) after the machine is gone. */
     v->suspended = true;
     v->state = VMM_SHUTDOWN;
     uint64_t one = 1;
@@ -879,8 +878,18 @@ static int run_machine(struct vmm *v, int sigfd, int *ready_fd, bool resume)
 
         vmm_log("%s stopped: %s", v->cfg->name, detail);
         if (suspended) {
-            ctl_server_event(v->ctl, "SUSPENDED", NULL);
-            return 0;
+            struct timespec t0;
+            clock_gettime(CLOCK_MONOTONIC, &t0);
+            int sr = v->mem.fd >= 0 ? fdatasync(v->mem.fd) : 0;
+            double ms = ms_since(&t0);
+            if (sr < 0)
+                vmm_log("writing back the memory file failed: %s", strerror(errno));
+            else
+                vmm_log("memory file durable %.0f ms after the suspend", ms);
+            json_t *d = json_pack("{s:f}", "writeback_ms", ms);
+            ctl_server_event(v->ctl, "SUSPENDED", d);
+            json_decref(d);
+            return sr < 0 ? 1 : 0;
         }
         switch (why) {
         case STOP_RESET:
