@@ -497,9 +497,16 @@ static void handle_key(struct dash *d, int k)
         if ((s = highlighted_snapshot(d, v))) {
             char need[16];
             fmt_bytes(need, sizeof(need), s->delete_needs_bytes);
-            open_prompt(d, PROMPT_DELETE, v->name, s->label, NULL,
-                        "Delete snapshot %s of %s? Merging it into %zu child%s needs %s [y/N] ",
-                        s->label, v->name, s->children, s->children == 1 ? "" : "ren", need);
+            if (s->children == 0)
+                open_prompt(d, PROMPT_DELETE, v->name, s->label, NULL,
+                            "Delete snapshot %s of %s? No children to merge into (needs %s) "
+                            "[y/N] ",
+                            s->label, v->name, need);
+            else
+                open_prompt(d, PROMPT_DELETE, v->name, s->label, NULL,
+                            "Delete snapshot %s of %s? Merging it into %zu child%s needs %s "
+                            "[y/N] ",
+                            s->label, v->name, s->children, s->children == 1 ? "" : "ren", need);
         }
         break;
     }

@@ -45,8 +45,9 @@ static void draw(struct dash *d, const struct rect *r, bool focused)
     }
     if (note)
         draw_text(in.y + in.h - 1, in.x, in.w, draw_attr(ROLE_DIM),
-                  model_vm_up(v) ? "[console not connected - retrying]"
-                                 : "[VM not running - Enter starts it]");
+                  model_vm_up(v)                       ? "[console not connected - retrying]"
+                  : strcmp(v->state, "suspended") == 0 ? "[VM suspended - s resumes it]"
+                                                       : "[VM not running - Enter starts it]");
 }
 
 static bool key(struct dash *d, int k)

@@ -42,7 +42,9 @@ static void draw(struct dash *d, const struct rect *r, bool focused)
         {"apparent", m->apparent, 0, ROLE_APPARENT, false, NULL, 0},
         {"allocated", v->allocated ? v->allocated : m->allocated, 0, ROLE_ALLOCATED, false,
          &v->h_allocated, ROLE_ALLOCATED},
-        {"resident", m->resident, 0, ROLE_RESIDENT, false, &v->h_resident, ROLE_RESIDENT},
+        /* not running: what is left of its RAM in the host is the file's page cache */
+        {live ? "resident" : "page cache", m->resident, 0, ROLE_RESIDENT, false, &v->h_resident,
+         ROLE_RESIDENT},
         {"dirty", m->dirty, 0, ROLE_DIRTY, true, &v->h_dirty_rate, ROLE_DIRTY},
         {"shared/priv", m->shared, m->private_, ROLE_RESIDENT, true, NULL, 0},
         {"swapped", m->swapped, 0, ROLE_SWAP, true, NULL, 0},
@@ -54,7 +56,7 @@ static void draw(struct dash *d, const struct rect *r, bool focused)
         if (t > scale)
             scale = t;
     }
-    const int labelw = 11, valuew = 13;
+    const int labelw = 12, valuew = 13;
     int barx = in.x + labelw + valuew + 1;
     int room = in.x + in.w - barx;
     /* Sparklines get their own rows when the panel is tall enough, else share the line. */
