@@ -121,6 +121,7 @@ struct audio *audio_create(struct machine *m, struct pci_bus *pci, const struct 
         return NULL;
     }
     a->thread_started = true;
+    pthread_setname_np(a->thread, "vmws-audio");
     return a;
 }
 
