@@ -207,7 +207,7 @@ static size_t aml_s5(uint8_t *p)
 
 static size_t madt_size(unsigned ncpus)
 {
-    return 44 + 8 * (size_t)ncpus + 12 + 10 + 10 + 6;
+    return 44 + 8 * (size_t)ncpus + 12 + 10 + 10 + 2 * 10 + 6;
 }
 
 static void build_madt(uint8_t *t, unsigned ncpus)
@@ -249,6 +249,18 @@ static void build_madt(uint8_t *t, unsigned ncpus)
     put32(t, o + 4, ACPI_SCI_IRQ);
     put16(t, o + 8, MPS_LEVEL | MPS_ACTIVE_HIGH);
     o += 10;
+
+    /* PCI INTx lines (pci.c routes INTA# of odd/even slots to IRQ 11/10; the sound card is one):
+     * level triggered, and active high because KVM's IOAPIC does not invert — as QEMU declares
+     * its PCI IRQs 5, 9, 10 and 11. */
+    for (unsigned irq = 10; irq <= 11; irq++, o += 10) {
+        t[o] = MADT_ISO;
+        t[o + 1] = 10;
+        t[o + 2] = 0;
+        t[o + 3] = (uint8_t)irq;
+        put32(t, o + 4, irq);
+        put16(t, o + 8, MPS_LEVEL | MPS_ACTIVE_HIGH);
+    }
 
     /* NMI on LINT1 of every processor. */
     t[o] = MADT_LAPIC_NMI;
