@@ -124,7 +124,7 @@ static void type_text(rfbClient *cl, const char *s)
 
 static int usage(void)
 {
-    fprintf(stderr, "usage: vncprobe [--password P | --password-file F] [--timeout S] HOST:PORT "
+    fprintf(stderr, "usage: vncprobe [--password P | --password-file F] [--lossless] [--timeout S] HOST:PORT "
                     "ACTION...\n  actions: capture FILE.ppm | pixel X Y | keys TEXT | watch S | "
                     "wait-change X Y S | flood N\n");
     return 2;
@@ -134,6 +134,7 @@ int main(int argc, char **argv)
 {
     int i = 1;
     double timeout = 10;
+    bool lossless = false;
     for (; i < argc && argv[i][0] == '-'; i++) {
         if (!strcmp(argv[i], "--password") && i + 1 < argc) {
             password = argv[++i];
@@ -147,6 +148,8 @@ int main(int argc, char **argv)
             fclose(f);
             buf[strcspn(buf, "\r\n")] = 0;
             password = buf;
+        } else if (!strcmp(argv[i], "--lossless")) {
+            lossless = true;
         } else if (!strcmp(argv[i], "--timeout") && i + 1 < argc) {
             timeout = atof(argv[++i]);
         } else {
@@ -169,6 +172,8 @@ int main(int argc, char **argv)
     cl->FinishedFrameBufferUpdate = finished_update;
     cl->serverHost = strdup(host);
     cl->serverPort = port;
+    if (lossless)
+        cl->appData.enableJPEG = FALSE; /* tight without JPEG: what arrives is exact */
     cl->connectTimeout = (unsigned)timeout;
     cl->readTimeout = (unsigned)timeout;
     uint64_t t0 = now_ns();

@@ -225,6 +225,32 @@ static void cmd_fill(const char *arg)
     printf("fb fill: %06x\n", color);
 }
 
+/* `fb noise SEED`: every pixel from a xorshift generator, the worst case for a VNC encoder
+ * (benchmarks); like fill, the console restarts at the top left. */
+static void cmd_noise(const char *arg)
+{
+    uint64_t x;
+    if (!parse_u64(arg, &x)) {
+        printf("fb: bad seed '%s' (expected a number)\n", arg);
+        return;
+    }
+    x = x * 0x9e3779b97f4a7c15ULL + 1;
+    for (unsigned y = 0; y < fb.height; y++) {
+        uint32_t *p = fb.base + (size_t)y * fb.pitch;
+        for (unsigned i = 0; i < fb.width; i += 2) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            p[i] = (uint32_t)x & 0xffffff;
+            if (i + 1 < fb.width)
+                p[i + 1] = (uint32_t)(x >> 32) & 0xffffff;
+        }
+    }
+    fb.cx = fb.cy = 0;
+    fb.status[0] = 0;
+    printf("fb noise: %s\n", arg);
+}
+
 void fb_command(int argc, char **argv)
 {
     const char *sub = argc > 1 ? argv[1] : "";
@@ -236,6 +262,8 @@ void fb_command(int argc, char **argv)
         cmd_test();
     else if (!strcmp(sub, "fill") && argc == 3)
         cmd_fill(argv[2]);
+    else if (!strcmp(sub, "noise") && argc == 3)
+        cmd_noise(argv[2]);
     else if (!strcmp(sub, "clear") && argc == 2) {
         clear_text();
         status_draw(true);
@@ -243,7 +271,7 @@ void fb_command(int argc, char **argv)
         printf("fb: %ux%u, 32 bpp, pitch %u, at 0x%lx, console %ux%u\n", fb.width, fb.height,
                fb.pitch * 4, (uint64_t)(uintptr_t)fb.base, fb.cols, fb.rows);
     else
-        console_puts("usage: fb test | fb fill RRGGBB | fb clear | fb info\n");
+        console_puts("usage: fb test | fb fill RRGGBB | fb noise SEED | fb clear | fb info\n");
 }
 
 /* No framebuffer from the boot loader (QEMU's -kernel path sets no VESA mode): if a Bochs
