@@ -198,6 +198,10 @@ static int save_all_locked(struct vmm *v, struct state_writer *w)
         r = pci_save(v->pci, w);
     if (r == 0)
         r = pm_save(v->pm, w);
+    if (r == 0 && v->display)
+        r = display_save(v->display, w);
+    if (r == 0 && v->audio)
+        r = audio_save(v->audio, w);
     return r < 0 ? r : w->error;
 }
 
@@ -208,7 +212,8 @@ static int load_all_locked(struct vmm *v, const struct state_reader *r, char *er
     if (rc < 0)
         return rc;
     if (serial_load(v->serial, r) || rtc_load(v->rtc, r) || i8042_load(v->i8042, r) ||
-        pci_load(v->pci, r) || pm_load(v->pm, r)) {
+        pci_load(v->pci, r) || pm_load(v->pm, r) || (v->display && display_load(v->display, r)) ||
+        (v->audio && audio_load(v->audio, r))) {
         snprintf(err, errlen, "the saved state's device records do not fit this machine");
         return -EINVAL;
     }
