@@ -64,6 +64,12 @@ static void *audio_thread(void *arg)
             continue;
         unsigned n = (unsigned)due;
         frames_done += n;
+        if (machine_is_paused(a->m)) { /* the card's clock stops with the vCPUs */
+            idle_ticks = IDLE_TAIL_TICKS + 1;
+            if (a->out)
+                pulse_out_idle(a->out);
+            continue;
+        }
         memset(a->mix, 0, sizeof(int32_t) * n * AUDIO_CHANNELS);
         bool active = es1370_render(a->es1370, a->mix, n);
         active |= pcspk_render(a->pcspk, a->mix, n);

@@ -185,10 +185,12 @@ static void advance_frame_locked(struct es1370 *e, int c, unsigned fbytes, uint3
     struct chan *ch = &e->r.chan[c];
     ch->pos += fbytes;
     if (ch->pos + fbytes > len) {
-        if (e->r.sctl & loop_sel_bit[c])
+        if (e->r.sctl & loop_sel_bit[c]) { /* stop mode: stay on the last frame */
+            ch->pos -= fbytes;
             ch->stopped = true;
-        else
+        } else {
             ch->pos = 0;
+        }
     }
     ch->frame_size = (ch->frame_size & 0xffff) | (ch->pos >> 2) << 16;
     uint32_t left = ch->count >> 16;
