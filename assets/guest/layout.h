@@ -9,7 +9,7 @@
 #define ENTRY64_OFFSET 0x200 /* 64-bit entry, as the boot protocol fixes it */
 #define STUBS_OFFSET 0x400   /* interrupt stubs: vector v's at KERNEL_BASE+STUBS_OFFSET+16v */
 #define STUB_SIZE 16
-#define NUM_STUBS 49 /* 0-31 exceptions, 32-47 PIC IRQs, slot 48 = vector 0xff */
+#define NUM_STUBS 50 /* 0-31 exceptions, 32-47 PIC IRQs, 48 = vector 0xff, 49 = VEC_TIMER */
 #define STUB_ADDR(slot) (KERNEL_BASE + STUBS_OFFSET + STUB_SIZE * (slot))
 
 /* GDT. The order is the one syscall/sysret need (kernel CS, SS; user CS32, SS, CS64), kept
@@ -32,6 +32,8 @@
 #define IRQ_PCI_A 10
 #define IRQ_PCI_B 11
 #define VEC_SPURIOUS 0xff /* LAPIC spurious vector */
+#define VEC_TIMER 0xf0 /* LAPIC timer, one-shot: wakes the shell to redraw the clock */
+#define LAPIC_EOI_ADDR 0xfee000b0
 
 /* Syscalls are `ud2` with the number in rax, arguments in rdi, rsi, rdx and the result in
  * rax; rcx and r8-r11 are clobbered. On our machines' KVM (kvm_pvm, measured) neither

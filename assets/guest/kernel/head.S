@@ -154,6 +154,8 @@ startup_64:
         .endr
         .org    STUBS_OFFSET + 48 * STUB_SIZE
         iretq                           /* LAPIC spurious vector 0xff: no EOI */
+        .org    STUBS_OFFSET + 49 * STUB_SIZE
+        jmp     irq_timer               /* VEC_TIMER */
         .org    STUBS_OFFSET + NUM_STUBS * STUB_SIZE
 
         .section .ktext, "ax"
@@ -183,6 +185,19 @@ irq_com1:
 1:      pushq   %rax
         movb    $PIC_EOI, %al
         outb    %al, $PIC1_CMD
+        popq    %rax
+        iretq
+
+/* LAPIC timer (one-shot, armed by CPL 3 for the status line's clock): wake the input wait
+ * like irq_com1 does, then EOI the LAPIC instead of the 8259. */
+irq_timer:
+        incl    irq_serial_count(%rip)
+        cmpq    $wait_hlt, (%rsp)
+        jne     1f
+        incq    (%rsp)
+1:      pushq   %rax
+        movl    $LAPIC_EOI_ADDR, %eax
+        movl    $0, (%rax)
         popq    %rax
         iretq
 
@@ -372,6 +387,8 @@ idt:
         idt_gate STUB_ADDR(vec), (vec == 8)
         .elseif vec == VEC_SPURIOUS
         idt_gate STUB_ADDR(48), 0
+        .elseif vec == VEC_TIMER
+        idt_gate STUB_ADDR(49), 0
         .else
         .quad   0, 0
         .endif

@@ -24,6 +24,7 @@
 #define COLOR_STATUS_BG 0x60a0d0
 
 extern const uint8_t font8x16[128][16];
+static bool timer_armable;
 
 static struct {
     uint32_t *base; /* NULL: no framebuffer */
@@ -116,18 +117,51 @@ static void clear_text(void)
     fb.cx = fb.cy = 0;
 }
 
+/* The LAPIC timer, one-shot, wakes the shell at the next minute so the clock moves on an
+ * idle guest too (one interrupt a minute; the kernel's handler only counts it). Its rate is
+ * measured once against the TSC delay. */
+#define LAPIC_LVT_TIMER 0x320
+#define LAPIC_TIMER_INIT 0x380
+#define LAPIC_TIMER_CUR 0x390
+#define LAPIC_TIMER_DIV 0x3e0
+#define LAPIC_DIV_128 0x0a
+#define LVT_MASKED (1u << 16)
+
+static uint64_t lapic_ticks_per_ms;
+
+static void arm_minute_timer(unsigned sec)
+{
+    uint64_t lapic = acpi.lapic_addr ? acpi.lapic_addr : LAPIC_DEFAULT;
+    if (!lapic_ticks_per_ms) {
+        mmio_write32(lapic + LAPIC_TIMER_DIV, LAPIC_DIV_128);
+        mmio_write32(lapic + LAPIC_LVT_TIMER, LVT_MASKED | VEC_TIMER);
+        mmio_write32(lapic + LAPIC_TIMER_INIT, 0xffffffffu);
+        delay_us(5000);
+        lapic_ticks_per_ms = (0xffffffffu - mmio_read32(lapic + LAPIC_TIMER_CUR)) / 5;
+        mmio_write32(lapic + LAPIC_TIMER_INIT, 0);
+        if (!lapic_ticks_per_ms)
+            lapic_ticks_per_ms = 1;
+    }
+    uint64_t ticks = (uint64_t)((60 - sec % 60) * 1000 + 20) * lapic_ticks_per_ms;
+    mmio_write32(lapic + LAPIC_LVT_TIMER, VEC_TIMER); /* one-shot, unmasked */
+    mmio_write32(lapic + LAPIC_TIMER_INIT, ticks > 0xffffffffu ? 0xffffffffu : (uint32_t)ticks);
+}
+
 /* The status line: redrawn only if its text changed (or FORCE). */
 static void status_draw(bool force)
 {
     char text[STATUS_MAX];
     struct rtc_time t;
     uint64_t used = memory_usable_bytes() - memory_available_bytes();
-    if (rtc_read(&t))
+    bool have_time = rtc_read(&t);
+    if (have_time)
         snprintf(text, sizeof text, " vmws-guest  %04u-%02u-%02u %02u:%02u UTC  mem %lu MiB in use of %lu MiB",
                  t.year, t.month, t.day, t.hour, t.min, used / MIB, memory_usable_bytes() / MIB);
     else
         snprintf(text, sizeof text, " vmws-guest  mem %lu MiB in use of %lu MiB", used / MIB,
                  memory_usable_bytes() / MIB);
+    if (have_time && timer_armable)
+        arm_minute_timer(t.sec);
     if (!force && !strcmp(text, fb.status))
         return;
     strncpy_z(fb.status, text, sizeof fb.status);
@@ -139,8 +173,10 @@ static void status_draw(bool force)
 
 void fb_idle(void)
 {
-    if (fb.base)
+    if (fb.base) {
+        timer_armable = true; /* by now the LAPIC is set up (smp_start) */
         status_draw(false);
+    }
 }
 
 void fb_init(const uint8_t *bp)
@@ -281,6 +317,9 @@ void fb_command(int argc, char **argv)
 #define PCI_CONFIG_DATA 0xcfc
 #define DISPI_INDEX 0x1ce
 #define DISPI_DATA 0x1cf
+#define DISPI_ID 0
+#define DISPI_ID0 0xb0c0
+#define DISPI_ID5 0xb0c5
 #define DISPI_XRES 1
 #define DISPI_YRES 2
 #define DISPI_BPP 3
@@ -303,6 +342,12 @@ static void dispi_write(uint16_t index, uint16_t value)
 void fb_probe_bochs(void)
 {
     if (fb.base)
+        return;
+    /* The DISPI id register first (two syscalls), so machines without the device, or where
+     * the loader gave us a framebuffer, never pay for a PCI scan (CPL-0 syscalls). */
+    outw(DISPI_INDEX, DISPI_ID);
+    uint16_t id = inw(DISPI_DATA);
+    if (id < DISPI_ID0 || id > DISPI_ID5)
         return;
     for (unsigned slot = 0; slot < 32; slot++) {
         if (pci_read32(slot, 0) != 0x11111234)

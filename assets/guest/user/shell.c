@@ -48,7 +48,7 @@ static void cmd_help(void)
                  "beep FREQ MS          sound the PC speaker\n"
                  "tone FREQ MS          play a sine through the sound card\n"
                  "sound [info|garbage]  show the sound card; or program nonsense into it\n"
-                 "fb test | fill RRGGBB | clear | info   framebuffer console\n"
+                 "fb test | fill RRGGBB | noise N | clear | info   framebuffer console\n"
                  "poweroff              power the machine off\n");
 }
 
