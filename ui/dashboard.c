@@ -20,8 +20,8 @@
 #include "ui/dash.h"
 
 #define REFRESH_MS 1000
-#define SNAPSHOTS_EVERY_MS 10000
-#define LIST_EVERY_MS 5000
+#define SNAPSHOTS_EVERY_MS 60000 /* fallback; changes are noticed at once */
+#define LIST_EVERY_MS 60000
 #define CTRL(c) ((c)&0x1f)
 
 static const struct panel *const panels[PANEL_COUNT] = {
@@ -163,13 +163,19 @@ static void refresh_model(struct dash *d)
         return;
     if (!d->console.connected && v->live)
         conview_attach(&d->console, v->name, v->paths.console_sock, v->paths.serial_log);
+    /* The slow queries (child processes) run only when their answer may have changed: the
+     * tree file or a stopped VM's directory changed, an action finished, or a minute passed. */
     int64_t now = model_now_ms();
-    if (!v->snaps_loaded || now - v->snaps_at_ms >= SNAPSHOTS_EVERY_MS)
-        start_snapshot_list(d, v);
-    bool any_down = false;
+    if (!v->snaps_loaded || v->tree_changed || now - v->snaps_at_ms >= SNAPSHOTS_EVERY_MS) {
+        if (v->snaps_pending)
+            v->snaps_stale = true;
+        else
+            start_snapshot_list(d, v);
+    }
+    bool down_changed = false;
     for (size_t i = 0; i < d->model.n; i++)
-        any_down |= !d->model.vms[i]->live;
-    if (any_down && now - d->last_list_ms >= LIST_EVERY_MS)
+        down_changed |= !d->model.vms[i]->live && d->model.vms[i]->dir_changed;
+    if (down_changed || now - d->last_list_ms >= LIST_EVERY_MS)
         start_list(d);
 }
 

@@ -250,6 +250,15 @@ static void query_memory(struct dash_vm *v)
         snprintf(v->mem_err, sizeof(v->mem_err), "%.100s: %.50s", v->paths.vmem, strerror(-rc));
 }
 
+/* Identity of a file's present version: inode, mtime (ns) and size mixed. */
+static int64_t file_sig(const struct stat *st)
+{
+    uint64_t h = (uint64_t)st->st_ino * 0x9e3779b97f4a7c15ULL;
+    h ^= (uint64_t)st->st_mtim.tv_sec * 1000000000ULL + (uint64_t)st->st_mtim.tv_nsec;
+    h ^= (uint64_t)st->st_size << 17;
+    return (int64_t)(h | 1);
+}
+
 static void record_history(struct dash_vm *v, bool full)
 {
     int64_t now = model_now_ms();
@@ -291,6 +300,16 @@ void model_refresh(struct dash_model *m, const char *selected)
             v->allocated = 0;
         int64_t c = now_us();
         m->cost.files += c - b;
+
+        /* change detection: two stats */
+        char tree[PATH_MAX + 32];
+        snprintf(tree, sizeof(tree), "%s/snapshots/tree.json", v->paths.dir);
+        int64_t dsig = stat(v->paths.dir, &st) == 0 ? file_sig(&st) : 0;
+        int64_t tsig = stat(tree, &st) == 0 ? file_sig(&st) : 0;
+        v->dir_changed = dsig != v->dir_sig;
+        v->tree_changed = tsig != v->tree_sig;
+        v->dir_sig = dsig;
+        v->tree_sig = tsig;
 
         bool full = (selected && strcmp(selected, v->name) == 0) || (m->memory_for_all && v->live);
         if (full) {

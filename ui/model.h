@@ -50,6 +50,12 @@ struct dash_vm {
     int64_t last_dirty_ms;
     bool have_last_dirty;
 
+    /* Change detection, so slow queries run only when something changed: the VM directory's
+     * mtime (files such as suspend.state or vmm.pid come and go) and the snapshot tree file's
+     * identity (it is replaced atomically on every change). */
+    int64_t dir_sig, tree_sig;
+    bool dir_changed, tree_changed; /* since the previous refresh */
+
     /* Snapshots, from `vmws snapshot list NAME --json` (run as a job by the dashboard). */
     struct snap_tree snaps;
     bool snaps_ok;

@@ -127,9 +127,9 @@ def main():
         print("  dashboard process        %6.2f ms CPU per refresh  (%.2f%% of a core at 1 Hz)"
               % (own * 1e3, own * 100))
         print("  + its child commands     %6.2f ms per refresh       (vmws list / snapshot "
-              "list, every 5-10 s)" % (kids * 1e3))
-        print("  VMMs answering it        %6.2f ms per refresh       (8 VMMs: %.2f%% busy vs "
-              "%.2f%% idle)" % (max(0.0, vmm_busy - vmm_idle) * 1e3, vmm_busy * 100,
+              "list, run only when a file changed)" % (kids * 1e3))
+        print("  VMMs answering it        %6.2f ms per refresh       (8 VMMs: %.2f%% of a core vs "
+              "%.2f%% without the dashboard)" % (max(0.0, vmm_busy - vmm_idle) * 1e3, vmm_busy * 100,
                                 vmm_idle * 100))
         print("  (CPU times from /proc/PID/stat, %d Hz ticks: +-%.0f ms over the window)" %
               (TICK, 1000 / TICK))
