@@ -171,6 +171,33 @@ def close_window(xdisplay, wid):
     x11.XCloseDisplay(dpy)
 
 
+def ctl(home, name, command):
+    """One command on the VM's control socket; returns the reply line."""
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(5)
+    s.connect(os.path.join(home, "run", name + ".ctl"))
+    f = s.makefile("rwb")
+    f.readline()  # greeting
+    f.write(('{"execute": "%s"}\n' % command).encode())
+    f.flush()
+    while True:
+        line = f.readline()
+        if not line or b'"return"' in line or b'"error"' in line:
+            s.close()
+            return line
+
+
+def wait_title(xenv, wid, text, timeout=5):
+    end = time.monotonic() + timeout
+    title = ""
+    while time.monotonic() < end:
+        title = run(["xdotool", "getwindowname", wid], xenv).stdout.strip()
+        if text in title:
+            return title
+        time.sleep(0.05)
+    fail("window title %r never showed %r" % (title, text))
+
+
 def start_xvfb():
     for n in range(91, 200):
         if not os.path.exists("/tmp/.X11-unix/X%d" % n) and not os.path.exists("/tmp/.X%d-lock" % n):
@@ -275,10 +302,25 @@ def main():
         if not ok or img[:2] != (1024, 768):
             fail(msg + " size %dx%d" % img[:2])
         log("ok: " + msg)
-        r, got = probe_bars(port)
-        if got != BARS:
-            fail("vncprobe bars %s (expected %s); output %r" % (got, BARS, r.stdout + r.stderr))
-        log("ok: vncprobe sees the 8 bars exactly")
+        # Two VNC clients at once (vncsnapshot's was the first), both exact.
+        acts = []
+        for i in range(8):
+            acts += ["pixel", str(BAR_W * i + BAR_W // 2), str(BAR_Y)]
+        both = [subprocess.Popen([PROBE, "127.0.0.1:%d" % port] + acts + ["watch", "0.5"],
+                                 stdout=subprocess.PIPE, text=True) for _ in range(2)]
+        procs.extend(both)
+        for p in both:
+            out = p.communicate(timeout=15)[0]
+            got = [int(v, 16) for v in re.findall(r"pixel \d+ \d+ ([0-9a-f]{6})", out)]
+            if got != BARS:
+                fail("vncprobe bars %s (expected %s); output %r" % (got, BARS, out))
+        log("ok: two VNC clients at once see the 8 bars exactly")
+
+        # The title follows the VM's state.
+        ctl(home, "scr", "stop")
+        log("ok: paused: title %r" % wait_title(xenv, wid, "(paused)"))
+        ctl(home, "scr", "cont")
+        wait_title(xenv, wid, "(running)")
 
         # Keys typed into the SDL window (XTEST through the X server, as a person types).
         run(["xdotool", "windowfocus", "--sync", wid], xenv)
