@@ -1,6 +1,8 @@
-/* `vmws volume NAME [0-100|mute|unmute] [--json]`: a running VM's sound volume and mute, set in
- * its VMM (control commands set-volume and query-audio) and applied to the mix before it goes
- * to PulseAudio. Without a value it shows the volume and what the sound devices are doing. */
+/* `vmws volume NAME [0-100|mute|unmute] [--json]`: a VM's sound volume and mute. A new value is
+ * written to [audio] in vm.conf (so it lasts) and, if the VM runs, set in its VMM (control
+ * commands set-volume, query-audio), which applies it to the mix before PulseAudio. Without a
+ * value it shows the volume and what the sound devices are doing. */
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -65,23 +67,51 @@ int cmd_volume(int argc, char **argv)
     if (npos < 1 || npos > 2)
         return cli_usage_error(argv[0], "expected NAME and optionally 0-100, mute or unmute");
     const char *name = argv[optind], *value = npos == 2 ? argv[optind + 1] : NULL;
+    struct vm_paths p;
+    struct vm_config cfg;
+    if (cli_vm_open(name, &p, &cfg))
+        return 1;
     json_t *args = NULL;
     if (value) {
         char *end;
         long v = strtol(value, &end, 10);
-        if (strcmp(value, "mute") == 0)
+        if (strcmp(value, "mute") == 0) {
             args = json_pack("{s:b}", "mute", 1);
-        else if (strcmp(value, "unmute") == 0)
+            cfg.audio.muted = true;
+        } else if (strcmp(value, "unmute") == 0) {
             args = json_pack("{s:b}", "mute", 0);
-        else if (*value && !*end && v >= 0 && v <= 100)
+            cfg.audio.muted = false;
+        } else if (*value && !*end && v >= 0 && v <= 100) {
             args = json_pack("{s:i}", "volume", (int)v);
-        else
+            cfg.audio.volume = (unsigned)v;
+        } else {
             return cli_usage_error(argv[0], "bad value '%s' (expected 0-100, mute or unmute)",
                                    value);
+        }
+        int r = vmconfig_save(p.config, &cfg);
+        if (r < 0) {
+            json_decref(args);
+            return cli_error("cannot save %s: %s", p.config, strerror(-r));
+        }
     }
-    struct vm_paths p;
-    if (cli_vm_open(name, &p, NULL))
-        return 1;
+    struct cli_vm_state st;
+    cli_vm_query(&p, &cfg, &st);
+    if (!st.running) {
+        json_decref(args);
+        if (json) {
+            json_t *j = json_pack("{s:i, s:b, s:b, s:s}", "volume", (int)cfg.audio.volume,
+                                  "muted", cfg.audio.muted, "enabled", cfg.audio.enabled,
+                                  "state", st.state);
+            char *s = json_dumps(j, JSON_INDENT(2));
+            puts(s);
+            free(s);
+            json_decref(j);
+        } else {
+            printf("%s: volume %u%%%s (%s; in vm.conf, used when it starts)\n", name,
+                   cfg.audio.volume, cfg.audio.muted ? ", muted" : "", st.state);
+        }
+        return 0;
+    }
     if (args) {
         json_t *r = audio_execute(name, &p, "set-volume", args);
         if (!r)

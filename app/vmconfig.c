@@ -41,6 +41,7 @@ void vmconfig_defaults(struct vm_config *cfg, const char *name)
     cfg->backend = MEM_BACKEND_FILE;
     snprintf(cfg->append, sizeof(cfg->append), "console=ttyS0");
     vmconfig_display_defaults(&cfg->display);
+    vmconfig_audio_defaults(&cfg->audio);
 }
 
 const char *mem_backend_name(enum mem_backend b)
@@ -243,9 +244,17 @@ static int conf_handler(void *user, const char *section, const char *name, const
         conf_error(p, p->lineno, "%s", derr);
         return 0;
     }
+    if (!def && strcmp(section, "audio") == 0) {
+        char aerr[256];
+        if (vmconfig_audio_key(&cfg->audio, name, value, aerr, sizeof(aerr)))
+            return 1;
+        conf_error(p, p->lineno, "%s", aerr);
+        return 0;
+    }
     if (!def) {
         if (strcmp(section, "vm") && strcmp(section, "boot"))
-            conf_error(p, p->lineno, "unknown section [%s] (expected [vm], [boot] or [display])",
+            conf_error(p, p->lineno,
+                       "unknown section [%s] (expected [vm], [boot], [display] or [audio])",
                        section);
         else if (strcmp(section, "vm") == 0)
             conf_error(p, p->lineno,
@@ -494,6 +503,8 @@ int vmconfig_save(const char *path, const struct vm_config *cfg)
     int rc = write_append(f, cfg->append);
     if (rc == 0)
         vmconfig_display_write(f, &cfg->display);
+    if (rc == 0)
+        vmconfig_audio_write(f, &cfg->audio);
     if (rc == 0 && fflush(f) != 0)
         rc = -errno;
     if (rc == 0 && fsync(fd) < 0)

@@ -29,6 +29,13 @@ struct vm_display_config {
     char vnc_password_file[PATH_MAX]; /* "" = DIR/vnc.passwd if it exists; mode 0600 */
 };
 
+/* [audio] in vm.conf (see audio/aconfig.c). */
+struct vm_audio_config {
+    bool enabled;    /* ES1370 + PC speaker + PulseAudio stream (default yes) */
+    unsigned volume; /* 0..100, default 100 */
+    bool muted;
+};
+
 struct vm_config {
     char name[VM_NAME_MAX];
     uint64_t memory_bytes; /* guest RAM, multiple of 2 MiB, 16 MiB .. 1 TiB */
@@ -38,6 +45,7 @@ struct vm_config {
     char initrd[PATH_MAX]; /* "" = none */
     char append[VM_APPEND_MAX];
     struct vm_display_config display;
+    struct vm_audio_config audio;
 };
 
 /* Fills defaults: 1 GiB, 1 vCPU, file backend, built-in kernel, console=ttyS0 cmdline. */
@@ -59,6 +67,11 @@ int vmconfig_display_key(struct vm_display_config *d, const char *name, const ch
 void vmconfig_display_defaults(struct vm_display_config *d);
 /* Writes the [display] section. */
 void vmconfig_display_write(FILE *f, const struct vm_display_config *d);
+/* [audio] keys (audio/aconfig.c), the same way. */
+int vmconfig_audio_key(struct vm_audio_config *a, const char *name, const char *value, char *err,
+                       size_t errlen);
+void vmconfig_audio_defaults(struct vm_audio_config *a);
+void vmconfig_audio_write(FILE *f, const struct vm_audio_config *a);
 
 const char *mem_backend_name(enum mem_backend b);
 int mem_backend_parse(const char *s, enum mem_backend *out);

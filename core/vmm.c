@@ -62,8 +62,9 @@ struct vmm {
     struct pci_bus *pci;
     struct pm *pm;
     struct audio *audio;         /* ES1370 + PC speaker + PulseAudio; NULL = no sound */
-    unsigned audio_attenuation; /* 100 - volume (so zero-initialised = full volume) */
+    unsigned audio_attenuation; /* 100 - volume; from [audio] in vm.conf at the first boot */
     bool audio_muted;
+    bool audio_configured;
     struct display *display; /* the screen: outlives reboots, attached to each machine */
 
     struct ctl_server *ctl;
@@ -236,9 +237,15 @@ static int create_machine_locked(struct vmm *v, char *err, size_t errlen)
         snprintf(err, errlen, "cannot create the machine's devices (out of memory?)");
         return -ENOMEM;
     }
+    if (!v->audio_configured) { /* later boots keep what `vmws volume` set */
+        v->audio_attenuation = 100 - (v->cfg->audio.volume <= 100 ? v->cfg->audio.volume : 100);
+        v->audio_muted = v->cfg->audio.muted;
+        v->audio_configured = true;
+    }
     struct audio_config acfg = {
         .vm_name = v->cfg->name, .volume = 100 - v->audio_attenuation, .muted = v->audio_muted};
-    v->audio = audio_create(m, v->pci, &acfg); /* NULL: logged, the VM runs without sound */
+    if (v->cfg->audio.enabled) /* NULL: logged, the VM runs without sound */
+        v->audio = audio_create(m, v->pci, &acfg);
     if (v->display) {
         int dr = display_attach(v->display, m, v->i8042, err, errlen);
         if (dr < 0)

@@ -281,6 +281,17 @@ START_TEST(tone_and_beep_reach_the_sink)
     ck_assert_msg(r == 0 && strstr(out, "volume 50%"), "vmws volume snd 50 (%d): %s", r, out);
     r = vmws_cmd(out, sizeof(out), 10, "volume", "snd", "unmute", NULL);
     ck_assert_msg(r == 0, "vmws volume snd unmute failed (%d): %s", r, out);
+    /* The setting lasts: [audio] in vm.conf. */
+    char conf[512], text[4096] = "";
+    snprintf(conf, sizeof(conf), "%s/snd/vm.conf", e2e_home());
+    FILE *f = fopen(conf, "r");
+    ck_assert_ptr_nonnull(f);
+    size_t tn = fread(text, 1, sizeof(text) - 1, f);
+    text[tn] = 0;
+    fclose(f);
+    ck_assert_msg(strstr(text, "[audio]") && strstr(text, "volume = 50\n") &&
+                      strstr(text, "mute = no\n"),
+                  "vm.conf does not keep the volume:\n%s", text);
     record_path(path, sizeof(path), "half");
     record_start(&rec, &p, path);
     run(c, "tone 880 200", "tone: done", 5000);
