@@ -148,27 +148,24 @@ void draw_box(const struct rect *r, const char *title, bool focused)
     int battr = focused ? draw_attr(ROLE_TITLE) : draw_attr(ROLE_BORDER);
     for (int y = r->y + 1; y < r->y + r->h - 1; y++)
         draw_blank(y, r->x + 1, r->w - 2);
-    attron(battr);
-    if (draw_utf8) {
-        mvhline(r->y, r->x + 1, ACS_HLINE, r->w - 2);
-        mvhline(r->y + r->h - 1, r->x + 1, ACS_HLINE, r->w - 2);
-        mvvline(r->y + 1, r->x, ACS_VLINE, r->h - 2);
-        mvvline(r->y + 1, r->x + r->w - 1, ACS_VLINE, r->h - 2);
-        mvaddch(r->y, r->x, ACS_ULCORNER);
-        mvaddch(r->y, r->x + r->w - 1, ACS_URCORNER);
-        mvaddch(r->y + r->h - 1, r->x, ACS_LLCORNER);
-        mvaddch(r->y + r->h - 1, r->x + r->w - 1, ACS_LRCORNER);
-    } else {
-        mvhline(r->y, r->x + 1, '-', r->w - 2);
-        mvhline(r->y + r->h - 1, r->x + 1, '-', r->w - 2);
-        mvvline(r->y + 1, r->x, '|', r->h - 2);
-        mvvline(r->y + 1, r->x + r->w - 1, '|', r->h - 2);
-        mvaddch(r->y, r->x, '+');
-        mvaddch(r->y, r->x + r->w - 1, '+');
-        mvaddch(r->y + r->h - 1, r->x, '+');
-        mvaddch(r->y + r->h - 1, r->x + r->w - 1, '+');
+    /* Explicit characters rather than the terminal's alternate charset: the same glyphs on
+     * every terminal, and plain ASCII when the locale is not UTF-8. */
+    const char *h = draw_utf8 ? "\u2500" : "-", *v = draw_utf8 ? "\u2502" : "|";
+    const char *tl = draw_utf8 ? "\u250c" : "+", *tr = draw_utf8 ? "\u2510" : "+";
+    const char *bl = draw_utf8 ? "\u2514" : "+", *br = draw_utf8 ? "\u2518" : "+";
+    int right = r->x + r->w - 1, bottom = r->y + r->h - 1;
+    for (int x = r->x + 1; x < right; x++) {
+        draw_text(r->y, x, 1, battr, h);
+        draw_text(bottom, x, 1, battr, h);
     }
-    attroff(battr);
+    for (int y = r->y + 1; y < bottom; y++) {
+        draw_text(y, r->x, 1, battr, v);
+        draw_text(y, right, 1, battr, v);
+    }
+    draw_text(r->y, r->x, 1, battr, tl);
+    draw_text(r->y, right, 1, battr, tr);
+    draw_text(bottom, r->x, 1, battr, bl);
+    draw_text(bottom, right, 1, battr, br);
     if (title && r->w > 6) {
         char t[128];
         snprintf(t, sizeof(t), " %s ", title);
