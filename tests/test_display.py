@@ -366,6 +366,19 @@ def main():
             except OSError:
                 pass
             s.close()
+        # A client that asks for the whole screen and leaves before reading it (mid-update).
+        for _ in range(3):
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            s.recv(12)
+            s.sendall(b"RFB 003.008\n")
+            s.recv(2)  # one security type: None
+            s.sendall(b"\x01")
+            s.recv(4)
+            s.sendall(b"\x01")  # ClientInit, shared
+            s.recv(24)
+            s.sendall(bytes([3, 0, 0, 0, 0, 0, 4, 0, 3, 0]))  # full FramebufferUpdateRequest
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
+            s.close()  # RST with the update on its way
         r = probe(port, "flood", "20000")
         if "flooded 20000" not in r.stdout:
             fail("flood probe: %r" % (r.stdout + r.stderr))
@@ -375,7 +388,8 @@ def main():
         r, got = probe_bars(port)
         if got[:1] != BARS[:1] or "running" not in run([BIN, "status", "scr"], env).stdout:
             fail("after garbage and a flood the VM or its VNC server is not well: %r" % r.stdout)
-        log("ok: garbage, a cut handshake and 20000 events left the VMM serving")
+        log("ok: garbage, a cut handshake, clients gone mid-update and 20000 events left the "
+            "VMM serving")
 
         # The watch above only means something if changes do reach the client.
         w = subprocess.Popen([PROBE, "127.0.0.1:%d" % port, "watch", "2"], stdout=subprocess.PIPE,
