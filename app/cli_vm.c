@@ -368,6 +368,8 @@ int cmd_status(int argc, char **argv)
             json_object_set_new(o, "detail", json_string(st.detail));
         json_object_set_new(o, "uptime_ms",
                             st.uptime_ms >= 0 ? json_integer(st.uptime_ms) : json_null());
+        json_t *disp = st.running ? cli_display_query(&p) : NULL;
+        json_object_set_new(o, "display", disp ? disp : json_null());
         print_json(o);
         json_decref(o);
         return 0;
