@@ -186,6 +186,7 @@ struct display *display_create(const struct display_config *cfg, char *err, size
         goto fail;
     }
     d->refresh_started = true;
+    pthread_setname_np(d->refresh_thread, "vmws-display");
     return d;
 fail:
     display_destroy(d);

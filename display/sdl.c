@@ -231,6 +231,7 @@ struct sdl_view *sdl_view_start(struct display *d, char *err, size_t errlen)
         free(s);
         return NULL;
     }
+    pthread_setname_np(s->thread, "vmws-sdl");
     pthread_mutex_lock(&s->lock);
     while (!s->ready)
         pthread_cond_wait(&s->cond, &s->lock);
