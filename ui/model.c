@@ -136,8 +136,11 @@ static void query_status(struct dash_vm *v)
     char err[512];
     v->live = false;
     struct stat st;
-    if (!v->ctl && stat(v->paths.ctl_sock, &st) == 0) {
+    if (!v->ctl && stat(v->paths.ctl_sock, &st) == 0 && model_now_ms() >= v->connect_after_ms) {
+        int64_t t0 = model_now_ms();
         v->ctl = ctl_client_connect(v->paths.ctl_sock, NULL, err, sizeof(err));
+        if (!v->ctl && model_now_ms() - t0 > 1000) /* it never greeted: hung, try again later */
+            v->connect_after_ms = model_now_ms() + 10000;
         /* Where VNC listens does not change while the VMM lives: ask once per connection. */
         v->vnc[0] = '\0';
         json_t *disp = v->ctl ? ctl_client_execute(v->ctl, "query-display", NULL, CTL_TIMEOUT_MS,

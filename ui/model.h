@@ -28,7 +28,8 @@ struct dash_vm {
 
     /* Live state from the VMM (query-status), or from `vmws list --json` when it is not up. */
     struct ctl_client *ctl;
-    bool live; /* the control socket answered this refresh */
+    int64_t connect_after_ms; /* back off after a failed connect: a hung VMM costs 5 s each */
+    bool live;                /* the control socket answered this refresh */
     char state[32];
     pid_t pid;
     unsigned cpus;
