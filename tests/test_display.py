@@ -390,8 +390,15 @@ def main():
             except OSError:
                 pass
             s.close()
-        # A client that asks for the whole screen and leaves before reading it (mid-update).
-        for _ in range(3):
+        # Clients past the handshake that misbehave: one asks for the whole screen and leaves
+        # before reading it (mid-update); others send a nonsense pixel format, an encoding
+        # list longer than what follows, a 2 GiB clipboard, an unknown message type.
+        bad = [bytes([3, 0, 0, 0, 0, 0, 4, 0, 3, 0]),
+               bytes([0, 0, 0, 0, 7, 99, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+               bytes([2, 0, 0xff, 0xff, 0, 0, 0, 0]),
+               bytes([6, 0, 0, 0, 0x7f, 0xff, 0xff, 0xff]) + b"x" * 1000,
+               bytes([200]) + os.urandom(64)]
+        for msg in bad:
             s = socket.create_connection(("127.0.0.1", port), timeout=5)
             s.recv(12)
             s.sendall(b"RFB 003.008\n")
@@ -400,9 +407,12 @@ def main():
             s.recv(4)
             s.sendall(b"\x01")  # ClientInit, shared
             s.recv(24)
-            s.sendall(bytes([3, 0, 0, 0, 0, 0, 4, 0, 3, 0]))  # full FramebufferUpdateRequest
+            try:
+                s.sendall(msg)
+            except OSError:
+                pass
             s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
-            s.close()  # RST with the update on its way
+            s.close()  # RST, with whatever the server was sending on its way
         r = probe(port, "flood", "20000")
         if "flooded 20000" not in r.stdout:
             fail("flood probe: %r" % (r.stdout + r.stderr))
@@ -412,8 +422,8 @@ def main():
         r, got = probe_bars(port)
         if r.returncode != 0 or "running" not in run([BIN, "status", "scr"], env).stdout:
             fail("after garbage and a flood the VM or its VNC server is not well: %r" % r.stdout)
-        log("ok: garbage, a cut handshake, clients gone mid-update and 20000 events left the "
-            "VMM serving")
+        log("ok: garbage, a cut handshake, malformed messages, clients gone mid-update and 20000 "
+            "events left the VMM serving")
 
         # The watch above only means something if changes do reach the client.
         w = subprocess.Popen([PROBE, "127.0.0.1:%d" % port, "watch", "2"], stdout=subprocess.PIPE,
