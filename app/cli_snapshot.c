@@ -335,7 +335,7 @@ static int snap_cmd_delete(const char *name, const char *key)
         if (rc == 0) {
             printf("deleting %s merges its pages into its children: needs %.1f MiB free\n", key,
                    (double)needs / (1 << 20));
-            rc = snapshot_delete(&t, n, NULL, NULL, err, sizeof(err));
+            rc = snapshot_delete(&t, n, NULL, 0, err, sizeof(err));
         }
         snap_tree_free(&t);
         if (rc == -ENOENT)

@@ -27,9 +27,15 @@ void snapshot_crash_point(const char *point)
         raise(SIGKILL);
 }
 
-static uint64_t ram_pages(const struct guest_mem *m)
+uint64_t snapshot_host_pages(const struct snapshot_host *h)
 {
-    return m->size / PAGE;
+    return h->mem->size / PAGE + h->extra_pages;
+}
+
+static uint8_t *page_ptr(const struct snapshot_host *h, uint64_t p)
+{
+    uint64_t ram = h->mem->size / PAGE;
+    return p < ram ? h->mem->host + p * PAGE : h->extra + (p - ram) * PAGE;
 }
 
 static void set_bit(uint64_t *b, uint64_t p)
@@ -54,7 +60,7 @@ int snapshot_capture(struct snapshot_host *h, struct snapshot_capture *c, char *
         snprintf(err, errlen, "cannot read the dirty page log: %s", strerror(-r));
         return r;
     }
-    uint64_t total = ram_pages(h->mem), words = (total + 63) / 64, n = 0;
+    uint64_t total = snapshot_host_pages(h), words = (total + 63) / 64, n = 0;
     for (uint64_t w = 0; w < words; w++)
         n += (uint64_t)__builtin_popcountll(h->carry[w]);
     c->pages = malloc(n * sizeof(uint64_t) + 8);
@@ -67,7 +73,7 @@ int snapshot_capture(struct snapshot_host *h, struct snapshot_capture *c, char *
     for (uint64_t w = 0; w < words; w++) {
         for (uint64_t bits = h->carry[w]; bits; bits &= bits - 1) {
             uint64_t p = w * 64 + (uint64_t)__builtin_ctzll(bits);
-            memcpy(c->data + c->npages * PAGE, h->mem->host + p * PAGE, PAGE);
+            memcpy(c->data + c->npages * PAGE, page_ptr(h, p), PAGE);
             c->pages[c->npages++] = p;
         }
     }
@@ -111,9 +117,10 @@ static int write_file(const char *path, const uint8_t *buf, size_t len)
 
 int snapshot_commit(struct snap_tree *t, struct snapshot_host *h, struct snapshot_capture *c,
                     const char *label, bool automatic, const char *vm_state,
-                    struct snap_node **out, char *err, size_t errlen)
+                    const char *parent, struct snap_node **out, char *err, size_t errlen)
 {
-    struct snap_node *n = snap_add(t, label, t->current);
+    bool becomes_current = parent == NULL;
+    struct snap_node *n = snap_add(t, label, becomes_current ? t->current : parent);
     if (!n)
         return -ENOMEM;
     char id[SNAP_ID_MAX];
@@ -137,7 +144,8 @@ int snapshot_commit(struct snap_tree *t, struct snapshot_host *h, struct snapsho
     snprintf(prev_current, sizeof(prev_current), "%s", t->current);
     if (r == 0) {
         snapshot_crash_point("take-files-written");
-        snprintf(t->current, sizeof(t->current), "%s", id);
+        if (becomes_current)
+            snprintf(t->current, sizeof(t->current), "%s", id);
         r = snap_tree_save(t, err, errlen);
         snapshot_crash_point("take-tree-saved");
     }
@@ -149,7 +157,7 @@ int snapshot_commit(struct snap_tree *t, struct snapshot_host *h, struct snapsho
         return r;
     }
     /* Stored pages no longer differ from the (new) current node. */
-    for (uint64_t i = 0; i < c->npages; i++)
+    for (uint64_t i = 0; becomes_current && i < c->npages; i++)
         h->carry[c->pages[i] / 64] &= ~(1ULL << (c->pages[i] % 64));
     if (out)
         *out = snap_find(t, id);
@@ -158,12 +166,17 @@ int snapshot_commit(struct snap_tree *t, struct snapshot_host *h, struct snapsho
 
 /* Marks in SET every page of every node from N up to (not including) STOP. */
 static int mark_path(struct snap_tree *t, struct snap_node *n, const struct snap_node *stop,
-                     uint64_t *set, char *err, size_t errlen)
+                     uint64_t *set, uint64_t total, char *err, size_t errlen)
 {
     for (; n && n != stop; n = snap_parent(t, n)) {
         struct page_delta *d = snap_delta(t, n, err, errlen);
         if (!d)
             return -EINVAL;
+        if (d->npages && d->pages[d->npages - 1] >= total) {
+            snprintf(err, errlen, "snapshot %s holds memory beyond this VM's %llu pages (was its "
+                     "memory or display size changed?)", n->label, (unsigned long long)total);
+            return -EINVAL;
+        }
         for (uint64_t i = 0; i < d->npages; i++)
             set_bit(set, d->pages[i]);
     }
@@ -216,7 +229,7 @@ int snapshot_revert(struct snap_tree *t, struct snapshot_host *h, struct snap_no
     int r = load_state_file(t, target, &rd, err, errlen);
     if (r < 0)
         return r;
-    uint64_t total = ram_pages(h->mem), words = (total + 63) / 64;
+    uint64_t total = snapshot_host_pages(h), words = (total + 63) / 64;
     uint64_t *set = calloc(words, sizeof(uint64_t));
     if (!set) {
         state_reader_free(&rd);
@@ -231,9 +244,9 @@ int snapshot_revert(struct snap_tree *t, struct snapshot_host *h, struct snap_no
     while (lca && !is_ancestor_or_self(t, lca, target))
         lca = snap_parent(t, lca);
     if (r == 0)
-        r = mark_path(t, cur, lca, set, err, errlen);
+        r = mark_path(t, cur, lca, set, total, err, errlen);
     if (r == 0)
-        r = mark_path(t, target, lca, set, err, errlen);
+        r = mark_path(t, target, lca, set, total, err, errlen);
 
     uint64_t n = 0;
     uint8_t *pages = NULL;
@@ -256,7 +269,7 @@ int snapshot_revert(struct snap_tree *t, struct snapshot_host *h, struct snap_no
         for (uint64_t w = 0; w < words; w++)
             for (uint64_t bits = set[w]; bits; bits &= bits - 1, k++) {
                 uint64_t p = w * 64 + (uint64_t)__builtin_ctzll(bits);
-                memcpy(h->mem->host + p * PAGE, pages + k * PAGE, PAGE);
+                memcpy(page_ptr(h, p), pages + k * PAGE, PAGE);
                 if (k == n / 2)
                     snapshot_crash_point("revert-half-written");
             }
@@ -305,12 +318,12 @@ int snapshot_delete_cost(struct snap_tree *t, struct snap_node *n, uint64_t *nee
     return 0;
 }
 
-int snapshot_delete(struct snap_tree *t, struct snap_node *n, struct guest_mem *mem,
-                    uint64_t *carry, char *err, size_t errlen)
+int snapshot_delete(struct snap_tree *t, struct snap_node *n, uint64_t *carry,
+                    uint64_t carry_pages, char *err, size_t errlen)
 {
     /* Without a machine (CARRY NULL) the VM has no memory that could descend from N. */
     bool is_current = strcmp(t->current, n->id) == 0;
-    bool carry_pages = is_current && carry;
+    bool to_carry = is_current && carry;
     uint64_t needs;
     int r = snapshot_delete_cost(t, n, &needs, err, errlen);
     if (r < 0)
@@ -324,8 +337,8 @@ int snapshot_delete(struct snap_tree *t, struct snap_node *n, struct guest_mem *
                  (unsigned long long)(((uint64_t)vfs.f_bavail * vfs.f_frsize) >> 20));
         return -ENOSPC;
     }
-    struct page_delta *d = needs || carry_pages ? snap_delta(t, n, err, errlen) : NULL;
-    if ((needs || carry_pages) && !d)
+    struct page_delta *d = needs || to_carry ? snap_delta(t, n, err, errlen) : NULL;
+    if ((needs || to_carry) && !d)
         return -EINVAL;
     /* 1. Each child's delta absorbs N's pages (same content for the child: safe to crash). */
     for (size_t i = 0; i < t->n && r == 0; i++) {
@@ -350,9 +363,9 @@ int snapshot_delete(struct snap_tree *t, struct snap_node *n, struct guest_mem *
         return r;
     snapshot_crash_point("delete-merged");
     /* 2. The tree forgets N. */
-    if (carry_pages) {
+    if (to_carry) {
         for (uint64_t i = 0; i < d->npages; i++)
-            if (d->pages[i] < mem->size / PAGE)
+            if (d->pages[i] < carry_pages)
                 set_bit(carry, d->pages[i]);
     }
     if (is_current)

@@ -14,9 +14,14 @@
 #include "core/snapstore.h"
 #include "core/state.h"
 
+/* Pages are numbered RAM first (RAM offset / 4 KiB), then the EXTRA region's (the framebuffer:
+ * device memory outside guest RAM that snapshots must keep too). RAM's page count is a multiple
+ * of 64, so the extra region's bits start on a word of the bitmaps. */
 struct snapshot_host {
     struct guest_mem *mem;
-    uint64_t *carry; /* one bit per RAM page */
+    uint8_t *extra;
+    uint64_t extra_pages;
+    uint64_t *carry; /* one bit per page (RAM and extra) */
     int (*collect_dirty)(void *opaque, uint64_t *bitmap);
     int (*save_state)(void *opaque, struct state_writer *w);
     int (*load_state)(void *opaque, const struct state_reader *r, char *err, size_t errlen);
@@ -35,11 +40,12 @@ struct snapshot_capture {
 /* Paused: folds the dirty log into the carry, copies the carried pages and the machine state. */
 int snapshot_capture(struct snapshot_host *h, struct snapshot_capture *c, char *err,
                      size_t errlen);
-/* Guest may run again: writes the capture as a new child of the current node, makes it current,
- * clears the carry bits it stored. */
+/* Guest may run again: writes the capture as a new child of the current node, makes it current
+ * and clears the carry bits it stored. With PARENT (the node that was current when the capture
+ * was made; a revert moved on since), it becomes PARENT's child and nothing else changes. */
 int snapshot_commit(struct snap_tree *t, struct snapshot_host *h, struct snapshot_capture *c,
                     const char *label, bool automatic, const char *vm_state,
-                    struct snap_node **out, char *err, size_t errlen);
+                    const char *parent, struct snap_node **out, char *err, size_t errlen);
 void snapshot_capture_free(struct snapshot_capture *c);
 
 /* Paused, after the current state was kept as a node: makes guest memory and machine state
@@ -52,9 +58,11 @@ int snapshot_delete_cost(struct snap_tree *t, struct snap_node *n, uint64_t *nee
                          size_t errlen);
 /* Deletes N: merges its pages into its children (refusing with ERR if the filesystem lacks the
  * space), reparents them, and if N is current, moves current to N's parent and adds N's pages to
- * CARRY (which may be NULL when no machine is attached and N is not current). */
-int snapshot_delete(struct snap_tree *t, struct snap_node *n, struct guest_mem *mem,
-                    uint64_t *carry, char *err, size_t errlen);
+ * CARRY (of CARRY_PAGES bits; NULL when no machine is attached: then nothing carries). */
+int snapshot_delete(struct snap_tree *t, struct snap_node *n, uint64_t *carry,
+                    uint64_t carry_pages, char *err, size_t errlen);
+/* Pages numbered by a host (RAM + extra). */
+uint64_t snapshot_host_pages(const struct snapshot_host *h);
 
 /* Test hook for crash safety: if $VMWS_CRASH_AT is "POINT" or "POINT:N", the process dies by
  * SIGKILL the (Nth) time it reaches POINT, exactly as `kill -9` there would leave things. */

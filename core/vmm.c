@@ -84,7 +84,17 @@ struct vmm {
 };
 
 #define T_CARRY STATE_TAG('C', 'A', 'R', 'Y')
-#define T_VMMSTATE STATE_TAG('V', 'M', 'M', 'S')
+
+static uint64_t ram_pages(const struct vmm *v)
+{
+    return v->mem.size / GUEST_PAGE_SIZE;
+}
+
+static size_t carry_words(const struct vmm *v)
+{
+    return (size_t)((snapshot_host_pages(&v->snap_host) + 63) / 64);
+}
+
 
 /* ---- images ---- */
 
@@ -301,7 +311,7 @@ static int resume_locked(struct vmm *v, char *err, size_t errlen)
         return rc;
     rc = load_all_locked(v, &r, err, errlen);
     const struct state_record *carry = state_get(&r, T_CARRY, 0);
-    size_t words = (size_t)((v->mem.size / GUEST_PAGE_SIZE + 63) / 64);
+    size_t words = carry_words(v);
     if (rc == 0 && carry && carry->len == words * sizeof(uint64_t))
         memcpy(v->carry, carry->data, carry->len);
     else if (rc == 0) /* unknown changes: everything may differ from the current node */
@@ -436,9 +446,11 @@ static double ms_since(const struct timespec *t0)
     return (double)(now.tv_sec - t0->tv_sec) * 1e3 + (double)(now.tv_nsec - t0->tv_nsec) / 1e6;
 }
 
+/* Pages changed since the last call: RAM (KVM's log and the VMM's), then the framebuffer. */
 static int host_collect_dirty(void *opaque, uint64_t *bitmap)
 {
     struct vmm *v = opaque;
+    display_collect_dirty(v->display, bitmap + ram_pages(v) / 64);
     return machine_collect_dirty(&v->m, bitmap);
 }
 
@@ -477,13 +489,14 @@ static bool snapshot_ready_locked(struct vmm *v, struct ctl_error *err)
  * file; the main loop then ends the process without discarding the memory. */
 static int suspend_locked(struct vmm *v, size_t *state_bytes, char *err, size_t errlen)
 {
-    int r = machine_collect_dirty(&v->m, v->carry);
+    int r = host_collect_dirty(v, v->carry);
     struct state_writer w;
     state_writer_init(&w);
     if (r == 0)
         r = save_all_locked(v, &w);
-    size_t words = (size_t)((v->mem.size / GUEST_PAGE_SIZE + 63) / 64);
-    state_put(&w, T_CARRY, 0, v->carry, words * sizeof(uint64_t));
+    if (r == 0) /* the framebuffer is not in the memory file */
+        r = display_save_contents(v->display, &w);
+    state_put(&w, T_CARRY, 0, v->carry, carry_words(v) * sizeof(uint64_t));
     *state_bytes = w.len;
     if (r == 0)
         r = state_writer_save(&w, v->paths->suspend_state);
@@ -561,8 +574,8 @@ static struct snap_node *take_locked(struct vmm *v, const char *label, bool auto
     if (!vm_state)
         vm_state = was_running ? "running" : "paused";
     struct snap_node *n = NULL;
-    r = snapshot_commit(&v->tree, &v->snap_host, &cap, label, automatic, vm_state, &n, err,
-                        errlen);
+    r = snapshot_commit(&v->tree, &v->snap_host, &cap, label, automatic, vm_state, NULL, &n,
+                        err, errlen);
     snapshot_capture_free(&cap);
     return r < 0 ? NULL : n;
 }
@@ -594,6 +607,9 @@ static json_t *cmd_snapshot_take(void *opaque, json_t *args, struct ctl_error *e
     return ret;
 }
 
+/* Revert, in the order that keeps the guest's pause short: capture the present (memory copy
+ * only), rewrite what differs from the target, let the guest run, then write the captured
+ * present to disk as an automatic node next to where it was taken. */
 static json_t *cmd_snapshot_revert(void *opaque, json_t *args, struct ctl_error *err)
 {
     struct vmm *v = opaque;
@@ -602,72 +618,82 @@ static json_t *cmd_snapshot_revert(void *opaque, json_t *args, struct ctl_error 
     if (json_unpack(args, "{s:s, s?:b}", "id", &id, "keep_current", &keep) < 0)
         return fail_cmd(err, "InvalidArgument", "%s", "snapshot-revert needs {\"id\": ID or label}");
     pthread_mutex_lock(&v->lock);
-    json_t *ret = NULL;
-    struct snap_node *target = v->tree_ok ? snap_find(&v->tree, id) : NULL;
     if (!snapshot_ready_locked(v, err)) {
         pthread_mutex_unlock(&v->lock);
         return NULL;
     }
+    struct snap_node *target = snap_find(&v->tree, id);
     if (!target) {
         pthread_mutex_unlock(&v->lock);
         return fail_cmd(err, "InvalidArgument", "no snapshot '%s' (see 'vmws snapshot list')", id);
     }
-    char target_id[SNAP_ID_MAX];
+    char target_id[SNAP_ID_MAX], target_label[SNAP_LABEL_MAX], target_state[16],
+        kept_parent[SNAP_ID_MAX];
     snprintf(target_id, sizeof(target_id), "%s", target->id);
+    snprintf(target_label, sizeof(target_label), "%s", target->label);
+    snprintf(target_state, sizeof(target_state), "%s", target->vm_state);
+    snprintf(kept_parent, sizeof(kept_parent), "%s", v->tree.current);
+
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     bool was_running = v->state == VMM_RUNNING;
     machine_pause(&v->m);
     v->state = VMM_PAUSED;
-    /* 1. Keep the present as a node, so a revert never loses work. */
-    struct snap_node *kept = NULL;
-    double take_ms = 0;
-    if (keep) {
-        char label[SNAP_LABEL_MAX];
-        snprintf(label, sizeof(label), "auto-before-%.40s", target->label);
-        kept = take_locked(v, label, true, was_running ? "running" : "paused", &take_ms,
-                           err->desc, sizeof(err->desc));
-    }
-    char kept_id[SNAP_ID_MAX] = "";
-    if (kept)
-        snprintf(kept_id, sizeof(kept_id), "%s", kept->id);
-    target = snap_find(&v->tree, target_id); /* the take may have moved the array */
+    /* 1. The present, copied in memory (the revert below makes it unreachable otherwise). */
+    struct snapshot_capture cap = {0};
+    int r = keep ? snapshot_capture(&v->snap_host, &cap, err->desc, sizeof(err->desc)) : 0;
+    /* 2. Become the target. */
     uint64_t pages = 0;
-    int r = keep && !kept ? -EIO : 0;
-    bool to_off = strcmp(target->vm_state, "off") == 0;
+    bool to_off = strcmp(target_state, "off") == 0;
     if (r == 0 && to_off) { /* a powered-off node: the VM powers off */
-        snprintf(v->tree.current, sizeof(v->tree.current), "%s", target->id);
+        snprintf(v->tree.current, sizeof(v->tree.current), "%s", target_id);
         r = snap_tree_save(&v->tree, err->desc, sizeof(err->desc));
     } else if (r == 0) {
         r = snapshot_revert(&v->tree, &v->snap_host, target, &pages, err->desc,
                             sizeof(err->desc));
+        if (r == 0)
+            display_redraw(v->display); /* its pages were rewritten behind its back */
     }
-    double pause_ms = ms_since(&t0);
-    /* 2. Enter the target's power state. */
+    /* 3. Enter the target's power state (or carry on as before if nothing changed). */
     size_t bytes = 0;
+    double pause_ms = 0;
     if (r == 0 && to_off) {
         uint64_t one = 1;
         ssize_t w = write(v->quit_fd, &one, sizeof(one));
         (void)w;
-    } else if (r == 0 && strcmp(target->vm_state, "suspended") == 0) {
+    } else if (r == 0 && strcmp(target_state, "suspended") == 0) {
         r = suspend_locked(v, &bytes, err->desc, sizeof(err->desc));
-    } else if (r == 0 && strcmp(target->vm_state, "paused") != 0) {
+    } else if ((r == 0 && strcmp(target_state, "paused") != 0) || (r < 0 && was_running)) {
         machine_resume(&v->m);
         v->state = VMM_RUNNING;
-    } else if (r < 0 && was_running) {
-        machine_resume(&v->m); /* the revert changed nothing: carry on */
-        v->state = VMM_RUNNING;
     }
+    pause_ms = ms_since(&t0);
+    /* 4. The present as it was, kept as an automatic node beside the node it descended from. */
+    char kept_id[SNAP_ID_MAX] = "";
+    if (r == 0 && keep) {
+        char label[SNAP_LABEL_MAX];
+        struct snap_node *kept = NULL;
+        snprintf(label, sizeof(label), "auto-before-%.40s", target_label);
+        char kerr[256];
+        if (snapshot_commit(&v->tree, &v->snap_host, &cap, label, true,
+                            was_running ? "running" : "paused", kept_parent, &kept, kerr,
+                            sizeof(kerr)) < 0)
+            vmm_log("reverted, but the state before could not be kept: %s", kerr);
+        if (kept)
+            snprintf(kept_id, sizeof(kept_id), "%s", kept->id);
+    }
+    snapshot_capture_free(&cap);
+    json_t *ret = NULL;
     if (r == 0)
-        ret = json_pack("{s:s, s:s, s:I, s:f, s:s}", "id", target->id, "kept", kept_id,
+        ret = json_pack("{s:s, s:s, s:I, s:f, s:s}", "id", target_id, "kept", kept_id,
                         "pages_written", (json_int_t)pages, "pause_ms", pause_ms, "vm_state",
-                        target->vm_state);
+                        target_state);
     else
         err->cls = "GenericError";
     pthread_mutex_unlock(&v->lock);
     if (ret) {
-        vmm_log("reverted %s to snapshot %s: %llu pages in %.1f ms", v->cfg->name, target_id,
-                (unsigned long long)pages, pause_ms);
+        vmm_log("reverted %s to snapshot %s: %llu pages, guest paused %.1f ms", v->cfg->name,
+                target_id, (unsigned long long)pages, pause_ms);
         ctl_server_event(v->ctl, "SNAPSHOT_REVERTED", ret);
     }
     return ret;
@@ -693,7 +719,8 @@ static json_t *cmd_snapshot_delete(void *opaque, json_t *args, struct ctl_error 
         snprintf(nid, sizeof(nid), "%s", n->id);
         int r = snapshot_delete_cost(&v->tree, n, &needs, err->desc, sizeof(err->desc));
         if (r == 0 && !dry_run)
-            r = snapshot_delete(&v->tree, n, &v->mem, v->carry, err->desc, sizeof(err->desc));
+            r = snapshot_delete(&v->tree, n, v->carry, snapshot_host_pages(&v->snap_host),
+                                err->desc, sizeof(err->desc));
         if (r == 0)
             ret = json_pack("{s:s, s:I, s:b}", "id", nid, "needs_bytes", (json_int_t)needs,
                             "deleted", !dry_run);
@@ -947,22 +974,27 @@ static int open_memory(struct vmm *v, bool resume, char *err, size_t errlen)
                  strerror(errno));
         return -errno;
     }
-    int r = guest_mem_open(&v->mem, cfg->memory_bytes, cfg->backend, paths->vmem, err, errlen);
-    if (r < 0)
-        return r;
-    v->carry = calloc((v->mem.size / GUEST_PAGE_SIZE + 63) / 64, sizeof(uint64_t));
-    if (!v->carry) {
-        snprintf(err, errlen, "out of memory for the snapshot bitmap");
-        return -ENOMEM;
-    }
+    return guest_mem_open(&v->mem, cfg->memory_bytes, cfg->backend, paths->vmem, err, errlen);
+}
+
+/* What snapshots keep as pages: guest RAM, then the framebuffer. */
+static int setup_snapshot_host(struct vmm *v, char *err, size_t errlen)
+{
     v->snap_host = (struct snapshot_host){
         .mem = &v->mem,
-        .carry = v->carry,
+        .extra = display_fb_host(v->display),
+        .extra_pages = display_fb_pages(v->display),
         .collect_dirty = host_collect_dirty,
         .save_state = host_save_state,
         .load_state = host_load_state,
         .opaque = v,
     };
+    v->carry = calloc(carry_words(v), sizeof(uint64_t));
+    v->snap_host.carry = v->carry;
+    if (!v->carry) {
+        snprintf(err, errlen, "out of memory for the snapshot bitmap");
+        return -ENOMEM;
+    }
     return 0;
 }
 
@@ -1002,7 +1034,8 @@ int vmm_run(const struct vm_config *cfg, const struct vm_paths *paths,
         goto fail;
     struct display_config dcfg;
     if (display_config_from_vm(cfg, paths->dir, &dcfg, err, sizeof(err)) < 0 ||
-        !(v.display = display_create(&dcfg, err, sizeof(err))))
+        !(v.display = display_create(&dcfg, err, sizeof(err))) ||
+        setup_snapshot_host(&v, err, sizeof(err)) < 0)
         goto fail;
     status = run_machine(&v, sigfd, &ready_fd, resume);
     goto out;

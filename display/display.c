@@ -73,6 +73,8 @@ static void refresh_once(struct display *d, uint64_t *bitmap, size_t words)
         struct kvm_dirty_log log = {.slot = DISPLAY_FB_SLOT, .dirty_bitmap = bitmap};
         memset(bitmap, 0, words * 8);
         r = ioctl(d->m->vm_fd, KVM_GET_DIRTY_LOG, &log);
+        for (size_t i = 0; r == 0 && i < words; i++)
+            d->snap_dirty[i] |= bitmap[i]; /* snapshots need these pages too */
     }
     pthread_mutex_unlock(&d->lock);
     if (atomic_exchange(&d->full_refresh, false)) {
@@ -159,8 +161,9 @@ struct display *display_create(const struct display_config *cfg, char *err, size
         snprintf(err, errlen, "cannot map the framebuffer: %s", strerror(errno));
         goto fail;
     }
+    d->snap_dirty = calloc((d->fb_size / FB_PAGE + 63) / 64, 8);
     d->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (d->wake_fd < 0) {
+    if (d->wake_fd < 0 || !d->snap_dirty) {
         snprintf(err, errlen, "eventfd: %s", strerror(errno));
         goto fail;
     }
@@ -302,6 +305,7 @@ void display_destroy(struct display *d)
     if (d->wake_fd >= 0)
         close(d->wake_fd);
     pthread_mutex_destroy(&d->lock);
+    free(d->snap_dirty);
     free(d);
 }
 
@@ -316,8 +320,61 @@ int display_save(struct display *d, struct state_writer *w)
 {
     struct fb_geometry g = {d->width, d->height, d->stride, DISPLAY_BPP, d->fb_size};
     state_put(w, TAG_FBCF, 0, &g, sizeof(g));
+    return w->error;
+}
+
+int display_save_contents(struct display *d, struct state_writer *w)
+{
     state_put(w, TAG_FBMM, 0, d->fb, d->fb_size);
     return w->error;
+}
+
+uint8_t *display_fb_host(struct display *d)
+{
+    return d->fb;
+}
+
+uint64_t display_fb_pages(const struct display *d)
+{
+    return d->fb_size / FB_PAGE;
+}
+
+void display_collect_dirty(struct display *d, uint64_t *bitmap)
+{
+    size_t words = (d->fb_size / FB_PAGE + 63) / 64;
+    uint64_t *fresh = calloc(words, 8);
+    bool any = false;
+    pthread_mutex_lock(&d->lock);
+    if (fresh && d->m) {
+        struct kvm_dirty_log log = {.slot = DISPLAY_FB_SLOT, .dirty_bitmap = fresh};
+        if (ioctl(d->m->vm_fd, KVM_GET_DIRTY_LOG, &log) == 0)
+            for (size_t i = 0; i < words; i++) {
+                d->snap_dirty[i] |= fresh[i];
+                any |= fresh[i] != 0;
+            }
+    }
+    for (size_t i = 0; i < words; i++) {
+        bitmap[i] |= d->snap_dirty[i];
+        d->snap_dirty[i] = 0;
+    }
+    pthread_mutex_unlock(&d->lock);
+    free(fresh);
+    if (any) /* the refresh thread did not see these bits: show the whole screen again */
+        display_redraw(d);
+}
+
+void display_mark_all_dirty(struct display *d)
+{
+    size_t words = (d->fb_size / FB_PAGE + 63) / 64;
+    pthread_mutex_lock(&d->lock);
+    memset(d->snap_dirty, 0xff, words * 8);
+    pthread_mutex_unlock(&d->lock);
+}
+
+void display_redraw(struct display *d)
+{
+    atomic_store(&d->full_refresh, true);
+    display_wake(d);
 }
 
 int display_load(struct display *d, const struct state_reader *r)
@@ -329,11 +386,12 @@ int display_load(struct display *d, const struct state_reader *r)
     if (g.width != d->width || g.height != d->height || g.stride != d->stride ||
         g.bpp != DISPLAY_BPP || g.size != d->fb_size)
         return -EINVAL; /* the VM's display size changed since the state was saved */
-    rc = state_get_exact(r, TAG_FBMM, 0, d->fb, d->fb_size);
-    if (rc < 0)
-        return rc;
-    atomic_store(&d->full_refresh, true);
-    display_wake(d);
+    const struct state_record *fb = state_get(r, TAG_FBMM, 0);
+    if (fb && fb->len != d->fb_size)
+        return -EINVAL;
+    if (fb) /* a suspend state; snapshots restore the framebuffer's pages themselves */
+        memcpy(d->fb, fb->data, d->fb_size);
+    display_redraw(d);
     return 0;
 }
 

@@ -69,9 +69,21 @@ unsigned display_height(const struct display *d);
 uint64_t display_updates(const struct display *d);
 void display_destroy(struct display *d);
 
-/* Snapshots: records STATE_TAG('F','B','C','F') (geometry) and ('F','B','M','M') (contents). */
+/* Snapshots keep the framebuffer's pages in their page deltas, like RAM (page numbers after
+ * RAM's): display_collect_dirty() ORs into BITMAP the pages written since its last call (and
+ * re-shows the screen, whose dirty bits it consumed). display_save() writes the geometry
+ * ('F','B','C','F'); display_save_contents() adds the whole framebuffer ('F','B','M','M') for
+ * suspend, whose state must stand alone. display_load() checks the geometry, loads contents if
+ * present and redraws. After the framebuffer's bytes were replaced, call display_redraw(). */
 int display_save(struct display *d, struct state_writer *w);
+int display_save_contents(struct display *d, struct state_writer *w);
 int display_load(struct display *d, const struct state_reader *r);
+uint8_t *display_fb_host(struct display *d);
+uint64_t display_fb_pages(const struct display *d);
+void display_collect_dirty(struct display *d, uint64_t *bitmap);
+/* All pages count as changed since the last snapshot (after a resume). */
+void display_mark_all_dirty(struct display *d);
+void display_redraw(struct display *d);
 
 /* --- input, from the SDL window and VNC clients (any thread) --- */
 /* KEY is a USB HID usage (== SDL_Scancode); sends its set-1 make or break code. */

@@ -29,6 +29,7 @@ struct display {
     int wake_fd; /* eventfd: a viewer appeared, the state changed or we stop */
     atomic_bool stopping;
     atomic_bool full_refresh; /* next frame: everything is dirty (attach, load) */
+    uint64_t *snap_dirty;     /* (under lock) pages written since the last snapshot took them */
     atomic_uint_fast64_t updates;
 
     struct sdl_view *sdl;
