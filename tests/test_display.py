@@ -360,6 +360,35 @@ def main():
         log("ok: `fb fill 00FF00` typed in the window and `fb fill 0000FF` over VNC (Shift) "
             "filled the screen, seen in the window and over VNC")
 
+        # Ctrl+Alt+G grabs and releases (the title says which); the keys never reach the guest.
+        mark = con.mark()
+        run(["xdotool", "key", "ctrl+alt+g"], xenv)
+        wait_title(xenv, wid, "Ctrl+Alt+G releases")
+        run(["xdotool", "key", "ctrl+alt+g"], xenv)
+        wait_title(xenv, wid, "Ctrl+Alt+G or click grabs")
+        time.sleep(0.2)
+        if con.mark() != mark:
+            fail("the grab combination reached the guest: %r" % con.buf[-100:])
+        log("ok: Ctrl+Alt+G grabbed and released (title), nothing typed into the guest")
+
+        # The window scales: at half size, `fb test`'s bars at half their place and width.
+        con.send("fb test\r")
+        con.expect(r"fb test: 8 bars", 10, "fb test again", mark)
+        run(["xdotool", "windowsize", "--sync", wid, "512", "384"], xenv, check=False)
+        end = time.monotonic() + 10
+        while True:
+            run(["import", "-display", xdisplay, "-window", "root", "-depth", "8", "ppm:" + shot],
+                xenv)
+            img = read_ppm(open(shot, "rb").read())
+            seen = [pixel(img, wx + 32 + 64 * i, wy + BAR_Y // 2) for i in range(8)]
+            if all(close_to(a, b, 8) for a, b in zip(seen, BARS)) or time.monotonic() > end:
+                break
+            time.sleep(0.2)
+        if not all(close_to(a, b, 8) for a, b in zip(seen, BARS)):
+            fail("the window at 512x384 shows %s at the scaled bar centres" %
+                 " ".join("%06x" % v for v in seen))
+        log("ok: the window scaled to 512x384 shows the bars at half size")
+
         # A still screen: the VMM idles and the VNC client gets nothing.
         pid = vmm_pid(home, "scr")
         time.sleep(0.5)
