@@ -116,17 +116,24 @@ START_TEST(test_sparkline_levels)
     struct history h;
     memset(&h, 0, sizeof(h));
     int lv[6];
-    history_levels(&h, lv, 6);
+    history_levels(&h, lv, 6, 1);
     for (int i = 0; i < 6; i++)
         ck_assert_int_eq(lv[i], -1); /* no samples yet: blank */
     history_push(&h, 0);
     history_push(&h, 64);
     history_push(&h, 128);
-    ck_assert(history_levels(&h, lv, 6) == 128);
+    ck_assert(history_levels(&h, lv, 6, 1) == 128);
     ck_assert_int_eq(lv[2], -1);
     ck_assert_int_eq(lv[3], 0);
     ck_assert_int_eq(lv[4], 4);
     ck_assert_int_eq(lv[5], 8);
+    /* two samples per column: each column shows the larger of its pair */
+    ck_assert(history_levels(&h, lv, 3, 2) == 128);
+    ck_assert_int_eq(lv[0], -1);
+    ck_assert_int_eq(lv[1], 0);
+    ck_assert_int_eq(lv[2], 8);
+    ck_assert_uint_eq(history_step(13), 10);
+    ck_assert_uint_eq(history_step(200), 1);
     for (int i = 0; i < HISTORY_LEN + 5; i++)
         history_push(&h, i);
     ck_assert(history_get(&h, 0) == HISTORY_LEN + 4);

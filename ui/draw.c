@@ -208,7 +208,7 @@ void draw_sparkline(int y, int x, int w, const struct history *h, int attr)
     int *lv = calloc((size_t)w, sizeof(int));
     if (!lv)
         return;
-    history_levels(h, lv, (size_t)w);
+    history_levels(h, lv, (size_t)w, history_step((size_t)w));
     for (int i = 0; i < w; i++) {
         if (lv[i] < 0) {
             draw_text(y, x + i, 1, 0, " ");

@@ -28,20 +28,32 @@ double history_max(const struct history *h, size_t w)
     return max;
 }
 
-double history_levels(const struct history *h, int *levels, size_t w)
+size_t history_step(size_t w)
 {
-    size_t have = h->n < w ? h->n : w;
-    double max = history_max(h, w);
+    const size_t window = 120; /* seconds at one sample per second */
+    return w == 0 ? 1 : (window + w - 1) / w;
+}
+
+double history_levels(const struct history *h, int *levels, size_t w, size_t step)
+{
+    if (step == 0)
+        step = 1;
+    double max = history_max(h, w * step);
     for (size_t c = 0; c < w; c++) {
-        size_t age = w - 1 - c; /* column c shows the sample AGE refreshes old */
-        if (age >= have) {
+        size_t first = (w - 1 - c) * step; /* age of the newest sample in column c */
+        if (first >= h->n) {
             levels[c] = -1;
             continue;
         }
-        double v = history_get(h, age);
-        if (v <= 0 || max <= 0)
+        double v = 0;
+        for (size_t a = first; a < first + step && a < h->n; a++) {
+            double x = history_get(h, a);
+            if (x > v)
+                v = x;
+        }
+        if (v <= 0 || max <= 0) {
             levels[c] = 0;
-        else {
+        } else {
             int l = (int)(v / max * 8.0 + 0.5);
             levels[c] = l < 1 ? 1 : l > 8 ? 8 : l;
         }

@@ -19,10 +19,13 @@ struct history {
 void history_push(struct history *h, double value);
 /* The I-th most recent sample (0 = newest); 0 if there are fewer. */
 double history_get(const struct history *h, size_t i);
-/* Fills LEVELS[0..W) (oldest to newest, right-aligned) with 0..8 (0 = no sample or zero,
- * 1..8 = height); returns the window's maximum. Samples missing on the left get -1. */
 /* The largest of the last W samples. */
 double history_max(const struct history *h, size_t w);
-double history_levels(const struct history *h, int *levels, size_t w);
+/* Fills LEVELS[0..W) (oldest to newest, right-aligned) with 0..8 (0 = no sample or zero,
+ * 1..8 = height); each column is the largest of STEP consecutive samples. Returns the
+ * window's maximum. Columns with no samples yet get -1. */
+double history_levels(const struct history *h, int *levels, size_t w, size_t step);
+/* Samples per column so that W columns span at least the last two minutes. */
+size_t history_step(size_t w);
 
 #endif

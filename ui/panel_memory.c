@@ -107,9 +107,11 @@ static void draw(struct dash *d, const struct rect *r, bool focused)
     /* Sparkline rows: one column per refresh (1 s), newest on the right. */
     int y = in.y + nrows;
     int span = in.w - labelw - 1;
+    int spw = span - 8 > 1 ? span - 8 : 1;
+    int secs = spw * (int)history_step((size_t)spw);
     char hdr[96];
-    snprintf(hdr, sizeof(hdr), "last %d:%02d, 1 column per second, scale 0..max", (span - 8) / 60,
-             (span - 8) % 60);
+    snprintf(hdr, sizeof(hdr), "last %d:%02d, %zu s per column, scale 0..max", secs / 60, secs % 60,
+             history_step((size_t)spw));
     draw_text(y++, in.x + labelw, in.w - labelw, draw_attr(ROLE_DIM), hdr);
     const struct {
         const char *label;
@@ -120,12 +122,12 @@ static void draw(struct dash *d, const struct rect *r, bool focused)
               {"dirty/s", &v->h_dirty_rate, ROLE_DIRTY}};
     for (int i = 0; i < 3 && y < in.y + in.h; i++, y++) {
         /* label, sparkline, and the window's maximum (the top of the sparkline's scale) */
-        double max = history_max(sp[i].h, (size_t)(span > 8 ? span - 8 : 1));
+        double max = history_max(sp[i].h, (size_t)spw * history_step((size_t)spw));
         char top[16];
         fmt_bytes(top, sizeof(top), (uint64_t)max);
         draw_text(y, in.x, labelw, draw_attr(ROLE_TITLE), sp[i].label);
-        draw_sparkline(y, in.x + labelw, span - 8, sp[i].h, draw_attr(sp[i].role));
-        draw_textf(y, in.x + labelw + span - 8, 8, draw_attr(ROLE_DIM), " %6s", top);
+        draw_sparkline(y, in.x + labelw, spw, sp[i].h, draw_attr(sp[i].role));
+        draw_textf(y, in.x + labelw + spw, 8, draw_attr(ROLE_DIM), " %6s", top);
     }
 }
 
