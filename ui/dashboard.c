@@ -38,6 +38,14 @@ static void on_term(int sig)
     got_term = 1;
 }
 
+/* A crash must not leave the user's terminal in raw mode with the screen half drawn. */
+static void on_fatal(int sig)
+{
+    endwin();
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
 struct dash_vm *dash_selected(struct dash *d)
 {
     return d->vm_cursor < d->model.n ? d->model.vms[d->vm_cursor] : NULL;
@@ -773,6 +781,9 @@ int dashboard_run(const char *select)
     signal(SIGPIPE, SIG_IGN);
     signal(SIGTERM, on_term);
     signal(SIGHUP, on_term);
+    static const int fatal[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT};
+    for (size_t i = 0; i < sizeof(fatal) / sizeof(fatal[0]); i++)
+        signal(fatal[i], on_fatal);
 
     static struct dash d; /* large (console scrollback): not on the stack */
     memset(&d, 0, sizeof(d));
