@@ -605,8 +605,10 @@ static void draw_message(struct dash *d)
             snprintf(sp, sizeof(sp), "%s", spin_utf8[(el / 100) % 10]);
         else
             snprintf(sp, sizeof(sp), "%c", spin_ascii[(el / 100) % 4]);
-        draw_textf(y, 0, COLS, draw_attr(ROLE_WARN), "%s %s... %.1fs", sp, j->desc,
-                   (double)el / 1000.0);
+        char last[256]; /* what the command last said (a progress line), if anything */
+        job_message(j, last, sizeof(last));
+        draw_textf(y, 0, COLS, draw_attr(ROLE_WARN), "%s %s... %.1fs%s%s", sp, j->desc,
+                   (double)el / 1000.0, last[0] ? "  " : "", last);
         return;
     }
     if (d->message[0])
