@@ -15,7 +15,7 @@
 #define RING_FRAMES (AUDIO_RATE / 5) /* 200 ms beyond the server's buffer, then drop */
 #define TARGET_LATENCY_US 40000      /* what the server buffers for us */
 #define START_US 20000 /* buffered before playback (re)starts: the steady-state latency */
-#define MIN_REQUEST_US 5000
+#define MIN_REQUEST_US 10000 /* server wakes us at most every 10 ms */
 #define RETRY_US 2000000
 
 enum pulse_state { PULSE_CONNECTING, PULSE_READY, PULSE_UNAVAILABLE };
@@ -155,8 +155,7 @@ static void create_stream(struct pulse_out *p)
     };
     p->corked = true; /* until there is something to play */
     if (pa_stream_connect_playback(p->st, NULL, &ba,
-                                   PA_STREAM_ADJUST_LATENCY | PA_STREAM_AUTO_TIMING_UPDATE |
-                                       PA_STREAM_INTERPOLATE_TIMING | PA_STREAM_START_CORKED,
+                                   PA_STREAM_ADJUST_LATENCY | PA_STREAM_START_CORKED,
                                    NULL, NULL) < 0)
         connection_lost(p, pa_strerror(pa_context_errno(p->ctx)));
 }
