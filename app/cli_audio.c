@@ -39,8 +39,8 @@ static void print_audio(const char *name, json_t *a)
         printf(" (%s)", json_string_value(json_object_get(es, "broken")));
     printf(", I/O 0x%llx, IRQ %d\n", (long long)json_integer_value(json_object_get(es, "io_base")),
            (int)json_integer_value(json_object_get(es, "irq")));
-    printf("  pc speaker:  %s\n", json_is_true(json_object_get(pc, "sounding")) ? "sounding"
-                                                                               : "quiet");
+    printf("  pc speaker:  %s\n",
+           json_is_true(json_object_get(pc, "sounding")) ? "sounding" : "quiet");
     printf("  pulseaudio:  %s, %lld frames played, %lld underruns\n",
            json_string_value(json_object_get(a, "server")),
            (long long)json_integer_value(json_object_get(a, "frames_played")),
@@ -99,9 +99,8 @@ int cmd_volume(int argc, char **argv)
     if (!st.running) {
         json_decref(args);
         if (json) {
-            json_t *j = json_pack("{s:i, s:b, s:b, s:s}", "volume", (int)cfg.audio.volume,
-                                  "muted", cfg.audio.muted, "enabled", cfg.audio.enabled,
-                                  "state", st.state);
+            json_t *j = json_pack("{s:i, s:b, s:b, s:s}", "volume", (int)cfg.audio.volume, "muted",
+                                  cfg.audio.muted, "enabled", cfg.audio.enabled, "state", st.state);
             char *s = json_dumps(j, JSON_INDENT(2));
             puts(s);
             free(s);

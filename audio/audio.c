@@ -160,9 +160,9 @@ json_t *audio_status_json(struct audio *a)
                      (int)atomic_load(&a->volume), "muted", atomic_load(&a->muted), "server",
                      a->out ? pulse_out_state(a->out) : "unavailable", "es1370",
                      es1370_status_json(a->es1370), "pcspk", pcspk_status_json(a->pcspk),
-                     "frames_rendered", (json_int_t)atomic_load(&a->frames_rendered),
-                     "frames_sent", (json_int_t)atomic_load(&a->frames_sent), "frames_played",
-                     (json_int_t)written, "underruns", (json_int_t)underruns);
+                     "frames_rendered", (json_int_t)atomic_load(&a->frames_rendered), "frames_sent",
+                     (json_int_t)atomic_load(&a->frames_sent), "frames_played", (json_int_t)written,
+                     "underruns", (json_int_t)underruns);
 }
 
 int audio_save(struct audio *a, struct state_writer *w)

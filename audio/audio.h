@@ -18,7 +18,7 @@
 /* What every source renders into: interleaved stereo, 44.1 kHz, summed in 32 bits. */
 #define AUDIO_RATE 44100
 #define AUDIO_CHANNELS 2
-#define AUDIO_TICK_NS 5000000LL /* the mixer wakes every 5 ms */
+#define AUDIO_TICK_NS 5000000LL                 /* the mixer wakes every 5 ms */
 #define AUDIO_MAX_TICK_FRAMES (AUDIO_RATE / 10) /* a late wakeup renders at most 100 ms */
 
 #define ES1370_PCI_SLOT 5

@@ -92,8 +92,7 @@ struct es1370 {
 static const uint32_t stat_bit[NCHAN] = {STAT_DAC1, STAT_DAC2, STAT_ADC};
 static const uint32_t int_en_bit[NCHAN] = {SCTL_P1_INT_EN, SCTL_P2_INT_EN, SCTL_R1_INT_EN};
 static const uint32_t enable_bit[NCHAN] = {CTRL_DAC1_EN, CTRL_DAC2_EN, CTRL_ADC_EN};
-static const uint32_t loop_sel_bit[NCHAN] = {SCTL_P1_LOOP_SEL, SCTL_P2_LOOP_SEL,
-                                             SCTL_R1_LOOP_SEL};
+static const uint32_t loop_sel_bit[NCHAN] = {SCTL_P1_LOOP_SEL, SCTL_P2_LOOP_SEL, SCTL_R1_LOOP_SEL};
 static const char *const chan_names[NCHAN] = {"DAC1", "DAC2", "ADC"};
 
 /* ---- interrupts ---- */
@@ -464,7 +463,7 @@ struct es1370 *es1370_create(struct machine *m, struct pci_bus *pci, unsigned sl
     pthread_mutex_init(&e->lock, NULL);
     struct pci_device *d = &e->pci;
     pci_device_init(d, 0x1274, 0x5000, 0x040100, 0); /* multimedia audio */
-    d->cfg[0x2c] = 0x42; /* subsystem 4942:4c4c, as on QEMU's ES1370 */
+    d->cfg[0x2c] = 0x42;                             /* subsystem 4942:4c4c, as on QEMU's ES1370 */
     d->cfg[0x2d] = 0x49;
     d->cfg[0x2e] = 0x4c;
     d->cfg[0x2f] = 0x4c;
@@ -496,9 +495,9 @@ json_t *es1370_status_json(struct es1370 *e)
 {
     pthread_mutex_lock(&e->lock);
     json_t *j = json_pack("{s:s, s:I, s:i, s:b, s:I, s:I, s:I, s:I}", "state",
-                          e->r.broken ? "broken" : chan_running(e, DAC2) || chan_running(e, DAC1)
-                                                       ? "playing"
-                                                       : "idle",
+                          e->r.broken                                      ? "broken"
+                          : chan_running(e, DAC2) || chan_running(e, DAC1) ? "playing"
+                                                                           : "idle",
                           "io_base", (json_int_t)e->io_base, "irq", (int)pci_irq_line(&e->pci),
                           "irq_level", e->irq_level, "dac1_frames", (json_int_t)e->frames[DAC1],
                           "dac2_frames", (json_int_t)e->frames[DAC2], "dac2_periods",

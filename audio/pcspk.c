@@ -166,8 +166,8 @@ json_t *pcspk_status_json(struct pcspk *p)
     pthread_mutex_lock(&p->lock);
     bool on = (p->r.port61 & 3) == 3;
     json_t *j = json_pack("{s:b, s:I, s:I}", "sounding", on, "hz",
-                          (json_int_t)(on && p->last_count ? PIT_HZ / p->last_count : 0),
-                          "frames", (json_int_t)p->frames);
+                          (json_int_t)(on && p->last_count ? PIT_HZ / p->last_count : 0), "frames",
+                          (json_int_t)p->frames);
     pthread_mutex_unlock(&p->lock);
     return j;
 }

@@ -14,7 +14,7 @@
 
 #define RING_FRAMES (AUDIO_RATE / 5) /* 200 ms beyond the server's buffer, then drop */
 #define TARGET_LATENCY_US 40000      /* what the server buffers for us */
-#define START_US 20000 /* buffered before playback (re)starts: the steady-state latency */
+#define START_US 20000       /* buffered before playback (re)starts: the steady-state latency */
 #define MIN_REQUEST_US 10000 /* server wakes us at most every 10 ms */
 #define RETRY_US 2000000
 
@@ -56,8 +56,8 @@ static void drain_locked(struct pulse_out *p)
         frames = p->len;
     while (frames) {
         size_t chunk = RING_FRAMES - p->head < frames ? RING_FRAMES - p->head : frames;
-        if (pa_stream_write(p->st, &p->ring[p->head * AUDIO_CHANNELS],
-                            chunk * 2 * AUDIO_CHANNELS, NULL, 0, PA_SEEK_RELATIVE) < 0)
+        if (pa_stream_write(p->st, &p->ring[p->head * AUDIO_CHANNELS], chunk * 2 * AUDIO_CHANNELS,
+                            NULL, 0, PA_SEEK_RELATIVE) < 0)
             return;
         p->head = (p->head + chunk) % RING_FRAMES;
         p->len -= chunk;
@@ -88,15 +88,14 @@ static void connection_lost(struct pulse_out *p, const char *why)
         const char *server = getenv("PULSE_SERVER");
         vmm_log("audio: warning: no PulseAudio server reachable (%s%s%s): the VM runs without "
                 "sound, its sound card keeps time; retrying every %d s",
-                why, server ? ", PULSE_SERVER=" : "", server ? server : "",
-                RETRY_US / 1000000);
+                why, server ? ", PULSE_SERVER=" : "", server ? server : "", RETRY_US / 1000000);
         warned_unreachable = true;
     }
     p->state = p->ever_ready ? PULSE_CONNECTING : PULSE_UNAVAILABLE;
     p->len = 0;
     struct timeval tv;
-    p->retry = p->api->time_new(p->api, pa_timeval_add(pa_gettimeofday(&tv), RETRY_US), retry_cb,
-                                p);
+    p->retry =
+        p->api->time_new(p->api, pa_timeval_add(pa_gettimeofday(&tv), RETRY_US), retry_cb, p);
 }
 
 static void write_cb(pa_stream *s, size_t nbytes, void *ud)
@@ -154,9 +153,8 @@ static void create_stream(struct pulse_out *p)
         .fragsize = (uint32_t)-1,
     };
     p->corked = true; /* until there is something to play */
-    if (pa_stream_connect_playback(p->st, NULL, &ba,
-                                   PA_STREAM_ADJUST_LATENCY | PA_STREAM_START_CORKED,
-                                   NULL, NULL) < 0)
+    if (pa_stream_connect_playback(
+            p->st, NULL, &ba, PA_STREAM_ADJUST_LATENCY | PA_STREAM_START_CORKED, NULL, NULL) < 0)
         connection_lost(p, pa_strerror(pa_context_errno(p->ctx)));
 }
 

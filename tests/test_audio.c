@@ -46,8 +46,8 @@ static void pulse_start(struct pulse *p, const char *dir)
     snprintf(rt, sizeof(rt), "%s/rt", dir);
     mkdir(rt, 0700);
     snprintf(log, sizeof(log), "--log-target=file:%s/pulse.log", dir);
-    snprintf(sock_arg, sizeof(sock_arg),
-             "module-native-protocol-unix socket=%s auth-anonymous=1", p->socket);
+    snprintf(sock_arg, sizeof(sock_arg), "module-native-protocol-unix socket=%s auth-anonymous=1",
+             p->socket);
     p->pid = fork();
     ck_assert_int_ge(p->pid, 0);
     if (p->pid == 0) {
@@ -103,8 +103,7 @@ static void record_start(struct recording *r, const struct pulse *p, const char 
         if (!f)
             _exit(126);
         execlp("parec", "parec", "--server", server, "-d", "vmws_test.monitor", "--raw",
-               "--format=s16le", "--rate=44100", "--channels=1", "--latency-msec=10",
-               (char *)NULL);
+               "--format=s16le", "--rate=44100", "--channels=1", "--latency-msec=10", (char *)NULL);
         _exit(127);
     }
     /* Wait until samples flow, so nothing the guest plays is missed. */
@@ -121,8 +120,8 @@ static void record_stop(struct recording *r)
 }
 
 struct heard {
-    double seconds;   /* from the first to the last loud sample */
-    double hz;        /* strongest frequency in that span */
+    double seconds; /* from the first to the last loud sample */
+    double hz;      /* strongest frequency in that span */
     int peak;
     long samples;
 };
@@ -230,12 +229,14 @@ static void record_path(char *buf, size_t len, const char *what)
 static void check_heard(const char *what, const struct heard *h, double hz, double seconds,
                         double tolerance)
 {
-    fprintf(stderr, "%s: heard %.1f Hz for %.0f ms (peak %d, %ld samples recorded)\n", what,
-            h->hz, h->seconds * 1000, h->peak, h->samples);
+    fprintf(stderr, "%s: heard %.1f Hz for %.0f ms (peak %d, %ld samples recorded)\n", what, h->hz,
+            h->seconds * 1000, h->peak, h->samples);
     ck_assert_msg(h->peak > 1000, "%s: the sink heard silence (peak %d in %ld samples)", what,
                   h->peak, h->samples);
-    ck_assert_msg(fabs(h->hz - hz) <= hz * 0.02, "%s: dominant frequency %.1f Hz, expected %.0f "
-                  "Hz +- 2%%", what, h->hz, hz);
+    ck_assert_msg(fabs(h->hz - hz) <= hz * 0.02,
+                  "%s: dominant frequency %.1f Hz, expected %.0f "
+                  "Hz +- 2%%",
+                  what, h->hz, hz);
     if (seconds > 0)
         ck_assert_msg(fabs(h->seconds - seconds) <= seconds * tolerance,
                       "%s: sound lasted %.0f ms, expected %.0f ms +- %.0f%%", what,
@@ -298,8 +299,10 @@ START_TEST(tone_and_beep_reach_the_sink)
     record_stop(&rec);
     h = analyse(path);
     check_heard("tone 880 200 at 50%", &h, 880, 0.2, 0.15);
-    ck_assert_msg(h.peak > 1000 && h.peak < 16384 / 4, "at 50%% (cubic) the peak should be about "
-                  "1/8 of 16384, was %d", h.peak);
+    ck_assert_msg(h.peak > 1000 && h.peak < 16384 / 4,
+                  "at 50%% (cubic) the peak should be about "
+                  "1/8 of 16384, was %d",
+                  h.peak);
 
     ck_assert_int_eq(count_log_lines("snd", "no PulseAudio server"), 0);
     console_close(c);
@@ -323,8 +326,10 @@ START_TEST(no_server_runs_silent_with_one_warning)
     usleep(2500000); /* at least one reconnection attempt, which must stay quiet */
     run(c, "version", "vmws-guest", 5000);
     int warnings = count_log_lines("mute", "no PulseAudio server reachable");
-    ck_assert_msg(warnings == 1, "expected exactly one 'no PulseAudio server' warning in vmm.log, "
-                  "found %d", warnings);
+    ck_assert_msg(warnings == 1,
+                  "expected exactly one 'no PulseAudio server' warning in vmm.log, "
+                  "found %d",
+                  warnings);
     console_close(c);
     vmws_cmd(out, sizeof(out), 20, "kill", "mute", NULL);
     e2e_teardown();

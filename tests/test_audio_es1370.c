@@ -120,7 +120,7 @@ START_TEST(pci_identity_and_resources)
 {
     ck_assert_uint_eq(cfg_read(0x00), 0x50001274);
     ck_assert_uint_eq(cfg_read(0x08) >> 8, 0x040100); /* multimedia audio */
-    ck_assert_uint_eq(cfg_read(0x10), IO | 1);       /* I/O BAR, 64 bytes */
+    ck_assert_uint_eq(cfg_read(0x10), IO | 1);        /* I/O BAR, 64 bytes */
     cfg_write(0x10, 0xffffffff);
     ck_assert_uint_eq(cfg_read(0x10), 0xffffffc1);
     cfg_write(0x10, IO | 1);
@@ -196,7 +196,7 @@ START_TEST(stop_mode_and_adc_capture)
     render(100);
     out32(IO + MEM_PAGE, 0x0c);
     ck_assert_uint_eq(in32(IO + DAC2_SIZE) >> 16, 15); /* stopped on the last frame */
-    ck_assert_int_eq(mix[2 * 50], 0);                 /* then zeros */
+    ck_assert_int_eq(mix[2 * 50], 0);                  /* then zeros */
 
     /* The ADC "records" silence into the guest's buffer and counts periods. */
     out32(IO + MEM_PAGE, 0x0d);
