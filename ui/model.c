@@ -110,8 +110,12 @@ static void scan_home(struct dash_model *m)
         struct dash_vm *v = m->vms[i];
         char err[512];
         vmconfig_defaults(&v->cfg, v->name);
+        err[0] = '\0';
         v->cfg_ok =
             v->paths.config[0] && vmconfig_load(v->paths.config, &v->cfg, err, sizeof(err)) == 0;
+        /* the directory is long and known: keep "vm.conf:LINE: what is wrong" */
+        const char *at = strstr(err, "vm.conf:");
+        snprintf(v->cfg_err, sizeof(v->cfg_err), "%.150s", at ? at : err);
     }
 }
 
@@ -171,6 +175,8 @@ static void query_status(struct dash_vm *v)
         const char *ls = v->listed_state;
         bool listed_down = ls[0] && strcmp(ls, "running") != 0 && strcmp(ls, "paused") != 0 &&
                            strcmp(ls, "starting") != 0 && strcmp(ls, "unknown") != 0;
+        if (!v->cfg_ok)
+            snprintf(v->detail, sizeof(v->detail), "%s", v->cfg_err);
         if (v->pid > 0)
             snprintf(v->state, sizeof(v->state), "starting");
         else

@@ -24,7 +24,8 @@ struct dash_vm {
     struct vm_paths paths;
     struct vm_config cfg;
     bool cfg_ok;
-    bool seen; /* found by the last directory scan */
+    char cfg_err[160]; /* "vm.conf:LINE: what is wrong" when !cfg_ok */
+    bool seen;         /* found by the last directory scan */
 
     /* Live state from the VMM (query-status), or from `vmws list --json` when it is not up. */
     struct ctl_client *ctl;

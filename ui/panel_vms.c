@@ -57,10 +57,12 @@ static void draw(struct dash *d, const struct rect *r, bool focused)
         draw_text(in.y + 1, in.x, in.w, draw_attr(ROLE_DIM), "no VMs yet: press n to create one");
         return;
     }
-    /* a VNC line for the selected VM when the column does not fit */
+    /* A note line for the selected VM: why it crashed or has a bad config, else its VNC
+     * address when the column does not fit. */
     struct dash_vm *sel = dash_selected(d);
-    bool vnc_line = !vnc_col && sel && sel->vnc[0] && rows >= 3;
-    if (vnc_line)
+    bool detail_line = sel && sel->detail[0] && rows >= 3;
+    bool vnc_line = !detail_line && !vnc_col && sel && sel->vnc[0] && rows >= 3;
+    if (vnc_line || detail_line)
         rows--;
     if (rows < 1)
         return;
@@ -96,7 +98,10 @@ static void draw(struct dash *d, const struct rect *r, bool focused)
             draw_text(y, x, in.x + in.w - x, attr, line);
         }
     }
-    if (vnc_line)
+    if (detail_line)
+        draw_textf(in.y + in.h - 1, in.x, in.w, draw_attr(ROLE_ERROR), "%s: %s", sel->name,
+                   sel->detail);
+    else if (vnc_line)
         draw_textf(in.y + in.h - 1, in.x, in.w, draw_attr(ROLE_DIM), "VNC %s: %s", sel->name,
                    sel->vnc);
 }
