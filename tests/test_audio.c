@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -22,6 +23,47 @@
 #define RATE 44100
 
 static char out[1 << 16];
+
+/* A failed assertion ends a test's process at once (check runs each test in a child), so
+ * nothing there can clean up: pulseaudio and parec die with it (PR_SET_PDEATHSIG), and each
+ * test's home is noted in a file that the runner's unchecked teardown uses to kill the VMMs
+ * left under it and remove it. */
+static char homes_file[128];
+
+static void test_begin(void)
+{
+    e2e_setup();
+    FILE *f = fopen(homes_file, "a");
+    if (f) {
+        fprintf(f, "%s\n", e2e_home());
+        fclose(f);
+    }
+}
+
+static void cleanup_homes(void)
+{
+    FILE *f = fopen(homes_file, "r");
+    char home[256], cmd[1024];
+    while (f && fgets(home, sizeof(home), f)) {
+        home[strcspn(home, "\n")] = 0;
+        if (strncmp(home, "/tmp/vmws-test-", 15) || strchr(home, '\''))
+            continue;
+        snprintf(cmd, sizeof(cmd),
+                 "for p in '%s'/*/vmm.pid; do [ -f \"$p\" ] && kill -9 $(cat \"$p\") 2>/dev/null; "
+                 "done; rm -rf '%s'",
+                 home, home);
+        if (system(cmd) != 0)
+            fprintf(stderr, "cleanup of %s failed\n", home);
+    }
+    if (f)
+        fclose(f);
+    unlink(homes_file);
+}
+
+static void die_with_test(void)
+{
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+}
 
 /* ---- a private PulseAudio server ---- */
 
@@ -51,6 +93,7 @@ static void pulse_start(struct pulse *p, const char *dir)
     p->pid = fork();
     ck_assert_int_ge(p->pid, 0);
     if (p->pid == 0) {
+        die_with_test();
         setenv("HOME", dir, 1);
         setenv("PULSE_RUNTIME_PATH", rt, 1);
         unsetenv("PULSE_SERVER");
@@ -99,6 +142,7 @@ static void record_start(struct recording *r, const struct pulse *p, const char 
     r->pid = fork();
     ck_assert_int_ge(r->pid, 0);
     if (r->pid == 0) {
+        die_with_test();
         FILE *f = freopen(path, "w", stdout);
         if (!f)
             _exit(126);
@@ -245,7 +289,7 @@ static void check_heard(const char *what, const struct heard *h, double hz, doub
 
 START_TEST(tone_and_beep_reach_the_sink)
 {
-    e2e_setup();
+    test_begin();
     struct pulse p;
     char dir[300], path[400];
     snprintf(dir, sizeof(dir), "%s/pulse", e2e_home());
@@ -314,7 +358,7 @@ END_TEST
 
 START_TEST(no_server_runs_silent_with_one_warning)
 {
-    e2e_setup();
+    test_begin();
     char server[400];
     snprintf(server, sizeof(server), "unix:%s/no-such-pulse", e2e_home());
     setenv("PULSE_SERVER", server, 1);
@@ -338,7 +382,7 @@ END_TEST
 
 START_TEST(server_restart_reconnects)
 {
-    e2e_setup();
+    test_begin();
     struct pulse p;
     char dir[300], path[400];
     snprintf(dir, sizeof(dir), "%s/pulse", e2e_home());
@@ -372,7 +416,7 @@ END_TEST
 
 START_TEST(guest_nonsense_breaks_the_card_not_the_vm)
 {
-    e2e_setup();
+    test_begin();
     char server[400];
     snprintf(server, sizeof(server), "unix:%s/no-such-pulse", e2e_home());
     setenv("PULSE_SERVER", server, 1);
@@ -404,7 +448,9 @@ END_TEST
 int main(void)
 {
     Suite *s = suite_create("audio");
+    snprintf(homes_file, sizeof(homes_file), "/tmp/vmws-test-audio-homes.%d", (int)getpid());
     TCase *tc = tcase_create("e2e");
+    tcase_add_unchecked_fixture(tc, NULL, cleanup_homes);
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, tone_and_beep_reach_the_sink);
     tcase_add_test(tc, no_server_runs_silent_with_one_warning);
