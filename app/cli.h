@@ -102,6 +102,7 @@ int cmd_create(int argc, char **argv);
 int cmd_delete(int argc, char **argv);
 int cmd_list(int argc, char **argv);
 int cmd_status(int argc, char **argv);
+int cmd_vnc_password(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_start(int argc, char **argv);
 int cmd_stop(int argc, char **argv);

@@ -1,7 +1,14 @@
 /* What the command line says about a VM's screen: `vmws start` prints where VNC listens and
- * `vmws status` shows it, both from the VMM's query-display. */
+ * `vmws status` shows it, both from the VMM's query-display; `vmws vnc-password` sets the
+ * VM's VNC password file. */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <termios.h>
+#include <unistd.h>
 
 #include "app/cli.h"
 
@@ -33,4 +40,77 @@ void cli_display_print(const struct vm_paths *p, const char *prefix)
                (int)json_integer_value(json_object_get(vnc, "port")) - 5900,
                json_is_true(json_object_get(vnc, "password")) ? ", password required" : "");
     json_decref(r);
+}
+
+/* `vmws vnc-password NAME [--clear]`: the first line of stdin becomes the VM's VNC password
+ * (DIR/vnc.passwd, mode 0600, written atomically); --clear removes it. Read at the next start. */
+int cmd_vnc_password(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"clear", no_argument, NULL, 'c'},
+        {"help", no_argument, NULL, 'h'},
+        {0},
+    };
+    bool clear = false;
+    int c;
+    while ((c = cli_getopt(argc, argv, opts)) != -1) {
+        if (c == 'h')
+            return cli_print_help(argv[0]);
+        if (c != 'c')
+            return EXIT_USAGE;
+        clear = true;
+    }
+    int rc = cli_positional(argc, argv, 1, "the VM's NAME");
+    if (rc)
+        return rc;
+    const char *name = argv[optind];
+    struct vm_paths p;
+    if (cli_vm_open(name, &p, NULL))
+        return 1;
+    char path[PATH_MAX + 16], tmp[PATH_MAX + 32];
+    snprintf(path, sizeof(path), "%s/vnc.passwd", p.dir);
+    if (clear) {
+        if (unlink(path) < 0 && errno != ENOENT)
+            return cli_error("cannot remove %s: %s", path, strerror(errno));
+        printf("VNC password of %s removed (from its next start)\n", name);
+        return 0;
+    }
+    bool tty = isatty(0);
+    struct termios old, quiet;
+    if (tty) {
+        fprintf(stderr, "VNC password for %s (1-8 characters): ", name);
+        tcgetattr(0, &old);
+        quiet = old;
+        quiet.c_lflag &= (tcflag_t)~ECHO;
+        tcsetattr(0, TCSAFLUSH, &quiet);
+    }
+    char line[64];
+    bool got = fgets(line, sizeof(line), stdin) != NULL;
+    if (tty) {
+        tcsetattr(0, TCSAFLUSH, &old);
+        fputc('\n', stderr);
+    }
+    if (!got)
+        return cli_error("no password given on standard input");
+    line[strcspn(line, "\r\n")] = '\0';
+    size_t len = strlen(line);
+    if (len == 0 || len > 8)
+        return cli_error("a VNC password is 1 to 8 characters (VNC authentication uses only 8); "
+                         "got %zu",
+                         len);
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0)
+        return cli_error("cannot write %s: %s", tmp, strerror(errno));
+    line[len] = '\n';
+    bool ok = fchmod(fd, 0600) == 0 && write(fd, line, len + 1) == (ssize_t)(len + 1) &&
+              fsync(fd) == 0;
+    ok = close(fd) == 0 && ok;
+    if (!ok || rename(tmp, path) < 0) {
+        int e = errno;
+        unlink(tmp);
+        return cli_error("cannot write %s: %s", path, strerror(e));
+    }
+    printf("VNC password of %s set in %s (from its next start)\n", name, path);
+    return 0;
 }

@@ -65,6 +65,10 @@ const struct cli_command cli_commands[] = {
      "                        how much free space the merge needs\n"},
     {"list", cmd_list, "[--json]", "list VMs with their state", NULL},
     {"status", cmd_status, "NAME [--json]", "show one VM's state and settings", NULL},
+    {"vnc-password", cmd_vnc_password, "NAME [--clear]", "set a VM's VNC password (stdin)",
+     "  Reads 1-8 characters from standard input (without echo on a terminal) into\n"
+     "  vnc.passwd (mode 0600) in the VM's directory; VNC clients must then give it. Takes\n"
+     "  effect at the VM's next start. --clear removes the password.\n"},
     {"console", cmd_console, "NAME [--idle MS]", "attach to a VM's serial console",
      "  On a terminal: interactive, Ctrl-] detaches. On a pipe: stdin goes to the guest and\n"
      "  its output to stdout until the output has been quiet for --idle MS (default 1000)\n"

@@ -118,31 +118,46 @@ static void clear_text(void)
 }
 
 /* The LAPIC timer, one-shot, wakes the shell at the next minute so the clock moves on an
- * idle guest too (one interrupt a minute; the kernel's handler only counts it). Its rate is
- * measured once against the TSC delay. */
+ * idle guest too (the kernel's handler only counts the interrupt). Its rate is measured once
+ * against the ACPI PM timer (3.579545 MHz; two port reads around a 20 ms spin); a first wake
+ * a second before the minute absorbs what error is left, then a short one lands just after. */
 #define LAPIC_LVT_TIMER 0x320
 #define LAPIC_TIMER_INIT 0x380
 #define LAPIC_TIMER_CUR 0x390
 #define LAPIC_TIMER_DIV 0x3e0
 #define LAPIC_DIV_128 0x0a
 #define LVT_MASKED (1u << 16)
+#define PM_TIMER_HZ 3579545ULL
+#define CALIBRATE_US 20000
 
 static uint64_t lapic_ticks_per_ms;
+
+static void calibrate_lapic_timer(uint64_t lapic)
+{
+    uint32_t mask = acpi.pm_tmr_32bit ? 0xffffffffu : 0xffffffu;
+    mmio_write32(lapic + LAPIC_TIMER_DIV, LAPIC_DIV_128);
+    mmio_write32(lapic + LAPIC_LVT_TIMER, LVT_MASKED | VEC_TIMER);
+    uint32_t p0 = acpi.pm_tmr ? inl(acpi.pm_tmr) & mask : 0;
+    mmio_write32(lapic + LAPIC_TIMER_INIT, 0xffffffffu);
+    delay_us(CALIBRATE_US);
+    uint64_t ticks = 0xffffffffu - mmio_read32(lapic + LAPIC_TIMER_CUR);
+    uint32_t p1 = acpi.pm_tmr ? inl(acpi.pm_tmr) & mask : 0;
+    mmio_write32(lapic + LAPIC_TIMER_INIT, 0);
+    uint64_t pm = (p1 - p0) & mask;
+    /* Without a PM timer, trust the delay (it runs long: the clock then wakes late). */
+    lapic_ticks_per_ms = pm ? ticks * PM_TIMER_HZ / pm / 1000 : ticks * 1000 / CALIBRATE_US;
+    if (!lapic_ticks_per_ms)
+        lapic_ticks_per_ms = 1;
+}
 
 static void arm_minute_timer(unsigned sec)
 {
     uint64_t lapic = acpi.lapic_addr ? acpi.lapic_addr : LAPIC_DEFAULT;
-    if (!lapic_ticks_per_ms) {
-        mmio_write32(lapic + LAPIC_TIMER_DIV, LAPIC_DIV_128);
-        mmio_write32(lapic + LAPIC_LVT_TIMER, LVT_MASKED | VEC_TIMER);
-        mmio_write32(lapic + LAPIC_TIMER_INIT, 0xffffffffu);
-        delay_us(5000);
-        lapic_ticks_per_ms = (0xffffffffu - mmio_read32(lapic + LAPIC_TIMER_CUR)) / 5;
-        mmio_write32(lapic + LAPIC_TIMER_INIT, 0);
-        if (!lapic_ticks_per_ms)
-            lapic_ticks_per_ms = 1;
-    }
-    uint64_t ticks = (uint64_t)((60 - sec % 60) * 1000 + 20) * lapic_ticks_per_ms;
+    if (!lapic_ticks_per_ms)
+        calibrate_lapic_timer(lapic);
+    unsigned left_ms = (60 - sec % 60) * 1000;
+    uint64_t ms = left_ms > 3000 ? left_ms - 1000 : left_ms + 30;
+    uint64_t ticks = ms * lapic_ticks_per_ms;
     mmio_write32(lapic + LAPIC_LVT_TIMER, VEC_TIMER); /* one-shot, unmasked */
     mmio_write32(lapic + LAPIC_TIMER_INIT, ticks > 0xffffffffu ? 0xffffffffu : (uint32_t)ticks);
 }
