@@ -6,6 +6,8 @@
  * indented lines (joined with a space); vmconfig_save writes them that way. */
 #include "app/vmconfig.h"
 
+#include "core/fsutil.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <ini.h>
@@ -451,18 +453,6 @@ static int write_append(FILE *f, const char *append)
     return 0;
 }
 
-static int fsync_dir_of(const char *path)
-{
-    char buf[PATH_MAX];
-    snprintf(buf, sizeof(buf), "%s", path);
-    int dfd = open(dirname(buf), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd < 0)
-        return -errno;
-    int rc = fsync(dfd) < 0 ? -errno : 0;
-    close(dfd);
-    return rc;
-}
-
 int vmconfig_save(const char *path, const struct vm_config *cfg)
 {
     if (!vm_name_valid(cfg->name) || cfg->cpus < 1 || cfg->cpus > VM_CPUS_MAX)
@@ -473,18 +463,12 @@ int vmconfig_save(const char *path, const struct vm_config *cfg)
         return -EINVAL;
 
     char tmp[PATH_MAX];
-    if (snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof(tmp))
-        return -ENAMETOOLONG;
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    int fd = fs_tmp_create(path, tmp, sizeof(tmp));
     if (fd < 0)
-        return -errno;
-    FILE *f = fdopen(fd, "w");
-    if (!f) {
-        int e = -errno;
-        close(fd);
-        unlink(tmp);
-        return e;
-    }
+        return fd;
+    FILE *f = fdopen(dup(fd), "w");
+    if (!f)
+        return fs_tmp_commit(fd, tmp, path, -errno);
     fprintf(f, "# vmws VM configuration (edit while the VM is off)\n");
     fprintf(f, "[vm]\n");
     fprintf(f, "name = %s\n", cfg->name);
@@ -505,17 +489,7 @@ int vmconfig_save(const char *path, const struct vm_config *cfg)
         vmconfig_display_write(f, &cfg->display);
     if (rc == 0)
         vmconfig_audio_write(f, &cfg->audio);
-    if (rc == 0 && fflush(f) != 0)
-        rc = -errno;
-    if (rc == 0 && fsync(fd) < 0)
-        rc = -errno;
     if (fclose(f) != 0 && rc == 0)
         rc = -errno;
-    if (rc == 0 && rename(tmp, path) < 0)
-        rc = -errno;
-    if (rc < 0) {
-        unlink(tmp);
-        return rc;
-    }
-    return fsync_dir_of(path);
+    return fs_tmp_commit(fd, tmp, path, rc);
 }

@@ -4,6 +4,7 @@
  * them in, and compute each checksum last, so that bytes never change after being summed.
  * Layout: RSDP, XSDT, RSDT, FADT, FACS (64-byte aligned), DSDT, MADT. */
 #include "core/acpi.h"
+#include "core/bytes.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -60,24 +61,6 @@
 #define AML_PACKAGE_OP 0x12
 #define AML_ROOT_CHAR 0x5c
 
-static void put16(uint8_t *p, size_t off, uint16_t v)
-{
-    p[off] = (uint8_t)v;
-    p[off + 1] = (uint8_t)(v >> 8);
-}
-
-static void put32(uint8_t *p, size_t off, uint32_t v)
-{
-    put16(p, off, (uint16_t)v);
-    put16(p, off + 2, (uint16_t)(v >> 16));
-}
-
-static void put64(uint8_t *p, size_t off, uint64_t v)
-{
-    put32(p, off, (uint32_t)v);
-    put32(p, off + 4, (uint32_t)(v >> 32));
-}
-
 static uint8_t checksum(const uint8_t *p, size_t len)
 {
     uint8_t sum = 0;
@@ -110,13 +93,13 @@ static uint64_t gpa_of(size_t off)
 static void sdt_header(uint8_t *t, const char sig[4], uint32_t len, uint8_t revision)
 {
     memcpy(t, sig, 4);
-    put32(t, 4, len);
+    le_put32(t, 4, len);
     t[8] = revision;
     memcpy(t + 10, ACPI_OEM_ID, 6);
     memcpy(t + 16, ACPI_OEM_TABLE_ID, 8);
-    put32(t, 24, 1); /* OEM revision */
+    le_put32(t, 24, 1); /* OEM revision */
     memcpy(t + 28, ACPI_CREATOR_ID, 4);
-    put32(t, 32, 1); /* creator revision */
+    le_put32(t, 32, 1); /* creator revision */
 }
 
 static void sdt_checksum(uint8_t *t)
@@ -135,30 +118,30 @@ static void put_gas(uint8_t *p, size_t off, uint8_t space, uint8_t bits, uint8_t
     p[off + 1] = bits;
     p[off + 2] = 0; /* bit offset */
     p[off + 3] = access;
-    put64(p, off + 4, addr);
+    le_put64(p, off + 4, addr);
 }
 
 static void build_fadt(uint8_t *t, uint64_t facs, uint64_t dsdt)
 {
     sdt_header(t, "FACP", FADT_SIZE, FADT_REVISION);
-    put32(t, 36, (uint32_t)facs); /* FIRMWARE_CTRL (X_FIRMWARE_CTRL stays 0: below 4 GiB) */
-    put32(t, 40, (uint32_t)dsdt);
-    put16(t, 46, ACPI_SCI_IRQ);
+    le_put32(t, 36, (uint32_t)facs); /* FIRMWARE_CTRL (X_FIRMWARE_CTRL stays 0: below 4 GiB) */
+    le_put32(t, 40, (uint32_t)dsdt);
+    le_put16(t, 46, ACPI_SCI_IRQ);
     /* SMI_CMD = 0: no SMM, the hardware is always in ACPI mode (SCI_EN reads as 1). */
-    put32(t, 56, ACPI_PM1A_EVT_BLK);
-    put32(t, 64, ACPI_PM1A_CNT_BLK);
-    put32(t, 76, ACPI_PM_TMR_BLK);
+    le_put32(t, 56, ACPI_PM1A_EVT_BLK);
+    le_put32(t, 64, ACPI_PM1A_CNT_BLK);
+    le_put32(t, 76, ACPI_PM_TMR_BLK);
     t[88] = 4;          /* PM1_EVT_LEN */
     t[89] = 2;          /* PM1_CNT_LEN */
     t[91] = 4;          /* PM_TMR_LEN */
-    put16(t, 96, 101);  /* P_LVL2_LAT > 100: no C2 */
-    put16(t, 98, 1001); /* P_LVL3_LAT > 1000: no C3 */
-    put16(t, 109, FADT_BOOT_LEGACY_DEVICES | FADT_BOOT_8042);
-    put32(t, 112, FADT_F_WBINVD | FADT_F_PROC_C1 | FADT_F_SLP_BUTTON | FADT_F_RESET_REG_SUP);
+    le_put16(t, 96, 101);  /* P_LVL2_LAT > 100: no C2 */
+    le_put16(t, 98, 1001); /* P_LVL3_LAT > 1000: no C3 */
+    le_put16(t, 109, FADT_BOOT_LEGACY_DEVICES | FADT_BOOT_8042);
+    le_put32(t, 112, FADT_F_WBINVD | FADT_F_PROC_C1 | FADT_F_SLP_BUTTON | FADT_F_RESET_REG_SUP);
     put_gas(t, 116, GAS_SYSTEM_IO, 8, GAS_ACCESS_BYTE, RESET_PORT);
     t[128] = RESET_VALUE;
     t[131] = 0;          /* FADT minor version: ACPI 6.0 */
-    put64(t, 140, dsdt); /* X_DSDT, equal to DSDT */
+    le_put64(t, 140, dsdt); /* X_DSDT, equal to DSDT */
     put_gas(t, 148, GAS_SYSTEM_IO, 32, GAS_ACCESS_WORD, ACPI_PM1A_EVT_BLK);
     put_gas(t, 172, GAS_SYSTEM_IO, 16, GAS_ACCESS_WORD, ACPI_PM1A_CNT_BLK);
     put_gas(t, 208, GAS_SYSTEM_IO, 32, GAS_ACCESS_DWORD, ACPI_PM_TMR_BLK);
@@ -167,7 +150,7 @@ static void build_fadt(uint8_t *t, uint64_t facs, uint64_t dsdt)
 static void build_facs(uint8_t *t)
 {
     memcpy(t, "FACS", 4);
-    put32(t, 4, FACS_SIZE);
+    le_put32(t, 4, FACS_SIZE);
     t[32] = 2; /* version */
 }
 
@@ -214,22 +197,22 @@ static void build_madt(uint8_t *t, unsigned ncpus)
 {
     size_t len = madt_size(ncpus), o = 44;
     sdt_header(t, "APIC", (uint32_t)len, MADT_REVISION);
-    put32(t, 36, LAPIC_ADDR);
-    put32(t, 40, MADT_PCAT_COMPAT);
+    le_put32(t, 36, LAPIC_ADDR);
+    le_put32(t, 40, MADT_PCAT_COMPAT);
 
     for (unsigned i = 0; i < ncpus; i++, o += 8) {
         t[o] = MADT_LAPIC;
         t[o + 1] = 8;
         t[o + 2] = (uint8_t)i; /* ACPI processor UID */
         t[o + 3] = (uint8_t)i; /* APIC id */
-        put32(t, o + 4, MADT_LAPIC_ENABLED);
+        le_put32(t, o + 4, MADT_LAPIC_ENABLED);
     }
 
     t[o] = MADT_IOAPIC;
     t[o + 1] = 12;
     t[o + 2] = IOAPIC_ID;
-    put32(t, o + 4, IOAPIC_ADDR);
-    put32(t, o + 8, 0); /* GSI base */
+    le_put32(t, o + 4, IOAPIC_ADDR);
+    le_put32(t, o + 8, 0); /* GSI base */
     o += 12;
 
     /* ISA IRQ 0 (PIT) arrives on IOAPIC pin 2, edge, active high. */
@@ -237,8 +220,8 @@ static void build_madt(uint8_t *t, unsigned ncpus)
     t[o + 1] = 10;
     t[o + 2] = 0; /* bus: ISA */
     t[o + 3] = 0;
-    put32(t, o + 4, 2);
-    put16(t, o + 8, MPS_EDGE | MPS_ACTIVE_HIGH);
+    le_put32(t, o + 4, 2);
+    le_put16(t, o + 8, MPS_EDGE | MPS_ACTIVE_HIGH);
     o += 10;
 
     /* The SCI is level triggered, active high (as on PIIX4/QEMU). */
@@ -246,8 +229,8 @@ static void build_madt(uint8_t *t, unsigned ncpus)
     t[o + 1] = 10;
     t[o + 2] = 0;
     t[o + 3] = ACPI_SCI_IRQ;
-    put32(t, o + 4, ACPI_SCI_IRQ);
-    put16(t, o + 8, MPS_LEVEL | MPS_ACTIVE_HIGH);
+    le_put32(t, o + 4, ACPI_SCI_IRQ);
+    le_put16(t, o + 8, MPS_LEVEL | MPS_ACTIVE_HIGH);
     o += 10;
 
     /* PCI INTx lines (pci.c routes INTA# of odd/even slots to IRQ 11/10; the sound card is one):
@@ -258,15 +241,15 @@ static void build_madt(uint8_t *t, unsigned ncpus)
         t[o + 1] = 10;
         t[o + 2] = 0;
         t[o + 3] = (uint8_t)irq;
-        put32(t, o + 4, irq);
-        put16(t, o + 8, MPS_LEVEL | MPS_ACTIVE_HIGH);
+        le_put32(t, o + 4, irq);
+        le_put16(t, o + 8, MPS_LEVEL | MPS_ACTIVE_HIGH);
     }
 
     /* NMI on LINT1 of every processor. */
     t[o] = MADT_LAPIC_NMI;
     t[o + 1] = 6;
     t[o + 2] = 0xff;    /* all processors */
-    put16(t, o + 3, 0); /* flags: conforms to the bus */
+    le_put16(t, o + 3, 0); /* flags: conforms to the bus */
     t[o + 5] = 1;       /* LINT1 */
 }
 
@@ -312,22 +295,22 @@ int acpi_build(struct guest_mem *m, const struct acpi_config *cfg, uint64_t *rsd
     sdt_checksum(b + o_madt);
 
     sdt_header(b + o_xsdt, "XSDT", (uint32_t)xsdt_len, 1);
-    put64(b + o_xsdt, SDT_HEADER_SIZE, gpa_of(o_fadt));
-    put64(b + o_xsdt, SDT_HEADER_SIZE + 8, gpa_of(o_madt));
+    le_put64(b + o_xsdt, SDT_HEADER_SIZE, gpa_of(o_fadt));
+    le_put64(b + o_xsdt, SDT_HEADER_SIZE + 8, gpa_of(o_madt));
     sdt_checksum(b + o_xsdt);
 
     sdt_header(b + o_rsdt, "RSDT", (uint32_t)rsdt_len, 1);
-    put32(b + o_rsdt, SDT_HEADER_SIZE, (uint32_t)gpa_of(o_fadt));
-    put32(b + o_rsdt, SDT_HEADER_SIZE + 4, (uint32_t)gpa_of(o_madt));
+    le_put32(b + o_rsdt, SDT_HEADER_SIZE, (uint32_t)gpa_of(o_fadt));
+    le_put32(b + o_rsdt, SDT_HEADER_SIZE + 4, (uint32_t)gpa_of(o_madt));
     sdt_checksum(b + o_rsdt);
 
     uint8_t *r = b + o_rsdp;
     memcpy(r, "RSD PTR ", 8);
     memcpy(r + 9, ACPI_OEM_ID, 6);
     r[15] = 2; /* revision: ACPI 2.0+, XSDT valid */
-    put32(r, 16, (uint32_t)gpa_of(o_rsdt));
-    put32(r, 20, RSDP_SIZE);
-    put64(r, 24, gpa_of(o_xsdt));
+    le_put32(r, 16, (uint32_t)gpa_of(o_rsdt));
+    le_put32(r, 20, RSDP_SIZE);
+    le_put64(r, 24, gpa_of(o_xsdt));
     r[8] = checksum(r, 20);
     r[32] = checksum(r, RSDP_SIZE);
 

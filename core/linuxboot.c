@@ -5,6 +5,7 @@
  * part at 1 MiB and start the vCPU in long mode at load address + 0x200. The one idea: every
  * number in the image is hostile until checked, so bzimage_parse() checks each before use. */
 #include "core/linuxboot.h"
+#include "core/bytes.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -90,39 +91,6 @@
 #define SZ_2M 0x200000ULL
 #define SZ_1G 0x40000000ULL
 
-static uint16_t get16(const uint8_t *p, size_t off)
-{
-    return (uint16_t)(p[off] | p[off + 1] << 8);
-}
-
-static uint32_t get32(const uint8_t *p, size_t off)
-{
-    return (uint32_t)get16(p, off) | (uint32_t)get16(p, off + 2) << 16;
-}
-
-static uint64_t get64(const uint8_t *p, size_t off)
-{
-    return (uint64_t)get32(p, off) | (uint64_t)get32(p, off + 4) << 32;
-}
-
-static void put16(uint8_t *p, size_t off, uint16_t v)
-{
-    p[off] = (uint8_t)v;
-    p[off + 1] = (uint8_t)(v >> 8);
-}
-
-static void put32(uint8_t *p, size_t off, uint32_t v)
-{
-    put16(p, off, (uint16_t)v);
-    put16(p, off + 2, (uint16_t)(v >> 16));
-}
-
-static void put64(uint8_t *p, size_t off, uint64_t v)
-{
-    put32(p, off, (uint32_t)v);
-    put32(p, off + 4, (uint32_t)(v >> 32));
-}
-
 static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
@@ -146,14 +114,14 @@ int bzimage_parse(const uint8_t *img, size_t len, struct bzimage_info *info, cha
         return fail(err, errlen, -EINVAL,
                     NOT_BZIMAGE "%zu bytes is too short to hold a setup header (1024 needed)",
                     img ? len : 0);
-    if (get16(img, HDR_BOOT_FLAG) != 0xaa55)
+    if (le_get16(img, HDR_BOOT_FLAG) != 0xaa55)
         return fail(err, errlen, -EINVAL,
                     NOT_BZIMAGE "boot_flag at offset 0x1fe is 0x%04x, not 0xaa55",
-                    get16(img, HDR_BOOT_FLAG));
+                    le_get16(img, HDR_BOOT_FLAG));
     if (memcmp(img + HDR_MAGIC, "HdrS", 4) != 0)
         return fail(err, errlen, -EINVAL, NOT_BZIMAGE "no 'HdrS' signature at offset 0x202");
 
-    uint16_t protocol = get16(img, HDR_VERSION);
+    uint16_t protocol = le_get16(img, HDR_VERSION);
     if (protocol < 0x0206)
         return fail(err, errlen, -EINVAL, NOT_BZIMAGE "boot protocol %u.%02u is older than 2.06",
                     protocol >> 8, protocol & 0xff);
@@ -173,7 +141,7 @@ int bzimage_parse(const uint8_t *img, size_t len, struct bzimage_info *info, cha
 
     info->protocol = protocol;
     info->loadflags = img[HDR_LOADFLAGS];
-    info->xloadflags = get16(img, HDR_XLOADFLAGS);
+    info->xloadflags = le_get16(img, HDR_XLOADFLAGS);
     if (!(info->loadflags & LOADED_HIGH))
         return fail(err, errlen, -EINVAL,
                     NOT_BZIMAGE "loadflags 0x%02x lack LOADED_HIGH (a zImage loads at 0x10000)",
@@ -192,7 +160,7 @@ int bzimage_parse(const uint8_t *img, size_t len, struct bzimage_info *info, cha
                                 "%zu bytes",
                     img[HDR_SETUP_SECTS], info->setup_size, len);
 
-    uint64_t syssize = get32(img, HDR_SYSSIZE);
+    uint64_t syssize = le_get32(img, HDR_SYSSIZE);
     uint64_t kernel_size = syssize * 16;
     if (syssize == 0 || kernel_size > len - info->setup_size || kernel_size > UINT32_MAX)
         return fail(err, errlen, -EINVAL,
@@ -202,7 +170,7 @@ int bzimage_parse(const uint8_t *img, size_t len, struct bzimage_info *info, cha
                     len - info->setup_size, info->setup_size);
     info->kernel_size = (uint32_t)kernel_size;
 
-    uint16_t kv = get16(img, HDR_KERNEL_VERSION);
+    uint16_t kv = le_get16(img, HDR_KERNEL_VERSION);
     if (kv) {
         size_t off = (size_t)kv + 0x200;
         const uint8_t *nul =
@@ -219,13 +187,13 @@ int bzimage_parse(const uint8_t *img, size_t len, struct bzimage_info *info, cha
         info->version[n] = '\0';
     }
 
-    info->code32_start = get32(img, HDR_CODE32_START);
-    info->initrd_addr_max = get32(img, HDR_INITRD_ADDR_MAX);
-    info->kernel_alignment = get32(img, HDR_KERNEL_ALIGNMENT);
+    info->code32_start = le_get32(img, HDR_CODE32_START);
+    info->initrd_addr_max = le_get32(img, HDR_INITRD_ADDR_MAX);
+    info->kernel_alignment = le_get32(img, HDR_KERNEL_ALIGNMENT);
     info->relocatable_kernel = img[HDR_RELOCATABLE];
-    info->cmdline_size = get32(img, HDR_CMDLINE_SIZE);
-    info->pref_address = get64(img, HDR_PREF_ADDRESS);
-    info->init_size = get32(img, HDR_INIT_SIZE);
+    info->cmdline_size = le_get32(img, HDR_CMDLINE_SIZE);
+    info->pref_address = le_get64(img, HDR_PREF_ADDRESS);
+    info->init_size = le_get32(img, HDR_INIT_SIZE);
 
     if (info->init_size < info->kernel_size)
         return fail(err, errlen, -EINVAL,
@@ -333,17 +301,17 @@ static int fill_screen_info(uint8_t *bp, const struct boot_framebuffer *fb, char
 
     uint8_t *si = bp + BP_SCREEN_INFO;
     si[SI_ORIG_VIDEO_ISVGA] = VIDEO_TYPE_VLFB;
-    put16(si, SI_LFB_WIDTH, (uint16_t)fb->width);
-    put16(si, SI_LFB_HEIGHT, (uint16_t)fb->height);
-    put16(si, SI_LFB_DEPTH, fb->bpp);
-    put32(si, SI_LFB_BASE, (uint32_t)fb->base);
-    put32(si, SI_LFB_SIZE, (uint32_t)((fb->size + 0xffffULL) >> 16)); /* 64 KiB units (VLFB) */
-    put16(si, SI_LFB_LINELENGTH, (uint16_t)fb->stride);
+    le_put16(si, SI_LFB_WIDTH, (uint16_t)fb->width);
+    le_put16(si, SI_LFB_HEIGHT, (uint16_t)fb->height);
+    le_put16(si, SI_LFB_DEPTH, fb->bpp);
+    le_put32(si, SI_LFB_BASE, (uint32_t)fb->base);
+    le_put32(si, SI_LFB_SIZE, (uint32_t)((fb->size + 0xffffULL) >> 16)); /* 64 KiB units (VLFB) */
+    le_put16(si, SI_LFB_LINELENGTH, (uint16_t)fb->stride);
     memcpy(si + SI_RED_SIZE, layout, 8);
-    put16(si, SI_PAGES, 1);
+    le_put16(si, SI_PAGES, 1);
     if (fb->base >> 32) {
-        put32(si, SI_EXT_LFB_BASE, (uint32_t)(fb->base >> 32));
-        put32(si, SI_CAPABILITIES, VIDEO_CAPABILITY_64BIT_BASE);
+        le_put32(si, SI_EXT_LFB_BASE, (uint32_t)(fb->base >> 32));
+        le_put32(si, SI_CAPABILITIES, VIDEO_CAPABILITY_64BIT_BASE);
     }
     return 0;
 }
@@ -407,18 +375,18 @@ int linuxboot_load(struct guest_mem *m, const struct boot_request *req, struct b
     memcpy(bp + HDR_START, req->kernel + HDR_START, hdr_end - HDR_START);
     if (bp[HDR_SETUP_SECTS] == 0)
         bp[HDR_SETUP_SECTS] = 4;
-    put16(bp, HDR_VID_MODE, 0xffff); /* "normal"; only the unused real-mode setup reads it */
+    le_put16(bp, HDR_VID_MODE, 0xffff); /* "normal"; only the unused real-mode setup reads it */
     bp[HDR_TYPE_OF_LOADER] = LOADER_TYPE_UNDEFINED;
     bp[HDR_LOADFLAGS] |= CAN_USE_HEAP;
-    put16(bp, HDR_HEAP_END_PTR, HEAP_END - 0x200);
-    put32(bp, HDR_CODE32_START, (uint32_t)load);
-    put32(bp, HDR_CMD_LINE_PTR, (uint32_t)BOOT_CMDLINE_ADDR);
-    put32(bp, BP_EXT_CMD_LINE_PTR, (uint32_t)(BOOT_CMDLINE_ADDR >> 32));
-    put32(bp, HDR_RAMDISK_IMAGE, (uint32_t)initrd_addr);
-    put32(bp, HDR_RAMDISK_SIZE, (uint32_t)initrd_len);
-    put32(bp, BP_EXT_RAMDISK_IMAGE, (uint32_t)(initrd_addr >> 32));
-    put32(bp, BP_EXT_RAMDISK_SIZE, (uint32_t)(initrd_len >> 32));
-    put64(bp, BP_ACPI_RSDP_ADDR, req->acpi_rsdp);
+    le_put16(bp, HDR_HEAP_END_PTR, HEAP_END - 0x200);
+    le_put32(bp, HDR_CODE32_START, (uint32_t)load);
+    le_put32(bp, HDR_CMD_LINE_PTR, (uint32_t)BOOT_CMDLINE_ADDR);
+    le_put32(bp, BP_EXT_CMD_LINE_PTR, (uint32_t)(BOOT_CMDLINE_ADDR >> 32));
+    le_put32(bp, HDR_RAMDISK_IMAGE, (uint32_t)initrd_addr);
+    le_put32(bp, HDR_RAMDISK_SIZE, (uint32_t)initrd_len);
+    le_put32(bp, BP_EXT_RAMDISK_IMAGE, (uint32_t)(initrd_addr >> 32));
+    le_put32(bp, BP_EXT_RAMDISK_SIZE, (uint32_t)(initrd_len >> 32));
+    le_put64(bp, BP_ACPI_RSDP_ADDR, req->acpi_rsdp);
 
     struct boot_e820_entry e820[BP_E820_MAX];
     int n = linuxboot_e820(m, e820, BP_E820_MAX);

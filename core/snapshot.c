@@ -2,6 +2,8 @@
  * numbering as the dirty bitmaps, so the guest-physical layout (the PCI hole) never matters here. */
 #include "core/snapshot.h"
 
+#include "core/fsutil.h"
+
 #include <errno.h>
 #include <signal.h>
 #include <fcntl.h>
@@ -90,31 +92,6 @@ int snapshot_capture(struct snapshot_host *h, struct snapshot_capture *c, char *
     return r;
 }
 
-static int write_file(const char *path, const uint8_t *buf, size_t len)
-{
-    char tmp[4200];
-    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0)
-        return -errno;
-    int r = 0;
-    for (size_t done = 0; done < len && r == 0;) {
-        ssize_t n = write(fd, buf + done, len - done);
-        if (n < 0 && errno != EINTR)
-            r = -errno;
-        else if (n > 0)
-            done += (size_t)n;
-    }
-    if (r == 0 && fsync(fd) < 0)
-        r = -errno;
-    close(fd);
-    if (r == 0 && rename(tmp, path) < 0)
-        r = -errno;
-    if (r < 0)
-        unlink(tmp);
-    return r;
-}
-
 int snapshot_commit(struct snap_tree *t, struct snapshot_host *h, struct snapshot_capture *c,
                     const char *label, bool automatic, const char *vm_state,
                     const char *parent, struct snap_node **out, char *err, size_t errlen)
@@ -136,7 +113,7 @@ int snapshot_commit(struct snap_tree *t, struct snapshot_host *h, struct snapsho
     snap_path(t, id, "state", state_path, sizeof(state_path));
     int r = page_delta_write(mem_path, c->pages, c->npages, c->data, err, errlen);
     if (r == 0) {
-        r = write_file(state_path, c->state, c->state_len);
+        r = fs_write_atomic(state_path, c->state, c->state_len);
         if (r < 0)
             snprintf(err, errlen, "cannot write %s: %s", state_path, strerror(-r));
     }

@@ -5,6 +5,8 @@
  *   data:  npages x 4 KiB, in index order, starting at the data offset (4 KiB aligned) */
 #include "core/snapstore.h"
 
+#include "core/fsutil.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -41,37 +43,6 @@ uint64_t page_delta_file_bytes(uint64_t npages)
     return data_offset_for(npages) + npages * PAGE;
 }
 
-static int write_all(int fd, const void *buf, size_t len, uint64_t off)
-{
-    const uint8_t *p = buf;
-    while (len) {
-        ssize_t n = pwrite(fd, p, len, (off_t)off);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        p += n;
-        off += (uint64_t)n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
-static void fsync_dir_of(const char *path)
-{
-    char dir[PATH_MAX];
-    snprintf(dir, sizeof(dir), "%s", path);
-    char *slash = strrchr(dir, '/');
-    if (slash)
-        *slash = '\0';
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd >= 0) {
-        fsync(fd);
-        close(fd);
-    }
-}
-
 /* Writes a delta whose pages come from a callback, so merge and plain writes share the code. */
 typedef int (*page_source_fn)(void *opaque, uint64_t i, uint8_t *dst);
 
@@ -79,12 +50,10 @@ static int write_delta(const char *path, const uint64_t *pages, uint64_t n, page
                        void *opaque, char *err, size_t errlen)
 {
     char tmp[PATH_MAX];
-    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    int fd = fs_tmp_create(path, tmp, sizeof(tmp));
     if (fd < 0) {
-        int e = errno;
-        snprintf(err, errlen, "cannot create %s: %s", tmp, strerror(e));
-        return -e;
+        snprintf(err, errlen, "cannot create %s.tmp: %s", path, strerror(-fd));
+        return fd;
     }
     uint8_t *index = calloc(n ? n : 1, ENTRY);
     uint8_t *buf = malloc(64 * PAGE);
@@ -99,33 +68,25 @@ static int write_delta(const char *path, const uint64_t *pages, uint64_t n, page
             memcpy(index + (i + k) * ENTRY + 8, &crc, 4);
         }
         if (r == 0)
-            r = write_all(fd, buf, chunk * PAGE, data_off + i * PAGE);
+            r = fs_pwrite_all(fd, buf, chunk * PAGE, data_off + i * PAGE);
     }
     struct delta_header h = {.version = 1, .page_size = PAGE, .npages = n,
                              .data_offset = data_off};
     memcpy(h.magic, MAGIC, 8);
     if (r == 0) {
         h.index_crc = (uint32_t)crc32(0L, index, (uInt)(n * ENTRY));
-        r = write_all(fd, &h, sizeof(h), 0);
+        r = fs_pwrite_all(fd, &h, sizeof(h), 0);
     }
     if (r == 0 && n)
-        r = write_all(fd, index, n * ENTRY, HEADER);
+        r = fs_pwrite_all(fd, index, n * ENTRY, HEADER);
     if (r == 0 && ftruncate(fd, (off_t)page_delta_file_bytes(n)) < 0)
         r = -errno;
-    if (r == 0 && fsync(fd) < 0)
-        r = -errno;
-    close(fd);
     free(index);
     free(buf);
-    if (r == 0 && rename(tmp, path) < 0)
-        r = -errno;
-    if (r < 0) {
-        unlink(tmp);
+    r = fs_tmp_commit(fd, tmp, path, r);
+    if (r < 0)
         snprintf(err, errlen, "cannot write %s: %s", path, strerror(-r));
-        return r;
-    }
-    fsync_dir_of(path);
-    return 0;
+    return r;
 }
 
 static int from_buffer(void *opaque, uint64_t i, uint8_t *dst)
@@ -514,29 +475,13 @@ int snap_tree_save(struct snap_tree *t, char *err, size_t errlen)
     }
     json_t *root = json_pack("{s:i, s:I, s:s, s:o}", "version", 1, "next_id",
                              (json_int_t)t->next_id, "current", t->current, "nodes", nodes);
-    char path[PATH_MAX], tmp[PATH_MAX];
+    char path[PATH_MAX];
     snprintf(path, sizeof(path), "%s/tree.json", t->dir);
-    snprintf(tmp, sizeof(tmp), "%s/tree.json.tmp", t->dir);
     char *text = json_dumps(root, JSON_INDENT(1));
     json_decref(root);
-    int r = text ? 0 : -ENOMEM;
-    int fd = r == 0 ? open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600) : -1;
-    if (r == 0 && fd < 0)
-        r = -errno;
-    if (r == 0)
-        r = write_all(fd, text, strlen(text), 0);
-    if (r == 0 && fsync(fd) < 0)
-        r = -errno;
-    if (fd >= 0)
-        close(fd);
+    int r = text ? fs_write_atomic(path, text, strlen(text)) : -ENOMEM;
     free(text);
-    if (r == 0 && rename(tmp, path) < 0)
-        r = -errno;
-    if (r < 0) {
-        unlink(tmp);
+    if (r < 0)
         snprintf(err, errlen, "cannot write %s: %s", path, strerror(-r));
-        return r;
-    }
-    fsync_dir_of(path);
-    return 0;
+    return r;
 }

@@ -4,9 +4,11 @@
  * The CRC (zlib's crc32) covers the whole payload, so any corruption refuses the whole file. */
 #include "core/state.h"
 
+#include "core/bytes.h"
+#include "core/fsutil.h"
+
 #include <errno.h>
 #include <fcntl.h>
-#include <libgen.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,28 +20,6 @@
 #define MAGIC "VMWSSTAT"
 #define HEADER_SIZE 32
 #define RECORD_HEADER 16
-
-static void put_u32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put_u64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint32_t get_u32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t get_u64(const uint8_t *p)
-{
-    return (uint64_t)get_u32(p) | (uint64_t)get_u32(p + 4) << 32;
-}
 
 void state_writer_init(struct state_writer *w)
 {
@@ -68,9 +48,9 @@ void state_put(struct state_writer *w, uint32_t tag, uint32_t instance, const vo
     if (w->error || (w->error = reserve(w, RECORD_HEADER + padded)))
         return;
     uint8_t *p = w->buf + w->len;
-    put_u32(p, tag);
-    put_u32(p + 4, instance);
-    put_u64(p + 8, len);
+    le_put32(p, 0, tag);
+    le_put32(p + 4, 0, instance);
+    le_put64(p + 8, 0, len);
     if (len)
         memcpy(p + RECORD_HEADER, data, len);
     memset(p + RECORD_HEADER + len, 0, padded - len);
@@ -86,9 +66,9 @@ int state_writer_finish(struct state_writer *w, uint8_t **out, size_t *outlen)
         return -ENOMEM;
     memset(b, 0, HEADER_SIZE);
     memcpy(b, MAGIC, 8);
-    put_u32(b + 8, STATE_FORMAT_VERSION);
-    put_u64(b + 16, w->len);
-    put_u32(b + 24, (uint32_t)crc32(0L, w->buf, (uInt)w->len));
+    le_put32(b + 8, 0, STATE_FORMAT_VERSION);
+    le_put64(b + 16, 0, w->len);
+    le_put32(b + 24, 0, (uint32_t)crc32(0L, w->buf, (uInt)w->len));
     if (w->len)
         memcpy(b + HEADER_SIZE, w->buf, w->len);
     *out = b;
@@ -103,46 +83,9 @@ int state_writer_save(struct state_writer *w, const char *path)
     int r = state_writer_finish(w, &img, &len);
     if (r < 0)
         return r;
-    char tmp[PATH_MAX];
-    if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp)) {
-        free(img);
-        return -ENAMETOOLONG;
-    }
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        r = -errno;
-        free(img);
-        return r;
-    }
-    size_t done = 0;
-    while (done < len) {
-        ssize_t n = write(fd, img + done, len - done);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            r = -errno;
-            break;
-        }
-        done += (size_t)n;
-    }
+    r = fs_write_atomic(path, img, len);
     free(img);
-    if (r == 0 && fsync(fd) < 0)
-        r = -errno;
-    close(fd);
-    if (r == 0 && rename(tmp, path) < 0)
-        r = -errno;
-    if (r < 0) {
-        unlink(tmp);
-        return r;
-    }
-    char dir[PATH_MAX];
-    snprintf(dir, sizeof(dir), "%s", path);
-    int dfd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-        fsync(dfd);
-        close(dfd);
-    }
-    return 0;
+    return r;
 }
 
 void state_writer_free(struct state_writer *w)
@@ -165,23 +108,23 @@ int state_reader_parse(struct state_reader *r, uint8_t *buf, size_t len, char *e
     r->len = len;
     if (len < HEADER_SIZE || memcmp(buf, MAGIC, 8) != 0)
         return bad(err, errlen, "not a vmws state file (bad magic)");
-    uint32_t version = get_u32(buf + 8);
+    uint32_t version = le_get32(buf + 8, 0);
     if (version != STATE_FORMAT_VERSION) {
         snprintf(err, errlen, "state format version %u is not supported (this vmws reads %u)",
                  version, STATE_FORMAT_VERSION);
         return -EINVAL;
     }
-    uint64_t plen = get_u64(buf + 16);
+    uint64_t plen = le_get64(buf + 16, 0);
     if (plen != len - HEADER_SIZE)
         return bad(err, errlen, "state file is truncated or has trailing bytes");
     const uint8_t *p = buf + HEADER_SIZE;
-    if ((uint32_t)crc32(0L, p, (uInt)plen) != get_u32(buf + 24))
+    if ((uint32_t)crc32(0L, p, (uInt)plen) != le_get32(buf + 24, 0))
         return bad(err, errlen, "state file checksum mismatch (corrupt)");
     size_t cap = 0;
     for (uint64_t off = 0; off < plen;) {
         if (plen - off < RECORD_HEADER)
             return bad(err, errlen, "state file has a truncated record header");
-        uint64_t rlen = get_u64(p + off + 8);
+        uint64_t rlen = le_get64(p + off + 8, 0);
         uint64_t padded = (rlen + 7) & ~7ULL;
         if (rlen > plen || padded > plen - off - RECORD_HEADER)
             return bad(err, errlen, "state file has a record longer than the file");
@@ -193,7 +136,7 @@ int state_reader_parse(struct state_reader *r, uint8_t *buf, size_t len, char *e
             r->records = n;
         }
         r->records[r->nrecords++] = (struct state_record){
-            get_u32(p + off), get_u32(p + off + 4), p + off + RECORD_HEADER, rlen};
+            le_get32(p + off, 0), le_get32(p + off + 4, 0), p + off + RECORD_HEADER, rlen};
         off += RECORD_HEADER + padded;
     }
     return 0;
