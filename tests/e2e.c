@@ -40,6 +40,22 @@ void e2e_setup(void)
     setenv("VMWS_RUNTIME_DIR", runtime, 1);
     unsetenv("DISPLAY");
     unsetenv("WAYLAND_DISPLAY");
+
+    /* A reaper cleans up however this test process ends (a failed assertion exits it before
+     * e2e_teardown, a timeout kills it): it waits for the pipe to close, then tears down. */
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) == 0) {
+        pid_t reaper = fork();
+        if (reaper == 0) {
+            close(p[1]);
+            char b;
+            while (read(p[0], &b, 1) > 0)
+                ;
+            e2e_teardown();
+            _exit(0);
+        }
+        close(p[0]); /* the write end stays open in this process until it exits */
+    }
 }
 
 void e2e_teardown(void)
@@ -47,9 +63,9 @@ void e2e_teardown(void)
     char cmd[1024];
     /* Any VMM still running under this home: kill it so a failed test leaves nothing behind. */
     snprintf(cmd, sizeof(cmd),
-             "for p in %s/*/vmm.pid; do [ -f \"$p\" ] && kill -9 $(cat \"$p\") 2>/dev/null; "
-             "done; sleep 0.2; rm -rf %s",
-             home, home);
+             "[ -d %s ] || exit 0; for p in %s/*/vmm.pid; do [ -f \"$p\" ] && "
+             "kill -9 $(cat \"$p\") 2>/dev/null; done; sleep 0.2; rm -rf %s",
+             home, home, home);
     int r = system(cmd);
     (void)r;
 }

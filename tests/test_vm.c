@@ -69,6 +69,7 @@ START_TEST(boot_banner_and_two_cpus)
     if (vmm == 0) {
         int devnull = open("/dev/null", O_WRONLY);
         dup2(devnull, 1);
+        dup2(devnull, 2);
         execl(vmws_bin(), vmws_bin(), "run", "vm1", (char *)NULL);
         _exit(127);
     }
