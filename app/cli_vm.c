@@ -13,6 +13,11 @@
 #include <unistd.h>
 
 #include "app/cli.h"
+#include "core/virtio_blk.h"
+
+/* `vmws create --disk SIZE` makes this image in the VM's directory (raw and sparse until the
+ * qcow2 library lands; then disk.qcow2). */
+#define CLI_DISK_IMAGE "disk.img"
 
 #define VM_MEMORY_MIN (16ULL << 20)
 #define VM_MEMORY_MAX (1ULL << 40)
@@ -82,11 +87,12 @@ int cmd_create(int argc, char **argv)
         {"kernel", required_argument, NULL, 'k'},
         {"initrd", required_argument, NULL, 'i'},
         {"append", required_argument, NULL, 'a'},
+        {"disk", required_argument, NULL, 'd'},
         {"help", no_argument, NULL, 'h'},
         {0},
     };
     const char *memory = NULL, *cpus = NULL, *backend = NULL, *kernel = NULL, *initrd = NULL,
-               *append = NULL;
+               *append = NULL, *disk = NULL;
     int c;
     while ((c = cli_getopt(argc, argv, opts)) != -1) {
         switch (c) {
@@ -109,6 +115,9 @@ int cmd_create(int argc, char **argv)
             break;
         case 'a':
             append = optarg;
+            break;
+        case 'd':
+            disk = optarg;
             break;
         default:
             return EXIT_USAGE;
@@ -163,7 +172,33 @@ int cmd_create(int argc, char **argv)
                                    sizeof(cfg.append) - 1);
         strcpy(cfg.append, append);
     }
-    return cli_create_vm(name, &cfg, false);
+    uint64_t disk_bytes = 0;
+    if (disk) {
+        if (parse_size(disk, &disk_bytes) < 0 || disk_bytes < (1ULL << 20) ||
+            disk_bytes > (1ULL << 41) || disk_bytes % 512)
+            return cli_usage_error(argv[0],
+                                   "bad --disk '%s' (expected a size from 1M to 2T, a multiple "
+                                   "of 512 bytes, like 64M or 8G)",
+                                   disk);
+        snprintf(cfg.disk.path, sizeof(cfg.disk.path), "%s", CLI_DISK_IMAGE);
+    }
+    rc = cli_create_vm(name, &cfg, false);
+    if (rc || !disk)
+        return rc;
+    /* A raw sparse image until the qcow2 library (core/disk.h) is in. */
+    struct vm_paths p;
+    char image[PATH_MAX + 16];
+    int r = paths_for_vm(name, &p);
+    if (r == 0) {
+        snprintf(image, sizeof(image), "%s/%s", p.dir, CLI_DISK_IMAGE);
+        r = virtio_blk_create_raw_image(image, disk_bytes);
+    }
+    if (r < 0)
+        return cli_error("VM '%s' was created but its disk image %s/%s was not: %s (delete the VM "
+                         "with 'vmws delete %s' and try again)",
+                         name, p.dir, CLI_DISK_IMAGE, strerror(-r), name);
+    printf("disk %s: %s, raw sparse image\n", CLI_DISK_IMAGE, disk);
+    return 0;
 }
 
 static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)

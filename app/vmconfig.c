@@ -253,10 +253,26 @@ static int conf_handler(void *user, const char *section, const char *name, const
         conf_error(p, p->lineno, "%s", aerr);
         return 0;
     }
+    if (!def && strcmp(section, "disk") == 0) {
+        if (strcmp(name, "path") != 0) {
+            conf_error(p, p->lineno, "unknown key '%s' in [disk] (expected path)", name);
+            return 0;
+        }
+        if (!value[0] || strlen(value) >= sizeof(cfg->disk.path) || strstr(value, "..")) {
+            conf_error(p, p->lineno,
+                       "[disk] path '%s' is not usable (expected a file name in the VM's "
+                       "directory, like disk.qcow2, or an absolute path without '..')",
+                       value);
+            return 0;
+        }
+        strcpy(cfg->disk.path, value);
+        return 1;
+    }
     if (!def) {
         if (strcmp(section, "vm") && strcmp(section, "boot"))
             conf_error(p, p->lineno,
-                       "unknown section [%s] (expected [vm], [boot], [display] or [audio])",
+                       "unknown section [%s] (expected [vm], [boot], [display], [audio] or "
+                       "[disk])",
                        section);
         else if (strcmp(section, "vm") == 0)
             conf_error(p, p->lineno,
@@ -489,6 +505,8 @@ int vmconfig_save(const char *path, const struct vm_config *cfg)
         vmconfig_display_write(f, &cfg->display);
     if (rc == 0)
         vmconfig_audio_write(f, &cfg->audio);
+    if (rc == 0 && cfg->disk.path[0])
+        fprintf(f, "[disk]\npath = %s\n", cfg->disk.path);
     if (fclose(f) != 0 && rc == 0)
         rc = -errno;
     return fs_tmp_commit(fd, tmp, path, rc);

@@ -36,6 +36,12 @@ struct vm_audio_config {
     bool muted;
 };
 
+/* [disk] in vm.conf: the virtio-blk disk's image, a name in the VM's directory or an
+ * absolute path; "" = no disk. */
+struct vm_disk_config {
+    char path[PATH_MAX];
+};
+
 struct vm_config {
     char name[VM_NAME_MAX];
     uint64_t memory_bytes; /* guest RAM, multiple of 2 MiB, 16 MiB .. 1 TiB */
@@ -46,6 +52,7 @@ struct vm_config {
     char append[VM_APPEND_MAX];
     struct vm_display_config display;
     struct vm_audio_config audio;
+    struct vm_disk_config disk;
 };
 
 /* Fills defaults: 1 GiB, 1 vCPU, file backend, built-in kernel, console=ttyS0 cmdline. */

@@ -29,6 +29,7 @@
 #include "core/memtruth.h"
 #include "core/snapshot.h"
 #include "core/state.h"
+#include "core/virtio_blk.h"
 #include "core/vmm.h"
 #include "display/dconfig.h"
 #include "display/display.h"
@@ -61,6 +62,7 @@ struct vmm {
     struct i8042 *i8042;
     struct pci_bus *pci;
     struct pm *pm;
+    struct virtio_blk *blk;      /* [disk] in vm.conf; NULL = no disk */
     struct audio *audio;         /* ES1370 + PC speaker + PulseAudio; NULL = no sound */
     unsigned audio_attenuation; /* 100 - volume; from [audio] in vm.conf at the first boot */
     bool audio_muted;
@@ -179,7 +181,12 @@ static void destroy_machine_locked(struct vmm *v)
         return;
     display_detach(v->display);
     audio_stop(v->audio); /* the mixer thread raises IRQs: stop it while the VM fd is open */
+    char qerr[256];
+    if (v->blk && virtio_blk_quiesce(v->blk, 5000, qerr, sizeof(qerr)) < 0)
+        vmm_log("%s", qerr); /* its I/O thread raises IRQs too: no new requests from here */
     machine_destroy(&v->m); /* joins the vCPU threads first: no device is in use after this */
+    virtio_blk_destroy(v->blk);
+    v->blk = NULL;
     audio_destroy(v->audio);
     v->audio = NULL;
     serial_destroy(v->serial);
@@ -213,6 +220,8 @@ static int save_all_locked(struct vmm *v, struct state_writer *w)
         r = display_save(v->display, w);
     if (r == 0 && v->audio)
         r = audio_save(v->audio, w);
+    if (r == 0 && v->blk)
+        r = virtio_blk_save(v->blk, w);
     return r < 0 ? r : w->error;
 }
 
@@ -224,7 +233,7 @@ static int load_all_locked(struct vmm *v, const struct state_reader *r, char *er
         return rc;
     if (serial_load(v->serial, r) || rtc_load(v->rtc, r) || i8042_load(v->i8042, r) ||
         pci_load(v->pci, r) || pm_load(v->pm, r) || (v->display && display_load(v->display, r)) ||
-        (v->audio && audio_load(v->audio, r))) {
+        (v->audio && audio_load(v->audio, r)) || (v->blk && virtio_blk_load(v->blk, r))) {
         snprintf(err, errlen, "the saved state's device records do not fit this machine");
         return -EINVAL;
     }
@@ -256,6 +265,14 @@ static int create_machine_locked(struct vmm *v, char *err, size_t errlen)
         .vm_name = v->cfg->name, .volume = 100 - v->audio_attenuation, .muted = v->audio_muted};
     if (v->cfg->audio.enabled) /* NULL: logged, the VM runs without sound */
         v->audio = audio_create(m, v->pci, &acfg);
+    if (v->cfg->disk.path[0]) { /* relative to the VM's directory */
+        char path[2 * PATH_MAX + 2];
+        snprintf(path, sizeof(path), "%s%s%s", v->cfg->disk.path[0] == '/' ? "" : v->paths->dir,
+                 v->cfg->disk.path[0] == '/' ? "" : "/", v->cfg->disk.path);
+        v->blk = virtio_blk_create(m, v->pci, VIRTIO_BLK_PCI_SLOT, path, err, errlen);
+        if (!v->blk)
+            return -EIO;
+    }
     if (v->display) {
         int dr = display_attach(v->display, m, v->i8042, err, errlen);
         if (dr < 0)
@@ -362,6 +379,8 @@ static json_t *cmd_query_status(void *opaque, json_t *args, struct ctl_error *er
                           "console", v->paths->console_sock);
     if (v->state == VMM_CRASHED)
         json_object_set_new(r, "detail", json_string(v->crash_detail));
+    if (v->machine_live && v->blk)
+        json_object_set_new(r, "disk", virtio_blk_status_json(v->blk));
     pthread_mutex_unlock(&v->lock);
     return r;
 }
