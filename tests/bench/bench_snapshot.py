@@ -95,12 +95,13 @@ def vmws_bench(build, runs):
         v.cmd("stop", "b")
         v.cmd("create", "s", "--memory", "2G", "--cpus", "1")
         for i in range(runs):
+            if i:
+                v.cmd("stop", "s")  # discards the suspended state: every run starts fresh
             v.cmd("start", "s", "--display", "none")
             c = v.console("s")
             c.run("", "vmws> ")
-            if i == 0:
-                c.run("mem alloc 512", "allocated 512 MiB")
-                c.run("mem fill S", "filled 512 MiB")
+            c.run("mem alloc 512", "allocated 512 MiB")
+            c.run(f"mem fill S{i}", "filled 512 MiB")
             t0 = time.monotonic()
             out = v.cmd("suspend", "s")
             res["durable"].append(time.monotonic() - t0)
