@@ -103,8 +103,8 @@ int cmd_vnc_password(int argc, char **argv)
     if (fd < 0)
         return cli_error("cannot write %s: %s", tmp, strerror(errno));
     line[len] = '\n';
-    bool ok = fchmod(fd, 0600) == 0 && write(fd, line, len + 1) == (ssize_t)(len + 1) &&
-              fsync(fd) == 0;
+    bool ok =
+        fchmod(fd, 0600) == 0 && write(fd, line, len + 1) == (ssize_t)(len + 1) && fsync(fd) == 0;
     ok = close(fd) == 0 && ok;
     if (!ok || rename(tmp, path) < 0) {
         int e = errno;

@@ -29,8 +29,8 @@ int display_mode_parse(const char *mode, bool *sdl, bool *vnc, bool *sdl_optiona
     static const struct {
         const char *name;
         bool sdl, vnc, optional;
-    } modes[] = {{"auto", true, true, true},   {"sdl", true, false, false},
-                 {"vnc", false, true, false},  {"sdl,vnc", true, true, false},
+    } modes[] = {{"auto", true, true, true},     {"sdl", true, false, false},
+                 {"vnc", false, true, false},    {"sdl,vnc", true, true, false},
                  {"vnc,sdl", true, true, false}, {"none", false, false, false}};
     for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++)
         if (strcmp(mode, modes[i].name) == 0) {
@@ -80,8 +80,8 @@ int vmconfig_display_key(struct vm_display_config *d, const char *name, const ch
     int port;
     if (strcmp(name, "mode") == 0) {
         if (display_mode_parse(value, &a, &b, &c) < 0 || strlen(value) >= sizeof(d->mode)) {
-            snprintf(err, errlen, "bad display mode '%s' (expected auto, sdl, vnc, sdl,vnc or none)",
-                     value);
+            snprintf(err, errlen,
+                     "bad display mode '%s' (expected auto, sdl, vnc, sdl,vnc or none)", value);
             return 0;
         }
         snprintf(d->mode, sizeof(d->mode), "%s", value);
@@ -93,9 +93,8 @@ int vmconfig_display_key(struct vm_display_config *d, const char *name, const ch
         unsigned lo = w ? DISPLAY_MIN_WIDTH : DISPLAY_MIN_HEIGHT;
         unsigned hi = w ? DISPLAY_MAX_WIDTH : DISPLAY_MAX_HEIGHT;
         if (!parse_uint(value, &v) || v < lo || v > hi || v % 8) {
-            snprintf(err, errlen,
-                     "bad display %s '%s' (expected a multiple of 8 from %u to %u)", name, value,
-                     w ? DISPLAY_MIN_WIDTH : DISPLAY_MIN_HEIGHT,
+            snprintf(err, errlen, "bad display %s '%s' (expected a multiple of 8 from %u to %u)",
+                     name, value, w ? DISPLAY_MIN_WIDTH : DISPLAY_MIN_HEIGHT,
                      w ? DISPLAY_MAX_WIDTH : DISPLAY_MAX_HEIGHT);
             return 0;
         }
@@ -201,8 +200,8 @@ int display_config_from_vm(const struct vm_config *cfg, const char *vm_dir,
         out->sdl = false;
     if (display_check_size(d->width, d->height, err, errlen) < 0)
         return -EINVAL;
-    if (display_parse_listen(d->vnc_listen, out->vnc_host, sizeof(out->vnc_host),
-                             &out->vnc_port) < 0) {
+    if (display_parse_listen(d->vnc_listen, out->vnc_host, sizeof(out->vnc_host), &out->vnc_port) <
+        0) {
         snprintf(err, errlen, "bad vnc_listen '%s'", d->vnc_listen);
         return -EINVAL;
     }

@@ -11,6 +11,7 @@
 #define USB_PRINTSCREEN 0x46
 #define USB_PAUSE 0x48
 
+/* clang-format off */
 static const uint16_t usb_to_set1[256] = {
     [0x04] = 0x1e, [0x05] = 0x30, [0x06] = 0x2e, [0x07] = 0x20, [0x08] = 0x12, [0x09] = 0x21,
     [0x0a] = 0x22, [0x0b] = 0x23, [0x0c] = 0x17, [0x0d] = 0x24, [0x0e] = 0x25, [0x0f] = 0x26,
@@ -37,6 +38,7 @@ static const uint16_t usb_to_set1[256] = {
     [0xe0] = 0x1d, [0xe1] = 0x2a, [0xe2] = 0x38, [0xe3] = E0 | 0x5b, /* LCtrl LShift LAlt LGUI */
     [0xe4] = E0 | 0x1d, [0xe5] = 0x36, [0xe6] = E0 | 0x38, [0xe7] = E0 | 0x5c,
 };
+/* clang-format on */
 
 size_t keymap_usb_to_set1(unsigned usage, bool down, uint8_t out[6])
 {
@@ -66,6 +68,7 @@ size_t keymap_usb_to_set1(unsigned usage, bool down, uint8_t out[6])
 }
 
 /* ASCII keysyms (0x20..0x7e): the USB usage of the US key that types them. */
+/* clang-format off */
 static const uint8_t ascii_to_usb[128] = {
     [' '] = 0x2c, ['!'] = 0x1e, ['"'] = 0x34, ['#'] = 0x20, ['$'] = 0x21, ['%'] = 0x22,
     ['&'] = 0x24, ['\''] = 0x34, ['('] = 0x26, [')'] = 0x27, ['*'] = 0x25, ['+'] = 0x2e,
@@ -76,7 +79,9 @@ static const uint8_t ascii_to_usb[128] = {
     ['^'] = 0x23, ['_'] = 0x2d, ['`'] = 0x35, ['{'] = 0x2f, ['|'] = 0x31, ['}'] = 0x30,
     ['~'] = 0x35,
 };
+/* clang-format on */
 
+/* clang-format off */
 static const struct {
     uint16_t keysym;
     uint8_t usb;
@@ -93,6 +98,7 @@ static const struct {
     {0xffe7, 0xe3}, {0xffe8, 0xe7}, {0xffe9, 0xe2}, {0xffea, 0xe6}, {0xffeb, 0xe3},
     {0xffec, 0xe7}, {0xfe03, 0xe6}, /* modifiers; ISO_Level3_Shift = AltGr */
 };
+/* clang-format on */
 
 unsigned keymap_keysym_to_usb(uint32_t keysym)
 {

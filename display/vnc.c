@@ -37,8 +37,8 @@ static void vnc_vlog(bool all, const char *fmt, va_list ap)
 {
     /* libvncserver is chatty (pixel formats, encodings, statistics): keep who came and went
      * and anything about authentication or failures. */
-    static const char *const keep[] = {"connection", "gone", "password", "auth", "fail",
-                                       "rror", "refus", "invalid"};
+    static const char *const keep[] = {"connection", "gone", "password", "auth",
+                                       "fail",       "rror", "refus",    "invalid"};
     char buf[512];
     vsnprintf(buf, sizeof(buf), fmt, ap);
     size_t n = strlen(buf);
@@ -185,8 +185,8 @@ struct vnc_server *vnc_server_start(struct display *d, char *err, size_t errlen)
     if (port == 0) {
         port = pick_port(host.s_addr);
         if (port < 0) {
-            snprintf(err, errlen, "no free VNC port in %d..%d on %s", VNC_FIRST_PORT,
-                     VNC_LAST_PORT, d->cfg.vnc_host);
+            snprintf(err, errlen, "no free VNC port in %d..%d on %s", VNC_FIRST_PORT, VNC_LAST_PORT,
+                     d->cfg.vnc_host);
             goto fail;
         }
     }

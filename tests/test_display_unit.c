@@ -145,8 +145,7 @@ START_TEST(test_config_section)
     ck_assert_int_eq(load("[display]\nmode = fancy\n", &cfg, err, sizeof(err)), -1);
     ck_assert_msg(strstr(err, "expected auto, sdl, vnc, sdl,vnc or none"), "%s", err);
     ck_assert_int_eq(load("[display]\nvnc_listen = example.org\n", &cfg, err, sizeof(err)), -1);
-    ck_assert_int_eq(load("[display]\nvnc_password_file = rel/path\n", &cfg, err, sizeof(err)),
-                     -1);
+    ck_assert_int_eq(load("[display]\nvnc_password_file = rel/path\n", &cfg, err, sizeof(err)), -1);
     ck_assert_int_eq(load("[display]\ncolour = red\n", &cfg, err, sizeof(err)), -1);
     ck_assert_msg(strstr(err, "unknown key 'colour' in [display]"), "%s", err);
 }
@@ -174,8 +173,8 @@ START_TEST(test_password_file)
     ck_assert_int_lt(display_config_from_vm(&cfg, tmpdir, &dc, err, sizeof(err)), 0);
     ck_assert_msg(strstr(err, "1 to 8 characters"), "%s", err);
     /* A configured file that does not exist is an error, the default one is optional. */
-    snprintf(cfg.display.vnc_password_file, sizeof(cfg.display.vnc_password_file),
-             "%s/missing", tmpdir);
+    snprintf(cfg.display.vnc_password_file, sizeof(cfg.display.vnc_password_file), "%s/missing",
+             tmpdir);
     ck_assert_int_lt(display_config_from_vm(&cfg, tmpdir, &dc, err, sizeof(err)), 0);
     /* No VNC: no password file is read at all. */
     snprintf(cfg.display.mode, sizeof(cfg.display.mode), "none");

@@ -91,7 +91,7 @@ START_TEST(test_mouse_protocol)
 
     mouse_cmd(0xf4);
     ck_assert_uint_eq(read_byte(true), 0xfa);
-    i8042_mouse_event(k, 5, 3, 0, 1); /* right 5, down 3, left button */
+    i8042_mouse_event(k, 5, 3, 0, 1);                       /* right 5, down 3, left button */
     ck_assert_uint_eq(read_byte(true), 0x08 | 0x01 | 0x20); /* y negative: PS/2 y is up */
     ck_assert_uint_eq(read_byte(true), 5);
     ck_assert_uint_eq(read_byte(true), (uint8_t)-3);

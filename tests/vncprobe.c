@@ -4,9 +4,9 @@
  * Bytes are counted by the kernel (TCP_INFO's bytes_received), so they are what really came
  * over the wire. Exit status: 0 ok, 2 usage, 3 connect/authentication failed, 4 action failed. */
 #include <errno.h>
-#include <stdarg.h>
 #include <linux/tcp.h>
 #include <rfb/rfbclient.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -124,9 +124,11 @@ static void type_text(rfbClient *cl, const char *s)
 
 static int usage(void)
 {
-    fprintf(stderr, "usage: vncprobe [--password P | --password-file F] [--lossless] [--timeout S] HOST:PORT "
-                    "ACTION...\n  actions: capture FILE.ppm | pixel X Y | keys TEXT | watch S | "
-                    "wait-change X Y S | flood N\n");
+    fprintf(
+        stderr,
+        "usage: vncprobe [--password P | --password-file F] [--lossless] [--timeout S] HOST:PORT "
+        "ACTION...\n  actions: capture FILE.ppm | pixel X Y | keys TEXT | watch S | "
+        "wait-change X Y S | flood N\n");
     return 2;
 }
 

@@ -27,7 +27,7 @@ extern const uint8_t font8x16[128][16];
 static bool timer_armable;
 
 static struct {
-    uint32_t *base; /* NULL: no framebuffer */
+    uint32_t *base;                /* NULL: no framebuffer */
     unsigned width, height, pitch; /* pitch in pixels */
     unsigned cols, rows;           /* text area, above the status line */
     unsigned cx, cy;
@@ -170,8 +170,9 @@ static void status_draw(bool force)
     uint64_t used = memory_usable_bytes() - memory_available_bytes();
     bool have_time = rtc_read(&t);
     if (have_time)
-        snprintf(text, sizeof text, " vmws-guest  %04u-%02u-%02u %02u:%02u UTC  mem %lu MiB in use of %lu MiB",
-                 t.year, t.month, t.day, t.hour, t.min, used / MIB, memory_usable_bytes() / MIB);
+        snprintf(text, sizeof text,
+                 " vmws-guest  %04u-%02u-%02u %02u:%02u UTC  mem %lu MiB in use of %lu MiB", t.year,
+                 t.month, t.day, t.hour, t.min, used / MIB, memory_usable_bytes() / MIB);
     else
         snprintf(text, sizeof text, " vmws-guest  mem %lu MiB in use of %lu MiB", used / MIB,
                  memory_usable_bytes() / MIB);
@@ -206,8 +207,8 @@ void fb_init(const uint8_t *bp)
     memcpy(&lo, bp + SI_LFB_BASE, 4);
     memcpy(&hi, bp + SI_EXT_LFB_BASE, 4);
     uint64_t base = ((uint64_t)hi << 32) | lo;
-    if ((type != VIDEO_TYPE_VLFB && type != VIDEO_TYPE_EFI) || depth != 32 || !base ||
-        w < 160 || h < 3 * CELL_H || line < w * 4u || base + (uint64_t)line * h > 4 * GIB)
+    if ((type != VIDEO_TYPE_VLFB && type != VIDEO_TYPE_EFI) || depth != 32 || !base || w < 160 ||
+        h < 3 * CELL_H || line < w * 4u || base + (uint64_t)line * h > 4 * GIB)
         return;
     fb_init_raw(base, w, h, line);
 }

@@ -19,18 +19,22 @@
 #define SC_ALT 0x38
 #define SC_CAPS 0x3a
 
+/* clang-format off */
 static const char plain[0x3a] = {
     0,    0x1b, '1', '2', '3', '4', '5', '6', '7', '8', '9', '0', '-', '=', 0x7f, '\t',
     'q',  'w',  'e', 'r', 't', 'y', 'u', 'i', 'o', 'p', '[', ']', '\r', 0,   'a',  's',
     'd',  'f',  'g', 'h', 'j', 'k', 'l', ';', '\'', '`', 0,  '\\', 'z', 'x', 'c', 'v',
     'b',  'n',  'm', ',', '.', '/', 0,   '*', 0,   ' ',
 };
+/* clang-format on */
+/* clang-format off */
 static const char shifted[0x3a] = {
     0,    0x1b, '!', '@', '#', '$', '%', '^', '&', '*', '(', ')', '_', '+', 0x7f, '\t',
     'Q',  'W',  'E', 'R', 'T', 'Y', 'U', 'I', 'O', 'P', '{', '}', '\r', 0,   'A',  'S',
     'D',  'F',  'G', 'H', 'J', 'K', 'L', ':', '"', '~', 0,   '|', 'Z', 'X', 'C', 'V',
     'B',  'N',  'M', '<', '>', '?', 0,   '*', 0,   ' ',
 };
+/* clang-format on */
 
 static struct {
     bool present, shift_l, shift_r, ctrl, caps, e0;
@@ -65,24 +69,47 @@ static int translate(uint8_t sc)
     kbd.e0 = false;
     sc &= 0x7f;
     switch (sc) {
-    case SC_LSHIFT: if (!e0) kbd.shift_l = !up; return -1; /* E0 2A: fake shift */
-    case SC_RSHIFT: kbd.shift_r = !up; return -1;
-    case SC_CTRL: kbd.ctrl = !up; return -1;
-    case SC_ALT: return -1;
-    case SC_CAPS: if (!up) kbd.caps = !kbd.caps; return -1;
+    case SC_LSHIFT:
+        if (!e0)
+            kbd.shift_l = !up;
+        return -1; /* E0 2A: fake shift */
+    case SC_RSHIFT:
+        kbd.shift_r = !up;
+        return -1;
+    case SC_CTRL:
+        kbd.ctrl = !up;
+        return -1;
+    case SC_ALT:
+        return -1;
+    case SC_CAPS:
+        if (!up)
+            kbd.caps = !kbd.caps;
+        return -1;
     }
     if (up)
         return -1;
     if (e0) {
         switch (sc) {
-        case 0x48: queue_escape('A'); return 0x1b;
-        case 0x50: queue_escape('B'); return 0x1b;
-        case 0x4d: queue_escape('C'); return 0x1b;
-        case 0x4b: queue_escape('D'); return 0x1b;
-        case 0x1c: return '\r'; /* keypad Enter */
-        case 0x35: return '/';
-        case 0x53: return 0x7f; /* Delete */
-        default: return -1;
+        case 0x48:
+            queue_escape('A');
+            return 0x1b;
+        case 0x50:
+            queue_escape('B');
+            return 0x1b;
+        case 0x4d:
+            queue_escape('C');
+            return 0x1b;
+        case 0x4b:
+            queue_escape('D');
+            return 0x1b;
+        case 0x1c:
+            return '\r'; /* keypad Enter */
+        case 0x35:
+            return '/';
+        case 0x53:
+            return 0x7f; /* Delete */
+        default:
+            return -1;
         }
     }
     if (sc >= sizeof plain)
