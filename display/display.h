@@ -32,10 +32,10 @@ struct display_config {
     const char *vm_name;
     unsigned width, height;
     bool sdl, vnc;
-    bool sdl_optional;       /* SDL by default (a display exists): failing to open it is a note */
-    char vnc_host[64];       /* listen address, e.g. "127.0.0.1" */
-    int vnc_port;            /* 0 = the first free of 5900..5999 */
-    char vnc_password[16];   /* "" = no authentication (VNC passwords are at most 8 bytes) */
+    bool sdl_optional;     /* SDL by default (a display exists): failing to open it is a note */
+    char vnc_host[64];     /* listen address, e.g. "127.0.0.1" */
+    int vnc_port;          /* 0 = the first free of 5900..5999 */
+    char vnc_password[16]; /* "" = no authentication (VNC passwords are at most 8 bytes) */
 };
 
 struct display;
