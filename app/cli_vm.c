@@ -361,6 +361,33 @@ int cmd_list(int argc, char **argv)
     return 0;
 }
 
+/* The running VM's disk as its VMM reports it (query-disk), or NULL. */
+static json_t *disk_query(const struct vm_paths *p)
+{
+    char err[512];
+    struct ctl_client *c = ctl_client_connect(p->ctl_sock, NULL, err, sizeof(err));
+    if (!c)
+        return NULL;
+    json_t *r = ctl_client_execute(c, "query-disk", NULL, 3000, err, sizeof(err));
+    ctl_client_close(c);
+    return r;
+}
+
+static void disk_print(const struct vm_config *cfg, json_t *d)
+{
+    if (!d) {
+        printf("disk:            %s\n", cfg->disk.path);
+        return;
+    }
+    int status = (int)json_integer_value(json_object_get(d, "status"));
+    printf("disk:            %s, %llu MiB, virtio-blk status 0x%02x%s\n",
+           json_string_value(json_object_get(d, "path")),
+           (unsigned long long)json_integer_value(json_object_get(d, "capacity")) >> 20, status,
+           json_is_true(json_object_get(d, "needs_reset")) ? " NEEDS_RESET" : "");
+    if (json_is_string(json_object_get(d, "broken")))
+        printf("disk broken:     %s\n", json_string_value(json_object_get(d, "broken")));
+}
+
 int cmd_status(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -405,6 +432,11 @@ int cmd_status(int argc, char **argv)
                             st.uptime_ms >= 0 ? json_integer(st.uptime_ms) : json_null());
         json_t *disp = st.running ? cli_display_query(&p) : NULL;
         json_object_set_new(o, "display", disp ? disp : json_null());
+        if (cfg.disk.path[0]) {
+            json_t *disk = st.running ? disk_query(&p) : NULL;
+            json_object_set_new(o, "disk",
+                                disk ? disk : json_pack("{s:s}", "path", cfg.disk.path));
+        }
         print_json(o);
         json_decref(o);
         return 0;
@@ -429,5 +461,10 @@ int cmd_status(int argc, char **argv)
     printf("uptime:          %s\n", up);
     if (st.running)
         cli_display_print(&p, "");
+    if (cfg.disk.path[0]) {
+        json_t *disk = st.running ? disk_query(&p) : NULL;
+        disk_print(&cfg, disk);
+        json_decref(disk);
+    }
     return 0;
 }

@@ -143,6 +143,21 @@ static json_t *cmd_query_audio(void *opaque, json_t *args, struct ctl_error *err
     return r;
 }
 
+/* query-disk: the virtio-blk disk (image, capacity, device status, needs_reset and why). */
+static json_t *cmd_query_disk(void *opaque, json_t *args, struct ctl_error *err)
+{
+    struct vmm *v = opaque;
+    (void)args;
+    pthread_mutex_lock(&v->lock);
+    json_t *r = v->machine_live && v->blk ? virtio_blk_status_json(v->blk) : NULL;
+    pthread_mutex_unlock(&v->lock);
+    if (!r) {
+        err->cls = "GenericError";
+        snprintf(err->desc, sizeof(err->desc), "the VM has no disk (see [disk] in vm.conf)");
+    }
+    return r;
+}
+
 static json_t *cmd_set_volume(void *opaque, json_t *args, struct ctl_error *err)
 {
     struct vmm *v = opaque;
@@ -182,6 +197,7 @@ const struct ctl_command vmm_commands[] = {
     {"snapshot-delete", vmm_cmd_snapshot_delete},
     {"query-snapshots", vmm_cmd_query_snapshots},
     {"query-audio", cmd_query_audio},
+    {"query-disk", cmd_query_disk},
     {"set-volume", cmd_set_volume},
 };
 const size_t vmm_ncommands = sizeof(vmm_commands) / sizeof(vmm_commands[0]);

@@ -2,6 +2,7 @@
  * ACPI and the other CPUs, print the banner and run the serial shell. The banner lines and
  * command outputs are a contract: vmws's end-to-end tests and tests/test_guest_qemu.sh match
  * them byte for byte, so change them only together with those tests. */
+#include "assets/guest/user/disk.h"
 #include "assets/guest/user/guest.h"
 #include "assets/guest/user/sound.h"
 
@@ -11,7 +12,7 @@
 #define BP_CMD_LINE_PTR 0x228
 #define BP_E820_TABLE 0x2d0
 #define LINE_MAX 256
-#define ARGS_MAX 8
+#define ARGS_MAX 32 /* `write NAME TEXT` takes the words of TEXT */
 #define PATTERN_MAX 32
 
 struct boot_info boot;
@@ -49,6 +50,8 @@ static void cmd_help(void)
                  "tone FREQ MS          play a sine through the sound card\n"
                  "sound [info|garbage]  show the sound card; or program nonsense into it\n"
                  "fb test | fill RRGGBB | noise N | clear | info   framebuffer console\n"
+                 "ls | touch NAME | write NAME TEXT | cat NAME | rm NAME | sync   files on disk\n"
+                 "disk info | stress N SEED | test-garbage [KIND]   the virtio-blk disk\n"
                  "poweroff              power the machine off\n");
 }
 
@@ -178,6 +181,20 @@ static void run_command(char *line)
         cmd_tone(argc, argv);
     else if (!strcmp(argv[0], "sound"))
         cmd_sound(argc, argv);
+    else if (!strcmp(argv[0], "ls"))
+        cmd_ls();
+    else if (!strcmp(argv[0], "touch"))
+        cmd_touch(argc, argv);
+    else if (!strcmp(argv[0], "write"))
+        cmd_write(argc, argv);
+    else if (!strcmp(argv[0], "cat"))
+        cmd_cat(argc, argv);
+    else if (!strcmp(argv[0], "rm"))
+        cmd_rm(argc, argv);
+    else if (!strcmp(argv[0], "sync"))
+        cmd_sync();
+    else if (!strcmp(argv[0], "disk"))
+        cmd_disk(argc, argv);
     else
         printf("unknown command: %s (try help)\n", argv[0]);
 }

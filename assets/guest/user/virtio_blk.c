@@ -1,0 +1,414 @@
+/* virtio-blk driver of the built-in guest, all at CPL 3: finds the modern virtio-pci device
+ * (1af4:1042) on bus 0, maps its capability structures (all of the low 4 GiB is mapped, so a
+ * BAR address is a pointer), negotiates VERSION_1 + FLUSH and runs one 16-entry split queue
+ * in static memory (identity mapped: a pointer is a guest-physical address). One request at
+ * a time: header, data through a 64 KiB bounce buffer, status byte. After notifying, it
+ * spins briefly on the used index, then sleeps in SYS_WAIT_SOUND, which counts PCI INTx (IRQ
+ * 10 and 11) in a four-instruction kernel handler, and reads the ISR to lower the line. */
+#include "assets/guest/user/disk.h"
+#include "assets/guest/user/sound.h"
+
+#define VIRTIO_STATUS_ACK 1
+#define VIRTIO_STATUS_DRIVER 2
+#define VIRTIO_STATUS_DRIVER_OK 4
+#define VIRTIO_STATUS_FEATURES_OK 8
+#define VIRTIO_STATUS_NEEDS_RESET 0x40
+#define F_BLK_FLUSH (1u << 9)
+#define F_VERSION_1_HI 1u /* bit 32 */
+
+#define T_IN 0
+#define T_OUT 1
+#define T_FLUSH 4
+#define T_GET_ID 8
+
+#define QSIZE 16
+#define DESC_NEXT 1
+#define DESC_WRITE 2
+
+/* Common configuration offsets (virtio 1.x, 4.1.4.3). */
+#define CC_DFSELECT 0x00
+#define CC_DF 0x04
+#define CC_GFSELECT 0x08
+#define CC_GF 0x0c
+#define CC_STATUS 0x14
+#define CC_QSELECT 0x16
+#define CC_QSIZE 0x18
+#define CC_QENABLE 0x1c
+#define CC_QNOTIFY_OFF 0x1e
+#define CC_QDESC 0x20
+#define CC_QDRIVER 0x28
+#define CC_QDEVICE 0x30
+
+struct desc {
+    uint64_t addr;
+    uint32_t len;
+    uint16_t flags, next;
+};
+struct ring {
+    struct desc desc[QSIZE];
+    uint16_t avail_flags, avail_idx, avail_ring[QSIZE], used_event;
+    uint8_t pad[4096 - 16 * QSIZE - 6 - 2 * QSIZE];
+    uint16_t used_flags, used_idx;
+    struct {
+        uint32_t id, len;
+    } used_ring[QSIZE];
+} __attribute__((aligned(4096)));
+
+static struct ring ring;
+static uint8_t bounce[DISK_MAX_IO] __attribute__((aligned(4096)));
+static struct {
+    uint32_t type, reserved;
+    uint64_t sector;
+} req_hdr __attribute__((aligned(16)));
+static volatile uint8_t req_status;
+
+static struct {
+    bool probed, found, ready;
+    unsigned slot, irq;
+    uint64_t common, notify_base, notify, isr, devcfg;
+    uint32_t notify_mult;
+    uint16_t last_used, qsize;
+    uint64_t sectors;
+    uint64_t requests, irq_waits;
+} dev;
+
+static inline uint8_t rd8(uint64_t a) { return *(volatile uint8_t *)(uintptr_t)a; }
+static inline uint16_t rd16(uint64_t a) { return *(volatile uint16_t *)(uintptr_t)a; }
+static inline void wr8(uint64_t a, uint8_t v) { *(volatile uint8_t *)(uintptr_t)a = v; }
+static inline void wr16(uint64_t a, uint16_t v) { *(volatile uint16_t *)(uintptr_t)a = v; }
+static inline void barrier(void) { __asm__ volatile("mfence" ::: "memory"); }
+
+/* Reads the vendor capabilities: where common, notify, ISR and device config live. */
+static bool map_capabilities(void)
+{
+    uint32_t lo = pci_read32(dev.slot, 0x10), hi = pci_read32(dev.slot, 0x14);
+    uint64_t bar0 = (lo & ~0xfull) | ((lo & 4) ? (uint64_t)hi << 32 : 0);
+    unsigned ptr = pci_read32(dev.slot, 0x34) & 0xfc;
+    for (unsigned n = 0; ptr && n < 16; n++) {
+        uint32_t w0 = pci_read32(dev.slot, ptr);
+        unsigned type = w0 >> 24, bar = pci_read32(dev.slot, ptr + 4) & 0xff;
+        uint64_t addr = bar0 + pci_read32(dev.slot, ptr + 8);
+        if ((w0 & 0xff) == 0x09 && bar == 0) {
+            if (type == 1)
+                dev.common = addr;
+            else if (type == 2) {
+                dev.notify_base = addr;
+                dev.notify_mult = pci_read32(dev.slot, ptr + 16);
+            } else if (type == 3)
+                dev.isr = addr;
+            else if (type == 4)
+                dev.devcfg = addr;
+        }
+        ptr = (w0 >> 8) & 0xfc;
+    }
+    return bar0 && dev.common && dev.notify_base && dev.isr && dev.devcfg;
+}
+
+static bool device_init(void)
+{
+    uint64_t c = dev.common;
+    wr8(c + CC_STATUS, 0);
+    while (rd8(c + CC_STATUS))
+        cpu_relax();
+    wr8(c + CC_STATUS, VIRTIO_STATUS_ACK);
+    wr8(c + CC_STATUS, VIRTIO_STATUS_ACK | VIRTIO_STATUS_DRIVER);
+    mmio_write32(c + CC_DFSELECT, 1);
+    uint32_t hi = mmio_read32(c + CC_DF);
+    mmio_write32(c + CC_DFSELECT, 0);
+    uint32_t lo = mmio_read32(c + CC_DF);
+    if (!(hi & F_VERSION_1_HI)) {
+        printf("disk: the device does not offer VIRTIO_F_VERSION_1\n");
+        return false;
+    }
+    mmio_write32(c + CC_GFSELECT, 0);
+    mmio_write32(c + CC_GF, lo & F_BLK_FLUSH);
+    mmio_write32(c + CC_GFSELECT, 1);
+    mmio_write32(c + CC_GF, F_VERSION_1_HI);
+    uint8_t st = VIRTIO_STATUS_ACK | VIRTIO_STATUS_DRIVER | VIRTIO_STATUS_FEATURES_OK;
+    wr8(c + CC_STATUS, st);
+    if (!(rd8(c + CC_STATUS) & VIRTIO_STATUS_FEATURES_OK)) {
+        printf("disk: the device refused our features\n");
+        return false;
+    }
+    wr16(c + CC_QSELECT, 0);
+    uint16_t max = rd16(c + CC_QSIZE);
+    dev.qsize = max < QSIZE ? max : QSIZE;
+    if (dev.qsize < 4) {
+        printf("disk: queue 0 has only %u entries\n", max);
+        return false;
+    }
+    wr16(c + CC_QSIZE, dev.qsize);
+    memset(&ring, 0, sizeof(ring));
+    uint64_t used = (uint64_t)(uintptr_t)&ring.used_flags;
+    mmio_write32(c + CC_QDESC, (uint32_t)(uintptr_t)ring.desc);
+    mmio_write32(c + CC_QDESC + 4, 0);
+    mmio_write32(c + CC_QDRIVER, (uint32_t)(uintptr_t)&ring.avail_flags);
+    mmio_write32(c + CC_QDRIVER + 4, 0);
+    mmio_write32(c + CC_QDEVICE, (uint32_t)used);
+    mmio_write32(c + CC_QDEVICE + 4, 0);
+    dev.notify = dev.notify_base + (uint64_t)rd16(c + CC_QNOTIFY_OFF) * dev.notify_mult;
+    wr16(c + CC_QENABLE, 1);
+    wr8(c + CC_STATUS, st | VIRTIO_STATUS_DRIVER_OK);
+    dev.last_used = 0;
+    dev.sectors = (uint64_t)mmio_read32(dev.devcfg) | (uint64_t)mmio_read32(dev.devcfg + 4) << 32;
+    (void)rd8(dev.isr);
+    return true;
+}
+
+bool vblk_ready(void)
+{
+    if (!dev.probed) {
+        dev.probed = true;
+        dev.found = pci_find(0x1af4, 0x1042, &dev.slot);
+        if (dev.found) {
+            pci_write32(dev.slot, 0x04, pci_read32(dev.slot, 0x04) | 0x06); /* memory, master */
+            dev.irq = pci_read32(dev.slot, 0x3c) & 0xff;
+            dev.found = map_capabilities();
+        }
+    }
+    if (!dev.found) {
+        printf("disk: no virtio-blk device (give the VM one: vmws create --disk SIZE)\n");
+        return false;
+    }
+    if (dev.ready && (rd8(dev.common + CC_STATUS) & VIRTIO_STATUS_NEEDS_RESET)) {
+        printf("disk: the device needed a reset; reinitialising it\n");
+        dev.ready = false;
+    }
+    if (!dev.ready)
+        dev.ready = device_init();
+    return dev.ready;
+}
+
+uint64_t vblk_sectors(void)
+{
+    return dev.sectors;
+}
+
+/* Makes descriptor HEAD available, notifies, and waits for the device to use it. */
+static int submit_and_wait(uint16_t head, const char *what)
+{
+    uint32_t seen = irq_sound_count;
+    uint16_t slot = ring.avail_idx % dev.qsize;
+    ring.avail_ring[slot] = head;
+    barrier();
+    ring.avail_idx++;
+    barrier();
+    wr16(dev.notify, 0);
+    uint64_t tsc_us = timer_tsc_per_us();
+    uint64_t start = rdtsc(), spin_end = start + 50 * tsc_us, deadline = start + 5000000 * tsc_us;
+    while (*(volatile uint16_t *)&ring.used_idx == dev.last_used) {
+        uint64_t now = rdtsc();
+        if (now < spin_end) {
+            cpu_relax();
+            continue;
+        }
+        if (rd8(dev.common + CC_STATUS) & VIRTIO_STATUS_NEEDS_RESET) {
+            (void)rd8(dev.isr);
+            printf("disk: %s: the device needs a reset (it found a request malformed)\n", what);
+            return -1;
+        }
+        if (now > deadline) {
+            printf("disk: %s: no completion after 5 s\n", what);
+            return -1;
+        }
+        if (irq_sound_count == seen) {
+            dev.irq_waits++;
+            sys_wait_sound(seen);
+        }
+        seen = irq_sound_count;
+        (void)rd8(dev.isr); /* lowers INTx so the next completion is a new edge */
+    }
+    barrier();
+    dev.last_used++;
+    (void)rd8(dev.isr);
+    dev.requests++;
+    return 0;
+}
+
+/* One request: header, optional data (LEN bytes of the bounce buffer), status. */
+static int request(uint32_t type, uint64_t sector, uint32_t len, const char *what)
+{
+    req_hdr.type = type;
+    req_hdr.reserved = 0;
+    req_hdr.sector = sector;
+    req_status = 0xff;
+    bool in = type == T_IN || type == T_GET_ID;
+    unsigned n = 0;
+    ring.desc[n] = (struct desc){(uintptr_t)&req_hdr, 16, DESC_NEXT, (uint16_t)(n + 1)};
+    n++;
+    if (len) {
+        ring.desc[n] = (struct desc){(uintptr_t)bounce, len,
+                                     (uint16_t)(DESC_NEXT | (in ? DESC_WRITE : 0)),
+                                     (uint16_t)(n + 1)};
+        n++;
+    }
+    ring.desc[n] = (struct desc){(uintptr_t)&req_status, 1, DESC_WRITE, 0};
+    if (submit_and_wait(0, what) < 0)
+        return -1;
+    if (req_status != 0) {
+        printf("disk: %s: device status %u (%s)\n", what, req_status,
+               req_status == 1 ? "I/O error" : req_status == 2 ? "unsupported" : "?");
+        return -1;
+    }
+    return 0;
+}
+
+static bool range_ok(uint64_t sector, uint32_t bytes)
+{
+    if (bytes > DISK_MAX_IO || bytes % DISK_SECTOR || sector > dev.sectors ||
+        bytes / DISK_SECTOR > dev.sectors - sector) {
+        printf("disk: %u bytes at sector %lu is outside the disk or too big\n", bytes, sector);
+        return false;
+    }
+    return true;
+}
+
+int vblk_read(uint64_t sector, void *buf, uint32_t bytes)
+{
+    if (!vblk_ready() || !range_ok(sector, bytes) || request(T_IN, sector, bytes, "read") < 0)
+        return -1;
+    memcpy(buf, bounce, bytes);
+    return 0;
+}
+
+int vblk_write(uint64_t sector, const void *buf, uint32_t bytes)
+{
+    if (!vblk_ready() || !range_ok(sector, bytes))
+        return -1;
+    memcpy(bounce, buf, bytes);
+    return request(T_OUT, sector, bytes, "write");
+}
+
+int vblk_flush(void)
+{
+    return vblk_ready() ? request(T_FLUSH, 0, 0, "flush") : -1;
+}
+
+/* ---- disk info / stress / test-garbage ---- */
+
+static uint64_t mix64(uint64_t x)
+{
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdull;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ull;
+    return x ^ (x >> 33);
+}
+
+/* The stress region: 1 MiB from byte offset 1 MiB (the file store ends below it). */
+#define STRESS_BASE 2048u
+#define STRESS_SECTORS 2048u
+static uint32_t stress_last[STRESS_SECTORS]; /* op number that last wrote each sector, 0 = none */
+static uint8_t stress_buf[DISK_MAX_IO] __attribute__((aligned(4096)));
+
+static void stress_fill(uint8_t *p, uint64_t seed, uint32_t sector, uint32_t op)
+{
+    uint64_t *w = (uint64_t *)p;
+    for (unsigned i = 0; i < DISK_SECTOR / 8; i++)
+        w[i] = mix64(seed ^ (uint64_t)sector << 32 ^ (uint64_t)op << 12 ^ i);
+}
+
+static void cmd_stress(uint64_t n, uint64_t seed)
+{
+    if (vblk_sectors() < STRESS_BASE + STRESS_SECTORS) {
+        printf("disk stress: the disk needs at least 2 MiB\n");
+        return;
+    }
+    memset(stress_last, 0, sizeof(stress_last));
+    uint64_t rng = seed, flushes = 0;
+    for (uint32_t op = 1; op <= n; op++) {
+        rng = mix64(rng + op);
+        uint32_t count = 1 + (uint32_t)(rng % 16);
+        uint32_t first = (uint32_t)((rng >> 16) % (STRESS_SECTORS - count + 1));
+        for (uint32_t s = 0; s < count; s++) {
+            stress_fill(stress_buf + s * DISK_SECTOR, seed, first + s, op);
+            stress_last[first + s] = op;
+        }
+        if (vblk_write(STRESS_BASE + first, stress_buf, count * DISK_SECTOR) < 0)
+            return;
+        if ((rng >> 40) % 8 == 0) {
+            if (vblk_flush() < 0)
+                return;
+            flushes++;
+        }
+    }
+    if (vblk_flush() < 0)
+        return;
+    /* Read the whole region back: each sector holds its last writer's pattern or zeros. */
+    uint64_t hash = 0xcbf29ce484222325ull, bad = 0;
+    uint8_t expect[DISK_SECTOR];
+    for (uint32_t s = 0; s < STRESS_SECTORS; s += DISK_MAX_IO / DISK_SECTOR) {
+        if (vblk_read(STRESS_BASE + s, stress_buf, DISK_MAX_IO) < 0)
+            return;
+        for (uint32_t k = 0; k < DISK_MAX_IO / DISK_SECTOR; k++) {
+            const uint8_t *got = stress_buf + k * DISK_SECTOR;
+            if (stress_last[s + k])
+                stress_fill(expect, seed, s + k, stress_last[s + k]);
+            else
+                memset(expect, 0, sizeof(expect));
+            if (memcmp(got, expect, DISK_SECTOR)) {
+                if (!bad)
+                    printf("disk stress: sector %u differs from what op %u wrote\n",
+                           STRESS_BASE + s + k, stress_last[s + k]);
+                bad++;
+            }
+            for (unsigned i = 0; i < DISK_SECTOR; i++)
+                hash = (hash ^ got[i]) * 0x100000001b3ull;
+        }
+    }
+    printf("disk stress: %lu writes, %lu flushes, %s, fnv1a %016lx\n", n, flushes + 1,
+           bad ? "MISMATCH" : "verified", hash);
+}
+
+/* Submits one malformed chain of KIND and reports what the device did. */
+static void cmd_garbage(const char *kind)
+{
+    if (!vblk_ready())
+        return;
+    req_hdr.type = T_IN;
+    req_hdr.sector = 0;
+    if (!strcmp(kind, "loop")) { /* 0 -> 1 -> 2 -> 1 -> 2 ... */
+        ring.desc[0] = (struct desc){(uintptr_t)&req_hdr, 16, DESC_NEXT, 1};
+        ring.desc[1] = (struct desc){(uintptr_t)bounce, 512, DESC_NEXT | DESC_WRITE, 2};
+        ring.desc[2] = (struct desc){(uintptr_t)&req_status, 1, DESC_NEXT | DESC_WRITE, 1};
+    } else if (!strcmp(kind, "addr")) { /* a buffer in the PCI hole, not RAM */
+        ring.desc[0] = (struct desc){(uintptr_t)&req_hdr, 16, DESC_NEXT, 1};
+        ring.desc[1] = (struct desc){0xfd000000ull, 4096, DESC_WRITE, 0};
+    } else if (!strcmp(kind, "index")) { /* next beyond the table */
+        ring.desc[0] = (struct desc){(uintptr_t)&req_hdr, 16, DESC_NEXT, 999};
+    } else if (!strcmp(kind, "order")) { /* readable after writable */
+        ring.desc[0] = (struct desc){(uintptr_t)&req_status, 1, DESC_NEXT | DESC_WRITE, 1};
+        ring.desc[1] = (struct desc){(uintptr_t)&req_hdr, 16, 0, 0};
+    } else if (!strcmp(kind, "nostatus")) { /* header only */
+        ring.desc[0] = (struct desc){(uintptr_t)&req_hdr, 16, 0, 0};
+    } else {
+        printf("disk test-garbage: KIND is loop, addr, index, order or nostatus\n");
+        return;
+    }
+    submit_and_wait(0, "test-garbage");
+    uint8_t st = rd8(dev.common + CC_STATUS);
+    printf("disk test-garbage %s: device status 0x%x%s\n", kind, st,
+           st & VIRTIO_STATUS_NEEDS_RESET ? " (NEEDS_RESET)" : "");
+}
+
+void cmd_disk(int argc, char **argv)
+{
+    const char *sub = argc > 1 ? argv[1] : "info";
+    uint64_t n, seed;
+    if (!strcmp(sub, "info") && argc <= 2) {
+        if (!vblk_ready())
+            return;
+        printf("disk: virtio-blk at 00:%02x.0, irq %u, %lu sectors (%lu MiB), %lu requests, "
+               "%lu interrupt waits, status 0x%x\n",
+               dev.slot, dev.irq, dev.sectors, dev.sectors * DISK_SECTOR / MIB, dev.requests,
+               dev.irq_waits, rd8(dev.common + CC_STATUS));
+    } else if (!strcmp(sub, "stress") && argc == 4 && parse_u64(argv[2], &n) &&
+               parse_u64(argv[3], &seed) && n > 0 && n <= 1000000) {
+        if (vblk_ready())
+            cmd_stress(n, seed);
+    } else if (!strcmp(sub, "test-garbage") && argc <= 3) {
+        cmd_garbage(argc == 3 ? argv[2] : "loop");
+    } else {
+        printf("usage: disk info | disk stress N SEED | disk test-garbage [KIND]\n");
+    }
+}
