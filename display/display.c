@@ -1,8 +1,9 @@
 /* The framebuffer and its refresh loop (see display.h). The framebuffer is a memfd mapped both
  * here and into the guest as its own KVM slot with KVM_MEM_LOG_DIRTY_PAGES. While a viewer is
- * open, the refresh thread asks KVM at 60 Hz which framebuffer pages the guest wrote, turns
- * runs of dirty pages into row bands and hands those to the SDL window and the VNC server. With
- * no viewer it sleeps on an eventfd and costs nothing at all. */
+ * open, the refresh thread asks KVM at 60 Hz (20 Hz once the screen has been still for a
+ * second) which framebuffer pages the guest wrote, turns runs of dirty pages into row bands and
+ * hands those to the SDL window and the VNC server. With no viewer it sleeps on an eventfd and
+ * costs nothing at all. */
 #include <errno.h>
 #include <poll.h>
 #include <stdio.h>
@@ -20,7 +21,9 @@
 #include "core/state.h"
 #include "display/display_priv.h"
 
-#define REFRESH_NS 16666666L /* 60 Hz */
+#define REFRESH_NS 16666666L      /* 60 Hz while the screen changes */
+#define IDLE_REFRESH_NS 50000000L  /* 20 Hz once it has been still for IDLE_FRAMES */
+#define IDLE_FRAMES 60
 #define FB_PAGE 4096u
 #define TAG_FBCF STATE_TAG('F', 'B', 'C', 'F')
 #define TAG_FBMM STATE_TAG('F', 'B', 'M', 'M')
@@ -64,7 +67,7 @@ static void publish(struct display *d, unsigned y0, unsigned y1)
 }
 
 /* One frame: fetch (and reset) the slot's dirty bitmap, publish each run of dirty pages. */
-static void refresh_once(struct display *d, uint64_t *bitmap, size_t words)
+static bool refresh_once(struct display *d, uint64_t *bitmap, size_t words)
 {
     unsigned npages = (unsigned)(d->fb_size / FB_PAGE);
     pthread_mutex_lock(&d->lock);
@@ -79,11 +82,12 @@ static void refresh_once(struct display *d, uint64_t *bitmap, size_t words)
     pthread_mutex_unlock(&d->lock);
     if (atomic_exchange(&d->full_refresh, false)) {
         publish(d, 0, d->height);
-        return;
+        return true;
     }
     if (r < 0)
-        return;
+        return false;
     unsigned p = 0;
+    bool any = false;
     while (p < npages) {
         if (!(bitmap[p / 64] >> (p % 64) & 1)) {
             p = bitmap[p / 64] >> (p % 64) ? p + 1 : (p / 64 + 1) * 64;
@@ -96,7 +100,9 @@ static void refresh_once(struct display *d, uint64_t *bitmap, size_t words)
         unsigned y0 = (unsigned)(b0 / d->stride);
         unsigned y1 = (unsigned)((b1 + d->stride - 1) / d->stride);
         publish(d, y0, y1 < d->height ? y1 : d->height);
+        any = true;
     }
+    return any;
 }
 
 static void *refresh_main(void *arg)
@@ -106,13 +112,17 @@ static void *refresh_main(void *arg)
     uint64_t *bitmap = calloc(words, 8);
     if (!bitmap)
         return NULL;
+    unsigned still = 0; /* frames without a change */
     while (!atomic_load(&d->stopping)) {
         bool active = viewers_active(d);
         struct pollfd pfd = {.fd = d->wake_fd, .events = POLLIN};
-        struct timespec ts = {0, REFRESH_NS};
-        /* With no viewer, sleep until one appears; otherwise one frame. */
+        struct timespec ts = {0, still < IDLE_FRAMES ? REFRESH_NS : IDLE_REFRESH_NS};
+        /* With no viewer, sleep until one appears; otherwise one frame: 60 Hz while the
+         * screen changes, 20 Hz after a second of stillness (the first change after a pause
+         * waits at most 50 ms; a still screen costs a third as many dirty-log queries). */
         int n = ppoll(&pfd, 1, active ? &ts : NULL, NULL);
         if (n > 0) {
+            still = 0;
             uint64_t v;
             ssize_t rd = read(d->wake_fd, &v, sizeof(v));
             (void)rd;
@@ -121,7 +131,10 @@ static void *refresh_main(void *arg)
         }
         if (atomic_load(&d->stopping))
             break;
-        refresh_once(d, bitmap, words);
+        if (refresh_once(d, bitmap, words))
+            still = 0;
+        else if (still < IDLE_FRAMES)
+            still++;
     }
     free(bitmap);
     return NULL;
