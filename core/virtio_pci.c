@@ -667,10 +667,9 @@ int virtio_pci_load(struct virtio_pci *vp, const struct state_reader *rd, uint32
     }
     if (regs.broken && !vp->r.broken)
         mark_broken_locked(vp, "restored as broken");
-    vp->irq_level = !vp->irq_level; /* force the line to its restored level */
-    bool level = vp->r.isr && !(vp->pci.cfg[0x05] & 0x04);
-    vp->irq_level = level;
-    machine_set_irq(vp->m, pci_irq_line(&vp->pci), level);
+    /* Drive the line to its restored level whatever we last told KVM. */
+    vp->irq_level = vp->r.isr && !(vp->pci.cfg[0x05] & 0x04);
+    machine_set_irq(vp->m, pci_irq_line(&vp->pci), vp->irq_level);
     pthread_mutex_unlock(&vp->lock);
     wake_thread(vp);
     return 0;
