@@ -1,0 +1,650 @@
+/* Tests of the qcow2 library (core/qcow2.c) and the disk front (core/disk.c) with real QEMU as
+ * the peer: images made and filled by qemu-img/qemu-io read back right through us; images we
+ * write (random I/O over a backing file, 512 B to 2 MiB clusters, L2 and refcount table growth)
+ * pass `qemu-img check` and convert to exactly what a raw reference model holds; crashes at
+ * every write/flush (and reorderings between flushes) leave at worst leaks; hostile headers
+ * and tables give clear errors. */
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "core/disk.h"
+#include "core/qcow2.h"
+
+#define KIB (1ull << 10)
+#define MIB (1ull << 20)
+
+static char tmpdir[64];
+
+static void setup(void)
+{
+    snprintf(tmpdir, sizeof(tmpdir), "/tmp/vmws-test-qcow2.XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(tmpdir));
+}
+
+static void teardown(void)
+{
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+
+static const char *tpath(const char *name)
+{
+    static char bufs[8][256];
+    static unsigned next;
+    char *b = bufs[next++ % 8];
+    snprintf(b, 256, "%s/%s", tmpdir, name);
+    return b;
+}
+
+/* Runs a shell command (output kept in tmpdir/out.txt); returns its exit status. */
+static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int sh(const char *fmt, ...)
+{
+    char cmd[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof(cmd), fmt, ap);
+    va_end(ap);
+    char full[4400];
+    snprintf(full, sizeof(full), "cd '%s' && (%s) >out.txt 2>&1", tmpdir, cmd);
+    int st = system(full);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static char *slurp(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    ck_assert_msg(f != NULL, "cannot open %s", path);
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = malloc((size_t)n + 1);
+    ck_assert_ptr_nonnull(b);
+    ck_assert_uint_eq(fread(b, 1, (size_t)n, f), (size_t)n);
+    b[n] = 0;
+    fclose(f);
+    if (len)
+        *len = (size_t)n;
+    return b;
+}
+
+/* qemu-img check's verdict: 0 clean, 2 corrupt, 3 leaks only. */
+static int qemu_check(const char *img)
+{
+    int st = sh("qemu-img check '%s'", img);
+    if (st != 0 && st != 3) {
+        char *out = slurp(tpath("out.txt"), NULL);
+        fprintf(stderr, "qemu-img check %s -> %d:\n%s\n", img, st, out);
+        free(out);
+    }
+    return st;
+}
+
+/* What QEMU says the guest sees: qemu-img convert to raw. */
+static uint8_t *qemu_contents(const char *img, uint64_t size)
+{
+    ck_assert_int_eq(sh("rm -f conv.raw && qemu-img convert -O raw '%s' conv.raw", img), 0);
+    size_t n;
+    uint8_t *b = (uint8_t *)slurp(tpath("conv.raw"), &n);
+    ck_assert_uint_eq(n, size);
+    return b;
+}
+
+static uint8_t *our_contents(struct disk *d)
+{
+    uint64_t size = disk_size(d);
+    uint8_t *b = malloc(size);
+    ck_assert_ptr_nonnull(b);
+    ck_assert_int_eq(disk_read(d, 0, b, size), 0);
+    return b;
+}
+
+static void assert_same(const uint8_t *a, const uint8_t *b, uint64_t size, const char *what)
+{
+    for (uint64_t i = 0; i < size; i++)
+        if (a[i] != b[i])
+            ck_abort_msg("%s: first difference at byte %llu (0x%02x vs 0x%02x)", what,
+                         (unsigned long long)i, a[i], b[i]);
+}
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+static uint64_t rnd(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return rng_state;
+}
+
+static void fill_random(uint8_t *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        p[i] = (uint8_t)(rnd() >> 24);
+}
+
+/* Reads the image through us and through qemu-img convert and compares both with `model`. */
+static void assert_image_holds(const char *img, const uint8_t *model, uint64_t size)
+{
+    char err[512] = "";
+    struct disk *d = disk_open(img, true, err, sizeof(err));
+    ck_assert_msg(d != NULL, "%s", err);
+    ck_assert_uint_eq(disk_size(d), size);
+    uint8_t *ours = our_contents(d);
+    ck_assert_int_eq(disk_close(d), 0);
+    uint8_t *theirs = qemu_contents(img, size);
+    assert_same(theirs, model, size, "qemu-img convert vs model");
+    assert_same(ours, model, size, "our read vs model");
+    free(ours);
+    free(theirs);
+}
+
+START_TEST(test_reads_qemu_made_images)
+{
+    /* A raw base, a qcow2 over nothing, a qcow2 over the raw, a qcow2 over a qcow2 (relative
+     * backing name), all filled by qemu-io; 64 KiB clusters (qemu-img's default). */
+    ck_assert_int_eq(sh("qemu-img create -q -f raw base.raw 6M && "
+                        "qemu-io -f raw -c 'write -P 0x11 0 6M' base.raw"),
+                     0);
+    ck_assert_int_eq(sh("qemu-img create -q -f qcow2 a.qcow2 8M && qemu-io -f qcow2 "
+                        "-c 'write -P 0xab 0 1M' -c 'write -P 0xcd 3M 100k' "
+                        "-c 'write -z 512k 64k' -c 'write -P 0x5a 7M 1k' a.qcow2"),
+                     0);
+    ck_assert_int_eq(sh("qemu-img create -q -f qcow2 -b base.raw -F raw b.qcow2 8M && qemu-io "
+                        "-f qcow2 -c 'write -P 0x22 100k 3k' -c 'write -z 2M 128k' "
+                        "-c 'discard 4M 64k' b.qcow2"),
+                     0);
+    ck_assert_int_eq(sh("qemu-img create -q -f qcow2 -b a.qcow2 -F qcow2 c.qcow2 && qemu-io "
+                        "-f qcow2 -c 'write -P 0x33 1000 5000' -c 'write -P 0x44 3070k 20k' "
+                        "c.qcow2"),
+                     0);
+    const char *imgs[] = {"a.qcow2", "b.qcow2", "c.qcow2"};
+    for (unsigned i = 0; i < 3; i++) {
+        char err[512] = "";
+        struct disk *d = disk_open(tpath(imgs[i]), true, err, sizeof(err));
+        ck_assert_msg(d != NULL, "%s", err);
+        ck_assert_str_eq(disk_format(d), "qcow2");
+        ck_assert_uint_eq(disk_size(d), 8 * MIB);
+        uint8_t *ours = our_contents(d);
+        uint8_t *theirs = qemu_contents(tpath(imgs[i]), 8 * MIB);
+        assert_same(ours, theirs, 8 * MIB, imgs[i]);
+        if (i == 0) {
+            ck_assert_uint_eq(ours[0], 0xab);
+            ck_assert_uint_eq(ours[512 * KIB + 5], 0);
+            ck_assert_uint_eq(ours[3 * MIB + 99 * KIB], 0xcd);
+            ck_assert_uint_eq(ours[7 * MIB], 0x5a);
+        } else if (i == 1) {
+            ck_assert_uint_eq(ours[0], 0x11);         /* from the raw backing */
+            ck_assert_uint_eq(ours[100 * KIB], 0x22); /* ours */
+            ck_assert_uint_eq(ours[2 * MIB + 1], 0);  /* zero cluster over backing data */
+            ck_assert_uint_eq(ours[7 * MIB], 0);      /* past the backing file's end */
+        } else {
+            ck_assert_uint_eq(ours[999], 0xab);
+            ck_assert_uint_eq(ours[1000], 0x33);
+            ck_assert_uint_eq(ours[3 * MIB + 99 * KIB], 0xcd);
+            ck_assert_uint_eq(ours[3 * MIB], 0x44);
+        }
+        free(ours);
+        free(theirs);
+        ck_assert_int_eq(disk_close(d), 0);
+    }
+    /* A raw file is probed as raw. */
+    char err[512];
+    struct disk *d = disk_open(tpath("base.raw"), true, err, sizeof(err));
+    ck_assert_ptr_nonnull(d);
+    ck_assert_str_eq(disk_format(d), "raw");
+    ck_assert_uint_eq(disk_size(d), 6 * MIB);
+    disk_close(d);
+}
+END_TEST
+
+START_TEST(test_writes_into_qemu_made_image)
+{
+    /* Partial writes into qemu's image over a raw backing: copy-on-write from the backing. */
+    ck_assert_int_eq(sh("qemu-img create -q -f raw base.raw 4M && "
+                        "qemu-io -f raw -c 'write -P 0x77 0 4M' base.raw && "
+                        "qemu-img create -q -f qcow2 -b base.raw -F raw top.qcow2 && "
+                        "qemu-io -f qcow2 -c 'write -P 0x21 64k 64k' top.qcow2"),
+                     0);
+    uint64_t size = 4 * MIB;
+    uint8_t *model = qemu_contents(tpath("top.qcow2"), size);
+    char err[512] = "";
+    struct disk *d = disk_open(tpath("top.qcow2"), false, err, sizeof(err));
+    ck_assert_msg(d != NULL, "%s", err);
+    uint8_t buf[300 * 1024];
+    for (int i = 0; i < 40; i++) {
+        uint64_t len = 1 + rnd() % sizeof(buf);
+        uint64_t off = rnd() % (size - len);
+        fill_random(buf, len);
+        ck_assert_int_eq(disk_write(d, off, buf, len), 0);
+        memcpy(model + off, buf, len);
+    }
+    ck_assert_int_eq(disk_close(d), 0);
+    ck_assert_int_eq(qemu_check(tpath("top.qcow2")), 0);
+    assert_image_holds(tpath("top.qcow2"), model, size);
+    free(model);
+}
+END_TEST
+
+/* Random writes, zeroes, discards and flushes on an image we create over a qcow2 backing. */
+static void random_workload(uint32_t cluster_size, uint64_t size, int ops, uint64_t max_len,
+                            uint64_t big_write)
+{
+    ck_assert_int_eq(sh("rm -f base.qcow2 top.qcow2 && "
+                        "qemu-img create -q -f qcow2 base.qcow2 %llu && qemu-io -f qcow2 "
+                        "-c 'write -P 0x5c 0 %llu' -c 'write -P 0x6d %llu 100k' base.qcow2",
+                        (unsigned long long)size, (unsigned long long)(size / 3),
+                        (unsigned long long)(size / 2)),
+                     0);
+    /* The backing is named relative to the overlay, as vmws will do. */
+    ck_assert_int_eq(qcow2_create(tpath("top.qcow2"), 0, cluster_size, "base.qcow2", "qcow2"), 0);
+    ck_assert_int_eq(qemu_check(tpath("top.qcow2")), 0);
+    ck_assert_int_eq(sh("qemu-img info top.qcow2 | grep -q 'backing file: base.qcow2'"), 0);
+    uint8_t *model = qemu_contents(tpath("base.qcow2"), size);
+
+    char err[512] = "";
+    struct disk *d = disk_open(tpath("top.qcow2"), false, err, sizeof(err));
+    ck_assert_msg(d != NULL, "%s", err);
+    ck_assert_uint_eq(disk_size(d), size);
+    uint8_t *buf = malloc(big_write > max_len ? big_write : max_len);
+    ck_assert_ptr_nonnull(buf);
+    if (big_write) { /* enough clusters for new refcount blocks and a bigger refcount table */
+        fill_random(buf, big_write);
+        ck_assert_int_eq(disk_write(d, size - big_write, buf, big_write), 0);
+        memcpy(model + size - big_write, buf, big_write);
+    }
+    for (int i = 0; i < ops; i++) {
+        uint64_t len = 1 + rnd() % max_len;
+        uint64_t off = rnd() % (size - len + 1);
+        unsigned op = (unsigned)(rnd() % 10);
+        if (op < 7) {
+            fill_random(buf, len);
+            ck_assert_int_eq(disk_write(d, off, buf, len), 0);
+            memcpy(model + off, buf, len);
+        } else if (op == 7) {
+            ck_assert_int_eq(disk_write_zeroes(d, off, len), 0);
+            memset(model + off, 0, len);
+        } else if (op == 8) {
+            ck_assert_int_eq(disk_discard(d, off, len), 0);
+            memset(model + off, 0, len);
+        } else {
+            ck_assert_int_eq(disk_flush(d), 0);
+        }
+        if (i % 50 == 0) { /* read back a random range */
+            uint64_t rl = 1 + rnd() % max_len, ro = rnd() % (size - rl + 1);
+            ck_assert_int_eq(disk_read(d, ro, buf, rl), 0);
+            assert_same(buf, model + ro, rl, "read back while writing");
+        }
+    }
+    /* Out of range is refused. */
+    ck_assert_int_eq(disk_write(d, size - 1, buf, 2), -EINVAL);
+    ck_assert_int_eq(disk_read(d, size, buf, 1), -EINVAL);
+    ck_assert_int_eq(disk_close(d), 0);
+    free(buf);
+    ck_assert_int_eq(qemu_check(tpath("top.qcow2")), 0);
+    assert_image_holds(tpath("top.qcow2"), model, size);
+    free(model);
+}
+
+START_TEST(test_random_io_64k_clusters)
+{
+    random_workload(64 * KIB, 24 * MIB, 300, 200 * KIB, 0);
+}
+END_TEST
+
+START_TEST(test_random_io_512b_clusters_grow_refcounts)
+{
+    /* 512 B clusters: an L2 table maps 32 KiB, a refcount block counts 128 KiB, the first
+     * refcount table 8 MiB; the 9 MiB write needs new blocks and a bigger table. */
+    random_workload(512, 12 * MIB, 400, 20 * KIB, 9 * MIB);
+}
+END_TEST
+
+START_TEST(test_random_io_2m_clusters)
+{
+    random_workload(2 * MIB, 32 * MIB, 60, 3 * MIB, 0);
+}
+END_TEST
+
+START_TEST(test_create_plain_and_info)
+{
+    ck_assert_int_eq(disk_create_qcow2(tpath("new.qcow2"), 1ull << 40, NULL), 0);
+    ck_assert_int_eq(disk_create_qcow2(tpath("new.qcow2"), 1 * MIB, NULL), -EEXIST);
+    ck_assert_int_eq(qemu_check(tpath("new.qcow2")), 0);
+    ck_assert_int_eq(sh("qemu-img info new.qcow2 | grep -q 'virtual size: 1 TiB' && "
+                        "qemu-img info new.qcow2 | grep -q 'cluster_size: 65536'"),
+                     0);
+    char err[512];
+    struct disk *d = disk_open(tpath("new.qcow2"), false, err, sizeof(err));
+    ck_assert_msg(d != NULL, "%s", err);
+    uint8_t buf[4096];
+    memset(buf, 0xee, sizeof(buf));
+    /* Far apart: separate L2 tables. */
+    ck_assert_int_eq(disk_write(d, 0, buf, sizeof(buf)), 0);
+    ck_assert_int_eq(disk_write(d, (1ull << 40) - 4096, buf, sizeof(buf)), 0);
+    ck_assert_int_eq(disk_close(d), 0);
+    ck_assert_int_eq(qemu_check(tpath("new.qcow2")), 0);
+    ck_assert_int_eq(sh("qemu-io -f qcow2 -c 'read -P 0xee 0 4k' -c 'read -P 0xee 1099511623680 "
+                        "4k' -c 'read -P 0 4k 60k' new.qcow2 | grep -q 'read 4096/4096'"),
+                     0);
+    ck_assert_int_eq(sh("qemu-io -f qcow2 -c 'read -P 0xee 0 4k' new.qcow2 | grep -q Pattern"), 1);
+}
+END_TEST
+
+/* ---- crash simulation ---- */
+
+/* Every write and flush of one run, so any crash's leftovers can be rebuilt from a copy of the
+ * image as it was before the run. */
+struct io_log {
+    int n;
+    struct io_op {
+        enum qcow2_io_kind kind;
+        uint64_t offset;
+        size_t len;
+        uint8_t *data;
+    } op[4096];
+};
+
+static void log_hook(void *opaque, enum qcow2_io_kind kind, const void *buf, size_t len,
+                     uint64_t offset)
+{
+    struct io_log *l = opaque;
+    ck_assert_int_lt(l->n, 4096);
+    struct io_op *o = &l->op[l->n++];
+    o->kind = kind;
+    o->offset = offset;
+    o->len = len;
+    o->data = NULL;
+    if (kind == QCOW2_IO_WRITE) {
+        o->data = malloc(len);
+        ck_assert_ptr_nonnull(o->data);
+        memcpy(o->data, buf, len);
+    }
+}
+
+/* c.qcow2 = prefilled.qcow2 plus the logged writes i for which keep(i) holds. */
+static void rebuild(const struct io_log *l, int cut, int floor, int only)
+{
+    ck_assert_int_eq(sh("rm -f c.qcow2 && cp --sparse=always prefilled.qcow2 c.qcow2"), 0);
+    int fd = open(tpath("c.qcow2"), O_WRONLY);
+    ck_assert_int_ge(fd, 0);
+    for (int i = 0; i < l->n; i++) {
+        bool keep = only >= 0 ? (i < floor || i == only) : i < cut;
+        if (keep && l->op[i].kind == QCOW2_IO_WRITE)
+            ck_assert_int_eq(pwrite(fd, l->op[i].data, l->op[i].len, (off_t)l->op[i].offset),
+                             (ssize_t)l->op[i].len);
+        struct stat st;
+        if (keep && l->op[i].kind == QCOW2_IO_EXTEND && fstat(fd, &st) == 0 &&
+            (uint64_t)st.st_size < l->op[i].offset)
+            ck_assert_int_eq(ftruncate(fd, (off_t)l->op[i].offset), 0);
+    }
+    close(fd);
+}
+
+/* What the crash left must pass qemu-img check (leaks allowed) and open and read through us. */
+static void assert_crash_harmless(const char *what, int a, int b)
+{
+    int st = qemu_check(tpath("c.qcow2"));
+    ck_assert_msg(st == 0 || st == 3, "%s %d/%d: qemu-img check says %d (corrupt)", what, a, b, st);
+    char err[512] = "";
+    struct qcow2 *r = qcow2_open(tpath("c.qcow2"), true, 0, err, sizeof(err));
+    ck_assert_msg(r != NULL, "%s %d/%d: %s", what, a, b, err);
+    static uint8_t buf[64 * 1024];
+    ck_assert_int_eq(qcow2_read(r, 0, buf, sizeof(buf)), 0);
+    ck_assert_int_eq(qcow2_read(r, 2 * MIB, buf, sizeof(buf)), 0);
+    qcow2_close(r);
+}
+
+START_TEST(test_crash_at_every_step)
+{
+    /* 512 B clusters so that one small workload meets every kind of allocation. Prefill the
+     * image until its file is just short of the 8 MiB the first refcount table can count. */
+    ck_assert_int_eq(sh("qemu-img create -q -f raw base.raw 4M && "
+                        "qemu-io -f raw -c 'write -P 0x99 0 4M' base.raw"),
+                     0);
+    ck_assert_int_eq(qcow2_create(tpath("prefilled.qcow2"), 16 * MIB, 512, "base.raw", "raw"), 0);
+    char err[512] = "";
+    struct qcow2 *q = qcow2_open(tpath("prefilled.qcow2"), false, 0, err, sizeof(err));
+    ck_assert_msg(q != NULL, "%s", err);
+    static uint8_t buf[256 * 1024];
+    memset(buf, 0x17, sizeof(buf));
+    struct stat st;
+    for (uint64_t off = 4 * MIB;;) {
+        ck_assert_int_eq(stat(tpath("prefilled.qcow2"), &st), 0);
+        if ((uint64_t)st.st_size >= 8 * MIB - 12 * KIB)
+            break;
+        size_t n = (uint64_t)st.st_size < 8 * MIB - 200 * KIB ? 32 * KIB : 2 * KIB;
+        ck_assert_int_eq(qcow2_write(q, off, buf, n), 0);
+        off += n;
+    }
+    ck_assert_int_eq(qcow2_close(q), 0);
+    ck_assert_int_eq(qemu_check(tpath("prefilled.qcow2")), 0);
+
+    /* The run: a COW partial write over the backing, writes needing new L2 tables, new
+     * refcount blocks and a bigger refcount table, zeroes, a discard, reuse of freed clusters. */
+    ck_assert_int_eq(sh("cp --sparse=always prefilled.qcow2 run.qcow2"), 0);
+    static struct io_log log;
+    memset(&log, 0, sizeof(log));
+    q = qcow2_open(tpath("run.qcow2"), false, 0, err, sizeof(err));
+    ck_assert_msg(q != NULL, "%s", err);
+    qcow2_set_io_hook(q, log_hook, &log);
+    memset(buf, 0x42, sizeof(buf));
+    ck_assert_int_eq(qcow2_write(q, 100, buf, 700), 0);
+    ck_assert_int_eq(qcow2_write(q, 1 * MIB + 3, buf, 20000), 0);
+    ck_assert_int_eq(qcow2_flush(q), 0);
+    ck_assert_int_eq(qcow2_write_zeroes(q, 0, 4096), 0);
+    ck_assert_int_eq(qcow2_write(q, 2 * MIB, buf, 24 * KIB), 0);
+    ck_assert_int_eq(qcow2_discard(q, 1 * MIB, 8192), 0);
+    ck_assert_int_eq(qcow2_write(q, 1 * MIB, buf, 1024), 0);
+    ck_assert_int_eq(qcow2_close(q), 0);
+    ck_assert_int_eq(qemu_check(tpath("run.qcow2")), 0);
+    int syncs = 0;
+    for (int i = 0; i < log.n; i++)
+        syncs += log.op[i].kind == QCOW2_IO_SYNC;
+    ck_assert_int_ge(syncs, 8);
+    ck_assert_int_eq(sh("qemu-img info run.qcow2 | grep -q 'cluster_size: 512'"), 0);
+
+    /* The process died after op cut-1: every prefix. */
+    for (int cut = 0; cut <= log.n; cut++) {
+        rebuild(&log, cut, 0, -1);
+        assert_crash_harmless("crash after ops", cut, log.n);
+    }
+    /* The kernel writes unflushed data back in any order: everything up to the last flush
+     * plus any one later write alone. */
+    int floor = 0;
+    for (int k = 0; k < log.n; k++) {
+        if (log.op[k].kind == QCOW2_IO_SYNC) {
+            floor = k + 1;
+            continue;
+        }
+        rebuild(&log, 0, floor, k);
+        assert_crash_harmless("flushed up to op, then only op", floor, k);
+    }
+    for (int i = 0; i < log.n; i++)
+        free(log.op[i].data);
+}
+END_TEST
+
+/* ---- hostile images ---- */
+
+static void patch(const char *img, uint64_t off, const void *bytes, size_t n)
+{
+    int fd = open(img, O_WRONLY);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(pwrite(fd, bytes, n, (off_t)off), (ssize_t)n);
+    close(fd);
+}
+
+static void patch_be32(const char *img, uint64_t off, uint32_t v)
+{
+    uint8_t b[4] = {(uint8_t)(v >> 24), (uint8_t)(v >> 16), (uint8_t)(v >> 8), (uint8_t)v};
+    patch(img, off, b, 4);
+}
+
+static void patch_be64(const char *img, uint64_t off, uint64_t v)
+{
+    patch_be32(img, off, (uint32_t)(v >> 32));
+    patch_be32(img, off + 4, (uint32_t)v);
+}
+
+/* A fresh 1 MiB image with 64 KiB clusters and cluster 0 written: header 0, refcount table
+ * at 64k, refcount block 128k, L1 192k, L2 table and data cluster after. */
+static const char *fresh(void)
+{
+    const char *img = tpath("h.qcow2");
+    unlink(img);
+    ck_assert_int_eq(qcow2_create(img, 1 * MIB, 64 * KIB, NULL, NULL), 0);
+    char err[256];
+    struct disk *d = disk_open(img, false, err, sizeof(err));
+    ck_assert_ptr_nonnull(d);
+    uint8_t b[512];
+    memset(b, 0x31, sizeof(b));
+    ck_assert_int_eq(disk_write(d, 0, b, sizeof(b)), 0);
+    ck_assert_int_eq(disk_close(d), 0);
+    return img;
+}
+
+static void assert_refused(const char *img, bool read_only, const char *needle)
+{
+    char err[512] = "";
+    struct disk *d = disk_open(img, read_only, err, sizeof(err));
+    if (d)
+        disk_close(d);
+    ck_assert_msg(d == NULL, "hostile image (%s) was opened", needle);
+    ck_assert_msg(strstr(err, needle) != NULL, "error '%s' does not mention '%s'", err, needle);
+}
+
+START_TEST(test_hostile_images)
+{
+    const char *img = fresh();
+    ck_assert_int_eq(truncate(img, 50), 0);
+    assert_refused(img, true, "truncated");
+
+    img = fresh();
+    patch_be64(img, 40, 1ull << 40); /* L1 offset beyond the file */
+    assert_refused(img, true, "L1 table");
+
+    img = fresh();
+    patch_be64(img, 48, 0); /* refcount table over the header */
+    assert_refused(img, true, "refcount table");
+
+    img = fresh();
+    patch_be64(img, 72, 1ull << 20); /* unknown incompatible feature */
+    assert_refused(img, true, "unknown incompatible");
+
+    img = fresh();
+    patch_be32(img, 20, 40); /* cluster_bits 40 */
+    assert_refused(img, true, "cluster_bits");
+
+    img = fresh();
+    patch_be32(img, 96, 5); /* 32-bit refcounts */
+    assert_refused(img, false, "refcount_order");
+
+    img = fresh();
+    patch_be64(img, 72, 1); /* dirty: refused for writing, fine for reading */
+    assert_refused(img, false, "dirty");
+    char err[512] = "";
+    struct disk *d = disk_open(img, true, err, sizeof(err));
+    ck_assert_msg(d != NULL, "%s", err);
+    disk_close(d);
+
+    img = fresh();
+    patch_be64(img, 72, 1ull << 4); /* extended L2 */
+    assert_refused(img, true, "extended L2");
+
+    img = fresh();
+    patch_be32(img, 32, 1); /* encryption */
+    assert_refused(img, true, "encrypted");
+
+    img = fresh();
+    patch_be32(img, 4, 2);
+    assert_refused(img, true, "version 2");
+
+    img = fresh();
+    patch_be32(img, 36, 0x10000000); /* L1 of 2 GiB */
+    assert_refused(img, true, "L1 table size");
+
+    img = fresh();
+    patch_be64(img, 64 * KIB, 0x12345); /* unaligned refcount block */
+    assert_refused(img, true, "refcount table entry");
+
+    /* Tables pointing at our own metadata: reads may return garbage, writes are refused and
+     * the header survives. */
+    img = fresh();
+    uint64_t l2 = 256 * KIB;               /* the first cluster allocated after the L1 table */
+    patch_be64(img, l2, (1ull << 63) | 0); /* data cluster 0 -> unallocated */
+    patch_be64(img, l2 + 8, (1ull << 63) | 128 * KIB); /* cluster 1 -> the refcount block */
+    patch_be64(img, l2 + 16, (1ull << 63) | 64 * KIB); /* cluster 2 -> the refcount table */
+    d = disk_open(img, false, err, sizeof(err));
+    ck_assert_msg(d != NULL, "%s", err);
+    uint8_t b[4096];
+    memset(b, 0xff, sizeof(b));
+    ck_assert_int_eq(disk_write(d, 64 * KIB, b, sizeof(b)), -EIO);
+    ck_assert_int_eq(disk_write(d, 128 * KIB, b, sizeof(b)), -EIO);
+    ck_assert_int_eq(disk_close(d), 0);
+    d = disk_open(img, true, err, sizeof(err));
+    ck_assert_msg(d != NULL, "header damaged: %s", err);
+    disk_close(d);
+
+    img = fresh();
+    patch_be64(img, 192 * KIB, (1ull << 63) | (256 * KIB + 8)); /* unaligned L2 */
+    d = disk_open(img, false, err, sizeof(err));
+    ck_assert_msg(d != NULL, "%s", err);
+    ck_assert_int_eq(disk_read(d, 0, b, 512), -EIO);
+    ck_assert_int_eq(disk_write(d, 0, b, 512), -EIO);
+    disk_close(d);
+
+    img = fresh();
+    patch_be64(img, 256 * KIB, (1ull << 63) | (1ull << 62) | 5); /* compressed */
+    d = disk_open(img, true, err, sizeof(err));
+    ck_assert_msg(d != NULL, "%s", err);
+    ck_assert_int_eq(disk_read(d, 0, b, 512), -ENOTSUP);
+    disk_close(d);
+
+    /* A backing file that names itself. */
+    ck_assert_int_eq(sh("qemu-img create -q -f raw loop.qcow2 1M && "
+                        "qemu-img create -q -f qcow2 -b loop.qcow2 -F raw top.qcow2 && "
+                        "cp top.qcow2 loop.qcow2"),
+                     0);
+    /* top's backing format says raw, so it opens (as qcow2 over a raw view of loop). */
+    d = disk_open(tpath("top.qcow2"), true, err, sizeof(err));
+    ck_assert_msg(d != NULL, "%s", err);
+    disk_close(d);
+    ck_assert_int_eq(sh("qemu-img create -q -f raw r.raw 1M && "
+                        "qemu-img create -q -f qcow2 -b r.raw -F raw b.qcow2 && "
+                        "qemu-img create -q -f qcow2 -b b.qcow2 -F qcow2 a.qcow2 && "
+                        "cp a.qcow2 b.qcow2"),
+                     0);
+    assert_refused(tpath("a.qcow2"), true, "deeper than");
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("qcow2");
+    TCase *tc = tcase_create("qcow2");
+    tcase_set_timeout(tc, 120);
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, test_reads_qemu_made_images);
+    tcase_add_test(tc, test_writes_into_qemu_made_image);
+    tcase_add_test(tc, test_random_io_64k_clusters);
+    tcase_add_test(tc, test_random_io_512b_clusters_grow_refcounts);
+    tcase_add_test(tc, test_random_io_2m_clusters);
+    tcase_add_test(tc, test_create_plain_and_info);
+    tcase_add_test(tc, test_crash_at_every_step);
+    tcase_add_test(tc, test_hostile_images);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
