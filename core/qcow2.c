@@ -19,6 +19,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "core/disk.h"
 
@@ -111,7 +112,10 @@ struct qcow2 {
 
     struct disk *backing;
     uint64_t backing_size;
-    uint8_t *bounce; /* one cluster */
+    uint8_t *bounce;    /* one cluster */
+    uint8_t *zbuf;      /* compressed bytes of one cluster (2 clusters + a sector) */
+    uint8_t *unz;       /* the last decompressed cluster ... */
+    uint64_t unz_entry; /* ... and the L2 entry it came from (0: none) */
 
     qcow2_io_hook_fn hook;
     void *hook_opaque;
@@ -548,17 +552,56 @@ static int cluster_alloc(struct qcow2 *q, uint64_t *off)
     return 0;
 }
 
-/* Drops the refcount of clusters nothing points at any more (their pointers already flushed). */
-static int clusters_free(struct qcow2 *q, const uint64_t *offs, unsigned n)
+/* A run of host clusters an L2 entry held (a compressed cluster may span two, and shares
+ * them with its neighbours, hence refcounts above 1). */
+struct host_span {
+    uint64_t first, count;
+};
+
+/* Drops by one the refcount of clusters an entry no longer points at (the entry's removal is
+ * already flushed). */
+static int clusters_release(struct qcow2 *q, const struct host_span *spans, unsigned n)
 {
     int r = 0;
-    for (unsigned i = 0; i < n && r == 0; i++) {
-        uint64_t c = offs[i] >> q->cluster_bits;
-        r = refcount_set(q, c, 0);
-        if (c < q->free_hint)
-            q->free_hint = c;
-    }
+    q->unz_entry = 0; /* the bytes behind it may be reused */
+    for (unsigned i = 0; i < n && r == 0; i++)
+        for (uint64_t c = spans[i].first; c < spans[i].first + spans[i].count && r == 0; c++) {
+            uint16_t rc;
+            r = refcount_get(q, c, &rc);
+            if (r == 0 && rc == 0)
+                r = -EIO; /* pointed at but not counted: corrupt */
+            if (r == 0)
+                r = refcount_set(q, c, (uint16_t)(rc - 1));
+            if (r == 0 && rc == 1 && c < q->free_hint)
+                q->free_hint = c;
+        }
     return r;
+}
+
+/* Where a compressed cluster's bytes are: x = 62 - (cluster_bits - 8) bits of byte offset,
+ * then the number of 512-byte sectors past the first. */
+static void compressed_where(const struct qcow2 *q, uint64_t entry, uint64_t *off, uint64_t *len)
+{
+    unsigned x = 62 - (q->cluster_bits - 8);
+    *off = entry & ((1ull << x) - 1);
+    uint64_t sectors = (entry & ~(COPIED | COMPRESSED)) >> x;
+    *len = (sectors + 1) * 512 - (*off & 511);
+}
+
+/* The host clusters an L2 entry owns (count 0 for none). */
+static struct host_span entry_span(const struct qcow2 *q, uint64_t entry)
+{
+    struct host_span s = {0, 0};
+    if (entry & COMPRESSED) {
+        uint64_t off, len;
+        compressed_where(q, entry, &off, &len);
+        s.first = off >> q->cluster_bits;
+        s.count = ((off + len - 1) >> q->cluster_bits) - s.first + 1;
+    } else if (entry & OFFSET_MASK) {
+        s.first = (entry & OFFSET_MASK) >> q->cluster_bits;
+        s.count = 1;
+    }
+    return s;
 }
 
 /* ---- L1 / L2 ---- */
@@ -592,8 +635,15 @@ static int l2_entry_get(struct qcow2 *q, uint64_t vc, uint64_t *entry)
     if (r < 0)
         return r;
     uint64_t e = get_be64(t + (vc % q->l2_entries) * 8);
-    if (e & COMPRESSED)
-        return -ENOTSUP;
+    if (e & COMPRESSED) {
+        uint64_t off, len;
+        compressed_where(q, e, &off, &len);
+        if ((e & COPIED) || off < q->cluster_size || off >= (1ull << 56) || off >= q->file_size ||
+            len > 2 * q->cluster_size + 512)
+            return -EIO;
+        *entry = e;
+        return 0;
+    }
     if (e & L2_RESERVED)
         return -EIO;
     uint64_t host = e & OFFSET_MASK;
@@ -677,10 +727,45 @@ static int backing_read(struct qcow2 *q, uint64_t offset, uint8_t *buf, size_t l
     return 0;
 }
 
+/* Inflates a compressed cluster (raw deflate, as QEMU's zlib compression type writes) into
+ * q->unz, which keeps it for the next read of the same cluster. */
+static int decompress(struct qcow2 *q, uint64_t entry)
+{
+    if (q->unz_entry == entry)
+        return 0;
+    q->unz_entry = 0;
+    uint64_t off, len;
+    compressed_where(q, entry, &off, &len);
+    int r = file_pread(q, q->zbuf, len, off);
+    if (r < 0)
+        return r;
+    z_stream z;
+    memset(&z, 0, sizeof(z));
+    if (inflateInit2(&z, -12) != Z_OK)
+        return -ENOMEM;
+    z.next_in = q->zbuf;
+    z.avail_in = (uInt)len;
+    z.next_out = q->unz;
+    z.avail_out = (uInt)q->cluster_size;
+    int zr = inflate(&z, Z_FINISH);
+    bool ok = (zr == Z_STREAM_END || zr == Z_BUF_ERROR) && z.avail_out == 0;
+    inflateEnd(&z);
+    if (!ok)
+        return -EIO;
+    q->unz_entry = entry;
+    return 0;
+}
+
 /* Reads [in, in+len) of guest cluster vc given its L2 entry. */
 static int cluster_read(struct qcow2 *q, uint64_t vc, uint64_t entry, uint64_t in, uint8_t *buf,
                         size_t len)
 {
+    if (entry & COMPRESSED) {
+        int r = decompress(q, entry);
+        if (r == 0)
+            memcpy(buf, q->unz + in, len);
+        return r;
+    }
     uint64_t host = entry & OFFSET_MASK;
     if (entry & ZERO_FLAG) {
         memset(buf, 0, len);
@@ -722,7 +807,8 @@ static int cluster_write(struct qcow2 *q, uint64_t vc, uint64_t in, const uint8_
     int r = l2_entry_get(q, vc, &entry);
     if (r < 0)
         return r;
-    uint64_t host = entry & OFFSET_MASK;
+    bool compressed = entry & COMPRESSED;
+    uint64_t host = compressed ? 0 : entry & OFFSET_MASK;
     if (host && !(entry & COPIED))
         return -EIO; /* shared with an internal snapshot: not supported */
     if (host && !(entry & ZERO_FLAG)) {
@@ -749,9 +835,15 @@ static int cluster_write(struct qcow2 *q, uint64_t vc, uint64_t in, const uint8_
     if (overlaps_metadata(q, host, cs))
         return -EIO;
     r = file_pwrite(q, whole, cs, host);
-    if (r < 0)
-        return r;
-    return l2_entry_set(q, vc, host | COPIED);
+    if (r == 0)
+        r = l2_entry_set(q, vc, host | COPIED);
+    if (r == 0 && compressed) { /* the compressed bytes lose a user once that is on disk */
+        struct host_span old = entry_span(q, entry);
+        r = file_sync(q);
+        if (r == 0)
+            r = clusters_release(q, &old, 1);
+    }
+    return r;
 }
 
 int qcow2_write(struct qcow2 *q, uint64_t offset, const void *buf, size_t len)
@@ -781,7 +873,7 @@ int qcow2_write_zeroes(struct qcow2 *q, uint64_t offset, uint64_t len)
         return -EROFS;
     int r = check_range(q, offset, len);
     uint64_t cs = q->cluster_size;
-    uint64_t freed[FREE_BATCH];
+    struct host_span freed[FREE_BATCH];
     unsigned n_freed = 0;
     while (r == 0 && len) {
         uint64_t in = offset & (cs - 1);
@@ -798,21 +890,21 @@ int qcow2_write_zeroes(struct qcow2 *q, uint64_t offset, uint64_t len)
             r = cluster_write(q, vc, in, zeros, n);
             free(zeros);
         } else {
-            uint64_t entry;
+            uint64_t entry = 0;
             r = l2_entry_get(q, vc, &entry);
-            uint64_t host = entry & OFFSET_MASK;
+            struct host_span old = entry_span(q, entry);
             uint64_t want = q->backing ? ZERO_FLAG : 0;
-            if (r == 0 && host && !(entry & COPIED))
-                r = -EIO;
+            if (r == 0 && old.count && !(entry & (COPIED | COMPRESSED)))
+                r = -EIO; /* shared with an internal snapshot: not supported */
             if (r == 0 && entry != want && !(entry == 0 && !q->backing))
                 r = l2_entry_set(q, vc, want);
-            if (r == 0 && host)
-                freed[n_freed++] = host;
+            if (r == 0 && old.count)
+                freed[n_freed++] = old;
         }
         if (r == 0 && (n_freed == FREE_BATCH || (n_freed && len == n))) {
             r = file_sync(q);
             if (r == 0)
-                r = clusters_free(q, freed, n_freed);
+                r = clusters_release(q, freed, n_freed);
             n_freed = 0;
         }
         offset += n;
@@ -864,6 +956,8 @@ static void qcow2_free(struct qcow2 *q)
     free(q->l1);
     free(q->reftable);
     free(q->bounce);
+    free(q->zbuf);
+    free(q->unz);
     free(q->path);
     free(q);
 }
@@ -880,6 +974,26 @@ int qcow2_close(struct qcow2 *q)
         int s = file_sync(q);
         if (r == 0)
             r = s;
+        /* The file was extended over them; cut the free tail off again (the refcounts saying
+         * it is free are on disk). */
+        uint64_t end = (q->file_size + q->cluster_size - 1) >> q->cluster_bits;
+        uint64_t keep = end;
+        for (unsigned i = 0; r == 0 && keep > 1 && i < RESERVE_CLUSTERS; i++) {
+            uint16_t rc;
+            r = refcount_get(q, keep - 1, &rc);
+            if (r < 0 || rc)
+                break;
+            keep--;
+        }
+        if (r == 0 && keep < end && (keep << q->cluster_bits) < q->file_size) {
+            if (q->hook)
+                q->hook(q->hook_opaque, QCOW2_IO_EXTEND, NULL, 0, keep << q->cluster_bits);
+            if (ftruncate(q->fd, (off_t)(keep << q->cluster_bits)) < 0)
+                r = -errno;
+            s = file_sync(q);
+            if (r == 0)
+                r = s;
+        }
     }
     qcow2_free(q);
     return r;
@@ -1193,7 +1307,9 @@ struct qcow2 *qcow2_open(const char *path, bool read_only, unsigned depth, char 
         }
     }
     q->bounce = malloc(q->cluster_size);
-    if (!q->bounce) {
+    q->zbuf = malloc(2 * q->cluster_size + 512);
+    q->unz = malloc(q->cluster_size);
+    if (!q->bounce || !q->zbuf || !q->unz) {
         set_err(err, errlen, "%s: out of memory", path);
         goto fail;
     }
