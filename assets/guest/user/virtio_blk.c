@@ -4,7 +4,8 @@
  * in static memory (identity mapped: a pointer is a guest-physical address). One request at
  * a time: header, data through a 64 KiB bounce buffer, status byte. After notifying, it
  * spins briefly on the used index, then sleeps in SYS_WAIT_SOUND, which counts PCI INTx (IRQ
- * 10 and 11) in a four-instruction kernel handler, and reads the ISR to lower the line. */
+ * 10 and 11) in a four-instruction kernel handler, and reads the ISR to lower the line; on
+ * any other line (the kernel keeps it masked) it polls the used index instead. */
 #include "assets/guest/user/disk.h"
 #include "assets/guest/user/sound.h"
 
@@ -63,7 +64,7 @@ static struct {
 static volatile uint8_t req_status;
 
 static struct {
-    bool probed, found, ready;
+    bool probed, found, ready, irq_usable;
     unsigned slot, irq;
     uint64_t common, notify_base, notify, isr, devcfg;
     uint32_t notify_mult;
@@ -78,17 +79,30 @@ static inline void wr8(uint64_t a, uint8_t v) { *(volatile uint8_t *)(uintptr_t)
 static inline void wr16(uint64_t a, uint16_t v) { *(volatile uint16_t *)(uintptr_t)a = v; }
 static inline void barrier(void) { __asm__ volatile("mfence" ::: "memory"); }
 
+/* Guest-physical address of memory BAR N (vmws uses BAR 0, QEMU BAR 4), 0 if unusable. */
+static uint64_t bar_address(unsigned n)
+{
+    if (n > 5)
+        return 0;
+    uint32_t lo = pci_read32(dev.slot, 0x10 + 4 * n);
+    if (lo & 1)
+        return 0; /* I/O BAR */
+    uint64_t a = lo & ~0xfull;
+    if ((lo & 6) == 4 && n < 5)
+        a |= (uint64_t)pci_read32(dev.slot, 0x14 + 4 * n) << 32;
+    return a < 4 * GIB ? a : 0; /* the kernel's page tables map the low 4 GiB */
+}
+
 /* Reads the vendor capabilities: where common, notify, ISR and device config live. */
 static bool map_capabilities(void)
 {
-    uint32_t lo = pci_read32(dev.slot, 0x10), hi = pci_read32(dev.slot, 0x14);
-    uint64_t bar0 = (lo & ~0xfull) | ((lo & 4) ? (uint64_t)hi << 32 : 0);
     unsigned ptr = pci_read32(dev.slot, 0x34) & 0xfc;
     for (unsigned n = 0; ptr && n < 16; n++) {
         uint32_t w0 = pci_read32(dev.slot, ptr);
-        unsigned type = w0 >> 24, bar = pci_read32(dev.slot, ptr + 4) & 0xff;
-        uint64_t addr = bar0 + pci_read32(dev.slot, ptr + 8);
-        if ((w0 & 0xff) == 0x09 && bar == 0) {
+        unsigned type = w0 >> 24;
+        uint64_t base = bar_address(pci_read32(dev.slot, ptr + 4) & 0xff);
+        uint64_t addr = base + pci_read32(dev.slot, ptr + 8);
+        if ((w0 & 0xff) == 0x09 && base) {
             if (type == 1)
                 dev.common = addr;
             else if (type == 2) {
@@ -101,7 +115,7 @@ static bool map_capabilities(void)
         }
         ptr = (w0 >> 8) & 0xfc;
     }
-    return bar0 && dev.common && dev.notify_base && dev.isr && dev.devcfg;
+    return dev.common && dev.notify_base && dev.isr && dev.devcfg;
 }
 
 static bool device_init(void)
@@ -163,6 +177,11 @@ bool vblk_ready(void)
         if (dev.found) {
             pci_write32(dev.slot, 0x04, pci_read32(dev.slot, 0x04) | 0x06); /* memory, master */
             dev.irq = pci_read32(dev.slot, 0x3c) & 0xff;
+            dev.irq_usable = dev.irq == IRQ_PCI_A || dev.irq == IRQ_PCI_B;
+            if (dev.irq_usable) { /* edge, as kernel/head.S assumes (see sound.c: SeaBIOS) */
+                uint16_t elcr = (uint16_t)(0x4d0 + (dev.irq >> 3));
+                outb(elcr, (uint8_t)(inb(elcr) & ~(1u << (dev.irq & 7))));
+            }
             dev.found = map_capabilities();
         }
     }
@@ -184,10 +203,17 @@ uint64_t vblk_sectors(void)
     return dev.sectors;
 }
 
-/* Makes descriptor HEAD available, notifies, and waits for the device to use it. */
+static bool used_moved(void)
+{
+    return *(volatile uint16_t *)&ring.used_idx != dev.last_used;
+}
+
+/* Makes descriptor HEAD available, notifies, and waits for the device to use it. Before each
+ * sleep the ISR is read, which lowers INTx: a device may set the ISR after the used index
+ * (QEMU does), so a line left high by a completion we saw while spinning would otherwise
+ * give the next completion no edge, and the wait no wakeup. */
 static int submit_and_wait(uint16_t head, const char *what)
 {
-    uint32_t seen = irq_sound_count;
     uint16_t slot = ring.avail_idx % dev.qsize;
     ring.avail_ring[slot] = head;
     barrier();
@@ -196,7 +222,7 @@ static int submit_and_wait(uint16_t head, const char *what)
     wr16(dev.notify, 0);
     uint64_t tsc_us = timer_tsc_per_us();
     uint64_t start = rdtsc(), spin_end = start + 50 * tsc_us, deadline = start + 5000000 * tsc_us;
-    while (*(volatile uint16_t *)&ring.used_idx == dev.last_used) {
+    while (!used_moved()) {
         uint64_t now = rdtsc();
         if (now < spin_end) {
             cpu_relax();
@@ -211,16 +237,19 @@ static int submit_and_wait(uint16_t head, const char *what)
             printf("disk: %s: no completion after 5 s\n", what);
             return -1;
         }
-        if (irq_sound_count == seen) {
-            dev.irq_waits++;
-            sys_wait_sound(seen);
+        if (!dev.irq_usable) { /* a line the kernel keeps masked: poll */
+            delay_us(20);
+            continue;
         }
-        seen = irq_sound_count;
-        (void)rd8(dev.isr); /* lowers INTx so the next completion is a new edge */
+        uint32_t seen = irq_sound_count;
+        (void)rd8(dev.isr); /* INTx low: the next completion is a new edge */
+        if (used_moved())
+            break;
+        dev.irq_waits++;
+        sys_wait_sound(seen); /* returns at once if an interrupt came since SEEN */
     }
     barrier();
     dev.last_used++;
-    (void)rd8(dev.isr);
     dev.requests++;
     return 0;
 }
