@@ -13,11 +13,10 @@
 #include <unistd.h>
 
 #include "app/cli.h"
-#include "core/virtio_blk.h"
+#include "core/disk.h"
 
-/* `vmws create --disk SIZE` makes this image in the VM's directory (raw and sparse until the
- * qcow2 library lands; then disk.qcow2). */
-#define CLI_DISK_IMAGE "disk.img"
+/* `vmws create --disk SIZE` makes this qcow2 image in the VM's directory. */
+#define CLI_DISK_IMAGE "disk.qcow2"
 
 #define VM_MEMORY_MIN (16ULL << 20)
 #define VM_MEMORY_MAX (1ULL << 40)
@@ -185,19 +184,18 @@ int cmd_create(int argc, char **argv)
     rc = cli_create_vm(name, &cfg, false);
     if (rc || !disk)
         return rc;
-    /* A raw sparse image until the qcow2 library (core/disk.h) is in. */
     struct vm_paths p;
     char image[PATH_MAX + 16];
     int r = paths_for_vm(name, &p);
     if (r == 0) {
         snprintf(image, sizeof(image), "%s/%s", p.dir, CLI_DISK_IMAGE);
-        r = virtio_blk_create_raw_image(image, disk_bytes);
+        r = disk_create_qcow2(image, disk_bytes, NULL);
     }
     if (r < 0)
         return cli_error("VM '%s' was created but its disk image %s/%s was not: %s (delete the VM "
                          "with 'vmws delete %s' and try again)",
                          name, p.dir, CLI_DISK_IMAGE, strerror(-r), name);
-    printf("disk %s: %s, raw sparse image\n", CLI_DISK_IMAGE, disk);
+    printf("disk %s: %s, qcow2\n", CLI_DISK_IMAGE, disk);
     return 0;
 }
 

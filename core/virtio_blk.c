@@ -2,19 +2,18 @@
  * to be guest RAM in the right order; this file reads the 16-byte request header from the
  * readable part, checks the request against the image, moves data straight between the
  * guest's buffers and the image, and writes the status byte as the chain's last writable
- * byte. Until core/disk.h (qcow2) lands, the image is a raw file behind the same small
- * interface (rawdisk_*), so switching is a matter of names. */
+ * byte. The image is anything core/disk.h opens: qcow2 (with backing files) or raw. */
 #include "core/virtio_blk.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/falloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/disk.h"
 #include "core/log.h"
 #include "core/virtio_pci.h"
 
@@ -41,103 +40,6 @@
 #define MAX_DISCARD_SECTORS (1u << 22)
 #define MAX_DISCARD_SEG 32
 
-/* ---- raw image backend: the shape of core/disk.h ---- */
-
-struct rawdisk {
-    int fd;
-    uint64_t size;
-};
-
-static struct rawdisk *rawdisk_open(const char *path, char *err, size_t errlen)
-{
-    int fd = open(path, O_RDWR | O_CLOEXEC);
-    struct stat st;
-    if (fd < 0 || fstat(fd, &st) < 0) {
-        int e = errno;
-        snprintf(err, errlen, "cannot open disk image %s: %s", path, strerror(e));
-        if (fd >= 0)
-            close(fd);
-        return NULL;
-    }
-    if (!S_ISREG(st.st_mode) || st.st_size < (off_t)SECTOR || st.st_size % SECTOR) {
-        snprintf(err, errlen, "disk image %s is not a regular file of whole 512-byte sectors",
-                 path);
-        close(fd);
-        return NULL;
-    }
-    struct rawdisk *d = malloc(sizeof(*d));
-    if (!d) {
-        close(fd);
-        snprintf(err, errlen, "out of memory opening %s", path);
-        return NULL;
-    }
-    *d = (struct rawdisk){fd, (uint64_t)st.st_size};
-    return d;
-}
-
-static int rawdisk_read(struct rawdisk *d, uint64_t off, void *buf, size_t len)
-{
-    while (len) {
-        ssize_t n = pread(d->fd, buf, len, (off_t)off);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return -errno;
-        if (n == 0) { /* past the end of a file shorter than it was: zeros */
-            memset(buf, 0, len);
-            return 0;
-        }
-        buf = (uint8_t *)buf + n;
-        off += (uint64_t)n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
-static int rawdisk_write(struct rawdisk *d, uint64_t off, const void *buf, size_t len)
-{
-    while (len) {
-        ssize_t n = pwrite(d->fd, buf, len, (off_t)off);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return n < 0 ? -errno : -EIO;
-        buf = (const uint8_t *)buf + n;
-        off += (uint64_t)n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
-static int rawdisk_flush(struct rawdisk *d)
-{
-    return fdatasync(d->fd) < 0 ? -errno : 0;
-}
-
-/* Discard and write-zeroes both punch a hole: the range reads back as zeros either way. */
-static int rawdisk_write_zeroes(struct rawdisk *d, uint64_t off, uint64_t len)
-{
-    if (fallocate(d->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) == 0)
-        return 0;
-    static const uint8_t zeros[65536];
-    for (uint64_t done = 0; done < len;) {
-        size_t n = len - done < sizeof(zeros) ? (size_t)(len - done) : sizeof(zeros);
-        int r = rawdisk_write(d, off + done, zeros, n);
-        if (r < 0)
-            return r;
-        done += n;
-    }
-    return 0;
-}
-
-static void rawdisk_close(struct rawdisk *d)
-{
-    if (!d)
-        return;
-    close(d->fd);
-    free(d);
-}
-
 int virtio_blk_create_raw_image(const char *path, uint64_t size)
 {
     if (size < SECTOR || size % SECTOR)
@@ -159,7 +61,8 @@ int virtio_blk_create_raw_image(const char *path, uint64_t size)
 struct virtio_blk {
     struct virtio_pci *vp;
     struct machine *m;
-    struct rawdisk *disk;
+    struct disk *disk;
+    uint64_t size; /* bytes, a whole number of sectors */
     char path[4096];
     uint8_t config[60]; /* struct virtio_blk_config, little endian */
     char id[VIRTIO_BLK_ID_BYTES + 1];
@@ -173,7 +76,7 @@ static void put32(uint8_t *p, uint32_t v)
 
 static void build_config(struct virtio_blk *b)
 {
-    uint64_t sectors = b->disk->size / SECTOR;
+    uint64_t sectors = b->size / SECTOR;
     memset(b->config, 0, sizeof(b->config));
     memcpy(&b->config[0], &sectors, 8);
     put32(&b->config[8], SIZE_MAX_BYTES);     /* size_max */
@@ -208,8 +111,8 @@ static int blk_data(struct virtio_blk *b, struct virtq_chain *c, bool in, uint64
             continue;
         }
         uint64_t n = sg->len - skip < len ? sg->len - skip : len;
-        int r = in ? rawdisk_read(b->disk, pos, sg->host + skip, n)
-                   : rawdisk_write(b->disk, pos, sg->host + skip, n);
+        int r = in ? disk_read(b->disk, pos, sg->host + skip, n)
+                   : disk_write(b->disk, pos, sg->host + skip, n);
         if (in)
             guest_mem_mark_dirty(b->m->mem, sg->gpa + skip, n);
         if (r < 0)
@@ -223,12 +126,14 @@ static int blk_data(struct virtio_blk *b, struct virtq_chain *c, bool in, uint64
 
 static bool range_ok(const struct virtio_blk *b, uint64_t sector, uint64_t bytes)
 {
-    uint64_t sectors = b->disk->size / SECTOR;
+    uint64_t sectors = b->size / SECTOR;
     return sector <= sectors && bytes / SECTOR <= sectors - sector;
 }
 
-/* Discard / write-zeroes: an array of {u64 sector, u32 num_sectors, u32 flags}. */
-static uint8_t blk_zero_ranges(struct virtio_blk *b, struct virtq_chain *c, uint64_t len)
+/* Discard / write-zeroes: an array of {u64 sector, u32 num_sectors, u32 flags}. Both leave
+ * the range reading as zeros (disk.h), so the unmap flag needs no different handling. */
+static uint8_t blk_zero_ranges(struct virtio_blk *b, struct virtq_chain *c, uint64_t len,
+                               bool discard)
 {
     if (len % 16 || len / 16 > MAX_DISCARD_SEG)
         return VIRTIO_BLK_S_UNSUPP;
@@ -242,7 +147,9 @@ static uint8_t blk_zero_ranges(struct virtio_blk *b, struct virtq_chain *c, uint
         memcpy(&flags, seg + 12, 4);
         if (n > MAX_DISCARD_SECTORS || flags & ~1u || !range_ok(b, sector, (uint64_t)n * SECTOR))
             return VIRTIO_BLK_S_IOERR;
-        if (rawdisk_write_zeroes(b->disk, sector * SECTOR, (uint64_t)n * SECTOR) < 0)
+        int r = discard ? disk_discard(b->disk, sector * SECTOR, (uint64_t)n * SECTOR)
+                        : disk_write_zeroes(b->disk, sector * SECTOR, (uint64_t)n * SECTOR);
+        if (r < 0)
             return VIRTIO_BLK_S_IOERR;
     }
     return VIRTIO_BLK_S_OK;
@@ -287,7 +194,7 @@ static int blk_handle_chain(void *opaque, unsigned queue, struct virtq_chain *c,
         break;
     }
     case VIRTIO_BLK_T_FLUSH:
-        status = rawdisk_flush(b->disk) < 0 ? VIRTIO_BLK_S_IOERR : VIRTIO_BLK_S_OK;
+        status = disk_flush(b->disk) < 0 ? VIRTIO_BLK_S_IOERR : VIRTIO_BLK_S_OK;
         b->flushes++;
         break;
     case VIRTIO_BLK_T_GET_ID: {
@@ -300,7 +207,7 @@ static int blk_handle_chain(void *opaque, unsigned queue, struct virtq_chain *c,
     }
     case VIRTIO_BLK_T_DISCARD:
     case VIRTIO_BLK_T_WRITE_ZEROES:
-        status = blk_zero_ranges(b, c, data_out);
+        status = blk_zero_ranges(b, c, data_out, type == VIRTIO_BLK_T_DISCARD);
         b->discards++;
         break;
     default:
@@ -335,8 +242,17 @@ struct virtio_blk *virtio_blk_create(struct machine *m, struct pci_bus *bus, uns
     }
     b->m = m;
     snprintf(b->path, sizeof(b->path), "%s", path);
-    b->disk = rawdisk_open(path, err, errlen);
+    b->disk = disk_open(path, false, err, errlen);
     if (!b->disk) {
+        free(b);
+        return NULL;
+    }
+    b->size = disk_size(b->disk);
+    if (b->size < SECTOR || b->size % SECTOR) {
+        snprintf(err, errlen,
+                 "disk image %s is %llu bytes, not a whole number of 512-byte sectors", path,
+                 (unsigned long long)b->size);
+        disk_close(b->disk);
         free(b);
         return NULL;
     }
@@ -347,12 +263,12 @@ struct virtio_blk *virtio_blk_create(struct machine *m, struct pci_bus *bus, uns
     if (!b->vp) {
         snprintf(err, errlen, "cannot create the virtio-blk device for %s at PCI slot %u", path,
                  slot);
-        rawdisk_close(b->disk);
+        disk_close(b->disk);
         free(b);
         return NULL;
     }
-    vmm_log("virtio-blk: %s, %llu sectors, PCI slot %u", path,
-            (unsigned long long)(b->disk->size / SECTOR), slot);
+    vmm_log("virtio-blk: %s (%s), %llu sectors, PCI slot %u", path, disk_format(b->disk),
+            (unsigned long long)(b->size / SECTOR), slot);
     return b;
 }
 
@@ -361,8 +277,10 @@ void virtio_blk_destroy(struct virtio_blk *b)
     if (!b)
         return;
     virtio_pci_destroy(b->vp); /* joins the I/O thread */
-    rawdisk_flush(b->disk);
-    rawdisk_close(b->disk);
+    disk_flush(b->disk);
+    int r = disk_close(b->disk);
+    if (r < 0)
+        vmm_log("virtio-blk: closing %s: %s", b->path, strerror(-r));
     free(b);
 }
 
@@ -371,7 +289,7 @@ int virtio_blk_quiesce(struct virtio_blk *b, unsigned timeout_ms, char *err, siz
     int r = virtio_pci_quiesce(b->vp, timeout_ms, err, errlen);
     if (r < 0)
         return r;
-    r = rawdisk_flush(b->disk);
+    r = disk_flush(b->disk);
     if (r < 0) {
         snprintf(err, errlen, "virtio-blk: cannot flush disk image %s: %s", b->path,
                  strerror(-r));
@@ -392,8 +310,8 @@ json_t *virtio_blk_status_json(struct virtio_blk *b)
     uint8_t status = virtio_pci_status(b->vp, &needs_reset, why, sizeof(why));
     uint64_t requests, kicks;
     virtio_pci_counters(b->vp, &requests, &kicks);
-    json_t *j = json_pack("{s:s, s:I, s:i, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "path",
-                          b->path, "capacity", (json_int_t)b->disk->size, "status", (int)status,
+    json_t *j = json_pack("{s:s, s:s, s:I, s:i, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+                          "path", b->path, "format", disk_format(b->disk), "capacity", (json_int_t)b->size, "status", (int)status,
                           "needs_reset", needs_reset, "requests", (json_int_t)requests, "notifies",
                           (json_int_t)kicks, "reads", (json_int_t)b->reads, "writes",
                           (json_int_t)b->writes, "flushes", (json_int_t)b->flushes, "discards",
@@ -410,7 +328,7 @@ struct blk_saved {
 
 int virtio_blk_save(struct virtio_blk *b, struct state_writer *w)
 {
-    struct blk_saved s = {.version = 1, .size = b->disk->size};
+    struct blk_saved s = {.version = 1, .size = b->size};
     state_put(w, STATE_TAG('V', 'B', 'L', 'K'), 0, &s, sizeof(s));
     return virtio_pci_save(b->vp, w, 0);
 }
@@ -419,7 +337,7 @@ int virtio_blk_load(struct virtio_blk *b, const struct state_reader *r)
 {
     struct blk_saved s;
     if (state_get_exact(r, STATE_TAG('V', 'B', 'L', 'K'), 0, &s, sizeof(s)) < 0 ||
-        s.version != 1 || s.size != b->disk->size)
+        s.version != 1 || s.size != b->size)
         return -EINVAL;
     return virtio_pci_load(b->vp, r, 0);
 }

@@ -17,7 +17,8 @@
 #define VIRTIO_BLK_PCI_SLOT 6 /* INTx on IRQ 10 (the ES1370 in slot 5 is on 11) */
 
 struct virtio_blk;
-/* Opens the image at PATH (read-write) and puts the device at PCI slot SLOT. NULL with ERR. */
+/* Opens the image at PATH (read-write; qcow2 or raw, see core/disk.h) and puts the device at
+ * PCI slot SLOT. NULL with ERR. */
 struct virtio_blk *virtio_blk_create(struct machine *m, struct pci_bus *bus, unsigned slot,
                                      const char *path, char *err, size_t errlen);
 /* Stops the I/O thread, flushes and closes the image. */
@@ -33,7 +34,8 @@ json_t *virtio_blk_status_json(struct virtio_blk *b);
 int virtio_blk_save(struct virtio_blk *b, struct state_writer *w);
 int virtio_blk_load(struct virtio_blk *b, const struct state_reader *r);
 
-/* Creates a sparse raw image of SIZE bytes (a multiple of 512) at PATH, mode 0600. 0/-errno. */
+/* Creates a sparse raw image of SIZE bytes (a multiple of 512) at PATH, mode 0600. 0/-errno.
+ * (`vmws create --disk` makes qcow2 with disk_create_qcow2; raw is for tests and users.) */
 int virtio_blk_create_raw_image(const char *path, uint64_t size);
 
 #endif

@@ -59,12 +59,26 @@ static void poweroff(struct console *c, const char *name)
     console_close(c);
 }
 
+/* `qemu-img check` on the VM's disk.qcow2 must be clean; its contents come from
+ * `qemu-img convert -O raw`, so what we compare is what another implementation reads. */
 static uint8_t *read_image(const char *name, size_t *len)
 {
-    char path[512];
-    snprintf(path, sizeof(path), "%s/%s/disk.img", e2e_home(), name);
-    FILE *f = fopen(path, "rb");
-    ck_assert_msg(f != NULL, "disk image %s missing", path);
+    char img[512], path[600], cmd[2048];
+    snprintf(img, sizeof(img), "%s/%s/disk.qcow2", e2e_home(), name);
+    snprintf(path, sizeof(path), "%s/%s/converted.raw", e2e_home(), name);
+    snprintf(cmd, sizeof(cmd), "qemu-img check -f qcow2 '%s' > '%s.check' 2>&1", img, path);
+    int rc = system(cmd);
+    snprintf(cmd, sizeof(cmd), "%s.check", path);
+    FILE *f = fopen(cmd, "r");
+    size_t n = f ? fread(out, 1, sizeof(out) - 1, f) : 0;
+    out[n] = 0;
+    if (f)
+        fclose(f);
+    ck_assert_msg(rc == 0, "qemu-img check %s (status %d): %s", img, rc, out);
+    snprintf(cmd, sizeof(cmd), "qemu-img convert -f qcow2 -O raw '%s' '%s'", img, path);
+    ck_assert_msg(system(cmd) == 0, "%s failed", cmd);
+    f = fopen(path, "rb");
+    ck_assert_msg(f != NULL, "converted image %s missing", path);
     fseek(f, 0, SEEK_END);
     *len = (size_t)ftell(f);
     fseek(f, 0, SEEK_SET);
@@ -96,6 +110,11 @@ START_TEST(files_survive_a_power_cycle_at_their_offsets)
     create_vm("d1");
     struct console *c = start_vm("d1");
     run(c, "ls", "0 files");
+    json_t *st = vmws_json("status", "d1", "--json", NULL);
+    ck_assert_ptr_nonnull(st);
+    ck_assert_str_eq(json_string_value(json_object_get(json_object_get(st, "disk"), "format")),
+                     "qcow2");
+    json_decref(st);
     run(c, "write greeting hello from the guest", "");
     run(c, "write numbers 1 2 3 4 5 6 7 8 9 10 11 12", "");
     run(c, "touch empty", "");
