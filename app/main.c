@@ -22,11 +22,14 @@ static int cmd_version(int argc, char **argv);
 
 const struct cli_command cli_commands[] = {
     {"create", cmd_create,
-     "NAME [--memory SIZE] [--cpus N] [--memory-backend file|shm|anon|hugetlbfs]\n"
+     "NAME [--memory SIZE] [--cpus N] [--disk SIZE]\n"
+     "                  [--memory-backend file|shm|anon|hugetlbfs]\n"
      "                  [--kernel bzImage [--initrd FILE] [--append \"CMDLINE\"]]",
      "create a VM (its directory and vm.conf)",
      "  --memory SIZE          guest RAM, e.g. 512M or 2G (default 1G; 16M..1T, multiple of 2M)\n"
      "  --cpus N               vCPUs, 1..64 (default 1; the VM 'default' gets 2)\n"
+     "  --disk SIZE            a virtio-blk disk: disk.qcow2 of SIZE (1M..2T) in the VM's\n"
+     "                         directory ([disk] path in vm.conf)\n"
      "  --memory-backend B     file: sparse NAME.vmem mapped shared (default); shm: memfd;\n"
      "                         anon: private anonymous (KSM, THP); hugetlbfs: huge pages\n"
      "  --kernel FILE          boot this Linux bzImage instead of the built-in guest\n"
