@@ -79,7 +79,7 @@ static void build_config(struct virtio_blk *b)
     uint64_t sectors = b->size / SECTOR;
     memset(b->config, 0, sizeof(b->config));
     memcpy(&b->config[0], &sectors, 8);
-    put32(&b->config[8], SIZE_MAX_BYTES);     /* size_max */
+    put32(&b->config[8], SIZE_MAX_BYTES);      /* size_max */
     put32(&b->config[12], VIRTQ_MAX_SIZE - 2); /* seg_max: header and status take two */
     put32(&b->config[20], SECTOR);             /* blk_size */
     put32(&b->config[36], MAX_DISCARD_SECTORS);
@@ -165,8 +165,7 @@ static int blk_handle_chain(void *opaque, unsigned queue, struct virtq_chain *c,
         snprintf(reason, rlen,
                  "request at head %u has %llu readable bytes (16-byte header needed) and %llu "
                  "writable (status byte needed)",
-                 c->head, (unsigned long long)c->readable_len,
-                 (unsigned long long)c->writable_len);
+                 c->head, (unsigned long long)c->readable_len, (unsigned long long)c->writable_len);
         return -1;
     }
     uint32_t type;
@@ -249,9 +248,8 @@ struct virtio_blk *virtio_blk_create(struct machine *m, struct pci_bus *bus, uns
     }
     b->size = disk_size(b->disk);
     if (b->size < SECTOR || b->size % SECTOR) {
-        snprintf(err, errlen,
-                 "disk image %s is %llu bytes, not a whole number of 512-byte sectors", path,
-                 (unsigned long long)b->size);
+        snprintf(err, errlen, "disk image %s is %llu bytes, not a whole number of 512-byte sectors",
+                 path, (unsigned long long)b->size);
         disk_close(b->disk);
         free(b);
         return NULL;
@@ -291,8 +289,7 @@ int virtio_blk_quiesce(struct virtio_blk *b, unsigned timeout_ms, char *err, siz
         return r;
     r = disk_flush(b->disk);
     if (r < 0) {
-        snprintf(err, errlen, "virtio-blk: cannot flush disk image %s: %s", b->path,
-                 strerror(-r));
+        snprintf(err, errlen, "virtio-blk: cannot flush disk image %s: %s", b->path, strerror(-r));
         virtio_pci_unquiesce(b->vp);
     }
     return r;
@@ -310,12 +307,12 @@ json_t *virtio_blk_status_json(struct virtio_blk *b)
     uint8_t status = virtio_pci_status(b->vp, &needs_reset, why, sizeof(why));
     uint64_t requests, kicks;
     virtio_pci_counters(b->vp, &requests, &kicks);
-    json_t *j = json_pack("{s:s, s:s, s:I, s:i, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
-                          "path", b->path, "format", disk_format(b->disk), "capacity", (json_int_t)b->size, "status", (int)status,
-                          "needs_reset", needs_reset, "requests", (json_int_t)requests, "notifies",
-                          (json_int_t)kicks, "reads", (json_int_t)b->reads, "writes",
-                          (json_int_t)b->writes, "flushes", (json_int_t)b->flushes, "discards",
-                          (json_int_t)b->discards, "errors", (json_int_t)b->errors);
+    json_t *j = json_pack(
+        "{s:s, s:s, s:I, s:i, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "path", b->path, "format",
+        disk_format(b->disk), "capacity", (json_int_t)b->size, "status", (int)status, "needs_reset",
+        needs_reset, "requests", (json_int_t)requests, "notifies", (json_int_t)kicks, "reads",
+        (json_int_t)b->reads, "writes", (json_int_t)b->writes, "flushes", (json_int_t)b->flushes,
+        "discards", (json_int_t)b->discards, "errors", (json_int_t)b->errors);
     if (j && needs_reset)
         json_object_set_new(j, "broken", json_string(why));
     return j;
@@ -336,8 +333,8 @@ int virtio_blk_save(struct virtio_blk *b, struct state_writer *w)
 int virtio_blk_load(struct virtio_blk *b, const struct state_reader *r)
 {
     struct blk_saved s;
-    if (state_get_exact(r, STATE_TAG('V', 'B', 'L', 'K'), 0, &s, sizeof(s)) < 0 ||
-        s.version != 1 || s.size != b->size)
+    if (state_get_exact(r, STATE_TAG('V', 'B', 'L', 'K'), 0, &s, sizeof(s)) < 0 || s.version != 1 ||
+        s.size != b->size)
         return -EINVAL;
     return virtio_pci_load(b->vp, r, 0);
 }

@@ -130,8 +130,9 @@ static bool vq_map_locked(struct virtio_pci *vp, unsigned q)
         return true;
     v->desc = NULL;
     v->avail = v->used = NULL;
-    mark_broken_locked(vp, "queue %u rings (desc 0x%llx, driver 0x%llx, device 0x%llx, size %u) "
-                           "are not aligned RAM",
+    mark_broken_locked(vp,
+                       "queue %u rings (desc 0x%llx, driver 0x%llx, device 0x%llx, size %u) "
+                       "are not aligned RAM",
                        q, (unsigned long long)qr->desc, (unsigned long long)qr->driver,
                        (unsigned long long)qr->device, qr->size);
     return false;
@@ -140,8 +141,8 @@ static bool vq_map_locked(struct virtio_pci *vp, unsigned q)
 /* Walks the chain at HEAD into C: indexes inside the table, at most size descriptors (a loop
  * exceeds that), no indirect descriptors (not offered), every buffer entirely guest RAM,
  * readable segments before writable ones. Returns false with REASON if malformed. */
-static bool virtq_pop_chain(struct virtio_pci *vp, unsigned q, uint16_t head,
-                            struct virtq_chain *c, char *reason, size_t rlen)
+static bool virtq_pop_chain(struct virtio_pci *vp, unsigned q, uint16_t head, struct virtq_chain *c,
+                            char *reason, size_t rlen)
 {
     const struct vq *v = &vp->q[q];
     uint16_t size = vp->r.q[q].size;
@@ -187,8 +188,8 @@ static bool virtq_pop_chain(struct virtio_pci *vp, unsigned q, uint16_t head,
     }
 }
 
-static int chain_copy(struct machine *m, const struct virtq_chain *c, bool writable,
-                      uint64_t off, uint8_t *buf, size_t len)
+static int chain_copy(struct machine *m, const struct virtq_chain *c, bool writable, uint64_t off,
+                      uint8_t *buf, size_t len)
 {
     uint64_t part = writable ? c->writable_len : c->readable_len;
     if (off > part || len > part - off)
@@ -219,8 +220,8 @@ int virtq_chain_read(const struct virtq_chain *c, uint64_t off, void *dst, size_
     return chain_copy(NULL, c, false, off, dst, len);
 }
 
-int virtq_chain_write(struct machine *m, const struct virtq_chain *c, uint64_t off,
-                      const void *src, size_t len)
+int virtq_chain_write(struct machine *m, const struct virtq_chain *c, uint64_t off, const void *src,
+                      size_t len)
 {
     return chain_copy(m, c, true, off, (uint8_t *)src, len);
 }
@@ -240,9 +241,9 @@ static bool vq_serve_locked(struct virtio_pci *vp, unsigned q)
         if (avail_idx == qr->last_avail)
             break;
         if ((uint16_t)(avail_idx - qr->last_avail) > qr->size) {
-            mark_broken_locked(vp, "queue %u: available index %u is %u ahead of %u (size %u)",
-                               q, avail_idx, (uint16_t)(avail_idx - qr->last_avail),
-                               qr->last_avail, qr->size);
+            mark_broken_locked(vp, "queue %u: available index %u is %u ahead of %u (size %u)", q,
+                               avail_idx, (uint16_t)(avail_idx - qr->last_avail), qr->last_avail,
+                               qr->size);
             break;
         }
         uint16_t head = v->avail[2 + qr->last_avail % qr->size];
@@ -250,8 +251,7 @@ static bool vq_serve_locked(struct virtio_pci *vp, unsigned q)
         int written;
         vp->busy = true;
         if (!virtq_pop_chain(vp, q, head, &chain, reason, sizeof(reason)) ||
-            (written = vp->ops->handle_chain(vp->opaque, q, &chain, reason, sizeof(reason))) <
-                0) {
+            (written = vp->ops->handle_chain(vp->opaque, q, &chain, reason, sizeof(reason))) < 0) {
             vp->busy = false;
             mark_broken_locked(vp, "queue %u: malformed chain: %s", q, reason);
             break;
@@ -357,23 +357,40 @@ static uint64_t common_read_locked(struct virtio_pci *vp, unsigned off)
     struct vq_regs *qr =
         vp->r.queue_select < vp->ops->num_queues ? &vp->r.q[vp->r.queue_select] : NULL;
     switch (off) {
-    case 0x00: return vp->r.dfselect;
-    case 0x04: return vp->r.dfselect < 2 ? (uint32_t)(device_features(vp) >> 32 * vp->r.dfselect) : 0;
-    case 0x08: return vp->r.gfselect;
-    case 0x0c: return vp->r.gfselect < 2 ? (uint32_t)(vp->r.driver_features >> 32 * vp->r.gfselect) : 0;
-    case 0x10: return 0xffff; /* msix_config: no MSI-X */
-    case 0x12: return vp->ops->num_queues;
-    case 0x14: return vp->r.status;
-    case 0x15: return vp->r.config_generation & 0xff;
-    case 0x16: return vp->r.queue_select;
-    case 0x18: return qr ? qr->size : 0;
-    case 0x1a: return 0xffff; /* queue_msix_vector */
-    case 0x1c: return qr ? qr->enabled : 0;
-    case 0x1e: return vp->r.queue_select; /* queue_notify_off */
-    case 0x20: return qr ? qr->desc : 0;
-    case 0x28: return qr ? qr->driver : 0;
-    case 0x30: return qr ? qr->device : 0;
-    default: return 0;
+    case 0x00:
+        return vp->r.dfselect;
+    case 0x04:
+        return vp->r.dfselect < 2 ? (uint32_t)(device_features(vp) >> 32 * vp->r.dfselect) : 0;
+    case 0x08:
+        return vp->r.gfselect;
+    case 0x0c:
+        return vp->r.gfselect < 2 ? (uint32_t)(vp->r.driver_features >> 32 * vp->r.gfselect) : 0;
+    case 0x10:
+        return 0xffff; /* msix_config: no MSI-X */
+    case 0x12:
+        return vp->ops->num_queues;
+    case 0x14:
+        return vp->r.status;
+    case 0x15:
+        return vp->r.config_generation & 0xff;
+    case 0x16:
+        return vp->r.queue_select;
+    case 0x18:
+        return qr ? qr->size : 0;
+    case 0x1a:
+        return 0xffff; /* queue_msix_vector */
+    case 0x1c:
+        return qr ? qr->enabled : 0;
+    case 0x1e:
+        return vp->r.queue_select; /* queue_notify_off */
+    case 0x20:
+        return qr ? qr->desc : 0;
+    case 0x28:
+        return qr ? qr->driver : 0;
+    case 0x30:
+        return qr ? qr->device : 0;
+    default:
+        return 0;
     }
 }
 
@@ -384,17 +401,25 @@ static void common_write_locked(struct virtio_pci *vp, unsigned off, uint64_t v,
     bool queue_live = qr && qr->enabled;
     uint64_t *addr = NULL;
     switch (off) {
-    case 0x00: vp->r.dfselect = (uint32_t)v; return;
-    case 0x08: vp->r.gfselect = (uint32_t)v; return;
+    case 0x00:
+        vp->r.dfselect = (uint32_t)v;
+        return;
+    case 0x08:
+        vp->r.gfselect = (uint32_t)v;
+        return;
     case 0x0c:
         if (vp->r.gfselect < 2 && !(vp->r.status & VIRTIO_STATUS_FEATURES_OK)) {
             unsigned sh = 32 * vp->r.gfselect;
-            vp->r.driver_features = (vp->r.driver_features & ~(0xffffffffull << sh)) |
-                                    (v & 0xffffffffull) << sh;
+            vp->r.driver_features =
+                (vp->r.driver_features & ~(0xffffffffull << sh)) | (v & 0xffffffffull) << sh;
         }
         return;
-    case 0x14: status_write_locked(vp, (uint8_t)v); return;
-    case 0x16: vp->r.queue_select = (uint16_t)v; return;
+    case 0x14:
+        status_write_locked(vp, (uint8_t)v);
+        return;
+    case 0x16:
+        vp->r.queue_select = (uint16_t)v;
+        return;
     case 0x18:
         if (qr && !queue_live) /* a power of two up to what we offer; checked at enable */
             qr->size = v > VIRTQ_MAX_SIZE ? VIRTQ_MAX_SIZE : (uint16_t)v;
@@ -407,10 +432,20 @@ static void common_write_locked(struct virtio_pci *vp, unsigned off, uint64_t v,
                 wake_thread(vp);
         }
         return;
-    case 0x20: case 0x24: addr = qr ? &qr->desc : NULL; break;
-    case 0x28: case 0x2c: addr = qr ? &qr->driver : NULL; break;
-    case 0x30: case 0x34: addr = qr ? &qr->device : NULL; break;
-    default: return; /* read-only or unknown */
+    case 0x20:
+    case 0x24:
+        addr = qr ? &qr->desc : NULL;
+        break;
+    case 0x28:
+    case 0x2c:
+        addr = qr ? &qr->driver : NULL;
+        break;
+    case 0x30:
+    case 0x34:
+        addr = qr ? &qr->device : NULL;
+        break;
+    default:
+        return; /* read-only or unknown */
     }
     if (!addr || queue_live)
         return;
@@ -460,7 +495,9 @@ static void ioeventfd_set(struct virtio_pci *vp, unsigned q, uint64_t addr)
 {
     struct vq *v = &vp->q[q];
     if (v->ioevent_addr) {
-        struct kvm_ioeventfd io = {.addr = v->ioevent_addr, .len = 2, .fd = v->kick_fd,
+        struct kvm_ioeventfd io = {.addr = v->ioevent_addr,
+                                   .len = 2,
+                                   .fd = v->kick_fd,
                                    .flags = KVM_IOEVENTFD_FLAG_DEASSIGN};
         ioctl(vp->m->vm_fd, KVM_IOEVENTFD, &io);
         v->ioevent_addr = 0;
@@ -471,8 +508,8 @@ static void ioeventfd_set(struct virtio_pci *vp, unsigned q, uint64_t addr)
     if (ioctl(vp->m->vm_fd, KVM_IOEVENTFD, &io) == 0)
         v->ioevent_addr = addr;
     else
-        vmm_log("%s: KVM_IOEVENTFD at 0x%llx: %s; notifies take the MMIO exit path",
-                vp->ops->name, (unsigned long long)addr, strerror(errno));
+        vmm_log("%s: KVM_IOEVENTFD at 0x%llx: %s; notifies take the MMIO exit path", vp->ops->name,
+                (unsigned long long)addr, strerror(errno));
 }
 
 static void bar_changed(struct pci_device *d, int bar, uint64_t old_addr, uint64_t new_addr,
@@ -493,8 +530,8 @@ static void bar_changed(struct pci_device *d, int bar, uint64_t old_addr, uint64
         ioeventfd_set(vp, q, vp->bar_base ? vp->bar_base + OFF_NOTIFY + NOTIFY_MULT * q : 0);
     pthread_mutex_unlock(&vp->lock);
     if (r < 0)
-        vmm_log("%s: cannot decode BAR 0 at 0x%llx: %s", vp->ops->name,
-                (unsigned long long)base, strerror(-r));
+        vmm_log("%s: cannot decode BAR 0 at 0x%llx: %s", vp->ops->name, (unsigned long long)base,
+                strerror(-r));
 }
 
 /* Writes one virtio_pci_cap at OFF (LEN bytes) and returns the offset after it. */

@@ -45,17 +45,17 @@ struct virtq_chain {
 /* Copies LEN bytes at offset OFF of the chain's readable (or writable) part; -EINVAL if the
  * part is shorter. Writes mark the guest pages dirty. */
 int virtq_chain_read(const struct virtq_chain *c, uint64_t off, void *dst, size_t len);
-int virtq_chain_write(struct machine *m, const struct virtq_chain *c, uint64_t off,
-                      const void *src, size_t len);
+int virtq_chain_write(struct machine *m, const struct virtq_chain *c, uint64_t off, const void *src,
+                      size_t len);
 
 struct virtio_pci;
 struct virtio_device_ops {
-    uint16_t device_id;     /* virtio device id: 2 = block */
-    uint32_t class_code;    /* PCI class */
-    uint64_t features;      /* offered; VERSION_1 is added by the transport */
+    uint16_t device_id;  /* virtio device id: 2 = block */
+    uint32_t class_code; /* PCI class */
+    uint64_t features;   /* offered; VERSION_1 is added by the transport */
     unsigned num_queues;
-    unsigned config_len;    /* bytes of device-specific config */
-    const char *name;       /* for logs: "virtio-blk" */
+    unsigned config_len; /* bytes of device-specific config */
+    const char *name;    /* for logs: "virtio-blk" */
     /* Device config access (vCPU thread, transport lock held). */
     void (*config_read)(void *opaque, unsigned off, uint8_t *data, unsigned len);
     /* Serves one chain (I/O thread, transport lock held). Returns the number of bytes written

@@ -26,8 +26,8 @@ static char out[1 << 16];
 
 static void create_vm(const char *name)
 {
-    int r = vmws_cmd(out, sizeof(out), 30, "create", name, "--memory", "64M", "--disk", "16M",
-                     NULL);
+    int r =
+        vmws_cmd(out, sizeof(out), 30, "create", name, "--memory", "64M", "--disk", "16M", NULL);
     ck_assert_msg(r == 0, "vmws create %s --disk 16M failed (%d): %s", name, r, out);
 }
 

@@ -315,7 +315,7 @@ START_TEST(quiesce_holds_requests_until_resume)
     put_desc(0, HDR, 16, 1, 2);
     put_desc(2, STATUS, 1, 2, 0);
     memset(ram + HDR, 0, 16);
-    ram[HDR] = 4; /* flush */
+    ram[HDR] = 4;             /* flush */
     ck_assert(!kick(0, 200)); /* quiet while quiesced */
     virtio_blk_resume(blk);
     for (int i = 0; i < 2000 && used_idx() == used_seen; i++)

@@ -48,8 +48,8 @@ static bool fs_mount(void)
             return false;
         memset(sb, 0, sizeof(sb));
         memcpy(sb, FS_MAGIC, 8);
-        uint32_t fields[6] = {1, FS_ENTRIES, FS_DIR_SECTOR, FS_DIR_SECTORS, FS_DATA_SECTOR,
-                              FS_FILE_SECTORS};
+        uint32_t fields[6] = {
+            1, FS_ENTRIES, FS_DIR_SECTOR, FS_DIR_SECTORS, FS_DATA_SECTOR, FS_FILE_SECTORS};
         memcpy(sb + 8, fields, sizeof(fields));
         if (vblk_write(0, sb, sizeof(sb)) < 0 || vblk_flush() < 0)
             return false;
@@ -66,8 +66,7 @@ static bool fs_mount(void)
 static int dir_save(unsigned i)
 {
     unsigned sector = i * sizeof(struct fs_entry) / DISK_SECTOR;
-    return vblk_write(FS_DIR_SECTOR + sector, (uint8_t *)dir + sector * DISK_SECTOR,
-                      DISK_SECTOR);
+    return vblk_write(FS_DIR_SECTOR + sector, (uint8_t *)dir + sector * DISK_SECTOR, DISK_SECTOR);
 }
 
 static int lookup(const char *name)

@@ -73,11 +73,26 @@ static struct {
     uint64_t requests, irq_waits;
 } dev;
 
-static inline uint8_t rd8(uint64_t a) { return *(volatile uint8_t *)(uintptr_t)a; }
-static inline uint16_t rd16(uint64_t a) { return *(volatile uint16_t *)(uintptr_t)a; }
-static inline void wr8(uint64_t a, uint8_t v) { *(volatile uint8_t *)(uintptr_t)a = v; }
-static inline void wr16(uint64_t a, uint16_t v) { *(volatile uint16_t *)(uintptr_t)a = v; }
-static inline void barrier(void) { __asm__ volatile("mfence" ::: "memory"); }
+static inline uint8_t rd8(uint64_t a)
+{
+    return *(volatile uint8_t *)(uintptr_t)a;
+}
+static inline uint16_t rd16(uint64_t a)
+{
+    return *(volatile uint16_t *)(uintptr_t)a;
+}
+static inline void wr8(uint64_t a, uint8_t v)
+{
+    *(volatile uint8_t *)(uintptr_t)a = v;
+}
+static inline void wr16(uint64_t a, uint16_t v)
+{
+    *(volatile uint16_t *)(uintptr_t)a = v;
+}
+static inline void barrier(void)
+{
+    __asm__ volatile("mfence" ::: "memory");
+}
 
 /* Guest-physical address of memory BAR N (vmws uses BAR 0, QEMU BAR 4), 0 if unusable. */
 static uint64_t bar_address(unsigned n)
@@ -266,9 +281,9 @@ static int request(uint32_t type, uint64_t sector, uint32_t len, const char *wha
     ring.desc[n] = (struct desc){(uintptr_t)&req_hdr, 16, DESC_NEXT, (uint16_t)(n + 1)};
     n++;
     if (len) {
-        ring.desc[n] = (struct desc){(uintptr_t)bounce, len,
-                                     (uint16_t)(DESC_NEXT | (in ? DESC_WRITE : 0)),
-                                     (uint16_t)(n + 1)};
+        ring.desc[n] =
+            (struct desc){(uintptr_t)bounce, len, (uint16_t)(DESC_NEXT | (in ? DESC_WRITE : 0)),
+                          (uint16_t)(n + 1)};
         n++;
     }
     ring.desc[n] = (struct desc){(uintptr_t)&req_status, 1, DESC_WRITE, 0};
@@ -276,7 +291,9 @@ static int request(uint32_t type, uint64_t sector, uint32_t len, const char *wha
         return -1;
     if (req_status != 0) {
         printf("disk: %s: device status %u (%s)\n", what, req_status,
-               req_status == 1 ? "I/O error" : req_status == 2 ? "unsupported" : "?");
+               req_status == 1   ? "I/O error"
+               : req_status == 2 ? "unsupported"
+                                 : "?");
         return -1;
     }
     return 0;
