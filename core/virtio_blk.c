@@ -200,7 +200,7 @@ static int blk_handle_chain(void *opaque, unsigned queue, struct virtq_chain *c,
         size_t n = data_in < VIRTIO_BLK_ID_BYTES ? (size_t)data_in : VIRTIO_BLK_ID_BYTES;
         uint8_t id[VIRTIO_BLK_ID_BYTES] = {0};
         memcpy(id, b->id, strlen(b->id));
-        virtq_chain_write(b->m, c, 0, id, n);
+        virtq_chain_write(b->m->mem, c, 0, id, n);
         written = (uint32_t)n;
         break;
     }
@@ -214,7 +214,7 @@ static int blk_handle_chain(void *opaque, unsigned queue, struct virtq_chain *c,
     }
     if (status != VIRTIO_BLK_S_OK)
         b->errors++;
-    virtq_chain_write(b->m, c, c->writable_len - 1, &status, 1);
+    virtq_chain_write(b->m->mem, c, c->writable_len - 1, &status, 1);
     return (int)(written + 1);
 }
 

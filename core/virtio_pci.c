@@ -28,16 +28,6 @@
 #define NOTIFY_MULT 4
 #define COMMON_LEN 0x38
 
-#define VIRTQ_DESC_F_NEXT 1
-#define VIRTQ_DESC_F_WRITE 2
-#define VIRTQ_DESC_F_INDIRECT 4
-
-struct virtq_desc {
-    uint64_t addr;
-    uint32_t len;
-    uint16_t flags, next;
-};
-
 /* Per-queue state the guest programs; saved as is. */
 struct vq_regs {
     uint16_t size, enabled;
@@ -57,9 +47,7 @@ struct vp_regs {
 };
 
 struct vq {
-    struct virtq_desc *desc; /* host pointers, valid while enabled and not broken */
-    uint16_t *avail;         /* flags, idx, ring[size] */
-    uint16_t *used;          /* flags, idx, then {u32 id, u32 len}[size] */
+    struct virtq ring; /* mapped while enabled and not broken */
     int kick_fd;
     uint64_t ioevent_addr; /* registered KVM_IOEVENTFD address, 0 = none */
 };
@@ -114,116 +102,16 @@ static void mark_broken_locked(struct virtio_pci *vp, const char *fmt, ...)
             vp->ops->name, vp->broken_reason);
 }
 
-/* ---- the one place guest-provided ring and descriptor values are checked ---- */
-
-/* Maps queue Q's three rings; false (device marked broken) if any is not all RAM. */
+/* Maps queue Q's rings (virtqueue.c checks them); false (device marked broken) if bad. */
 static bool vq_map_locked(struct virtio_pci *vp, unsigned q)
 {
     struct vq_regs *qr = &vp->r.q[q];
-    struct vq *v = &vp->q[q];
-    uint64_t n = qr->size;
-    v->desc = guest_mem_ptr(vp->m->mem, qr->desc, 16 * n);
-    v->avail = guest_mem_ptr(vp->m->mem, qr->driver, 6 + 2 * n);
-    v->used = guest_mem_ptr(vp->m->mem, qr->device, 6 + 8 * n);
-    bool aligned = !(qr->desc & 15) && !(qr->driver & 1) && !(qr->device & 3);
-    if (v->desc && v->avail && v->used && aligned && n && !(n & (n - 1)))
+    char reason[200];
+    if (virtq_map(&vp->q[q].ring, vp->m->mem, qr->desc, qr->driver, qr->device, qr->size, reason,
+                  sizeof(reason)) == 0)
         return true;
-    v->desc = NULL;
-    v->avail = v->used = NULL;
-    mark_broken_locked(vp,
-                       "queue %u rings (desc 0x%llx, driver 0x%llx, device 0x%llx, size %u) "
-                       "are not aligned RAM",
-                       q, (unsigned long long)qr->desc, (unsigned long long)qr->driver,
-                       (unsigned long long)qr->device, qr->size);
+    mark_broken_locked(vp, "queue %u: %s", q, reason);
     return false;
-}
-
-/* Walks the chain at HEAD into C: indexes inside the table, at most size descriptors (a loop
- * exceeds that), no indirect descriptors (not offered), every buffer entirely guest RAM,
- * readable segments before writable ones. Returns false with REASON if malformed. */
-static bool virtq_pop_chain(struct virtio_pci *vp, unsigned q, uint16_t head, struct virtq_chain *c,
-                            char *reason, size_t rlen)
-{
-    const struct vq *v = &vp->q[q];
-    uint16_t size = vp->r.q[q].size;
-    memset(c, 0, offsetof(struct virtq_chain, seg));
-    c->head = head;
-    uint16_t i = head;
-    for (;;) {
-        if (i >= size) {
-            snprintf(reason, rlen, "descriptor index %u outside the table of %u", i, size);
-            return false;
-        }
-        if (c->nseg == size) {
-            snprintf(reason, rlen, "chain at head %u longer than the queue (a loop?)", head);
-            return false;
-        }
-        struct virtq_desc d;
-        memcpy(&d, &v->desc[i], sizeof(d));
-        if (d.flags & VIRTQ_DESC_F_INDIRECT) {
-            snprintf(reason, rlen, "indirect descriptor %u (the feature was not offered)", i);
-            return false;
-        }
-        bool w = d.flags & VIRTQ_DESC_F_WRITE;
-        uint8_t *host = guest_mem_ptr(vp->m->mem, d.addr, d.len);
-        if (!host) {
-            snprintf(reason, rlen, "descriptor %u: buffer 0x%llx+%u is not guest RAM", i,
-                     (unsigned long long)d.addr, d.len);
-            return false;
-        }
-        if (!w && c->writable_len) {
-            snprintf(reason, rlen, "descriptor %u: device-readable after device-writable", i);
-            return false;
-        }
-        c->seg[c->nseg++] = (struct virtq_seg){host, d.addr, d.len, w};
-        if (w) {
-            c->writable_len += d.len;
-        } else {
-            c->readable_len += d.len;
-            c->nreadable++;
-        }
-        if (!(d.flags & VIRTQ_DESC_F_NEXT))
-            return true;
-        i = d.next;
-    }
-}
-
-static int chain_copy(struct machine *m, const struct virtq_chain *c, bool writable, uint64_t off,
-                      uint8_t *buf, size_t len)
-{
-    uint64_t part = writable ? c->writable_len : c->readable_len;
-    if (off > part || len > part - off)
-        return -EINVAL;
-    unsigned first = writable ? c->nreadable : 0, end = writable ? c->nseg : c->nreadable;
-    for (unsigned s = first; s < end && len; s++) {
-        const struct virtq_seg *sg = &c->seg[s];
-        if (off >= sg->len) {
-            off -= sg->len;
-            continue;
-        }
-        size_t n = sg->len - off < len ? sg->len - off : len;
-        if (writable) {
-            memcpy(sg->host + off, buf, n);
-            guest_mem_mark_dirty(m->mem, sg->gpa + off, n);
-        } else {
-            memcpy(buf, sg->host + off, n);
-        }
-        buf += n;
-        len -= n;
-        off = 0;
-    }
-    return 0;
-}
-
-int virtq_chain_read(const struct virtq_chain *c, uint64_t off, void *dst, size_t len)
-{
-    return chain_copy(NULL, c, false, off, dst, len);
-}
-
-int virtq_chain_write(struct machine *m, const struct virtq_chain *c, uint64_t off, const void *src,
-                      size_t len)
-{
-    return chain_copy(m, c, true, off, (uint8_t *)src, len);
 }
 
 /* ---- the I/O thread ---- */
@@ -232,38 +120,25 @@ int virtq_chain_write(struct machine *m, const struct virtq_chain *c, uint64_t o
 static bool vq_serve_locked(struct virtio_pci *vp, unsigned q)
 {
     struct vq_regs *qr = &vp->r.q[q];
-    struct vq *v = &vp->q[q];
+    struct virtq *ring = &vp->q[q].ring;
     bool any = false;
     static __thread struct virtq_chain chain;
-    while (!vp->r.broken && !vp->quiesced && qr->enabled && v->avail &&
+    while (!vp->r.broken && !vp->quiesced && qr->enabled && ring->desc &&
            (vp->r.status & VIRTIO_STATUS_DRIVER_OK)) {
-        uint16_t avail_idx = __atomic_load_n(&v->avail[1], __ATOMIC_ACQUIRE);
-        if (avail_idx == qr->last_avail)
-            break;
-        if ((uint16_t)(avail_idx - qr->last_avail) > qr->size) {
-            mark_broken_locked(vp, "queue %u: available index %u is %u ahead of %u (size %u)", q,
-                               avail_idx, (uint16_t)(avail_idx - qr->last_avail), qr->last_avail,
-                               qr->size);
-            break;
-        }
-        uint16_t head = v->avail[2 + qr->last_avail % qr->size];
         char reason[160];
-        int written;
+        int r = virtq_pop(ring, vp->m->mem, qr->last_avail, &chain, reason, sizeof(reason));
+        if (r == 0)
+            break;
         vp->busy = true;
-        if (!virtq_pop_chain(vp, q, head, &chain, reason, sizeof(reason)) ||
-            (written = vp->ops->handle_chain(vp->opaque, q, &chain, reason, sizeof(reason))) < 0) {
-            vp->busy = false;
+        int written =
+            r < 0 ? -1 : vp->ops->handle_chain(vp->opaque, q, &chain, reason, sizeof(reason));
+        vp->busy = false;
+        if (written < 0) {
             mark_broken_locked(vp, "queue %u: malformed chain: %s", q, reason);
             break;
         }
-        vp->busy = false;
         qr->last_avail++;
-        uint32_t *elem = (uint32_t *)(v->used + 2) + 2 * (qr->used_idx % qr->size);
-        elem[0] = head;
-        elem[1] = (uint32_t)written;
-        qr->used_idx++;
-        __atomic_store_n(&v->used[1], qr->used_idx, __ATOMIC_RELEASE);
-        guest_mem_mark_dirty(vp->m->mem, qr->device, 6 + 8ull * qr->size);
+        virtq_push(ring, vp->m->mem, &qr->used_idx, chain.head, (uint32_t)written);
         vp->requests++;
         any = true;
     }
@@ -324,8 +199,7 @@ static void reset_locked(struct virtio_pci *vp)
     vp->r.version = 1;
     for (unsigned q = 0; q < VIRTIO_MAX_QUEUES; q++) {
         vp->r.q[q].size = q < vp->ops->num_queues ? VIRTQ_MAX_SIZE : 0;
-        vp->q[q].desc = NULL;
-        vp->q[q].avail = vp->q[q].used = NULL;
+        virtq_unmap(&vp->q[q].ring);
     }
     vp->broken_reason[0] = '\0';
     update_irq_locked(vp);
@@ -697,8 +571,7 @@ int virtio_pci_load(struct virtio_pci *vp, const struct state_reader *rd, uint32
     vp->r = regs;
     vp->r.broken = 0;
     for (unsigned q = 0; q < vp->ops->num_queues; q++) {
-        vp->q[q].desc = NULL;
-        vp->q[q].avail = vp->q[q].used = NULL;
+        virtq_unmap(&vp->q[q].ring);
         if (vp->r.q[q].enabled)
             vq_map_locked(vp, q); /* the same checks as at enable; marks broken if bad */
     }

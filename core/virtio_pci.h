@@ -3,7 +3,7 @@
  * vendor capabilities. Split virtqueues only; INTx through the ISR; queue notifies arrive on
  * eventfds (KVM_IOEVENTFD on the notify address) and are served by the transport's I/O thread,
  * never a vCPU thread. The one idea: every descriptor chain is walked and checked in exactly
- * one place (virtq_pop_chain in virtio_pci.c) before a device sees it as host memory segments;
+ *  one place (virtq_pop in virtqueue.c) before a device sees it as host memory segments;
  * anything malformed sets DEVICE_NEEDS_RESET, logs once, and the VMM runs on. */
 #ifndef VMWS_VIRTIO_PCI_H
 #define VMWS_VIRTIO_PCI_H
@@ -15,6 +15,7 @@
 #include "core/devices.h"
 #include "core/machine.h"
 #include "core/state.h"
+#include "core/virtqueue.h"
 
 #define VIRTIO_F_VERSION_1 32
 #define VIRTIO_STATUS_ACKNOWLEDGE 0x01
@@ -24,29 +25,7 @@
 #define VIRTIO_STATUS_NEEDS_RESET 0x40
 #define VIRTIO_STATUS_FAILED 0x80
 
-#define VIRTQ_MAX_SIZE 128 /* queue size offered; also the bound on a chain's descriptors */
 #define VIRTIO_MAX_QUEUES 4
-
-/* One validated descriptor chain: host pointers into guest RAM, device-readable segments
- * first, then device-writable ones (the order the spec requires; anything else is malformed). */
-struct virtq_seg {
-    uint8_t *host;
-    uint64_t gpa;
-    uint32_t len;
-    bool writable;
-};
-struct virtq_chain {
-    uint16_t head;
-    unsigned nseg, nreadable;
-    uint64_t readable_len, writable_len;
-    struct virtq_seg seg[VIRTQ_MAX_SIZE];
-};
-
-/* Copies LEN bytes at offset OFF of the chain's readable (or writable) part; -EINVAL if the
- * part is shorter. Writes mark the guest pages dirty. */
-int virtq_chain_read(const struct virtq_chain *c, uint64_t off, void *dst, size_t len);
-int virtq_chain_write(struct machine *m, const struct virtq_chain *c, uint64_t off, const void *src,
-                      size_t len);
 
 struct virtio_pci;
 struct virtio_device_ops {
