@@ -69,7 +69,10 @@
 #define MAX_BACKING_NAME 1023u
 #define CACHE_SLOTS 16
 #define CACHE_BYTES (4u << 20)
-#define RESERVE_CLUSTERS 32
+/* Clusters reserved per flush: at least 32, up to 1 MiB worth (a crash leaks at most this). */
+#define RESERVE_MIN 32u
+#define RESERVE_MAX 2048u
+#define RESERVE_BYTES (1u << 20)
 #define FREE_BATCH 64
 
 struct cache_slot {
@@ -106,8 +109,8 @@ struct qcow2 {
     struct table_cache l2_cache, refblock_cache;
     uint64_t lru_clock;
 
-    uint64_t free_hint;                  /* no free cluster below this index */
-    uint64_t reserved[RESERVE_CLUSTERS]; /* clusters whose refcount is already 1 on disk */
+    uint64_t free_hint;             /* no free cluster below this index */
+    uint64_t reserved[RESERVE_MAX]; /* clusters whose refcount is already 1 on disk */
     unsigned n_reserved, next_reserved;
 
     struct disk *backing;
@@ -361,18 +364,32 @@ static int refcount_get(struct qcow2 *q, uint64_t cluster, uint16_t *rc)
 }
 
 /* Writes one refcount through to the file (not flushed). The block must exist. */
+static int refcount_set_run(struct qcow2 *q, uint64_t first, uint64_t count, uint16_t value)
+{
+    while (count) {
+        uint64_t index = first / q->refblock_entries;
+        if (index >= q->reftable_entries || !q->reftable[index])
+            return -EIO;
+        uint8_t *block;
+        int r = refblock_load(q, index, &block);
+        if (r < 0)
+            return r;
+        uint64_t in = first % q->refblock_entries;
+        uint64_t n = q->refblock_entries - in < count ? q->refblock_entries - in : count;
+        for (uint64_t i = 0; i < n; i++)
+            put_be16(block + (in + i) * 2, value);
+        r = file_pwrite(q, block + in * 2, n * 2, q->reftable[index] + in * 2);
+        if (r < 0)
+            return r;
+        first += n;
+        count -= n;
+    }
+    return 0;
+}
+
 static int refcount_set(struct qcow2 *q, uint64_t cluster, uint16_t value)
 {
-    uint64_t index = cluster / q->refblock_entries;
-    if (index >= q->reftable_entries || !q->reftable[index])
-        return -EIO;
-    uint8_t *block;
-    int r = refblock_load(q, index, &block);
-    if (r < 0)
-        return r;
-    uint64_t at = (cluster % q->refblock_entries) * 2;
-    put_be16(block + at, value);
-    return file_pwrite(q, block + at, 2, q->reftable[index] + at);
+    return refcount_set_run(q, cluster, 1, value);
 }
 
 /* A new refcount block for table index `index`, placed at `cluster` (the first free cluster,
@@ -483,8 +500,9 @@ static int reftable_grow(struct qcow2 *q, uint64_t first)
     return r;
 }
 
-/* Finds the lowest free cluster and sets its refcount to 1 (written, not flushed). */
-static int cluster_take(struct qcow2 *q, uint64_t *cluster)
+/* Finds the lowest free cluster and up to want-1 free ones right after it in the same refcount
+ * block, and sets their refcounts to 1 in one write (not flushed). */
+static int cluster_take(struct qcow2 *q, uint64_t want, uint64_t *cluster, uint64_t *got)
 {
     uint64_t max_cluster = MAX_VIRTUAL_SIZE >> q->cluster_bits;
     for (uint64_t c = q->free_hint; c < max_cluster; c++) {
@@ -500,10 +518,18 @@ static int cluster_take(struct qcow2 *q, uint64_t *cluster)
         } else if (!q->reftable[index]) {
             r = refblock_create(q, index, c);
         } else {
-            r = refcount_set(q, c, 1);
+            uint64_t n = 1, block_end = (index + 1) * q->refblock_entries;
+            while (n < want && c + n < block_end) {
+                r = refcount_get(q, c + n, &rc);
+                if (r < 0 || rc)
+                    break;
+                n++;
+            }
+            r = refcount_set_run(q, c, n, 1);
             if (r == 0) {
-                q->free_hint = c + 1;
+                q->free_hint = c + n;
                 *cluster = c;
+                *got = n;
                 return 0;
             }
         }
@@ -516,36 +542,36 @@ static int cluster_take(struct qcow2 *q, uint64_t *cluster)
     return -ENOSPC;
 }
 
-/* Hands out one cluster whose refcount of 1 is already on disk. Reserves RESERVE_CLUSTERS at a
- * time so one flush serves many allocations; a crash leaks the unused ones. */
+/* Hands out one cluster whose refcount of 1 is already on disk. Reserves 1 MiB of clusters (at
+ * least 32) at a time so one flush serves many allocations; a crash leaks the unused ones. */
 static int cluster_alloc(struct qcow2 *q, uint64_t *off)
 {
     if (q->next_reserved == q->n_reserved) {
+        uint64_t want = RESERVE_BYTES >> q->cluster_bits;
+        want = want < RESERVE_MIN ? RESERVE_MIN : want > RESERVE_MAX ? RESERVE_MAX : want;
         q->n_reserved = q->next_reserved = 0;
         int r = 0;
-        while (q->n_reserved < RESERVE_CLUSTERS && r == 0) {
-            r = cluster_take(q, &q->reserved[q->n_reserved]);
-            if (r == 0)
-                q->n_reserved++;
+        uint64_t end = 0;
+        while (q->n_reserved < want && r == 0) {
+            uint64_t first, n;
+            r = cluster_take(q, want - q->n_reserved, &first, &n);
+            for (uint64_t i = 0; r == 0 && i < n; i++)
+                q->reserved[q->n_reserved++] = first + i;
+            if (r == 0 && (first + n) << q->cluster_bits > end)
+                end = (first + n) << q->cluster_bits;
         }
         /* Extend the file over the reserved clusters before the flush: qemu-img check calls a
          * pointer past the end of the file corruption, and a table entry may reach the disk
          * before the data it points at. */
-        uint64_t end = 0;
-        for (unsigned i = 0; i < q->n_reserved; i++)
-            if ((q->reserved[i] + 1) << q->cluster_bits > end)
-                end = (q->reserved[i] + 1) << q->cluster_bits;
-        if (end > q->file_size) {
-            int e = file_extend(q, end);
-            if (e < 0 && r == 0)
-                r = e;
-        }
-        int s = file_sync(q);
-        if (q->n_reserved == 0 || r < 0)
-            return r < 0 ? r : -ENOSPC;
-        if (s < 0) {
-            q->n_reserved = 0;
-            return s;
+        if (r == 0 && end > q->file_size)
+            r = file_extend(q, end);
+        if (r == 0)
+            r = file_sync(q);
+        if (r == 0 && q->n_reserved == 0)
+            r = -ENOSPC;
+        if (r < 0) {
+            q->n_reserved = 0; /* leaked */
+            return r;
         }
     }
     *off = q->reserved[q->next_reserved++] << q->cluster_bits;
@@ -969,8 +995,13 @@ int qcow2_close(struct qcow2 *q)
     int r = 0;
     if (!q->read_only) {
         /* Give back reserved clusters nothing points at. */
-        for (unsigned i = q->next_reserved; i < q->n_reserved && r == 0; i++)
-            r = refcount_set(q, q->reserved[i], 0);
+        for (unsigned i = q->next_reserved; i < q->n_reserved && r == 0;) {
+            unsigned n = 1; /* runs of consecutive clusters in one write */
+            while (i + n < q->n_reserved && q->reserved[i + n] == q->reserved[i] + n)
+                n++;
+            r = refcount_set_run(q, q->reserved[i], n, 0);
+            i += n;
+        }
         int s = file_sync(q);
         if (r == 0)
             r = s;
@@ -978,7 +1009,7 @@ int qcow2_close(struct qcow2 *q)
          * it is free are on disk). */
         uint64_t end = (q->file_size + q->cluster_size - 1) >> q->cluster_bits;
         uint64_t keep = end;
-        for (unsigned i = 0; r == 0 && keep > 1 && i < RESERVE_CLUSTERS; i++) {
+        for (unsigned i = 0; r == 0 && keep > 1 && i < RESERVE_MAX; i++) {
             uint16_t rc;
             r = refcount_get(q, keep - 1, &rc);
             if (r < 0 || rc)

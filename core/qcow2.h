@@ -45,8 +45,8 @@ int qcow2_create(const char *path, uint64_t size, uint32_t cluster_size, const c
                  const char *backing_format);
 
 /* Test hook for crash simulation: called before every write (with its bytes and offset), every
- * change of the file's size (offset = the new size) and every fdatasync the image does, so a test can
- * rebuild the file as any crash would leave it. */
+ * change of the file's size (offset = the new size) and every fdatasync the image does, so a
+ * test can rebuild the file as any crash would leave it. */
 enum qcow2_io_kind { QCOW2_IO_WRITE, QCOW2_IO_EXTEND, QCOW2_IO_SYNC };
 typedef void (*qcow2_io_hook_fn)(void *opaque, enum qcow2_io_kind kind, const void *buf, size_t len,
                                  uint64_t offset);

@@ -45,7 +45,7 @@ static const char *tpath(const char *name)
     return b;
 }
 
-/* Runs a shell command (output kept in tmpdir/out.txt); returns its exit status. */
+/* Runs a shell command (output kept in tmpdir/out-PID.txt); returns its exit status. */
 static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int sh(const char *fmt, ...)
 {
@@ -55,7 +55,7 @@ static int sh(const char *fmt, ...)
     vsnprintf(cmd, sizeof(cmd), fmt, ap);
     va_end(ap);
     char full[4400];
-    snprintf(full, sizeof(full), "cd '%s' && (%s) >out.txt 2>&1", tmpdir, cmd);
+    snprintf(full, sizeof(full), "cd '%s' && (%s) >out-%d.txt 2>&1", tmpdir, cmd, (int)getpid());
     int st = system(full);
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
@@ -82,7 +82,9 @@ static int qemu_check(const char *img)
 {
     int st = sh("qemu-img check '%s'", img);
     if (st != 0 && st != 3) {
-        char *out = slurp(tpath("out.txt"), NULL);
+        char name[32];
+        snprintf(name, sizeof(name), "out-%d.txt", (int)getpid());
+        char *out = slurp(tpath(name), NULL);
         fprintf(stderr, "qemu-img check %s -> %d:\n%s\n", img, st, out);
         free(out);
     }
@@ -410,12 +412,33 @@ static void log_hook(void *opaque, enum qcow2_io_kind kind, const void *buf, siz
     }
 }
 
-/* c.qcow2 = prefilled.qcow2 plus the logged writes i for which keep(i) holds. */
-static void rebuild(const struct io_log *l, int cut, int floor, int only)
+/* img = prefilled.qcow2 plus the kept logged operations: prefix mode keeps ops < cut;
+ * reorder mode (only >= 0) keeps ops < floor and op `only`. Instead of copying the image each
+ * time, the ranges the log touches are restored from prefilled.qcow2 first. */
+static void rebuild(const struct io_log *l, const char *img, int cut, int floor, int only)
 {
-    ck_assert_int_eq(sh("rm -f c.qcow2 && cp --sparse=always prefilled.qcow2 c.qcow2"), 0);
-    int fd = open(tpath("c.qcow2"), O_WRONLY);
+    static uint8_t tmp[256 * 1024];
+    int orig = open(tpath("prefilled.qcow2"), O_RDONLY);
+    int fd = open(tpath(img), O_RDWR);
+    ck_assert_int_ge(orig, 0);
+    if (fd < 0) {
+        ck_assert_int_eq(sh("cp --sparse=always prefilled.qcow2 %s", img), 0);
+        fd = open(tpath(img), O_RDWR);
+    }
     ck_assert_int_ge(fd, 0);
+    struct stat st;
+    ck_assert_int_eq(fstat(orig, &st), 0);
+    for (int i = 0; i < l->n; i++) {
+        if (l->op[i].kind != QCOW2_IO_WRITE)
+            continue;
+        ck_assert_uint_le(l->op[i].len, sizeof(tmp));
+        ssize_t n = pread(orig, tmp, l->op[i].len, (off_t)l->op[i].offset);
+        ck_assert_int_ge(n, 0);
+        if (n > 0)
+            ck_assert_int_eq(pwrite(fd, tmp, (size_t)n, (off_t)l->op[i].offset), n);
+    }
+    ck_assert_int_eq(ftruncate(fd, st.st_size), 0);
+    close(orig);
     for (int i = 0; i < l->n; i++) {
         bool keep = only >= 0 ? (i < floor || i == only) : i < cut;
         if (keep && l->op[i].kind == QCOW2_IO_WRITE)
@@ -428,86 +451,152 @@ static void rebuild(const struct io_log *l, int cut, int floor, int only)
 }
 
 /* What the crash left must pass qemu-img check (leaks allowed) and open and read through us. */
-static void assert_crash_harmless(const char *what, int a, int b)
+static void assert_crash_harmless(const char *img, const char *what, int a, int b, bool flushed)
 {
-    int st = qemu_check(tpath("c.qcow2"));
+    int st = qemu_check(tpath(img));
     ck_assert_msg(st == 0 || st == 3, "%s %d/%d: qemu-img check says %d (corrupt)", what, a, b, st);
     char err[512] = "";
-    struct qcow2 *r = qcow2_open(tpath("c.qcow2"), true, 0, err, sizeof(err));
+    struct qcow2 *r = qcow2_open(tpath(img), true, 0, err, sizeof(err));
     ck_assert_msg(r != NULL, "%s %d/%d: %s", what, a, b, err);
     static uint8_t buf[64 * 1024];
     ck_assert_int_eq(qcow2_read(r, 0, buf, sizeof(buf)), 0);
     ck_assert_int_eq(qcow2_read(r, 2 * MIB, buf, sizeof(buf)), 0);
+    /* Backing data shows through where nothing was written; what the first flush covered
+     * (and nothing later touched) is there. */
+    ck_assert_int_eq(qcow2_read(r, 8192, buf, 4096), 0);
+    for (int i = 0; i < 4096; i++)
+        ck_assert_uint_eq(buf[i], 0x99);
+    if (flushed) {
+        ck_assert_int_eq(qcow2_read(r, 1 * MIB + 8192, buf, 11811), 0);
+        for (int i = 0; i < 11811; i++)
+            ck_assert_msg(buf[i] == 0x42, "%s %d/%d: flushed data lost at %d", what, a, b, i);
+    }
     qcow2_close(r);
+}
+
+/* Runs `workload` once on a copy of prefilled.qcow2 with every write, size change and flush
+ * logged, then checks every crash it could have suffered: each prefix of the operations, and
+ * everything up to a flush plus any one later write alone. */
+static void crash_matrix(void (*workload)(struct qcow2 *q, int *flush_mark, const struct io_log *),
+                         int min_syncs)
+{
+    ck_assert_int_eq(sh("rm -f c0.qcow2 c1.qcow2 run.qcow2 && cp --sparse=always prefilled.qcow2 "
+                        "run.qcow2"),
+                     0);
+    static struct io_log log;
+    memset(&log, 0, sizeof(log));
+    char err[512] = "";
+    struct qcow2 *q = qcow2_open(tpath("run.qcow2"), false, 0, err, sizeof(err));
+    ck_assert_msg(q != NULL, "%s", err);
+    qcow2_set_io_hook(q, log_hook, &log);
+    int flush_mark = 1 << 30;
+    workload(q, &flush_mark, &log);
+    ck_assert_int_eq(qcow2_close(q), 0);
+    ck_assert_int_eq(qemu_check(tpath("run.qcow2")), 0);
+    int syncs = 0;
+    for (int i = 0; i < log.n; i++)
+        syncs += log.op[i].kind == QCOW2_IO_SYNC;
+    ck_assert_int_ge(syncs, min_syncs);
+
+    /* qemu-img check dominates; two workers, each on its own copy. */
+    pid_t workers[2];
+    for (int w = 0; w < 2; w++) {
+        workers[w] = fork();
+        ck_assert_int_ge(workers[w], 0);
+        if (workers[w] > 0)
+            continue;
+        char img[32];
+        snprintf(img, sizeof(img), "c%d.qcow2", w);
+        for (int cut = w; cut <= log.n; cut += 2) {
+            rebuild(&log, img, cut, 0, -1);
+            assert_crash_harmless(img, "crash after ops", cut, log.n, cut >= flush_mark);
+        }
+        int floor = 0;
+        for (int k = 0; k < log.n; k++) {
+            if (log.op[k].kind == QCOW2_IO_SYNC) {
+                floor = k + 1;
+                continue;
+            }
+            if (k % 2 != w)
+                continue;
+            rebuild(&log, img, 0, floor, k);
+            assert_crash_harmless(img, "flushed up to op, then only op", floor, k,
+                                  floor >= flush_mark);
+        }
+        _exit(0);
+    }
+    for (int w = 0; w < 2; w++) {
+        int status;
+        ck_assert_int_eq(waitpid(workers[w], &status, 0), workers[w]);
+        ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                      "crash worker %d failed (its message is above)", w);
+    }
+    for (int i = 0; i < log.n; i++)
+        free(log.op[i].data);
+}
+
+static uint8_t crash_buf[256 * 1024];
+
+/* A partial write over the backing (copy-on-write), writes needing new L2 tables and refcount
+ * blocks, a flush, zeroes, a discard and a write that may reuse the freed clusters. */
+static void workload_allocations(struct qcow2 *q, int *flush_mark, const struct io_log *log)
+{
+    memset(crash_buf, 0x42, sizeof(crash_buf));
+    ck_assert_int_eq(qcow2_write(q, 100, crash_buf, 700), 0);
+    ck_assert_int_eq(qcow2_write(q, 1 * MIB + 3, crash_buf, 20000), 0);
+    ck_assert_int_eq(qcow2_flush(q), 0);
+    *flush_mark = log->n; /* a crash keeping the ops before this keeps the writes above */
+    ck_assert_int_eq(qcow2_write_zeroes(q, 0, 4096), 0);
+    ck_assert_int_eq(qcow2_write(q, 2 * MIB, crash_buf, 24 * KIB), 0);
+    ck_assert_int_eq(qcow2_discard(q, 1 * MIB, 8192), 0);
+    ck_assert_int_eq(qcow2_write(q, 1 * MIB, crash_buf, 1024), 0);
+}
+
+/* An allocation past what the first refcount table can count: new blocks, a new table. */
+static void workload_table_growth(struct qcow2 *q, int *flush_mark, const struct io_log *log)
+{
+    (void)flush_mark;
+    (void)log;
+    memset(crash_buf, 0x42, sizeof(crash_buf));
+    ck_assert_int_eq(qcow2_write(q, 2 * MIB, crash_buf, 24 * KIB), 0);
 }
 
 START_TEST(test_crash_at_every_step)
 {
-    /* 512 B clusters so that one small workload meets every kind of allocation. Prefill the
-     * image until its file is just short of the 8 MiB the first refcount table can count. */
+    /* 512 B clusters so that small workloads meet every kind of allocation: an L2 table maps
+     * 32 KiB, a refcount block counts 128 KiB, the first refcount table 8 MiB. */
     ck_assert_int_eq(sh("qemu-img create -q -f raw base.raw 4M && "
                         "qemu-io -f raw -c 'write -P 0x99 0 4M' base.raw"),
                      0);
+    ck_assert_int_eq(qcow2_create(tpath("prefilled.qcow2"), 4 * MIB, 512, "base.raw", "raw"), 0);
+    crash_matrix(workload_allocations, 8);
+    /* The same with 64 KiB clusters: the reserved clusters lie past the end of the file. */
+    ck_assert_int_eq(sh("rm -f prefilled.qcow2"), 0);
+    ck_assert_int_eq(qcow2_create(tpath("prefilled.qcow2"), 4 * MIB, 64 * KIB, "base.raw", "raw"),
+                     0);
+    crash_matrix(workload_allocations, 4);
+
+    /* Prefill until the file is just short of 8 MiB, then cross it. */
+    ck_assert_int_eq(sh("rm -f prefilled.qcow2"), 0);
     ck_assert_int_eq(qcow2_create(tpath("prefilled.qcow2"), 16 * MIB, 512, "base.raw", "raw"), 0);
     char err[512] = "";
     struct qcow2 *q = qcow2_open(tpath("prefilled.qcow2"), false, 0, err, sizeof(err));
     ck_assert_msg(q != NULL, "%s", err);
-    static uint8_t buf[256 * 1024];
-    memset(buf, 0x17, sizeof(buf));
+    memset(crash_buf, 0x17, sizeof(crash_buf));
     struct stat st;
     for (uint64_t off = 4 * MIB;;) {
         ck_assert_int_eq(stat(tpath("prefilled.qcow2"), &st), 0);
         if ((uint64_t)st.st_size >= 8 * MIB - 12 * KIB)
             break;
         size_t n = (uint64_t)st.st_size < 8 * MIB - 200 * KIB ? 32 * KIB : 2 * KIB;
-        ck_assert_int_eq(qcow2_write(q, off, buf, n), 0);
+        ck_assert_int_eq(qcow2_write(q, off, crash_buf, n), 0);
         off += n;
     }
     ck_assert_int_eq(qcow2_close(q), 0);
     ck_assert_int_eq(qemu_check(tpath("prefilled.qcow2")), 0);
-
-    /* The run: a COW partial write over the backing, writes needing new L2 tables, new
-     * refcount blocks and a bigger refcount table, zeroes, a discard, reuse of freed clusters. */
-    ck_assert_int_eq(sh("cp --sparse=always prefilled.qcow2 run.qcow2"), 0);
-    static struct io_log log;
-    memset(&log, 0, sizeof(log));
-    q = qcow2_open(tpath("run.qcow2"), false, 0, err, sizeof(err));
-    ck_assert_msg(q != NULL, "%s", err);
-    qcow2_set_io_hook(q, log_hook, &log);
-    memset(buf, 0x42, sizeof(buf));
-    ck_assert_int_eq(qcow2_write(q, 100, buf, 700), 0);
-    ck_assert_int_eq(qcow2_write(q, 1 * MIB + 3, buf, 20000), 0);
-    ck_assert_int_eq(qcow2_flush(q), 0);
-    ck_assert_int_eq(qcow2_write_zeroes(q, 0, 4096), 0);
-    ck_assert_int_eq(qcow2_write(q, 2 * MIB, buf, 24 * KIB), 0);
-    ck_assert_int_eq(qcow2_discard(q, 1 * MIB, 8192), 0);
-    ck_assert_int_eq(qcow2_write(q, 1 * MIB, buf, 1024), 0);
-    ck_assert_int_eq(qcow2_close(q), 0);
-    ck_assert_int_eq(qemu_check(tpath("run.qcow2")), 0);
-    int syncs = 0;
-    for (int i = 0; i < log.n; i++)
-        syncs += log.op[i].kind == QCOW2_IO_SYNC;
-    ck_assert_int_ge(syncs, 8);
-    ck_assert_int_eq(sh("qemu-img info run.qcow2 | grep -q 'cluster_size: 512'"), 0);
-
-    /* The process died after op cut-1: every prefix. */
-    for (int cut = 0; cut <= log.n; cut++) {
-        rebuild(&log, cut, 0, -1);
-        assert_crash_harmless("crash after ops", cut, log.n);
-    }
-    /* The kernel writes unflushed data back in any order: everything up to the last flush
-     * plus any one later write alone. */
-    int floor = 0;
-    for (int k = 0; k < log.n; k++) {
-        if (log.op[k].kind == QCOW2_IO_SYNC) {
-            floor = k + 1;
-            continue;
-        }
-        rebuild(&log, 0, floor, k);
-        assert_crash_harmless("flushed up to op, then only op", floor, k);
-    }
-    for (int i = 0; i < log.n; i++)
-        free(log.op[i].data);
+    crash_matrix(workload_table_growth, 3);
+    ck_assert_int_eq(sh("qemu-img info --output=json run.qcow2 | grep -q '\"cluster-size\": 512'"),
+                     0);
 }
 END_TEST
 
@@ -672,22 +761,28 @@ START_TEST(test_hostile_images)
 }
 END_TEST
 
+/* One case per test, so CK_RUN_CASE=crash (say) runs just that one. */
+static void add_case(Suite *s, const char *name, const TTest *test)
+{
+    TCase *tc = tcase_create(name);
+    tcase_set_timeout(tc, 120);
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, test);
+    suite_add_tcase(s, tc);
+}
+
 int main(void)
 {
     Suite *s = suite_create("qcow2");
-    TCase *tc = tcase_create("qcow2");
-    tcase_set_timeout(tc, 120);
-    tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_add_test(tc, test_reads_qemu_made_images);
-    tcase_add_test(tc, test_writes_into_qemu_made_image);
-    tcase_add_test(tc, test_compressed_clusters);
-    tcase_add_test(tc, test_random_io_64k_clusters);
-    tcase_add_test(tc, test_random_io_512b_clusters_grow_refcounts);
-    tcase_add_test(tc, test_random_io_2m_clusters);
-    tcase_add_test(tc, test_create_plain_and_info);
-    tcase_add_test(tc, test_crash_at_every_step);
-    tcase_add_test(tc, test_hostile_images);
-    suite_add_tcase(s, tc);
+    add_case(s, "qemu-made", test_reads_qemu_made_images);
+    add_case(s, "write-qemu-made", test_writes_into_qemu_made_image);
+    add_case(s, "compressed", test_compressed_clusters);
+    add_case(s, "random-64k", test_random_io_64k_clusters);
+    add_case(s, "random-512", test_random_io_512b_clusters_grow_refcounts);
+    add_case(s, "random-2m", test_random_io_2m_clusters);
+    add_case(s, "create", test_create_plain_and_info);
+    add_case(s, "crash", test_crash_at_every_step);
+    add_case(s, "hostile", test_hostile_images);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
