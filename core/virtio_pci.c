@@ -59,14 +59,13 @@ struct virtio_pci {
     const struct virtio_device_ops *ops;
     void *opaque;
     pthread_mutex_t lock;
-    pthread_cond_t cond;
     struct vp_regs r;
     struct vq q[VIRTIO_MAX_QUEUES];
     uint64_t bar_base; /* 0 = not decoding */
     bool irq_level;
     int ctl_fd; /* wakes the I/O thread: stop, unquiesce, state loaded */
     pthread_t thread;
-    bool thread_started, stopping, quiesced, busy;
+    bool thread_started, stopping, quiesced;
     char broken_reason[200];
     uint64_t requests, kicks;
 };
@@ -129,10 +128,8 @@ static bool vq_serve_locked(struct virtio_pci *vp, unsigned q)
         int r = virtq_pop(ring, vp->m->mem, qr->last_avail, &chain, reason, sizeof(reason));
         if (r == 0)
             break;
-        vp->busy = true;
         int written =
             r < 0 ? -1 : vp->ops->handle_chain(vp->opaque, q, &chain, reason, sizeof(reason));
-        vp->busy = false;
         if (written < 0) {
             mark_broken_locked(vp, "queue %u: malformed chain: %s", q, reason);
             break;
@@ -141,6 +138,8 @@ static bool vq_serve_locked(struct virtio_pci *vp, unsigned q)
         virtq_push(ring, vp->m->mem, &qr->used_idx, chain.head, (uint32_t)written);
         vp->requests++;
         any = true;
+        pthread_mutex_unlock(&vp->lock); /* let a waiting vCPU in between two requests */
+        pthread_mutex_lock(&vp->lock);
     }
     return any;
 }
@@ -154,7 +153,6 @@ static void serve_all_locked(struct virtio_pci *vp)
         vp->r.isr |= 1;
         update_irq_locked(vp);
     }
-    pthread_cond_broadcast(&vp->cond);
 }
 
 static void *io_thread(void *arg)
@@ -436,7 +434,6 @@ struct virtio_pci *virtio_pci_create(struct machine *m, struct pci_bus *bus, uns
     vp->opaque = opaque;
     vp->ctl_fd = -1;
     pthread_mutex_init(&vp->lock, NULL);
-    pthread_cond_init(&vp->cond, NULL);
     for (unsigned q = 0; q < VIRTIO_MAX_QUEUES; q++)
         vp->q[q].kick_fd = -1;
     reset_locked(vp);
@@ -495,7 +492,6 @@ void virtio_pci_destroy(struct virtio_pci *vp)
     }
     if (vp->ctl_fd >= 0)
         close(vp->ctl_fd);
-    pthread_cond_destroy(&vp->cond);
     pthread_mutex_destroy(&vp->lock);
     free(vp);
 }
