@@ -1413,6 +1413,7 @@ int qcow2_create(const char *path, uint64_t size, uint32_t cluster_size, const c
     }
     if (size > MAX_VIRTUAL_SIZE)
         return -EFBIG;
+    size = (size + 511) & ~511ull; /* whole sectors, as QEMU requires */
     uint64_t per_l2 = cs / 8 * cs;
     uint64_t l1_size = (size + per_l2 - 1) / per_l2;
     if (l1_size == 0)

@@ -38,9 +38,10 @@ uint32_t qcow2_cluster_size(const struct qcow2 *q);
 /* Returns unused reserved clusters, flushes, closes; returns the first error met. */
 int qcow2_close(struct qcow2 *q);
 
-/* Creates a new image (refuses to overwrite: -EEXIST). size 0 with a backing file takes the
- * backing file's size. backing_format is "qcow2", "raw" or NULL (probe the backing file).
- * A relative backing path is stored as given and resolved against the new image's folder. */
+/* Creates a new image (refuses to overwrite: -EEXIST). size is rounded up to 512 bytes; 0 with a
+ * backing file takes the backing file's size. backing_format is "qcow2", "raw" or NULL (probe the
+ * backing file). A relative backing path is stored as given and resolved against the new image's
+ * folder. */
 int qcow2_create(const char *path, uint64_t size, uint32_t cluster_size, const char *backing_path,
                  const char *backing_format);
 

@@ -355,6 +355,8 @@ START_TEST(test_create_plain_and_info)
 {
     ck_assert_int_eq(disk_create_qcow2(tpath("new.qcow2"), 1ull << 40, NULL), 0);
     ck_assert_int_eq(disk_create_qcow2(tpath("new.qcow2"), 1 * MIB, NULL), -EEXIST);
+    ck_assert_int_eq(disk_create_qcow2(tpath("odd.qcow2"), 1000, NULL), 0);
+    ck_assert_int_eq(sh("qemu-img info odd.qcow2 | grep -q '(1024 bytes)'"), 0);
     ck_assert_int_eq(qemu_check(tpath("new.qcow2")), 0);
     ck_assert_int_eq(sh("qemu-img info new.qcow2 | grep -q 'virtual size: 1 TiB' && "
                         "qemu-img info new.qcow2 | grep -q 'cluster_size: 65536'"),
@@ -682,6 +684,16 @@ START_TEST(test_hostile_images)
     struct disk *d = disk_open(img, true, err, sizeof(err));
     ck_assert_msg(d != NULL, "%s", err);
     disk_close(d);
+
+    /* Autoclear bits (say, bitmaps we do not keep) are cleared when we open for writing. */
+    img = fresh();
+    patch_be64(img, 88, 1);
+    d = disk_open(img, false, err, sizeof(err));
+    ck_assert_msg(d != NULL, "%s", err);
+    disk_close(d);
+    ck_assert_int_eq(sh("qemu-img check -q h.qcow2 && od -An -tx1 -j88 -N8 h.qcow2 | "
+                        "grep -q '00 00 00 00 00 00 00 00'"),
+                     0);
 
     img = fresh();
     patch_be64(img, 72, 1ull << 4); /* extended L2 */
