@@ -297,6 +297,12 @@ START_TEST(malformed_chains_need_reset)
     uint16_t bad = QSZ + 3; /* head outside the table */
     ck_assert(!kick(bad, 200));
     expect_broken("head");
+    ram[HDR] = 4; /* a valid flush, but the available index jumps a whole queue ahead */
+    put_desc(0, HDR, 16, 1, 2);
+    put_desc(2, STATUS, 1, 2, 0);
+    avail_idx += QSZ;
+    ck_assert(!kick(0, 200));
+    expect_broken("available index");
     wr(common + 0x14, 1, 0); /* rings outside RAM at enable */
     wr(common + 0x14, 1, 1 | 2);
     wr(common + 0x08, 4, 1);
