@@ -74,6 +74,9 @@
 #define RESERVE_MAX 2048u
 #define RESERVE_BYTES (1u << 20)
 #define FREE_BATCH 64
+/* How far past the end of the file counted clusters may lie (our own reservations are inside
+ * the file; other writers preallocate a little); beyond this the free-cluster scan gives up. */
+#define SCAN_SLACK (256ull << 20)
 
 struct cache_slot {
     uint64_t offset; /* host offset of the cached cluster; 0 = empty slot */
@@ -510,6 +513,8 @@ static int cluster_take(struct qcow2 *q, uint64_t want, uint64_t *cluster, uint6
         int r = refcount_get(q, c, &rc);
         if (r < 0)
             return r;
+        if (rc && (c << q->cluster_bits) > q->file_size + SCAN_SLACK)
+            return -EIO; /* counted clusters far past the end of the file: corrupt */
         if (rc)
             continue;
         uint64_t index = c / q->refblock_entries;
