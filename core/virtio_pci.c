@@ -256,11 +256,14 @@ static uint64_t common_read_locked(struct virtio_pci *vp, unsigned off)
     case 0x1e:
         return vp->r.queue_select; /* queue_notify_off */
     case 0x20:
-        return qr ? qr->desc : 0;
+    case 0x24: /* a 64-bit field read whole or as two dwords */
+        return qr ? qr->desc >> (off & 4 ? 32 : 0) : 0;
     case 0x28:
-        return qr ? qr->driver : 0;
+    case 0x2c:
+        return qr ? qr->driver >> (off & 4 ? 32 : 0) : 0;
     case 0x30:
-        return qr ? qr->device : 0;
+    case 0x34:
+        return qr ? qr->device >> (off & 4 ? 32 : 0) : 0;
     default:
         return 0;
     }

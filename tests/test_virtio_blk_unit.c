@@ -212,6 +212,16 @@ START_TEST(negotiation_and_config)
     wr(common + 0x00, 4, 1);
     ck_assert_uint_eq(rd(common + 0x04, 4) & 1, 1); /* VERSION_1 offered */
     ck_assert_uint_eq(rd(common + 0x12, 2), 1);     /* one queue */
+    wr(common + 0x16, 2, 0);
+    ck_assert_uint_eq(rd(common + 0x28, 8), AVAIL); /* queue addresses read back */
+    ck_assert_uint_eq(rd(common + 0x20, 4), DESC);
+    ck_assert_uint_eq(rd(common + 0x24, 4), 0);
+    ck_assert_uint_eq(rd(common + 0x18, 2), QSZ);
+    wr(common + 0x14, 1, 0); /* after a reset the upper halves are writable and read back */
+    wr(common + 0x16, 2, 0);
+    wr(common + 0x24, 4, 7);
+    ck_assert_uint_eq(rd(common + 0x24, 4), 7);
+    ck_assert_uint_eq(rd(common + 0x20, 8), 7ull << 32);
 }
 END_TEST
 
