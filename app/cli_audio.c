@@ -1,4 +1,5 @@
-/* `vmws volume NAME [0-100|mute|unmute] [--json]`: a VM's sound volume and mute. A new value is
+/* `vmws volume NAME [0-100|up|down|mute|unmute|toggle] [--json]`: a VM's sound volume and mute
+ * (up/down move it by 10; the dashboard's + - m keys use them). A new value is
  * written to [audio] in vm.conf (so it lasts) and, if the VM runs, set in its VMM (control
  * commands set-volume, query-audio), which applies it to the mix before PulseAudio. Without a
  * value it shows the volume and what the sound devices are doing. */
@@ -81,11 +82,21 @@ int cmd_volume(int argc, char **argv)
         } else if (strcmp(value, "unmute") == 0) {
             args = json_pack("{s:b}", "mute", 0);
             cfg.audio.muted = false;
+        } else if (strcmp(value, "toggle") == 0) {
+            cfg.audio.muted = !cfg.audio.muted;
+            args = json_pack("{s:b}", "mute", cfg.audio.muted);
+        } else if (strcmp(value, "up") == 0 || strcmp(value, "down") == 0) {
+            int nv = (int)cfg.audio.volume + (value[0] == 'u' ? 10 : -10);
+            nv = nv < 0 ? 0 : nv > 100 ? 100 : nv;
+            args = json_pack("{s:i}", "volume", nv);
+            cfg.audio.volume = (unsigned)nv;
         } else if (*value && !*end && v >= 0 && v <= 100) {
             args = json_pack("{s:i}", "volume", (int)v);
             cfg.audio.volume = (unsigned)v;
         } else {
-            return cli_usage_error(argv[0], "bad value '%s' (expected 0-100, mute or unmute)",
+            return cli_usage_error(argv[0],
+                                   "bad value '%s' (expected 0-100, up, down, mute, unmute or "
+                                   "toggle)",
                                    value);
         }
         int r = vmconfig_save(p.config, &cfg);
@@ -116,6 +127,11 @@ int cmd_volume(int argc, char **argv)
         if (!r)
             return 1;
         json_decref(r);
+        if (!json) { /* a change answers with the new setting, one line */
+            printf("%s: volume %u%%%s\n", name, cfg.audio.volume,
+                   cfg.audio.muted ? ", muted" : "");
+            return 0;
+        }
     }
     json_t *a = audio_execute(name, &p, "query-audio", NULL);
     if (!a)

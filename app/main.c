@@ -77,10 +77,11 @@ const struct cli_command cli_commands[] = {
      "  its output to stdout until the output has been quiet for --idle MS (default 1000)\n"
      "  after stdin ended, or the VM stops.\n"},
     {"mem", cmd_mem, "NAME [--json]", "show what the VM's memory really costs the host", NULL},
-    {"volume", cmd_volume, "NAME [0-100|mute|unmute] [--json]",
+    {"volume", cmd_volume, "NAME [0-100|up|down|mute|unmute|toggle] [--json]",
      "show or set a running VM's sound volume",
      "  0-100                  volume of everything the VM plays (sound card and PC speaker)\n"
-     "  mute, unmute           silence it, or bring back the volume it had\n"
+     "  up, down               10 louder or quieter\n"
+     "  mute, unmute, toggle   silence it, or bring back the volume it had\n"
      "  Without a value: the volume, the sound card's state and the PulseAudio stream's.\n"},
     {"help", cmd_help, "[COMMAND]", "show help", NULL},
     {"version", cmd_version, "", "show the version", NULL},

@@ -2,7 +2,8 @@
 # The dashboard, driven in tmux like a person would: `vmws` with a fresh $VMWS_HOME creates
 # and starts the default VM (1 GiB, 2 vCPUs) and shows it running; `mem alloc 128` typed into
 # the Console panel makes the Memory panel's allocated figure rise by ~128 MiB within 3 s
-# while apparent stays put; 80x24 and 200x60 layouts (after a resize: SIGWINCH) render
+# while apparent stays put; - and m set the volume and mute; 80x24 and 200x60 layouts (after
+# a resize: SIGWINCH) render
 # without overlap; the ASCII/monochrome fallback renders; q quits and the VM keeps running.
 # Exit 0 pass, 1 fail, 77 skip. Prints the screen it saw on failure.
 set -u
@@ -57,6 +58,16 @@ def main():
                                   apparent0 / (1 << 30)))
         d.keys("Tab")  # leave the console
         d.wait("the console unfocused", lambda s: "typing goes to the guest" not in s, 5)
+
+        step = "- and m set the selected VM's volume (what `vmws volume` then reports)"
+        d.keys("-")
+        d.wait("the volume job", lambda s: "volume 90%" in s, 10)
+        d.keys("m")
+        d.wait("the mute job", lambda s: "volume 90%, muted" in s, 10)
+        vol = json.loads(d.vmws("volume", "default", "--json").stdout)
+        if vol.get("volume") != 90 or vol.get("muted") is not True:
+            raise Fail("after - and m, vmws volume default says %r" % vol)
+        print("ok: - and m: volume 90%, muted")
 
         for w, h in ((80, 24), (200, 60)):
             step = "layout %dx%d" % (w, h)

@@ -494,6 +494,16 @@ static void handle_key(struct dash *d, int k)
     case 's':
         act_suspend_resume(d, v);
         break;
+    case '+':
+    case '=':
+    case '-':
+    case 'm': {
+        const char *how = k == 'm' ? "toggle" : k == '-' ? "down" : "up";
+        char desc[160];
+        snprintf(desc, sizeof(desc), "volume of %s %s", v->name, how);
+        dash_run_action(d, desc, (const char *[]){"volume", v->name, how, NULL}, NULL, NULL);
+        break;
+    }
     case 't':
         default_label(v, buf, sizeof(buf));
         open_prompt(d, PROMPT_TAKE, v->name, NULL, buf, "Snapshot label for %s: ", v->name);
@@ -621,7 +631,7 @@ static void draw_keybar(struct dash *d)
         const char *key, *label;
     } keys[] = {
         {"Enter", "start/stop"}, {"s", "suspend"}, {"t", "take"},
-        {"r", "revert"},         {"d", "delete"},  {"n", "new"},
+        {"r", "revert"},         {"d", "delete"},  {"n", "new"},    {"-=m", "volume"},
         {"Tab", "focus"},        {"?", "help"},    {"q", "quit"},
     };
     const int n = (int)(sizeof(keys) / sizeof(keys[0]));
@@ -658,6 +668,7 @@ static const char *const help_lines[] = {
     "         is first kept as an automatic node, so nothing is lost",
     "  d      delete the highlighted snapshot (asks, showing what the merge needs)",
     "  n      new VM (NAME MEMORY CPUS), created and started",
+    "  - = m  sound volume of the selected VM down or up by 10 (+ too), mute on/off",
     "  Tab    focus VMs, Snapshots or Console (in the Console keys go to the",
     "         guest; Tab or Ctrl-] leave it, PgUp/PgDn scroll back)",
     "  Up/Dn  select a VM or a snapshot        q  quit (VMs keep running)",
