@@ -180,7 +180,10 @@ static int blk_handle_chain(void *opaque, unsigned queue, struct virtq_chain *c,
     case VIRTIO_BLK_T_OUT: {
         bool in = type == VIRTIO_BLK_T_IN;
         uint64_t len = in ? data_in : data_out;
-        if (len % SECTOR || !range_ok(b, sector, len))
+        /* Bounded by what config space promises (seg_max segments of size_max), which also
+         * keeps the used length inside an int. */
+        if (len % SECTOR || len > (uint64_t)SIZE_MAX_BYTES * (VIRTQ_MAX_SIZE - 2) ||
+            !range_ok(b, sector, len))
             status = VIRTIO_BLK_S_IOERR;
         else if (blk_data(b, c, in, sector * SECTOR, len) < 0)
             status = VIRTIO_BLK_S_IOERR;
