@@ -121,9 +121,30 @@ static void destroy_machine_locked(struct vmm *v)
 }
 
 /* Saves the machine and every device (paused). */
+/* Devices with requests of their own in flight (the disk's I/O thread) first reach a quiet
+ * point; one that cannot within the bound fails the save, and the VM runs on unchanged. */
+static int quiesce_devices_locked(struct vmm *v)
+{
+    char err[256];
+    if (v->blk && virtio_blk_quiesce(v->blk, 2000, err, sizeof(err)) < 0) {
+        vmm_log("cannot save the machine: %s", err);
+        return -ETIMEDOUT;
+    }
+    return 0;
+}
+
+static void unquiesce_devices_locked(struct vmm *v)
+{
+    if (v->blk)
+        virtio_blk_resume(v->blk);
+}
+
 int save_all_locked(struct vmm *v, struct state_writer *w)
 {
-    int r = machine_save_state(&v->m, w);
+    int r = quiesce_devices_locked(v);
+    if (r < 0)
+        return r;
+    r = machine_save_state(&v->m, w);
     if (r == 0)
         r = serial_save(v->serial, w);
     if (r == 0)
@@ -140,6 +161,7 @@ int save_all_locked(struct vmm *v, struct state_writer *w)
         r = audio_save(v->audio, w);
     if (r == 0 && v->blk)
         r = virtio_blk_save(v->blk, w);
+    unquiesce_devices_locked(v);
     return r < 0 ? r : w->error;
 }
 
@@ -149,13 +171,20 @@ int load_all_locked(struct vmm *v, const struct state_reader *r, char *err, size
     int rc = machine_check_state(&v->m, r, err, errlen);
     if (rc < 0)
         return rc;
+    if (quiesce_devices_locked(v) < 0) {
+        snprintf(err, errlen, "the disk did not reach a quiet point within 2 s (see vmm.log)");
+        return -ETIMEDOUT;
+    }
     if (serial_load(v->serial, r) || rtc_load(v->rtc, r) || i8042_load(v->i8042, r) ||
         pci_load(v->pci, r) || pm_load(v->pm, r) || (v->display && display_load(v->display, r)) ||
         (v->audio && audio_load(v->audio, r)) || (v->blk && virtio_blk_load(v->blk, r))) {
         snprintf(err, errlen, "the saved state's device records do not fit this machine");
-        return -EINVAL;
+        rc = -EINVAL;
+    } else {
+        rc = machine_load_state(&v->m, r, true, err, errlen);
     }
-    return machine_load_state(&v->m, r, true, err, errlen);
+    unquiesce_devices_locked(v);
+    return rc;
 }
 
 static int create_machine_locked(struct vmm *v, char *err, size_t errlen)
