@@ -5,6 +5,7 @@
  * is dropped. Requests are lines of at most CTL_LINE_MAX bytes; other threads hand events to
  * the server thread through a locked queue and an eventfd. */
 #include "core/ctl.h"
+#include "core/linebuf.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -29,40 +30,6 @@
 #define CTL_EVENTS_QUEUE_MAX (4 << 20) /* events waiting for the server thread */
 #define CTL_CLIENTS_MAX 64
 
-struct buf {
-    char *data;
-    size_t len, cap;
-};
-
-static int buf_append(struct buf *b, const void *p, size_t n)
-{
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *d = realloc(b->data, cap);
-        if (!d)
-            return -ENOMEM;
-        b->data = d;
-        b->cap = cap;
-    }
-    memcpy(b->data + b->len, p, n);
-    b->len += n;
-    b->data[b->len] = '\0';
-    return 0;
-}
-
-static void buf_consume(struct buf *b, size_t n)
-{
-    memmove(b->data, b->data + n, b->len - n);
-    b->len -= n;
-}
-
-static void buf_free(struct buf *b)
-{
-    free(b->data);
-    memset(b, 0, sizeof(*b));
-}
 
 /* ---- listening socket (shared with the console server) ------------------------------------ */
 

@@ -3,6 +3,7 @@
  * The one idea: replies and events share one stream, so while waiting for a reply the client
  * keeps the events it reads (up to CTL_CLIENT_EVENTS_MAX) for ctl_client_next_event(). */
 #include "core/ctl.h"
+#include "core/linebuf.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -19,40 +20,6 @@
 #define CTL_CLIENT_LINE_MAX (64 << 20) /* longest reply line the client accepts */
 #define CTL_CLIENT_EVENTS_MAX 256      /* events a client keeps while waiting for a reply */
 
-struct buf {
-    char *data;
-    size_t len, cap;
-};
-
-static int buf_append(struct buf *b, const void *p, size_t n)
-{
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *d = realloc(b->data, cap);
-        if (!d)
-            return -ENOMEM;
-        b->data = d;
-        b->cap = cap;
-    }
-    memcpy(b->data + b->len, p, n);
-    b->len += n;
-    b->data[b->len] = '\0';
-    return 0;
-}
-
-static void buf_consume(struct buf *b, size_t n)
-{
-    memmove(b->data, b->data + n, b->len - n);
-    b->len -= n;
-}
-
-static void buf_free(struct buf *b)
-{
-    free(b->data);
-    memset(b, 0, sizeof(*b));
-}
 
 struct ctl_client {
     int fd;
