@@ -44,6 +44,12 @@ int cli_getopt(int argc, char **argv, const struct option *longopts);
  * naming WHAT (e.g. "NAME") otherwise. Returns 0 or EXIT_USAGE. */
 int cli_positional(int argc, char **argv, int n, const char *what);
 
+/* The common command line "[--json] [--yes] POSITIONALS": --help prints the usage and returns
+ * -1; --json sets *JSON (an error if JSON is NULL); --yes is accepted (commands that would ask
+ * for confirmation on a terminal don't ask with it); then exactly NPOS positionals (named
+ * WHAT in errors). Returns 0, -1 (help shown) or EXIT_USAGE. */
+int cli_parse_common(int argc, char **argv, int npos, const char *what, bool *json);
+
 /* Looks up VM NAME: validates the name, fills paths, checks the directory exists and (if CFG)
  * loads its config. On failure prints the error and returns 1. */
 int cli_vm_open(const char *name, struct vm_paths *p, struct vm_config *cfg);

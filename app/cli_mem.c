@@ -109,27 +109,10 @@ static json_t *measure_off(const struct vm_config *cfg, const struct vm_paths *p
 
 int cmd_mem(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"json", no_argument, NULL, 'j'},
-        {"help", no_argument, NULL, 'h'},
-        {0},
-    };
     bool json = false;
-    int c;
-    while ((c = cli_getopt(argc, argv, opts)) != -1) {
-        switch (c) {
-        case 'h':
-            return cli_print_help(argv[0]);
-        case 'j':
-            json = true;
-            break;
-        default:
-            return EXIT_USAGE;
-        }
-    }
-    int rc = cli_positional(argc, argv, 1, "the VM's NAME");
+    int rc = cli_parse_common(argc, argv, 1, "the VM's NAME", &json);
     if (rc)
-        return rc;
+        return rc < 0 ? 0 : rc;
     const char *name = argv[optind];
     struct vm_paths p;
     struct vm_config cfg;

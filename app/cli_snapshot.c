@@ -43,31 +43,9 @@ static void wait_vmm_exit(const struct vm_paths *p, pid_t pid)
         usleep(50000);
 }
 
-static int usage_and_name(int argc, char **argv, int npos, const char *what, bool *json)
-{
-    static const struct option opts[] = {
-        {"json", no_argument, NULL, 'j'},
-        {"yes", no_argument, NULL, 'y'},
-        {"help", no_argument, NULL, 'h'},
-        {0},
-    };
-    int c;
-    while ((c = cli_getopt(argc, argv, opts)) != -1) {
-        if (c == 'h') {
-            cli_print_help(argv[0]);
-            return -1;
-        }
-        if (c == 'j' && json)
-            *json = true;
-        else if (c != 'y')
-            return EXIT_USAGE;
-    }
-    return cli_positional(argc, argv, npos, what);
-}
-
 int cmd_suspend(int argc, char **argv)
 {
-    int rc = usage_and_name(argc, argv, 1, "the VM's NAME", NULL);
+    int rc = cli_parse_common(argc, argv, 1, "the VM's NAME", NULL);
     if (rc)
         return rc < 0 ? 0 : rc;
     const char *name = argv[optind];
@@ -108,7 +86,7 @@ int cmd_suspend(int argc, char **argv)
 
 int cmd_resume(int argc, char **argv)
 {
-    int rc = usage_and_name(argc, argv, 1, "the VM's NAME", NULL);
+    int rc = cli_parse_common(argc, argv, 1, "the VM's NAME", NULL);
     if (rc)
         return rc < 0 ? 0 : rc;
     const char *name = argv[optind];
@@ -483,7 +461,7 @@ int cmd_snapshot(int argc, char **argv)
     argc--;
     argv++;
     bool two = strcmp(sub, "list") != 0;
-    int rc = usage_and_name(argc, argv, two ? 2 : 1, two ? "NAME and LABEL" : "the VM's NAME", &json);
+    int rc = cli_parse_common(argc, argv, two ? 2 : 1, two ? "NAME and LABEL" : "the VM's NAME", &json);
     if (rc)
         return rc < 0 ? 0 : rc;
     const char *name = argv[optind], *label = two ? argv[optind + 1] : NULL;

@@ -71,6 +71,29 @@ int cli_positional(int argc, char **argv, int n, const char *what)
     return 0;
 }
 
+int cli_parse_common(int argc, char **argv, int npos, const char *what, bool *json)
+{
+    static const struct option opts[] = {
+        {"json", no_argument, NULL, 'j'},
+        {"yes", no_argument, NULL, 'y'},
+        {"help", no_argument, NULL, 'h'},
+        {0},
+    };
+    int c;
+    while ((c = cli_getopt(argc, argv, opts)) != -1) {
+        if (c == 'h') {
+            cli_print_help(argv[0]);
+            return -1;
+        }
+        if (c == 'j' && json)
+            *json = true;
+        else if (c != 'y')
+            return c == 'j' ? cli_usage_error(argv[0], "--json is not an option of this command")
+                            : EXIT_USAGE;
+    }
+    return cli_positional(argc, argv, npos, what);
+}
+
 int cli_vm_open(const char *name, struct vm_paths *p, struct vm_config *cfg)
 {
     if (!vm_name_valid(name))

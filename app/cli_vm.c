@@ -266,27 +266,10 @@ static int name_cmp(const void *a, const void *b)
 
 int cmd_list(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"json", no_argument, NULL, 'j'},
-        {"help", no_argument, NULL, 'h'},
-        {0},
-    };
     bool json = false;
-    int c;
-    while ((c = cli_getopt(argc, argv, opts)) != -1) {
-        switch (c) {
-        case 'h':
-            return cli_print_help(argv[0]);
-        case 'j':
-            json = true;
-            break;
-        default:
-            return EXIT_USAGE;
-        }
-    }
-    int rc = cli_positional(argc, argv, 0, "");
+    int rc = cli_parse_common(argc, argv, 0, "", &json);
     if (rc)
-        return rc;
+        return rc < 0 ? 0 : rc;
     char home[PATH_MAX];
     rc = paths_home(home, sizeof(home));
     if (rc < 0)
@@ -388,27 +371,10 @@ static void disk_print(const struct vm_config *cfg, json_t *d)
 
 int cmd_status(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"json", no_argument, NULL, 'j'},
-        {"help", no_argument, NULL, 'h'},
-        {0},
-    };
     bool json = false;
-    int c;
-    while ((c = cli_getopt(argc, argv, opts)) != -1) {
-        switch (c) {
-        case 'h':
-            return cli_print_help(argv[0]);
-        case 'j':
-            json = true;
-            break;
-        default:
-            return EXIT_USAGE;
-        }
-    }
-    int rc = cli_positional(argc, argv, 1, "the VM's NAME");
+    int rc = cli_parse_common(argc, argv, 1, "the VM's NAME", &json);
     if (rc)
-        return rc;
+        return rc < 0 ? 0 : rc;
     const char *name = argv[optind];
     struct vm_paths p;
     struct vm_config cfg;

@@ -270,11 +270,7 @@ struct console_server *console_server_start(const char *sock_path, const char *l
     }
     if (ctl_listener_open(&s->listener, sock_path, err, errlen) < 0)
         goto fail;
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    int rc = pthread_create(&s->thread, NULL, server_main, s);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    int rc = ctl_start_thread(&s->thread, server_main, s);
     if (rc != 0) {
         snprintf(err, errlen, "cannot start the console thread: %s", strerror(rc));
         goto fail;

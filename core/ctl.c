@@ -90,6 +90,16 @@ int ctl_listener_open(struct ctl_listener *l, const char *path, char *err, size_
     return 0;
 }
 
+int ctl_start_thread(pthread_t *thread, void *(*fn)(void *), void *arg)
+{
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int rc = pthread_create(thread, NULL, fn, arg);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return rc;
+}
+
 void ctl_listener_close(struct ctl_listener *l)
 {
     if (l->fd < 0)
@@ -433,12 +443,7 @@ struct ctl_server *ctl_server_start(const char *path, json_t *greeting,
     if (ctl_listener_open(&s->listener, path, err, errlen) < 0)
         goto fail;
 
-    /* The server thread takes no signals: they belong to the VMM's own threads. */
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    int rc = pthread_create(&s->thread, NULL, server_main, s);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    int rc = ctl_start_thread(&s->thread, server_main, s);
     if (rc != 0) {
         snprintf(err, errlen, "cannot start the control socket thread: %s", strerror(rc));
         goto fail;

@@ -7,6 +7,7 @@
 #define VMWS_CTL_H
 
 #include <jansson.h>
+#include <pthread.h>
 #include <stddef.h>
 
 struct ctl_error {
@@ -61,5 +62,8 @@ struct ctl_listener {
 int ctl_listener_open(struct ctl_listener *l, const char *path, char *err, size_t errlen);
 /* Closes the socket and unlinks its file if it is still the one we bound. */
 void ctl_listener_close(struct ctl_listener *l);
+/* Starts a socket server's thread with every signal blocked (signals belong to the VMM's own
+ * threads). Returns 0 or the pthread error number. */
+int ctl_start_thread(pthread_t *thread, void *(*fn)(void *), void *arg);
 
 #endif
