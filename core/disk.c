@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/imglock.h"
 #include "core/qcow2.h"
 
 struct disk {
@@ -82,6 +83,11 @@ struct disk *disk_open_format(const char *path, const char *format, bool read_on
         }
         d->size = qcow2_size(d->qcow2);
     } else {
+        if (imglock_acquire(fd, path, !read_only, err, errlen) < 0) { /* qcow2 locks its own fd */
+            close(fd);
+            free(d);
+            return NULL;
+        }
         d->fd = fd;
         off_t end = lseek(fd, 0, SEEK_END); /* block devices too */
         d->size = end < 0 ? (uint64_t)st.st_size : (uint64_t)end;

@@ -22,6 +22,7 @@
 #include <zlib.h>
 
 #include "core/disk.h"
+#include "core/imglock.h"
 
 #define QCOW2_MAGIC 0x514649fbu /* "QFI\xfb" */
 #define HEADER_V3_LEN 104u
@@ -1296,6 +1297,8 @@ struct qcow2 *qcow2_open(const char *path, bool read_only, unsigned depth, char 
         set_err(err, errlen, "%s: %s", path, strerror(errno));
         goto fail;
     }
+    if (imglock_acquire(q->fd, path, !read_only, err, errlen) < 0) /* before the first write */
+        goto fail;
     struct stat st;
     if (fstat(q->fd, &st) < 0) {
         set_err(err, errlen, "%s: %s", path, strerror(errno));
