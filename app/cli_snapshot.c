@@ -12,6 +12,7 @@
 
 #include "app/cli.h"
 #include "core/snapshot.h"
+#include "core/disksnap.h"
 #include "core/snapstore.h"
 
 #define OP_TIMEOUT_MS 120000
@@ -183,29 +184,101 @@ static json_t *tree_json(const struct vm_session *s)
     return j;
 }
 
-static int take_offline(struct vm_session *s, const char *label)
+/* A powered-off VM's snapshot is disk-only: its disk image is frozen with the node and the VM
+ * will write a new overlay on it. AUTOMATIC nodes keep a present that a revert replaces. */
+static int take_offline(struct vm_session *s, struct snap_tree *t, const char *label,
+                        bool automatic, char *err, size_t errlen)
+{
+    char frozen[SNAP_DISK_MAX], overlay[SNAP_DISK_MAX] = "";
+    snprintf(frozen, sizeof(frozen), "%s", disksnap_active(t, s->cfg.disk.path));
+    if (frozen[0] && disksnap_overlay(t, frozen, overlay, sizeof(overlay), err, errlen) < 0)
+        return -EIO;
+    struct snap_node *n = snap_add(t, label, t->current);
+    char path[PATH_MAX];
+    int rc = n ? 0 : -ENOMEM;
+    if (n) {
+        snprintf(n->vm_state, sizeof(n->vm_state), "off");
+        snprintf(n->disk, sizeof(n->disk), "%s", frozen);
+        n->automatic = automatic;
+        n->mem_bytes = page_delta_file_bytes(0);
+        snap_path(t, n->id, "mem", path, sizeof(path));
+        rc = page_delta_write(path, NULL, 0, NULL, err, errlen);
+    }
+    if (rc == 0) {
+        snprintf(t->current, sizeof(t->current), "%s", n->id);
+        if (overlay[0])
+            snprintf(t->disk_active, sizeof(t->disk_active), "%s", overlay);
+        rc = snap_tree_save(t, err, errlen);
+    }
+    if (rc < 0)
+        disksnap_discard(t, overlay);
+    return rc;
+}
+
+static int snap_take_offline(struct vm_session *s, const char *label)
 {
     struct snap_tree t;
     if (load_tree(s, &t))
         return 1;
-    struct snap_node *n = snap_add(&t, label, t.current);
-    char err[512], path[PATH_MAX];
-    int rc = n ? 0 : -ENOMEM;
-    if (n) {
-        snprintf(n->vm_state, sizeof(n->vm_state), "off");
-        n->mem_bytes = page_delta_file_bytes(0);
-        snap_path(&t, n->id, "mem", path, sizeof(path));
-        rc = page_delta_write(path, NULL, 0, NULL, err, sizeof(err));
-        if (rc == 0) {
-            snprintf(t.current, sizeof(t.current), "%s", n->id);
-            rc = snap_tree_save(&t, err, sizeof(err));
-        }
-    }
+    char err[512];
+    int rc = take_offline(s, &t, label, false, err, sizeof(err));
     if (rc == 0)
-        printf("took snapshot %s of %s (powered off: no memory, %s)\n", label, s->name,
-               "disk-only");
+        printf("took snapshot %s of %s (powered off: %s)\n", label, s->name,
+               s->cfg.disk.path[0] ? "disk-only" : "it has no memory and no disk");
     snap_tree_free(&t);
     return rc ? cli_error("cannot take snapshot %s of %s: %s", label, s->name, err) : 0;
+}
+
+/* A powered-off VM's disk as it is now, kept as an automatic node before a revert replaces it
+ * (unless nothing was written since the current node). */
+static int keep_offline_disk(struct vm_session *s, struct snap_tree *t, const char *target_label,
+                             char *err, size_t errlen)
+{
+    const char *active = disksnap_active(t, s->cfg.disk.path);
+    if (!t->disk_active[0] || !disksnap_has_data(t, active))
+        return 0;
+    char label[SNAP_LABEL_MAX];
+    snprintf(label, sizeof(label), "auto-before-%.40s", target_label);
+    int rc = take_offline(s, t, label, true, err, errlen);
+    if (rc == 0)
+        printf("kept the disk as it was as snapshot %s [%s]\n", label, t->current);
+    return rc;
+}
+
+/* Reverting a powered-off VM to a powered-off (disk-only) node: a fresh overlay on its disk. */
+static int revert_offline(struct vm_session *s, const char *key)
+{
+    struct snap_tree t;
+    if (load_tree(s, &t))
+        return 1;
+    char err[512] = "", tid[SNAP_ID_MAX], overlay[SNAP_DISK_MAX] = "", old[SNAP_DISK_MAX];
+    struct snap_node *target = snap_find(&t, key);
+    int rc = target && !target->deleting ? 0 : -ENOENT;
+    if (rc == 0) {
+        snprintf(tid, sizeof(tid), "%s", target->id);
+        rc = keep_offline_disk(s, &t, target->label, err, sizeof(err));
+    }
+    target = rc == 0 ? snap_find(&t, tid) : NULL;
+    snprintf(old, sizeof(old), "%s", t.disk_active);
+    if (target && target->disk[0])
+        rc = disksnap_overlay(&t, target->disk, overlay, sizeof(overlay), err, sizeof(err));
+    if (rc == 0 && target) {
+        snprintf(t.current, sizeof(t.current), "%s", tid);
+        if (overlay[0])
+            snprintf(t.disk_active, sizeof(t.disk_active), "%s", overlay);
+        rc = snap_tree_save(&t, err, sizeof(err));
+        if (rc == 0 && overlay[0]) /* the old overlay: empty, or kept above */
+            disksnap_discard(&t, old);
+        else if (rc < 0)
+            disksnap_discard(&t, overlay);
+    }
+    snap_tree_free(&t);
+    if (rc == -ENOENT && !err[0])
+        return cli_error("VM '%s' has no snapshot '%s' it can revert to", s->name, key);
+    if (rc < 0)
+        return cli_error("cannot revert %s to %s: %s", s->name, key, err);
+    printf("reverted %s to %s (disk-only snapshot); it is off\n", s->name, key);
+    return 0;
 }
 
 static int snap_cmd_take(const char *name, const char *label, bool json)
@@ -214,7 +287,7 @@ static int snap_cmd_take(const char *name, const char *label, bool json)
     if (session_open(&s, name))
         return 1;
     if (!s.st.running && !s.st.suspended)
-        return take_offline(&s, label);
+        return snap_take_offline(&s, label);
     bool was_suspended = s.st.suspended;
     if (session_attach(&s, false))
         return 1;
@@ -264,8 +337,21 @@ static int snap_cmd_revert(const char *name, const char *key, bool json)
     bool was_off = !s.st.running && !s.st.suspended;
     if (was_off && strcmp(target_state, "off") == 0) {
         json_decref(tree);
-        return cli_error("VM '%s' is off and snapshot '%s' is of it powered off: nothing to do",
-                         name, key);
+        return revert_offline(&s, key);
+    }
+    if (was_off && s.cfg.disk.path[0]) { /* the VMM below keeps no present: keep its disk */
+        struct snap_tree t;
+        char err[512];
+        int krc = load_tree(&s, &t) ? -EINVAL
+                                    : keep_offline_disk(&s, &t, json_string_value(json_object_get(
+                                                                    found, "label")),
+                                                        err, sizeof(err));
+        if (krc == 0)
+            snap_tree_free(&t);
+        if (krc < 0) {
+            json_decref(tree);
+            return krc == -EINVAL ? 1 : cli_error("cannot keep the disk of %s: %s", name, err);
+        }
     }
     if (session_attach(&s, true)) {
         json_decref(tree);
@@ -297,6 +383,20 @@ static int snap_cmd_revert(const char *name, const char *key, bool json)
     return 0;
 }
 
+/* Seed 004: what a delete will do and the free space it needs, said before it starts. */
+static void print_delete_cost(const char *key, uint64_t mem_needs, enum disksnap_how how,
+                              uint64_t disk_needs)
+{
+    static const char *const disk_how[] = {
+        "", "; its disk image is removed (nothing is based on it)",
+        "; its disk is streamed into the images based on it",
+        "; the one disk image based on it is committed into it"};
+    printf("deleting %s merges its pages into its children%s: needs %.1f MiB free (memory %.1f "
+           "MiB, disk %.1f MiB)\n",
+           key, disk_how[how], (double)(mem_needs + disk_needs) / (1 << 20),
+           (double)mem_needs / (1 << 20), (double)disk_needs / (1 << 20));
+}
+
 static int snap_cmd_delete(const char *name, const char *key)
 {
     struct vm_session s;
@@ -309,11 +409,13 @@ static int snap_cmd_delete(const char *name, const char *key)
             return 1;
         struct snap_node *n = snap_find(&t, key);
         uint64_t needs = 0;
+        struct disksnap_plan plan;
         int rc = n ? snapshot_delete_cost(&t, n, &needs, err, sizeof(err)) : -ENOENT;
+        if (rc == 0)
+            rc = disksnap_plan(&t, n, NULL, &plan, err, sizeof(err));
         if (rc == 0) {
-            printf("deleting %s merges its pages into its children: needs %.1f MiB free\n", key,
-                   (double)needs / (1 << 20));
-            rc = snapshot_delete(&t, n, NULL, 0, err, sizeof(err));
+            print_delete_cost(key, needs, plan.how, plan.needs);
+            rc = snapshot_delete(&t, n, &plan, NULL, 0, err, sizeof(err));
         }
         snap_tree_free(&t);
         if (rc == -ENOENT)
@@ -329,8 +431,12 @@ static int snap_cmd_delete(const char *name, const char *key)
                               json_pack("{s:s, s:b}", "id", key, "dry_run", 1));
     json_t *r = NULL;
     if (cost) {
-        printf("deleting %s merges its pages into its children: needs %.1f MiB free\n", key,
-               (double)json_integer_value(json_object_get(cost, "needs_bytes")) / (1 << 20));
+        const char *how = json_string_value(json_object_get(cost, "disk_merge"));
+        enum disksnap_how h = DISKSNAP_NONE;
+        while (how && h < DISKSNAP_COMMIT && strcmp(disksnap_how_name(h), how) != 0)
+            h++;
+        print_delete_cost(key, (uint64_t)json_integer_value(json_object_get(cost, "memory_needs_bytes")),
+                          h, (uint64_t)json_integer_value(json_object_get(cost, "disk_needs_bytes")));
         r = vm_execute(name, &s.p, "snapshot-delete", json_pack("{s:s}", "id", key));
     }
     int rc = session_close(&s, true);

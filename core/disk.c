@@ -161,6 +161,25 @@ static int raw_zero(int fd, uint64_t offset, uint64_t len)
     return 0;
 }
 
+struct disk *disk_open_layer(const char *path, char *err, size_t errlen)
+{
+    struct disk *d = calloc(1, sizeof(*d));
+    if (!d) {
+        set_err(err, errlen, "%s: out of memory", path);
+        return NULL;
+    }
+    d->read_only = true;
+    d->fd = -1;
+    d->qcow2 = qcow2_open(path, true, QCOW2_ALONE, err, errlen);
+    if (!d->qcow2) {
+        free(d);
+        return NULL;
+    }
+    d->size = qcow2_size(d->qcow2);
+    pthread_mutex_init(&d->lock, NULL);
+    return d;
+}
+
 int disk_read(struct disk *d, uint64_t offset, void *buf, size_t len)
 {
     int r = check_range(d, offset, len);
@@ -250,4 +269,60 @@ int disk_close(struct disk *d)
 int disk_create_qcow2(const char *path, uint64_t size, const char *backing)
 {
     return qcow2_create(path, size, QCOW2_DEFAULT_CLUSTER_SIZE, backing, NULL);
+}
+
+uint32_t disk_granule(const struct disk *d)
+{
+    return d->qcow2 ? qcow2_cluster_size(d->qcow2) : 0;
+}
+
+/* Raw: the file's data extents (holes read as zeroes and there is no backing file). */
+static int raw_layer_map(int fd, uint64_t size, uint32_t granule, uint64_t *bitmap)
+{
+    off_t at = 0;
+    while ((uint64_t)at < size) {
+        off_t data = lseek(fd, at, SEEK_DATA);
+        if (data < 0)
+            return errno == ENXIO ? 0 : -errno;
+        off_t hole = lseek(fd, data, SEEK_HOLE);
+        if (hole < 0)
+            return -errno;
+        if ((uint64_t)hole > size)
+            hole = (off_t)size;
+        for (uint64_t b = (uint64_t)data / granule; b * granule < (uint64_t)hole; b++)
+            bitmap[b / 64] |= 1ull << (b % 64);
+        at = hole;
+    }
+    return 0;
+}
+
+int disk_layer_map(struct disk *d, uint32_t granule, uint64_t *bitmap)
+{
+    if (!granule || (granule & (granule - 1)))
+        return -EINVAL;
+    pthread_mutex_lock(&d->lock);
+    int r = d->qcow2 ? qcow2_layer_map(d->qcow2, granule, bitmap)
+                     : raw_layer_map(d->fd, d->size, granule, bitmap);
+    pthread_mutex_unlock(&d->lock);
+    return r;
+}
+
+int disk_backing_name(const char *path, char *out, size_t len)
+{
+    unsigned char magic[4];
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    bool qcow2 = pread(fd, magic, sizeof(magic), 0) == 4 && qcow2_probe(magic, 4);
+    close(fd);
+    if (!qcow2) {
+        out[0] = 0;
+        return 0;
+    }
+    return qcow2_backing_name(path, out, len);
+}
+
+int disk_set_backing(const char *path, const char *backing)
+{
+    return qcow2_set_backing(path, backing, NULL);
 }

@@ -15,6 +15,8 @@ struct disk *disk_open(const char *path, bool read_only, char *err, size_t errle
 /* format "raw", "qcow2" or NULL (probe); depth is the position in a backing chain (0 = top). */
 struct disk *disk_open_format(const char *path, const char *format, bool read_only, unsigned depth,
                               char *err, size_t errlen);
+/* A qcow2 image alone, read-only, without its backing file: what it lacks reads as zeroes. */
+struct disk *disk_open_layer(const char *path, char *err, size_t errlen);
 int disk_read(struct disk *d, uint64_t offset, void *buf, size_t len);
 int disk_write(struct disk *d, uint64_t offset, const void *buf, size_t len);
 int disk_flush(struct disk *d);
@@ -25,6 +27,18 @@ uint64_t disk_size(const struct disk *d);
 /* "raw" or "qcow2". */
 const char *disk_format(const struct disk *d);
 int disk_close(struct disk *d);
+
+/* Cluster size of a qcow2 image, 0 for raw (any granule maps it). */
+uint32_t disk_granule(const struct disk *d);
+/* One bit per GRANULE bytes (a power of two, at most disk_granule() when that is not 0) in
+ * BITMAP (zeroed by the caller) where this image itself holds data rather than its backing
+ * file: qcow2's allocated and zero clusters, a raw file's data extents. */
+int disk_layer_map(struct disk *d, uint32_t granule, uint64_t *bitmap);
+/* The backing file name stored in the image at PATH, as written ("" for none or raw). */
+int disk_backing_name(const char *path, char *out, size_t len);
+/* Makes the qcow2 image at PATH name BACKING (relative to PATH's folder; NULL: none) as its
+ * backing file without touching data (`qemu-img rebase -u`). */
+int disk_set_backing(const char *path, const char *backing);
 
 /* A new qcow2 image (64 KiB clusters); backing may be NULL. size 0 with a backing file takes
  * its size. Refuses to overwrite an existing file. */

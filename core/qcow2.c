@@ -1352,7 +1352,7 @@ struct qcow2 *qcow2_open(const char *path, bool read_only, unsigned depth, char 
         set_err(err, errlen, "%s: out of memory", path);
         goto fail;
     }
-    if (open_backing(q, hdr, hdr_len, depth, err, errlen) < 0)
+    if (depth != QCOW2_ALONE && open_backing(q, hdr, hdr_len, depth, err, errlen) < 0)
         goto fail;
     if (autoclear_reset(q, hdr) < 0) {
         set_err(err, errlen, "%s: cannot update the header: %s", path, strerror(errno));
@@ -1385,6 +1385,39 @@ static int write_all(int fd, const void *buf, size_t len, uint64_t off)
     return 0;
 }
 
+/* The format (unless BACKING_FORMAT names it) and size of BACKING_PATH, resolved as an image at
+ * PATH resolves it (relative to its folder). Read from the header without opening the image:
+ * it may be in use (locked) by a running VM, and `qemu-img create -u` does not open it either. */
+static int probe_backing(const char *path, const char *backing_path, const char *backing_format,
+                         char *fmt, size_t fmtlen, uint64_t *size)
+{
+    char full[PATH_MAX], dir[PATH_MAX];
+    snprintf(dir, sizeof(dir), "%s", path);
+    if (backing_path[0] == '/')
+        snprintf(full, sizeof(full), "%s", backing_path);
+    else if (snprintf(full, sizeof(full), "%s/%s", dirname(dir), backing_path) >=
+             (int)sizeof(full))
+        return -ENAMETOOLONG;
+    int fd = open(full, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    uint8_t h[HEADER_V3_LEN] = {0};
+    struct stat st;
+    ssize_t n = pread(fd, h, sizeof(h), 0);
+    int r = fstat(fd, &st) < 0 ? -errno : 0;
+    close(fd);
+    bool qcow2 = n >= 32 && qcow2_probe(h, (size_t)n);
+    if (r == 0 && backing_format && strcmp(backing_format, "qcow2") == 0 && !qcow2)
+        r = -EINVAL;
+    if (backing_format) /* a raw image may well hold a qcow2 header: the caller knows */
+        qcow2 = strcmp(backing_format, "qcow2") == 0;
+    if (r < 0)
+        return r;
+    snprintf(fmt, fmtlen, "%s", qcow2 ? "qcow2" : "raw");
+    *size = qcow2 ? get_be64(h + H_SIZE) : (uint64_t)st.st_size;
+    return 0;
+}
+
 /* Layout: cluster 0 header (+ backing format extension and name), 1 refcount table, 2 refcount
  * block, 3.. L1 table. Written to a temporary name, fsynced, then linked into place. */
 int qcow2_create(const char *path, uint64_t size, uint32_t cluster_size, const char *backing_path,
@@ -1402,22 +1435,12 @@ int qcow2_create(const char *path, uint64_t size, uint32_t cluster_size, const c
             return -EINVAL;
         if (backing_format && strcmp(backing_format, "raw") && strcmp(backing_format, "qcow2"))
             return -EINVAL;
-        /* Open the backing file as the new image will: relative to its folder. */
-        char full[PATH_MAX], dir[PATH_MAX];
-        snprintf(dir, sizeof(dir), "%s", path);
-        if (backing_path[0] == '/')
-            snprintf(full, sizeof(full), "%s", backing_path);
-        else if (snprintf(full, sizeof(full), "%s/%s", dirname(dir), backing_path) >=
-                 (int)sizeof(full))
-            return -ENAMETOOLONG;
-        char e[256];
-        struct disk *b = disk_open_format(full, backing_format, true, 1, e, sizeof(e));
-        if (!b)
-            return -ENOENT;
-        snprintf(fmt, sizeof(fmt), "%s", disk_format(b));
+        uint64_t bsize;
+        int r = probe_backing(path, backing_path, backing_format, fmt, sizeof(fmt), &bsize);
+        if (r < 0)
+            return r;
         if (size == 0)
-            size = disk_size(b);
-        disk_close(b);
+            size = bsize;
     }
     if (size > MAX_VIRTUAL_SIZE)
         return -EFBIG;
@@ -1498,5 +1521,124 @@ int qcow2_create(const char *path, uint64_t size, uint32_t cluster_size, const c
             close(dfd);
         }
     }
+    return r;
+}
+
+int qcow2_layer_map(struct qcow2 *q, uint32_t granule, uint64_t *bitmap)
+{
+    if (!granule || granule > q->cluster_size || (granule & (granule - 1)))
+        return -EINVAL;
+    uint64_t nclusters = (q->size + q->cluster_size - 1) >> q->cluster_bits;
+    uint64_t per = q->cluster_size / granule, nbits = (q->size + granule - 1) / granule;
+    for (uint64_t vc = 0; vc < nclusters; vc++) {
+        uint64_t e;
+        int r = l2_entry_get(q, vc, &e);
+        if (r < 0)
+            return r;
+        if (!q->l1[vc / q->l2_entries]) /* no L2 table: skip to the next one */
+            vc = (vc / q->l2_entries + 1) * q->l2_entries - 1;
+        for (uint64_t b = vc * per; e && b < (vc + 1) * per && b < nbits; b++)
+            bitmap[b / 64] |= 1ull << (b % 64);
+    }
+    return 0;
+}
+
+int qcow2_backing_name(const char *path, char *out, size_t len)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    uint8_t hdr[HEADER_V3_LEN];
+    int r = 0;
+    if (pread(fd, hdr, sizeof(hdr), 0) != (ssize_t)sizeof(hdr) || !qcow2_probe(hdr, sizeof(hdr)))
+        r = -EINVAL;
+    uint64_t off = r ? 0 : get_be64(hdr + H_BACKING_OFFSET);
+    uint32_t n = r ? 0 : get_be32(hdr + H_BACKING_SIZE);
+    out[0] = 0;
+    if (off && (n == 0 || n > MAX_BACKING_NAME || n >= len ||
+                pread(fd, out, n, (off_t)off) != (ssize_t)n))
+        r = -EINVAL;
+    else if (off)
+        out[n] = 0;
+    close(fd);
+    return r;
+}
+
+int qcow2_set_backing(const char *path, const char *backing_path, const char *backing_format)
+{
+    char fmt[16] = "";
+    size_t name_len = backing_path ? strlen(backing_path) : 0;
+    if (backing_path) {
+        uint64_t bsize;
+        if (name_len == 0 || name_len > MAX_BACKING_NAME)
+            return -EINVAL;
+        int r = probe_backing(path, backing_path, backing_format, fmt, sizeof(fmt), &bsize);
+        if (r < 0)
+            return r;
+    }
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    uint8_t h[HEADER_V3_LEN];
+    uint32_t bits = 0;
+    if (pread(fd, h, sizeof(h), 0) == (ssize_t)sizeof(h) && qcow2_probe(h, sizeof(h)) &&
+        get_be32(h + H_VERSION) == 3)
+        bits = get_be32(h + H_CLUSTER_BITS);
+    uint64_t cs = 1ull << bits;
+    uint8_t *old = bits >= 9 && bits <= 21 ? calloc(2, cs) : NULL;
+    int r = old ? 0 : (bits ? -ENOMEM : -ENOTSUP);
+    if (r == 0 && pread(fd, old, cs, 0) != (ssize_t)cs)
+        r = -EIO;
+    uint8_t *new = old ? old + cs : NULL;
+    uint32_t hlen = r ? 0 : get_be32(old + H_HEADER_LENGTH);
+    uint64_t old_name = r ? 0 : get_be64(old + H_BACKING_OFFSET);
+    uint64_t old_end = old_name ? old_name + get_be32(old + H_BACKING_SIZE) : hlen;
+    if (r == 0 && (hlen < HEADER_V3_LEN || hlen % 8 || hlen > cs || old_end > cs))
+        r = -EINVAL;
+    /* The header, our backing format extension, every other extension as it was, the end
+     * marker, the name: rewritten in place inside cluster 0 (as `qemu-img rebase -u` does). */
+    uint64_t at = hlen;
+    if (r == 0) {
+        memcpy(new, old, hlen);
+        size_t fl = strlen(fmt);
+        if (fl) {
+            put_be32(new + at, EXT_BACKING_FORMAT);
+            put_be32(new + at + 4, (uint32_t)fl);
+            memcpy(new + at + 8, fmt, fl);
+            at += 8 + ((fl + 7) & ~7ull);
+        }
+        uint64_t limit = old_name ? old_name : cs;
+        for (uint64_t e = hlen; r == 0 && e + 8 <= limit;) {
+            uint32_t type = get_be32(old + e), elen = get_be32(old + e + 4);
+            uint64_t padded = 8 + (((uint64_t)elen + 7) & ~7ull);
+            if (type == EXT_END)
+                break;
+            if (padded > limit - e || at + padded > cs) {
+                r = -EINVAL;
+                break;
+            }
+            if (e + padded > old_end)
+                old_end = e + padded;
+            if (type != EXT_BACKING_FORMAT) {
+                memcpy(new + at, old + e, padded);
+                at += padded;
+            }
+            e += padded;
+        }
+        at += 8; /* end of extensions: zeroes */
+        if (at + name_len > cs)
+            r = -ENAMETOOLONG;
+    }
+    if (r == 0) {
+        put_be64(new + H_BACKING_OFFSET, name_len ? at : 0);
+        put_be32(new + H_BACKING_SIZE, (uint32_t)name_len);
+        memcpy(new + at, backing_path ? backing_path : "", name_len);
+        uint64_t end = at + name_len > old_end + 8 ? at + name_len : old_end + 8;
+        r = write_all(fd, new, end < cs ? end : cs, 0);
+    }
+    if (r == 0 && fdatasync(fd) < 0)
+        r = -errno;
+    free(old);
+    close(fd);
     return r;
 }

@@ -23,7 +23,9 @@ struct qcow2;
 bool qcow2_probe(const void *buf, size_t len);
 
 /* Opens path; its backing file (if any) is opened read-only through core/disk.c. depth counts
- * the images above this one in the chain (0 for the top). */
+ * the images above this one in the chain (0 for the top); QCOW2_ALONE opens the image without
+ * its backing file (what it lacks reads as zeroes). */
+#define QCOW2_ALONE 0xffffffffu
 struct qcow2 *qcow2_open(const char *path, bool read_only, unsigned depth, char *err,
                          size_t errlen);
 int qcow2_read(struct qcow2 *q, uint64_t offset, void *buf, size_t len);
@@ -44,6 +46,17 @@ int qcow2_close(struct qcow2 *q);
  * folder. */
 int qcow2_create(const char *path, uint64_t size, uint32_t cluster_size, const char *backing_path,
                  const char *backing_format);
+
+/* Sets one bit per GRANULE bytes (a power of two, at most the cluster size) in BITMAP (zeroed by
+ * the caller, one bit per granule of the disk) where this image itself holds the data: an
+ * allocated, compressed or zero cluster. Unset bits read from the backing file. */
+int qcow2_layer_map(struct qcow2 *q, uint32_t granule, uint64_t *bitmap);
+/* The backing file name stored in the (closed) image at PATH; "" when it has none. */
+int qcow2_backing_name(const char *path, char *out, size_t len);
+/* Points the (closed) image at PATH to another backing file (NULL: none), resolved like
+ * qcow2_create's; the data is untouched, so the caller makes sure the new backing file reads
+ * the same wherever this image lacks clusters (`qemu-img rebase -u`). */
+int qcow2_set_backing(const char *path, const char *backing_path, const char *backing_format);
 
 /* Test hook for crash simulation: called before every write (with its bytes and offset), every
  * change of the file's size (offset = the new size) and every fdatasync the image does, so a

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
@@ -104,6 +105,7 @@ int snapshot_commit(struct snap_tree *t, struct snapshot_host *h, struct snapsho
     snprintf(id, sizeof(id), "%s", n->id);
     n->automatic = automatic;
     snprintf(n->vm_state, sizeof(n->vm_state), "%s", vm_state);
+    snprintf(n->disk, sizeof(n->disk), "%s", c->disk);
     n->pages = c->npages;
     n->mem_bytes = page_delta_file_bytes(c->npages);
     n->state_bytes = c->state_len;
@@ -158,6 +160,15 @@ static int mark_path(struct snap_tree *t, struct snap_node *n, const struct snap
             set_bit(set, d->pages[i]);
     }
     return 0;
+}
+
+void snapshot_fresh_boot(struct snap_tree *t, struct snapshot_host *h)
+{
+    char err[256];
+    uint64_t total = snapshot_host_pages(h);
+    struct snap_node *cur = t->current[0] ? snap_find(t, t->current) : NULL;
+    if (mark_path(t, cur, NULL, h->carry, total, err, sizeof(err)) < 0)
+        memset(h->carry, 0xff, (total + 63) / 64 * sizeof(uint64_t));
 }
 
 static bool is_ancestor_or_self(struct snap_tree *t, const struct snap_node *a,
@@ -295,8 +306,8 @@ int snapshot_delete_cost(struct snap_tree *t, struct snap_node *n, uint64_t *nee
     return 0;
 }
 
-int snapshot_delete(struct snap_tree *t, struct snap_node *n, uint64_t *carry,
-                    uint64_t carry_pages, char *err, size_t errlen)
+int snapshot_delete(struct snap_tree *t, struct snap_node *n, struct disksnap_plan *disk,
+                    uint64_t *carry, uint64_t carry_pages, char *err, size_t errlen)
 {
     /* Without a machine (CARRY NULL) the VM has no memory that could descend from N. */
     bool is_current = strcmp(t->current, n->id) == 0;
@@ -305,15 +316,21 @@ int snapshot_delete(struct snap_tree *t, struct snap_node *n, uint64_t *carry,
     int r = snapshot_delete_cost(t, n, &needs, err, errlen);
     if (r < 0)
         return r;
+    /* Seed 004: the space a merge needs is known before it starts, and it starts only if the
+     * filesystem has it (plus a margin for the disk images' new tables). */
+    uint64_t total = needs + (disk && disk->needs ? disk->needs + (1u << 20) : 0);
     struct statvfs vfs;
-    if (needs && statvfs(t->dir, &vfs) == 0 && (uint64_t)vfs.f_bavail * vfs.f_frsize < needs) {
+    if (total && statvfs(t->dir, &vfs) == 0 && (uint64_t)vfs.f_bavail * vfs.f_frsize < total) {
         snprintf(err, errlen,
                  "deleting snapshot %s needs %llu MiB free to merge it into its children; %s has "
                  "only %llu MiB free",
-                 n->label, (unsigned long long)(needs >> 20), t->dir,
+                 n->label, (unsigned long long)((total + (1u << 20) - 1) >> 20), t->dir,
                  (unsigned long long)(((uint64_t)vfs.f_bavail * vfs.f_frsize) >> 20));
         return -ENOSPC;
     }
+    /* 0. The disk first: if it fails, the tree is as it was (or N is marked as being deleted). */
+    if (disk && (r = disksnap_merge(t, n, disk, err, errlen)) < 0)
+        return r;
     struct page_delta *d = needs || to_carry ? snap_delta(t, n, err, errlen) : NULL;
     if ((needs || to_carry) && !d)
         return -EINVAL;
@@ -362,7 +379,18 @@ int snapshot_delete(struct snap_tree *t, struct snap_node *n, uint64_t *carry,
     unlink(path);
     snap_path(t, id, "state", path, sizeof(path));
     unlink(path);
+    if (r == 0 && disk)
+        disksnap_finish(t, disk);
     return r;
+}
+
+/* Bytes a disk image really takes (allocated blocks), 0 if it is missing. */
+static json_int_t image_bytes(const struct snap_tree *t, const char *rel)
+{
+    char path[PATH_MAX];
+    struct stat st;
+    disksnap_path(t, rel, path, sizeof(path));
+    return stat(path, &st) == 0 ? (json_int_t)st.st_blocks * 512 : 0;
 }
 
 json_t *snapshot_tree_json(struct snap_tree *t)
@@ -386,8 +414,18 @@ json_t *snapshot_tree_json(struct snap_tree *t)
                               (json_int_t)n->state_bytes);
         if (snapshot_delete_cost(t, n, &needs, err, sizeof(err)) == 0)
             json_object_set_new(j, "delete_needs_bytes", json_integer((json_int_t)needs));
+        if (n->disk[0]) {
+            json_object_set_new(j, "disk", json_string(n->disk));
+            json_object_set_new(j, "disk_bytes", json_integer(image_bytes(t, n->disk)));
+        }
+        if (n->deleting)
+            json_object_set_new(j, "deleting", json_true());
         json_array_append_new(nodes, j);
     }
-    return json_pack("{s:o, s:o}", "current",
-                     t->current[0] ? json_string(t->current) : json_null(), "snapshots", nodes);
+    json_t *tree = json_pack("{s:o, s:o}", "current",
+                             t->current[0] ? json_string(t->current) : json_null(), "snapshots",
+                             nodes);
+    if (t->disk_active[0])
+        json_object_set_new(tree, "disk_active", json_string(t->disk_active));
+    return tree;
 }

@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "core/disksnap.h"
 #include "core/guestmem.h"
 #include "core/snapstore.h"
 #include "core/state.h"
@@ -35,6 +36,7 @@ struct snapshot_capture {
     uint64_t npages;
     uint8_t *state;
     size_t state_len;
+    char disk[SNAP_DISK_MAX]; /* the disk image frozen with it (core/disksnap.h); "" = none */
 };
 
 /* Paused: folds the dirty log into the carry, copies the carried pages and the machine state. */
@@ -53,14 +55,21 @@ void snapshot_capture_free(struct snapshot_capture *c);
 int snapshot_revert(struct snap_tree *t, struct snapshot_host *h, struct snap_node *target,
                     uint64_t *pages_written, char *err, size_t errlen);
 
+/* After a fresh boot the present descends from the current node by its disk alone: every page
+ * a node on the way to the root holds may now differ (the others are zero here and there), so
+ * they join the carry and the next snapshot, a child of the current node, stores them. */
+void snapshot_fresh_boot(struct snap_tree *t, struct snapshot_host *h);
+
 /* Bytes of free space deleting N needs (its pages merged into each child) — seed 004's sum. */
 int snapshot_delete_cost(struct snap_tree *t, struct snap_node *n, uint64_t *needs, char *err,
                          size_t errlen);
-/* Deletes N: merges its pages into its children (refusing with ERR if the filesystem lacks the
- * space), reparents them, and if N is current, moves current to N's parent and adds N's pages to
- * CARRY (of CARRY_PAGES bits; NULL when no machine is attached: then nothing carries). */
-int snapshot_delete(struct snap_tree *t, struct snap_node *n, uint64_t *carry,
-                    uint64_t carry_pages, char *err, size_t errlen);
+/* Deletes N: merges its pages into its children and its disk image as DISK plans (NULL: leave
+ * disks alone; see core/disksnap.h), refusing with ERR if the filesystem lacks the space for
+ * both, reparents the children, and if N is current, moves current to N's parent and adds N's
+ * pages to CARRY (of CARRY_PAGES bits; NULL when no machine is attached: then nothing carries).
+ * Disk images must not be open elsewhere meanwhile. */
+int snapshot_delete(struct snap_tree *t, struct snap_node *n, struct disksnap_plan *disk,
+                    uint64_t *carry, uint64_t carry_pages, char *err, size_t errlen);
 /* Pages numbered by a host (RAM + extra). */
 uint64_t snapshot_host_pages(const struct snapshot_host *h);
 

@@ -5,7 +5,9 @@
  *   data:  npages x 4 KiB, in index order, starting at the data offset (4 KiB aligned) */
 #include "core/snapstore.h"
 
+#include "core/disk.h"
 #include "core/fsutil.h"
+#include "core/qcow2.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -332,28 +334,64 @@ static bool id_in_tree(const struct snap_tree *t, const char *id)
     return false;
 }
 
-/* Deletes ID.mem/ID.state/temporaries no node names: leftovers of an interrupted operation. */
+/* Adds to KEEP the base names of the images in snapshots/ on PATH's backing chain. */
+static void keep_chain(const struct snap_tree *t, const char *path, char keep[][64], size_t *nkeep,
+                       size_t max)
+{
+    char cur[PATH_MAX];
+    if (!path[0])
+        return;
+    if (path[0] == '/')
+        snprintf(cur, sizeof(cur), "%s", path);
+    else
+        snprintf(cur, sizeof(cur), "%s/../%s", t->dir, path);
+    for (int depth = 0; depth < 16 && *nkeep < max; depth++) {
+        char *slash = strrchr(cur, '/'), dir[PATH_MAX], name[1024];
+        snprintf(dir, sizeof(dir), "%.*s", slash ? (int)(slash - cur) : 1, slash ? cur : ".");
+        snprintf(keep[(*nkeep)++], 64, "%.63s", slash ? slash + 1 : cur);
+        if (disk_backing_name(cur, name, sizeof(name)) < 0 || !name[0])
+            return;
+        if (snprintf(cur, sizeof(cur), "%s%s%s", name[0] == '/' ? "" : dir,
+                     name[0] == '/' ? "" : "/", name) >= (int)sizeof(cur))
+            return;
+    }
+}
+
+/* Deletes ID.mem/ID.state/temporaries no node names and disk images nothing reads: leftovers
+ * of an interrupted operation. */
 static void remove_orphans(struct snap_tree *t)
 {
-    DIR *dir = opendir(t->dir);
-    if (!dir)
+    size_t max = 4 * QCOW2_MAX_CHAIN_DEPTH * (t->n + 1), nkeep = 0;
+    char(*keep)[64] = calloc(max, 64);
+    if (!keep)
         return;
+    keep_chain(t, t->disk_active, keep, &nkeep, max);
+    for (size_t i = 0; i < t->n; i++)
+        keep_chain(t, t->nodes[i].disk, keep, &nkeep, max);
+    DIR *dir = opendir(t->dir);
     struct dirent *e;
-    while ((e = readdir(dir))) {
+    while (dir && (e = readdir(dir))) {
         char id[SNAP_ID_MAX];
         const char *dot = strchr(e->d_name, '.');
         if (!dot || strcmp(e->d_name, "tree.json") == 0 || (size_t)(dot - e->d_name) >= sizeof(id))
             continue;
         memcpy(id, e->d_name, (size_t)(dot - e->d_name));
         id[dot - e->d_name] = '\0';
-        bool temp = strstr(e->d_name, ".tmp") != NULL;
-        if (temp || !id_in_tree(t, id)) {
+        bool temp = strstr(e->d_name, ".tmp") != NULL, used = false;
+        if (strncmp(id, "disk-", 5) == 0)
+            for (size_t k = 0; k < nkeep && !used; k++)
+                used = strcmp(keep[k], e->d_name) == 0;
+        else
+            used = id_in_tree(t, id);
+        if (temp || !used) {
             char path[PATH_MAX];
             snprintf(path, sizeof(path), "%s/%s", t->dir, e->d_name);
             unlink(path);
         }
     }
-    closedir(dir);
+    if (dir)
+        closedir(dir);
+    free(keep);
 }
 
 static int tree_error(char *err, size_t errlen, const char *path, const char *what)
@@ -386,6 +424,13 @@ static int parse_node(json_t *j, struct snap_node *n)
     n->pages = (uint64_t)pages;
     n->mem_bytes = (uint64_t)mem;
     n->state_bytes = (uint64_t)stb;
+    const char *disk = "";
+    int deleting = 0;
+    if (json_unpack(j, "{s?:s, s?:b}", "disk", &disk, "deleting", &deleting) < 0 ||
+        strlen(disk) >= sizeof(n->disk))
+        return -EINVAL;
+    snprintf(n->disk, sizeof(n->disk), "%s", disk);
+    n->deleting = deleting;
     return 0;
 }
 
@@ -436,6 +481,13 @@ int snap_tree_load(struct snap_tree *t, const char *vm_dir, char *err, size_t er
         json_decref(root);
         return tree_error(err, errlen, path, "missing or invalid version/next_id/current/nodes");
     }
+    const char *active = "";
+    if (json_unpack(root, "{s?:s}", "disk_active", &active) < 0 ||
+        strlen(active) >= sizeof(t->disk_active)) {
+        json_decref(root);
+        return tree_error(err, errlen, path, "invalid disk_active");
+    }
+    snprintf(t->disk_active, sizeof(t->disk_active), "%s", active);
     t->next_id = (uint64_t)next_id;
     snprintf(t->current, sizeof(t->current), "%s", current);
     size_t count = json_array_size(nodes);
@@ -472,9 +524,15 @@ int snap_tree_save(struct snap_tree *t, char *err, size_t errlen)
                              (json_int_t)n->created, "auto", n->automatic, "vm_state",
                              n->vm_state, "pages", (json_int_t)n->pages, "memory_bytes",
                              (json_int_t)n->mem_bytes, "state_bytes", (json_int_t)n->state_bytes));
+        json_t *j = json_array_get(nodes, json_array_size(nodes) - 1);
+        if (n->disk[0])
+            json_object_set_new(j, "disk", json_string(n->disk));
+        if (n->deleting)
+            json_object_set_new(j, "deleting", json_true());
     }
-    json_t *root = json_pack("{s:i, s:I, s:s, s:o}", "version", 1, "next_id",
-                             (json_int_t)t->next_id, "current", t->current, "nodes", nodes);
+    json_t *root = json_pack("{s:i, s:I, s:s, s:s, s:o}", "version", 1, "next_id",
+                             (json_int_t)t->next_id, "current", t->current, "disk_active",
+                             t->disk_active, "nodes", nodes);
     char path[PATH_MAX];
     snprintf(path, sizeof(path), "%s/tree.json", t->dir);
     char *text = json_dumps(root, JSON_INDENT(1));

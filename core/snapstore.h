@@ -4,7 +4,9 @@
  * the pages) and ID.state (the machine state, state.h). A node's memory is its own pages plus,
  * for any page it lacks, its nearest ancestor's; a page no ancestor has is zero. Files are
  * written to temporary names, fsynced and renamed before tree.json names them, and tree.json is
- * replaced atomically, so a crash at any point leaves a tree that loads (orphans are removed). */
+ * replaced atomically, so a crash at any point leaves a tree that loads (orphans are removed).
+ * Disk images of the tree (snapshots/disk-N.qcow2) are orphans only if no node, nor the image
+ * the VM writes, has them in its backing chain. */
 #ifndef VMWS_SNAPSTORE_H
 #define VMWS_SNAPSTORE_H
 
@@ -15,6 +17,7 @@
 
 #define SNAP_ID_MAX 16
 #define SNAP_LABEL_MAX 64
+#define SNAP_DISK_MAX 512
 
 struct page_delta {
     int fd;
@@ -32,6 +35,10 @@ struct snap_node {
     bool automatic;           /* kept by revert */
     char vm_state[16];        /* running, paused, suspended, off */
     uint64_t pages, mem_bytes, state_bytes;
+    /* The disk image frozen when the node was taken (core/disksnap.h), relative to the VM's
+     * folder or absolute; "" when the VM had no disk. */
+    char disk[SNAP_DISK_MAX];
+    bool deleting; /* a delete that merges the disk began; only finishing it is allowed */
     struct page_delta *delta; /* loaded on demand */
 };
 
@@ -41,6 +48,7 @@ struct snap_tree {
     size_t n;
     uint64_t next_id;
     char current[SNAP_ID_MAX]; /* "" = the present state descends from no snapshot */
+    char disk_active[SNAP_DISK_MAX]; /* the image the VM writes; "" = the one vm.conf names */
 };
 
 /* Loads VMDIR/snapshots/tree.json (an absent tree is empty). Refuses a corrupt tree with ERR

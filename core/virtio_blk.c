@@ -175,6 +175,8 @@ static int blk_handle_chain(void *opaque, unsigned queue, struct virtq_chain *c,
     uint64_t data_out = c->readable_len - 16, data_in = c->writable_len - 1;
     uint8_t status = VIRTIO_BLK_S_OK;
     uint32_t written = 0;
+    if (!b->disk) /* its image could not be reopened after a snapshot operation */
+        type = UINT32_MAX;
     switch (type) {
     case VIRTIO_BLK_T_IN:
     case VIRTIO_BLK_T_OUT: {
@@ -213,7 +215,7 @@ static int blk_handle_chain(void *opaque, unsigned queue, struct virtq_chain *c,
         b->discards++;
         break;
     default:
-        status = VIRTIO_BLK_S_UNSUPP;
+        status = b->disk ? VIRTIO_BLK_S_UNSUPP : VIRTIO_BLK_S_IOERR;
     }
     if (status != VIRTIO_BLK_S_OK)
         b->errors++;
@@ -235,7 +237,8 @@ static const struct virtio_device_ops blk_ops = {
 };
 
 struct virtio_blk *virtio_blk_create(struct machine *m, struct pci_bus *bus, unsigned slot,
-                                     const char *path, char *err, size_t errlen)
+                                     const char *path, const char *serial, char *err,
+                                     size_t errlen)
 {
     struct virtio_blk *b = calloc(1, sizeof(*b));
     if (!b) {
@@ -257,8 +260,8 @@ struct virtio_blk *virtio_blk_create(struct machine *m, struct pci_bus *bus, uns
         free(b);
         return NULL;
     }
-    const char *base = strrchr(path, '/');
-    snprintf(b->id, sizeof(b->id), "vmws-%.15s", base ? base + 1 : path);
+    const char *base = strrchr(serial, '/');
+    snprintf(b->id, sizeof(b->id), "vmws-%.15s", base ? base + 1 : serial);
     build_config(b);
     b->vp = virtio_pci_create(m, bus, slot, &blk_ops, b);
     if (!b->vp) {
@@ -303,6 +306,36 @@ void virtio_blk_resume(struct virtio_blk *b)
     virtio_pci_unquiesce(b->vp);
 }
 
+void virtio_blk_detach_image(struct virtio_blk *b)
+{
+    int r = disk_close(b->disk); /* quiesced: flushed already, nothing in flight */
+    if (r < 0)
+        vmm_log("virtio-blk: closing %s: %s", b->path, strerror(-r));
+    b->disk = NULL;
+}
+
+int virtio_blk_attach_image(struct virtio_blk *b, const char *path, char *err, size_t errlen)
+{
+    struct disk *d = disk_open(path, false, err, errlen);
+    if (!d)
+        return -EIO;
+    if (disk_size(d) != b->size) {
+        snprintf(err, errlen, "disk image %s is %llu bytes, the device's is %llu", path,
+                 (unsigned long long)disk_size(d), (unsigned long long)b->size);
+        disk_close(d);
+        return -EINVAL;
+    }
+    b->disk = d;
+    snprintf(b->path, sizeof(b->path), "%s", path);
+    vmm_log("virtio-blk: now on %s (%s)", path, disk_format(d));
+    return 0;
+}
+
+struct disk *virtio_blk_image(struct virtio_blk *b)
+{
+    return b->disk;
+}
+
 json_t *virtio_blk_status_json(struct virtio_blk *b)
 {
     bool needs_reset;
@@ -312,7 +345,7 @@ json_t *virtio_blk_status_json(struct virtio_blk *b)
     virtio_pci_counters(b->vp, &requests, &kicks);
     json_t *j = json_pack(
         "{s:s, s:s, s:I, s:i, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "path", b->path, "format",
-        disk_format(b->disk), "capacity", (json_int_t)b->size, "status", (int)status, "needs_reset",
+        b->disk ? disk_format(b->disk) : "none", "capacity", (json_int_t)b->size, "status", (int)status, "needs_reset",
         needs_reset, "requests", (json_int_t)requests, "notifies", (json_int_t)kicks, "reads",
         (json_int_t)b->reads, "writes", (json_int_t)b->writes, "flushes", (json_int_t)b->flushes,
         "discards", (json_int_t)b->discards, "errors", (json_int_t)b->errors);

@@ -66,7 +66,8 @@ struct virtio_pci {
     bool irq_level;
     int ctl_fd; /* wakes the I/O thread: stop, unquiesce, state loaded */
     pthread_t thread;
-    bool thread_started, stopping, quiesced;
+    bool thread_started, stopping;
+    unsigned quiesced; /* quiesce calls not yet undone: they nest */
     char broken_reason[200];
     uint64_t requests, kicks;
 };
@@ -521,7 +522,7 @@ int virtio_pci_quiesce(struct virtio_pci *vp, unsigned timeout_ms, char *err, si
                  vp->ops->name, timeout_ms);
         return -ETIMEDOUT;
     }
-    vp->quiesced = true;
+    vp->quiesced++;
     pthread_mutex_unlock(&vp->lock);
     return 0;
 }
@@ -529,9 +530,10 @@ int virtio_pci_quiesce(struct virtio_pci *vp, unsigned timeout_ms, char *err, si
 void virtio_pci_unquiesce(struct virtio_pci *vp)
 {
     pthread_mutex_lock(&vp->lock);
-    vp->quiesced = false;
+    bool wake = vp->quiesced && --vp->quiesced == 0;
     pthread_mutex_unlock(&vp->lock);
-    wake_thread(vp); /* chains made available meanwhile */
+    if (wake)
+        wake_thread(vp); /* chains made available meanwhile */
 }
 
 uint8_t virtio_pci_status(struct virtio_pci *vp, bool *needs_reset, char *why, size_t whylen)

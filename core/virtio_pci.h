@@ -49,7 +49,8 @@ struct virtio_pci *virtio_pci_create(struct machine *m, struct pci_bus *bus, uns
                                      const struct virtio_device_ops *ops, void *opaque);
 void virtio_pci_destroy(struct virtio_pci *vp);
 /* Stops the I/O thread from taking new chains and waits up to TIMEOUT_MS for the one in flight.
- * 0, or -ETIMEDOUT with ERR saying so. virtio_pci_unquiesce() lets it run again. */
+ * 0, or -ETIMEDOUT with ERR saying so. virtio_pci_unquiesce() lets it run again; calls nest
+ * (it runs again when every quiesce has been undone). */
 int virtio_pci_quiesce(struct virtio_pci *vp, unsigned timeout_ms, char *err, size_t errlen);
 void virtio_pci_unquiesce(struct virtio_pci *vp);
 /* Device status byte, whether it is broken and why (for status reports). */

@@ -212,11 +212,17 @@ static int create_machine_locked(struct vmm *v, char *err, size_t errlen)
         .vm_name = v->cfg->name, .volume = 100 - v->audio_attenuation, .muted = v->audio_muted};
     if (v->cfg->audio.enabled) /* NULL: logged, the VM runs without sound */
         v->audio = audio_create(m, v->pci, &acfg);
-    if (v->cfg->disk.path[0]) { /* relative to the VM's directory */
-        char path[2 * PATH_MAX + 2];
-        snprintf(path, sizeof(path), "%s%s%s", v->cfg->disk.path[0] == '/' ? "" : v->paths->dir,
-                 v->cfg->disk.path[0] == '/' ? "" : "/", v->cfg->disk.path);
-        v->blk = virtio_blk_create(m, v->pci, VIRTIO_BLK_PCI_SLOT, path, err, errlen);
+    if (v->cfg->disk.path[0]) {
+        /* The image it writes may be a snapshot's overlay: the tree knows which. Without the
+         * tree, writing the configured image could change what snapshots keep. */
+        if (!v->tree_ok) {
+            snprintf(err, errlen, "cannot tell which disk image is current: %s", v->tree_err);
+            return -EINVAL;
+        }
+        char path[PATH_MAX];
+        disksnap_path(&v->tree, disksnap_active(&v->tree, v->cfg->disk.path), path, sizeof(path));
+        v->blk = virtio_blk_create(m, v->pci, VIRTIO_BLK_PCI_SLOT, path, v->cfg->disk.path, err,
+                                   errlen);
         if (!v->blk)
             return -EIO;
     }
@@ -353,11 +359,8 @@ static int run_machine(struct vmm *v, int sigfd, int *ready_fd, bool resume)
     char err[512];
     for (;;) {
         pthread_mutex_lock(&v->lock);
-        if (!resume && v->tree_ok && v->tree.current[0]) {
-            /* A fresh boot descends from no snapshot. */
-            v->tree.current[0] = '\0';
-            snap_tree_save(&v->tree, err, sizeof(err));
-        }
+        if (!resume && v->tree_ok) /* memory starts from zero, the disk from the current node */
+            snapshot_fresh_boot(&v->tree, &v->snap_host);
         int r = boot_machine_locked(v, resume, err, sizeof(err));
         pthread_mutex_unlock(&v->lock);
         if (r < 0) {

@@ -105,25 +105,74 @@ static json_t *node_json(struct snap_node *n)
                      "parent", n->parent);
 }
 
-/* Takes a snapshot (under lock, machine live). PAUSE_MS gets how long the guest was paused. */
+/* Quiesced disk: the device moves to the image at tree path REL; if that cannot be opened, back
+ * to FALLBACK (NULL: none). */
+static int blk_switch_locked(struct vmm *v, const char *rel, const char *fallback, char *err,
+                             size_t errlen)
+{
+    char path[PATH_MAX], e2[256];
+    virtio_blk_detach_image(v->blk);
+    disksnap_path(&v->tree, rel, path, sizeof(path));
+    int r = virtio_blk_attach_image(v->blk, path, err, errlen);
+    if (r < 0 && fallback) {
+        disksnap_path(&v->tree, fallback, path, sizeof(path));
+        if (virtio_blk_attach_image(v->blk, path, e2, sizeof(e2)) < 0)
+            vmm_log("the disk has no image now: %s", e2);
+    }
+    return r;
+}
+
+static const char *active_disk(const struct vmm *v)
+{
+    return disksnap_active(&v->tree, v->cfg->disk.path);
+}
+
+/* Takes a snapshot (under lock, machine live). PAUSE_MS gets how long the guest was paused. The
+ * disk image written so far is frozen with the node and the guest goes on in a new overlay on
+ * it (made before the pause); its disk requests wait until the tree names that overlay. */
 static struct snap_node *take_locked(struct vmm *v, const char *label, bool automatic,
                                      const char *vm_state, double *pause_ms, char *err,
                                      size_t errlen)
 {
+    bool disk = v->blk != NULL;
+    char frozen[SNAP_DISK_MAX], overlay[SNAP_DISK_MAX] = "";
+    snprintf(frozen, sizeof(frozen), "%s", disk ? active_disk(v) : "");
+    if (disk && disksnap_overlay(&v->tree, frozen, overlay, sizeof(overlay), err, errlen) < 0)
+        return NULL;
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     bool was_running = v->state == VMM_RUNNING;
     if (was_running)
         machine_pause(&v->m);
+    int r = disk ? virtio_blk_quiesce(v->blk, 2000, err, errlen) : 0;
+    bool quiesced = disk && r == 0;
     struct snapshot_capture cap;
-    int r = snapshot_capture(&v->snap_host, &cap, err, errlen);
+    if (r == 0)
+        r = snapshot_capture(&v->snap_host, &cap, err, errlen);
+    if (r == 0 && disk && (r = blk_switch_locked(v, overlay, frozen, err, errlen)) < 0)
+        snapshot_capture_free(&cap);
     if (was_running)
         machine_resume(&v->m);
     *pause_ms = vmm_ms_since(&t0);
-    if (r < 0)
+    if (r == 0 && disk) {
+        snprintf(v->tree.disk_active, sizeof(v->tree.disk_active), "%s", overlay);
+        r = snap_tree_save(&v->tree, err, errlen);
+        if (r < 0) { /* nothing was written to the overlay yet: stay on the old image */
+            snprintf(v->tree.disk_active, sizeof(v->tree.disk_active), "%s", frozen);
+            char e2[256];
+            blk_switch_locked(v, frozen, NULL, e2, sizeof(e2));
+            snapshot_capture_free(&cap);
+        }
+    }
+    if (quiesced)
+        virtio_blk_resume(v->blk);
+    if (r < 0) {
+        disksnap_discard(&v->tree, overlay);
         return NULL;
+    }
     if (!vm_state)
         vm_state = was_running ? "running" : "paused";
+    snprintf(cap.disk, sizeof(cap.disk), "%s", frozen);
     struct snap_node *n = NULL;
     r = snapshot_commit(&v->tree, &v->snap_host, &cap, label, automatic, vm_state, NULL, &n,
                         err, errlen);
@@ -174,9 +223,23 @@ json_t *vmm_cmd_snapshot_revert(void *opaque, json_t *args, struct ctl_error *er
         return NULL;
     }
     struct snap_node *target = snap_find(&v->tree, id);
-    if (!target) {
+    if (!target || target->deleting) {
         pthread_mutex_unlock(&v->lock);
-        return vmm_fail(err, "InvalidArgument", "no snapshot '%s' (see 'vmws snapshot list')", id);
+        return vmm_fail(err, "InvalidArgument",
+                        target ? "snapshot '%s' is being deleted (finish with 'vmws snapshot "
+                                 "delete')"
+                               : "no snapshot '%s' (see 'vmws snapshot list')",
+                        id);
+    }
+    /* The disk becomes a fresh overlay on the target's image (made before the pause). */
+    bool disk = v->blk && target->disk[0];
+    char old_disk[SNAP_DISK_MAX], overlay[SNAP_DISK_MAX] = "";
+    snprintf(old_disk, sizeof(old_disk), "%s", disk ? active_disk(v) : "");
+    if (disk && disksnap_overlay(&v->tree, target->disk, overlay, sizeof(overlay), err->desc,
+                                 sizeof(err->desc)) < 0) {
+        pthread_mutex_unlock(&v->lock);
+        err->cls = "GenericError";
+        return NULL;
     }
     char target_id[SNAP_ID_MAX], target_label[SNAP_LABEL_MAX], target_state[16],
         kept_parent[SNAP_ID_MAX];
@@ -190,10 +253,16 @@ json_t *vmm_cmd_snapshot_revert(void *opaque, json_t *args, struct ctl_error *er
     bool was_running = v->state == VMM_RUNNING;
     machine_pause(&v->m);
     v->state = VMM_PAUSED;
+    int r = disk ? virtio_blk_quiesce(v->blk, 2000, err->desc, sizeof(err->desc)) : 0;
+    bool quiesced = disk && r == 0;
     /* 1. The present, copied in memory (the revert below makes it unreachable otherwise). */
     struct snapshot_capture cap = {0};
-    int r = keep ? snapshot_capture(&v->snap_host, &cap, err->desc, sizeof(err->desc)) : 0;
-    /* 2. Become the target. */
+    if (r == 0 && keep)
+        r = snapshot_capture(&v->snap_host, &cap, err->desc, sizeof(err->desc));
+    /* 2. Become the target: its disk, then (saving the tree) its memory and state. */
+    if (r == 0 && disk && (r = blk_switch_locked(v, overlay, old_disk, err->desc,
+                                                 sizeof(err->desc))) == 0)
+        snprintf(v->tree.disk_active, sizeof(v->tree.disk_active), "%s", overlay);
     uint64_t pages = 0;
     bool to_off = strcmp(target_state, "off") == 0;
     if (r == 0 && to_off) { /* a powered-off node: the VM powers off */
@@ -205,6 +274,17 @@ json_t *vmm_cmd_snapshot_revert(void *opaque, json_t *args, struct ctl_error *er
         if (r == 0)
             display_redraw(v->display); /* its pages were rewritten behind its back */
     }
+    if (r < 0 && disk && strcmp(v->tree.disk_active, overlay) == 0) { /* back to the old disk */
+        char e2[256];
+        snprintf(v->tree.disk_active, sizeof(v->tree.disk_active), "%s", old_disk);
+        blk_switch_locked(v, old_disk, NULL, e2, sizeof(e2));
+    }
+    if (quiesced)
+        virtio_blk_resume(v->blk);
+    if (r < 0 && disk)
+        disksnap_discard(&v->tree, overlay);
+    else if (disk && !keep)
+        disksnap_discard(&v->tree, old_disk);
     /* 3. Enter the target's power state (or carry on as before if nothing changed). */
     size_t bytes = 0;
     double pause_ms = 0;
@@ -225,6 +305,7 @@ json_t *vmm_cmd_snapshot_revert(void *opaque, json_t *args, struct ctl_error *er
         char label[SNAP_LABEL_MAX];
         struct snap_node *kept = NULL;
         snprintf(label, sizeof(label), "auto-before-%.40s", target_label);
+        snprintf(cap.disk, sizeof(cap.disk), "%s", old_disk);
         char kerr[256];
         if (snapshot_commit(&v->tree, &v->snap_host, &cap, label, true,
                             was_running ? "running" : "paused", kept_parent, &kept, kerr,
@@ -250,6 +331,9 @@ json_t *vmm_cmd_snapshot_revert(void *opaque, json_t *args, struct ctl_error *er
     return ret;
 }
 
+/* Deleting merges the node's pages into its children and its disk image away (disksnap.h).
+ * A merge that rewrites images of the running disk's chain detaches the disk meanwhile: the
+ * guest's disk requests wait, its vCPUs do not. */
 json_t *vmm_cmd_snapshot_delete(void *opaque, json_t *args, struct ctl_error *err)
 {
     struct vmm *v = opaque;
@@ -266,15 +350,36 @@ json_t *vmm_cmd_snapshot_delete(void *opaque, json_t *args, struct ctl_error *er
         vmm_fail(err, "InvalidArgument", "no snapshot '%s' (see 'vmws snapshot list')", id);
     } else {
         uint64_t needs = 0;
+        struct disksnap_plan plan;
         char nid[SNAP_ID_MAX];
         snprintf(nid, sizeof(nid), "%s", n->id);
-        int r = snapshot_delete_cost(&v->tree, n, &needs, err->desc, sizeof(err->desc));
-        if (r == 0 && !dry_run)
-            r = snapshot_delete(&v->tree, n, v->carry, snapshot_host_pages(&v->snap_host),
-                                err->desc, sizeof(err->desc));
+        char *e = err->desc;
+        size_t elen = sizeof(err->desc);
+        int r = snapshot_delete_cost(&v->tree, n, &needs, e, elen);
         if (r == 0)
-            ret = json_pack("{s:s, s:I, s:b}", "id", nid, "needs_bytes", (json_int_t)needs,
-                            "deleted", !dry_run);
+            r = disksnap_plan(&v->tree, n, v->blk ? virtio_blk_image(v->blk) : NULL, &plan, e,
+                              elen);
+        bool detach = !dry_run && r == 0 && v->blk &&
+                      (plan.how == DISKSNAP_STREAM || plan.how == DISKSNAP_COMMIT);
+        if (detach && (r = virtio_blk_quiesce(v->blk, 2000, e, elen)) == 0)
+            virtio_blk_detach_image(v->blk);
+        if (r == 0 && !dry_run)
+            r = snapshot_delete(&v->tree, n, &plan, v->carry, snapshot_host_pages(&v->snap_host),
+                                e, elen);
+        if (detach && !virtio_blk_image(v->blk)) {
+            char path[PATH_MAX], e2[256];
+            disksnap_path(&v->tree, active_disk(v), path, sizeof(path));
+            if (virtio_blk_attach_image(v->blk, path, e2, sizeof(e2)) < 0)
+                vmm_log("the disk has no image now: %s", e2);
+            virtio_blk_resume(v->blk);
+        }
+        if (r == 0)
+            ret = json_pack("{s:s, s:I, s:I, s:I, s:s, s:I, s:I, s:b}", "id", nid, "needs_bytes",
+                            (json_int_t)(needs + plan.needs), "memory_needs_bytes",
+                            (json_int_t)needs, "disk_needs_bytes", (json_int_t)plan.needs,
+                            "disk_merge", disksnap_how_name(plan.how), "disk_stream_bytes",
+                            (json_int_t)plan.stream_needs, "disk_commit_bytes",
+                            (json_int_t)plan.commit_needs, "deleted", !dry_run);
         else
             err->cls = "GenericError";
     }
