@@ -333,6 +333,11 @@ static int snap_cmd_revert(const char *name, const char *key, bool json)
         return cli_error("VM '%s' has no snapshot '%s' (see 'vmws snapshot list %s')", name, key,
                          name);
     }
+    if (json_is_true(json_object_get(found, "deleting"))) {
+        json_decref(tree);
+        return cli_error("snapshot '%s' of %s is being deleted; run 'vmws snapshot delete %s %s' "
+                         "again to finish", key, name, name, key);
+    }
     target_state = json_string_value(json_object_get(found, "vm_state"));
     bool was_off = !s.st.running && !s.st.suspended;
     if (was_off && strcmp(target_state, "off") == 0) {

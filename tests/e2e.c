@@ -249,6 +249,19 @@ void console_close(struct console *c)
     free(c);
 }
 
+bool e2e_guest(const char *vm, const char *cmd, const char *expect, char *seen, size_t seenlen)
+{
+    struct console *c = console_open(vm);
+    bool ok = c && console_run(c, cmd, expect, 30000) &&
+              (strcmp(expect, "vmws> ") == 0 || console_expect(c, "vmws> ", 30000));
+    if (seen && seenlen)
+        snprintf(seen, seenlen, "%s", c ? c->buf : "");
+    if (!ok)
+        fprintf(stderr, "guest '%s': expected '%s', saw: %s\n", cmd, expect, c ? c->buf : "");
+    console_close(c);
+    return ok;
+}
+
 pid_t vm_pid(const char *name)
 {
     char path[512];

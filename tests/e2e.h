@@ -43,6 +43,10 @@ bool console_run(struct console *c, const char *cmd, const char *text, int timeo
 const char *console_tail(struct console *c);
 void console_close(struct console *c);
 
+/* Runs CMD in the guest's shell through a fresh `vmws console` and waits for EXPECT and the next
+ * prompt; SEEN (may be NULL) gets everything the console showed. */
+bool e2e_guest(const char *vm, const char *cmd, const char *expect, char *seen, size_t seenlen);
+
 /* PID of the VM's VMM from its pidfile, or -1. */
 pid_t vm_pid(const char *name);
 /* Waits until PID is gone; true if it went within TIMEOUT_MS. */

@@ -21,15 +21,9 @@ static void vmws_ok(const char *what, int r)
     ck_assert_msg(r == 0, "%s failed (%d): %s", what, r, out);
 }
 
-/* Runs a guest shell command through a fresh `vmws console` and waits for EXPECT. */
 static bool guest(const char *vm, const char *cmd, const char *expect)
 {
-    struct console *c = console_open(vm);
-    bool ok = c && console_run(c, cmd, expect, 30000);
-    if (!ok)
-        fprintf(stderr, "guest '%s': expected '%s', saw: %s\n", cmd, expect, c ? c->buf : "");
-    console_close(c);
-    return ok;
+    return e2e_guest(vm, cmd, expect, NULL, 0);
 }
 
 static void verify(const char *vm, const char *pattern)
