@@ -179,7 +179,7 @@ static json_t *tree_json(const struct vm_session *s)
     struct snap_tree t;
     if (load_tree(s, &t))
         return NULL;
-    json_t *j = snapshot_tree_json(&t);
+    json_t *j = snapshot_tree_json(&t, NULL);
     snap_tree_free(&t);
     return j;
 }
@@ -480,11 +480,18 @@ static void print_tree(json_t *nodes, const char *parent, const char *current, c
         format_bytes(size, sizeof(size),
                      (uint64_t)json_integer_value(json_object_get(node, "memory_bytes")) +
                          (uint64_t)json_integer_value(json_object_get(node, "state_bytes")));
-        printf("%s%s %s%s  [%s] %s %s, %s%s\n", prefix, i == last ? "└─" : "├─",
+        char disk[48] = "";
+        json_t *db = json_object_get(node, "disk_bytes");
+        if (json_is_integer(db)) {
+            strcpy(disk, ", disk ");
+            format_bytes(disk + 7, sizeof(disk) - 7, (uint64_t)json_integer_value(db));
+        }
+        printf("%s%s %s%s  [%s] %s %s, %s%s%s%s\n", prefix, i == last ? "└─" : "├─",
                json_string_value(json_object_get(node, "label")),
                json_is_true(json_object_get(node, "auto")) ? " (auto)" : "", id,
                json_string_value(json_object_get(node, "created")),
-               json_string_value(json_object_get(node, "vm_state")), size,
+               json_string_value(json_object_get(node, "vm_state")), size, disk,
+               json_is_true(json_object_get(node, "deleting")) ? "  (being deleted)" : "",
                current && strcmp(current, id) == 0 ? "  <- you are here" : "");
         char sub[256];
         snprintf(sub, sizeof(sub), "%s%s", prefix, i == last ? "   " : "│  ");
@@ -555,7 +562,21 @@ static int snap_cmd_info(const char *name, const char *key, bool json)
         printf("memory delta:  %s (%lld changed pages)\n", mem,
                (long long)json_integer_value(json_object_get(found, "pages")));
         printf("machine state: %s\n", st);
-        printf("deleting it:   needs %s free to merge it into its children\n", del);
+        json_t *disk = json_object_get(found, "disk");
+        if (json_is_string(disk)) {
+            char db[32];
+            format_bytes(db, sizeof(db),
+                         (uint64_t)json_integer_value(json_object_get(found, "disk_bytes")));
+            printf("disk image:    %s (%s allocated)\n", json_string_value(disk), db);
+        }
+        const char *how = json_string_value(json_object_get(found, "delete_disk_merge"));
+        printf("deleting it:   needs %s free to merge it into its children%s%s\n", del,
+               how && strcmp(how, "stream") == 0   ? " (disk: streamed into the images on it)"
+               : how && strcmp(how, "commit") == 0 ? " (disk: the image on it committed into it)"
+                                                   : "",
+               json_is_true(json_object_get(found, "deleting")) ? "; a delete of it was "
+                                                                  "interrupted: run it again"
+                                                                : "");
     }
     json_decref(tree);
     return rc;

@@ -342,22 +342,36 @@ int cmd_list(int argc, char **argv)
     return 0;
 }
 
-/* The running VM's disk as its VMM reports it (query-disk), or NULL. */
-static json_t *disk_query(const struct vm_paths *p)
+/* The VM's disk: as its VMM reports it (query-disk) if it runs, else the image it would open
+ * (the snapshot tree's overlay once a snapshot exists, see core/disksnap.h) and its size. */
+static json_t *disk_query(const struct vm_paths *p, const struct vm_config *cfg, bool running)
 {
-    char err[512];
-    struct ctl_client *c = ctl_client_connect(p->ctl_sock, NULL, err, sizeof(err));
-    if (!c)
-        return NULL;
-    json_t *r = ctl_client_execute(c, "query-disk", NULL, 3000, err, sizeof(err));
+    char err[512], tree[PATH_MAX + 32], path[2 * PATH_MAX];
+    struct ctl_client *c = running ? ctl_client_connect(p->ctl_sock, NULL, err, sizeof(err)) : NULL;
+    json_t *r = c ? ctl_client_execute(c, "query-disk", NULL, 3000, err, sizeof(err)) : NULL;
     ctl_client_close(c);
-    return r;
+    if (r)
+        return r;
+    snprintf(tree, sizeof(tree), "%s/snapshots/tree.json", p->dir);
+    json_t *t = json_load_file(tree, 0, NULL);
+    const char *active = json_string_value(json_object_get(t, "disk_active"));
+    const char *rel = active && *active ? active : cfg->disk.path;
+    snprintf(path, sizeof(path), "%s%s%s", rel[0] == '/' ? "" : p->dir, rel[0] == '/' ? "" : "/",
+             rel);
+    json_decref(t);
+    struct stat st;
+    bool there = stat(path, &st) == 0;
+    return json_pack("{s:s, s:o}", "path", path, "allocated_bytes",
+                     there ? json_integer((json_int_t)st.st_blocks * 512) : json_null());
 }
 
-static void disk_print(const struct vm_config *cfg, json_t *d)
+static void disk_print(json_t *d)
 {
-    if (!d) {
-        printf("disk:            %s\n", cfg->disk.path);
+    if (!json_is_integer(json_object_get(d, "status"))) {
+        json_t *a = json_object_get(d, "allocated_bytes");
+        printf("disk:            %s, %s%.1f MiB allocated\n",
+               json_string_value(json_object_get(d, "path")), json_is_integer(a) ? "" : "MISSING, ",
+               (double)json_integer_value(a) / (1 << 20));
         return;
     }
     int status = (int)json_integer_value(json_object_get(d, "status"));
@@ -396,11 +410,8 @@ int cmd_status(int argc, char **argv)
                             st.uptime_ms >= 0 ? json_integer(st.uptime_ms) : json_null());
         json_t *disp = st.running ? cli_display_query(&p) : NULL;
         json_object_set_new(o, "display", disp ? disp : json_null());
-        if (cfg.disk.path[0]) {
-            json_t *disk = st.running ? disk_query(&p) : NULL;
-            json_object_set_new(o, "disk",
-                                disk ? disk : json_pack("{s:s}", "path", cfg.disk.path));
-        }
+        if (cfg.disk.path[0])
+            json_object_set_new(o, "disk", disk_query(&p, &cfg, st.running));
         print_json(o);
         json_decref(o);
         return 0;
@@ -426,8 +437,8 @@ int cmd_status(int argc, char **argv)
     if (st.running)
         cli_display_print(&p, "");
     if (cfg.disk.path[0]) {
-        json_t *disk = st.running ? disk_query(&p) : NULL;
-        disk_print(&cfg, disk);
+        json_t *disk = disk_query(&p, &cfg, st.running);
+        disk_print(disk);
         json_decref(disk);
     }
     return 0;

@@ -8,7 +8,9 @@
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <pthread.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define COPY_RUN (1u << 20) /* bytes copied per read/write */
@@ -167,8 +169,66 @@ static void maps_free(struct maps *m, size_t ndeps)
         free(m->dep[i]);
 }
 
+/* Layer maps of frozen images, kept while the file is unchanged (same inode, size and mtime):
+ * listing a tree's delete costs every second must not rescan every image. */
+#define MAP_CACHE 16
+static struct map_cache {
+    char path[PATH_MAX];
+    dev_t dev;
+    ino_t ino;
+    off_t size;
+    struct timespec mtime;
+    uint32_t granule;
+    uint64_t words, *map;
+} map_cache[MAP_CACHE];
+static unsigned map_cache_next;
+static pthread_mutex_t map_cache_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static struct map_cache *cache_find(const char *path, const struct stat *st, uint32_t granule)
+{
+    for (unsigned i = 0; i < MAP_CACHE; i++) {
+        struct map_cache *c = &map_cache[i];
+        if (c->map && c->granule == granule && c->dev == st->st_dev && c->ino == st->st_ino &&
+            c->size == st->st_size && c->mtime.tv_sec == st->st_mtim.tv_sec &&
+            c->mtime.tv_nsec == st->st_mtim.tv_nsec && strcmp(c->path, path) == 0)
+            return c;
+    }
+    return NULL;
+}
+
+/* IMG's layer map into MAP (WORDS words); PATH, if not NULL, names a file whose map may be
+ * cached. */
+static int layer_map(struct disk *img, const char *path, uint32_t granule, uint64_t *map,
+                     uint64_t words)
+{
+    struct stat st;
+    bool cacheable = path && stat(path, &st) == 0;
+    pthread_mutex_lock(&map_cache_lock);
+    struct map_cache *c = cacheable ? cache_find(path, &st, granule) : NULL;
+    if (c && c->words == words)
+        memcpy(map, c->map, words * 8);
+    pthread_mutex_unlock(&map_cache_lock);
+    if (c)
+        return 0;
+    int r = disk_layer_map(img, granule, map);
+    uint64_t *copy = r == 0 && cacheable ? malloc(words * 8) : NULL;
+    if (!copy)
+        return r;
+    memcpy(copy, map, words * 8);
+    pthread_mutex_lock(&map_cache_lock);
+    c = &map_cache[map_cache_next++ % MAP_CACHE];
+    free(c->map);
+    *c = (struct map_cache){.dev = st.st_dev, .ino = st.st_ino, .size = st.st_size,
+                            .mtime = st.st_mtim, .granule = granule, .words = words, .map = copy};
+    snprintf(c->path, sizeof(c->path), "%s", path);
+    pthread_mutex_unlock(&map_cache_lock);
+    return 0;
+}
+
+/* CACHED: estimates may use the map cache; a merge reads the images themselves (a write within
+ * the filesystem's timestamp granularity would not show in the mtime). */
 static int maps_read(struct snap_tree *t, struct snap_node *n, struct disksnap_plan *p,
-                     struct disk *active, struct maps *m, char *err, size_t errlen)
+                     struct disk *active, bool cached, struct maps *m, char *err, size_t errlen)
 {
     memset(m, 0, sizeof(*m));
     struct disk *imgs[DISKSNAP_MAX_DEPS + 1] = {0};
@@ -196,8 +256,12 @@ static int maps_read(struct snap_tree *t, struct snap_node *n, struct disksnap_p
     m->words = (size / m->granule + 64) / 64;
     for (size_t i = 0; r == 0 && i <= p->ndeps; i++) {
         uint64_t **map = i ? &m->dep[i - 1] : &m->n;
+        char path[PATH_MAX];
+        disksnap_path(t, i ? dep_disk(t, p->deps[i - 1]) : n->disk, path, sizeof(path));
         *map = calloc(m->words, 8);
-        r = *map ? disk_layer_map(imgs[i], m->granule, *map) : -ENOMEM;
+        r = *map ? layer_map(imgs[i], imgs[i] == active || !cached ? NULL : path, m->granule,
+                             *map, m->words)
+                 : -ENOMEM;
         if (r < 0)
             snprintf(err, errlen, "cannot read the cluster map of a disk image of snapshot %s: %s",
                      n->label, strerror(-r));
@@ -225,7 +289,7 @@ int disksnap_plan(struct snap_tree *t, struct snap_node *n, struct disk *active,
         return 0;
     }
     struct maps m;
-    r = maps_read(t, n, p, active, &m, err, errlen);
+    r = maps_read(t, n, p, active, true, &m, err, errlen);
     if (r < 0)
         return r;
     for (size_t i = 0; i < p->ndeps; i++)
@@ -383,7 +447,7 @@ int disksnap_merge(struct snap_tree *t, struct snap_node *n, struct disksnap_pla
     if (p->how == DISKSNAP_NONE || p->how == DISKSNAP_DROP)
         return 0;
     struct maps m;
-    int r = maps_read(t, n, p, NULL, &m, err, errlen);
+    int r = maps_read(t, n, p, NULL, false, &m, err, errlen);
     if (r < 0)
         return r;
     r = p->how == DISKSNAP_STREAM ? stream(t, n, p, &m, err, errlen)

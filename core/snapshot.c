@@ -393,7 +393,7 @@ static json_int_t image_bytes(const struct snap_tree *t, const char *rel)
     return stat(path, &st) == 0 ? (json_int_t)st.st_blocks * 512 : 0;
 }
 
-json_t *snapshot_tree_json(struct snap_tree *t)
+json_t *snapshot_tree_json(struct snap_tree *t, struct disk *active)
 {
     json_t *nodes = json_array();
     for (size_t i = 0; i < t->n; i++) {
@@ -412,8 +412,13 @@ json_t *snapshot_tree_json(struct snap_tree *t)
                               "vm_state", n->vm_state, "pages", (json_int_t)n->pages,
                               "memory_bytes", (json_int_t)n->mem_bytes, "state_bytes",
                               (json_int_t)n->state_bytes);
-        if (snapshot_delete_cost(t, n, &needs, err, sizeof(err)) == 0)
-            json_object_set_new(j, "delete_needs_bytes", json_integer((json_int_t)needs));
+        struct disksnap_plan plan;
+        if (snapshot_delete_cost(t, n, &needs, err, sizeof(err)) == 0 &&
+            disksnap_plan(t, n, active, &plan, err, sizeof(err)) == 0) {
+            json_object_set_new(j, "delete_needs_bytes",
+                                json_integer((json_int_t)(needs + plan.needs)));
+            json_object_set_new(j, "delete_disk_merge", json_string(disksnap_how_name(plan.how)));
+        }
         if (n->disk[0]) {
             json_object_set_new(j, "disk", json_string(n->disk));
             json_object_set_new(j, "disk_bytes", json_integer(image_bytes(t, n->disk)));

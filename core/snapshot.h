@@ -77,7 +77,8 @@ uint64_t snapshot_host_pages(const struct snapshot_host *h);
  * SIGKILL the (Nth) time it reaches POINT, exactly as `kill -9` there would leave things. */
 void snapshot_crash_point(const char *point);
 
-/* The tree as `vmws snapshot list --json` and the control socket show it. */
-json_t *snapshot_tree_json(struct snap_tree *t);
+/* The tree as `vmws snapshot list --json` and the control socket show it, with what deleting
+ * each node needs (memory and disk; ACTIVE: the open image the VM writes, or NULL). */
+json_t *snapshot_tree_json(struct snap_tree *t, struct disk *active);
 
 #endif

@@ -392,7 +392,7 @@ json_t *vmm_cmd_query_snapshots(void *opaque, json_t *args, struct ctl_error *er
     struct vmm *v = opaque;
     (void)args;
     pthread_mutex_lock(&v->lock);
-    json_t *ret = v->tree_ok ? snapshot_tree_json(&v->tree) : NULL;
+    json_t *ret = v->tree_ok ? snapshot_tree_json(&v->tree, v->blk ? virtio_blk_image(v->blk) : NULL) : NULL;
     if (!v->tree_ok)
         vmm_fail(err, "GenericError", "%s", v->tree_err);
     pthread_mutex_unlock(&v->lock);
