@@ -68,7 +68,7 @@ static void draw(struct dash *d, const struct rect *r, bool focused)
         char label[96], age[16], size[16];
         snprintf(label, sizeof(label), "%s%s", s->label, s->is_auto ? " (auto)" : "");
         fmt_age(age, sizeof(age), s->created ? (int64_t)(now - s->created) : 0);
-        fmt_bytes(size, sizeof(size), s->memory_bytes + s->state_bytes);
+        fmt_bytes(size, sizeof(size), s->memory_bytes + s->state_bytes + s->disk_bytes);
         char tail[48];
         snprintf(tail, sizeof(tail), " %4s %6s", s->created ? age : "-", size);
         int tailw = (int)strlen(tail);
@@ -89,11 +89,12 @@ static void draw(struct dash *d, const struct rect *r, bool focused)
         draw_text(y, in.x, in.w, draw_attr(ROLE_DIM), "t takes a snapshot of now");
         return;
     }
-    char need[16], mem[16];
+    char need[16], mem[16], disk[16];
     fmt_bytes(need, sizeof(need), s->delete_needs_bytes);
     fmt_bytes(mem, sizeof(mem), s->memory_bytes);
-    draw_textf(y, in.x, in.w, draw_attr(ROLE_DIM), "delete %s needs %s (%s, %s RAM)", s->label,
-               need, s->vm_state[0] ? s->vm_state : "?", mem);
+    fmt_bytes(disk, sizeof(disk), s->disk_bytes);
+    draw_textf(y, in.x, in.w, draw_attr(ROLE_DIM), "delete %s needs %s (%s, %s RAM, %s disk)",
+               s->label, need, s->vm_state[0] ? s->vm_state : "?", mem, disk);
 }
 
 static bool key(struct dash *d, int k)

@@ -130,6 +130,7 @@ int snaptree_build(json_t *list, struct snap_tree *out, char *err, size_t errlen
         r->is_auto = json_is_true(json_object_get(o, "auto"));
         r->memory_bytes = get_u64(o, "memory_bytes");
         r->state_bytes = get_u64(o, "state_bytes");
+        r->disk_bytes = get_u64(o, "disk_bytes"); /* the node's frozen disk image */
         r->pages = get_u64(o, "pages");
         r->delete_needs_bytes = get_u64(o, "delete_needs_bytes");
         r->is_current = out->current[0] && strcmp(r->id, out->current) == 0;

@@ -22,7 +22,7 @@ struct snap_row {
     bool is_auto;   /* kept automatically by a revert */
     bool is_current;
     bool is_now; /* the virtual "now" row, not a snapshot */
-    uint64_t memory_bytes, state_bytes, pages, delete_needs_bytes;
+    uint64_t memory_bytes, state_bytes, disk_bytes, pages, delete_needs_bytes;
     size_t children;
     int depth;
     bool last; /* last child of its parent */
