@@ -400,6 +400,13 @@ static int tree_error(char *err, size_t errlen, const char *path, const char *wh
     return -EINVAL;
 }
 
+/* A disk image path as the tree stores it: absolute, or inside the VM's folder. */
+static bool disk_path_ok(const char *p)
+{
+    return strlen(p) < SNAP_DISK_MAX && (p[0] == '/' || (strncmp(p, "../", 3) != 0 &&
+                                                         !strstr(p, "/../") && strcmp(p, "..")));
+}
+
 static int parse_node(json_t *j, struct snap_node *n)
 {
     const char *id, *label, *parent, *state;
@@ -427,7 +434,7 @@ static int parse_node(json_t *j, struct snap_node *n)
     const char *disk = "";
     int deleting = 0;
     if (json_unpack(j, "{s?:s, s?:b}", "disk", &disk, "deleting", &deleting) < 0 ||
-        strlen(disk) >= sizeof(n->disk))
+        !disk_path_ok(disk))
         return -EINVAL;
     snprintf(n->disk, sizeof(n->disk), "%s", disk);
     n->deleting = deleting;
@@ -482,8 +489,7 @@ int snap_tree_load(struct snap_tree *t, const char *vm_dir, char *err, size_t er
         return tree_error(err, errlen, path, "missing or invalid version/next_id/current/nodes");
     }
     const char *active = "";
-    if (json_unpack(root, "{s?:s}", "disk_active", &active) < 0 ||
-        strlen(active) >= sizeof(t->disk_active)) {
+    if (json_unpack(root, "{s?:s}", "disk_active", &active) < 0 || !disk_path_ok(active)) {
         json_decref(root);
         return tree_error(err, errlen, path, "invalid disk_active");
     }

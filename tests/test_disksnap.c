@@ -348,6 +348,27 @@ START_TEST(kill_9_mid_merge_and_during_writes)
 }
 END_TEST
 
+/* A tree.json whose disk paths leave the VM's folder is refused as corrupt, and the VM does not
+ * start on a guess of which image is current. */
+START_TEST(a_tree_naming_images_outside_the_vm_is_refused)
+{
+    e2e_setup();
+    vmws_ok("create", vmws_cmd(out, sizeof(out), 30, "create", "bad", "--memory", "64M",
+                               "--disk", "16M", NULL));
+    snap("take", "bad", "cold");
+    char path[PATH_MAX], cmd[PATH_MAX + 64];
+    snprintf(path, sizeof(path), "%s/bad/snapshots/tree.json", e2e_home());
+    snprintf(cmd, sizeof(cmd), "sed -i 's|\"disk\": \"disk.qcow2\"|\"disk\": \"../../x\"|' '%s'",
+             path);
+    ck_assert_int_eq(system(cmd), 0);
+    int r = vmws_cmd(out, sizeof(out), 30, "snapshot", "list", "bad", NULL);
+    ck_assert_msg(r != 0 && strstr(out, "corrupt"), "list of a bad tree: %s", out);
+    r = vmws_cmd(out, sizeof(out), 30, "start", "bad", "--display", "none", NULL);
+    ck_assert_msg(r != 0 && strstr(out, "which disk image is current"), "start: %s", out);
+    e2e_teardown();
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("disk snapshots");
@@ -357,6 +378,7 @@ int main(void)
     tcase_add_test(tc, delete_commits_or_streams_whichever_needs_less);
     tcase_add_test(tc, powered_off_snapshots_are_disk_only);
     tcase_add_test(tc, kill_9_mid_merge_and_during_writes);
+    tcase_add_test(tc, a_tree_naming_images_outside_the_vm_is_refused);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
