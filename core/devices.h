@@ -57,6 +57,11 @@ struct pci_device {
     /* Called (without the bus lock) after the guest moved or enabled/disabled a BAR. */
     void (*bar_changed)(struct pci_device *d, int bar, uint64_t old_addr, uint64_t new_addr,
                         int enabled);
+    /* Optional: offered each config access first (bus lock held); returns true if it handled
+     * it (a read fills DATA), false for the standard cfg/wmask handling. virtio-pci's
+     * pci_cfg_data window uses it. */
+    bool (*cfg_access)(struct pci_device *d, unsigned off, uint8_t *data, uint32_t len,
+                       bool is_write);
     void *opaque;
 };
 struct pci_bus;

@@ -48,6 +48,7 @@ void pci_device_init(struct pci_device *d, uint16_t vendor, uint16_t device, uin
 {
     memset(d->cfg, 0, sizeof(d->cfg));
     memset(d->wmask, 0, sizeof(d->wmask));
+    d->cfg_access = NULL;
     put16(&d->cfg[0x00], vendor);
     put16(&d->cfg[0x02], device);
     d->cfg[0x08] = revision;
@@ -134,6 +135,8 @@ static void cfg_access(struct pci_bus *bus, unsigned port, uint8_t *data, uint32
             memset(data, 0xff, len);
         return;
     }
+    if (d->cfg_access && d->cfg_access(d, off, data, len, is_write))
+        return;
     if (!is_write) {
         memcpy(data, &d->cfg[off], len);
         return;

@@ -334,11 +334,10 @@ static void common_write_locked(struct virtio_pci *vp, unsigned off, uint64_t v,
     }
 }
 
-static void bar_io(void *opaque, uint64_t addr, uint8_t *data, uint32_t len, bool is_write)
+/* One access at OFF in BAR 0: from the MMIO handler or through the PCI_CFG window. */
+static void bar_access_locked(struct virtio_pci *vp, uint64_t off, uint8_t *data, uint32_t len,
+                              bool is_write)
 {
-    struct virtio_pci *vp = opaque;
-    pthread_mutex_lock(&vp->lock);
-    uint64_t off = addr - vp->bar_base;
     uint64_t v = is_write ? io_data_get(data, len) : 0;
     if (off < OFF_COMMON + COMMON_LEN) {
         if (is_write)
@@ -352,7 +351,6 @@ static void bar_io(void *opaque, uint64_t addr, uint8_t *data, uint32_t len, boo
     } else if (off >= OFF_DEVICE && off + len <= OFF_DEVICE + vp->ops->config_len) {
         if (!is_write)
             vp->ops->config_read(vp->opaque, (unsigned)(off - OFF_DEVICE), data, len);
-        pthread_mutex_unlock(&vp->lock);
         return;
     } else if (off >= OFF_NOTIFY && off < OFF_NOTIFY + NOTIFY_MULT * vp->ops->num_queues) {
         if (is_write) { /* a width the ioeventfd did not match, or no ioeventfd */
@@ -363,6 +361,13 @@ static void bar_io(void *opaque, uint64_t addr, uint8_t *data, uint32_t len, boo
     }
     if (!is_write)
         io_data_put(data, len, v);
+}
+
+static void bar_io(void *opaque, uint64_t addr, uint8_t *data, uint32_t len, bool is_write)
+{
+    struct virtio_pci *vp = opaque;
+    pthread_mutex_lock(&vp->lock);
+    bar_access_locked(vp, addr - vp->bar_base, data, len, is_write);
     pthread_mutex_unlock(&vp->lock);
 }
 
@@ -411,6 +416,42 @@ static void bar_changed(struct pci_device *d, int bar, uint64_t old_addr, uint64
                 strerror(-r));
 }
 
+/* VIRTIO_PCI_CAP_PCI_CFG (virtio 1.x 4.1.4.9), BAR 0 through config space: the driver writes
+ * cap.bar, cap.offset and cap.length into the capability (plain writable config bytes), and
+ * each read or write of pci_cfg_data (the dword after it) becomes that access in the BAR,
+ * served like an MMIO one. The three fields are the guest's: a BAR other than 0, a length
+ * other than 1, 2 or 4, or an offset not a multiple of it or past the BAR, and the access is
+ * ignored (a read sees zeroes). Called by the PCI bus, its lock held. */
+#define CFG_CAP 0x84
+#define CFG_CAP_LEN 20
+#define CFG_CAP_DATA (CFG_CAP + 16)
+
+static bool cfg_window_access(struct pci_device *d, unsigned off, uint8_t *data, uint32_t len,
+                              bool is_write)
+{
+    if (off < CFG_CAP_DATA || off + len > CFG_CAP_DATA + 4)
+        return false; /* not (all) in pci_cfg_data: the standard handling */
+    struct virtio_pci *vp = d->opaque;
+    uint8_t *window = &d->cfg[CFG_CAP_DATA];
+    uint32_t bar_off, bar_len;
+    memcpy(&bar_off, &d->cfg[CFG_CAP + 8], 4);
+    memcpy(&bar_len, &d->cfg[CFG_CAP + 12], 4);
+    bool valid = d->cfg[CFG_CAP + 4] == 0 && (bar_len == 1 || bar_len == 2 || bar_len == 4) &&
+                 bar_off % bar_len == 0 && bar_off < BAR_SIZE;
+    if (is_write)
+        memcpy(window + (off - CFG_CAP_DATA), data, len);
+    else
+        memset(window, 0, 4);
+    if (valid) {
+        pthread_mutex_lock(&vp->lock);
+        bar_access_locked(vp, bar_off, window, bar_len, is_write);
+        pthread_mutex_unlock(&vp->lock);
+    }
+    if (!is_write)
+        memcpy(data, window + (off - CFG_CAP_DATA), len);
+    return true;
+}
+
 /* Writes one virtio_pci_cap at OFF (LEN bytes) and returns the offset after it. */
 static unsigned put_cap(uint8_t *cfg, unsigned off, unsigned len, uint8_t type, uint32_t bar_off,
                         uint32_t bar_len, bool last)
@@ -457,7 +498,11 @@ struct virtio_pci *virtio_pci_create(struct machine *m, struct pci_bus *bus, uns
     uint32_t mult = NOTIFY_MULT;
     memcpy(&d->cfg[notify + 16], &mult, 4);
     off = put_cap(d->cfg, off, 16, 3, OFF_ISR, 4, false);
-    put_cap(d->cfg, off, 16, 4, OFF_DEVICE, ops->config_len, true);
+    off = put_cap(d->cfg, off, 16, 4, OFF_DEVICE, ops->config_len, false);
+    put_cap(d->cfg, off, CFG_CAP_LEN, 5, 0, 0, true); /* at CFG_CAP: bar, offset, length 0 */
+    memset(&d->wmask[CFG_CAP + 4], 0xff, 1);
+    memset(&d->wmask[CFG_CAP + 8], 0xff, 8);
+    d->cfg_access = cfg_window_access;
     d->bar_size[0] = BAR_SIZE;
     d->bar_changed = bar_changed;
     d->opaque = vp;

@@ -365,6 +365,99 @@ START_TEST(state_survives_save_and_load)
 }
 END_TEST
 
+/* Config-space access of LEN bytes at OFF (within one dword), as a guest does through 0xCFC+n. */
+static uint32_t cfg_access(unsigned off, unsigned len, uint32_t v, bool is_write)
+{
+    uint32_t a = 0x80000000u | SLOT << 11 | (off & 0xfc);
+    uint8_t d[4];
+    pio32(0xcf8, &a, true);
+    io_data_put(d, len, v);
+    iobus_access(&m.pio, 0xcfc + (off & 3), d, len, is_write);
+    return (uint32_t)io_data_get(d, len);
+}
+
+/* Config-space address of the virtio capability of TYPE, 0 if there is none. */
+static unsigned cap_pointer(unsigned type)
+{
+    unsigned n = 0;
+    for (unsigned p = cfg_read(0x34) & 0xff; p && n < 48; p = (cfg_read(p) >> 8) & 0xff, n++)
+        if ((cfg_read(p) & 0xff) == 9 && cfg_read(p) >> 24 == type)
+            return p;
+    return 0;
+}
+
+/* Sets the PCI_CFG capability at CAP to LEN bytes at OFF in BAR, then accesses pci_cfg_data. */
+static void window_aim(unsigned cap, unsigned bar_index, uint32_t off, uint32_t len)
+{
+    cfg_access(cap + 4, 1, bar_index, true);
+    cfg_access(cap + 8, 4, off, true);
+    cfg_access(cap + 12, 4, len, true);
+}
+
+static uint32_t window_read(unsigned cap, uint32_t off, uint32_t len)
+{
+    window_aim(cap, 0, off, len);
+    return cfg_access(cap + 16, 4, 0, false);
+}
+
+static void window_write(unsigned cap, uint32_t off, uint32_t len, uint32_t v)
+{
+    window_aim(cap, 0, off, len);
+    cfg_access(cap + 16, len, v, true);
+}
+
+/* VIRTIO_PCI_CAP_PCI_CFG: BAR 0 through config space reads and writes what MMIO does; a bad
+ * BAR, length or offset is ignored and reads zero. */
+START_TEST(pci_cfg_window_reaches_bar_0)
+{
+    unsigned cap = cap_pointer(5);
+    ck_assert_msg(cap != 0, "no VIRTIO_PCI_CAP_PCI_CFG capability");
+    ck_assert_uint_ge((cfg_read(cap) >> 16) & 0xff, 20); /* cap_len covers pci_cfg_data */
+    window_aim(cap, 0, common + 0x04, 4);
+    ck_assert_uint_eq(cfg_read(cap + 8), common + 0x04); /* the fields read back */
+    ck_assert_uint_eq(cfg_read(cap + 12), 4);
+
+    for (uint32_t sel = 0; sel < 2; sel++) { /* device_feature, selected through it too */
+        window_write(cap, common + 0x00, 4, sel);
+        ck_assert_uint_eq(rd(common + 0x00, 4), sel);
+        ck_assert_uint_eq(window_read(cap, common + 0x04, 4), rd(common + 0x04, 4));
+    }
+    ck_assert_uint_eq(window_read(cap, common + 0x04, 4) & 1, 1); /* VERSION_1 (bit 32) */
+    ck_assert_uint_eq(window_read(cap, common + 0x12, 2), 1);     /* num_queues */
+    ck_assert_uint_eq(window_read(cap, common + 0x12, 2), rd(common + 0x12, 2));
+    ck_assert_uint_eq(window_read(cap, devcfg, 4), DISK_SIZE / 512); /* capacity */
+    window_aim(cap, 0, common + 0x04, 4); /* one byte of the window: that byte of the dword */
+    ck_assert_uint_eq(cfg_access(cap + 17, 1, 0, false), (rd(common + 0x04, 4) >> 8) & 0xff);
+
+    ck_assert_uint_eq(window_read(cap, common + 0x14, 1), 1 | 2 | 4 | 8); /* device_status */
+    window_write(cap, common + 0x14, 1, 0);                               /* reset */
+    ck_assert_uint_eq(device_status(), 0);
+    window_write(cap, common + 0x14, 1, 1 | 2);
+    ck_assert_uint_eq(device_status(), 1 | 2);
+    ck_assert_uint_eq(window_read(cap, common + 0x14, 1), 1 | 2);
+
+    const struct {
+        uint32_t bar, off, len;
+    } bad[] = {
+        {1, common + 0x14, 1},           /* not BAR 0 */
+        {0xff, common + 0x14, 1},        /* no such BAR */
+        {0, common + 0x14, 0},           /* lengths other than 1, 2 and 4 */
+        {0, common + 0x14, 3},           /* ... */
+        {0, common + 0x14, 8},           /* ... (more than the window holds) */
+        {0, common + 0x14, 0xffffffffu}, /* ... */
+        {0, devcfg + 1, 2},              /* unaligned (capacity's bytes 1-2 are not 0) */
+        {0, 0x4000, 4},                  /* past the BAR */
+        {0, 0xfffffffcu, 4},             /* ... far past */
+    };
+    for (unsigned i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        window_aim(cap, bad[i].bar, bad[i].off, bad[i].len);
+        ck_assert_msg(cfg_access(cap + 16, 4, 0, false) == 0, "bad access %u read non-zero", i);
+        cfg_access(cap + 16, 4, 0, true); /* would reset the device */
+        ck_assert_msg(device_status() == (1 | 2), "bad access %u reached the BAR", i);
+    }
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("virtio_blk_unit");
@@ -376,6 +469,7 @@ static Suite *suite(void)
     tcase_add_test(t, malformed_chains_need_reset);
     tcase_add_test(t, quiesce_holds_requests_until_resume);
     tcase_add_test(t, state_survives_save_and_load);
+    tcase_add_test(t, pci_cfg_window_reaches_bar_0);
     suite_add_tcase(s, t);
     return s;
 }
