@@ -63,8 +63,7 @@ struct virtio_pci {
     struct vq q[VIRTIO_MAX_QUEUES];
     uint64_t bar_base; /* 0 = not decoding */
     unsigned irq;      /* the INTx line as wired at creation (cfg 0x3C is only the guest's note) */
-    bool irq_level;    /* what we last raised (irqfd: KVM lowers it at the guest's EOI) */
-    int irqfd, resample_fd; /* KVM_IRQFD with resampling; -1: KVM_IRQ_LINE instead */
+    bool irq_level;
     int ctl_fd; /* wakes the I/O thread: stop, unquiesce, state loaded */
     pthread_t thread;
     bool thread_started, stopping;
@@ -75,50 +74,14 @@ struct virtio_pci {
 
 /* ---- interrupts and the broken state ---- */
 
-/* The INTx line. With KVM_IRQFD and a resample eventfd, raising it is an eventfd write from
- * whichever thread completes a request (no ioctl); KVM lowers it when the guest acknowledges
- * the interrupt (EOI) and signals the resample eventfd, and the I/O thread raises it again if
- * the ISR still has bits. Without irqfd (older KVM), KVM_IRQ_LINE both ways. FORCE tells KVM
- * the level even if it seems unchanged (after a state load). */
-static void set_line_locked(struct virtio_pci *vp, bool level, bool force)
-{
-    bool was = vp->irq_level;
-    vp->irq_level = level;
-    if (vp->irqfd < 0) {
-        if (level != was || force)
-            machine_set_irq(vp->m, vp->irq, level);
-    } else if (level && (!was || force)) {
-        uint64_t one = 1;
-        ssize_t w = write(vp->irqfd, &one, sizeof(one));
-        (void)w;
-    }
-}
-
 static void update_irq_locked(struct virtio_pci *vp)
 {
     bool intx_off = vp->pci.cfg[0x05] & 0x04;
     bool level = vp->r.isr && !intx_off;
-    if (level != vp->irq_level)
-        set_line_locked(vp, level, false);
-}
-
-static void irqfd_setup(struct virtio_pci *vp)
-{
-    vp->irqfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    vp->resample_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    struct kvm_irqfd f = {.fd = (uint32_t)vp->irqfd,
-                          .gsi = vp->irq,
-                          .flags = KVM_IRQFD_FLAG_RESAMPLE,
-                          .resamplefd = (uint32_t)vp->resample_fd};
-    if (vp->irqfd >= 0 && vp->resample_fd >= 0 && ioctl(vp->m->vm_fd, KVM_IRQFD, &f) == 0)
-        return;
-    vmm_log("%s: KVM_IRQFD (resample) on IRQ %u: %s; interrupts take KVM_IRQ_LINE", vp->ops->name,
-            vp->irq, strerror(errno));
-    if (vp->irqfd >= 0)
-        close(vp->irqfd);
-    if (vp->resample_fd >= 0)
-        close(vp->resample_fd);
-    vp->irqfd = vp->resample_fd = -1;
+    if (level != vp->irq_level) {
+        vp->irq_level = level;
+        machine_set_irq(vp->m, vp->irq, level);
+    }
 }
 
 static void mark_broken_locked(struct virtio_pci *vp, const char *fmt, ...)
@@ -198,30 +161,20 @@ static void *io_thread(void *arg)
 {
     struct virtio_pci *vp = arg;
     pthread_setname_np(pthread_self(), "vmws-virtio");
-    struct pollfd pfd[VIRTIO_MAX_QUEUES + 2];
+    struct pollfd pfd[VIRTIO_MAX_QUEUES + 1];
     unsigned n = vp->ops->num_queues;
     for (unsigned q = 0; q < n; q++)
         pfd[q] = (struct pollfd){.fd = vp->q[q].kick_fd, .events = POLLIN};
     pfd[n] = (struct pollfd){.fd = vp->ctl_fd, .events = POLLIN};
-    pfd[n + 1] = (struct pollfd){.fd = vp->resample_fd, .events = POLLIN}; /* -1: ignored */
     for (;;) {
-        if (poll(pfd, n + 2, -1) < 0 && errno != EINTR)
+        if (poll(pfd, n + 1, -1) < 0 && errno != EINTR)
             break;
         uint64_t v;
-        bool resampled = false;
-        for (unsigned i = 0; i <= n + 1; i++) {
-            if (!(pfd[i].revents & POLLIN) || read(pfd[i].fd, &v, sizeof(v)) != sizeof(v))
-                continue;
-            if (i < n)
+        for (unsigned i = 0; i <= n; i++)
+            if (pfd[i].revents & POLLIN && read(pfd[i].fd, &v, sizeof(v)) == sizeof(v) && i < n)
                 __atomic_add_fetch(&vp->kicks, 1, __ATOMIC_RELAXED);
-            resampled |= i == n + 1;
-        }
         pthread_mutex_lock(&vp->lock);
         bool stop = vp->stopping;
-        if (resampled) { /* the guest acknowledged: KVM lowered the line */
-            vp->irq_level = false;
-            update_irq_locked(vp);
-        }
         if (!stop)
             serve_all_locked(vp);
         pthread_mutex_unlock(&vp->lock);
@@ -525,7 +478,7 @@ struct virtio_pci *virtio_pci_create(struct machine *m, struct pci_bus *bus, uns
     vp->bus = bus;
     vp->ops = ops;
     vp->opaque = opaque;
-    vp->ctl_fd = vp->irqfd = vp->resample_fd = -1;
+    vp->ctl_fd = -1;
     pthread_mutex_init(&vp->lock, NULL);
     for (unsigned q = 0; q < VIRTIO_MAX_QUEUES; q++)
         vp->q[q].kick_fd = -1;
@@ -562,7 +515,6 @@ struct virtio_pci *virtio_pci_create(struct machine *m, struct pci_bus *bus, uns
         return NULL;
     }
     vp->irq = pci_irq_line(d);
-    irqfd_setup(vp);
     if (pthread_create(&vp->thread, NULL, io_thread, vp) != 0) {
         vmm_log("%s: cannot start its I/O thread", ops->name);
         virtio_pci_destroy(vp);
@@ -591,13 +543,6 @@ void virtio_pci_destroy(struct virtio_pci *vp)
     }
     if (vp->ctl_fd >= 0)
         close(vp->ctl_fd);
-    if (vp->irqfd >= 0) {
-        struct kvm_irqfd f = {
-            .fd = (uint32_t)vp->irqfd, .gsi = vp->irq, .flags = KVM_IRQFD_FLAG_DEASSIGN};
-        ioctl(vp->m->vm_fd, KVM_IRQFD, &f); /* fails harmlessly if the VM is gone already */
-        close(vp->irqfd);
-        close(vp->resample_fd);
-    }
     pthread_mutex_destroy(&vp->lock);
     free(vp);
 }
@@ -681,7 +626,8 @@ int virtio_pci_load(struct virtio_pci *vp, const struct state_reader *rd, uint32
     if (regs.broken && !vp->r.broken)
         mark_broken_locked(vp, "restored as broken");
     /* Drive the line to its restored level whatever we last told KVM. */
-    set_line_locked(vp, vp->r.isr && !(vp->pci.cfg[0x05] & 0x04), true);
+    vp->irq_level = vp->r.isr && !(vp->pci.cfg[0x05] & 0x04);
+    machine_set_irq(vp->m, vp->irq, vp->irq_level);
     pthread_mutex_unlock(&vp->lock);
     wake_thread(vp);
     return 0;
