@@ -249,6 +249,25 @@ void console_close(struct console *c)
     free(c);
 }
 
+void e2e_dump_logs(const char *vm)
+{
+    static const char *const logs[] = {"serial.log", "vmm.log"};
+    for (unsigned i = 0; i < 2; i++) {
+        char path[1024], buf[2048];
+        snprintf(path, sizeof(path), "%s/%s/%s", e2e_home(), vm, logs[i]);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;
+        fseek(f, 0, SEEK_END);
+        long end = ftell(f);
+        fseek(f, end > (long)sizeof(buf) - 1 ? end - (long)sizeof(buf) + 1 : 0, SEEK_SET);
+        size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+        buf[n] = 0;
+        fclose(f);
+        fprintf(stderr, "---- end of %s ----\n%s\n", path, buf);
+    }
+}
+
 bool e2e_guest(const char *vm, const char *cmd, const char *expect, char *seen, size_t seenlen)
 {
     struct console *c = console_open(vm);
@@ -256,8 +275,10 @@ bool e2e_guest(const char *vm, const char *cmd, const char *expect, char *seen, 
               (strcmp(expect, "vmws> ") == 0 || console_expect(c, "vmws> ", 30000));
     if (seen && seenlen)
         snprintf(seen, seenlen, "%s", c ? c->buf : "");
-    if (!ok)
+    if (!ok) {
         fprintf(stderr, "guest '%s': expected '%s', saw: %s\n", cmd, expect, c ? c->buf : "");
+        e2e_dump_logs(vm);
+    }
     console_close(c);
     return ok;
 }

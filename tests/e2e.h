@@ -47,6 +47,9 @@ void console_close(struct console *c);
  * prompt; SEEN (may be NULL) gets everything the console showed. */
 bool e2e_guest(const char *vm, const char *cmd, const char *expect, char *seen, size_t seenlen);
 
+/* Prints the end of the VM's serial.log and vmm.log to stderr (for a failure's message). */
+void e2e_dump_logs(const char *vm);
+
 /* PID of the VM's VMM from its pidfile, or -1. */
 pid_t vm_pid(const char *name);
 /* Waits until PID is gone; true if it went within TIMEOUT_MS. */
