@@ -17,7 +17,8 @@ uint64_t vblk_sectors(void);
 int vblk_read(uint64_t sector, void *buf, uint32_t bytes);
 int vblk_write(uint64_t sector, const void *buf, uint32_t bytes);
 int vblk_flush(void);
-void cmd_disk(int argc, char **argv); /* disk info | stress N SEED | test-garbage [KIND] */
+/* disk info | stress N SEED | test-garbage [KIND] | bench MODE MIB [START [SPAN]] */
+void cmd_disk(int argc, char **argv);
 
 /* --- fs.c --- */
 void cmd_ls(void);

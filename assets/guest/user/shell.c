@@ -52,6 +52,7 @@ static void cmd_help(void)
                  "fb test | fill RRGGBB | noise N | clear | info   framebuffer console\n"
                  "ls | touch NAME | write NAME TEXT | cat NAME | rm NAME | sync   files on disk\n"
                  "disk info | stress N SEED | test-garbage [KIND]   the virtio-blk disk\n"
+                 "disk bench seq-write|seq-read|rand-write|rand-read MIB [START [SPAN]]   MiB/s\n"
                  "poweroff              power the machine off\n");
 }
 

@@ -1,11 +1,13 @@
 /* virtio-blk driver of the built-in guest, all at CPL 3: finds the modern virtio-pci device
  * (1af4:1042) on bus 0, maps its capability structures (all of the low 4 GiB is mapped, so a
- * BAR address is a pointer), negotiates VERSION_1 + FLUSH and runs one 16-entry split queue
- * in static memory (identity mapped: a pointer is a guest-physical address). One request at
- * a time: header, data through a 64 KiB bounce buffer, status byte. After notifying, it
- * spins briefly on the used index, then sleeps in SYS_WAIT_SOUND, which counts PCI INTx (IRQ
- * 10 and 11) in a four-instruction kernel handler, and reads the ISR to lower the line; on
- * any other line (the kernel keeps it masked) it polls the used index instead. */
+ * BAR address is a pointer), negotiates VERSION_1 + FLUSH (+ SIZE_MAX/SEG_MAX when offered,
+ * so a request never exceeds what the device promises to take) and runs one 16-entry split
+ * queue in static memory (identity mapped: a pointer is a guest-physical address). One request
+ * at a time: header, data (one segment) through a 64 KiB bounce buffer, status byte. After
+ * notifying, it spins briefly on the used index, then sleeps in SYS_WAIT_SOUND, which counts
+ * PCI INTx (IRQ 10 and 11) in a four-instruction kernel handler, and reads the ISR to lower
+ * the line; on any other line (the kernel keeps it masked) it polls the used index instead.
+ * The `disk` shell command (info, stress, test-garbage, bench) lives at the end. */
 #include "assets/guest/user/disk.h"
 #include "assets/guest/user/sound.h"
 
@@ -14,6 +16,8 @@
 #define VIRTIO_STATUS_DRIVER_OK 4
 #define VIRTIO_STATUS_FEATURES_OK 8
 #define VIRTIO_STATUS_NEEDS_RESET 0x40
+#define F_BLK_SIZE_MAX (1u << 1)
+#define F_BLK_SEG_MAX (1u << 2)
 #define F_BLK_FLUSH (1u << 9)
 #define F_VERSION_1_HI 1u /* bit 32 */
 
@@ -70,6 +74,7 @@ static struct {
     uint32_t notify_mult;
     uint16_t last_used, qsize;
     uint64_t sectors;
+    uint32_t max_io; /* bytes per request: the bounce buffer, or less if size_max says so */
     uint64_t requests, irq_waits;
 } dev;
 
@@ -150,7 +155,8 @@ static bool device_init(void)
         return false;
     }
     mmio_write32(c + CC_GFSELECT, 0);
-    mmio_write32(c + CC_GF, lo & F_BLK_FLUSH);
+    uint32_t accepted = lo & (F_BLK_FLUSH | F_BLK_SIZE_MAX | F_BLK_SEG_MAX);
+    mmio_write32(c + CC_GF, accepted);
     mmio_write32(c + CC_GFSELECT, 1);
     mmio_write32(c + CC_GF, F_VERSION_1_HI);
     uint8_t st = VIRTIO_STATUS_ACK | VIRTIO_STATUS_DRIVER | VIRTIO_STATUS_FEATURES_OK;
@@ -180,6 +186,18 @@ static bool device_init(void)
     wr8(c + CC_STATUS, st | VIRTIO_STATUS_DRIVER_OK);
     dev.last_used = 0;
     dev.sectors = (uint64_t)mmio_read32(dev.devcfg) | (uint64_t)mmio_read32(dev.devcfg + 4) << 32;
+    /* Our data is always one segment, so seg_max (>= 1 by definition) never limits us; a
+     * size_max below the bounce buffer splits reads and writes into smaller requests. */
+    dev.max_io = DISK_MAX_IO;
+    if (accepted & F_BLK_SIZE_MAX) {
+        uint32_t size_max = mmio_read32(dev.devcfg + 8);
+        if (size_max < DISK_SECTOR) {
+            printf("disk: the device's size_max (%u bytes) is below one sector\n", size_max);
+            return false;
+        }
+        if (size_max < dev.max_io)
+            dev.max_io = size_max / DISK_SECTOR * DISK_SECTOR;
+    }
     (void)rd8(dev.isr);
     return true;
 }
@@ -311,9 +329,14 @@ static bool range_ok(uint64_t sector, uint32_t bytes)
 
 int vblk_read(uint64_t sector, void *buf, uint32_t bytes)
 {
-    if (!vblk_ready() || !range_ok(sector, bytes) || request(T_IN, sector, bytes, "read") < 0)
+    if (!vblk_ready() || !range_ok(sector, bytes))
         return -1;
-    memcpy(buf, bounce, bytes);
+    for (uint32_t done = 0; done < bytes; done += dev.max_io) {
+        uint32_t n = bytes - done < dev.max_io ? bytes - done : dev.max_io;
+        if (request(T_IN, sector + done / DISK_SECTOR, n, "read") < 0)
+            return -1;
+        memcpy((uint8_t *)buf + done, bounce, n);
+    }
     return 0;
 }
 
@@ -321,8 +344,13 @@ int vblk_write(uint64_t sector, const void *buf, uint32_t bytes)
 {
     if (!vblk_ready() || !range_ok(sector, bytes))
         return -1;
-    memcpy(bounce, buf, bytes);
-    return request(T_OUT, sector, bytes, "write");
+    for (uint32_t done = 0; done < bytes; done += dev.max_io) {
+        uint32_t n = bytes - done < dev.max_io ? bytes - done : dev.max_io;
+        memcpy(bounce, (const uint8_t *)buf + done, n);
+        if (request(T_OUT, sector + done / DISK_SECTOR, n, "write") < 0)
+            return -1;
+    }
+    return 0;
 }
 
 int vblk_flush(void)
@@ -437,6 +465,115 @@ static void cmd_garbage(const char *kind)
            st & VIRTIO_STATUS_NEEDS_RESET ? " (NEEDS_RESET)" : "");
 }
 
+/* ---- disk bench ---- */
+
+/* `disk bench MODE MIB [START_MIB [SPAN_MIB]]` moves MIB MiB within [START_MIB, START_MIB +
+ * SPAN_MIB) of the disk (START 4 MiB, SPAN = MIB by default; sequential modes cover it once,
+ * random ones pick 4 KiB blocks in it): past the file store (sectors 0-575) and the stress
+ * region (1-2 MiB), which it never touches. Write modes overwrite the region. */
+#define BENCH_START_MIB 4u
+#define BENCH_MAX_MIB 65536u
+#define BENCH_RAND_IO 4096u
+#define PM_TIMER_HZ 3579545ull
+#define BENCH_CALIBRATION_US 50000u
+
+static const char *const bench_modes[] = {"seq-write", "seq-read", "rand-write", "rand-read"};
+
+/* TSC ticks per millisecond against the ACPI PM timer over 50 ms (timer.c's rate is rounded
+ * up by 1/16 so delays never run short: fine for a delay, 6% off for a throughput). 0 if
+ * the machine has no PM timer. */
+static uint64_t bench_tsc_per_ms(void)
+{
+    if (!acpi.pm_tmr)
+        return 0;
+    uint32_t mask = acpi.pm_tmr_32bit ? 0xffffffffu : 0xffffffu;
+    uint32_t p0 = inl(acpi.pm_tmr) & mask;
+    uint64_t t0 = rdtsc();
+    delay_us(BENCH_CALIBRATION_US);
+    uint32_t p1 = inl(acpi.pm_tmr) & mask;
+    uint64_t t1 = rdtsc();
+    uint64_t ticks = (p1 - p0) & mask;
+    return ticks ? (t1 - t0) * PM_TIMER_HZ / ticks / 1000 : 0;
+}
+
+/* Moves MIB MiB in MODE's pattern, one request in flight (the driver is synchronous), straight
+ * from/to the bounce buffer; write modes end with a FLUSH, inside the timed part. Prints one
+ * line: "disk bench MODE: N MiB in T ms, R.r MiB/s, K requests of S KiB (I/s)...". */
+static void cmd_bench(int argc, char **argv)
+{
+    const char *mode_name = argv[2];
+    uint64_t mib, start_mib = BENCH_START_MIB, span_mib = 0;
+    unsigned mode = 0;
+    while (mode < 4 && strcmp(mode_name, bench_modes[mode]))
+        mode++;
+    bool write = mode == 0 || mode == 2, seq = mode < 2;
+    if (mode == 4 || !parse_u64(argv[3], &mib) || mib == 0 || mib > BENCH_MAX_MIB ||
+        (argc > 4 && (!parse_u64(argv[4], &start_mib) || start_mib < BENCH_START_MIB))) {
+        printf("disk bench: MODE is seq-write, seq-read, rand-write or rand-read; MIB 1-%u; "
+               "START_MIB at least %u\n",
+               BENCH_MAX_MIB, BENCH_START_MIB);
+        return;
+    }
+    if (argc <= 5)
+        span_mib = mib;
+    else if (!parse_u64(argv[5], &span_mib) || span_mib == 0 || span_mib > BENCH_MAX_MIB ||
+             (seq && span_mib != mib)) {
+        printf("disk bench: SPAN_MIB is 1-%u, and only random modes take one other than MIB\n",
+               BENCH_MAX_MIB);
+        return;
+    }
+    if (!vblk_ready())
+        return;
+    uint64_t disk_mib = dev.sectors * DISK_SECTOR / MIB;
+    if (start_mib > disk_mib || span_mib > disk_mib - start_mib) {
+        printf("disk bench: %lu MiB from %lu MiB do not fit on the %lu MiB disk\n", span_mib,
+               start_mib, disk_mib);
+        return;
+    }
+    uint32_t io = seq ? dev.max_io / BENCH_RAND_IO * BENCH_RAND_IO : BENCH_RAND_IO;
+    if (!io || io > dev.max_io) {
+        printf("disk bench: the device takes at most %u bytes per request, the bench needs %u\n",
+               dev.max_io, BENCH_RAND_IO);
+        return;
+    }
+    uint64_t tsc_per_ms = bench_tsc_per_ms();
+    bool calibrated = tsc_per_ms != 0;
+    if (!calibrated)
+        tsc_per_ms = timer_tsc_per_us() * 1000;
+    if (write) { /* incompressible-looking data; each request stamps its number in front */
+        uint64_t *w = (uint64_t *)bounce;
+        for (unsigned i = 0; i < DISK_MAX_IO / 8; i++)
+            w[i] = mix64(i + 1);
+    }
+    uint64_t first = start_mib * MIB / DISK_SECTOR, total = mib * MIB, slots = span_mib * MIB / io;
+    uint64_t rng = 0x9e3779b97f4a7c15ull ^ mib ^ (uint64_t)mode << 32, requests = 0;
+    uint64_t start = rdtsc();
+    for (uint64_t done = 0; done < total; requests++) {
+        uint32_t n = total - done < io ? (uint32_t)(total - done) : io;
+        uint64_t offset = done;
+        if (!seq) {
+            rng = mix64(rng + requests);
+            offset = rng % slots * io;
+        }
+        if (write)
+            memcpy(bounce, &requests, sizeof(requests));
+        if (request(write ? T_OUT : T_IN, first + offset / DISK_SECTOR, n, mode_name) < 0)
+            return;
+        done += n;
+    }
+    if (write && request(T_FLUSH, 0, 0, "flush") < 0)
+        return;
+    uint64_t us = (rdtsc() - start) * 1000 / tsc_per_ms;
+    if (!us)
+        us = 1;
+    uint64_t tenths = total * 10000000 / MIB / us; /* MiB/s x 10 */
+    printf("disk bench %s: %lu MiB in %lu ms, %lu.%lu MiB/s, %lu requests of %u KiB (%lu/s)%s, "
+           "one in flight%s\n",
+           mode_name, mib, us / 1000, tenths / 10, tenths % 10, requests, io / 1024,
+           requests * 1000000 / us, write ? " and a flush" : "",
+           calibrated ? "" : " (clock: uncalibrated TSC, no ACPI PM timer)");
+}
+
 void cmd_disk(int argc, char **argv)
 {
     const char *sub = argc > 1 ? argv[1] : "info";
@@ -452,9 +589,12 @@ void cmd_disk(int argc, char **argv)
                parse_u64(argv[3], &seed) && n > 0 && n <= 1000000) {
         if (vblk_ready())
             cmd_stress(n, seed);
+    } else if (!strcmp(sub, "bench") && argc >= 4 && argc <= 6) {
+        cmd_bench(argc, argv);
     } else if (!strcmp(sub, "test-garbage") && argc <= 3) {
         cmd_garbage(argc == 3 ? argv[2] : "loop");
     } else {
-        printf("usage: disk info | disk stress N SEED | disk test-garbage [KIND]\n");
+        printf("usage: disk info | disk stress N SEED | disk test-garbage [KIND] | disk bench "
+               "MODE MIB [START_MIB [SPAN_MIB]]\n");
     }
 }
