@@ -11,6 +11,7 @@
 #include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/falloc.h>
 #include <libgen.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -225,6 +226,22 @@ static int file_pwrite(struct qcow2 *q, const void *buf, size_t len, uint64_t of
     if (off + len > q->file_size)
         q->file_size = off + len;
     return 0;
+}
+
+static const uint8_t zero_cluster[QCOW2_MAX_CLUSTER_SIZE];
+
+static int write_all(int fd, const void *buf, size_t len, uint64_t off);
+
+/* Makes [off, off + len) read as zeroes without writing them: a hole (what QEMU does for the
+ * empty parts of a new cluster), or written zeroes where the filesystem cannot punch. The
+ * crash simulation sees the write of zeroes it amounts to. */
+static int file_zero(struct qcow2 *q, uint64_t off, uint64_t len)
+{
+    if (q->hook)
+        q->hook(q->hook_opaque, QCOW2_IO_WRITE, zero_cluster, len, off);
+    if (fallocate(q->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) == 0)
+        return 0;
+    return errno == EOPNOTSUPP ? write_all(q->fd, zero_cluster, len, off) : -errno;
 }
 
 /* Grows the file to `size` bytes (a sparse tail). */
@@ -849,10 +866,13 @@ static int cluster_write(struct qcow2 *q, uint64_t vc, uint64_t in, const uint8_
         return file_pwrite(q, data, n, host + in);
     }
     const uint8_t *whole = data;
+    bool zero_around = false; /* a part of a cluster that otherwise reads as zeroes */
     if (n != cs) {
         r = cluster_read(q, vc, entry, 0, q->bounce, cs);
         if (r < 0)
             return r;
+        zero_around = memcmp(q->bounce, zero_cluster, in) == 0 &&
+                      memcmp(q->bounce + in + n, zero_cluster, cs - in - n) == 0;
         memcpy(q->bounce + in, data, n);
         whole = q->bounce;
     }
@@ -866,7 +886,13 @@ static int cluster_write(struct qcow2 *q, uint64_t vc, uint64_t in, const uint8_
     }
     if (overlaps_metadata(q, host, cs))
         return -EIO;
-    r = file_pwrite(q, whole, cs, host);
+    if (zero_around) { /* write the data alone, not a cluster of mostly zeroes */
+        r = file_zero(q, host, cs);
+        if (r == 0)
+            r = file_pwrite(q, data, n, host + in);
+    } else {
+        r = file_pwrite(q, whole, cs, host);
+    }
     if (r == 0)
         r = l2_entry_set(q, vc, host | COPIED);
     if (r == 0 && compressed) { /* the compressed bytes lose a user once that is on disk */
