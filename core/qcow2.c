@@ -71,10 +71,13 @@
 #define MAX_BACKING_NAME 1023u
 #define CACHE_SLOTS 16
 #define CACHE_BYTES (4u << 20)
-/* Clusters reserved per flush: at least 32, up to 1 MiB worth (a crash leaks at most this). */
+/* Clusters reserved per flush: at first 1 MiB worth (at least 32); each reservation used up
+ * doubles the next, up to 32 MiB worth (at most 2048), so a stream of allocations pays one flush
+ * per 32 MiB. A crash leaks at most one reservation. */
 #define RESERVE_MIN 32u
 #define RESERVE_MAX 2048u
 #define RESERVE_BYTES (1u << 20)
+#define RESERVE_BYTES_MAX (32u << 20)
 #define FREE_BATCH 64
 /* How far past the end of the file counted clusters may lie (our own reservations are inside
  * the file; other writers preallocate a little); beyond this the free-cluster scan gives up. */
@@ -117,6 +120,7 @@ struct qcow2 {
     uint64_t free_hint;             /* no free cluster below this index */
     uint64_t reserved[RESERVE_MAX]; /* clusters whose refcount is already 1 on disk */
     unsigned n_reserved, next_reserved;
+    uint64_t reserve_bytes; /* the size of the next reservation */
 
     struct disk *backing;
     uint64_t backing_size;
@@ -565,12 +569,17 @@ static int cluster_take(struct qcow2 *q, uint64_t want, uint64_t *cluster, uint6
     return -ENOSPC;
 }
 
-/* Hands out one cluster whose refcount of 1 is already on disk. Reserves 1 MiB of clusters (at
- * least 32) at a time so one flush serves many allocations; a crash leaks the unused ones. */
+/* Hands out one cluster whose refcount of 1 is already on disk. Reserves clusters in batches
+ * (RESERVE_*) so one flush serves many allocations; a crash leaks the unused ones. */
 static int cluster_alloc(struct qcow2 *q, uint64_t *off)
 {
     if (q->next_reserved == q->n_reserved) {
-        uint64_t want = RESERVE_BYTES >> q->cluster_bits;
+        if (q->n_reserved) /* the last one was used up: allocations come in a stream */
+            q->reserve_bytes = q->reserve_bytes * 2 > RESERVE_BYTES_MAX ? RESERVE_BYTES_MAX
+                                                                        : q->reserve_bytes * 2;
+        if (q->reserve_bytes < RESERVE_BYTES)
+            q->reserve_bytes = RESERVE_BYTES;
+        uint64_t want = q->reserve_bytes >> q->cluster_bits;
         want = want < RESERVE_MIN ? RESERVE_MIN : want > RESERVE_MAX ? RESERVE_MAX : want;
         q->n_reserved = q->next_reserved = 0;
         int r = 0;
