@@ -261,23 +261,24 @@ static int submit_and_wait(uint16_t head, const char *what)
             cpu_relax();
             continue;
         }
-        if (rd8(dev.common + CC_STATUS) & VIRTIO_STATUS_NEEDS_RESET) {
-            (void)rd8(dev.isr);
-            printf("disk: %s: the device needs a reset (it found a request malformed)\n", what);
-            return -1;
-        }
         if (now > deadline) {
             printf("disk: %s: no completion after 5 s\n", what);
+            return -1;
+        }
+        /* Count, lower the line, then look at the used ring and the status: whatever the
+         * device does after this look raises a new interrupt that ends the wait below. */
+        uint32_t seen = irq_sound_count;
+        (void)rd8(dev.isr); /* INTx low: the next completion is a new edge */
+        if (used_moved())
+            break;
+        if (rd8(dev.common + CC_STATUS) & VIRTIO_STATUS_NEEDS_RESET) {
+            printf("disk: %s: the device needs a reset (it found a request malformed)\n", what);
             return -1;
         }
         if (!dev.irq_usable) { /* a line the kernel keeps masked: poll */
             delay_us(20);
             continue;
         }
-        uint32_t seen = irq_sound_count;
-        (void)rd8(dev.isr); /* INTx low: the next completion is a new edge */
-        if (used_moved())
-            break;
         dev.irq_waits++;
         sys_wait_sound(seen); /* returns at once if an interrupt came since SEEN */
     }
