@@ -419,14 +419,13 @@ static int commit(struct snap_tree *t, struct snap_node *n, struct disksnap_plan
     }
     snapshot_crash_point("disk-committed");
     /* What had D's image as backing file now reads the same from N's. */
-    for (size_t i = 0; d && r == 0 && i <= t->n; i++) {
-        struct snap_node *c = i < t->n ? &t->nodes[i] : NULL;
-        bool dep = c ? strcmp(c->parent, d->id) == 0 && c->disk[0]
-                     : strcmp(t->current, d->id) == 0 && t->disk_active[0];
-        if (!dep)
-            continue;
+    struct snap_node *above[DISKSNAP_MAX_DEPS];
+    size_t nabove = 0;
+    if (d)
+        r = find_deps(t, d, above, &nabove, err, errlen);
+    for (size_t i = 0; r == 0 && i < nabove; i++) {
         char cpath[PATH_MAX], ref[PATH_MAX];
-        disksnap_path(t, dep_disk(t, c), cpath, sizeof(cpath));
+        disksnap_path(t, dep_disk(t, above[i]), cpath, sizeof(cpath));
         backing_ref(cpath, npath, ref, sizeof(ref));
         r = disk_set_backing(cpath, ref);
         if (r < 0)
