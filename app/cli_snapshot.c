@@ -582,16 +582,88 @@ static int snap_cmd_info(const char *name, const char *key, bool json)
     return rc;
 }
 
+static int by_created(const void *a, const void *b)
+{
+    json_int_t x = json_integer_value(json_object_get(*(json_t *const *)a, "created_unix"));
+    json_int_t y = json_integer_value(json_object_get(*(json_t *const *)b, "created_unix"));
+    if (x != y)
+        return x < y ? -1 : 1;
+    return strtoull(json_string_value(json_object_get(*(json_t *const *)a, "id")), NULL, 10) <
+                   strtoull(json_string_value(json_object_get(*(json_t *const *)b, "id")), NULL, 10)
+               ? -1
+               : 1;
+}
+
+/* `vmws snapshot prune NAME [--keep N]`: deletes the automatic snapshots reverts kept, oldest
+ * first, all but the newest N; each is an ordinary delete (it says what it needs first). */
+static int snap_cmd_prune(const char *name, unsigned long keep)
+{
+    struct vm_session s;
+    if (session_open(&s, name))
+        return 1;
+    json_t *tree = tree_json(&s);
+    if (!tree)
+        return 1;
+    json_t *nodes = json_object_get(tree, "snapshots");
+    size_t n = 0, i;
+    json_t *node, **autos = calloc(json_array_size(nodes) + 1, sizeof(*autos));
+    json_array_foreach(nodes, i, node)
+    {
+        if (autos && json_is_true(json_object_get(node, "auto")))
+            autos[n++] = node;
+    }
+    qsort(autos, n, sizeof(*autos), by_created);
+    size_t drop = n > keep ? n - keep : 0;
+    int rc = autos ? 0 : 1;
+    for (i = 0; i < drop && rc == 0; i++) {
+        char id[SNAP_ID_MAX];
+        snprintf(id, sizeof(id), "%s", json_string_value(json_object_get(autos[i], "id")));
+        rc = snap_cmd_delete(name, id);
+    }
+    free(autos);
+    json_decref(tree);
+    if (rc == 0)
+        printf("pruned %zu automatic snapshot%s of %s; %zu kept\n", drop, drop == 1 ? "" : "s",
+               name, n - drop);
+    return rc;
+}
+
+static int snap_prune_args(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"keep", required_argument, NULL, 'k'},
+        {"help", no_argument, NULL, 'h'},
+        {0},
+    };
+    unsigned long keep = 0;
+    int c;
+    while ((c = cli_getopt(argc, argv, opts)) != -1) {
+        char *end;
+        if (c == 'h')
+            return cli_print_help("snapshot");
+        if (c != 'k')
+            return EXIT_USAGE;
+        keep = strtoul(optarg, &end, 10);
+        if (!*optarg || *end || keep > 100000)
+            return cli_usage_error("snapshot", "--keep takes a number of snapshots, not '%s'",
+                                   optarg);
+    }
+    int rc = cli_positional(argc, argv, 1, "the VM's NAME");
+    return rc ? rc : snap_cmd_prune(argv[optind], keep);
+}
+
 int cmd_snapshot(int argc, char **argv)
 {
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)
         return argc < 2 ? cli_usage_error(argv[0], "missing a subcommand: take, list, info, "
-                                                   "revert or delete")
+                                                   "revert, delete or prune")
                         : cli_print_help(argv[0]);
     const char *sub = argv[1];
     bool json = false;
     argc--;
     argv++;
+    if (strcmp(sub, "prune") == 0)
+        return snap_prune_args(argc, argv);
     bool two = strcmp(sub, "list") != 0;
     int rc = cli_parse_common(argc, argv, two ? 2 : 1, two ? "NAME and LABEL" : "the VM's NAME", &json);
     if (rc)
@@ -610,6 +682,6 @@ int cmd_snapshot(int argc, char **argv)
         return snap_cmd_revert(name, label, json);
     if (strcmp(sub, "delete") == 0)
         return snap_cmd_delete(name, label);
-    return cli_usage_error("snapshot", "unknown subcommand '%s' (take, list, info, revert, delete)",
-                           sub);
+    return cli_usage_error("snapshot",
+                           "unknown subcommand '%s' (take, list, info, revert, delete, prune)", sub);
 }

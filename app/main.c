@@ -56,16 +56,19 @@ const struct cli_command cli_commands[] = {
      "  The guest pauses only while its small machine state is written; its memory is already\n"
      "  in NAME.vmem (MAP_SHARED), whose writeback to disk continues in the background.\n"},
     {"resume", cmd_resume, "NAME", "resume a suspended (or paused) VM", NULL},
-    {"snapshot", cmd_snapshot, "take|list|info|revert|delete NAME [LABEL] [--json]",
-     "snapshot tree: take, list, inspect, revert to or delete snapshots",
-     "  take NAME LABEL       keep the VM's present state (pauses it only to copy the pages\n"
-     "                        changed since the last snapshot)\n"
+    {"snapshot", cmd_snapshot, "take|list|info|revert|delete|prune NAME [LABEL] [--json]",
+     "snapshot tree: take, list, inspect, revert to, delete or prune snapshots",
+     "  take NAME LABEL       keep the VM's present state, memory and disk (pauses it only to\n"
+     "                        copy the pages changed since the last snapshot; the disk goes on\n"
+     "                        in a new qcow2 overlay); a powered-off VM's snapshot is disk-only\n"
      "  list NAME             draw the tree; '<- you are here' marks what the VM descends from\n"
      "  info NAME LABEL       parent, time, power state, sizes, what deleting it needs\n"
-     "  revert NAME LABEL     return to LABEL (the present is kept first as an automatic node);\n"
-     "                        the VM ends in LABEL's power state\n"
-     "  delete NAME LABEL     merge LABEL's pages into its children and remove it; says first\n"
-     "                        how much free space the merge needs\n"},
+     "  revert NAME LABEL     return to LABEL, memory and disk (the present is kept first as an\n"
+     "                        automatic node); the VM ends in LABEL's power state\n"
+     "  delete NAME LABEL     merge LABEL's pages into its children and its disk image away\n"
+     "                        (streamed or committed, whichever needs less); says first how much\n"
+     "                        free space that needs, and refuses without it\n"
+     "  prune NAME [--keep N] delete the automatic snapshots reverts kept, all but the newest N\n"},
     {"list", cmd_list, "[--json]", "list VMs with their state", NULL},
     {"status", cmd_status, "NAME [--json]", "show one VM's state and settings", NULL},
     {"vnc-password", cmd_vnc_password, "NAME [--clear]", "set a VM's VNC password (stdin)",

@@ -348,6 +348,62 @@ START_TEST(kill_9_mid_merge_and_during_writes)
 }
 END_TEST
 
+static size_t count_auto(const char *vm, const char **newest)
+{
+    static char id[32];
+    json_t *tree = vmws_json("snapshot", "list", vm, "--json", NULL);
+    ck_assert_ptr_nonnull(tree);
+    size_t i, n = 0;
+    json_t *node;
+    json_array_foreach(json_object_get(tree, "snapshots"), i, node)
+    {
+        if (json_is_true(json_object_get(node, "auto"))) {
+            n++;
+            snprintf(id, sizeof(id), "%s", json_string_value(json_object_get(node, "id")));
+        }
+    }
+    json_decref(tree);
+    if (newest)
+        *newest = id;
+    return n;
+}
+
+/* Every revert keeps the present as an automatic node, disk image and all; prune deletes all
+ * but the newest N of them and their images. */
+START_TEST(prune_deletes_automatic_snapshots_and_their_images)
+{
+    e2e_setup();
+    boot("pr");
+    guest("pr", "write base b", "vmws> ");
+    snap("take", "pr", "a");
+    const char *newest = NULL;
+    for (int i = 0; i < 3; i++) {
+        char cmd[32];
+        snprintf(cmd, sizeof(cmd), "write f%d x", i);
+        guest("pr", cmd, "vmws> ");
+        snap("revert", "pr", "a");
+    }
+    ck_assert_uint_eq(count_auto("pr", &newest), 3);
+    char keep[32];
+    snprintf(keep, sizeof(keep), "%s", newest);
+    images_clean("pr", 5); /* disk.qcow2 (a), three kept presents, the active overlay */
+    vmws_ok("prune", vmws_cmd(out, sizeof(out), 120, "snapshot", "prune", "pr", "--keep", "1",
+                              NULL));
+    ck_assert_msg(strstr(out, "pruned 2 automatic snapshots"), "prune: %s", out);
+    ck_assert_uint_eq(count_auto("pr", &newest), 1);
+    ck_assert_str_eq(newest, keep);
+    images_clean("pr", 3);
+    chain_agrees("pr");
+    snap("revert", "pr", keep); /* the one kept still holds its disk: f2 */
+    guest("pr", "cat f2", "x");
+    vmws_ok("prune", vmws_cmd(out, sizeof(out), 120, "snapshot", "prune", "pr", NULL));
+    ck_assert_uint_eq(count_auto("pr", NULL), 0);
+    chain_agrees("pr");
+    poweroff("pr");
+    e2e_teardown();
+}
+END_TEST
+
 /* A tree.json whose disk paths leave the VM's folder is refused as corrupt, and the VM does not
  * start on a guess of which image is current. */
 START_TEST(a_tree_naming_images_outside_the_vm_is_refused)
@@ -379,6 +435,7 @@ int main(void)
     tcase_add_test(tc, powered_off_snapshots_are_disk_only);
     tcase_add_test(tc, kill_9_mid_merge_and_during_writes);
     tcase_add_test(tc, a_tree_naming_images_outside_the_vm_is_refused);
+    tcase_add_test(tc, prune_deletes_automatic_snapshots_and_their_images);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
