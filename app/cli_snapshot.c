@@ -171,6 +171,28 @@ static int load_tree(const struct vm_session *s, struct snap_tree *t)
     return 0;
 }
 
+/* A powered-off VM's tree, to change it: holds the VM's pidfile lock as a running VMM does, so
+ * no VMM starts and no other operation changes the tree meanwhile. Returns the lock (close it
+ * after snap_tree_free) or -1, having said why. */
+static int load_tree_offline(const struct vm_session *s, struct snap_tree *t)
+{
+    pid_t holder = 0;
+    int fd = pidfile_acquire(s->p.pidfile, &holder);
+    if (fd < 0) {
+        if (fd == -EBUSY)
+            cli_error("VM '%s' is busy: process %ld runs it or is changing its snapshots",
+                      s->name, (long)holder);
+        else
+            cli_error("cannot lock %s: %s", s->p.pidfile, strerror(-fd));
+        return -1;
+    }
+    if (load_tree(s, t)) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
 /* The tree as JSON: from the VMM if it runs (it holds the tree), else from disk. */
 static json_t *tree_json(const struct vm_session *s)
 {
@@ -218,7 +240,8 @@ static int take_offline(struct vm_session *s, struct snap_tree *t, const char *l
 static int snap_take_offline(struct vm_session *s, const char *label)
 {
     struct snap_tree t;
-    if (load_tree(s, &t))
+    int lock = load_tree_offline(s, &t);
+    if (lock < 0)
         return 1;
     char err[512];
     int rc = take_offline(s, &t, label, false, err, sizeof(err));
@@ -226,6 +249,7 @@ static int snap_take_offline(struct vm_session *s, const char *label)
         printf("took snapshot %s of %s (powered off: %s)\n", label, s->name,
                s->cfg.disk.path[0] ? "disk-only" : "it has no memory and no disk");
     snap_tree_free(&t);
+    close(lock);
     return rc ? cli_error("cannot take snapshot %s of %s: %s", label, s->name, err) : 0;
 }
 
@@ -249,7 +273,8 @@ static int keep_offline_disk(struct vm_session *s, struct snap_tree *t, const ch
 static int revert_offline(struct vm_session *s, const char *key)
 {
     struct snap_tree t;
-    if (load_tree(s, &t))
+    int lock = load_tree_offline(s, &t);
+    if (lock < 0)
         return 1;
     char err[512] = "", tid[SNAP_ID_MAX], overlay[SNAP_DISK_MAX] = "", old[SNAP_DISK_MAX];
     struct snap_node *target = snap_find(&t, key);
@@ -273,6 +298,7 @@ static int revert_offline(struct vm_session *s, const char *key)
             disksnap_discard(&t, overlay);
     }
     snap_tree_free(&t);
+    close(lock);
     if (rc == -ENOENT && !err[0])
         return cli_error("VM '%s' has no snapshot '%s' it can revert to", s->name, key);
     if (rc < 0)
@@ -347,12 +373,15 @@ static int snap_cmd_revert(const char *name, const char *key, bool json)
     if (was_off && s.cfg.disk.path[0]) { /* the VMM below keeps no present: keep its disk */
         struct snap_tree t;
         char err[512];
-        int krc = load_tree(&s, &t) ? -EINVAL
-                                    : keep_offline_disk(&s, &t, json_string_value(json_object_get(
-                                                                    found, "label")),
-                                                        err, sizeof(err));
-        if (krc == 0)
+        int lock = load_tree_offline(&s, &t);
+        int krc = lock < 0 ? -EINVAL
+                           : keep_offline_disk(&s, &t,
+                                               json_string_value(json_object_get(found, "label")),
+                                               err, sizeof(err));
+        if (lock >= 0) {
             snap_tree_free(&t);
+            close(lock); /* before the VMM below takes it */
+        }
         if (krc < 0) {
             json_decref(tree);
             return krc == -EINVAL ? 1 : cli_error("cannot keep the disk of %s: %s", name, err);
@@ -410,7 +439,8 @@ static int snap_cmd_delete(const char *name, const char *key)
     char err[512];
     if (!s.st.running && !s.st.suspended) { /* no memory: nothing to carry */
         struct snap_tree t;
-        if (load_tree(&s, &t))
+        int lock = load_tree_offline(&s, &t);
+        if (lock < 0)
             return 1;
         struct snap_node *n = snap_find(&t, key);
         uint64_t needs = 0;
@@ -423,6 +453,7 @@ static int snap_cmd_delete(const char *name, const char *key)
             rc = snapshot_delete(&t, n, &plan, NULL, 0, err, sizeof(err));
         }
         snap_tree_free(&t);
+        close(lock);
         if (rc == -ENOENT)
             return cli_error("VM '%s' has no snapshot '%s'", name, key);
         if (rc < 0)

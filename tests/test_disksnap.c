@@ -6,11 +6,13 @@
  * powered-off VM, and kill -9 in the middle of a merge and during heavy writes. */
 #include <check.h>
 #include <dirent.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -425,6 +427,27 @@ START_TEST(a_tree_naming_images_outside_the_vm_is_refused)
 }
 END_TEST
 
+/* Offline work on a powered-off VM holds its pidfile lock as a running VMM does: while another
+ * process holds it (a VMM starting, another operation), a snapshot operation refuses. */
+START_TEST(offline_operations_lock_the_vm)
+{
+    e2e_setup();
+    vmws_ok("create", vmws_cmd(out, sizeof(out), 30, "create", "lk", "--memory", "64M",
+                               "--disk", "16M", NULL));
+    char pidfile[PATH_MAX];
+    snprintf(pidfile, sizeof(pidfile), "%s/lk/vmm.pid", e2e_home());
+    int fd = open(pidfile, O_RDWR | O_CREAT, 0600);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(flock(fd, LOCK_EX), 0);
+    int r = vmws_cmd(out, sizeof(out), 30, "snapshot", "take", "lk", "a", NULL);
+    ck_assert_msg(r != 0 && strstr(out, "is busy"), "take while the VM is locked: %s", out);
+    close(fd);
+    snap("take", "lk", "a");
+    snap("delete", "lk", "a");
+    e2e_teardown();
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("disk snapshots");
@@ -436,6 +459,7 @@ int main(void)
     tcase_add_test(tc, kill_9_mid_merge_and_during_writes);
     tcase_add_test(tc, a_tree_naming_images_outside_the_vm_is_refused);
     tcase_add_test(tc, prune_deletes_automatic_snapshots_and_their_images);
+    tcase_add_test(tc, offline_operations_lock_the_vm);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
