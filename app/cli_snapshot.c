@@ -190,6 +190,7 @@ static int load_tree_offline(const struct vm_session *s, struct snap_tree *t)
         close(fd);
         return -1;
     }
+    snap_tree_tidy(t);
     return fd;
 }
 

@@ -471,10 +471,8 @@ int snap_tree_load(struct snap_tree *t, const char *vm_dir, char *err, size_t er
     }
     char path[PATH_MAX];
     snprintf(path, sizeof(path), "%s/tree.json", t->dir);
-    if (access(path, F_OK) != 0) {
-        remove_orphans(t);
+    if (access(path, F_OK) != 0)
         return 0;
-    }
     json_error_t je;
     json_t *root = json_load_file(path, 0, &je);
     if (!root)
@@ -515,8 +513,12 @@ int snap_tree_load(struct snap_tree *t, const char *vm_dir, char *err, size_t er
         snap_tree_free(t);
         return tree_error(err, errlen, path, "a parent is missing, an id repeats or parents loop");
     }
-    remove_orphans(t);
     return 0;
+}
+
+void snap_tree_tidy(struct snap_tree *t)
+{
+    remove_orphans(t);
 }
 
 int snap_tree_save(struct snap_tree *t, char *err, size_t errlen)

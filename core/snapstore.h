@@ -52,8 +52,12 @@ struct snap_tree {
 };
 
 /* Loads VMDIR/snapshots/tree.json (an absent tree is empty). Refuses a corrupt tree with ERR
- * naming the file and the problem. Removes files no node names (left by an interrupted operation). */
+ * naming the file and the problem. */
 int snap_tree_load(struct snap_tree *t, const char *vm_dir, char *err, size_t errlen);
+/* Removes files no node names (left by an interrupted operation). Only for the process that
+ * holds the VM (its VMM, or an operation on it powered off, holding its pidfile lock): to
+ * anyone else, an operation's new files look the same until its tree.json names them. */
+void snap_tree_tidy(struct snap_tree *t);
 int snap_tree_save(struct snap_tree *t, char *err, size_t errlen);
 void snap_tree_free(struct snap_tree *t);
 /* By id, else by label (the newest node with that label). */

@@ -482,6 +482,8 @@ int vmm_run(const struct vm_config *cfg, const struct vm_paths *paths,
         goto out;
     }
     v.tree_ok = snap_tree_load(&v.tree, paths->dir, v.tree_err, sizeof(v.tree_err)) == 0;
+    if (v.tree_ok) /* this process holds the VM (its pidfile lock) */
+        snap_tree_tidy(&v.tree);
     if (!v.tree_ok)
         vmm_log("snapshots unavailable: %s", v.tree_err);
     if (load_images(&v, err, sizeof(err)) < 0 || open_memory(&v, resume, err, sizeof(err)) < 0)
