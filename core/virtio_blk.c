@@ -281,8 +281,7 @@ void virtio_blk_destroy(struct virtio_blk *b)
     if (!b)
         return;
     virtio_pci_destroy(b->vp); /* joins the I/O thread */
-    disk_flush(b->disk);
-    int r = disk_close(b->disk);
+    int r = disk_close(b->disk); /* flushes; NULL (no image) is fine */
     if (r < 0)
         vmm_log("virtio-blk: closing %s: %s", b->path, strerror(-r));
     free(b);
@@ -293,7 +292,7 @@ int virtio_blk_quiesce(struct virtio_blk *b, unsigned timeout_ms, char *err, siz
     int r = virtio_pci_quiesce(b->vp, timeout_ms, err, errlen);
     if (r < 0)
         return r;
-    r = disk_flush(b->disk);
+    r = b->disk ? disk_flush(b->disk) : 0; /* none after an image failed to reopen */
     if (r < 0) {
         snprintf(err, errlen, "virtio-blk: cannot flush disk image %s: %s", b->path, strerror(-r));
         virtio_pci_unquiesce(b->vp);

@@ -427,6 +427,40 @@ START_TEST(a_tree_naming_images_outside_the_vm_is_refused)
 }
 END_TEST
 
+/* A snapshot's disk image that became corrupt: reverting to it fails with a clear error and the
+ * VMM lives (the guest's disk, which reads through that image too, reports I/O errors), and a
+ * revert to a healthy snapshot brings the disk back. */
+START_TEST(a_corrupt_image_is_refused_and_the_vmm_lives)
+{
+    e2e_setup();
+    boot("cor");
+    guest("cor", "write a 1", "vmws> ");
+    snap("take", "cor", "s1");
+    guest("cor", "write b 2", "vmws> ");
+    snap("take", "cor", "s2");
+    json_t *tree = vmws_json("snapshot", "list", "cor", "--json", NULL);
+    json_t *s2 = json_array_get(json_object_get(tree, "snapshots"), 1);
+    char path[PATH_MAX];
+    vm_file("cor", json_string_value(json_object_get(s2, "disk")), path, sizeof(path));
+    json_decref(tree);
+    FILE *f = fopen(path, "r+b"); /* the L1 table's offset: far past the end of the file */
+    ck_assert_ptr_nonnull(f);
+    fseek(f, 40, SEEK_SET);
+    fwrite("\xff\xff\xff\xff\xff\xff\xff\xff", 1, 8, f);
+    fclose(f);
+    pid_t pid = vm_pid("cor");
+    int r = vmws_cmd(out, sizeof(out), 60, "snapshot", "revert", "cor", "s2", NULL);
+    ck_assert_msg(r != 0 && strstr(out, "L1 table"), "revert to a corrupt image: %s", out);
+    ck_assert_msg(kill(pid, 0) == 0, "the VMM died");
+    snap("revert", "cor", "s1");
+    guest("cor", "cat a", "1");
+    guest("cor", "cat b", "no such file");
+    ck_assert_msg(kill(pid, 0) == 0, "the VMM died");
+    poweroff("cor");
+    e2e_teardown();
+}
+END_TEST
+
 /* Offline work on a powered-off VM holds its pidfile lock as a running VMM does: while another
  * process holds it (a VMM starting, another operation), a snapshot operation refuses. */
 START_TEST(offline_operations_lock_the_vm)
@@ -460,6 +494,7 @@ int main(void)
     tcase_add_test(tc, a_tree_naming_images_outside_the_vm_is_refused);
     tcase_add_test(tc, prune_deletes_automatic_snapshots_and_their_images);
     tcase_add_test(tc, offline_operations_lock_the_vm);
+    tcase_add_test(tc, a_corrupt_image_is_refused_and_the_vmm_lives);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
