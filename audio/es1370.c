@@ -7,6 +7,7 @@
  * guest-programmed rate, address and size is checked in channel_check() before any DMA; a
  * nonsensical value marks the card broken (logged once), the VM runs on. */
 #include <errno.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -88,6 +89,40 @@ struct es1370 {
     char broken_reason[200];
     uint64_t frames[NCHAN], periods[NCHAN];
 };
+
+/* AK4531 registers the playback path obeys (names after Linux's ak4531_codec.h): master L/R
+ * (bit 7 mute, bits 0-4 attenuation 0 to -62 dB in 2 dB steps), the inputs DAC2 ("voice") and
+ * DAC1 ("FM") feed (bit 7 mute, bits 0-4 gain +12 to -50 dB in 2 dB steps), and the output
+ * mixer's switches for them. Until the guest writes them they pass sound at 0 dB, as the card
+ * did before it had a mixer; Linux's driver programs them all (muted) and unmutes what the
+ * user turns up. */
+#define AK_LMASTER 0x00
+#define AK_LVOICE 0x02
+#define AK_LFM 0x04
+#define AK_OUT_SW1 0x10 /* bits 6/5: FM left/right to the output */
+#define AK_OUT_SW2 0x11 /* bits 3/2: voice left/right to the output */
+#define AK_MUTE 0x80
+#define AK_INPUT_0DB 0x06
+
+static void codec_defaults(uint8_t *codec)
+{
+    memset(codec, 0, 32);
+    codec[AK_LVOICE] = codec[AK_LVOICE + 1] = AK_INPUT_0DB;
+    codec[AK_LFM] = codec[AK_LFM + 1] = AK_INPUT_0DB;
+    codec[AK_OUT_SW1] = 0x60;
+    codec[AK_OUT_SW2] = 0x0c;
+}
+
+/* Q16 gain of DAC C's side K (0 left, 1 right) through the codec: 65536 is 0 dB. */
+static int32_t codec_gain(const uint8_t *codec, int c, int k)
+{
+    uint8_t master = codec[AK_LMASTER + k], in = codec[(c == DAC2 ? AK_LVOICE : AK_LFM) + k];
+    uint8_t sw = c == DAC2 ? codec[AK_OUT_SW2] >> (3 - k) : codec[AK_OUT_SW1] >> (6 - k);
+    if ((master & AK_MUTE) || (in & AK_MUTE) || !(sw & 1))
+        return 0;
+    int db = 12 - 2 * (in & 0x1f) - 2 * (master & 0x1f); /* +12 .. -112 dB */
+    return (int32_t)lround(65536.0 * pow(10.0, db / 20.0));
+}
 
 static const uint32_t stat_bit[NCHAN] = {STAT_DAC1, STAT_DAC2, STAT_ADC};
 static const uint32_t int_en_bit[NCHAN] = {SCTL_P1_INT_EN, SCTL_P2_INT_EN, SCTL_R1_INT_EN};
@@ -250,6 +285,7 @@ static void render_dac_locked(struct es1370 *e, int c, int32_t *mix, unsigned n)
         ch->pos = 0;
     uint64_t step = ((uint64_t)chan_rate(e, c) << 32) / AUDIO_RATE;
     bool hold = c == DAC2 && (e->r.sctl & SCTL_P2_DAC_SEN);
+    int32_t gain[2] = {codec_gain(e->r.codec, c, 0), codec_gain(e->r.codec, c, 1)};
     for (unsigned i = 0; i < n; i++) {
         ch->phase += step;
         while (ch->phase >> 32 && !ch->stopped) {
@@ -260,8 +296,10 @@ static void render_dac_locked(struct es1370 *e, int c, int32_t *mix, unsigned n)
         if (ch->stopped && !hold)
             break;
         int64_t frac = (int64_t)((ch->phase >> 16) & 0xffff);
-        for (int k = 0; k < 2; k++)
-            mix[2 * i + k] += ch->prev[k] + (int32_t)(((ch->cur[k] - ch->prev[k]) * frac) >> 16);
+        for (int k = 0; k < 2; k++) {
+            int64_t v = ch->prev[k] + (((ch->cur[k] - ch->prev[k]) * frac) >> 16);
+            mix[2 * i + k] += (int32_t)((v * gain[k] + 32768) >> 16);
+        }
     }
 }
 
@@ -459,7 +497,8 @@ struct es1370 *es1370_create(struct machine *m, struct pci_bus *pci, unsigned sl
         return NULL;
     e->m = m;
     e->bus = pci;
-    e->r.version = 1;
+    e->r.version = 2;
+    codec_defaults(e->r.codec);
     pthread_mutex_init(&e->lock, NULL);
     struct pci_device *d = &e->pci;
     pci_device_init(d, 0x1274, 0x5000, 0x040100, 0); /* multimedia audio */
@@ -523,8 +562,12 @@ int es1370_load(struct es1370 *e, const struct state_reader *rd)
     int r = state_get_exact(rd, STATE_TAG('E', 'S', '1', '3'), 0, &regs, sizeof(regs));
     if (r < 0)
         return r;
-    if (regs.version != 1)
+    if (regs.version != 1 && regs.version != 2)
         return -EINVAL;
+    if (regs.version == 1) { /* saved before the mixer was applied: it passed sound at 0 dB */
+        codec_defaults(regs.codec);
+        regs.version = 2;
+    }
     uint64_t old = pci_bar_address(e->bus, &e->pci, 0);
     pthread_mutex_lock(&e->lock);
     /* Identity and the BAR's flag bits are ours; the guest-writable rest comes back. */

@@ -27,6 +27,7 @@
 #define DAC2_SIZE 0x3c
 #define ADC_FRAME 0x30
 #define ADC_SIZE 0x34
+#define CODEC 0x10 /* AK4531: (register << 8) | value */
 #define CDC_EN (1u << 1)
 #define DAC2_EN (1u << 5)
 #define ADC_EN (1u << 4)
@@ -170,6 +171,43 @@ START_TEST(dac2_plays_counts_and_interrupts_like_linux_expects)
 }
 END_TEST
 
+/* The AK4531 mixer as alsamixer sets it: sound passes at 0 dB until the guest programs the
+ * codec, then master attenuation, the PCM (DAC2) input's gain and mute, and its output switch
+ * shape what DAC2 plays, per side. */
+START_TEST(codec_volume_mute_and_switches_shape_dac2)
+{
+    int16_t *buf = (int16_t *)(ram + BUF_GPA);
+    for (int i = 0; i < 400; i++)
+        buf[2 * i] = buf[2 * i + 1] = 10000;
+    start_dac2(30, 400 * 4, 100, 3);
+    render(10);
+    ck_assert_int_eq(mix[10], 10000);
+    ck_assert_int_eq(mix[11], 10000);
+    out32(IO + CODEC, 0x00u << 8 | 3); /* left master -6 dB */
+    out32(IO + CODEC, 0x03u << 8 | 9); /* right PCM 12 - 18 = -6 dB */
+    render(10);
+    ck_assert_int_eq(mix[10], 5012); /* 10000 * 10^(-6/20) */
+    ck_assert_int_eq(mix[11], 5012);
+    out32(IO + CODEC, 0x02u << 8 | 0); /* left PCM +12 dB on top of the master's -6 */
+    render(10);
+    ck_assert_int_eq(mix[10], 19953);
+    out32(IO + CODEC, 0x03u << 8 | 0x86); /* right PCM muted */
+    render(10);
+    ck_assert_int_eq(mix[10], 19953);
+    ck_assert_int_eq(mix[11], 0);
+    out32(IO + CODEC, 0x11u << 8 | 0x04); /* output switch: PCM left off */
+    render(10);
+    ck_assert_int_eq(mix[10], 0);
+    /* Linux's snd_ak4531_mixer starts from everything muted: silence until unmuted. */
+    for (unsigned r = 0; r < 4; r++)
+        out32(IO + CODEC, r << 8 | 0x9f);
+    out32(IO + CODEC, 0x11u << 8 | 0x0c);
+    ck_assert(render(10));
+    ck_assert_int_eq(mix[10], 0);
+    ck_assert_int_eq(mix[11], 0);
+}
+END_TEST
+
 START_TEST(rates_and_formats)
 {
     /* 22050 Hz (divider 62), 8-bit mono: each guest frame lasts two output frames. */
@@ -286,6 +324,7 @@ int main(void)
     tcase_add_test(tc, pci_identity_and_resources);
     tcase_add_test(tc, dac2_plays_counts_and_interrupts_like_linux_expects);
     tcase_add_test(tc, rates_and_formats);
+    tcase_add_test(tc, codec_volume_mute_and_switches_shape_dac2);
     tcase_add_test(tc, stop_mode_and_adc_capture);
     tcase_add_test(tc, nonsense_marks_the_card_broken);
     tcase_add_test(tc, impossible_rate_marks_the_card_broken);
