@@ -236,6 +236,42 @@ START_TEST(test_writes_into_qemu_made_image)
 }
 END_TEST
 
+/* disk_set_backing is `qemu-img rebase -u`: on an image qemu-img made (with its own header
+ * extensions), QEMU then reads the new backing file, format and name, the image stays clean,
+ * the image's own clusters keep their data, and what it lacks comes from the new file. */
+START_TEST(test_set_backing_as_qemu_reads_it)
+{
+    ck_assert_int_eq(sh("qemu-img create -q -f raw a.raw 2M && "
+                        "qemu-io -f raw -c 'write -P 0x11 0 2M' a.raw && "
+                        "qemu-img create -q -f qcow2 b.qcow2 2M && "
+                        "qemu-io -f qcow2 -c 'write -P 0x22 0 2M' b.qcow2 && "
+                        "qemu-img create -q -f qcow2 -b a.raw -F raw top.qcow2 && "
+                        "qemu-io -f qcow2 -c 'write -P 0x33 64k 64k' top.qcow2"),
+                     0);
+    ck_assert_int_eq(disk_set_backing(tpath("top.qcow2"), "b.qcow2"), 0);
+    ck_assert_int_eq(qemu_check(tpath("top.qcow2")), 0);
+    ck_assert_int_eq(sh("qemu-img info --output=json top.qcow2 | grep -q "
+                        "'\"backing-filename-format\": \"qcow2\"' && qemu-img info "
+                        "--output=json top.qcow2 | grep -q '\"backing-filename\": \"b.qcow2\"'"),
+                     0);
+    uint8_t *got = qemu_contents(tpath("top.qcow2"), 2 * MIB);
+    for (uint64_t i = 0; i < 2 * MIB; i++)
+        ck_assert_msg(got[i] == (i >= 64 * 1024 && i < 128 * 1024 ? 0x33 : 0x22), "byte %llu is 0x%02x",
+                      (unsigned long long)i, got[i]);
+    free(got);
+    /* And no backing file at all: what it lacks reads as zeroes. */
+    ck_assert_int_eq(disk_set_backing(tpath("top.qcow2"), NULL), 0);
+    ck_assert_int_eq(qemu_check(tpath("top.qcow2")), 0);
+    got = qemu_contents(tpath("top.qcow2"), 2 * MIB);
+    ck_assert_int_eq(got[0], 0);
+    ck_assert_int_eq(got[64 * 1024], 0x33);
+    free(got);
+    char name[64];
+    ck_assert_int_eq(disk_backing_name(tpath("top.qcow2"), name, sizeof(name)), 0);
+    ck_assert_str_eq(name, "");
+}
+END_TEST
+
 START_TEST(test_compressed_clusters)
 {
     /* qemu-img convert -c writes every cluster compressed (zlib); we read them, and writes or
@@ -793,6 +829,7 @@ int main(void)
     add_case(s, "qemu-made", test_reads_qemu_made_images);
     add_case(s, "write-qemu-made", test_writes_into_qemu_made_image);
     add_case(s, "compressed", test_compressed_clusters);
+    add_case(s, "set-backing", test_set_backing_as_qemu_reads_it);
     add_case(s, "random-64k", test_random_io_64k_clusters);
     add_case(s, "random-512", test_random_io_512b_clusters_grow_refcounts);
     add_case(s, "random-2m", test_random_io_2m_clusters);
