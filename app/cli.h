@@ -100,7 +100,10 @@ void print_json(json_t *j);
 
 /* The default VM's name and first-run creation (used by `vmws` with no arguments). */
 #define CLI_DEFAULT_VM "default"
-int cli_create_vm(const char *name, const struct vm_config *cfg, bool quiet);
+#define CLI_DEFAULT_DISK (8ull << 30) /* its disk: sparse qcow2, a few hundred KiB until used */
+/* Writes the VM's directory and vm.conf, and with DISK_BYTES a sparse qcow2 disk.qcow2 in it
+ * (CFG's [disk] then names it). */
+int cli_create_vm(const char *name, struct vm_config *cfg, uint64_t disk_bytes, bool quiet);
 int cli_start_vm(const char *name, bool quiet);
 int cli_console_attach(const char *name, int idle_ms);
 

@@ -41,8 +41,10 @@ static int check_input_file(const char *what, const char *arg, char *out, size_t
     return 0;
 }
 
-int cli_create_vm(const char *name, const struct vm_config *cfg, bool quiet)
+int cli_create_vm(const char *name, struct vm_config *cfg, uint64_t disk_bytes, bool quiet)
 {
+    if (disk_bytes)
+        snprintf(cfg->disk.path, sizeof(cfg->disk.path), "%s", CLI_DISK_IMAGE);
     char home[PATH_MAX];
     int rc = paths_home(home, sizeof(home));
     if (rc < 0)
@@ -73,6 +75,21 @@ int cli_create_vm(const char *name, const struct vm_config *cfg, bool quiet)
         printf("created %s (%s, %u vCPU%s, %s, %s memory) in %s\n", name, mem, cfg->cpus,
                cfg->cpus == 1 ? "" : "s", cfg->kernel[0] ? cfg->kernel : "built-in guest",
                mem_backend_name(cfg->backend), p.dir);
+    }
+    if (!disk_bytes)
+        return 0;
+    char image[PATH_MAX + 16];
+    snprintf(image, sizeof(image), "%s/%s", p.dir, CLI_DISK_IMAGE);
+    rc = disk_create_qcow2(image, disk_bytes, NULL);
+    if (rc < 0)
+        return cli_error("VM '%s' was created but its disk image %s was not: %s (delete the VM "
+                         "with 'vmws delete %s' and try again)",
+                         name, image, strerror(-rc), name);
+    if (!quiet) {
+        char size[32];
+        format_size(size, sizeof(size), disk_bytes);
+        printf("disk %s: %s, qcow2 (sparse: it takes what the guest writes)\n", CLI_DISK_IMAGE,
+               size);
     }
     return 0;
 }
@@ -179,24 +196,8 @@ int cmd_create(int argc, char **argv)
                                    "bad --disk '%s' (expected a size from 1M to 2T, a multiple "
                                    "of 512 bytes, like 64M or 8G)",
                                    disk);
-        snprintf(cfg.disk.path, sizeof(cfg.disk.path), "%s", CLI_DISK_IMAGE);
     }
-    rc = cli_create_vm(name, &cfg, false);
-    if (rc || !disk)
-        return rc;
-    struct vm_paths p;
-    char image[PATH_MAX + 16];
-    int r = paths_for_vm(name, &p);
-    if (r == 0) {
-        snprintf(image, sizeof(image), "%s/%s", p.dir, CLI_DISK_IMAGE);
-        r = disk_create_qcow2(image, disk_bytes, NULL);
-    }
-    if (r < 0)
-        return cli_error("VM '%s' was created but its disk image %s/%s was not: %s (delete the VM "
-                         "with 'vmws delete %s' and try again)",
-                         name, p.dir, CLI_DISK_IMAGE, strerror(-r), name);
-    printf("disk %s: %s, qcow2\n", CLI_DISK_IMAGE, disk);
-    return 0;
+    return cli_create_vm(name, &cfg, disk_bytes, false);
 }
 
 static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)

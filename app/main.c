@@ -177,7 +177,7 @@ static int ensure_default_running(void)
         struct vm_config cfg;
         vmconfig_defaults(&cfg, CLI_DEFAULT_VM);
         cfg.cpus = 2;
-        if (cli_create_vm(CLI_DEFAULT_VM, &cfg, false))
+        if (cli_create_vm(CLI_DEFAULT_VM, &cfg, CLI_DEFAULT_DISK, false))
             return 1;
     }
     struct cli_vm_state st;
@@ -188,7 +188,7 @@ static int ensure_default_running(void)
 }
 
 /* `vmws` alone. On a terminal: the dashboard; on the very first run (no VMs yet) it first
- * creates the VM 'default' (built-in guest, 1 GiB, 2 vCPUs) and starts it, so a new user sees
+ * creates the VM 'default' (built-in guest, 1 GiB, 2 vCPUs, an 8 GiB sparse disk) and starts it, so a new user sees
  * a live VM. VMs keep running when the dashboard quits. On a pipe (scripts): the default VM,
  * created and started if needed, and its console. */
 static int run_default(void)

@@ -1,6 +1,6 @@
 #!/bin/sh
 # The dashboard, driven in tmux like a person would: `vmws` with a fresh $VMWS_HOME creates
-# and starts the default VM (1 GiB, 2 vCPUs) and shows it running; `mem alloc 128` typed into
+# and starts the default VM (1 GiB, 2 vCPUs, an 8 GiB disk) and shows it running; `mem alloc 128` typed into
 # the Console panel makes the Memory panel's allocated figure rise by ~128 MiB within 3 s
 # while apparent stays put; - and m set the volume and mute; 80x24 and 200x60 layouts (after
 # a resize: SIGWINCH) render
@@ -32,6 +32,9 @@ def main():
         st = d.status("default")
         if not st or st["state"] != "running" or st["cpus"] != 2 or st["memory"] != 1 << 30:
             raise Fail("vmws status default says %r" % st)
+        disk = st.get("disk") or {}
+        if disk.get("capacity") != 8 << 30 or disk.get("format") != "qcow2":
+            raise Fail("the default VM's disk: %r (expected an 8 GiB qcow2)" % disk)
         pid = st["pid"]
         print("ok: default VM created and running (pid %d) after %.1fs" % (pid, time.time() - t0))
 

@@ -325,7 +325,7 @@ static void default_new_vm(struct dash *d, char *out, size_t len)
         char name[32];
         snprintf(name, sizeof(name), "vm%d", i);
         if (!model_find(&d->model, name)) {
-            snprintf(out, len, "%s 1G 1", name);
+            snprintf(out, len, "%s 1G 1 8G", name);
             return;
         }
     }
@@ -349,17 +349,19 @@ static void prompt_accept(struct dash *d)
         return;
     }
     case PROMPT_NEW: {
-        char name[64] = "", mem[32] = "1G", cpus[16] = "1";
-        if (sscanf(d->prompt_input, "%63s %31s %15s", name, mem, cpus) < 1) {
+        char name[64] = "", mem[32] = "1G", cpus[16] = "1", disk[32] = "8G";
+        if (sscanf(d->prompt_input, "%63s %31s %15s %31s", name, mem, cpus, disk) < 1) {
             dash_message(d, ROLE_WARN, "no name: nothing created");
             return;
         }
-        snprintf(desc, sizeof(desc), "creating %s (%s, %s vCPU)", name, mem, cpus);
+        snprintf(desc, sizeof(desc), "creating %s (%s, %s vCPU, %s disk)", name, mem, cpus,
+                 disk);
         char then_desc[160];
         snprintf(then_desc, sizeof(then_desc), "starting %s", name);
         snprintf(d->select_when_seen, sizeof(d->select_when_seen), "%s", name);
         dash_run_action(d, desc,
-                        (const char *[]){"create", name, "--memory", mem, "--cpus", cpus, NULL},
+                        (const char *[]){"create", name, "--memory", mem, "--cpus", cpus,
+                                         "--disk", disk, NULL},
                         (const char *[]){"start", name, NULL}, then_desc);
         return;
     }
@@ -474,7 +476,7 @@ static void handle_key(struct dash *d, int k)
         return;
     case 'n':
         default_new_vm(d, buf, sizeof(buf));
-        open_prompt(d, PROMPT_NEW, NULL, NULL, buf, "New VM (NAME MEMORY CPUS): ");
+        open_prompt(d, PROMPT_NEW, NULL, NULL, buf, "New VM (NAME MEMORY CPUS DISK): ");
         return;
     case CTRL('l'):
         clearok(curscr, TRUE);
