@@ -427,6 +427,49 @@ START_TEST(a_tree_naming_images_outside_the_vm_is_refused)
 }
 END_TEST
 
+/* A raw disk (qemu-img's, named in vm.conf) in the tree: qcow2 overlays on it, and deletes
+ * that commit into the raw file, the guest's data intact and the chain as the tree says. */
+START_TEST(a_raw_disk_takes_overlays_and_commits)
+{
+    e2e_setup();
+    vmws_ok("create", vmws_cmd(out, sizeof(out), 30, "create", "raw", "--memory", "64M", NULL));
+    char cmd[PATH_MAX * 2];
+    snprintf(cmd, sizeof(cmd),
+             "cd '%s/raw' && qemu-img create -q -f raw disk.raw 16M && "
+             "printf '[disk]\\npath = disk.raw\\n' >> vm.conf",
+             e2e_home());
+    ck_assert_int_eq(system(cmd), 0);
+    start("raw");
+    guest("raw", "write f1 one", "vmws> ");
+    snap("take", "raw", "s1");
+    guest("raw", "write f2 two", "vmws> ");
+    snap("take", "raw", "s2");
+    guest("raw", "write f3 three", "vmws> ");
+    guest("raw", "sync", "sync: done");
+    chain_agrees("raw");
+    char before[64], after[64];
+    disk_digest("raw", before, sizeof(before));
+    snap("delete", "raw", "s1"); /* s2's overlay committed into disk.raw */
+    ck_assert_msg(strstr(out, "committed into it"), "delete s1: %s", out);
+    disk_digest("raw", after, sizeof(after));
+    ck_assert_str_eq(before, after);
+    chain_agrees("raw");
+    snap("delete", "raw", "s2"); /* the running overlay committed into disk.raw */
+    disk_digest("raw", after, sizeof(after));
+    ck_assert_str_eq(before, after);
+    json_t *tree = vmws_json("snapshot", "list", "raw", "--json", NULL);
+    ck_assert_str_eq(json_string_value(json_object_get(tree, "disk_active")), "disk.raw");
+    json_decref(tree);
+    poweroff("raw");
+    start("raw");
+    guest("raw", "cat f1", "one");
+    guest("raw", "cat f3", "three");
+    poweroff("raw");
+    images_clean("raw", 0);
+    e2e_teardown();
+}
+END_TEST
+
 /* A snapshot's disk image that became corrupt: reverting to it fails with a clear error and the
  * VMM lives (the guest's disk, which reads through that image too, reports I/O errors), and a
  * revert to a healthy snapshot brings the disk back. */
@@ -495,6 +538,7 @@ int main(void)
     tcase_add_test(tc, prune_deletes_automatic_snapshots_and_their_images);
     tcase_add_test(tc, offline_operations_lock_the_vm);
     tcase_add_test(tc, a_corrupt_image_is_refused_and_the_vmm_lives);
+    tcase_add_test(tc, a_raw_disk_takes_overlays_and_commits);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
