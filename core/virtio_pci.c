@@ -108,8 +108,9 @@ static bool vq_map_locked(struct virtio_pci *vp, unsigned q)
 {
     struct vq_regs *qr = &vp->r.q[q];
     char reason[200];
-    if (virtq_map(&vp->q[q].ring, vp->m->mem, qr->desc, qr->driver, qr->device, qr->size, reason,
-                  sizeof(reason)) == 0)
+    bool indirect = vp->r.driver_features >> VIRTIO_F_INDIRECT_DESC & 1;
+    if (virtq_map(&vp->q[q].ring, vp->m->mem, qr->desc, qr->driver, qr->device, qr->size,
+                  indirect, reason, sizeof(reason)) == 0)
         return true;
     mark_broken_locked(vp, "queue %u: %s", q, reason);
     return false;
@@ -207,7 +208,7 @@ static void reset_locked(struct virtio_pci *vp)
 
 static uint64_t device_features(const struct virtio_pci *vp)
 {
-    return vp->ops->features | 1ull << VIRTIO_F_VERSION_1;
+    return vp->ops->features | 1ull << VIRTIO_F_VERSION_1 | 1ull << VIRTIO_F_INDIRECT_DESC;
 }
 
 static void status_write_locked(struct virtio_pci *vp, uint8_t v)

@@ -1,7 +1,9 @@
 /* Split virtqueues (see virtqueue.h). The checks a malformed chain fails, in order: the
- * available index more than a queue ahead, a descriptor index outside the table, more
- * descriptors than the queue holds (a loop), an indirect descriptor (not offered), a buffer
- * not entirely guest RAM, a device-readable buffer after a device-writable one. */
+ * available index more than a queue ahead, a descriptor index outside its table, more than
+ * VIRTQ_MAX_SIZE descriptors in all (a loop), an indirect descriptor the driver did not
+ * negotiate, one with NEXT too, one inside an indirect table, or one whose table is empty, not
+ * whole descriptors, longer than VIRTQ_MAX_SIZE or not guest RAM; a buffer not entirely guest
+ * RAM; a device-readable buffer after a device-writable one. */
 #include "core/virtqueue.h"
 
 #include <errno.h>
@@ -13,7 +15,7 @@
 #define VIRTQ_DESC_F_INDIRECT 4
 
 int virtq_map(struct virtq *q, struct guest_mem *mem, uint64_t desc, uint64_t driver,
-              uint64_t device, uint16_t size, char *reason, size_t rlen)
+              uint64_t device, uint16_t size, bool indirect, char *reason, size_t rlen)
 {
     uint64_t n = size;
     virtq_unmap(q);
@@ -29,7 +31,7 @@ int virtq_map(struct virtq *q, struct guest_mem *mem, uint64_t desc, uint64_t dr
                  size);
         return -1;
     }
-    *q = (struct virtq){size, device, d, avail, used};
+    *q = (struct virtq){size, indirect, device, d, avail, used};
     return 0;
 }
 
@@ -52,20 +54,39 @@ int virtq_pop(struct virtq *q, struct guest_mem *mem, uint16_t last_avail, struc
     uint16_t head = q->avail[2 + last_avail % q->size];
     memset(c, 0, offsetof(struct virtq_chain, seg));
     c->head = head;
-    for (uint16_t i = head;;) {
-        if (i >= q->size) {
-            snprintf(reason, rlen, "descriptor index %u outside the table of %u", i, q->size);
+    const uint8_t *table = (const uint8_t *)q->desc; /* the ring's table, or an indirect one */
+    uint32_t tsize = q->size;
+    bool in_indirect = false;
+    for (uint32_t i = head;;) {
+        if (i >= tsize) {
+            snprintf(reason, rlen, "descriptor index %u outside the %stable of %u", i,
+                     in_indirect ? "indirect " : "", tsize);
             return -1;
         }
-        if (c->nseg == q->size) {
+        if (c->nseg == VIRTQ_MAX_SIZE) {
             snprintf(reason, rlen, "chain at head %u longer than the queue (a loop?)", head);
             return -1;
         }
         struct virtq_desc d;
-        memcpy(&d, &q->desc[i], sizeof(d));
+        memcpy(&d, table + 16 * i, sizeof(d));
         if (d.flags & VIRTQ_DESC_F_INDIRECT) {
-            snprintf(reason, rlen, "indirect descriptor %u (the feature was not offered)", i);
-            return -1;
+            const char *bad = !q->indirect ? "the feature was not negotiated"
+                              : in_indirect ? "inside an indirect table"
+                              : (d.flags & VIRTQ_DESC_F_NEXT) ? "with NEXT set too"
+                              : (!d.len || d.len % 16 || d.len / 16 > VIRTQ_MAX_SIZE)
+                                  ? "table is not 1-128 whole descriptors"
+                                  : NULL;
+            const uint8_t *t = bad ? NULL : guest_mem_ptr(mem, d.addr, d.len);
+            if (!t) {
+                snprintf(reason, rlen, "indirect descriptor %u (%u bytes at 0x%llx): %s", i,
+                         d.len, (unsigned long long)d.addr, bad ? bad : "table is not guest RAM");
+                return -1;
+            }
+            table = t;
+            tsize = d.len / 16;
+            in_indirect = true;
+            i = 0;
+            continue;
         }
         bool w = d.flags & VIRTQ_DESC_F_WRITE;
         uint8_t *host = guest_mem_ptr(mem, d.addr, d.len);

@@ -19,9 +19,13 @@ struct virtq_desc {
     uint16_t flags, next;
 };
 
+/* VIRTIO_F_INDIRECT_DESC (2.7.5.3): a descriptor may point at a table of descriptors. */
+#define VIRTIO_F_INDIRECT_DESC 28
+
 /* Host pointers to a mapped queue's rings; desc NULL = not mapped. */
 struct virtq {
     uint16_t size;
+    bool indirect; /* the driver accepted VIRTIO_F_INDIRECT_DESC */
     uint64_t device_gpa; /* the used ring, for dirty marking */
     struct virtq_desc *desc;
     uint16_t *avail; /* flags, idx, ring[size] */
@@ -43,9 +47,10 @@ struct virtq_chain {
 };
 
 /* Maps the rings at DESC, DRIVER and DEVICE for SIZE entries: 0, or -1 with REASON if the size
- * is not a power of two up to VIRTQ_MAX_SIZE or a ring is misaligned or not all RAM. */
+ * is not a power of two up to VIRTQ_MAX_SIZE or a ring is misaligned or not all RAM. INDIRECT:
+ * the driver accepted indirect descriptors. */
 int virtq_map(struct virtq *q, struct guest_mem *mem, uint64_t desc, uint64_t driver,
-              uint64_t device, uint16_t size, char *reason, size_t rlen);
+              uint64_t device, uint16_t size, bool indirect, char *reason, size_t rlen);
 void virtq_unmap(struct virtq *q);
 /* The chain the driver made available at LAST_AVAIL: 1 with C filled, 0 if there is none yet,
  * -1 with REASON if the available index or the chain is malformed. Does not advance. */

@@ -79,12 +79,12 @@ static unsigned cap_offset(unsigned type)
 
 static unsigned common, isr, devcfg, notify;
 
-static bool driver_init(uint32_t features_hi)
+static bool driver_init_features(uint32_t features_lo, uint32_t features_hi)
 {
     wr(common + 0x14, 1, 0);
     wr(common + 0x14, 1, 1 | 2);
     wr(common + 0x08, 4, 0);
-    wr(common + 0x0c, 4, 1u << 9); /* FLUSH */
+    wr(common + 0x0c, 4, features_lo);
     wr(common + 0x08, 4, 1);
     wr(common + 0x0c, 4, features_hi);
     wr(common + 0x14, 1, 1 | 2 | 8);
@@ -102,6 +102,11 @@ static bool driver_init(uint32_t features_hi)
     wr(common + 0x14, 1, 1 | 2 | 4 | 8);
     avail_idx = used_seen = 0;
     return true;
+}
+
+static bool driver_init(uint32_t features_hi)
+{
+    return driver_init_features(1u << 9 /* FLUSH */, features_hi);
 }
 
 static void setup(void)
@@ -324,6 +329,87 @@ START_TEST(malformed_chains_need_reset)
 }
 END_TEST
 
+#define TABLE 0x60000
+
+static void put_table_desc(unsigned i, uint64_t addr, uint32_t len, uint16_t flags,
+                           uint16_t next)
+{
+    uint8_t *d = ram + TABLE + 16 * i;
+    memcpy(d, &addr, 8);
+    memcpy(d + 8, &len, 4);
+    memcpy(d + 12, &flags, 2);
+    memcpy(d + 14, &next, 2);
+}
+
+/* The broken device's reason contains WHY; then a reset with indirect descriptors again. */
+static void expect_broken_because(const char *what, const char *why)
+{
+    for (int i = 0; i < 2000 && !(device_status() & VIRTIO_STATUS_NEEDS_RESET); i++)
+        usleep(1000);
+    json_t *j = virtio_blk_status_json(blk);
+    const char *broken = json_string_value(json_object_get(j, "broken"));
+    ck_assert_msg(broken && strstr(broken, why), "%s: broken '%s', expected '%s'", what,
+                  broken ? broken : "(not broken)", why);
+    json_decref(j);
+    ck_assert(driver_init_features(1u << 9 | 1u << VIRTIO_F_INDIRECT_DESC, 1));
+}
+
+/* VIRTIO_F_INDIRECT_DESC, as Linux uses it: a request whose descriptors sit in a table the one
+ * ring descriptor points at; every way such a table can be wrong breaks the device, not the
+ * VMM; without the feature negotiated an indirect descriptor is malformed. */
+START_TEST(indirect_descriptors)
+{
+    wr(common + 0x00, 4, 0);
+    ck_assert_uint_eq(rd(common + 0x04, 4) >> VIRTIO_F_INDIRECT_DESC & 1, 1); /* offered */
+    ck_assert(driver_init_features(1u << 9 | 1u << VIRTIO_F_INDIRECT_DESC, 1));
+    for (unsigned i = 0; i < 2048; i++)
+        ram[DATA + i] = (uint8_t)(i * 3 + 5);
+    ck_assert_uint_eq(request(1, 16, 2048, false), 0); /* written the direct way */
+    memset(ram + DATA, 0, 2048);
+    uint32_t type = 0;
+    uint64_t sector = 16;
+    memcpy(ram + HDR, &type, 4);
+    memcpy(ram + HDR + 8, &sector, 8);
+    ram[STATUS] = 0xee;
+    put_table_desc(0, HDR, 16, 1, 1);
+    put_table_desc(1, DATA, 1024, 1 | 2, 2); /* the data in two pieces */
+    put_table_desc(2, DATA + 1024, 1024, 1 | 2, 3);
+    put_table_desc(3, STATUS, 1, 2, 0);
+    put_desc(0, TABLE, 64, 4, 0);
+    ck_assert(kick(0, 2000));
+    ck_assert_uint_eq(ram[STATUS], 0);
+    for (unsigned i = 0; i < 2048; i++)
+        ck_assert_uint_eq(ram[DATA + i], (uint8_t)(i * 3 + 5));
+
+    put_desc(0, TABLE, 64, 4 | 1, 1); /* INDIRECT and NEXT */
+    ck_assert(!kick(0, 200));
+    expect_broken_because("indirect+next", "with NEXT set too");
+    put_desc(0, TABLE, 40, 4, 0); /* not whole descriptors */
+    ck_assert(!kick(0, 200));
+    expect_broken_because("length", "not 1-128 whole descriptors");
+    put_desc(0, RAM_SIZE - 32, 64, 4, 0); /* the table runs past RAM */
+    ck_assert(!kick(0, 200));
+    expect_broken_because("table past RAM", "table is not guest RAM");
+    put_table_desc(1, TABLE, 64, 4, 0); /* an indirect descriptor inside the table */
+    put_desc(0, TABLE, 64, 4, 0);
+    ck_assert(!kick(0, 200));
+    expect_broken_because("nested", "inside an indirect table");
+    put_table_desc(1, DATA, 512, 1 | 2, 2); /* 1 -> 2 -> 1 ... inside the table */
+    put_table_desc(2, DATA, 512, 1 | 2, 1);
+    put_desc(0, TABLE, 64, 4, 0);
+    ck_assert(!kick(0, 200));
+    expect_broken_because("loop", "longer than the queue");
+    put_table_desc(1, DATA, 512, 1 | 2, 9); /* next outside the table */
+    put_desc(0, TABLE, 64, 4, 0);
+    ck_assert(!kick(0, 200));
+    expect_broken_because("index", "outside the indirect table");
+    ck_assert(driver_init(1)); /* not negotiated */
+    put_desc(0, TABLE, 64, 4, 0);
+    ck_assert(!kick(0, 200));
+    expect_broken_because("not negotiated", "not negotiated");
+}
+END_TEST
+
 START_TEST(quiesce_holds_requests_until_resume)
 {
     char err[256];
@@ -467,6 +553,7 @@ static Suite *suite(void)
     tcase_add_test(t, negotiation_and_config);
     tcase_add_test(t, requests_reach_the_image);
     tcase_add_test(t, malformed_chains_need_reset);
+    tcase_add_test(t, indirect_descriptors);
     tcase_add_test(t, quiesce_holds_requests_until_resume);
     tcase_add_test(t, state_survives_save_and_load);
     tcase_add_test(t, pci_cfg_window_reaches_bar_0);
