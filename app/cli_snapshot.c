@@ -168,6 +168,7 @@ static int load_tree(const struct vm_session *s, struct snap_tree *t)
     char err[512];
     if (snap_tree_load(t, s->p.dir, err, sizeof(err)) < 0)
         return cli_error("%s", err);
+    snprintf(t->base_format, sizeof(t->base_format), "%s", s->cfg.disk.format);
     return 0;
 }
 

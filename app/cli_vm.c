@@ -43,8 +43,10 @@ static int check_input_file(const char *what, const char *arg, char *out, size_t
 
 int cli_create_vm(const char *name, struct vm_config *cfg, uint64_t disk_bytes, bool quiet)
 {
-    if (disk_bytes)
+    if (disk_bytes) {
         snprintf(cfg->disk.path, sizeof(cfg->disk.path), "%s", CLI_DISK_IMAGE);
+        snprintf(cfg->disk.format, sizeof(cfg->disk.format), "qcow2");
+    }
     char home[PATH_MAX];
     int rc = paths_home(home, sizeof(home));
     if (rc < 0)
@@ -80,7 +82,7 @@ int cli_create_vm(const char *name, struct vm_config *cfg, uint64_t disk_bytes, 
         return 0;
     char image[PATH_MAX + 16];
     snprintf(image, sizeof(image), "%s/%s", p.dir, CLI_DISK_IMAGE);
-    rc = disk_create_qcow2(image, disk_bytes, NULL);
+    rc = disk_create_qcow2(image, disk_bytes, NULL, NULL);
     if (rc < 0)
         return cli_error("VM '%s' was created but its disk image %s was not: %s (delete the VM "
                          "with 'vmws delete %s' and try again)",

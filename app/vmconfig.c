@@ -254,8 +254,17 @@ static int conf_handler(void *user, const char *section, const char *name, const
         return 0;
     }
     if (!def && strcmp(section, "disk") == 0) {
+        if (strcmp(name, "format") == 0) {
+            if (strcmp(value, "raw") && strcmp(value, "qcow2")) {
+                conf_error(p, p->lineno, "[disk] format '%s' (expected raw or qcow2)", value);
+                return 0;
+            }
+            strcpy(cfg->disk.format, value);
+            return 1;
+        }
         if (strcmp(name, "path") != 0) {
-            conf_error(p, p->lineno, "unknown key '%s' in [disk] (expected path)", name);
+            conf_error(p, p->lineno, "unknown key '%s' in [disk] (expected path or format)",
+                       name);
             return 0;
         }
         if (!value[0] || strlen(value) >= sizeof(cfg->disk.path) || strstr(value, "..")) {
@@ -507,6 +516,8 @@ int vmconfig_save(const char *path, const struct vm_config *cfg)
         vmconfig_audio_write(f, &cfg->audio);
     if (rc == 0 && cfg->disk.path[0])
         fprintf(f, "[disk]\npath = %s\n", cfg->disk.path);
+    if (rc == 0 && cfg->disk.path[0] && cfg->disk.format[0])
+        fprintf(f, "format = %s\n", cfg->disk.format);
     if (fclose(f) != 0 && rc == 0)
         rc = -errno;
     return fs_tmp_commit(fd, tmp, path, rc);

@@ -37,9 +37,11 @@ struct vm_audio_config {
 };
 
 /* [disk] in vm.conf: the virtio-blk disk's image, a name in the VM's directory or an
- * absolute path; "" = no disk. */
+ * absolute path; "" = no disk. format: "raw" or "qcow2" ("" = probed at every open, which lets
+ * a guest that writes a qcow2 header into its raw disk choose a backing file: set it). */
 struct vm_disk_config {
     char path[PATH_MAX];
+    char format[8];
 };
 
 struct vm_config {

@@ -23,6 +23,7 @@ struct disk {
     bool read_only;
     struct qcow2 *qcow2; /* NULL: raw */
     int fd;              /* raw only */
+    bool probed_raw;     /* raw by probing: the guest must not make it look like qcow2 */
     uint64_t size;
 };
 
@@ -61,6 +62,7 @@ struct disk *disk_open_format(const char *path, const char *format, bool read_on
         close(fd);
         return NULL;
     }
+    bool probed = !format;
     if (!format) {
         unsigned char magic[4] = {0};
         ssize_t n = pread(fd, magic, sizeof(magic), 0);
@@ -74,6 +76,7 @@ struct disk *disk_open_format(const char *path, const char *format, bool read_on
     }
     d->read_only = read_only;
     d->fd = -1;
+    d->probed_raw = probed && strcmp(format, "raw") == 0;
     if (!strcmp(format, "qcow2")) {
         close(fd);
         d->qcow2 = qcow2_open(path, read_only, depth, err, errlen);
@@ -198,6 +201,10 @@ int disk_write(struct disk *d, uint64_t offset, const void *buf, size_t len)
         return r;
     if (d->read_only)
         return -EROFS;
+    /* As QEMU does: a raw image whose format was probed would be opened as qcow2 next time if
+     * the guest wrote qcow2's magic at its start, and then name any host file as backing. */
+    if (d->probed_raw && offset == 0 && qcow2_probe(buf, len))
+        return -EPERM;
     pthread_mutex_lock(&d->lock);
     r = d->qcow2 ? qcow2_write(d->qcow2, offset, buf, len) : raw_pwrite(d->fd, buf, len, offset);
     pthread_mutex_unlock(&d->lock);
@@ -266,9 +273,10 @@ int disk_close(struct disk *d)
     return r;
 }
 
-int disk_create_qcow2(const char *path, uint64_t size, const char *backing)
+int disk_create_qcow2(const char *path, uint64_t size, const char *backing,
+                      const char *backing_format)
 {
-    return qcow2_create(path, size, QCOW2_DEFAULT_CLUSTER_SIZE, backing, NULL);
+    return qcow2_create(path, size, QCOW2_DEFAULT_CLUSTER_SIZE, backing, backing_format);
 }
 
 uint32_t disk_granule(const struct disk *d)
@@ -322,7 +330,7 @@ int disk_backing_name(const char *path, char *out, size_t len)
     return qcow2_backing_name(path, out, len);
 }
 
-int disk_set_backing(const char *path, const char *backing)
+int disk_set_backing(const char *path, const char *backing, const char *backing_format)
 {
-    return qcow2_set_backing(path, backing, NULL);
+    return qcow2_set_backing(path, backing, backing_format);
 }

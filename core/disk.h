@@ -37,11 +37,13 @@ int disk_layer_map(struct disk *d, uint32_t granule, uint64_t *bitmap);
 /* The backing file name stored in the image at PATH, as written ("" for none or raw). */
 int disk_backing_name(const char *path, char *out, size_t len);
 /* Makes the qcow2 image at PATH name BACKING (relative to PATH's folder; NULL: none) as its
- * backing file without touching data (`qemu-img rebase -u`). */
-int disk_set_backing(const char *path, const char *backing);
+ * backing file, of BACKING_FORMAT ("raw", "qcow2"; NULL: probed), without touching data
+ * (`qemu-img rebase -u`). */
+int disk_set_backing(const char *path, const char *backing, const char *backing_format);
 
-/* A new qcow2 image (64 KiB clusters); backing may be NULL. size 0 with a backing file takes
- * its size. Refuses to overwrite an existing file. */
-int disk_create_qcow2(const char *path, uint64_t size, const char *backing);
+/* A new qcow2 image (64 KiB clusters); backing may be NULL, its format NULL (probed). size 0
+ * with a backing file takes its size. Refuses to overwrite an existing file. */
+int disk_create_qcow2(const char *path, uint64_t size, const char *backing,
+                      const char *backing_format);
 
 #endif

@@ -20,6 +20,13 @@ const char *disksnap_active(const struct snap_tree *t, const char *configured)
     return t->disk_active[0] ? t->disk_active : configured;
 }
 
+const char *disksnap_format(const struct snap_tree *t, const char *rel)
+{
+    if (strncmp(rel, "snapshots/", 10) == 0)
+        return "qcow2"; /* ours */
+    return t->base_format[0] ? t->base_format : NULL;
+}
+
 void disksnap_path(const struct snap_tree *t, const char *rel, char *out, size_t len)
 {
     if (rel[0] == '/') {
@@ -61,7 +68,7 @@ int disksnap_overlay(struct snap_tree *t, const char *backing, char *out, size_t
         snprintf(out, len, "snapshots/disk-%u.qcow2", k);
         disksnap_path(t, out, path, sizeof(path));
         backing_ref(path, base, ref, sizeof(ref));
-        int r = disk_create_qcow2(path, 0, ref);
+        int r = disk_create_qcow2(path, 0, ref, disksnap_format(t, backing));
         if (r == 0)
             return 0;
         if (r != -EEXIST) {
@@ -83,6 +90,18 @@ void disksnap_discard(const struct snap_tree *t, const char *rel)
     unlink(path);
 }
 
+/* The format of the image at ABS (an absolute path): ours in snapshots/ are qcow2, the base is
+ * what vm.conf says. */
+static const char *backing_format(const struct snap_tree *t, const char *abs)
+{
+    char dir[PATH_MAX], real_dir[PATH_MAX], real_snap[PATH_MAX];
+    snprintf(dir, sizeof(dir), "%s", abs);
+    if (realpath(dirname(dir), real_dir) && realpath(t->dir, real_snap) &&
+        strcmp(real_dir, real_snap) == 0)
+        return "qcow2";
+    return t->base_format[0] ? t->base_format : NULL;
+}
+
 /* The image alone (no backing file): its own layer. Raw images have no backing file anyway. */
 static struct disk *open_alone(const struct snap_tree *t, const char *rel, char *err,
                                size_t errlen)
@@ -94,7 +113,8 @@ static struct disk *open_alone(const struct snap_tree *t, const char *rel, char 
         snprintf(err, errlen, "%s: %s", path, strerror(-r));
         return NULL;
     }
-    return name[0] ? disk_open_layer(path, err, errlen) : disk_open(path, true, err, errlen);
+    return name[0] ? disk_open_layer(path, err, errlen)
+                   : disk_open_format(path, disksnap_format(t, rel), true, 0, err, errlen);
 }
 
 bool disksnap_has_data(const struct snap_tree *t, const char *rel)
@@ -364,7 +384,7 @@ static int stream(struct snap_tree *t, struct snap_node *n, struct disksnap_plan
     for (size_t i = 0; r == 0 && i < p->ndeps; i++) {
         char dpath[PATH_MAX], ref[PATH_MAX];
         disksnap_path(t, dep_disk(t, p->deps[i]), dpath, sizeof(dpath));
-        struct disk *dst = disk_open(dpath, false, err, errlen);
+        struct disk *dst = disk_open_format(dpath, "qcow2", false, 0, err, errlen);
         uint64_t *want = dst ? calloc(m->words, 8) : NULL;
         r = want ? disk_layer_map(dst, m->granule, want) : -EIO;
         for (uint64_t w = 0; r == 0 && w < m->words; w++)
@@ -379,7 +399,7 @@ static int stream(struct snap_tree *t, struct snap_node *n, struct disksnap_plan
             snapshot_crash_point("disk-streamed");
             if (bname[0])
                 backing_ref(dpath, babs, ref, sizeof(ref));
-            r = disk_set_backing(dpath, bname[0] ? ref : NULL);
+            r = disk_set_backing(dpath, bname[0] ? ref : NULL, backing_format(t, babs));
         }
         if (r < 0 && !err[0])
             snprintf(err, errlen, "cannot stream %s into %s: %s", npath, dpath, strerror(-r));
@@ -406,7 +426,8 @@ static int commit(struct snap_tree *t, struct snap_node *n, struct disksnap_plan
         }
     }
     struct disk *src = open_alone(t, dep_disk(t, d), err, errlen);
-    struct disk *dst = src ? disk_open(npath, false, err, errlen) : NULL;
+    struct disk *dst =
+        src ? disk_open_format(npath, disksnap_format(t, n->disk), false, 0, err, errlen) : NULL;
     int r = dst ? copy_runs(src, dst, m->dep[0], m->words, m->granule) : -EIO;
     disk_close(src);
     int cr = disk_close(dst);
@@ -427,7 +448,7 @@ static int commit(struct snap_tree *t, struct snap_node *n, struct disksnap_plan
         char cpath[PATH_MAX], ref[PATH_MAX];
         disksnap_path(t, dep_disk(t, above[i]), cpath, sizeof(cpath));
         backing_ref(cpath, npath, ref, sizeof(ref));
-        r = disk_set_backing(cpath, ref);
+        r = disk_set_backing(cpath, ref, disksnap_format(t, n->disk));
         if (r < 0)
             snprintf(err, errlen, "cannot point %s at %s: %s", cpath, npath, strerror(-r));
     }

@@ -21,6 +21,9 @@
 /* The image the VM writes: the tree's overlay, else CONFIGURED (vm.conf's [disk] path; "" for
  * none). */
 const char *disksnap_active(const struct snap_tree *t, const char *configured);
+/* The format of an image the tree names: "qcow2" for its overlays, vm.conf's for the base
+ * (t->base_format; NULL: probe). */
+const char *disksnap_format(const struct snap_tree *t, const char *rel);
 /* The absolute path of an image path as the tree stores it. */
 void disksnap_path(const struct snap_tree *t, const char *rel, char *out, size_t len);
 /* Creates an empty overlay on BACKING (a tree path) in snapshots/; OUT gets its tree path. */

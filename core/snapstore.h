@@ -49,6 +49,7 @@ struct snap_tree {
     uint64_t next_id;
     char current[SNAP_ID_MAX]; /* "" = the present state descends from no snapshot */
     char disk_active[SNAP_DISK_MAX]; /* the image the VM writes; "" = the one vm.conf names */
+    char base_format[8]; /* vm.conf's [disk] format ("" = probe); set by the loader's caller */
 };
 
 /* Loads VMDIR/snapshots/tree.json (an absent tree is empty). Refuses a corrupt tree with ERR

@@ -237,8 +237,8 @@ static const struct virtio_device_ops blk_ops = {
 };
 
 struct virtio_blk *virtio_blk_create(struct machine *m, struct pci_bus *bus, unsigned slot,
-                                     const char *path, const char *serial, char *err,
-                                     size_t errlen)
+                                     const char *path, const char *format, const char *serial,
+                                     char *err, size_t errlen)
 {
     struct virtio_blk *b = calloc(1, sizeof(*b));
     if (!b) {
@@ -247,7 +247,7 @@ struct virtio_blk *virtio_blk_create(struct machine *m, struct pci_bus *bus, uns
     }
     b->m = m;
     snprintf(b->path, sizeof(b->path), "%s", path);
-    b->disk = disk_open(path, false, err, errlen);
+    b->disk = disk_open_format(path, format, false, 0, err, errlen);
     if (!b->disk) {
         free(b);
         return NULL;
@@ -313,9 +313,10 @@ void virtio_blk_detach_image(struct virtio_blk *b)
     b->disk = NULL;
 }
 
-int virtio_blk_attach_image(struct virtio_blk *b, const char *path, char *err, size_t errlen)
+int virtio_blk_attach_image(struct virtio_blk *b, const char *path, const char *format,
+                            char *err, size_t errlen)
 {
-    struct disk *d = disk_open(path, false, err, errlen);
+    struct disk *d = disk_open_format(path, format, false, 0, err, errlen);
     if (!d)
         return -EIO;
     if (disk_size(d) != b->size) {

@@ -18,12 +18,13 @@
 #define VIRTIO_BLK_PCI_SLOT 6 /* INTx on IRQ 10 (the ES1370 in slot 5 is on 11) */
 
 struct virtio_blk;
-/* Opens the image at PATH (read-write; qcow2 or raw, see core/disk.h) and puts the device at
- * PCI slot SLOT. The serial number the guest reads (get-id) is "vmws-" and SERIAL's base name,
- * so it stays put while snapshots move the device to other images. NULL with ERR. */
+/* Opens the image at PATH (read-write; FORMAT "qcow2" or "raw", NULL: probed; see core/disk.h)
+ * and puts the device at PCI slot SLOT. The serial number the guest reads (get-id) is "vmws-"
+ * and SERIAL's base name, so it stays put while snapshots move the device to other images.
+ * NULL with ERR. */
 struct virtio_blk *virtio_blk_create(struct machine *m, struct pci_bus *bus, unsigned slot,
-                                     const char *path, const char *serial, char *err,
-                                     size_t errlen);
+                                     const char *path, const char *format, const char *serial,
+                                     char *err, size_t errlen);
 /* Stops the I/O thread, flushes and closes the image. */
 void virtio_blk_destroy(struct virtio_blk *b);
 /* Before a state save: waits up to TIMEOUT_MS for the request in flight, keeps the device from
@@ -35,7 +36,8 @@ void virtio_blk_resume(struct virtio_blk *b);
  * opens the one at PATH (of the same size: a snapshot's overlay). Requests that reach a device
  * left without an image fail with IOERR. */
 void virtio_blk_detach_image(struct virtio_blk *b);
-int virtio_blk_attach_image(struct virtio_blk *b, const char *path, char *err, size_t errlen);
+int virtio_blk_attach_image(struct virtio_blk *b, const char *path, const char *format,
+                            char *err, size_t errlen);
 /* The open image (for reading its cluster map; core/disk.h calls lock it). */
 struct disk *virtio_blk_image(struct virtio_blk *b);
 /* {"path", "capacity", "status", "needs_reset", "broken", "requests", ...} for `vmws status`. */

@@ -220,8 +220,10 @@ static int create_machine_locked(struct vmm *v, char *err, size_t errlen)
             return -EINVAL;
         }
         char path[PATH_MAX];
-        disksnap_path(&v->tree, disksnap_active(&v->tree, v->cfg->disk.path), path, sizeof(path));
-        v->blk = virtio_blk_create(m, v->pci, VIRTIO_BLK_PCI_SLOT, path, v->cfg->disk.path, err,
+        const char *active = disksnap_active(&v->tree, v->cfg->disk.path);
+        disksnap_path(&v->tree, active, path, sizeof(path));
+        v->blk = virtio_blk_create(m, v->pci, VIRTIO_BLK_PCI_SLOT, path,
+                                   disksnap_format(&v->tree, active), v->cfg->disk.path, err,
                                    errlen);
         if (!v->blk)
             return -EIO;
@@ -482,6 +484,7 @@ int vmm_run(const struct vm_config *cfg, const struct vm_paths *paths,
         goto out;
     }
     v.tree_ok = snap_tree_load(&v.tree, paths->dir, v.tree_err, sizeof(v.tree_err)) == 0;
+    snprintf(v.tree.base_format, sizeof(v.tree.base_format), "%s", cfg->disk.format);
     if (v.tree_ok) /* this process holds the VM (its pidfile lock) */
         snap_tree_tidy(&v.tree);
     if (!v.tree_ok)

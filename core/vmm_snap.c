@@ -107,18 +107,21 @@ static json_t *node_json(struct snap_node *n)
 
 /* Quiesced disk: the device moves to the image at tree path REL; if that cannot be opened, back
  * to FALLBACK (NULL: none). */
+static int blk_attach_locked(struct vmm *v, const char *rel, char *err, size_t errlen)
+{
+    char path[PATH_MAX];
+    disksnap_path(&v->tree, rel, path, sizeof(path));
+    return virtio_blk_attach_image(v->blk, path, disksnap_format(&v->tree, rel), err, errlen);
+}
+
 static int blk_switch_locked(struct vmm *v, const char *rel, const char *fallback, char *err,
                              size_t errlen)
 {
-    char path[PATH_MAX], e2[256];
+    char e2[256];
     virtio_blk_detach_image(v->blk);
-    disksnap_path(&v->tree, rel, path, sizeof(path));
-    int r = virtio_blk_attach_image(v->blk, path, err, errlen);
-    if (r < 0 && fallback) {
-        disksnap_path(&v->tree, fallback, path, sizeof(path));
-        if (virtio_blk_attach_image(v->blk, path, e2, sizeof(e2)) < 0)
-            vmm_log("the disk has no image now: %s", e2);
-    }
+    int r = blk_attach_locked(v, rel, err, errlen);
+    if (r < 0 && fallback && blk_attach_locked(v, fallback, e2, sizeof(e2)) < 0)
+        vmm_log("the disk has no image now: %s", e2);
     return r;
 }
 
@@ -367,9 +370,8 @@ json_t *vmm_cmd_snapshot_delete(void *opaque, json_t *args, struct ctl_error *er
             r = snapshot_delete(&v->tree, n, &plan, v->carry, snapshot_host_pages(&v->snap_host),
                                 e, elen);
         if (detach && !virtio_blk_image(v->blk)) {
-            char path[PATH_MAX], e2[256];
-            disksnap_path(&v->tree, active_disk(v), path, sizeof(path));
-            if (virtio_blk_attach_image(v->blk, path, e2, sizeof(e2)) < 0)
+            char e2[256];
+            if (blk_attach_locked(v, active_disk(v), e2, sizeof(e2)) < 0)
                 vmm_log("the disk has no image now: %s", e2);
             virtio_blk_resume(v->blk);
         }

@@ -436,12 +436,18 @@ START_TEST(a_raw_disk_takes_overlays_and_commits)
     char cmd[PATH_MAX * 2];
     snprintf(cmd, sizeof(cmd),
              "cd '%s/raw' && qemu-img create -q -f raw disk.raw 16M && "
-             "printf '[disk]\\npath = disk.raw\\n' >> vm.conf",
+             "printf '[disk]\\npath = disk.raw\\nformat = raw\\n' >> vm.conf",
              e2e_home());
     ck_assert_int_eq(system(cmd), 0);
     start("raw");
     guest("raw", "write f1 one", "vmws> ");
     snap("take", "raw", "s1");
+    /* The overlay names its backing file's format: nothing is left to probing. */
+    snprintf(cmd, sizeof(cmd),
+             "qemu-img info -U --output=json '%s/raw/snapshots/disk-1.qcow2' | "
+             "grep -q '\"backing-filename-format\": \"raw\"'",
+             e2e_home());
+    ck_assert_msg(system(cmd) == 0, "the overlay does not say its backing file is raw");
     guest("raw", "write f2 two", "vmws> ");
     snap("take", "raw", "s2");
     guest("raw", "write f3 three", "vmws> ");

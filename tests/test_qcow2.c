@@ -248,7 +248,7 @@ START_TEST(test_set_backing_as_qemu_reads_it)
                         "qemu-img create -q -f qcow2 -b a.raw -F raw top.qcow2 && "
                         "qemu-io -f qcow2 -c 'write -P 0x33 64k 64k' top.qcow2"),
                      0);
-    ck_assert_int_eq(disk_set_backing(tpath("top.qcow2"), "b.qcow2"), 0);
+    ck_assert_int_eq(disk_set_backing(tpath("top.qcow2"), "b.qcow2", NULL), 0);
     ck_assert_int_eq(qemu_check(tpath("top.qcow2")), 0);
     ck_assert_int_eq(sh("qemu-img info --output=json top.qcow2 | grep -q "
                         "'\"backing-filename-format\": \"qcow2\"' && qemu-img info "
@@ -260,7 +260,7 @@ START_TEST(test_set_backing_as_qemu_reads_it)
                       (unsigned long long)i, got[i]);
     free(got);
     /* And no backing file at all: what it lacks reads as zeroes. */
-    ck_assert_int_eq(disk_set_backing(tpath("top.qcow2"), NULL), 0);
+    ck_assert_int_eq(disk_set_backing(tpath("top.qcow2"), NULL, NULL), 0);
     ck_assert_int_eq(qemu_check(tpath("top.qcow2")), 0);
     got = qemu_contents(tpath("top.qcow2"), 2 * MIB);
     ck_assert_int_eq(got[0], 0);
@@ -269,6 +269,25 @@ START_TEST(test_set_backing_as_qemu_reads_it)
     char name[64];
     ck_assert_int_eq(disk_backing_name(tpath("top.qcow2"), name, sizeof(name)), 0);
     ck_assert_str_eq(name, "");
+}
+END_TEST
+
+/* A raw image opened by probing refuses a write that would make it look like qcow2 next time
+ * (whose header could then name any host file as its backing file); named raw, it takes it. */
+START_TEST(test_probed_raw_refuses_a_qcow2_header)
+{
+    ck_assert_int_eq(sh("qemu-img create -q -f raw r.raw 1M"), 0);
+    uint8_t sector[512] = {'Q', 'F', 'I', 0xfb};
+    char err[256];
+    struct disk *d = disk_open(tpath("r.raw"), false, err, sizeof(err));
+    ck_assert_msg(d != NULL, "%s", err);
+    ck_assert_int_eq(disk_write(d, 0, sector, sizeof(sector)), -EPERM);
+    ck_assert_int_eq(disk_write(d, 512, sector, sizeof(sector)), 0);
+    ck_assert_int_eq(disk_close(d), 0);
+    d = disk_open_format(tpath("r.raw"), "raw", false, 0, err, sizeof(err));
+    ck_assert_msg(d != NULL, "%s", err);
+    ck_assert_int_eq(disk_write(d, 0, sector, sizeof(sector)), 0);
+    ck_assert_int_eq(disk_close(d), 0);
 }
 END_TEST
 
@@ -389,9 +408,9 @@ END_TEST
 
 START_TEST(test_create_plain_and_info)
 {
-    ck_assert_int_eq(disk_create_qcow2(tpath("new.qcow2"), 1ull << 40, NULL), 0);
-    ck_assert_int_eq(disk_create_qcow2(tpath("new.qcow2"), 1 * MIB, NULL), -EEXIST);
-    ck_assert_int_eq(disk_create_qcow2(tpath("odd.qcow2"), 1000, NULL), 0);
+    ck_assert_int_eq(disk_create_qcow2(tpath("new.qcow2"), 1ull << 40, NULL, NULL), 0);
+    ck_assert_int_eq(disk_create_qcow2(tpath("new.qcow2"), 1 * MIB, NULL, NULL), -EEXIST);
+    ck_assert_int_eq(disk_create_qcow2(tpath("odd.qcow2"), 1000, NULL, NULL), 0);
     ck_assert_int_eq(sh("qemu-img info odd.qcow2 | grep -q '(1024 bytes)'"), 0);
     ck_assert_int_eq(qemu_check(tpath("new.qcow2")), 0);
     ck_assert_int_eq(sh("qemu-img info new.qcow2 | grep -q 'virtual size: 1 TiB' && "
@@ -830,6 +849,7 @@ int main(void)
     add_case(s, "write-qemu-made", test_writes_into_qemu_made_image);
     add_case(s, "compressed", test_compressed_clusters);
     add_case(s, "set-backing", test_set_backing_as_qemu_reads_it);
+    add_case(s, "probed-raw", test_probed_raw_refuses_a_qcow2_header);
     add_case(s, "random-64k", test_random_io_64k_clusters);
     add_case(s, "random-512", test_random_io_512b_clusters_grow_refcounts);
     add_case(s, "random-2m", test_random_io_2m_clusters);

@@ -128,7 +128,7 @@ static void setup(void)
     unlink(image);
     ck_assert_int_eq(virtio_blk_create_raw_image(image, DISK_SIZE), 0);
     char err[256];
-    blk = virtio_blk_create(&m, bus, SLOT, image, image, err, sizeof(err));
+    blk = virtio_blk_create(&m, bus, SLOT, image, "raw", image, err, sizeof(err));
     ck_assert_msg(blk != NULL, "%s", err);
     ck_assert_uint_eq(cfg_read(0), 0x10421af4);
     bar = (cfg_read(0x10) & ~0xfu) | (uint64_t)cfg_read(0x14) << 32;
