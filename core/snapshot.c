@@ -373,7 +373,7 @@ int snapshot_delete(struct snap_tree *t, struct snap_node *n, struct disksnap_pl
     snap_remove(t, n);
     r = snap_tree_save(t, err, errlen);
     snapshot_crash_point("delete-tree-saved");
-    /* 3. Its files go (a crash before this leaves orphans, removed at the next load). */
+    /* 3. Its files go (a crash before this leaves orphans, which snap_tree_tidy removes). */
     char path[PATH_MAX];
     snap_path(t, id, "mem", path, sizeof(path));
     unlink(path);
