@@ -476,6 +476,56 @@ START_TEST(a_raw_disk_takes_overlays_and_commits)
 }
 END_TEST
 
+/* Seed 004: a delete whose merge needs more free space than the filesystem has says so and
+ * changes nothing (a 48 MiB tmpfs: two 18 MiB layers leave ~11 MiB, either merge needs 18). */
+START_TEST(a_delete_without_the_space_is_refused_and_changes_nothing)
+{
+    e2e_setup();
+    char small[512], cmd[4096], before[64], after[64];
+    snprintf(small, sizeof(small), "%s/small", e2e_home());
+    snprintf(cmd, sizeof(cmd), "mkdir -p '%s' && mount -t tmpfs -o size=48M tmpfs '%s'", small,
+             small);
+    ck_assert_msg(system(cmd) == 0, "cannot mount a small tmpfs (the test needs root)");
+    setenv("VMWS_HOME", small, 1);
+    vmws_ok("create", vmws_cmd(out, sizeof(out), 30, "create", "sp", "--memory", "64M", "--disk",
+                               "40M", NULL));
+    snprintf(cmd, sizeof(cmd), "qemu-io -c 'write -P 0x11 0 18M' '%s/sp/disk.qcow2' >/dev/null",
+             small);
+    ck_assert_int_eq(system(cmd), 0);
+    snap("take", "sp", "s1");
+    snprintf(cmd, sizeof(cmd),
+             "qemu-io -c 'write -P 0x22 18M 18M' '%s/sp/snapshots/disk-1.qcow2' >/dev/null", small);
+    ck_assert_int_eq(system(cmd), 0);
+    snap("take", "sp", "s2");
+    const char *digest = "qemu-img convert -O raw '%s/sp/snapshots/disk-2.qcow2' '%s/d.raw' && "
+                         "md5sum < '%s/d.raw' && rm '%s/d.raw'";
+    char *sums[2] = {before, after};
+    for (int i = 0; i < 2; i++) {
+        if (i == 1) {
+            int r = vmws_cmd(out, sizeof(out), 60, "snapshot", "delete", "sp", "s1", NULL);
+            ck_assert_msg(r != 0 && strstr(out, "needs") && strstr(out, "MiB free"),
+                          "delete without the space: %s", out);
+        }
+        snprintf(cmd, sizeof(cmd), digest, small, e2e_home(), e2e_home(), e2e_home());
+        FILE *f = popen(cmd, "r");
+        ck_assert_msg(f && fgets(sums[i], 64, f), "%s", cmd);
+        pclose(f);
+    }
+    ck_assert_str_eq(before, after);
+    json_t *tree = vmws_json("snapshot", "list", "sp", "--json", NULL);
+    json_t *s1 = json_array_get(json_object_get(tree, "snapshots"), 0);
+    ck_assert_str_eq(json_string_value(json_object_get(s1, "label")), "s1");
+    ck_assert(!json_is_true(json_object_get(s1, "deleting")));
+    json_decref(tree);
+    snprintf(cmd, sizeof(cmd),
+             "qemu-img check '%s/sp/disk.qcow2' >/dev/null && "
+             "qemu-img check '%s/sp/snapshots/disk-1.qcow2' >/dev/null && umount '%s'",
+             small, small, small);
+    ck_assert_int_eq(system(cmd), 0);
+    e2e_teardown();
+}
+END_TEST
+
 /* A snapshot's disk image that became corrupt: reverting to it fails with a clear error and the
  * VMM lives (the guest's disk, which reads through that image too, reports I/O errors), and a
  * revert to a healthy snapshot brings the disk back. */
@@ -545,6 +595,7 @@ int main(void)
     tcase_add_test(tc, offline_operations_lock_the_vm);
     tcase_add_test(tc, a_corrupt_image_is_refused_and_the_vmm_lives);
     tcase_add_test(tc, a_raw_disk_takes_overlays_and_commits);
+    tcase_add_test(tc, a_delete_without_the_space_is_refused_and_changes_nothing);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
