@@ -14,6 +14,7 @@
 
 #include "app/cli.h"
 #include "core/disk.h"
+#include "core/disksnap.h"
 
 /* `vmws create --disk SIZE` makes this qcow2 image in the VM's directory. */
 #define CLI_DISK_IMAGE "disk.qcow2"
@@ -349,19 +350,17 @@ int cmd_list(int argc, char **argv)
  * (the snapshot tree's overlay once a snapshot exists, see core/disksnap.h) and its size. */
 static json_t *disk_query(const struct vm_paths *p, const struct vm_config *cfg, bool running)
 {
-    char err[512], tree[PATH_MAX + 32], path[2 * PATH_MAX];
+    char err[512], path[PATH_MAX];
     struct ctl_client *c = running ? ctl_client_connect(p->ctl_sock, NULL, err, sizeof(err)) : NULL;
     json_t *r = c ? ctl_client_execute(c, "query-disk", NULL, 3000, err, sizeof(err)) : NULL;
     ctl_client_close(c);
     if (r)
         return r;
-    snprintf(tree, sizeof(tree), "%s/snapshots/tree.json", p->dir);
-    json_t *t = json_load_file(tree, 0, NULL);
-    const char *active = json_string_value(json_object_get(t, "disk_active"));
-    const char *rel = active && *active ? active : cfg->disk.path;
-    snprintf(path, sizeof(path), "%s%s%s", rel[0] == '/' ? "" : p->dir, rel[0] == '/' ? "" : "/",
-             rel);
-    json_decref(t);
+    struct snap_tree t;
+    if (snap_tree_load(&t, p->dir, err, sizeof(err)) < 0) /* status says what the tree lacks */
+        return json_pack("{s:s, s:s}", "path", cfg->disk.path, "error", err);
+    disksnap_path(&t, disksnap_active(&t, cfg->disk.path), path, sizeof(path));
+    snap_tree_free(&t);
     struct stat st;
     bool there = stat(path, &st) == 0;
     return json_pack("{s:s, s:o}", "path", path, "allocated_bytes",
@@ -370,6 +369,11 @@ static json_t *disk_query(const struct vm_paths *p, const struct vm_config *cfg,
 
 static void disk_print(json_t *d)
 {
+    if (json_is_string(json_object_get(d, "error"))) {
+        printf("disk:            %s (%s)\n", json_string_value(json_object_get(d, "path")),
+               json_string_value(json_object_get(d, "error")));
+        return;
+    }
     if (!json_is_integer(json_object_get(d, "status"))) {
         json_t *a = json_object_get(d, "allocated_bytes");
         printf("disk:            %s, %s%.1f MiB allocated\n",

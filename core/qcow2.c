@@ -1565,15 +1565,21 @@ int qcow2_layer_map(struct qcow2 *q, uint32_t granule, uint64_t *bitmap)
         return -EINVAL;
     uint64_t nclusters = (q->size + q->cluster_size - 1) >> q->cluster_bits;
     uint64_t per = q->cluster_size / granule, nbits = (q->size + granule - 1) / granule;
-    for (uint64_t vc = 0; vc < nclusters; vc++) {
-        uint64_t e;
-        int r = l2_entry_get(q, vc, &e);
+    /* One L2 table at a time (any nonzero entry is this image's: data, compressed or zero). */
+    for (uint64_t first = 0; first < nclusters; first += q->l2_entries) {
+        uint64_t l2off;
+        uint8_t *table;
+        int r = l2_table_offset(q, first, &l2off);
+        if (r == 0 && l2off)
+            r = cache_get(q, &q->l2_cache, l2off, &table);
         if (r < 0)
             return r;
-        if (!q->l1[vc / q->l2_entries]) /* no L2 table: skip to the next one */
-            vc = (vc / q->l2_entries + 1) * q->l2_entries - 1;
-        for (uint64_t b = vc * per; e && b < (vc + 1) * per && b < nbits; b++)
-            bitmap[b / 64] |= 1ull << (b % 64);
+        for (uint64_t k = 0; l2off && k < q->l2_entries && first + k < nclusters; k++) {
+            if (!get_be64(table + 8 * k))
+                continue;
+            for (uint64_t b = (first + k) * per; b < (first + k + 1) * per && b < nbits; b++)
+                bitmap[b / 64] |= 1ull << (b % 64);
+        }
     }
     return 0;
 }

@@ -175,8 +175,12 @@ static int blk_handle_chain(void *opaque, unsigned queue, struct virtq_chain *c,
     uint64_t data_out = c->readable_len - 16, data_in = c->writable_len - 1;
     uint8_t status = VIRTIO_BLK_S_OK;
     uint32_t written = 0;
-    if (!b->disk) /* its image could not be reopened after a snapshot operation */
-        type = UINT32_MAX;
+    if (!b->disk) { /* its image could not be reopened after a snapshot operation */
+        status = VIRTIO_BLK_S_IOERR;
+        b->errors++;
+        virtq_chain_write(b->m->mem, c, c->writable_len - 1, &status, 1);
+        return 1;
+    }
     switch (type) {
     case VIRTIO_BLK_T_IN:
     case VIRTIO_BLK_T_OUT: {
@@ -215,7 +219,7 @@ static int blk_handle_chain(void *opaque, unsigned queue, struct virtq_chain *c,
         b->discards++;
         break;
     default:
-        status = b->disk ? VIRTIO_BLK_S_UNSUPP : VIRTIO_BLK_S_IOERR;
+        status = VIRTIO_BLK_S_UNSUPP;
     }
     if (status != VIRTIO_BLK_S_OK)
         b->errors++;

@@ -29,6 +29,8 @@ import sys
 import tempfile
 import time
 
+from bench_snapshot import connect_retry  # same folder: QEMU's sockets come up late
+
 MiB = 1 << 20
 IMAGE_MIB = 1024
 START_MIB = 4
@@ -67,20 +69,6 @@ class Serial:
         i = self.buf.index(want)
         before, self.buf = self.buf[:i], self.buf[i + len(want):]
         return before
-
-
-def connect_retry(path, timeout=30):
-    deadline = time.monotonic() + timeout
-    while True:
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            s.connect(path)
-            return s
-        except OSError:
-            s.close()
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
 
 
 def plan(seq_mib, rand_mib):
@@ -158,7 +146,7 @@ def qemu_run(kernel, disk, steps, tmp):
          "-chardev", f"socket,id=s0,path={ser},server=on,wait=on", "-serial", "chardev:s0"],
         stdin=subprocess.DEVNULL, stdout=qlog, stderr=subprocess.STDOUT)
     try:
-        serial = Serial(connect_retry(ser))
+        serial = Serial(connect_retry(ser, 30))
         res = run_plan(serial, steps, True)
         serial.sock.sendall(b"poweroff\r")
         p.wait(timeout=30)
