@@ -72,6 +72,8 @@ struct ctl_client *cli_vm_connect(const char *name, const struct vm_paths *p);
 
 /* cli_display.c: the VMM's query-display (NULL if it does not answer), and "display:" and
  * "vnc:" lines for status and start. */
+/* A running VM's answer to COMMAND (no arguments, 3 s), or NULL: not running, or it failed. */
+json_t *cli_vm_ask(const struct vm_paths *p, const char *command);
 json_t *cli_display_query(const struct vm_paths *p);
 void cli_display_print(const struct vm_paths *p, const char *prefix);
 /* --display MODE for the next cli_start_vm() (NULL: the VM's configured mode). */

@@ -14,13 +14,7 @@
 
 json_t *cli_display_query(const struct vm_paths *p)
 {
-    char err[512];
-    struct ctl_client *c = ctl_client_connect(p->ctl_sock, NULL, err, sizeof(err));
-    if (!c)
-        return NULL;
-    json_t *r = ctl_client_execute(c, "query-display", NULL, 3000, err, sizeof(err));
-    ctl_client_close(c);
-    return r;
+    return cli_vm_ask(p, "query-display");
 }
 
 void cli_display_print(const struct vm_paths *p, const char *prefix)

@@ -94,6 +94,15 @@ int cli_parse_common(int argc, char **argv, int npos, const char *what, bool *js
     return cli_positional(argc, argv, npos, what);
 }
 
+json_t *cli_vm_ask(const struct vm_paths *p, const char *command)
+{
+    char err[512];
+    struct ctl_client *c = ctl_client_connect(p->ctl_sock, NULL, err, sizeof(err));
+    json_t *r = c ? ctl_client_execute(c, command, NULL, 3000, err, sizeof(err)) : NULL;
+    ctl_client_close(c);
+    return r;
+}
+
 int cli_vm_open(const char *name, struct vm_paths *p, struct vm_config *cfg)
 {
     if (!vm_name_valid(name))

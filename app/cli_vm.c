@@ -351,9 +351,7 @@ int cmd_list(int argc, char **argv)
 static json_t *disk_query(const struct vm_paths *p, const struct vm_config *cfg, bool running)
 {
     char err[512], path[PATH_MAX];
-    struct ctl_client *c = running ? ctl_client_connect(p->ctl_sock, NULL, err, sizeof(err)) : NULL;
-    json_t *r = c ? ctl_client_execute(c, "query-disk", NULL, 3000, err, sizeof(err)) : NULL;
-    ctl_client_close(c);
+    json_t *r = running ? cli_vm_ask(p, "query-disk") : NULL;
     if (r)
         return r;
     struct snap_tree t;
