@@ -124,5 +124,6 @@ int cmd_suspend(int argc, char **argv);
 int cmd_resume(int argc, char **argv);
 int cmd_snapshot(int argc, char **argv);
 int cmd_volume(int argc, char **argv); /* cli_audio.c */
+int cmd_box(int argc, char **argv);    /* cli_box.c */
 
 #endif

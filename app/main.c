@@ -86,6 +86,29 @@ const struct cli_command cli_commands[] = {
      "  up, down               10 louder or quieter\n"
      "  mute, unmute, toggle   silence it, or bring back the volume it had\n"
      "  Without a value: the volume, the sound card's state and the PulseAudio stream's.\n"},
+    {"box", cmd_box, "run|start|exec|stop|status|check [OPTIONS] [--] [COMMAND [ARGS]]",
+     "run commands on a real KVM where this machine has none (the KVM box)",
+     "  The KVM box is QEMU in software mode emulating an AMD CPU with SVM, booting this\n"
+     "  machine's Debian kernel, which loads kvm_amd. The host's / is its root (read-only,\n"
+     "  with a throwaway layer on top); shared directories are read-write at their own paths.\n"
+     "  run [-C DIR] [--timeout S] -- CMD   boot a box, run CMD in DIR (shared), stream its\n"
+     "                         output, exit with its status, stop the box\n"
+     "  start [--idle S]       start a box that serves many commands (--idle S: it powers\n"
+     "                         off after S seconds without one)\n"
+     "  exec [--start] [--auto] [-C DIR] [--timeout S] -- CMD   run CMD in the running box;\n"
+     "                         --start starts one first if none runs; --auto runs CMD\n"
+     "                         natively instead where this machine's /dev/kvm works\n"
+     "  stop | status [--json] | check   stop the box; show it; say whether this machine has\n"
+     "                         a usable KVM and what a box would boot\n"
+     "  --dir STATE            the box's state directory (default $VMWS_BOX_DIR, else\n"
+     "                         RUNTIME/box); one box per directory\n"
+     "  --share DIR            share DIR read-write at the same path (repeatable; run, start\n"
+     "                         and exec --start also share the working directory)\n"
+     "  --cpus N, --memory SIZE   the box's size (default: every CPU, 8G at most 3/4 of RAM)\n"
+     "  --stdin                forward standard input to the command (default: /dev/null)\n"
+     "  Exit status: the command's; 124 if --timeout ran out; 125 if the box failed (its\n"
+     "  kernel panicked, QEMU died), with the end of its console. VMWS_BOX=always uses the\n"
+     "  box even where KVM works; VMWS_BOX=never never does.\n"},
     {"help", cmd_help, "[COMMAND]", "show help", NULL},
     {"version", cmd_version, "", "show the version", NULL},
     {NULL, NULL, NULL, NULL, NULL},

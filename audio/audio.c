@@ -12,6 +12,7 @@
 
 #include "audio/audio.h"
 #include "core/log.h"
+#include "core/module.h"
 
 #define IDLE_TAIL_TICKS 20 /* keep sending silence 100 ms after the last sound */
 
@@ -19,6 +20,7 @@ struct audio {
     struct machine *m;
     struct es1370 *es1370;
     struct pcspk *pcspk;
+    const struct pulse_ops *pulse; /* vmws-pulse.so, NULL if it did not load */
     struct pulse_out *out;
     pthread_t thread;
     bool thread_started;
@@ -67,7 +69,7 @@ static void *audio_thread(void *arg)
         if (machine_is_paused(a->m)) { /* the card's clock stops with the vCPUs */
             idle_ticks = IDLE_TAIL_TICKS + 1;
             if (a->out)
-                pulse_out_idle(a->out);
+                a->pulse->idle(a->out);
             continue;
         }
         memset(a->mix, 0, sizeof(int32_t) * n * AUDIO_CHANNELS);
@@ -76,7 +78,7 @@ static void *audio_thread(void *arg)
         atomic_fetch_add(&a->frames_rendered, n);
         idle_ticks = active ? 0 : idle_ticks + (idle_ticks <= IDLE_TAIL_TICKS);
         if (idle_ticks == IDLE_TAIL_TICKS + 1 && a->out)
-            pulse_out_idle(a->out);
+            a->pulse->idle(a->out);
         if (idle_ticks > IDLE_TAIL_TICKS)
             continue;
         int64_t gain = atomic_load(&a->gain_q16);
@@ -85,7 +87,7 @@ static void *audio_thread(void *arg)
             a->pcm[i] = (int16_t)(s > 32767 ? 32767 : s < -32768 ? -32768 : s);
         }
         if (a->out)
-            pulse_out_write(a->out, a->pcm, n);
+            a->pulse->write(a->out, a->pcm, n);
         atomic_fetch_add(&a->frames_sent, n);
     }
     return NULL;
@@ -117,9 +119,12 @@ struct audio *audio_create(struct machine *m, struct pci_bus *pci, const struct 
         audio_destroy(a);
         return NULL;
     }
-    a->out = pulse_out_create(cfg->vm_name);
+    char err[512];
+    a->pulse = vmws_module("pulse", err, sizeof(err));
+    a->out = a->pulse ? a->pulse->create(cfg->vm_name) : NULL;
     if (!a->out)
-        vmm_log("audio: cannot start the PulseAudio client: the VM runs without sound");
+        vmm_log("audio: cannot start the PulseAudio client%s%s: the VM runs without sound",
+                a->pulse ? "" : ": ", a->pulse ? "" : err);
     int r = pthread_create(&a->thread, NULL, audio_thread, a);
     if (r) {
         vmm_log("audio: cannot start the mixer thread: %s", strerror(r));
@@ -145,7 +150,8 @@ void audio_destroy(struct audio *a)
     if (!a)
         return;
     audio_stop(a);
-    pulse_out_destroy(a->out);
+    if (a->out)
+        a->pulse->destroy(a->out);
     es1370_destroy(a->es1370);
     pcspk_destroy(a->pcspk);
     free(a);
@@ -155,10 +161,10 @@ json_t *audio_status_json(struct audio *a)
 {
     uint64_t underruns = 0, dropped = 0, written = 0;
     if (a->out)
-        pulse_out_stats(a->out, &underruns, &dropped, &written);
+        a->pulse->stats(a->out, &underruns, &dropped, &written);
     return json_pack("{s:i, s:b, s:s, s:o, s:o, s:I, s:I, s:I, s:I}", "volume",
                      (int)atomic_load(&a->volume), "muted", atomic_load(&a->muted), "server",
-                     a->out ? pulse_out_state(a->out) : "unavailable", "es1370",
+                     a->out ? a->pulse->state(a->out) : "unavailable", "es1370",
                      es1370_status_json(a->es1370), "pcspk", pcspk_status_json(a->pcspk),
                      "frames_rendered", (json_int_t)atomic_load(&a->frames_rendered), "frames_sent",
                      (json_int_t)atomic_load(&a->frames_sent), "frames_played", (json_int_t)written,

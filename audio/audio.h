@@ -64,17 +64,20 @@ json_t *pcspk_status_json(struct pcspk *p);
 int pcspk_save(struct pcspk *p, struct state_writer *w);
 int pcspk_load(struct pcspk *p, const struct state_reader *r);
 
-/* --- PulseAudio output (pulse.c) --- */
+/* --- PulseAudio output: pulse.c, the module vmws-pulse.so (vmws_module_pulse) --- */
 struct pulse_out;
-struct pulse_out *pulse_out_create(const char *stream_name);
-/* Queues N stereo S16 frames; never blocks on the server (drops the oldest beyond ~200 ms). */
-void pulse_out_write(struct pulse_out *p, const int16_t *frames, unsigned n);
-/* Every source went quiet (after a tail of silence): cork and flush the stream. */
-void pulse_out_idle(struct pulse_out *p);
-/* "connected", "connecting", "unavailable" */
-const char *pulse_out_state(struct pulse_out *p);
-void pulse_out_stats(struct pulse_out *p, uint64_t *underruns, uint64_t *dropped_frames,
-                     uint64_t *written_frames);
-void pulse_out_destroy(struct pulse_out *p);
+struct pulse_ops {
+    struct pulse_out *(*create)(const char *stream_name);
+    /* Queues N stereo S16 frames; never blocks on the server (drops the oldest beyond
+     * ~200 ms). */
+    void (*write)(struct pulse_out *p, const int16_t *frames, unsigned n);
+    /* Every source went quiet (after a tail of silence): cork and flush the stream. */
+    void (*idle)(struct pulse_out *p);
+    /* "connected", "connecting", "unavailable" */
+    const char *(*state)(struct pulse_out *p);
+    void (*stats)(struct pulse_out *p, uint64_t *underruns, uint64_t *dropped_frames,
+                  uint64_t *written_frames);
+    void (*destroy)(struct pulse_out *p);
+};
 
 #endif

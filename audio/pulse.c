@@ -210,7 +210,9 @@ static void connect_context(struct pulse_out *p)
         connection_lost(p, pa_strerror(pa_context_errno(p->ctx)));
 }
 
-struct pulse_out *pulse_out_create(const char *stream_name)
+static void pulse_out_destroy(struct pulse_out *p);
+
+static struct pulse_out *pulse_out_create(const char *stream_name)
 {
     struct pulse_out *p = calloc(1, sizeof(*p));
     if (!p)
@@ -233,7 +235,7 @@ struct pulse_out *pulse_out_create(const char *stream_name)
     return p;
 }
 
-void pulse_out_write(struct pulse_out *p, const int16_t *frames, unsigned n)
+static void pulse_out_write(struct pulse_out *p, const int16_t *frames, unsigned n)
 {
     pa_threaded_mainloop_lock(p->ml);
     if (p->state == PULSE_READY) {
@@ -259,7 +261,7 @@ void pulse_out_write(struct pulse_out *p, const int16_t *frames, unsigned n)
     pa_threaded_mainloop_unlock(p->ml);
 }
 
-void pulse_out_idle(struct pulse_out *p)
+static void pulse_out_idle(struct pulse_out *p)
 {
     pa_threaded_mainloop_lock(p->ml);
     if (!p->corked && p->st && pa_stream_get_state(p->st) == PA_STREAM_READY) {
@@ -275,7 +277,7 @@ void pulse_out_idle(struct pulse_out *p)
     pa_threaded_mainloop_unlock(p->ml);
 }
 
-const char *pulse_out_state(struct pulse_out *p)
+static const char *pulse_out_state(struct pulse_out *p)
 {
     static const char *const names[] = {"connecting", "connected", "unavailable"};
     pa_threaded_mainloop_lock(p->ml);
@@ -284,7 +286,7 @@ const char *pulse_out_state(struct pulse_out *p)
     return s;
 }
 
-void pulse_out_stats(struct pulse_out *p, uint64_t *underruns, uint64_t *dropped_frames,
+static void pulse_out_stats(struct pulse_out *p, uint64_t *underruns, uint64_t *dropped_frames,
                      uint64_t *written_frames)
 {
     pa_threaded_mainloop_lock(p->ml);
@@ -294,7 +296,7 @@ void pulse_out_stats(struct pulse_out *p, uint64_t *underruns, uint64_t *dropped
     pa_threaded_mainloop_unlock(p->ml);
 }
 
-void pulse_out_destroy(struct pulse_out *p)
+static void pulse_out_destroy(struct pulse_out *p)
 {
     if (!p)
         return;
@@ -309,3 +311,12 @@ void pulse_out_destroy(struct pulse_out *p)
     pa_threaded_mainloop_free(p->ml);
     free(p);
 }
+
+const struct pulse_ops vmws_module_pulse = {
+    .create = pulse_out_create,
+    .write = pulse_out_write,
+    .idle = pulse_out_idle,
+    .state = pulse_out_state,
+    .stats = pulse_out_stats,
+    .destroy = pulse_out_destroy,
+};

@@ -18,6 +18,7 @@
 #include "core/linuxboot.h"
 #include "core/log.h"
 #include "core/machine.h"
+#include "core/module.h"
 #include "core/state.h"
 #include "display/display_priv.h"
 
@@ -52,7 +53,7 @@ void display_wake(struct display *d)
 
 static bool viewers_active(struct display *d)
 {
-    return (d->sdl && sdl_view_open(d->sdl)) || (d->vnc && vnc_server_clients(d->vnc) > 0);
+    return (d->sdl && d->sdl_ops->open(d->sdl)) || (d->vnc && d->vnc_ops->clients(d->vnc) > 0);
 }
 
 static void publish(struct display *d, unsigned y0, unsigned y1)
@@ -61,9 +62,9 @@ static void publish(struct display *d, unsigned y0, unsigned y1)
         return;
     atomic_fetch_add(&d->updates, 1);
     if (d->sdl)
-        sdl_view_update(d->sdl, y0, y1);
+        d->sdl_ops->update(d->sdl, y0, y1);
     if (d->vnc)
-        vnc_server_update(d->vnc, y0, y1);
+        d->vnc_ops->update(d->vnc, y0, y1);
 }
 
 /* One frame: fetch (and reset) the slot's dirty bitmap, publish each run of dirty pages. */
@@ -127,7 +128,7 @@ static void *refresh_main(void *arg)
             ssize_t rd = read(d->wake_fd, &v, sizeof(v));
             (void)rd;
             if (d->sdl)
-                sdl_view_title(d->sdl);
+                d->sdl_ops->title(d->sdl);
         }
         if (atomic_load(&d->stopping))
             break;
@@ -181,13 +182,15 @@ struct display *display_create(const struct display_config *cfg, char *err, size
         goto fail;
     }
     if (cfg->vnc) {
-        d->vnc = vnc_server_start(d, err, errlen);
+        d->vnc_ops = vmws_module("vnc", err, errlen);
+        d->vnc = d->vnc_ops ? d->vnc_ops->start(d, err, errlen) : NULL;
         if (!d->vnc)
             goto fail;
     }
     if (cfg->sdl) {
         char serr[256];
-        d->sdl = sdl_view_start(d, serr, sizeof(serr));
+        d->sdl_ops = vmws_module("sdl", serr, sizeof(serr));
+        d->sdl = d->sdl_ops ? d->sdl_ops->start(d, serr, sizeof(serr)) : NULL;
         if (!d->sdl) {
             if (!cfg->sdl_optional) {
                 snprintf(err, errlen, "cannot open the SDL window: %s", serr);
@@ -260,7 +263,7 @@ void display_set_state(struct display *d, const char *state)
 
 int display_vnc_port(const struct display *d)
 {
-    return d && d->vnc ? vnc_server_port(d->vnc) : 0;
+    return d && d->vnc ? d->vnc_ops->port(d->vnc) : 0;
 }
 
 const char *display_vnc_host(const struct display *d)
@@ -270,7 +273,7 @@ const char *display_vnc_host(const struct display *d)
 
 unsigned display_vnc_clients(const struct display *d)
 {
-    return d && d->vnc ? vnc_server_clients(d->vnc) : 0;
+    return d && d->vnc ? d->vnc_ops->clients(d->vnc) : 0;
 }
 
 bool display_vnc_auth(const struct display *d)
@@ -280,7 +283,7 @@ bool display_vnc_auth(const struct display *d)
 
 bool display_sdl_open(const struct display *d)
 {
-    return d && d->sdl && sdl_view_open(d->sdl);
+    return d && d->sdl && d->sdl_ops->open(d->sdl);
 }
 
 unsigned display_width(const struct display *d)
@@ -308,9 +311,9 @@ void display_destroy(struct display *d)
         pthread_join(d->refresh_thread, NULL);
     }
     if (d->sdl)
-        sdl_view_stop(d->sdl);
+        d->sdl_ops->stop(d->sdl);
     if (d->vnc)
-        vnc_server_stop(d->vnc);
+        d->vnc_ops->stop(d->vnc);
     if (d->fb)
         munmap(d->fb, d->fb_size);
     if (d->fb_fd >= 0)

@@ -32,6 +32,8 @@ struct display {
     uint64_t *snap_dirty;     /* (under lock) pages written since the last snapshot took them */
     atomic_uint_fast64_t updates;
 
+    const struct sdl_ops *sdl_ops; /* the loaded viewer modules (core/module.h) */
+    const struct vnc_ops *vnc_ops;
     struct sdl_view *sdl;
     struct vnc_server *vnc;
 };
@@ -39,20 +41,26 @@ struct display {
 /* Wakes the refresh thread (a viewer opened, the title changed). */
 void display_wake(struct display *d);
 
-/* sdl.c: a window on its own thread; NULL with ERR if SDL cannot open one. */
-struct sdl_view *sdl_view_start(struct display *d, char *err, size_t errlen);
-/* Rows [y0, y1) changed. Cheap: coalesced and handed to the window's thread. */
-void sdl_view_update(struct sdl_view *s, unsigned y0, unsigned y1);
-void sdl_view_title(struct sdl_view *s);
-bool sdl_view_open(struct sdl_view *s);
-void sdl_view_stop(struct sdl_view *s);
+/* sdl.c, the module vmws-sdl.so (vmws_module_sdl): a window on its own thread. */
+struct sdl_ops {
+    /* NULL with ERR if SDL cannot open a window. */
+    struct sdl_view *(*start)(struct display *d, char *err, size_t errlen);
+    /* Rows [y0, y1) changed. Cheap: coalesced and handed to the window's thread. */
+    void (*update)(struct sdl_view *s, unsigned y0, unsigned y1);
+    void (*title)(struct sdl_view *s);
+    bool (*open)(struct sdl_view *s);
+    void (*stop)(struct sdl_view *s);
+};
 
-/* vnc.c: libvncserver in its threaded mode (a listener thread, two threads per client). */
-struct vnc_server *vnc_server_start(struct display *d, char *err, size_t errlen);
-void vnc_server_update(struct vnc_server *v, unsigned y0, unsigned y1);
-unsigned vnc_server_clients(const struct vnc_server *v);
-int vnc_server_port(const struct vnc_server *v);
-void vnc_server_stop(struct vnc_server *v);
+/* vnc.c, the module vmws-vnc.so (vmws_module_vnc): libvncserver in its threaded mode (a
+ * listener thread, two threads per client). */
+struct vnc_ops {
+    struct vnc_server *(*start)(struct display *d, char *err, size_t errlen);
+    void (*update)(struct vnc_server *v, unsigned y0, unsigned y1);
+    unsigned (*clients)(const struct vnc_server *v);
+    int (*port)(const struct vnc_server *v);
+    void (*stop)(struct vnc_server *v);
+};
 
 /* keymap.c: set-1 scancodes (what the guest reads from the i8042 with translation on). */
 /* Writes the make (DOWN) or break code of USB usage USAGE into OUT (up to 6 bytes); returns

@@ -67,7 +67,9 @@ static unsigned sdl_buttons(Uint32 state)
 
 static void handle_key(struct sdl_view *s, const SDL_KeyboardEvent *k)
 {
-    SDL_Keymod mod = SDL_GetModState();
+    /* The modifiers when the key went down, not now: SDL_GetModState() has already seen the
+     * releases queued behind this event, and on a busy machine Ctrl+Alt+G would type a g. */
+    SDL_Keymod mod = (SDL_Keymod)k->keysym.mod;
     if (k->keysym.scancode == SDL_SCANCODE_G && (mod & KMOD_CTRL) && (mod & KMOD_ALT)) {
         if (k->type == SDL_KEYDOWN && !k->repeat)
             set_grab(s, !s->grabbed);
@@ -210,7 +212,7 @@ static void *sdl_main(void *arg)
     return NULL;
 }
 
-struct sdl_view *sdl_view_start(struct display *d, char *err, size_t errlen)
+static struct sdl_view *sdl_view_start(struct display *d, char *err, size_t errlen)
 {
     if (!getenv("DISPLAY") && !getenv("WAYLAND_DISPLAY")) {
         snprintf(err, errlen, "neither DISPLAY nor WAYLAND_DISPLAY is set");
@@ -254,7 +256,7 @@ static void post(Uint32 type)
     SDL_PushEvent(&e);
 }
 
-void sdl_view_update(struct sdl_view *s, unsigned y0, unsigned y1)
+static void sdl_view_update(struct sdl_view *s, unsigned y0, unsigned y1)
 {
     if (!atomic_load(&s->open))
         return;
@@ -275,7 +277,7 @@ void sdl_view_update(struct sdl_view *s, unsigned y0, unsigned y1)
         post(s->ev_update);
 }
 
-void sdl_view_title(struct sdl_view *s)
+static void sdl_view_title(struct sdl_view *s)
 {
     if (!atomic_load(&s->open))
         return;
@@ -287,12 +289,12 @@ void sdl_view_title(struct sdl_view *s)
         post(s->ev_title);
 }
 
-bool sdl_view_open(struct sdl_view *s)
+static bool sdl_view_open(struct sdl_view *s)
 {
     return atomic_load(&s->open);
 }
 
-void sdl_view_stop(struct sdl_view *s)
+static void sdl_view_stop(struct sdl_view *s)
 {
     post(s->ev_quit); /* harmless if the window is already closed */
     pthread_join(s->thread, NULL);
@@ -300,3 +302,11 @@ void sdl_view_stop(struct sdl_view *s)
     pthread_mutex_destroy(&s->lock);
     free(s);
 }
+
+const struct sdl_ops vmws_module_sdl = {
+    .start = sdl_view_start,
+    .update = sdl_view_update,
+    .title = sdl_view_title,
+    .open = sdl_view_open,
+    .stop = sdl_view_stop,
+};

@@ -133,7 +133,7 @@ static int pick_port(in_addr_t host)
     return -EADDRINUSE;
 }
 
-struct vnc_server *vnc_server_start(struct display *d, char *err, size_t errlen)
+static struct vnc_server *vnc_server_start(struct display *d, char *err, size_t errlen)
 {
     struct in_addr host;
     if (inet_pton(AF_INET, d->cfg.vnc_host, &host) != 1) {
@@ -207,25 +207,33 @@ fail:
     return NULL;
 }
 
-void vnc_server_update(struct vnc_server *v, unsigned y0, unsigned y1)
+static void vnc_server_update(struct vnc_server *v, unsigned y0, unsigned y1)
 {
     if (atomic_load(&v->clients))
         rfbMarkRectAsModified(v->screen, 0, (int)y0, (int)v->d->width, (int)y1);
 }
 
-unsigned vnc_server_clients(const struct vnc_server *v)
+static unsigned vnc_server_clients(const struct vnc_server *v)
 {
     return atomic_load(&((struct vnc_server *)v)->clients);
 }
 
-int vnc_server_port(const struct vnc_server *v)
+static int vnc_server_port(const struct vnc_server *v)
 {
     return v->screen->port;
 }
 
-void vnc_server_stop(struct vnc_server *v)
+static void vnc_server_stop(struct vnc_server *v)
 {
     rfbShutdownServer(v->screen, TRUE);
     rfbScreenCleanup(v->screen);
     free(v);
 }
+
+const struct vnc_ops vmws_module_vnc = {
+    .start = vnc_server_start,
+    .update = vnc_server_update,
+    .clients = vnc_server_clients,
+    .port = vnc_server_port,
+    .stop = vnc_server_stop,
+};
