@@ -3,12 +3,15 @@
  * one); `exec --auto` runs natively where this machine's /dev/kvm works and in the box where it
  * doesn't, and says which; `check` tells which of the two this machine does and why.
  * The one idea: options stop at the first word that is not one, so the command keeps its own. */
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -25,6 +28,7 @@ enum {
     OPT_STDIN,
     OPT_START,
     OPT_AUTO,
+    OPT_EXCLUSIVE,
     OPT_JSON,
 };
 
@@ -38,6 +42,7 @@ static const struct option box_opts[] = {
     {"stdin", no_argument, NULL, OPT_STDIN},
     {"start", no_argument, NULL, OPT_START},
     {"auto", no_argument, NULL, OPT_AUTO},
+    {"exclusive", no_argument, NULL, OPT_EXCLUSIVE},
     {"json", no_argument, NULL, OPT_JSON},
     {"help", no_argument, NULL, 'h'},
     {0},
@@ -47,7 +52,7 @@ struct box_args {
     struct box_config cfg;
     char cwd[PATH_MAX];
     int timeout_s;
-    bool forward_stdin, start, autodetect, json;
+    bool forward_stdin, start, autodetect, exclusive, json;
     char **cmd; /* what follows the options */
 };
 
@@ -86,22 +91,12 @@ static int add_share(struct box_config *c, const char *dir)
     return 0;
 }
 
-/* True if PATH is inside one of C's shares. */
-static bool shared(const struct box_config *c, const char *path)
-{
-    for (int i = 0; i < c->nshares; i++) {
-        size_t n = strlen(c->shares[i]);
-        if (strncmp(path, c->shares[i], n) == 0 && (path[n] == '/' || path[n] == '\0'))
-            return true;
-    }
-    return false;
-}
-
 static int parse(int argc, char **argv, struct box_args *a)
 {
     memset(a, 0, sizeof(*a));
     if (!getcwd(a->cwd, sizeof(a->cwd)))
         return cli_error("box: cannot get the working directory: %s", strerror(errno));
+    a->timeout_s = BOX_DEFAULT_TIMEOUT_S;
     int rc = box_default_dir(a->cfg.dir, sizeof(a->cfg.dir));
     if (rc < 0)
         return cli_error("box: no runtime directory for the box: %s", strerror(-rc));
@@ -139,7 +134,7 @@ static int parse(int argc, char **argv, struct box_args *a)
                 return rc;
             break;
         case OPT_TIMEOUT:
-            if ((rc = parse_int(argv[0], "--timeout", optarg, 0, 86400 * 365, &a->timeout_s)))
+            if ((rc = parse_int(argv[0], "--timeout", optarg, 1, 86400 * 365, &a->timeout_s)))
                 return rc;
             break;
         case OPT_STDIN:
@@ -150,6 +145,9 @@ static int parse(int argc, char **argv, struct box_args *a)
             break;
         case OPT_AUTO:
             a->autodetect = true;
+            break;
+        case OPT_EXCLUSIVE:
+            a->exclusive = true;
             break;
         case OPT_JSON:
             a->json = true;
@@ -189,20 +187,21 @@ static int box_run(struct box_args *a)
         return cli_error("box: cannot create %s: %s", tmpl, strerror(errno));
     snprintf(a->cfg.dir, sizeof(a->cfg.dir), "%s", tmpl);
     a->cfg.tied = true;
-    if (!shared(&a->cfg, a->cwd) && add_share(&a->cfg, a->cwd))
+    if (!box_shares_cover(&a->cfg, a->cwd) && add_share(&a->cfg, a->cwd))
         return BOX_EXIT_FAILED;
     int rc = box_start(&a->cfg) == 0
                  ? box_exec(a->cfg.dir, a->cmd, a->cwd, a->forward_stdin, a->timeout_s)
                  : BOX_EXIT_FAILED;
     box_stop(a->cfg.dir, 10);
-    static const char *const files[] = {"lock", "start.lock", "box.json", "token", "config",
-                                        "console.log", "qemu.log", "ended"};
-    char p[PATH_MAX + 32];
-    if (rc != BOX_EXIT_FAILED) { /* keep the logs of a box that failed */
-        for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
-            snprintf(p, sizeof(p), "%s/%s", a->cfg.dir, files[i]);
-            unlink(p);
+    if (rc != BOX_EXIT_FAILED) { /* keep the files of a box that failed */
+        DIR *d = opendir(a->cfg.dir);
+        struct dirent *e;
+        while (d && (e = readdir(d))) {
+            if (e->d_name[0] != '.')
+                unlinkat(dirfd(d), e->d_name, 0);
         }
+        if (d)
+            closedir(d);
         rmdir(a->cfg.dir);
     } else {
         fprintf(stderr, "vmws box: its files are in %s\n", a->cfg.dir);
@@ -229,11 +228,17 @@ static int box_exec_cmd(struct box_args *a)
         a->start = true;
     }
     if (a->start) {
-        if (!shared(&a->cfg, a->cwd) && add_share(&a->cfg, a->cwd))
+        if (!box_shares_cover(&a->cfg, a->cwd) && add_share(&a->cfg, a->cwd))
             return BOX_EXIT_FAILED;
         if (box_start(&a->cfg) < 0)
             return BOX_EXIT_FAILED;
     }
+    /* --exclusive: one such command at a time in this box (the lock goes with us). */
+    char lock[PATH_MAX + 16];
+    snprintf(lock, sizeof(lock), "%s/exclusive.lock", a->cfg.dir);
+    int fd = a->exclusive ? open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600) : -1;
+    if (a->exclusive && (fd < 0 || flock(fd, LOCK_EX) < 0))
+        return cli_error("box: cannot lock %s: %s", lock, strerror(errno));
     return box_exec(a->cfg.dir, a->cmd, a->cwd, a->forward_stdin, a->timeout_s);
 }
 

@@ -357,12 +357,31 @@ static bool handle_exit(struct vcpu *v)
     }
 }
 
+/* KVM finishes the instruction behind an I/O or MMIO exit (writes an IN's result, advances
+ * RIP) only when KVM_RUN is entered again, and that half-done state is in no register
+ * userspace can read. So before a paused vCPU's state may be saved or replaced, enter once
+ * with immediate_exit set: KVM completes the exit and returns without running the guest. */
+static void complete_exit(struct vcpu *v)
+{
+    v->run->immediate_exit = 1;
+    ioctl(v->fd, KVM_RUN, 0); /* -EINTR, by design */
+    v->run->immediate_exit = 0;
+}
+
 /* Waits while paused; returns false once the machine is stopping. */
 static bool vcpu_may_run(struct vcpu *v)
 {
     struct machine *m = v->m;
+    bool completed = false;
     pthread_mutex_lock(&m->lock);
     while (m->pause_requested && m->stop_reason == STOP_NONE) {
+        if (!v->paused && !completed) {
+            pthread_mutex_unlock(&m->lock);
+            complete_exit(v);
+            completed = true;
+            pthread_mutex_lock(&m->lock);
+            continue; /* the request may have gone meanwhile */
+        }
         if (!v->paused) {
             v->paused = true;
             m->paused_count++;

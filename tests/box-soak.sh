@@ -5,6 +5,7 @@
 # summary; exits 1 if any session failed, and names box failures (a panic in the box's own
 # kernel, exit 125) apart from failures inside it.
 #   box-soak.sh VMWS [SESSIONS [SECONDS]]
+# $SOAK_BOX_OPTIONS go to `vmws box run` (e.g. --cpus 1, to compare box configurations).
 set -u
 vmws=$1 sessions=${2:-20} secs=${3:-180}
 here=$(cd "$(dirname "$0")" && pwd)
@@ -19,7 +20,7 @@ kernel=$1 initrd=$2
 ok=0 boxfail=0 fail=0
 for i in $(seq 1 "$sessions"); do
     t0=$(date +%s)
-    out=$("$vmws" box run --timeout $((secs + 300)) -- sh "$here/linux/soak-session.sh" \
+    out=$("$vmws" box run ${SOAK_BOX_OPTIONS:-} --timeout $((secs + 300)) -- sh "$here/linux/soak-session.sh" \
         "$vmws" "$kernel" "$initrd" "$secs" 2>&1)
     rc=$?
     t=$(( $(date +%s) - t0 ))

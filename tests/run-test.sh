@@ -2,8 +2,9 @@
 # Runs one test of `make check` (automake's LOG_COMPILER): run-test.sh TEST [ARGS].
 # A test named in $KVM_TESTS boots VMs, so it needs KVM: where this machine's /dev/kvm works it
 # runs here; where it doesn't, it runs in the KVM box (`vmws box exec --auto`), one box for
-# the whole `make check`, started by the first KVM test and stopped by check-local. The first
-# line of the test's log says which. A box that fails under a test (its kernel panicked, QEMU
+# the whole `make check`, started by the first KVM test and stopped by check-local, one KVM
+# test at a time (the box has one CPU; the other tests go on beside it). The first line of
+# the test's log says which. A box that fails under a test (its kernel panicked, QEMU
 # died) is a hard error (99), not the test's failure.
 set -u
 test=$1
@@ -11,7 +12,7 @@ case " $KVM_TESTS " in
 *" ${test#./} "* | *" $(basename "$test") "*) ;;
 *) exec "$@" ;;
 esac
-"$VMWS_BIN" box exec --auto --start --dir "$VMWS_TEST_BOX" --idle 120 \
+"$VMWS_BIN" box exec --auto --start --exclusive --dir "$VMWS_TEST_BOX" --idle 120 --timeout 1800 \
     --share "$abs_top_srcdir" --share "$abs_top_builddir" -- "$@"
 rc=$?
 [ $rc -eq 125 ] && { echo "ERROR: the KVM box failed under $test (see above)"; exit 99; }

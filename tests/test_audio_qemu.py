@@ -85,7 +85,8 @@ def main():
              "-display", "none", "-nodefaults", "-no-reboot", "-serial", "stdio", "-monitor",
              "none", "-audiodev", f"pa,id=snd0,server={server}", "-device",
              "ES1370,audiodev=snd0"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=open(os.path.join(tmp, "qemu.err"), "wb"))
         procs.append(qemu)
         os.set_blocking(qemu.stdout.fileno(), False)
         console = b""
@@ -106,7 +107,8 @@ def main():
             qemu.stdin.flush()
 
         if not expect(b"vmws> ", 60):
-            return fail("no prompt from the guest in QEMU", console)
+            err = open(os.path.join(tmp, "qemu.err"), "rb").read().decode(errors="replace")
+            return fail("no prompt from the guest in QEMU; QEMU said: " + err.strip(), console)
         time.sleep(0.3)
         send("")
         send("sound info")

@@ -45,10 +45,23 @@ static char *get_password(rfbClient *cl)
     return strdup(password ? password : "");
 }
 
+/* Which pixels some update has covered since the connection: the first frame is complete
+ * only when all have been (a busy server may send it in several updates). */
+static uint8_t *covered;
+static uint64_t uncovered;
+
 static void got_rect(rfbClient *cl, int x, int y, int w, int h)
 {
-    (void)cl, (void)x, (void)y, (void)w, (void)h;
     rects++;
+    if (!covered || x < 0 || y < 0 || w <= 0 || h <= 0 || x + w > cl->width || y + h > cl->height)
+        return; /* pseudo-encodings (cursor, size) cover no pixels */
+    for (int r = y; r < y + h; r++) {
+        for (int c = x; c < x + w; c++) {
+            uint8_t *p = &covered[(size_t)r * cl->width + c];
+            uncovered -= !*p;
+            *p = 1;
+        }
+    }
 }
 
 static void finished_update(rfbClient *cl)
@@ -183,9 +196,15 @@ int main(int argc, char **argv)
         printf("vncprobe: cannot connect to or authenticate with %s:%d\n", host, port);
         return 3; /* rfbInitClient freed the client */
     }
-    /* The first complete frame: updates until none came for 150 ms (a server may send a
-     * pseudo-encoding update before the pixels). */
-    bool ok = pump(cl, t0 + (uint64_t)(timeout * 1e9), true) && updates;
+    /* The first complete frame: updates until every pixel was in one, then until none came
+     * for 150 ms. */
+    covered = calloc((size_t)cl->width * (size_t)cl->height, 1);
+    uncovered = (uint64_t)cl->width * (uint64_t)cl->height;
+    uint64_t deadline = t0 + (uint64_t)(timeout * 1e9);
+    bool ok = covered != NULL;
+    while (ok && uncovered && now_ns() < deadline)
+        ok = pump(cl, deadline, true);
+    ok = ok && !uncovered;
     while (ok && got_update)
         ok = pump(cl, now_ns() + 150000000ull, true);
     if (!ok) {

@@ -23,6 +23,8 @@
  * panicked, QEMU died, it never became ready), and the time limit ran out (as timeout(1)). */
 #define BOX_EXIT_FAILED 125
 #define BOX_EXIT_TIMEOUT 124
+/* Every command in a box has a time limit; this one unless --timeout says otherwise. */
+#define BOX_DEFAULT_TIMEOUT_S (6 * 3600)
 
 struct box_config {
     char dir[PATH_MAX];                    /* state directory */
@@ -35,6 +37,9 @@ struct box_config {
     bool quiet;             /* no progress lines on stderr */
     bool tied;              /* the box dies with the process that started it (box run) */
 };
+
+/* True if PATH is inside one of C's shares. */
+bool box_shares_cover(const struct box_config *c, const char *path);
 
 /* What a box needs from the machine, found and checked. Every failure names the cause and
  * the Debian package that cures it. */

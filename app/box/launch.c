@@ -34,6 +34,11 @@
 #include "core/fsutil.h"
 
 #define DEFAULT_MEMORY (8ull << 30)
+/* One emulated CPU. With two (multi-threaded TCG), the box's own kernel panicked within
+ * minutes under two 2-vCPU VMs taking snapshots: an IPI taken right after VMRUN, before KVM's
+ * VMLOAD restored the host's GS base, recursed in the page fault handler until the stack
+ * overflowed ("corrupted stack end detected inside scheduler"). With one, never (README). */
+#define BOX_DEFAULT_CPUS 1
 #define DEFAULT_BOOT_TIMEOUT_S 180
 
 /* DIR/NAME into OUT; a path too long for OUT becomes "" (which every open refuses). */
@@ -188,6 +193,49 @@ int box_status_read(const char *dir, struct box_status *st)
     return st->port > 0 ? 0 : -EINVAL;
 }
 
+/* Which vmws binary this is (device, inode, size, mtime): a box runs its starter's build as
+ * its agent, and a rebuilt vmws must not talk to, or run in, a box of the old one. */
+static void agent_identity(char *out, size_t len)
+{
+    struct stat st;
+    if (stat("/proc/self/exe", &st) < 0)
+        memset(&st, 0, sizeof(st));
+    snprintf(out, len, "%llx:%llx:%llx:%llx.%09ld", (unsigned long long)st.st_dev,
+             (unsigned long long)st.st_ino, (unsigned long long)st.st_size,
+             (unsigned long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
+}
+
+/* True if the box running in DIR was started by this build of vmws and shares at least what
+ * C asks for; else WHY says what differs. */
+static bool running_box_fits(const struct box_config *c, char *why, size_t whylen)
+{
+    char p[PATH_MAX], agent[128];
+    dpath(p, sizeof(p), c->dir, "box.json");
+    json_t *j = json_load_file(p, 0, NULL);
+    agent_identity(agent, sizeof(agent));
+    const char *theirs = json_string_value(json_object_get(j, "agent"));
+    bool fits = theirs && strcmp(theirs, agent) == 0;
+    if (!fits)
+        snprintf(why, whylen, "it runs another build of vmws");
+    for (int i = 0; fits && i < c->nshares; i++) {
+        size_t k;
+        json_t *v;
+        bool have = false;
+        json_array_foreach(json_object_get(j, "shares"), k, v) {
+            const char *s = json_string_value(v);
+            size_t n = s ? strlen(s) : 0;
+            have |= s && strncmp(c->shares[i], s, n) == 0 &&
+                    (c->shares[i][n] == '/' || c->shares[i][n] == '\0');
+        }
+        if (!have) {
+            fits = false;
+            snprintf(why, whylen, "it does not share %s", c->shares[i]);
+        }
+    }
+    json_decref(j);
+    return fits;
+}
+
 /* ---- QEMU's command line ----------------------------------------------------------------- */
 
 struct argv_buf {
@@ -233,11 +281,13 @@ static void qemu_argv(struct argv_buf *a, const char *qemu, const char *kernel,
     arg(a, "%s", accel && *accel ? accel : "tcg,thread=multi");
     arg(a, "-M");
     arg(a, "pc");
+    /* No AVX: glibc's string functions would take their AVX2 paths, which TCG runs several
+     * times slower than the SSE2 ones (an SDL frame: 3 s instead of 0.6 s). */
     const char *cpu = getenv("VMWS_BOX_CPU"); /* the same, for the CPU model */
     arg(a, "-cpu");
     arg(a, "%s", cpu && *cpu ? cpu
-                            : "EPYC,+svm,+npt,-rdseed,-sha-ni,-fxsr-opt,-misalignsse,"
-                              "-3dnowprefetch,-osvw,-topoext,-nrip-save,-xsavec");
+                            : "EPYC,+svm,+npt,-avx,-avx2,-fma,-f16c,-rdseed,-sha-ni,-fxsr-opt,"
+                              "-misalignsse,-3dnowprefetch,-osvw,-topoext,-nrip-save,-xsavec");
     arg(a, "-smp");
     arg(a, "%u", cpus);
     arg(a, "-m");
@@ -305,6 +355,11 @@ static void supervise(const struct box_config *c, char *const *qargv, unsigned c
     dup2(log, 2);
     dpath(p, sizeof(p), c->dir, "ended");
     unlink(p);
+    /* Keep the last box's console: a test that started this one may want the old panic. */
+    char old[PATH_MAX + 8];
+    dpath(p, sizeof(p), c->dir, "console.log");
+    snprintf(old, sizeof(old), "%s.old", p);
+    rename(p, old);
 
     sigset_t mask;
     sigemptyset(&mask);
@@ -325,9 +380,15 @@ static void supervise(const struct box_config *c, char *const *qargv, unsigned c
         fprintf(stderr, "cannot run %s: %s\n", qargv[0], strerror(errno));
         _exit(127);
     }
-    json_t *j = json_pack("{sisisisisIsI}", "supervisor", (int)getpid(), "qemu", (int)qemu,
+    char agent[128];
+    agent_identity(agent, sizeof(agent));
+    json_t *shares = json_array();
+    for (int i = 0; i < c->nshares; i++)
+        json_array_append_new(shares, json_string(c->shares[i]));
+    json_t *j = json_pack("{sisisisisIsIsssO}", "supervisor", (int)getpid(), "qemu", (int)qemu,
                           "port", port, "cpus", (int)cpus, "memory", (json_int_t)memory,
-                          "started", (json_int_t)time(NULL));
+                          "started", (json_int_t)time(NULL), "agent", agent, "shares", shares);
+    json_decref(shares);
     char *s = json_dumps(j, JSON_COMPACT);
     dpath(p, sizeof(p), c->dir, "box.json");
     if (s)
@@ -480,36 +541,76 @@ static int check_share(const char *path, char *why, size_t whylen)
     return 0;
 }
 
-static int start_locked(const struct box_config *c)
+static int start_checked(struct box_config *c, char *why, size_t whylen);
+
+bool box_shares_cover(const struct box_config *c, const char *path)
+{
+    for (int i = 0; i < c->nshares; i++) {
+        size_t n = strlen(c->shares[i]);
+        if (strncmp(path, c->shares[i], n) == 0 && (path[n] == '/' || path[n] == '\0'))
+            return true;
+    }
+    return false;
+}
+
+/* True if PATH lies where the box mounts its own tmpfs, hiding the host's files. */
+static bool hidden_in_box(const char *path)
+{
+    static const char *const tmpfs[] = {"/tmp/", "/run/", "/dev/shm/"};
+    for (size_t i = 0; i < sizeof(tmpfs) / sizeof(tmpfs[0]); i++) {
+        if (strncmp(path, tmpfs[i], strlen(tmpfs[i])) == 0)
+            return true;
+    }
+    return false;
+}
+
+static int start_locked(const struct box_config *cfg)
 {
     char why[1024] = "";
+    struct box_config *c = malloc(sizeof(*c));
+    if (!c)
+        return -ENOMEM;
+    *c = *cfg;
+    int rc = start_checked(c, why, sizeof(why));
+    free(c);
+    return rc;
+}
+
+static int start_checked(struct box_config *c, char *why, size_t whylen)
+{
     struct box_host h;
-    int rc = box_host_find(&h, why, sizeof(why));
-    char cache[PATH_MAX], initramfs[PATH_MAX], kernel[PATH_MAX], agent[PATH_MAX];
+    int rc = box_host_find(&h, why, whylen);
+    char cache[PATH_MAX], initramfs[PATH_MAX], kernel[PATH_MAX], agent[PATH_MAX] = "";
     if (rc == 0 && (rc = cache_dir(cache, sizeof(cache))) < 0)
-        snprintf(why, sizeof(why), "cannot create the cache directory: %s", strerror(-rc));
+        snprintf(why, whylen, "cannot create the cache directory: %s", strerror(-rc));
     if (rc == 0)
-        rc = box_initramfs(&h, cache, initramfs, sizeof(initramfs), why, sizeof(why));
+        rc = box_initramfs(&h, cache, initramfs, sizeof(initramfs), why, whylen);
     if (rc == 0)
         box_kernel_image(&h, cache, kernel, sizeof(kernel));
     ssize_t al = readlink("/proc/self/exe", agent, sizeof(agent) - 1);
     if (rc == 0 && al <= 0) {
         rc = -errno;
-        snprintf(why, sizeof(why), "cannot find this program's path: %s", strerror(errno));
+        snprintf(why, whylen, "cannot find this program's path: %s", strerror(errno));
     }
     if (al > 0)
         agent[al] = '\0';
+    /* This program is the box's agent: it must be visible there. */
+    char agent_dir[PATH_MAX];
+    snprintf(agent_dir, sizeof(agent_dir), "%s", agent);
+    if (strrchr(agent_dir, '/'))
+        *strrchr(agent_dir, '/') = '\0';
+    if (rc == 0 && hidden_in_box(agent) && !box_shares_cover(c, agent) && c->nshares < BOX_MAX_SHARES)
+        snprintf(c->shares[c->nshares++], sizeof(c->shares[0]), "%s", agent_dir);
     for (int i = 0; rc == 0 && i < c->nshares; i++)
-        rc = check_share(c->shares[i], why, sizeof(why));
+        rc = check_share(c->shares[i], why, whylen);
     if (rc == 0)
-        rc = write_config(c, agent, why, sizeof(why));
+        rc = write_config(c, agent, why, whylen);
     if (rc < 0) {
         fprintf(stderr, "vmws box: %s\n", why);
         return rc;
     }
 
-    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    unsigned cpus = c->cpus ? c->cpus : (unsigned)(ncpu > 0 ? ncpu : 1);
+    unsigned cpus = c->cpus ? c->cpus : BOX_DEFAULT_CPUS;
     uint64_t memory = c->memory ? c->memory : DEFAULT_MEMORY;
     if (!c->memory && memory > host_memory() / 4 * 3)
         memory = host_memory() / 4 * 3 & ~((1ull << 20) - 1);
@@ -580,6 +681,12 @@ int box_start(const struct box_config *c)
         if (lock >= 0)
             close(lock);
         return -errno;
+    }
+    char why[PATH_MAX + 64];
+    if (box_locked(c->dir) && !running_box_fits(c, why, sizeof(why))) {
+        if (!c->quiet)
+            fprintf(stderr, "vmws box: restarting the box in %s: %s\n", c->dir, why);
+        box_stop(c->dir, 20);
     }
     rc = box_locked(c->dir) ? 0 : start_locked(c);
     close(lock);

@@ -82,5 +82,6 @@ ip link set eth0 up && ip addr add 10.0.2.15/24 dev eth0 && ip route add default
 rm -f $r/etc/resolv.conf
 echo "nameserver 10.0.2.3" > $r/etc/resolv.conf
 
+[ -x "$r$agent" ] || fail "the agent $agent cannot be run in the box (a share hides it?)"
 echo "vmws-box: root ready after $(cut -d' ' -f1 $r/proc/uptime) s"
 exec switch_root $r "$agent" box agent --config "$cfg"

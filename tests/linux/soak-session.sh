@@ -1,10 +1,12 @@
 #!/bin/sh
 # One soak session, run inside a KVM box by tests/box-soak.sh:
 #   soak-session.sh VMWS KERNEL INITRAMFS SECONDS
-# A 2-vCPU Linux guest under disk and memory load (soak-init.sh) runs SECONDS, while the
-# host side takes a snapshot every 30 s and reverts to the previous one every other time.
-# Passes if the guest completed rounds, never saw a mismatch, and printed no kernel BUG,
-# WARNING (but the nesting's XSAVE one, see ../shared/DESIGN.md), RCU stall or panic.
+# Two VMs at once for SECONDS, as the test suite runs them: a 2-vCPU Linux guest under disk
+# and memory load (soak-init.sh), snapshotted every 30 s and reverted every other time; and a
+# 2-vCPU built-in guest that fills memory, takes a snapshot, and every third round reverts and
+# verifies. Passes if Linux completed rounds without a mismatch or a kernel BUG, WARNING (but
+# the nesting's XSAVE one, see ../shared/DESIGN.md), RCU stall or panic, and every verify of
+# the built-in guest held.
 # pci=lastbus=1: until the DSDT describes the PCI host bridge, Linux finds vda only so.
 set -u
 vmws=$1 kernel=$2 initrd=$3 secs=$4
@@ -14,11 +16,37 @@ fail() {
     tail -n 30 "$log" 2>/dev/null
     echo "SOAK FAIL: $*"
     "$vmws" kill soak >/dev/null 2>&1
+    "$vmws" kill mem >/dev/null 2>&1
     exit 1
 }
+guest() { # guest VM COMMAND EXPECT: runs COMMAND in the built-in guest, checks EXPECT
+    printf '%s\n' "$2" | "$vmws" console "$1" --idle 3000 | grep -q "$3"
+}
 "$vmws" create soak --memory 512M --cpus 2 --disk 1G --kernel "$kernel" --initrd "$initrd" \
-    --append "console=ttyS0 pci=lastbus=1" >/dev/null || fail "create"
-"$vmws" start soak --display none >/dev/null || fail "start"
+    --append "console=ttyS0 pci=lastbus=1" >/dev/null || fail "create soak"
+"$vmws" create mem --memory 256M --cpus 2 >/dev/null || fail "create mem"
+"$vmws" start soak --display none >/dev/null || fail "start soak"
+"$vmws" start mem --display none >/dev/null || fail "start mem"
+guest mem "mem alloc 8" "allocated 8 MiB" || fail "mem alloc in the built-in guest"
+
+# The built-in guest's loop, in the background: fill, take, and every third round revert+verify.
+(
+    i=0
+    while :; do
+        i=$((i + 1))
+        guest mem "mem fill P$i" "filled 8 MiB with P$i" || { echo "MEM FAIL: fill P$i"; exit 1; }
+        "$vmws" snapshot take mem "m$i" >/dev/null || { echo "MEM FAIL: take m$i"; exit 1; }
+        if [ $((i % 3)) -eq 0 ]; then
+            "$vmws" snapshot revert mem "m$((i - 1))" >/dev/null ||
+                { echo "MEM FAIL: revert m$((i - 1))"; exit 1; }
+            guest mem "mem verify P$((i - 1))" "verify OK" ||
+                { echo "MEM FAIL: verify P$((i - 1)) after revert"; exit 1; }
+        fi
+        echo "$i" > "$VMWS_HOME/mem.rounds"
+    done
+) > "$VMWS_HOME/mem.log" 2>&1 &
+memloop=$!
+
 start=$(date +%s) n=0
 while [ $(( $(date +%s) - start )) -lt "$secs" ]; do
     sleep 30
@@ -27,9 +55,14 @@ while [ $(( $(date +%s) - start )) -lt "$secs" ]; do
     if [ $((n % 2)) -eq 0 ]; then
         "$vmws" snapshot revert soak "s$((n - 1))" >/dev/null || fail "snapshot revert s$((n - 1))"
     fi
+    kill -0 $memloop 2>/dev/null || fail "the built-in guest's loop stopped: $(cat "$VMWS_HOME/mem.log")"
 done
+kill $memloop 2>/dev/null
+wait $memloop 2>/dev/null
 rounds=$(grep -c "soak: round [0-9]* ok" "$log")
+memrounds=$(cat "$VMWS_HOME/mem.rounds" 2>/dev/null || echo 0)
 "$vmws" stop soak >/dev/null 2>&1 || "$vmws" kill soak >/dev/null 2>&1
+"$vmws" stop mem >/dev/null 2>&1 || "$vmws" kill mem >/dev/null 2>&1
 grep -q "MISMATCH" "$log" && fail "the guest read back other data than it wrote"
 # The one warning allowed: the nesting's XSAVE size (its WARNING at fpu/xstate.c and trace).
 bad=$(grep -E "Kernel panic|BUG: |rcu: INFO|self-detected stall|soft lockup|hard LOCKUP|WARNING: CPU" \
@@ -37,5 +70,6 @@ bad=$(grep -E "Kernel panic|BUG: |rcu: INFO|self-detected stall|soft lockup|hard
 [ -z "$bad" ] || fail "the guest kernel complained: $bad"
 [ "$(grep -c "Call Trace" "$log")" -le "$(grep -c "WARNING:.*fpu/xstate" "$log")" ] ||
     fail "the guest kernel printed a call trace"
-[ "$rounds" -gt 0 ] || fail "the guest completed no round"
-echo "SOAK OK: $rounds rounds, $n snapshots, $((n / 2)) reverts in $secs s"
+[ "$rounds" -gt 0 ] || fail "the Linux guest completed no round"
+[ "$memrounds" -gt 0 ] || fail "the built-in guest completed no round: $(cat "$VMWS_HOME/mem.log")"
+echo "SOAK OK: Linux $rounds rounds, $n snapshots, $((n / 2)) reverts; built-in guest $memrounds rounds in $secs s"
