@@ -77,6 +77,21 @@ static void cpuid_for_vcpu(struct kvm_cpuid2 *c, unsigned index, unsigned ncpus)
     }
 }
 
+/* The XSAVE state components CPUID leaf 0xD offers (x87, SSE, AVX, ...), or 0 without XSAVE. */
+static uint64_t supported_xcr0(const struct kvm_cpuid2 *c)
+{
+    bool xsave = false;
+    uint64_t mask = 0;
+    for (uint32_t i = 0; i < c->nent; i++) {
+        const struct kvm_cpuid_entry2 *e = &c->entries[i];
+        if (e->function == 1)
+            xsave = e->ecx & (1u << 26);
+        else if (e->function == 0xd && e->index == 0)
+            mask = e->eax | (uint64_t)e->edx << 32;
+    }
+    return xsave ? mask : 0;
+}
+
 static int setup_vcpu(struct machine *m, struct vcpu *v, struct kvm_cpuid2 *cpuid, char *err,
                       size_t errlen)
 {
@@ -91,6 +106,19 @@ static int setup_vcpu(struct machine *m, struct vcpu *v, struct kvm_cpuid2 *cpui
     cpuid_for_vcpu(cpuid, v->index, m->ncpus);
     if (ioctl(v->fd, KVM_SET_CPUID2, cpuid) < 0)
         return fail(err, errlen, "KVM_SET_CPUID2");
+
+    /* XCR0 starts as every state component the guest's CPUID offers, the value Linux sets.
+     * Under a nested KVM whose host doesn't intercept XSETBV (QEMU's software SVM in the KVM
+     * box), KVM never learns the guest's XSETBV and loads its own idea of XCR0 at each entry:
+     * with the reset value (x87 only) the guest's XSAVE then drops its processes' SSE
+     * registers at every context switch and they crash. */
+    uint64_t xcr0 = supported_xcr0(cpuid);
+    if (xcr0) {
+        struct kvm_xcrs xcrs = {.nr_xcrs = 1, .xcrs = {{.xcr = 0, .value = xcr0}}};
+        if (ioctl(v->fd, KVM_SET_XCRS, &xcrs) < 0)
+            vmm_log("note: could not set XCR0 to %#llx on vCPU %u",
+                    (unsigned long long)xcr0, v->index);
+    }
 
     struct kvm_fpu fpu = {.fcw = 0x37f, .mxcsr = 0x1f80};
     if (ioctl(v->fd, KVM_SET_FPU, &fpu) < 0)

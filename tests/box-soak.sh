@@ -14,6 +14,7 @@ bin=$(pwd)/soak-bin.$$
 mkdir -p "$bin" && cp "$vmws" "$(dirname "$vmws")"/vmws-*.so "$bin"/ || exit 1
 trap 'rm -rf "$bin"' EXIT
 vmws=$bin/vmws
+export SOAK_LOG_DIR=$(pwd)/soak-logs # a failed session's whole logs
 set -- $(/usr/bin/python3 "$here/linux/fixture.py" --init "$here/linux/soak-init.sh" \
     --modules virtio_pci,virtio_blk) || exit 1
 kernel=$1 initrd=$2

@@ -172,7 +172,9 @@ static int modlist_add(struct modlist *m, FILE *dep, const char *name, int depth
     if (depth > 16)
         return whyf(why, whylen, -ELOOP, "modules.dep: dependency loop at %s", name);
     if (!modules_dep_line(dep, name, line, sizeof(line)))
-        return whyf(why, whylen, -ENOENT, "module %s is not in modules.dep", name);
+        return whyf(why, whylen, -ENOENT,
+                    "module %s is not in modules.dep: reinstall the Debian package "
+                    "linux-image-amd64", name);
     char *colon = strchr(line, ':');
     *colon = '\0';
     char self[sizeof(m->paths[0])];

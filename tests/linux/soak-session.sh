@@ -4,9 +4,8 @@
 # Two VMs at once for SECONDS, as the test suite runs them: a 2-vCPU Linux guest under disk
 # and memory load (soak-init.sh), snapshotted every 30 s and reverted every other time; and a
 # 2-vCPU built-in guest that fills memory, takes a snapshot, and every third round reverts and
-# verifies. Passes if Linux completed rounds without a mismatch or a kernel BUG, WARNING (but
-# the nesting's XSAVE one, see ../shared/DESIGN.md), RCU stall or panic, and every verify of
-# the built-in guest held.
+# verifies. Passes if Linux completed rounds without a mismatch or a kernel BUG, WARNING, call
+# trace, RCU stall or panic, and every verify of the built-in guest held.
 # pci=lastbus=1: until the DSDT describes the PCI host bridge, Linux finds vda only so.
 set -u
 vmws=$1 kernel=$2 initrd=$3 secs=$4
@@ -15,6 +14,11 @@ log=$VMWS_HOME/soak/serial.log
 fail() {
     tail -n 30 "$log" 2>/dev/null
     echo "SOAK FAIL: $*"
+    if [ -n "${SOAK_LOG_DIR:-}" ]; then # the whole logs, where the host can read them
+        d=$SOAK_LOG_DIR/$(date +%H%M%S)
+        mkdir -p "$d" && cp "$VMWS_HOME"/soak/*.log "$d"/ && cp "$VMWS_HOME"/mem.log "$d"/ &&
+            echo "SOAK LOGS: $d"
+    fi
     "$vmws" kill soak >/dev/null 2>&1
     "$vmws" kill mem >/dev/null 2>&1
     exit 1
@@ -64,12 +68,9 @@ memrounds=$(cat "$VMWS_HOME/mem.rounds" 2>/dev/null || echo 0)
 "$vmws" stop soak >/dev/null 2>&1 || "$vmws" kill soak >/dev/null 2>&1
 "$vmws" stop mem >/dev/null 2>&1 || "$vmws" kill mem >/dev/null 2>&1
 grep -q "MISMATCH" "$log" && fail "the guest read back other data than it wrote"
-# The one warning allowed: the nesting's XSAVE size (its WARNING at fpu/xstate.c and trace).
-bad=$(grep -E "Kernel panic|BUG: |rcu: INFO|self-detected stall|soft lockup|hard LOCKUP|WARNING: CPU" \
-    "$log" | grep -v "fpu/xstate" | head -5)
+bad=$(grep -E "Kernel panic|BUG: |rcu: INFO|self-detected stall|soft lockup|hard LOCKUP|WARNING: CPU|Call Trace|segfault" \
+    "$log" | head -5)
 [ -z "$bad" ] || fail "the guest kernel complained: $bad"
-[ "$(grep -c "Call Trace" "$log")" -le "$(grep -c "WARNING:.*fpu/xstate" "$log")" ] ||
-    fail "the guest kernel printed a call trace"
 [ "$rounds" -gt 0 ] || fail "the Linux guest completed no round"
 [ "$memrounds" -gt 0 ] || fail "the built-in guest completed no round: $(cat "$VMWS_HOME/mem.log")"
 echo "SOAK OK: Linux $rounds rounds, $n snapshots, $((n / 2)) reverts; built-in guest $memrounds rounds in $secs s"
