@@ -449,10 +449,10 @@ static void reg_write(struct es1370 *e, unsigned off, uint32_t v, uint32_t mask)
     }
 }
 
-static void es1370_io(void *opaque, uint64_t addr, uint8_t *data, uint32_t len, bool is_write)
+static void es1370_io(void *opaque, uint64_t offset, uint8_t *data, uint32_t len, bool is_write)
 {
     struct es1370 *e = opaque;
-    unsigned off = (unsigned)(addr - e->io_base);
+    unsigned off = (unsigned)offset;
     pthread_mutex_lock(&e->lock);
     for (uint32_t done = 0; done < len;) { /* dword by dword, for accesses that straddle */
         unsigned o = off + done, reg = o & ~3u, sh = 8 * (o & 3);

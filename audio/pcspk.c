@@ -77,10 +77,10 @@ static bool pit_out2(const struct kvm_pit_channel_state *c)
     }
 }
 
-static void port61_io(void *opaque, uint64_t addr, uint8_t *data, uint32_t len, bool is_write)
+static void port61_io(void *opaque, uint64_t offset, uint8_t *data, uint32_t len, bool is_write)
 {
     struct pcspk *p = opaque;
-    (void)addr;
+    (void)offset;
     (void)len;
     pthread_mutex_lock(&p->lock);
     struct kvm_pit_state2 ps;

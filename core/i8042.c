@@ -210,12 +210,10 @@ static void data_write(struct i8042 *k, uint8_t v)
     }
 }
 
-static void i8042_io(void *opaque, uint64_t addr, uint8_t *data, uint32_t len, bool is_write)
+static void i8042_access(struct i8042 *k, bool command_port, uint8_t *data, bool is_write)
 {
-    struct i8042 *k = opaque;
-    (void)len;
     pthread_mutex_lock(&k->lock);
-    if (addr == 0x64) {
+    if (command_port) {
         if (is_write) {
             k->status |= STAT_CMD;
             controller_command(k, data[0]);
@@ -239,6 +237,18 @@ static void i8042_io(void *opaque, uint64_t addr, uint8_t *data, uint32_t len, b
     }
     update_irq(k);
     pthread_mutex_unlock(&k->lock);
+}
+
+static void data_io(void *opaque, uint64_t offset, uint8_t *data, uint32_t len, bool is_write)
+{
+    (void)offset, (void)len;
+    i8042_access(opaque, false, data, is_write);
+}
+
+static void command_io(void *opaque, uint64_t offset, uint8_t *data, uint32_t len, bool is_write)
+{
+    (void)offset, (void)len;
+    i8042_access(opaque, true, data, is_write);
 }
 
 void i8042_keyboard_bytes(struct i8042 *k, const uint8_t *bytes, size_t n)
@@ -339,8 +349,8 @@ struct i8042 *i8042_create(struct machine *m)
     k->cmdbyte = CB_KBD_INT | CB_SYS | CB_XLATE;
     mouse_defaults(&k->mouse);
     k->status = STAT_SYS;
-    if (iobus_register(&m->pio, 0x60, 1, i8042_io, k) < 0 ||
-        iobus_register(&m->pio, 0x64, 1, i8042_io, k) < 0) {
+    if (iobus_register(&m->pio, 0x60, 1, data_io, k) < 0 ||
+        iobus_register(&m->pio, 0x64, 1, command_io, k) < 0) {
         i8042_destroy(k);
         return NULL;
     }

@@ -90,10 +90,13 @@ void iobus_access(struct iobus *bus, uint64_t addr, uint8_t *data, uint32_t len,
     for (int i = 0; i < bus->nranges; i++) {
         struct io_range *r = &bus->ranges[i];
         if (addr >= r->base && addr - r->base < r->len) {
+            uint64_t offset = addr - r->base;
+            if (len > r->len - offset)
+                break;
             io_handler_fn fn = r->fn;
             void *opaque = r->opaque;
             pthread_rwlock_unlock(&bus->lock);
-            fn(opaque, addr, data, len, is_write);
+            fn(opaque, offset, data, len, is_write);
             return;
         }
     }

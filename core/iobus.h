@@ -8,8 +8,10 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-/* ADDR is the absolute port/GPA; DATA holds LEN (1, 2, 4 or 8) bytes, little endian. */
-typedef void (*io_handler_fn)(void *opaque, uint64_t addr, uint8_t *data, uint32_t len,
+/* OFFSET is the access's place in the registered range, taken under the bus lock (a range
+ * that moves meanwhile cannot skew it); the access lies wholly inside the range. DATA holds LEN
+ * (1, 2, 4 or 8) bytes, little endian. */
+typedef void (*io_handler_fn)(void *opaque, uint64_t offset, uint8_t *data, uint32_t len,
                               bool is_write);
 
 struct io_range {
@@ -33,7 +35,8 @@ struct iobus {
 void iobus_init(struct iobus *bus, const char *name);
 /* Returns 0, -EEXIST if it overlaps a registered range, -ENOSPC if full. */
 int iobus_register(struct iobus *bus, uint64_t base, uint64_t len, io_handler_fn fn, void *opaque);
-/* Moves or removes (len 0) the range registered with OPAQUE at OLD_BASE (PCI BAR updates). */
+/* An access that starts in a range but runs past its end is unclaimed, as one nobody decodes.
+ * Moves or removes (len 0) the range registered with OPAQUE at OLD_BASE (PCI BAR updates). */
 int iobus_move(struct iobus *bus, uint64_t old_base, void *opaque, uint64_t new_base,
                uint64_t len);
 void iobus_access(struct iobus *bus, uint64_t addr, uint8_t *data, uint32_t len, bool is_write);

@@ -123,12 +123,13 @@ static void cfg_write_byte(struct pci_device *d, unsigned off, uint8_t v)
     d->cfg[off] = (uint8_t)((d->cfg[off] & ~d->wmask[off]) | (v & d->wmask[off]));
 }
 
-static void cfg_access(struct pci_bus *bus, unsigned port, uint8_t *data, uint32_t len,
+/* OFFSET: the access's byte in the 0xCFC-0xCFF data window. */
+static void cfg_access(struct pci_bus *bus, unsigned offset, uint8_t *data, uint32_t len,
                        bool is_write)
 {
     uint32_t a = bus->address;
     unsigned busno = (a >> 16) & 0xff, slot = (a >> 11) & 0x1f, fn = (a >> 8) & 7;
-    unsigned off = (a & 0xfc) + (port - 0xcfc);
+    unsigned off = (a & 0xfc) + offset;
     struct pci_device *d = (a & 0x80000000u) && busno == 0 && fn == 0 ? bus->slots[slot] : NULL;
     if (!d || off + len > 256) {
         if (!is_write)
@@ -164,22 +165,33 @@ static void cfg_access(struct pci_bus *bus, unsigned port, uint8_t *data, uint32
     }
 }
 
-static void pci_io(void *opaque, uint64_t addr, uint8_t *data, uint32_t len, bool is_write)
+/* 0xCF8-0xCFB: the type-1 address register, a dword; a byte at 0xCF9 is the chipset's reset
+ * control register instead (as on the PIIX), whose RST_CPU bit resets the machine. */
+static void address_io(void *opaque, uint64_t offset, uint8_t *data, uint32_t len, bool is_write)
+{
+    struct pci_bus *bus = opaque;
+    if (offset == 1 && len == 1) {
+        if (!is_write)
+            data[0] = 0;
+        else if (data[0] & 0x04)
+            machine_request_stop(bus->m, STOP_RESET, "guest reset through port 0xCF9");
+        return;
+    }
+    pthread_mutex_lock(&bus->lock);
+    if (len == 4 && offset == 0 && is_write)
+        bus->address = (uint32_t)io_data_get(data, 4) & 0x80fffffcu;
+    else if (len == 4 && offset == 0)
+        io_data_put(data, 4, bus->address);
+    else if (!is_write)
+        memset(data, 0xff, len); /* not a type-1 access */
+    pthread_mutex_unlock(&bus->lock);
+}
+
+static void data_io(void *opaque, uint64_t offset, uint8_t *data, uint32_t len, bool is_write)
 {
     struct pci_bus *bus = opaque;
     pthread_mutex_lock(&bus->lock);
-    if (addr == 0xcf8) {
-        if (len == 4 && is_write)
-            bus->address = (uint32_t)io_data_get(data, 4) & 0x80fffffcu;
-        else if (len == 4)
-            io_data_put(data, 4, bus->address);
-        else if (!is_write)
-            memset(data, 0xff, len); /* not a type-1 access */
-    } else if (addr - 0xcfc + len <= 4) {
-        cfg_access(bus, (unsigned)addr, data, len, is_write);
-    } else if (!is_write) {
-        memset(data, 0xff, len);
-    }
+    cfg_access(bus, (unsigned)offset, data, len, is_write);
     pthread_mutex_unlock(&bus->lock);
 }
 
@@ -310,8 +322,8 @@ struct pci_bus *pci_create(struct machine *m)
     pci_device_init(&bus->host_bridge, 0x1b36, 0x0008, 0x060000, 0);
     bus->slots[0] = &bus->host_bridge;
     /* 0xCF8 is only decoded as a dword: the byte at 0xCF9 is the reset register (pm.c). */
-    if (iobus_register(&m->pio, 0xcf8, 1, pci_io, bus) < 0 ||
-        iobus_register(&m->pio, 0xcfc, 4, pci_io, bus) < 0) {
+    if (iobus_register(&m->pio, 0xcf8, 4, address_io, bus) < 0 ||
+        iobus_register(&m->pio, 0xcfc, 4, data_io, bus) < 0) {
         pci_destroy(bus);
         return NULL;
     }

@@ -1,6 +1,7 @@
 /* The small chipset ports: the ACPI PM block the FADT describes (PM1a status/enable/control,
  * PM timer at 3.579545 MHz), where writing SLP_EN with the \_S5 sleep type powers the machine
- * off; the reset control register 0xCF9 and the POST port 0x80 (Linux's I/O delay). Each is a
+ * off; and the POST port 0x80 (Linux's I/O delay); the reset control register 0xCF9 shares
+ * its ports with PCI's address register (core/pci.c). Each is a
  * few lines; together they are "the motherboard". Port 0x61 is the PC speaker (audio/pcspk.c). */
 #include <errno.h>
 #include <pthread.h>
@@ -45,10 +46,10 @@ static void pm1_cnt_write(struct pm *p, uint16_t v)
         vmm_log("guest asked for ACPI sleep type %u, which vmws does not support: ignored", typ);
 }
 
-static void pm_io(void *opaque, uint64_t addr, uint8_t *data, uint32_t len, bool is_write)
+static void pm_io(void *opaque, uint64_t offset, uint8_t *data, uint32_t len, bool is_write)
 {
     struct pm *p = opaque;
-    unsigned off = (unsigned)(addr - ACPI_PM_BASE);
+    unsigned off = (unsigned)offset;
     uint64_t v = io_data_get(data, len);
     pthread_mutex_lock(&p->lock);
     /* Registers by byte offset: 0-1 PM1 status, 2-3 enable, 4-5 control, 8-11 timer. */
@@ -83,23 +84,10 @@ static void pm_io(void *opaque, uint64_t addr, uint8_t *data, uint32_t len, bool
     pthread_mutex_unlock(&p->lock);
 }
 
-static void reset_io(void *opaque, uint64_t addr, uint8_t *data, uint32_t len, bool is_write)
-{
-    struct pm *p = opaque;
-    (void)addr;
-    (void)len;
-    if (!is_write) {
-        data[0] = 0;
-        return;
-    }
-    if (data[0] & 0x04) /* RST_CPU */
-        machine_request_stop(p->m, STOP_RESET, "guest reset through port 0xCF9");
-}
-
-static void post_io(void *opaque, uint64_t addr, uint8_t *data, uint32_t len, bool is_write)
+static void post_io(void *opaque, uint64_t offset, uint8_t *data, uint32_t len, bool is_write)
 {
     (void)opaque;
-    (void)addr;
+    (void)offset;
     if (!is_write)
         memset(data, 0xff, len);
 }
@@ -136,7 +124,6 @@ struct pm *pm_create(struct machine *m)
     p->pm1_cnt = PM1_SCI_EN;
     pthread_mutex_init(&p->lock, NULL);
     if (iobus_register(&m->pio, ACPI_PM_BASE, 12, pm_io, p) < 0 ||
-        iobus_register(&m->pio, 0xcf9, 1, reset_io, p) < 0 ||
         iobus_register(&m->pio, 0x80, 1, post_io, p) < 0) {
         pm_destroy(p);
         return NULL;

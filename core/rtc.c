@@ -110,12 +110,12 @@ static bool is_time_reg(unsigned reg)
            reg == REG_MDAY || reg == REG_MON || reg == REG_YEAR || reg == REG_CENTURY;
 }
 
-static void rtc_io(void *opaque, uint64_t addr, uint8_t *data, uint32_t len, bool is_write)
+static void rtc_io(void *opaque, uint64_t offset, uint8_t *data, uint32_t len, bool is_write)
 {
     struct rtc *r = opaque;
     (void)len;
     pthread_mutex_lock(&r->lock);
-    if (addr == 0x70) {
+    if (offset == 0) { /* 0x70: index; 0x71: data */
         if (is_write)
             r->index = data[0] & 0x7f; /* bit 7 masks NMI */
         else

@@ -143,10 +143,10 @@ static void serial_write(struct serial *s, unsigned reg, uint8_t v)
     }
 }
 
-static void serial_io(void *opaque, uint64_t addr, uint8_t *data, uint32_t len, bool is_write)
+static void serial_io(void *opaque, uint64_t offset, uint8_t *data, uint32_t len, bool is_write)
 {
     struct serial *s = opaque;
-    unsigned reg = (unsigned)(addr - s->base);
+    unsigned reg = (unsigned)offset;
     pthread_mutex_lock(&s->lock);
     if (is_write)
         serial_write(s, reg, data[0]);

@@ -364,11 +364,11 @@ static void bar_access_locked(struct virtio_pci *vp, uint64_t off, uint8_t *data
         io_data_put(data, len, v);
 }
 
-static void bar_io(void *opaque, uint64_t addr, uint8_t *data, uint32_t len, bool is_write)
+static void bar_io(void *opaque, uint64_t offset, uint8_t *data, uint32_t len, bool is_write)
 {
     struct virtio_pci *vp = opaque;
     pthread_mutex_lock(&vp->lock);
-    bar_access_locked(vp, addr - vp->bar_base, data, len, is_write);
+    bar_access_locked(vp, offset, data, len, is_write);
     pthread_mutex_unlock(&vp->lock);
 }
 
