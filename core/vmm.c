@@ -78,12 +78,6 @@ static int load_images(struct vmm *v, char *err, size_t errlen)
 
 /* ---- the machine ---- */
 
-static void serial_to_console(void *opaque, const unsigned char *buf, size_t len)
-{
-    struct vmm *v = opaque;
-    console_server_output(v->console, buf, len);
-}
-
 static void console_to_serial(void *opaque, const unsigned char *buf, size_t len)
 {
     struct vmm *v = opaque;
@@ -97,71 +91,49 @@ static void destroy_machine_locked(struct vmm *v)
 {
     if (!v->machine_live)
         return;
-    display_detach(v->display);
-    audio_stop(v->audio); /* the mixer thread raises IRQs: stop it while the VM fd is open */
-    char qerr[256];
-    if (v->blk && virtio_blk_quiesce(v->blk, 5000, qerr, sizeof(qerr)) < 0)
-        vmm_log("%s", qerr); /* its I/O thread raises IRQs too: no new requests from here */
+    for (size_t i = vmm_ndevices; i-- > 0;)
+        if (vmm_devices[i].stop)
+            vmm_devices[i].stop(v);
     machine_destroy(&v->m); /* joins the vCPU threads first: no device is in use after this */
-    virtio_blk_destroy(v->blk);
-    v->blk = NULL;
-    audio_destroy(v->audio);
-    v->audio = NULL;
-    serial_destroy(v->serial);
-    rtc_destroy(v->rtc);
-    i8042_destroy(v->i8042);
-    pci_destroy(v->pci);
-    pm_destroy(v->pm);
-    v->serial = NULL;
-    v->rtc = NULL;
-    v->i8042 = NULL;
-    v->pci = NULL;
-    v->pm = NULL;
+    for (size_t i = vmm_ndevices; i-- > 0;)
+        if (vmm_devices[i].destroy)
+            vmm_devices[i].destroy(v);
     v->machine_live = false;
 }
 
-/* Saves the machine and every device (paused). */
 /* Devices with requests of their own in flight (the disk's I/O thread) first reach a quiet
- * point; one that cannot within the bound fails the save, and the VM runs on unchanged. */
-static int quiesce_devices_locked(struct vmm *v)
+ * point; one that cannot within its bound fails the save or load, and the VM runs on unchanged. */
+static void resume_devices_locked(struct vmm *v, size_t n)
 {
-    char err[256];
-    if (v->blk && virtio_blk_quiesce(v->blk, 2000, err, sizeof(err)) < 0) {
-        vmm_log("cannot save the machine: %s", err);
-        return -ETIMEDOUT;
+    for (size_t i = 0; i < n; i++)
+        if (vmm_devices[i].resume)
+            vmm_devices[i].resume(v);
+}
+
+static int quiesce_devices_locked(struct vmm *v, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < vmm_ndevices; i++) {
+        if (vmm_devices[i].quiesce && vmm_devices[i].quiesce(v, err, errlen) < 0) {
+            resume_devices_locked(v, i);
+            return -ETIMEDOUT;
+        }
     }
     return 0;
 }
 
-static void unquiesce_devices_locked(struct vmm *v)
-{
-    if (v->blk)
-        virtio_blk_resume(v->blk);
-}
-
+/* Saves the machine and every device (paused). */
 int save_all_locked(struct vmm *v, struct state_writer *w)
 {
-    int r = quiesce_devices_locked(v);
-    if (r < 0)
+    char err[256];
+    int r = quiesce_devices_locked(v, err, sizeof(err));
+    if (r < 0) {
+        vmm_log("cannot save the machine: %s", err);
         return r;
+    }
     r = machine_save_state(&v->m, w);
-    if (r == 0)
-        r = serial_save(v->serial, w);
-    if (r == 0)
-        r = rtc_save(v->rtc, w);
-    if (r == 0)
-        r = i8042_save(v->i8042, w);
-    if (r == 0)
-        r = pci_save(v->pci, w);
-    if (r == 0)
-        r = pm_save(v->pm, w);
-    if (r == 0 && v->display)
-        r = display_save(v->display, w);
-    if (r == 0 && v->audio)
-        r = audio_save(v->audio, w);
-    if (r == 0 && v->blk)
-        r = virtio_blk_save(v->blk, w);
-    unquiesce_devices_locked(v);
+    for (size_t i = 0; i < vmm_ndevices && r == 0; i++)
+        r = vmm_devices[i].save(v, w);
+    resume_devices_locked(v, vmm_ndevices);
     return r < 0 ? r : w->error;
 }
 
@@ -171,69 +143,31 @@ int load_all_locked(struct vmm *v, const struct state_reader *r, char *err, size
     int rc = machine_check_state(&v->m, r, err, errlen);
     if (rc < 0)
         return rc;
-    if (quiesce_devices_locked(v) < 0) {
-        snprintf(err, errlen, "the disk did not reach a quiet point within 2 s (see vmm.log)");
+    char qerr[256];
+    if (quiesce_devices_locked(v, qerr, sizeof(qerr)) < 0) {
+        snprintf(err, errlen, "%s", qerr);
         return -ETIMEDOUT;
     }
-    if (serial_load(v->serial, r) || rtc_load(v->rtc, r) || i8042_load(v->i8042, r) ||
-        pci_load(v->pci, r) || pm_load(v->pm, r) || (v->display && display_load(v->display, r)) ||
-        (v->audio && audio_load(v->audio, r)) || (v->blk && virtio_blk_load(v->blk, r))) {
-        snprintf(err, errlen, "the saved state's device records do not fit this machine");
-        rc = -EINVAL;
-    } else {
-        rc = machine_load_state(&v->m, r, true, err, errlen);
+    for (size_t i = 0; i < vmm_ndevices && rc == 0; i++) {
+        if (vmm_devices[i].load(v, r)) {
+            snprintf(err, errlen, "the saved state's %s record does not fit this machine",
+                     vmm_devices[i].name);
+            rc = -EINVAL;
+        }
     }
-    unquiesce_devices_locked(v);
+    if (rc == 0)
+        rc = machine_load_state(&v->m, r, true, err, errlen);
+    resume_devices_locked(v, vmm_ndevices);
     return rc;
 }
 
 static int create_machine_locked(struct vmm *v, char *err, size_t errlen)
 {
-    struct machine *m = &v->m;
-    int r = machine_create(m, &v->mem, v->cfg->cpus, err, errlen);
+    int r = machine_create(&v->m, &v->mem, v->cfg->cpus, err, errlen);
     v->machine_live = true;
-    if (r < 0)
-        return r;
-    v->serial = serial_create(m, COM1_BASE, COM1_IRQ, serial_to_console, v);
-    v->rtc = rtc_create(m);
-    v->i8042 = i8042_create(m);
-    v->pci = pci_create(m);
-    v->pm = pm_create(m);
-    if (!v->serial || !v->rtc || !v->i8042 || !v->pci || !v->pm) {
-        snprintf(err, errlen, "cannot create the machine's devices (out of memory?)");
-        return -ENOMEM;
-    }
-    if (!v->audio_configured) { /* later boots keep what `vmws volume` set */
-        v->audio_attenuation = 100 - (v->cfg->audio.volume <= 100 ? v->cfg->audio.volume : 100);
-        v->audio_muted = v->cfg->audio.muted;
-        v->audio_configured = true;
-    }
-    struct audio_config acfg = {
-        .vm_name = v->cfg->name, .volume = 100 - v->audio_attenuation, .muted = v->audio_muted};
-    if (v->cfg->audio.enabled) /* NULL: logged, the VM runs without sound */
-        v->audio = audio_create(m, v->pci, &acfg);
-    if (v->cfg->disk.path[0]) {
-        /* The image it writes may be a snapshot's overlay: the tree knows which. Without the
-         * tree, writing the configured image could change what snapshots keep. */
-        if (!v->tree_ok) {
-            snprintf(err, errlen, "cannot tell which disk image is current: %s", v->tree_err);
-            return -EINVAL;
-        }
-        char path[PATH_MAX];
-        const char *active = disksnap_active(&v->tree, v->cfg->disk.path);
-        disksnap_path(&v->tree, active, path, sizeof(path));
-        v->blk = virtio_blk_create(m, v->pci, VIRTIO_BLK_PCI_SLOT, path,
-                                   disksnap_format(&v->tree, active), v->cfg->disk.path, err,
-                                   errlen);
-        if (!v->blk)
-            return -EIO;
-    }
-    if (v->display) {
-        int dr = display_attach(v->display, m, v->i8042, err, errlen);
-        if (dr < 0)
-            return dr;
-    }
-    return 0;
+    for (size_t i = 0; i < vmm_ndevices && r == 0; i++)
+        r = vmm_devices[i].create(v, err, errlen);
+    return r;
 }
 
 /* Loads ACPI tables and the kernel and points the boot vCPU at it. */

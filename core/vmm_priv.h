@@ -98,6 +98,24 @@ static inline size_t carry_words(const struct vmm *v)
 
 
 
+/* vmm_devices.c: the device table. Every operation gets the VMM under its lock; create returns
+ * 0 or -errno with ERR (a device the configuration leaves out is created as absent: 0, NULL);
+ * stop (optional) ends what a device does on its own threads, before the vCPUs are joined;
+ * destroy (optional) frees it after; quiesce (optional) brings its requests in flight to a quiet
+ * point for a save or load, within a bound, and resume lets them go on. */
+struct vmm_device {
+    const char *name;
+    int (*create)(struct vmm *v, char *err, size_t errlen);
+    void (*stop)(struct vmm *v);
+    void (*destroy)(struct vmm *v);
+    int (*quiesce)(struct vmm *v, char *err, size_t errlen);
+    void (*resume)(struct vmm *v);
+    int (*save)(struct vmm *v, struct state_writer *w);
+    int (*load)(struct vmm *v, const struct state_reader *r);
+};
+extern const struct vmm_device vmm_devices[];
+extern const size_t vmm_ndevices;
+
 /* vmm.c */
 int save_all_locked(struct vmm *v, struct state_writer *w);
 int load_all_locked(struct vmm *v, const struct state_reader *r, char *err, size_t errlen);

@@ -8,7 +8,7 @@
 # trace, RCU stall or panic, and every verify of the built-in guest held.
 # pci=lastbus=1: until the DSDT describes the PCI host bridge, Linux finds vda only so.
 set -u
-vmws=$1 kernel=$2 initrd=$3 secs=$4
+vmws_bin=$1 kernel=$2 initrd=$3 secs=$4
 export VMWS_HOME=$(mktemp -d /tmp/soak-home.XXXXXX) VMWS_RUNTIME_DIR=$(mktemp -d /tmp/soak-run.XXXXXX)
 log=$VMWS_HOME/soak/serial.log
 fail() {
@@ -19,18 +19,20 @@ fail() {
         mkdir -p "$d" && cp "$VMWS_HOME"/soak/*.log "$d"/ && cp "$VMWS_HOME"/mem.log "$d"/ &&
             echo "SOAK LOGS: $d"
     fi
-    "$vmws" kill soak >/dev/null 2>&1
-    "$vmws" kill mem >/dev/null 2>&1
+    vmws kill soak >/dev/null 2>&1
+    vmws kill mem >/dev/null 2>&1
     exit 1
 }
+# Every vmws command has 120 s: one that hangs fails the session with its logs.
+vmws() { timeout 120 "$vmws_bin" "$@"; }
 guest() { # guest VM COMMAND EXPECT: runs COMMAND in the built-in guest, checks EXPECT
-    printf '%s\n' "$2" | "$vmws" console "$1" --idle 3000 | grep -q "$3"
+    printf '%s\n' "$2" | vmws console "$1" --idle 3000 | grep -q "$3"
 }
-"$vmws" create soak --memory 512M --cpus 2 --disk 1G --kernel "$kernel" --initrd "$initrd" \
+vmws create soak --memory 512M --cpus 2 --disk 1G --kernel "$kernel" --initrd "$initrd" \
     --append "console=ttyS0 pci=lastbus=1" >/dev/null || fail "create soak"
-"$vmws" create mem --memory 256M --cpus 2 >/dev/null || fail "create mem"
-"$vmws" start soak --display none >/dev/null || fail "start soak"
-"$vmws" start mem --display none >/dev/null || fail "start mem"
+vmws create mem --memory 256M --cpus 2 >/dev/null || fail "create mem"
+vmws start soak --display none >/dev/null || fail "start soak"
+vmws start mem --display none >/dev/null || fail "start mem"
 guest mem "mem alloc 8" "allocated 8 MiB" || fail "mem alloc in the built-in guest"
 
 # The built-in guest's loop, in the background: fill, take, and every third round revert+verify.
@@ -39,9 +41,9 @@ guest mem "mem alloc 8" "allocated 8 MiB" || fail "mem alloc in the built-in gue
     while :; do
         i=$((i + 1))
         guest mem "mem fill P$i" "filled 8 MiB with P$i" || { echo "MEM FAIL: fill P$i"; exit 1; }
-        "$vmws" snapshot take mem "m$i" >/dev/null || { echo "MEM FAIL: take m$i"; exit 1; }
+        vmws snapshot take mem "m$i" >/dev/null || { echo "MEM FAIL: take m$i"; exit 1; }
         if [ $((i % 3)) -eq 0 ]; then
-            "$vmws" snapshot revert mem "m$((i - 1))" >/dev/null ||
+            vmws snapshot revert mem "m$((i - 1))" >/dev/null ||
                 { echo "MEM FAIL: revert m$((i - 1))"; exit 1; }
             guest mem "mem verify P$((i - 1))" "verify OK" ||
                 { echo "MEM FAIL: verify P$((i - 1)) after revert"; exit 1; }
@@ -55,9 +57,9 @@ start=$(date +%s) n=0
 while [ $(( $(date +%s) - start )) -lt "$secs" ]; do
     sleep 30
     n=$((n + 1))
-    "$vmws" snapshot take soak "s$n" >/dev/null || fail "snapshot take s$n"
+    vmws snapshot take soak "s$n" >/dev/null || fail "snapshot take s$n"
     if [ $((n % 2)) -eq 0 ]; then
-        "$vmws" snapshot revert soak "s$((n - 1))" >/dev/null || fail "snapshot revert s$((n - 1))"
+        vmws snapshot revert soak "s$((n - 1))" >/dev/null || fail "snapshot revert s$((n - 1))"
     fi
     kill -0 $memloop 2>/dev/null || fail "the built-in guest's loop stopped: $(cat "$VMWS_HOME/mem.log")"
 done
@@ -65,8 +67,8 @@ kill $memloop 2>/dev/null
 wait $memloop 2>/dev/null
 rounds=$(grep -c "soak: round [0-9]* ok" "$log")
 memrounds=$(cat "$VMWS_HOME/mem.rounds" 2>/dev/null || echo 0)
-"$vmws" stop soak >/dev/null 2>&1 || "$vmws" kill soak >/dev/null 2>&1
-"$vmws" stop mem >/dev/null 2>&1 || "$vmws" kill mem >/dev/null 2>&1
+vmws stop soak >/dev/null 2>&1 || vmws kill soak >/dev/null 2>&1
+vmws stop mem >/dev/null 2>&1 || vmws kill mem >/dev/null 2>&1
 grep -q "MISMATCH" "$log" && fail "the guest read back other data than it wrote"
 bad=$(grep -E "Kernel panic|BUG: |rcu: INFO|self-detected stall|soft lockup|hard LOCKUP|WARNING: CPU|Call Trace|segfault" \
     "$log" | head -5)

@@ -1,0 +1,238 @@
+/* The machine's devices, once, in order (see vmm_priv.h). Each row says how the VMM creates a
+ * device for a VM's configuration, stops what it does on its own threads, destroys it, brings
+ * its requests in flight to a quiet point, and saves and loads its records. The order is the
+ * order of creation (a row may use the devices above it: audio and the disk sit on the PCI
+ * bus, the display's keyboard is the i8042), saving and loading; stopping and destroying go
+ * the other way. A reboot is a destroy and a create, so no row needs a reset. Adding a device
+ * means adding its file and one row here. */
+#include "core/vmm_priv.h"
+
+static void serial_to_console(void *opaque, const unsigned char *buf, size_t len)
+{
+    struct vmm *v = opaque;
+    console_server_output(v->console, buf, len);
+}
+
+static int no_memory(const char *what, char *err, size_t errlen)
+{
+    snprintf(err, errlen, "cannot create the %s (out of memory?)", what);
+    return -ENOMEM;
+}
+
+/* ---- serial, RTC, i8042, PCI, PM: always there ---- */
+
+static int serial_row_create(struct vmm *v, char *err, size_t errlen)
+{
+    v->serial = serial_create(&v->m, COM1_BASE, COM1_IRQ, serial_to_console, v);
+    return v->serial ? 0 : no_memory("serial port", err, errlen);
+}
+static void serial_row_destroy(struct vmm *v)
+{
+    serial_destroy(v->serial);
+    v->serial = NULL;
+}
+static int serial_row_save(struct vmm *v, struct state_writer *w)
+{
+    return serial_save(v->serial, w);
+}
+static int serial_row_load(struct vmm *v, const struct state_reader *r)
+{
+    return serial_load(v->serial, r);
+}
+
+static int rtc_row_create(struct vmm *v, char *err, size_t errlen)
+{
+    v->rtc = rtc_create(&v->m);
+    return v->rtc ? 0 : no_memory("RTC", err, errlen);
+}
+static void rtc_row_destroy(struct vmm *v)
+{
+    rtc_destroy(v->rtc);
+    v->rtc = NULL;
+}
+static int rtc_row_save(struct vmm *v, struct state_writer *w)
+{
+    return rtc_save(v->rtc, w);
+}
+static int rtc_row_load(struct vmm *v, const struct state_reader *r)
+{
+    return rtc_load(v->rtc, r);
+}
+
+static int i8042_row_create(struct vmm *v, char *err, size_t errlen)
+{
+    v->i8042 = i8042_create(&v->m);
+    return v->i8042 ? 0 : no_memory("keyboard controller", err, errlen);
+}
+static void i8042_row_destroy(struct vmm *v)
+{
+    i8042_destroy(v->i8042);
+    v->i8042 = NULL;
+}
+static int i8042_row_save(struct vmm *v, struct state_writer *w)
+{
+    return i8042_save(v->i8042, w);
+}
+static int i8042_row_load(struct vmm *v, const struct state_reader *r)
+{
+    return i8042_load(v->i8042, r);
+}
+
+static int pci_row_create(struct vmm *v, char *err, size_t errlen)
+{
+    v->pci = pci_create(&v->m);
+    return v->pci ? 0 : no_memory("PCI bus", err, errlen);
+}
+static void pci_row_destroy(struct vmm *v)
+{
+    pci_destroy(v->pci);
+    v->pci = NULL;
+}
+static int pci_row_save(struct vmm *v, struct state_writer *w)
+{
+    return pci_save(v->pci, w);
+}
+static int pci_row_load(struct vmm *v, const struct state_reader *r)
+{
+    return pci_load(v->pci, r);
+}
+
+static int pm_row_create(struct vmm *v, char *err, size_t errlen)
+{
+    v->pm = pm_create(&v->m);
+    return v->pm ? 0 : no_memory("ACPI PM ports", err, errlen);
+}
+static void pm_row_destroy(struct vmm *v)
+{
+    pm_destroy(v->pm);
+    v->pm = NULL;
+}
+static int pm_row_save(struct vmm *v, struct state_writer *w)
+{
+    return pm_save(v->pm, w);
+}
+static int pm_row_load(struct vmm *v, const struct state_reader *r)
+{
+    return pm_load(v->pm, r);
+}
+
+/* ---- sound: [audio] enabled; a card that cannot start is logged and the VM runs without ---- */
+
+static int audio_row_create(struct vmm *v, char *err, size_t errlen)
+{
+    (void)err, (void)errlen;
+    if (!v->audio_configured) { /* later boots keep what `vmws volume` set */
+        v->audio_attenuation = 100 - (v->cfg->audio.volume <= 100 ? v->cfg->audio.volume : 100);
+        v->audio_muted = v->cfg->audio.muted;
+        v->audio_configured = true;
+    }
+    struct audio_config acfg = {
+        .vm_name = v->cfg->name, .volume = 100 - v->audio_attenuation, .muted = v->audio_muted};
+    if (v->cfg->audio.enabled)
+        v->audio = audio_create(&v->m, v->pci, &acfg);
+    return 0;
+}
+/* Its mixer thread raises IRQs: stopped while the VM fd is open. */
+static void audio_row_stop(struct vmm *v)
+{
+    audio_stop(v->audio);
+}
+static void audio_row_destroy(struct vmm *v)
+{
+    audio_destroy(v->audio);
+    v->audio = NULL;
+}
+static int audio_row_save(struct vmm *v, struct state_writer *w)
+{
+    return v->audio ? audio_save(v->audio, w) : 0;
+}
+static int audio_row_load(struct vmm *v, const struct state_reader *r)
+{
+    return v->audio ? audio_load(v->audio, r) : 0;
+}
+
+/* ---- the disk: [disk] path; its I/O thread serves requests while the vCPUs run ---- */
+
+static int blk_row_create(struct vmm *v, char *err, size_t errlen)
+{
+    if (!v->cfg->disk.path[0])
+        return 0;
+    /* The image it writes may be a snapshot's overlay: the tree knows which. Without the
+     * tree, writing the configured image could change what snapshots keep. */
+    if (!v->tree_ok) {
+        snprintf(err, errlen, "cannot tell which disk image is current: %s", v->tree_err);
+        return -EINVAL;
+    }
+    char path[PATH_MAX];
+    const char *active = disksnap_active(&v->tree, v->cfg->disk.path);
+    disksnap_path(&v->tree, active, path, sizeof(path));
+    v->blk = virtio_blk_create(&v->m, v->pci, VIRTIO_BLK_PCI_SLOT, path,
+                               disksnap_format(&v->tree, active), v->cfg->disk.path, err, errlen);
+    return v->blk ? 0 : -EIO;
+}
+static void blk_row_stop(struct vmm *v)
+{
+    char err[256];
+    if (v->blk && virtio_blk_quiesce(v->blk, 5000, err, sizeof(err)) < 0)
+        vmm_log("%s", err); /* its I/O thread raises IRQs too: no new requests from here */
+}
+static void blk_row_destroy(struct vmm *v)
+{
+    virtio_blk_destroy(v->blk);
+    v->blk = NULL;
+}
+static int blk_row_quiesce(struct vmm *v, char *err, size_t errlen)
+{
+    return v->blk ? virtio_blk_quiesce(v->blk, 2000, err, errlen) : 0;
+}
+static void blk_row_resume(struct vmm *v)
+{
+    if (v->blk)
+        virtio_blk_resume(v->blk);
+}
+static int blk_row_save(struct vmm *v, struct state_writer *w)
+{
+    return v->blk ? virtio_blk_save(v->blk, w) : 0;
+}
+static int blk_row_load(struct vmm *v, const struct state_reader *r)
+{
+    return v->blk ? virtio_blk_load(v->blk, r) : 0;
+}
+
+/* ---- the framebuffer: the display outlives reboots and is attached to each machine ---- */
+
+static int display_row_create(struct vmm *v, char *err, size_t errlen)
+{
+    return v->display ? display_attach(v->display, &v->m, v->i8042, err, errlen) : 0;
+}
+static void display_row_stop(struct vmm *v)
+{
+    display_detach(v->display);
+}
+static int display_row_save(struct vmm *v, struct state_writer *w)
+{
+    return v->display ? display_save(v->display, w) : 0;
+}
+static int display_row_load(struct vmm *v, const struct state_reader *r)
+{
+    return v->display ? display_load(v->display, r) : 0;
+}
+
+#define ROW(n, ...)                                                                                \
+    {                                                                                              \
+        .name = #n, .create = n##_row_create, .save = n##_row_save, .load = n##_row_load,          \
+        __VA_ARGS__                                                                                \
+    }
+
+const struct vmm_device vmm_devices[] = {
+    ROW(serial, .destroy = serial_row_destroy),
+    ROW(rtc, .destroy = rtc_row_destroy),
+    ROW(i8042, .destroy = i8042_row_destroy),
+    ROW(pci, .destroy = pci_row_destroy),
+    ROW(pm, .destroy = pm_row_destroy),
+    ROW(audio, .stop = audio_row_stop, .destroy = audio_row_destroy),
+    ROW(blk, .stop = blk_row_stop, .destroy = blk_row_destroy, .quiesce = blk_row_quiesce,
+        .resume = blk_row_resume),
+    ROW(display, .stop = display_row_stop),
+};
+const size_t vmm_ndevices = sizeof(vmm_devices) / sizeof(vmm_devices[0]);
