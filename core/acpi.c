@@ -53,13 +53,9 @@
 #define MPS_LEVEL (0x3 << 2)
 #define IOAPIC_ID 0 /* matches the in-kernel IOAPIC's reset id, as on QEMU */
 
-/* AML opcodes used by the DSDT. */
-#define AML_ZERO_OP 0x00
-#define AML_ONE_OP 0x01
-#define AML_BYTE_PREFIX 0x0a
-#define AML_NAME_OP 0x08
-#define AML_PACKAGE_OP 0x12
-#define AML_ROOT_CHAR 0x5c
+/* The DSDT, compiled from assets/acpi/dsdt.dsl (\_S5, the PCI host bridge and its interrupt
+ * routing, the PS/2 devices); its AML is used under our own table header. */
+extern const uint8_t vmws_dsdt_aml[], vmws_dsdt_aml_end[];
 
 static uint8_t checksum(const uint8_t *p, size_t len)
 {
@@ -154,40 +150,6 @@ static void build_facs(uint8_t *t)
     t[32] = 2; /* version */
 }
 
-static size_t aml_integer(uint8_t *p, uint8_t v)
-{
-    if (v <= 1) {
-        p[0] = v ? AML_ONE_OP : AML_ZERO_OP;
-        return 1;
-    }
-    p[0] = AML_BYTE_PREFIX;
-    p[1] = v;
-    return 2;
-}
-
-/* Name (\_S5, Package () {SLP_TYPa, SLP_TYPb, 0, 0}): what OSPM writes to PM1a_CNT.SLP_TYP
- * (with SLP_EN) to power off. Returns the AML's length. */
-static size_t aml_s5(uint8_t *p)
-{
-    uint8_t elems[8];
-    size_t n = 0;
-    n += aml_integer(elems + n, ACPI_S5_SLP_TYP);
-    n += aml_integer(elems + n, ACPI_S5_SLP_TYP);
-    n += aml_integer(elems + n, 0);
-    n += aml_integer(elems + n, 0);
-
-    size_t len = 0;
-    p[len++] = AML_NAME_OP;
-    p[len++] = AML_ROOT_CHAR;
-    memcpy(p + len, "_S5_", 4);
-    len += 4;
-    p[len++] = AML_PACKAGE_OP;
-    p[len++] = (uint8_t)(1 + 1 + n); /* PkgLength (one byte, < 64): itself, count, elements */
-    p[len++] = 4;                    /* NumElements */
-    memcpy(p + len, elems, n);
-    return len + n;
-}
-
 static size_t madt_size(unsigned ncpus)
 {
     return 44 + 8 * (size_t)ncpus + 12 + 10 + 10 + 2 * 10 + 6;
@@ -264,8 +226,8 @@ int acpi_build(struct guest_mem *m, const struct acpi_config *cfg, uint64_t *rsd
     if (!a.buf)
         return -ENOMEM;
 
-    uint8_t dsdt_aml[32];
-    size_t dsdt_aml_len = aml_s5(dsdt_aml);
+    const uint8_t *dsdt_aml = vmws_dsdt_aml + SDT_HEADER_SIZE;
+    size_t dsdt_aml_len = (size_t)(vmws_dsdt_aml_end - dsdt_aml);
     size_t o_rsdp, o_xsdt, o_rsdt, o_fadt, o_facs, o_dsdt, o_madt;
     size_t xsdt_len = SDT_HEADER_SIZE + 2 * 8, rsdt_len = SDT_HEADER_SIZE + 2 * 4;
     size_t dsdt_len = SDT_HEADER_SIZE + dsdt_aml_len;

@@ -13,6 +13,7 @@
 #define STAT_OBF 0x01
 #define STAT_SYS 0x04
 #define STAT_CMD 0x08
+#define STAT_UNLOCKED 0x10 /* the keylock input: 1 = keyboard not inhibited */
 #define STAT_AUX_OBF 0x20
 #define CB_KBD_INT 0x01
 #define CB_AUX_INT 0x02
@@ -60,6 +61,21 @@ static void update_irq(struct i8042 *k)
     if (aux != k->irq12) {
         k->irq12 = aux;
         machine_set_irq(k->m, AUX_IRQ, aux);
+    }
+}
+
+/* The 8042 holds one byte at a time and raises IRQ 1 or 12 when it loads the next: each byte
+ * read from 0x60 drops the lines, so update_irq() makes a new edge for the next queued byte
+ * (the pins are edge-triggered; a line held high would deliver only the first byte). */
+static void lower_irqs(struct i8042 *k)
+{
+    if (k->irq1 == 1) {
+        k->irq1 = 0;
+        machine_set_irq(k->m, KBD_IRQ, 0);
+    }
+    if (k->irq12 == 1) {
+        k->irq12 = 0;
+        machine_set_irq(k->m, AUX_IRQ, 0);
     }
 }
 
@@ -231,6 +247,7 @@ static void i8042_access(struct i8042 *k, bool command_port, uint8_t *data, bool
             data[0] = k->queue[k->head];
             k->head = (k->head + 1) % QUEUE;
             k->count--;
+            lower_irqs(k);
         } else {
             data[0] = 0;
         }
@@ -348,7 +365,7 @@ struct i8042 *i8042_create(struct machine *m)
     pthread_mutex_init(&k->lock, NULL);
     k->cmdbyte = CB_KBD_INT | CB_SYS | CB_XLATE;
     mouse_defaults(&k->mouse);
-    k->status = STAT_SYS;
+    k->status = STAT_SYS | STAT_UNLOCKED;
     if (iobus_register(&m->pio, 0x60, 1, data_io, k) < 0 ||
         iobus_register(&m->pio, 0x64, 1, command_io, k) < 0) {
         i8042_destroy(k);

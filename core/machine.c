@@ -20,6 +20,18 @@
 #define KVM_TSS_ADDR 0xfffbd000ULL
 #define KVM_IDENTITY_MAP_ADDR 0xfffbc000ULL
 #define MSR_IA32_MISC_ENABLE 0x1a0
+#define MSR_MTRR_PHYS_BASE0 0x200
+#define MSR_MTRR_PHYS_MASK0 0x201
+#define MSR_MTRR_FIX_64K 0x250
+#define MSR_MTRR_FIX_16K_80000 0x258
+#define MSR_MTRR_FIX_16K_A0000 0x259
+#define MSR_MTRR_FIX_4K_C0000 0x268 /* ... 0x26f: 0xC0000-0xFFFFF in 4 KiB steps */
+#define MSR_MTRR_DEF_TYPE 0x2ff
+#define MTRR_UC 0x00
+#define MTRR_WP 0x05
+#define MTRR_WB 0x06
+#define MTRR_BYTES(t) (0x0101010101010101ULL * (t))
+#define PCI_HOLE_START 0xc0000000ULL /* core/guestmem.h: RAM below 3 GiB, the hole up to 4 */
 #define APIC_LVT0 0x350
 #define APIC_LVT1 0x360
 #define APIC_MODE_EXTINT 0x700
@@ -92,6 +104,43 @@ static uint64_t supported_xcr0(const struct kvm_cpuid2 *c)
     return xsave ? mask : 0;
 }
 
+/* The guest's physical address width (CPUID 0x80000008), 36 if it doesn't say. */
+static unsigned phys_bits(const struct kvm_cpuid2 *c)
+{
+    for (uint32_t i = 0; i < c->nent; i++)
+        if (c->entries[i].function == 0x80000008 && (c->entries[i].eax & 0xff))
+            return c->entries[i].eax & 0xff;
+    return 36;
+}
+
+/* MTRRs as a PC BIOS leaves them: memory write-back by default; the legacy VGA window
+ * 0xA0000-0xBFFFF uncached, the option ROM and BIOS area 0xC0000-0xFFFFF write-protected; the
+ * 32-bit PCI hole (3-4 GiB: BARs, the framebuffer, the APICs) uncached. Without them Linux
+ * disables PAT and the framebuffer gets no write-combining. */
+static void set_mtrrs(struct vcpu *v, const struct kvm_cpuid2 *cpuid)
+{
+    uint64_t hole_mask = ((1ULL << phys_bits(cpuid)) - 1) & ~((1ULL << 32) - PCI_HOLE_START - 1);
+    struct {
+        struct kvm_msrs hdr;
+        struct kvm_msr_entry e[14];
+    } msrs = {0};
+    struct kvm_msr_entry *e = msrs.e;
+    *e++ = (struct kvm_msr_entry){.index = MSR_MTRR_FIX_64K, .data = MTRR_BYTES(MTRR_WB)};
+    *e++ = (struct kvm_msr_entry){.index = MSR_MTRR_FIX_16K_80000, .data = MTRR_BYTES(MTRR_WB)};
+    *e++ = (struct kvm_msr_entry){.index = MSR_MTRR_FIX_16K_A0000, .data = MTRR_BYTES(MTRR_UC)};
+    for (unsigned i = 0; i < 8; i++)
+        *e++ = (struct kvm_msr_entry){.index = MSR_MTRR_FIX_4K_C0000 + i,
+                                      .data = MTRR_BYTES(MTRR_WP)};
+    *e++ = (struct kvm_msr_entry){.index = MSR_MTRR_PHYS_BASE0, .data = PCI_HOLE_START | MTRR_UC};
+    *e++ = (struct kvm_msr_entry){.index = MSR_MTRR_PHYS_MASK0, .data = hole_mask | 1u << 11};
+    /* last: enable (bit 11), fixed ranges on (bit 10), default type */
+    *e++ = (struct kvm_msr_entry){.index = MSR_MTRR_DEF_TYPE,
+                                  .data = 1u << 11 | 1u << 10 | MTRR_WB};
+    msrs.hdr.nmsrs = (uint32_t)(e - msrs.e);
+    if (ioctl(v->fd, KVM_SET_MSRS, &msrs) != (int)msrs.hdr.nmsrs)
+        vmm_log("note: could not set the MTRRs of vCPU %u", v->index);
+}
+
 static int setup_vcpu(struct machine *m, struct vcpu *v, struct kvm_cpuid2 *cpuid, char *err,
                       size_t errlen)
 {
@@ -130,6 +179,7 @@ static int setup_vcpu(struct machine *m, struct vcpu *v, struct kvm_cpuid2 *cpui
     } msrs = {.hdr.nmsrs = 1, .e = {{.index = MSR_IA32_MISC_ENABLE, .data = 1}}};
     if (ioctl(v->fd, KVM_SET_MSRS, &msrs) < 0)
         vmm_log("note: could not set IA32_MISC_ENABLE on vCPU %u", v->index);
+    set_mtrrs(v, cpuid);
 
     /* As a PC BIOS leaves it: LINT0 takes the 8259's ExtINT on the boot CPU, LINT1 is NMI. */
     struct kvm_lapic_state lapic;

@@ -4,13 +4,18 @@
 # runs here; where it doesn't, it runs in the KVM box (`vmws box exec --auto`), one box for
 # the whole `make check`, started by the first KVM test and stopped by check-local, one KVM
 # test at a time (the box has one CPU; the other tests go on beside it). The first line of
-# the test's log says which. A box that fails under a test (its kernel panicked, QEMU
+# the test's log says which. Tests in $LINUX_TESTS boot Linux to userspace: on a kvm_pvm host
+# they run in the box too. A box that fails under a test (its kernel panicked, QEMU
 # died) is a hard error (99), not the test's failure.
 set -u
 test=$1
 case " $KVM_TESTS " in
 *" ${test#./} "* | *" $(basename "$test") "*) ;;
 *) exec "$@" ;;
+esac
+# Linux to userspace on a kvm_pvm host's KVM (guest ring 0 emulated) would take far too long.
+case " ${LINUX_TESTS:-} " in
+*" ${test#./} "* | *" $(basename "$test") "*) [ -d /sys/module/kvm_pvm ] && export VMWS_BOX=always ;;
 esac
 "$VMWS_BIN" box exec --auto --start --exclusive --dir "$VMWS_TEST_BOX" --idle 120 --timeout 1800 \
     --share "$abs_top_srcdir" --share "$abs_top_builddir" -- "$@"
