@@ -79,9 +79,9 @@ static void log_unclaimed(struct iobus *bus, uint64_t addr, uint32_t len, bool i
         bus->logged[bus->nlogged++] = key;
     pthread_rwlock_unlock(&bus->lock);
     if (report)
-        vmm_log("guest %s %u-byte %s at unclaimed %s address 0x%llx: ignored (reported once)",
-                is_write ? "wrote" : "read", len, is_write ? "to" : "from", bus->name,
-                (unsigned long long)addr);
+        vmm_log("guest %s %u byte%s %s unclaimed %s address 0x%llx: ignored (reported once)",
+                is_write ? "wrote" : "read", len, len == 1 ? "" : "s", is_write ? "to" : "from",
+                bus->name, (unsigned long long)addr);
 }
 
 void iobus_access(struct iobus *bus, uint64_t addr, uint8_t *data, uint32_t len, bool is_write)
