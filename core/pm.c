@@ -21,7 +21,6 @@ struct pm {
     struct machine *m;
     pthread_mutex_t lock;
     uint16_t pm1_sts, pm1_en, pm1_cnt;
-    uint8_t port61; /* unused since 0x61 moved to audio/pcspk.c; kept for the ACPM layout */
 };
 
 static uint32_t pm_timer(void)
@@ -92,25 +91,29 @@ static void post_io(void *opaque, uint64_t offset, uint8_t *data, uint32_t len, 
         memset(data, 0xff, len);
 }
 
+/* Version 2 of 'ACPM' is PM1 status, enable and control; version 1 also held port 0x61,
+ * which audio/pcspk.c owns now (its byte is ignored). */
+#define ACPM_TAG STATE_TAG('A', 'C', 'P', 'M')
+
 int pm_save(struct pm *p, struct state_writer *w)
 {
     pthread_mutex_lock(&p->lock);
-    uint16_t regs[4] = {p->pm1_sts, p->pm1_en, p->pm1_cnt, p->port61};
+    uint16_t regs[3] = {p->pm1_sts, p->pm1_en, p->pm1_cnt};
     pthread_mutex_unlock(&p->lock);
-    state_put(w, STATE_TAG('A', 'C', 'P', 'M'), 0, regs, sizeof(regs));
+    state_put(w, ACPM_TAG, 0, regs, sizeof(regs));
     return 0;
 }
 
 int pm_load(struct pm *p, const struct state_reader *r)
 {
     uint16_t regs[4];
-    if (state_get_exact(r, STATE_TAG('A', 'C', 'P', 'M'), 0, regs, sizeof(regs)) < 0)
+    size_t len = state_version(r, ACPM_TAG) == 1 ? 4 * sizeof(uint16_t) : 3 * sizeof(uint16_t);
+    if (state_get_exact(r, ACPM_TAG, 0, regs, len) < 0)
         return -EINVAL;
     pthread_mutex_lock(&p->lock);
     p->pm1_sts = regs[0];
     p->pm1_en = regs[1];
     p->pm1_cnt = regs[2] | PM1_SCI_EN;
-    p->port61 = (uint8_t)(regs[3] & 0x0f);
     pthread_mutex_unlock(&p->lock);
     return 0;
 }

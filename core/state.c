@@ -199,6 +199,19 @@ int state_get_exact(const struct state_reader *r, uint32_t tag, uint32_t instanc
     return 0;
 }
 
+void state_put_version(struct state_writer *w, uint32_t tag, uint32_t version)
+{
+    uint8_t v[4];
+    le_put32(v, 0, version);
+    state_put(w, STATE_TAG_VERSION, tag, v, sizeof(v));
+}
+
+uint32_t state_version(const struct state_reader *r, uint32_t tag)
+{
+    const struct state_record *rec = state_get(r, STATE_TAG_VERSION, tag);
+    return rec && rec->len == 4 ? le_get32(rec->data, 0) : 1;
+}
+
 void state_reader_free(struct state_reader *r)
 {
     free(r->buf);

@@ -53,4 +53,11 @@ int state_get_exact(const struct state_reader *r, uint32_t tag, uint32_t instanc
                     size_t len);
 void state_reader_free(struct state_reader *r);
 
+/* Record versions: a device whose record layout changed writes the version it saved with
+ * state_put_version() (a 'VERS' record whose instance is the record's tag); state_version()
+ * reads it back, 1 for files written before versions existed. */
+#define STATE_TAG_VERSION STATE_TAG('V', 'E', 'R', 'S')
+void state_put_version(struct state_writer *w, uint32_t tag, uint32_t version);
+uint32_t state_version(const struct state_reader *r, uint32_t tag);
+
 #endif

@@ -131,8 +131,10 @@ int save_all_locked(struct vmm *v, struct state_writer *w)
         return r;
     }
     r = machine_save_state(&v->m, w);
-    for (size_t i = 0; i < vmm_ndevices && r == 0; i++)
+    for (size_t i = 0; i < vmm_ndevices && r == 0; i++) {
         r = vmm_devices[i].save(v, w);
+        state_put_version(w, vmm_devices[i].tag, vmm_devices[i].version);
+    }
     resume_devices_locked(v, vmm_ndevices);
     return r < 0 ? r : w->error;
 }
@@ -149,7 +151,14 @@ int load_all_locked(struct vmm *v, const struct state_reader *r, char *err, size
         return -ETIMEDOUT;
     }
     for (size_t i = 0; i < vmm_ndevices && rc == 0; i++) {
-        if (vmm_devices[i].load(v, r)) {
+        uint32_t saved = state_version(r, vmm_devices[i].tag);
+        if (saved > vmm_devices[i].version) {
+            snprintf(err, errlen,
+                     "the saved state's %s record is version %u; this vmws reads up to %u "
+                     "(saved by a newer vmws?)",
+                     vmm_devices[i].name, saved, vmm_devices[i].version);
+            rc = -EINVAL;
+        } else if (vmm_devices[i].load(v, r)) {
             snprintf(err, errlen, "the saved state's %s record does not fit this machine",
                      vmm_devices[i].name);
             rc = -EINVAL;

@@ -218,21 +218,20 @@ static int display_row_load(struct vmm *v, const struct state_reader *r)
     return v->display ? display_load(v->display, r) : 0;
 }
 
-#define ROW(n, ...)                                                                                \
-    {                                                                                              \
-        .name = #n, .create = n##_row_create, .save = n##_row_save, .load = n##_row_load,          \
-        __VA_ARGS__                                                                                \
-    }
+#define ROW(n, tg, ver, ...)                                                                 \
+    {.name = #n, .tag = tg, .version = ver, .create = n##_row_create, .save = n##_row_save,  \
+     .load = n##_row_load, __VA_ARGS__}
 
 const struct vmm_device vmm_devices[] = {
-    ROW(serial, .destroy = serial_row_destroy),
-    ROW(rtc, .destroy = rtc_row_destroy),
-    ROW(i8042, .destroy = i8042_row_destroy),
-    ROW(pci, .destroy = pci_row_destroy),
-    ROW(pm, .destroy = pm_row_destroy),
-    ROW(audio, .stop = audio_row_stop, .destroy = audio_row_destroy),
-    ROW(blk, .stop = blk_row_stop, .destroy = blk_row_destroy, .quiesce = blk_row_quiesce,
-        .resume = blk_row_resume),
-    ROW(display, .stop = display_row_stop),
+    ROW(serial, STATE_TAG('U', 'A', 'R', 'T'), 1, .destroy = serial_row_destroy),
+    ROW(rtc, STATE_TAG('C', 'M', 'O', 'S'), 1, .destroy = rtc_row_destroy),
+    ROW(i8042, STATE_TAG('8', '0', '4', '2'), 1, .destroy = i8042_row_destroy),
+    ROW(pci, STATE_TAG('P', 'C', 'I', 'A'), 1, .destroy = pci_row_destroy),
+    ROW(pm, STATE_TAG('A', 'C', 'P', 'M'), 2, .destroy = pm_row_destroy),
+    ROW(audio, STATE_TAG('E', 'S', '1', '3'), 1, .stop = audio_row_stop,
+        .destroy = audio_row_destroy),
+    ROW(blk, STATE_TAG('V', 'B', 'L', 'K'), 1, .stop = blk_row_stop, .destroy = blk_row_destroy,
+        .quiesce = blk_row_quiesce, .resume = blk_row_resume),
+    ROW(display, STATE_TAG('F', 'B', 'C', 'F'), 1, .stop = display_row_stop),
 };
 const size_t vmm_ndevices = sizeof(vmm_devices) / sizeof(vmm_devices[0]);

@@ -102,9 +102,13 @@ static inline size_t carry_words(const struct vmm *v)
  * 0 or -errno with ERR (a device the configuration leaves out is created as absent: 0, NULL);
  * stop (optional) ends what a device does on its own threads, before the vCPUs are joined;
  * destroy (optional) frees it after; quiesce (optional) brings its requests in flight to a quiet
- * point for a save or load, within a bound, and resume lets them go on. */
+ * point for a save or load, within a bound, and resume lets them go on. A load sees the
+ * version the record was saved with through state_version(). */
 struct vmm_device {
     const char *name;
+    /* Its main record, and the newest version of it this vmws writes and reads: a state saved
+     * by a newer vmws (a higher version) is refused with the device's name. */
+    uint32_t tag, version;
     int (*create)(struct vmm *v, char *err, size_t errlen);
     void (*stop)(struct vmm *v);
     void (*destroy)(struct vmm *v);
