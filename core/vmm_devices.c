@@ -19,105 +19,63 @@ static int no_memory(const char *what, char *err, size_t errlen)
     return -ENOMEM;
 }
 
+/* Destroy, save and load of a device the VMM holds in v->F, through its own N_destroy, N_save
+ * and N_load (an absent device saves and loads nothing). */
+#define HELD_DEVICE(n, f)                                                                     \
+    static void n##_row_destroy(struct vmm *v)                                                \
+    {                                                                                         \
+        n##_destroy(v->f);                                                                    \
+        v->f = NULL;                                                                          \
+    }                                                                                         \
+    static int n##_row_save(struct vmm *v, struct state_writer *w)                            \
+    {                                                                                         \
+        return v->f ? n##_save(v->f, w) : 0;                                                  \
+    }                                                                                         \
+    static int n##_row_load(struct vmm *v, const struct state_reader *r)                      \
+    {                                                                                         \
+        return v->f ? n##_load(v->f, r) : 0;                                                  \
+    }
+
 /* ---- serial, RTC, i8042, PCI, PM: always there ---- */
 
+HELD_DEVICE(serial, serial)
 static int serial_row_create(struct vmm *v, char *err, size_t errlen)
 {
     v->serial = serial_create(&v->m, COM1_BASE, COM1_IRQ, serial_to_console, v);
     return v->serial ? 0 : no_memory("serial port", err, errlen);
 }
-static void serial_row_destroy(struct vmm *v)
-{
-    serial_destroy(v->serial);
-    v->serial = NULL;
-}
-static int serial_row_save(struct vmm *v, struct state_writer *w)
-{
-    return serial_save(v->serial, w);
-}
-static int serial_row_load(struct vmm *v, const struct state_reader *r)
-{
-    return serial_load(v->serial, r);
-}
 
+HELD_DEVICE(rtc, rtc)
 static int rtc_row_create(struct vmm *v, char *err, size_t errlen)
 {
     v->rtc = rtc_create(&v->m);
     return v->rtc ? 0 : no_memory("RTC", err, errlen);
 }
-static void rtc_row_destroy(struct vmm *v)
-{
-    rtc_destroy(v->rtc);
-    v->rtc = NULL;
-}
-static int rtc_row_save(struct vmm *v, struct state_writer *w)
-{
-    return rtc_save(v->rtc, w);
-}
-static int rtc_row_load(struct vmm *v, const struct state_reader *r)
-{
-    return rtc_load(v->rtc, r);
-}
 
+HELD_DEVICE(i8042, i8042)
 static int i8042_row_create(struct vmm *v, char *err, size_t errlen)
 {
     v->i8042 = i8042_create(&v->m);
     return v->i8042 ? 0 : no_memory("keyboard controller", err, errlen);
 }
-static void i8042_row_destroy(struct vmm *v)
-{
-    i8042_destroy(v->i8042);
-    v->i8042 = NULL;
-}
-static int i8042_row_save(struct vmm *v, struct state_writer *w)
-{
-    return i8042_save(v->i8042, w);
-}
-static int i8042_row_load(struct vmm *v, const struct state_reader *r)
-{
-    return i8042_load(v->i8042, r);
-}
 
+HELD_DEVICE(pci, pci)
 static int pci_row_create(struct vmm *v, char *err, size_t errlen)
 {
     v->pci = pci_create(&v->m);
     return v->pci ? 0 : no_memory("PCI bus", err, errlen);
 }
-static void pci_row_destroy(struct vmm *v)
-{
-    pci_destroy(v->pci);
-    v->pci = NULL;
-}
-static int pci_row_save(struct vmm *v, struct state_writer *w)
-{
-    return pci_save(v->pci, w);
-}
-static int pci_row_load(struct vmm *v, const struct state_reader *r)
-{
-    return pci_load(v->pci, r);
-}
 
+HELD_DEVICE(pm, pm)
 static int pm_row_create(struct vmm *v, char *err, size_t errlen)
 {
     v->pm = pm_create(&v->m);
     return v->pm ? 0 : no_memory("ACPI PM ports", err, errlen);
 }
-static void pm_row_destroy(struct vmm *v)
-{
-    pm_destroy(v->pm);
-    v->pm = NULL;
-}
-static int pm_row_save(struct vmm *v, struct state_writer *w)
-{
-    return pm_save(v->pm, w);
-}
-static int pm_row_load(struct vmm *v, const struct state_reader *r)
-{
-    return pm_load(v->pm, r);
-}
 
 /* ---- sound: [audio] enabled; a card that cannot start is logged and the VM runs without ---- */
 
+HELD_DEVICE(audio, audio)
 static int audio_row_create(struct vmm *v, char *err, size_t errlen)
 {
     (void)err, (void)errlen;
@@ -137,23 +95,11 @@ static void audio_row_stop(struct vmm *v)
 {
     audio_stop(v->audio);
 }
-static void audio_row_destroy(struct vmm *v)
-{
-    audio_destroy(v->audio);
-    v->audio = NULL;
-}
-static int audio_row_save(struct vmm *v, struct state_writer *w)
-{
-    return v->audio ? audio_save(v->audio, w) : 0;
-}
-static int audio_row_load(struct vmm *v, const struct state_reader *r)
-{
-    return v->audio ? audio_load(v->audio, r) : 0;
-}
 
 /* ---- the disk: [disk] path; its I/O thread serves requests while the vCPUs run ---- */
 
-static int blk_row_create(struct vmm *v, char *err, size_t errlen)
+HELD_DEVICE(virtio_blk, blk)
+static int virtio_blk_row_create(struct vmm *v, char *err, size_t errlen)
 {
     if (!v->cfg->disk.path[0])
         return 0;
@@ -170,33 +116,20 @@ static int blk_row_create(struct vmm *v, char *err, size_t errlen)
                                disksnap_format(&v->tree, active), v->cfg->disk.path, err, errlen);
     return v->blk ? 0 : -EIO;
 }
-static void blk_row_stop(struct vmm *v)
+static void virtio_blk_row_stop(struct vmm *v)
 {
     char err[256];
     if (v->blk && virtio_blk_quiesce(v->blk, 5000, err, sizeof(err)) < 0)
         vmm_log("%s", err); /* its I/O thread raises IRQs too: no new requests from here */
 }
-static void blk_row_destroy(struct vmm *v)
-{
-    virtio_blk_destroy(v->blk);
-    v->blk = NULL;
-}
-static int blk_row_quiesce(struct vmm *v, char *err, size_t errlen)
+static int virtio_blk_row_quiesce(struct vmm *v, char *err, size_t errlen)
 {
     return v->blk ? virtio_blk_quiesce(v->blk, 2000, err, errlen) : 0;
 }
-static void blk_row_resume(struct vmm *v)
+static void virtio_blk_row_resume(struct vmm *v)
 {
     if (v->blk)
         virtio_blk_resume(v->blk);
-}
-static int blk_row_save(struct vmm *v, struct state_writer *w)
-{
-    return v->blk ? virtio_blk_save(v->blk, w) : 0;
-}
-static int blk_row_load(struct vmm *v, const struct state_reader *r)
-{
-    return v->blk ? virtio_blk_load(v->blk, r) : 0;
 }
 
 /* ---- the framebuffer: the display outlives reboots and is attached to each machine ---- */
@@ -230,8 +163,9 @@ const struct vmm_device vmm_devices[] = {
     ROW(pm, STATE_TAG('A', 'C', 'P', 'M'), 2, .destroy = pm_row_destroy),
     ROW(audio, STATE_TAG('E', 'S', '1', '3'), 1, .stop = audio_row_stop,
         .destroy = audio_row_destroy),
-    ROW(blk, STATE_TAG('V', 'B', 'L', 'K'), 1, .stop = blk_row_stop, .destroy = blk_row_destroy,
-        .quiesce = blk_row_quiesce, .resume = blk_row_resume),
+    ROW(virtio_blk, STATE_TAG('V', 'B', 'L', 'K'), 1, .stop = virtio_blk_row_stop,
+        .destroy = virtio_blk_row_destroy, .quiesce = virtio_blk_row_quiesce,
+        .resume = virtio_blk_row_resume),
     ROW(display, STATE_TAG('F', 'B', 'C', 'F'), 1, .stop = display_row_stop),
 };
 const size_t vmm_ndevices = sizeof(vmm_devices) / sizeof(vmm_devices[0]);
