@@ -321,7 +321,7 @@ struct pci_bus *pci_create(struct machine *m)
     /* Host bridge: Red Hat's generic PCIe host bridge id, class 06/00. */
     pci_device_init(&bus->host_bridge, 0x1b36, 0x0008, 0x060000, 0);
     bus->slots[0] = &bus->host_bridge;
-    /* 0xCF8 is only decoded as a dword: the byte at 0xCF9 is the reset register (pm.c). */
+    /* 0xCF8 is decoded as a dword; the byte at 0xCF9 is the reset register (address_io). */
     if (iobus_register(&m->pio, 0xcf8, 4, address_io, bus) < 0 ||
         iobus_register(&m->pio, 0xcfc, 4, data_io, bus) < 0) {
         pci_destroy(bus);
