@@ -10,9 +10,9 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "app/paths.h"
-#include "app/vmconfig.h"
-#include "core/ctl.h"
+#include "core/config/paths.h"
+#include "core/config/vmconfig.h"
+#include "core/control/ctl.h"
 
 /* Exit statuses. */
 #define EXIT_USAGE 2

@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "app/cli.h"
-#include "core/memtruth.h"
+#include "core/vm/memtruth.h"
 
 static double mib(json_t *obj, const char *key)
 {

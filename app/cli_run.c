@@ -8,8 +8,8 @@
 #include <getopt.h>
 #include <poll.h>
 #include <signal.h>
-#include <stdio.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -18,8 +18,8 @@
 #include <unistd.h>
 
 #include "app/cli.h"
-#include "core/vmm.h"
-#include "display/dconfig.h"
+#include "core/config/dconfig.h"
+#include "core/vmm/vmm.h"
 
 #define START_TIMEOUT_MS 30000
 #define STOP_TIMEOUT_MS 10000

@@ -11,9 +11,9 @@
 #include <unistd.h>
 
 #include "app/cli.h"
-#include "core/snapshot.h"
-#include "core/disksnap.h"
-#include "core/snapstore.h"
+#include "core/snapshot/disksnap.h"
+#include "core/snapshot/snapshot.h"
+#include "core/snapshot/snapstore.h"
 
 #define OP_TIMEOUT_MS 120000
 
@@ -63,8 +63,8 @@ int cmd_suspend(int argc, char **argv)
         ctl_client_close(c);
         return cli_error("cannot suspend VM '%s': %s", name, err);
     }
-    printf("suspended %s: guest paused %.1f ms while its state (%.1f KiB) was saved to %s\n",
-           name, json_real_value(json_object_get(r, "pause_ms")),
+    printf("suspended %s: guest paused %.1f ms while its state (%.1f KiB) was saved to %s\n", name,
+           json_real_value(json_object_get(r, "pause_ms")),
            (double)json_integer_value(json_object_get(r, "state_bytes")) / 1024, p.suspend_state);
     fflush(stdout);
     json_decref(r);
@@ -107,8 +107,7 @@ int cmd_resume(int argc, char **argv)
         printf("resumed %s\n", name);
         return 0;
     }
-    return cli_error("VM '%s' is %s: only a suspended or paused VM can be resumed", name,
-                     st.state);
+    return cli_error("VM '%s' is %s: only a suspended or paused VM can be resumed", name, st.state);
 }
 
 /* ---- snapshots ---- */
@@ -181,8 +180,8 @@ static int load_tree_offline(const struct vm_session *s, struct snap_tree *t)
     int fd = pidfile_acquire(s->p.pidfile, &holder);
     if (fd < 0) {
         if (fd == -EBUSY)
-            cli_error("VM '%s' is busy: process %ld runs it or is changing its snapshots",
-                      s->name, (long)holder);
+            cli_error("VM '%s' is busy: process %ld runs it or is changing its snapshots", s->name,
+                      (long)holder);
         else
             cli_error("cannot lock %s: %s", s->p.pidfile, strerror(-fd));
         return -1;
@@ -364,7 +363,8 @@ static int snap_cmd_revert(const char *name, const char *key, bool json)
     if (json_is_true(json_object_get(found, "deleting"))) {
         json_decref(tree);
         return cli_error("snapshot '%s' of %s is being deleted; run 'vmws snapshot delete %s %s' "
-                         "again to finish", key, name, name, key);
+                         "again to finish",
+                         key, name, name, key);
     }
     target_state = json_string_value(json_object_get(found, "vm_state"));
     bool was_off = !s.st.running && !s.st.suspended;
@@ -376,10 +376,10 @@ static int snap_cmd_revert(const char *name, const char *key, bool json)
         struct snap_tree t;
         char err[512];
         int lock = load_tree_offline(&s, &t);
-        int krc = lock < 0 ? -EINVAL
-                           : keep_offline_disk(&s, &t,
-                                               json_string_value(json_object_get(found, "label")),
-                                               err, sizeof(err));
+        int krc =
+            lock < 0 ? -EINVAL
+                     : keep_offline_disk(&s, &t, json_string_value(json_object_get(found, "label")),
+                                         err, sizeof(err));
         if (lock >= 0) {
             snap_tree_free(&t);
             close(lock); /* before the VMM below takes it */
@@ -423,10 +423,10 @@ static int snap_cmd_revert(const char *name, const char *key, bool json)
 static void print_delete_cost(const char *key, uint64_t mem_needs, enum disksnap_how how,
                               uint64_t disk_needs)
 {
-    static const char *const disk_how[] = {
-        "", "; its disk image is removed (nothing is based on it)",
-        "; its disk is streamed into the images based on it",
-        "; the one disk image based on it is committed into it"};
+    static const char *const disk_how[] = {"",
+                                           "; its disk image is removed (nothing is based on it)",
+                                           "; its disk is streamed into the images based on it",
+                                           "; the one disk image based on it is committed into it"};
     printf("deleting %s merges its pages into its children%s: needs %.1f MiB free (memory %.1f "
            "MiB, disk %.1f MiB)\n",
            key, disk_how[how], (double)(mem_needs + disk_needs) / (1 << 20),
@@ -465,16 +465,17 @@ static int snap_cmd_delete(const char *name, const char *key)
     }
     if (session_attach(&s, false))
         return 1;
-    json_t *cost = vm_execute(name, &s.p, "snapshot-delete",
-                              json_pack("{s:s, s:b}", "id", key, "dry_run", 1));
+    json_t *cost =
+        vm_execute(name, &s.p, "snapshot-delete", json_pack("{s:s, s:b}", "id", key, "dry_run", 1));
     json_t *r = NULL;
     if (cost) {
         const char *how = json_string_value(json_object_get(cost, "disk_merge"));
         enum disksnap_how h = DISKSNAP_NONE;
         while (how && h < DISKSNAP_COMMIT && strcmp(disksnap_how_name(h), how) != 0)
             h++;
-        print_delete_cost(key, (uint64_t)json_integer_value(json_object_get(cost, "memory_needs_bytes")),
-                          h, (uint64_t)json_integer_value(json_object_get(cost, "disk_needs_bytes")));
+        print_delete_cost(
+            key, (uint64_t)json_integer_value(json_object_get(cost, "memory_needs_bytes")), h,
+            (uint64_t)json_integer_value(json_object_get(cost, "disk_needs_bytes")));
         r = vm_execute(name, &s.p, "snapshot-delete", json_pack("{s:s}", "id", key));
     }
     int rc = session_close(&s, true);
@@ -580,14 +581,18 @@ static int snap_cmd_info(const char *name, const char *key, bool json)
     } else {
         json_t *parent = json_object_get(found, "parent");
         char mem[32], st[32], del[32];
-        format_bytes(mem, sizeof(mem), (uint64_t)json_integer_value(json_object_get(found, "memory_bytes")));
-        format_bytes(st, sizeof(st), (uint64_t)json_integer_value(json_object_get(found, "state_bytes")));
+        format_bytes(mem, sizeof(mem),
+                     (uint64_t)json_integer_value(json_object_get(found, "memory_bytes")));
+        format_bytes(st, sizeof(st),
+                     (uint64_t)json_integer_value(json_object_get(found, "state_bytes")));
         format_bytes(del, sizeof(del),
                      (uint64_t)json_integer_value(json_object_get(found, "delete_needs_bytes")));
         printf("snapshot:      %s [%s]%s\n", json_string_value(json_object_get(found, "label")),
                json_string_value(json_object_get(found, "id")),
-               json_is_true(json_object_get(found, "auto")) ? " (kept automatically by revert)" : "");
-        printf("parent:        %s\n", json_is_string(parent) ? json_string_value(parent) : "(none)");
+               json_is_true(json_object_get(found, "auto")) ? " (kept automatically by revert)"
+                                                            : "");
+        printf("parent:        %s\n",
+               json_is_string(parent) ? json_string_value(parent) : "(none)");
         printf("taken:         %s\n", json_string_value(json_object_get(found, "created")));
         printf("guest clock:   %s (the guest's RTC follows host UTC; it is resynced on revert)\n",
                json_string_value(json_object_get(found, "created")));
@@ -698,7 +703,8 @@ int cmd_snapshot(int argc, char **argv)
     if (strcmp(sub, "prune") == 0)
         return snap_prune_args(argc, argv);
     bool two = strcmp(sub, "list") != 0;
-    int rc = cli_parse_common(argc, argv, two ? 2 : 1, two ? "NAME and LABEL" : "the VM's NAME", &json);
+    int rc =
+        cli_parse_common(argc, argv, two ? 2 : 1, two ? "NAME and LABEL" : "the VM's NAME", &json);
     if (rc)
         return rc < 0 ? 0 : rc;
     const char *name = argv[optind], *label = two ? argv[optind + 1] : NULL;
@@ -715,6 +721,6 @@ int cmd_snapshot(int argc, char **argv)
         return snap_cmd_revert(name, label, json);
     if (strcmp(sub, "delete") == 0)
         return snap_cmd_delete(name, label);
-    return cli_usage_error("snapshot",
-                           "unknown subcommand '%s' (take, list, info, revert, delete, prune)", sub);
+    return cli_usage_error(
+        "snapshot", "unknown subcommand '%s' (take, list, info, revert, delete, prune)", sub);
 }

@@ -13,8 +13,8 @@
 #include <unistd.h>
 
 #include "app/cli.h"
-#include "core/disk.h"
-#include "core/disksnap.h"
+#include "core/snapshot/disksnap.h"
+#include "core/storage/disk.h"
 
 /* `vmws create --disk SIZE` makes this qcow2 image in the VM's directory. */
 #define CLI_DISK_IMAGE "disk.qcow2"
@@ -347,7 +347,8 @@ int cmd_list(int argc, char **argv)
 }
 
 /* The VM's disk: as its VMM reports it (query-disk) if it runs, else the image it would open
- * (the snapshot tree's overlay once a snapshot exists, see core/disksnap.h) and its size. */
+ * (the snapshot tree's overlay once a snapshot exists, see core/snapshot/disksnap.h) and its size.
+ */
 static json_t *disk_query(const struct vm_paths *p, const struct vm_config *cfg, bool running)
 {
     char err[512], path[PATH_MAX];

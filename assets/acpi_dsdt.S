@@ -1,5 +1,5 @@
 /* Links the machine's DSDT, compiled from assets/acpi/dsdt.dsl by iasl, into libvmws.a
- * (core/acpi.c copies it into guest memory). The path is relative to the build directory,
+ * (core/boot/acpi.c copies it into guest memory). The path is relative to the build directory,
  * where make runs the assembler; assets/Makefile.inc makes this object depend on the table. */
         .section .rodata
         .globl  vmws_dsdt_aml, vmws_dsdt_aml_end

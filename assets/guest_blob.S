@@ -1,5 +1,5 @@
 /* Links the built-in guest's bzImage into libvmws.a, so `vmws` boots it with no file on
- * disk (core/vmm.h declares the symbols). The path is relative to the build directory, where
+ * disk (core/vmm/vmm.h declares the symbols). The path is relative to the build directory, where
  * make runs the assembler; assets/Makefile.inc makes this object depend on the image. */
         .section .rodata
         .balign 4096

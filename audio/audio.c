@@ -11,8 +11,8 @@
 #include <time.h>
 
 #include "audio/audio.h"
-#include "core/log.h"
-#include "core/module.h"
+#include "core/util/log.h"
+#include "core/vmm/module.h"
 
 #define IDLE_TAIL_TICKS 20 /* keep sending silence 100 ms after the last sound */
 

@@ -11,9 +11,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "core/devices.h"
-#include "core/machine.h"
-#include "core/state.h"
+#include "core/devices/devices.h"
+#include "core/snapshot/state.h"
+#include "core/vm/machine.h"
 
 /* What every source renders into: interleaved stereo, 44.1 kHz, summed in 32 bits. */
 #define AUDIO_RATE 44100

@@ -15,7 +15,7 @@
 #include <string.h>
 
 #include "audio/audio.h"
-#include "core/log.h"
+#include "core/util/log.h"
 
 /* Register offsets and bits (names after Linux's sound/pci/ens1370.c and the datasheet). */
 #define REG_CONTROL 0x00

@@ -12,7 +12,7 @@
 #include <time.h>
 
 #include "audio/audio.h"
-#include "core/log.h"
+#include "core/util/log.h"
 
 #define PIT_HZ 1193182ull
 #define PORT61_GATE2 0x01

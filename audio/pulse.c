@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "audio/audio.h"
-#include "core/log.h"
+#include "core/util/log.h"
 
 #define RING_FRAMES (AUDIO_RATE / 5) /* 200 ms beyond the server's buffer, then drop */
 #define TARGET_LATENCY_US 40000      /* what the server buffers for us */
@@ -287,7 +287,7 @@ static const char *pulse_out_state(struct pulse_out *p)
 }
 
 static void pulse_out_stats(struct pulse_out *p, uint64_t *underruns, uint64_t *dropped_frames,
-                     uint64_t *written_frames)
+                            uint64_t *written_frames)
 {
     pa_threaded_mainloop_lock(p->ml);
     *underruns = p->underruns;

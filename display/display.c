@@ -14,35 +14,20 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "core/devices.h"
-#include "core/linuxboot.h"
-#include "core/log.h"
-#include "core/machine.h"
-#include "core/module.h"
-#include "core/state.h"
+#include "core/boot/linuxboot.h"
+#include "core/devices/devices.h"
+#include "core/snapshot/state.h"
+#include "core/util/log.h"
+#include "core/vm/machine.h"
+#include "core/vmm/module.h"
 #include "display/display_priv.h"
 
 #define REFRESH_NS 16666666L      /* 60 Hz while the screen changes */
-#define IDLE_REFRESH_NS 50000000L  /* 20 Hz once it has been still for IDLE_FRAMES */
+#define IDLE_REFRESH_NS 50000000L /* 20 Hz once it has been still for IDLE_FRAMES */
 #define IDLE_FRAMES 60
 #define FB_PAGE 4096u
 #define TAG_FBCF STATE_TAG('F', 'B', 'C', 'F')
 #define TAG_FBMM STATE_TAG('F', 'B', 'M', 'M')
-
-int display_check_size(unsigned width, unsigned height, char *err, size_t errlen)
-{
-    if (width < DISPLAY_MIN_WIDTH || width > DISPLAY_MAX_WIDTH || width % 8 ||
-        height < DISPLAY_MIN_HEIGHT || height > DISPLAY_MAX_HEIGHT || height % 8 ||
-        (uint64_t)width * height * (DISPLAY_BPP / 8) > DISPLAY_FB_MAX_BYTES) {
-        snprintf(err, errlen,
-                 "display size %ux%u is not supported (width %u..%u, height %u..%u, both "
-                 "multiples of 8, at most %llu MiB at 32 bpp)",
-                 width, height, DISPLAY_MIN_WIDTH, DISPLAY_MAX_WIDTH, DISPLAY_MIN_HEIGHT,
-                 DISPLAY_MAX_HEIGHT, DISPLAY_FB_MAX_BYTES >> 20);
-        return -EINVAL;
-    }
-    return 0;
-}
 
 void display_wake(struct display *d)
 {

@@ -11,16 +11,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/config/dconfig.h"
+
 /* Where the framebuffer sits in guest-physical space: in the 32-bit PCI hole, above the BARs
- * core/pci.c assigns from 0xE0000000, below the IOAPIC (0xFEC00000). */
+ * core/devices/pci.c assigns from 0xE0000000, below the IOAPIC (0xFEC00000). */
 #define DISPLAY_FB_GPA 0xfc000000ULL
-#define DISPLAY_FB_MAX_BYTES (32ULL << 20)
 #define DISPLAY_FB_SLOT 2
-#define DISPLAY_MIN_WIDTH 320
-#define DISPLAY_MIN_HEIGHT 200
-#define DISPLAY_MAX_WIDTH 4096
-#define DISPLAY_MAX_HEIGHT 2160
-#define DISPLAY_BPP 32
 
 struct machine;
 struct i8042;
@@ -28,21 +24,7 @@ struct boot_framebuffer;
 struct state_writer;
 struct state_reader;
 
-struct display_config {
-    const char *vm_name;
-    unsigned width, height;
-    bool sdl, vnc;
-    bool sdl_optional;     /* SDL by default (a display exists): failing to open it is a note */
-    char vnc_host[64];     /* listen address, e.g. "127.0.0.1" */
-    int vnc_port;          /* 0 = the first free of 5900..5999 */
-    char vnc_password[16]; /* "" = no authentication (VNC passwords are at most 8 bytes) */
-};
-
 struct display;
-
-/* Checks width/height (multiples of 8 within the limits above, fitting DISPLAY_FB_MAX_BYTES).
- * Returns 0 or -EINVAL with ERR saying why. */
-int display_check_size(unsigned width, unsigned height, char *err, size_t errlen);
 
 /* Creates the framebuffer (a memfd) and starts the refresh thread, the VNC server and the SDL
  * window as configured. Returns NULL with ERR set. */

@@ -32,7 +32,7 @@ struct display {
     uint64_t *snap_dirty;     /* (under lock) pages written since the last snapshot took them */
     atomic_uint_fast64_t updates;
 
-    const struct sdl_ops *sdl_ops; /* the loaded viewer modules (core/module.h) */
+    const struct sdl_ops *sdl_ops; /* the loaded viewer modules (core/vmm/module.h) */
     const struct vnc_ops *vnc_ops;
     struct sdl_view *sdl;
     struct vnc_server *vnc;

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/log.h"
+#include "core/util/log.h"
 #include "display/display_priv.h"
 
 struct sdl_view {

@@ -14,7 +14,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "core/log.h"
+#include "core/util/log.h"
 #include "display/display_priv.h"
 
 #define VNC_FIRST_PORT 5900

@@ -11,8 +11,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "core/acpi.h"
-#include "core/linuxboot.h"
+#include "core/boot/acpi.h"
+#include "core/boot/linuxboot.h"
 
 #define RAM_SIZE (2ULL << 20)
 
@@ -369,10 +369,15 @@ START_TEST(acpica_accepts_the_tables)
     text[n] = '\0';
     fclose(dsl);
     ck_assert_msg(strstr(text, "Name (_S5, Package"), "dsdt.dsl lacks \\_S5:\n%s", text);
-    const char *want[] = {"Device (PCI0)", "EisaId (\"PNP0A03\")", "Name (_PRT, Package",
-                          "0x0006FFFF", "Device (LNKA)", "Device (LNKB)",
+    const char *want[] = {"Device (PCI0)",
+                          "EisaId (\"PNP0A03\")",
+                          "Name (_PRT, Package",
+                          "0x0006FFFF",
+                          "Device (LNKA)",
+                          "Device (LNKB)",
                           "Interrupt (ResourceConsumer, Level, ActiveHigh, Shared",
-                          "EisaId (\"PNP0303\")", "EisaId (\"PNP0F13\")"};
+                          "EisaId (\"PNP0303\")",
+                          "EisaId (\"PNP0F13\")"};
     for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
         ck_assert_msg(strstr(text, want[i]), "dsdt.dsl lacks %s:\n%s", want[i], text);
 

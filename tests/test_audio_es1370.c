@@ -8,9 +8,9 @@
 #include <string.h>
 
 #include "audio/audio.h"
-#include "core/iobus.h"
-#include "core/machine.h"
-#include "core/state.h"
+#include "core/snapshot/state.h"
+#include "core/vm/iobus.h"
+#include "core/vm/machine.h"
 
 #define RAM_SIZE (16u << 20)
 #define BUF_GPA 0x100000u

@@ -1,7 +1,8 @@
-/* Unit tests for the control socket (core/ctl.c) and the console socket (core/consolesrv.c):
- * a real server on a Unix socket in a temp dir, driven by raw socket clients that send what a
- * buggy or hostile client might (bad JSON, huge lines, half lines, never reading), checking
- * the exact replies a user of the protocol sees, and that the server keeps serving. */
+/* Unit tests for the control socket (core/control/ctl.c) and the console socket
+ * (core/control/consolesrv.c): a real server on a Unix socket in a temp dir, driven by raw socket
+ * clients that send what a buggy or hostile client might (bad JSON, huge lines, half lines, never
+ * reading), checking the exact replies a user of the protocol sees, and that the server keeps
+ * serving. */
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -18,8 +19,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "core/consolesrv.h"
-#include "core/ctl.h"
+#include "core/control/consolesrv.h"
+#include "core/control/ctl.h"
 
 static char tmpdir[64];
 static char sock_path[128];

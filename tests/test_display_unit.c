@@ -9,8 +9,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "app/vmconfig.h"
-#include "display/dconfig.h"
+#include "core/config/dconfig.h"
+#include "core/config/vmconfig.h"
 #include "display/display_priv.h"
 
 static size_t set1(unsigned usage, bool down, uint8_t *out)

@@ -1,4 +1,4 @@
-/* Image locks against real QEMU (core/imglock.c): while vmws has an image open, qemu-io,
+/* Image locks against real QEMU (core/storage/imglock.c): while vmws has an image open, qemu-io,
  * qemu-img and qemu-system-x86_64 refuse what they would refuse if a QEMU VM had it open, and
  * vmws refuses images QEMU is writing, with a message that says so. Read-only opens (backing
  * files, a snapshot's frozen image) never get in each other's way, and a closed image is free
@@ -15,8 +15,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "core/disk.h"
-#include "core/imglock.h"
+#include "core/storage/disk.h"
+#include "core/storage/imglock.h"
 
 static char tmpdir[64];
 static char out[8192]; /* the last sh() command's output */

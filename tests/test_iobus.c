@@ -1,12 +1,12 @@
-/* Unit tests for port and MMIO dispatch (core/iobus.c) as devices see it: a handler gets the
+/* Unit tests for port and MMIO dispatch (core/vm/iobus.c) as devices see it: a handler gets the
  * access's offset in its range, also after the range moved (a PCI BAR); an access that runs
  * past its range's end reaches no handler (reads all ones); and the PCI address register
  * 0xCF8 (a dword) shares its ports with the reset control byte at 0xCF9. */
 #include <check.h>
 #include <string.h>
 
-#include "core/devices.h"
-#include "core/machine.h"
+#include "core/devices/devices.h"
+#include "core/vm/machine.h"
 
 struct seen {
     int calls;

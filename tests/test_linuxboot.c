@@ -9,8 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/acpi.h"
-#include "core/linuxboot.h"
+#include "core/boot/acpi.h"
+#include "core/boot/linuxboot.h"
 
 #define MiB (1ULL << 20)
 #define GiB (1ULL << 30)

@@ -1,4 +1,4 @@
-/* Unit tests for the memory truth (core/memtruth.c), on real memory: a 256 MiB sparse file
+/* Unit tests for the memory truth (core/vm/memtruth.c), on real memory: a 256 MiB sparse file
  * mapped MAP_SHARED like a VM's .vmem, checked before and after the "guest" writes 8 MiB -
  * the figures `vmws mem` prints, which ls -s, smaps and mincore would confirm - plus a
  * /proc/meminfo fixture for what `free` calls used, and the real `free` on this machine. */
@@ -12,7 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "core/memtruth.h"
+#include "core/vm/memtruth.h"
 
 #define MIB (1ULL << 20)
 

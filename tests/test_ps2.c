@@ -1,13 +1,13 @@
 /* Unit tests for the i8042's keyboard and PS/2 mouse as a guest driver sees them through ports
- * 0x60/0x64 (core/i8042.c): viewer keys queue as set-1 bytes; the mouse answers reset and
+ * 0x60/0x64 (core/devices/i8042.c): viewer keys queue as set-1 bytes; the mouse answers reset and
  * identify, sends nothing until the guest enables reporting, then standard 3-byte packets
  * (sign bits, y up, big motions split), flagged as aux data in the status register. The
  * machine here has no VM (interrupt ioctls fail harmlessly): only the port protocol is tested. */
 #include <check.h>
 #include <string.h>
 
-#include "core/devices.h"
-#include "core/machine.h"
+#include "core/devices/devices.h"
+#include "core/vm/machine.h"
 
 static struct machine m;
 static struct i8042 *k;

@@ -1,7 +1,7 @@
-/* Tests of the qcow2 library (core/qcow2.c) and the disk front (core/disk.c) with real QEMU as
- * the peer: images made and filled by qemu-img/qemu-io read back right through us; images we
- * write (random I/O over a backing file, 512 B to 2 MiB clusters, L2 and refcount table growth)
- * pass `qemu-img check` and convert to exactly what a raw reference model holds; crashes at
+/* Tests of the qcow2 library (core/storage/qcow2.c) and the disk front (core/storage/disk.c) with
+ * real QEMU as the peer: images made and filled by qemu-img/qemu-io read back right through us;
+ * images we write (random I/O over a backing file, 512 B to 2 MiB clusters, L2 and refcount table
+ * growth) pass `qemu-img check` and convert to exactly what a raw reference model holds; crashes at
  * every write/flush (and reorderings between flushes) leave at worst leaks; hostile headers
  * and tables give clear errors. */
 #include <check.h>
@@ -15,8 +15,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "core/disk.h"
-#include "core/qcow2.h"
+#include "core/storage/disk.h"
+#include "core/storage/qcow2.h"
 
 #define KIB (1ull << 10)
 #define MIB (1ull << 20)
@@ -256,8 +256,8 @@ START_TEST(test_set_backing_as_qemu_reads_it)
                      0);
     uint8_t *got = qemu_contents(tpath("top.qcow2"), 2 * MIB);
     for (uint64_t i = 0; i < 2 * MIB; i++)
-        ck_assert_msg(got[i] == (i >= 64 * 1024 && i < 128 * 1024 ? 0x33 : 0x22), "byte %llu is 0x%02x",
-                      (unsigned long long)i, got[i]);
+        ck_assert_msg(got[i] == (i >= 64 * 1024 && i < 128 * 1024 ? 0x33 : 0x22),
+                      "byte %llu is 0x%02x", (unsigned long long)i, got[i]);
     free(got);
     /* And no backing file at all: what it lacks reads as zeroes. */
     ck_assert_int_eq(disk_set_backing(tpath("top.qcow2"), NULL, NULL), 0);

@@ -55,8 +55,8 @@ static void revert(const char *vm, const char *label)
 
 static void boot_vm(const char *vm)
 {
-    vmws_ok("create", vmws_cmd(out, sizeof(out), 30, "create", vm, "--memory", "512M", "--cpus",
-                               "2", NULL));
+    vmws_ok("create",
+            vmws_cmd(out, sizeof(out), 30, "create", vm, "--memory", "512M", "--cpus", "2", NULL));
     vmws_ok("start", vmws_cmd(out, sizeof(out), 60, "start", vm, "--display", "none", NULL));
     ck_assert(guest(vm, "mem alloc 16", "allocated 16 MiB"));
 }
@@ -196,7 +196,8 @@ START_TEST(random_operations_match_a_model)
             for (;; i++)
                 if (nodes[i].alive && k-- == 0)
                     break;
-            int r = vmws_cmd(out, sizeof(out), 60, "snapshot", "delete", "model", nodes[i].id, NULL);
+            int r =
+                vmws_cmd(out, sizeof(out), 60, "snapshot", "delete", "model", nodes[i].id, NULL);
             ck_assert_msg(r == 0, "step %d (seed %u): delete %s: %s", step, seed, nodes[i].id, out);
             nodes[i].alive = false;
         } else if (op < 88) {
@@ -224,7 +225,7 @@ END_TEST
 /* ---- crash safety ---- */
 
 static const char *crash_points[] = {
-    "take-files-written:3", "take-tree-saved:3", "revert-half-written:1",
+    "take-files-written:3", "take-tree-saved:3",   "revert-half-written:1",
     "delete-merged:1",      "delete-tree-saved:1",
 };
 
@@ -293,8 +294,8 @@ static void flip_byte(const char *path, long offset_from_end)
     fclose(f);
 }
 
-/* Flips a byte in every page of a snapshot's page delta (see core/snapstore.c for the layout:
- * npages at offset 16, data offset at 24, 4 KiB pages from there). */
+/* Flips a byte in every page of a snapshot's page delta (see core/snapshot/snapstore.c for the
+ * layout: npages at offset 16, data offset at 24, 4 KiB pages from there). */
 static void corrupt_every_page(const char *path)
 {
     FILE *f = fopen(path, "r+b");

@@ -8,10 +8,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "core/devices.h"
-#include "core/machine.h"
-#include "core/snapstore.h"
-#include "core/state.h"
+#include "core/devices/devices.h"
+#include "core/snapshot/snapstore.h"
+#include "core/snapshot/state.h"
+#include "core/vm/machine.h"
 
 static char dir[64];
 
@@ -223,9 +223,9 @@ static int write_tree(const char *text, char *err, size_t errlen)
     return r;
 }
 
-#define NODE(id, parent)                                                                       \
-    "{\"id\":\"" id "\",\"label\":\"l" id "\",\"parent\":\"" parent "\",\"created\":1,"         \
-    "\"auto\":false,\"vm_state\":\"running\",\"pages\":0,\"memory_bytes\":64,"                 \
+#define NODE(id, parent)                                                                           \
+    "{\"id\":\"" id "\",\"label\":\"l" id "\",\"parent\":\"" parent "\",\"created\":1,"            \
+    "\"auto\":false,\"vm_state\":\"running\",\"pages\":0,\"memory_bytes\":64,"                     \
     "\"state_bytes\":0}"
 
 START_TEST(tree_round_trip_and_refusals)

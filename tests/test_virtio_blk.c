@@ -14,7 +14,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "app/vmconfig.h"
+#include "core/config/vmconfig.h"
 #include "tests/e2e.h"
 
 #define BOOT_MS 20000

@@ -11,9 +11,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "core/devices.h"
-#include "core/virtio_blk.h"
-#include "core/virtio_pci.h"
+#include "core/devices/devices.h"
+#include "core/virtio/virtio_blk.h"
+#include "core/virtio/virtio_pci.h"
 
 #define RAM_SIZE (16u << 20)
 #define DISK_SIZE (4u << 20)
@@ -331,8 +331,7 @@ END_TEST
 
 #define TABLE 0x60000
 
-static void put_table_desc(unsigned i, uint64_t addr, uint32_t len, uint16_t flags,
-                           uint16_t next)
+static void put_table_desc(unsigned i, uint64_t addr, uint32_t len, uint16_t flags, uint16_t next)
 {
     uint8_t *d = ram + TABLE + 16 * i;
     memcpy(d, &addr, 8);

@@ -1,6 +1,6 @@
-/* Unit tests for vm.conf (app/vmconfig.c) and VM paths (app/paths.c): a saved config loads
- * back identical, and every kind of bad line is reported as "PATH:LINE: what (expected ...)" -
- * the text a user sees when a VM refuses to start. */
+/* Unit tests for vm.conf (core/config/vmconfig.c) and VM paths (core/config/paths.c): a saved
+ * config loads back identical, and every kind of bad line is reported as "PATH:LINE: what (expected
+ * ...)" - the text a user sees when a VM refuses to start. */
 #include <check.h>
 #include <errno.h>
 #include <limits.h>
@@ -10,8 +10,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "app/paths.h"
-#include "app/vmconfig.h"
+#include "core/config/paths.h"
+#include "core/config/vmconfig.h"
 
 static char tmpdir[64];
 static char vmdir[PATH_MAX + 16];

@@ -13,7 +13,7 @@
 #include <time.h>
 
 #include "app/cli.h"
-#include "core/ctl.h"
+#include "core/control/ctl.h"
 
 #define CTL_TIMEOUT_MS 1500
 

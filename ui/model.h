@@ -11,9 +11,9 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "app/paths.h"
-#include "app/vmconfig.h"
-#include "core/memtruth.h"
+#include "core/config/paths.h"
+#include "core/config/vmconfig.h"
+#include "core/vm/memtruth.h"
 #include "ui/history.h"
 #include "ui/snaptree.h"
 

@@ -10,29 +10,28 @@
 #include <elf.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "core/fsutil.h"
+#include "core/util/fsutil.h"
 
 extern const char vmws_box_init[], vmws_box_init_end[];
 
 /* The modules the box loads, by file name in /lib/modules/VERSION/kernel; their dependencies
  * come from modules.dep and are loaded first. */
 static const char *const box_modules[] = {
-    "kvm-amd.ko",       /* /dev/kvm on the emulated AMD CPU's SVM */
-    "virtio_pci.ko",    /* the box's devices */
-    "9pnet_virtio.ko",  /* the host's / and the shares */
-    "9p.ko",
-    "overlay.ko",       /* a writable root over the read-only host */
-    "virtio_net.ko",    /* the host reaches the agent through QEMU's port forward */
-    "qemu_fw_cfg.ko",   /* the box's configuration (token, shares) */
+    "kvm-amd.ko",                    /* /dev/kvm on the emulated AMD CPU's SVM */
+    "virtio_pci.ko",                 /* the box's devices */
+    "9pnet_virtio.ko",               /* the host's / and the shares */
+    "9p.ko",           "overlay.ko", /* a writable root over the read-only host */
+    "virtio_net.ko",                 /* the host reaches the agent through QEMU's port forward */
+    "qemu_fw_cfg.ko",                /* the box's configuration (token, shares) */
 };
 /* Parameters for kvm_amd: no nested virtualisation inside the box's guests, no features the
  * emulated CPU only half offers. */
@@ -129,8 +128,10 @@ int box_host_find(struct box_host *h, char *why, size_t whylen)
                     want && *want ? " named by VMWS_BOX_KERNEL=" : "", want && *want ? want : "");
     snprintf(h->kernel, sizeof(h->kernel), "/boot/vmlinuz-%s", h->kver);
     if (access(h->kernel, R_OK) < 0)
-        return whyf(why, whylen, -errno, "cannot read %s: %s (the box boots it; run as root or "
-                    "make it readable)", h->kernel, strerror(errno));
+        return whyf(why, whylen, -errno,
+                    "cannot read %s: %s (the box boots it; run as root or "
+                    "make it readable)",
+                    h->kernel, strerror(errno));
 
     static const char *const busyboxes[] = {"/bin/busybox", "/usr/bin/busybox"};
     for (size_t i = 0; i < sizeof(busyboxes) / sizeof(busyboxes[0]); i++) {
@@ -174,7 +175,8 @@ static int modlist_add(struct modlist *m, FILE *dep, const char *name, int depth
     if (!modules_dep_line(dep, name, line, sizeof(line)))
         return whyf(why, whylen, -ENOENT,
                     "module %s is not in modules.dep: reinstall the Debian package "
-                    "linux-image-amd64", name);
+                    "linux-image-amd64",
+                    name);
     char *colon = strchr(line, ':');
     *colon = '\0';
     char self[sizeof(m->paths[0])];
@@ -220,9 +222,8 @@ static void cpio_pad(struct cpio *c)
 static void cpio_entry(struct cpio *c, const char *name, unsigned mode, unsigned rmaj,
                        unsigned rmin, const void *data, size_t size)
 {
-    fprintf(c->f, "070701%08X%08X%08X%08X%08X%08X%08zX%08X%08X%08X%08X%08zX%08X", ++c->ino,
-            mode, 0u, 0u, S_ISDIR(mode) ? 2u : 1u, 0u, size, 0u, 0u, rmaj, rmin,
-            strlen(name) + 1, 0u);
+    fprintf(c->f, "070701%08X%08X%08X%08X%08X%08X%08zX%08X%08X%08X%08X%08zX%08X", ++c->ino, mode,
+            0u, 0u, S_ISDIR(mode) ? 2u : 1u, 0u, size, 0u, 0u, rmaj, rmin, strlen(name) + 1, 0u);
     fwrite(name, 1, strlen(name) + 1, c->f);
     cpio_pad(c);
     if (size && fwrite(data, 1, size, c->f) != size)
@@ -308,8 +309,8 @@ int box_initramfs(const struct box_host *h, const char *cache_dir, char *out, si
         return -ENAMETOOLONG;
     FILE *dep = fopen(path, "re");
     if (!dep)
-        return whyf(why, whylen, -errno, "cannot read %s: %s (reinstall linux-image-amd64)",
-                    path, strerror(errno));
+        return whyf(why, whylen, -errno, "cannot read %s: %s (reinstall linux-image-amd64)", path,
+                    strerror(errno));
     struct modlist *m = calloc(1, sizeof(*m));
     int rc = m ? 0 : -ENOMEM;
     for (size_t i = 0; rc == 0 && i < sizeof(box_modules) / sizeof(box_modules[0]); i++)
@@ -323,8 +324,8 @@ int box_initramfs(const struct box_host *h, const char *cache_dir, char *out, si
     /* The list the init script loads, in order, with parameters. */
     char list[16384];
     size_t ll = 0;
-    uint64_t hash = fnv(0xcbf29ce484222325ull, vmws_box_init,
-                        (size_t)(vmws_box_init_end - vmws_box_init));
+    uint64_t hash =
+        fnv(0xcbf29ce484222325ull, vmws_box_init, (size_t)(vmws_box_init_end - vmws_box_init));
     hash = fnv_stat(hash, h->busybox);
     for (int i = 0; i < m->n; i++) {
         const char *base = strrchr(m->paths[i], '/') ? strrchr(m->paths[i], '/') + 1 : m->paths[i];
@@ -359,7 +360,7 @@ int box_initramfs(const struct box_host *h, const char *cache_dir, char *out, si
         free(m);
         return whyf(why, whylen, -ENOMEM, "out of memory");
     }
-    static const char *const dirs[] = {"bin", "dev", "proc", "sys", "lib", "lib/modules",
+    static const char *const dirs[] = {"bin", "dev",     "proc",  "sys",   "lib", "lib/modules",
                                        "box", "newroot", "lower", "upper", "etc"};
     for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++)
         cpio_entry(&c, dirs[i], S_IFDIR | 0755, 0, 0, NULL, 0);
@@ -407,7 +408,10 @@ static const char *const *decompressor(const uint8_t *p, size_t n)
     static const char *const zstd[] = {"zstd", "-dcq", NULL};
     static const char *const gz[] = {"gzip", "-dc", NULL};
     static const char *const lz4[] = {"lz4", "-dc", NULL};
-    if (n >= 6 && memcmp(p, "\xfd" "7zXZ\0", 6) == 0)
+    if (n >= 6 && memcmp(p,
+                         "\xfd"
+                         "7zXZ\0",
+                         6) == 0)
         return xz;
     if (n >= 4 && memcmp(p, "\x28\xb5\x2f\xfd", 4) == 0)
         return zstd;
@@ -432,12 +436,14 @@ static bool elf_has_pvh_note(const char *path)
         eh->e_phnum < 64 && eh->e_phoff + eh->e_phnum * sizeof(Elf64_Phdr) <= n) {
         const Elf64_Phdr *ph = (const Elf64_Phdr *)(d + eh->e_phoff);
         for (unsigned i = 0; !found && i < eh->e_phnum; i++) {
-            if (ph[i].p_type != PT_NOTE || ph[i].p_offset > n || ph[i].p_filesz > n - ph[i].p_offset)
+            if (ph[i].p_type != PT_NOTE || ph[i].p_offset > n ||
+                ph[i].p_filesz > n - ph[i].p_offset)
                 continue;
             size_t o = ph[i].p_offset, end = o + ph[i].p_filesz;
             while (!found && o + sizeof(Elf64_Nhdr) <= end) {
                 const Elf64_Nhdr *nh = (const Elf64_Nhdr *)(d + o);
-                size_t next = o + sizeof(*nh) + ((nh->n_namesz + 3) & ~3u) + ((nh->n_descsz + 3) & ~3u);
+                size_t next =
+                    o + sizeof(*nh) + ((nh->n_namesz + 3) & ~3u) + ((nh->n_descsz + 3) & ~3u);
                 found = nh->n_namesz == 4 && memcmp(d + o + sizeof(*nh), "Xen", 4) == 0 &&
                         nh->n_type == 18 /* XEN_ELFNOTE_PHYS32_ENTRY */;
                 if (next <= o)
@@ -467,7 +473,8 @@ int box_kernel_image(const struct box_host *h, const char *cache_dir, char *out,
         off += (uint32_t)((b[0x1f1] ? b[0x1f1] : 4) + 1) * 512;
     }
     /* The last 4 bytes of the payload are its uncompressed size, not compressed data. */
-    const char *const *tool = len > 4 && off < n && len <= n - off ? decompressor(b + off, len) : NULL;
+    const char *const *tool =
+        len > 4 && off < n && len <= n - off ? decompressor(b + off, len) : NULL;
     char tmp[PATH_MAX];
     uint64_t hash = fnv_stat(0xcbf29ce484222325ull, h->kernel);
     if (!tool || snprintf(tmp, sizeof(tmp), "%s/vmlinux-%s-%016llx", cache_dir, h->kver,

@@ -30,8 +30,8 @@
 
 #include "app/box/box.h"
 #include "app/box/wire.h"
-#include "app/paths.h"
-#include "core/fsutil.h"
+#include "core/config/paths.h"
+#include "core/util/fsutil.h"
 
 #define DEFAULT_MEMORY (8ull << 30)
 /* One emulated CPU. With two (multi-threaded TCG), the box's own kernel panicked within
@@ -221,7 +221,8 @@ static bool running_box_fits(const struct box_config *c, char *why, size_t whyle
         size_t k;
         json_t *v;
         bool have = false;
-        json_array_foreach(json_object_get(j, "shares"), k, v) {
+        json_array_foreach(json_object_get(j, "shares"), k, v)
+        {
             const char *s = json_string_value(v);
             size_t n = s ? strlen(s) : 0;
             have |= s && strncmp(c->shares[i], s, n) == 0 &&
@@ -268,7 +269,8 @@ static const char *qesc(const char *path, char *buf, size_t len)
 }
 
 static void qemu_argv(struct argv_buf *a, const char *qemu, const char *kernel,
-                      const char *initramfs, const struct box_config *c, unsigned cpus, uint64_t memory, int port)
+                      const char *initramfs, const struct box_config *c, unsigned cpus,
+                      uint64_t memory, int port)
 {
     char e1[PATH_MAX * 2], p[PATH_MAX];
     arg(a, "%s", qemu);
@@ -285,9 +287,10 @@ static void qemu_argv(struct argv_buf *a, const char *qemu, const char *kernel,
      * times slower than the SSE2 ones (an SDL frame: 3 s instead of 0.6 s). */
     const char *cpu = getenv("VMWS_BOX_CPU"); /* the same, for the CPU model */
     arg(a, "-cpu");
-    arg(a, "%s", cpu && *cpu ? cpu
-                            : "EPYC,+svm,+npt,-avx,-avx2,-fma,-f16c,-rdseed,-sha-ni,-fxsr-opt,"
-                              "-misalignsse,-3dnowprefetch,-osvw,-topoext,-nrip-save,-xsavec");
+    arg(a, "%s",
+        cpu && *cpu ? cpu
+                    : "EPYC,+svm,+npt,-avx,-avx2,-fma,-f16c,-rdseed,-sha-ni,-fxsr-opt,"
+                      "-misalignsse,-3dnowprefetch,-osvw,-topoext,-nrip-save,-xsavec");
     arg(a, "-smp");
     arg(a, "%u", cpus);
     arg(a, "-m");
@@ -386,8 +389,8 @@ static void supervise(const struct box_config *c, char *const *qargv, unsigned c
     for (int i = 0; i < c->nshares; i++)
         json_array_append_new(shares, json_string(c->shares[i]));
     json_t *j = json_pack("{sisisisisIsIsssO}", "supervisor", (int)getpid(), "qemu", (int)qemu,
-                          "port", port, "cpus", (int)cpus, "memory", (json_int_t)memory,
-                          "started", (json_int_t)time(NULL), "agent", agent, "shares", shares);
+                          "port", port, "cpus", (int)cpus, "memory", (json_int_t)memory, "started",
+                          (json_int_t)time(NULL), "agent", agent, "shares", shares);
     json_decref(shares);
     char *s = json_dumps(j, JSON_COMPACT);
     dpath(p, sizeof(p), c->dir, "box.json");
@@ -444,7 +447,8 @@ static int free_port(void)
 int box_connect(int port, int timeout_ms)
 {
     int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port),
                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     if (s < 0 || connect(s, (struct sockaddr *)&a, sizeof(a)) < 0) {
         int rc = -errno;
@@ -599,7 +603,8 @@ static int start_checked(struct box_config *c, char *why, size_t whylen)
     snprintf(agent_dir, sizeof(agent_dir), "%s", agent);
     if (strrchr(agent_dir, '/'))
         *strrchr(agent_dir, '/') = '\0';
-    if (rc == 0 && hidden_in_box(agent) && !box_shares_cover(c, agent) && c->nshares < BOX_MAX_SHARES)
+    if (rc == 0 && hidden_in_box(agent) && !box_shares_cover(c, agent) &&
+        c->nshares < BOX_MAX_SHARES)
         snprintf(c->shares[c->nshares++], sizeof(c->shares[0]), "%s", agent_dir);
     for (int i = 0; rc == 0 && i < c->nshares; i++)
         rc = check_share(c->shares[i], why, whylen);

@@ -1,15 +1,15 @@
 /*
- * The machine's DSDT (compiled by ACPICA's iasl at build time, embedded by core/acpi.c).
+ * The machine's DSDT (compiled by ACPICA's iasl at build time, embedded by core/boot/acpi.c).
  * What an OS learns here and nowhere else:
- * - \_S5: the sleep type OSPM writes to PM1a_CNT to power off (core/acpi.h ACPI_S5_SLP_TYP);
+ * - \_S5: the sleep type OSPM writes to PM1a_CNT to power off (core/boot/acpi.h ACPI_S5_SLP_TYP);
  * - \_SB.PCI0: the PCI host bridge (PNP0A03), so Linux enumerates bus 0 through ACPI. Its
- *   _CRS: bus 0, the 0xCF8-0xCFF config ports, and the I/O and memory windows core/pci.c
+ *   _CRS: bus 0, the 0xCF8-0xCFF config ports, and the I/O and memory windows core/devices/pci.c
  *   places BARs in (I/O 0xC000-0xFFFF within the decoded ranges, memory 0xE0000000-0xFEBFFFFF,
- *   which also holds the framebuffer at 0xFC000000); its _PRT: INTA# of each slot. core/pci.c
+ *   which also holds the framebuffer at 0xFC000000); its _PRT: INTA# of each slot. core/devices/pci.c
  *   wires INTA# of even slots to IRQ 10 and of odd slots to IRQ 11, level triggered and active
  *   high (KVM's IOAPIC does not invert), which the link devices LNKA and LNKB declare;
  * - the PS/2 keyboard and mouse behind the i8042 (ports 0x60/0x64, IRQ 1 and 12).
- * Keep it in step with core/pci.c, core/i8042.c and the MADT in core/acpi.c.
+ * Keep it in step with core/devices/pci.c, core/devices/i8042.c and the MADT in core/boot/acpi.c.
  */
 DefinitionBlock ("", "DSDT", 2, "VMWS  ", "VMWSDSDT", 1)
 {

@@ -1,0 +1,91 @@
+/* A VM's configuration: the human-editable INI file `vm.conf` in the VM's directory.
+ * Parsing is strict: an unknown key or a bad value is an error naming file, line and what is
+ * wrong, so a typo never silently boots a different machine than the user wrote. */
+#ifndef VMWS_VMCONFIG_H
+#define VMWS_VMCONFIG_H
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define VM_NAME_MAX 64
+#define VM_APPEND_MAX 2048
+#define VM_CPUS_MAX 64
+
+enum mem_backend {
+    MEM_BACKEND_FILE,      /* sparse NAME.vmem in the VM dir, MAP_SHARED (default) */
+    MEM_BACKEND_SHM,       /* memfd: the unlinked hidden file of seed 000 */
+    MEM_BACKEND_ANON,      /* private anonymous: KSM-mergeable, THP */
+    MEM_BACKEND_HUGETLBFS, /* memfd with MFD_HUGETLB */
+};
+
+/* [display] in vm.conf (see core/config/dconfig.c). */
+struct vm_display_config {
+    char mode[16]; /* auto (SDL if a display exists, and VNC), sdl, vnc, sdl,vnc, none */
+    unsigned width, height;
+    char vnc_listen[64]; /* ADDRESS or ADDRESS:PORT; port 0 or none = first free from 5900 */
+    char vnc_password_file[PATH_MAX]; /* "" = DIR/vnc.passwd if it exists; mode 0600 */
+};
+
+/* [audio] in vm.conf (see core/config/aconfig.c). */
+struct vm_audio_config {
+    bool enabled;    /* ES1370 + PC speaker + PulseAudio stream (default yes) */
+    unsigned volume; /* 0..100, default 100 */
+    bool muted;
+};
+
+/* [disk] in vm.conf: the virtio-blk disk's image, a name in the VM's directory or an
+ * absolute path; "" = no disk. format: "raw" or "qcow2" ("" = probed at every open, which lets
+ * a guest that writes a qcow2 header into its raw disk choose a backing file: set it). */
+struct vm_disk_config {
+    char path[PATH_MAX];
+    char format[8];
+};
+
+struct vm_config {
+    char name[VM_NAME_MAX];
+    uint64_t memory_bytes; /* guest RAM, multiple of 2 MiB, 16 MiB .. 1 TiB */
+    unsigned cpus;         /* 1 .. VM_CPUS_MAX */
+    enum mem_backend backend;
+    char kernel[PATH_MAX]; /* "" = the built-in guest */
+    char initrd[PATH_MAX]; /* "" = none */
+    char append[VM_APPEND_MAX];
+    struct vm_display_config display;
+    struct vm_audio_config audio;
+    struct vm_disk_config disk;
+};
+
+/* Fills defaults: 1 GiB, 1 vCPU, file backend, built-in kernel, console=ttyS0 cmdline. */
+void vmconfig_defaults(struct vm_config *cfg, const char *name);
+
+/* Parses PATH into CFG (which starts from defaults). On error returns -1 and writes
+ * "PATH:LINE: what is wrong" into ERR. */
+int vmconfig_load(const char *path, struct vm_config *cfg, char *err, size_t errlen);
+
+/* Writes CFG to PATH atomically (temp file, fsync, rename). Returns 0 or -errno. */
+int vmconfig_save(const char *path, const struct vm_config *cfg);
+
+/* "1G", "512M", "1073741824", "2048K" -> bytes. Returns 0 or -EINVAL. */
+int parse_size(const char *s, uint64_t *out);
+
+/* [display] keys (core/config/dconfig.c): returns 1 if set, 0 with ERR for a bad key or value. */
+int vmconfig_display_key(struct vm_display_config *d, const char *name, const char *value,
+                         char *err, size_t errlen);
+void vmconfig_display_defaults(struct vm_display_config *d);
+/* Writes the [display] section. */
+void vmconfig_display_write(FILE *f, const struct vm_display_config *d);
+/* [audio] keys (core/config/aconfig.c), the same way. */
+int vmconfig_audio_key(struct vm_audio_config *a, const char *name, const char *value, char *err,
+                       size_t errlen);
+void vmconfig_audio_defaults(struct vm_audio_config *a);
+void vmconfig_audio_write(FILE *f, const struct vm_audio_config *a);
+
+const char *mem_backend_name(enum mem_backend b);
+int mem_backend_parse(const char *s, enum mem_backend *out);
+
+/* A VM name is 1..63 chars of [A-Za-z0-9._-], not starting with '.' or '-'. */
+bool vm_name_valid(const char *name);
+
+#endif

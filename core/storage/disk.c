@@ -1,0 +1,328 @@
+/* Disk images behind one interface: a raw file or a qcow2 image (core/storage/qcow2.c), picked by
+ * the qcow2 magic in the first bytes unless the caller names the format (a backing file's format
+ * extension does). Each disk has one mutex, taken around every call; raw discard and
+ * write-zeroes punch holes so the range reads as zeroes either way. */
+#include "core/storage/disk.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/storage/imglock.h"
+#include "core/storage/qcow2.h"
+
+struct disk {
+    pthread_mutex_t lock;
+    bool read_only;
+    struct qcow2 *qcow2; /* NULL: raw */
+    int fd;              /* raw only */
+    bool probed_raw;     /* raw by probing: the guest must not make it look like qcow2 */
+    uint64_t size;
+};
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (!err || !errlen)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+struct disk *disk_open_format(const char *path, const char *format, bool read_only, unsigned depth,
+                              char *err, size_t errlen)
+{
+    if (depth >= QCOW2_MAX_CHAIN_DEPTH) {
+        set_err(err, errlen, "%s: backing chain deeper than %d images (a loop?)", path,
+                QCOW2_MAX_CHAIN_DEPTH);
+        return NULL;
+    }
+    if (format && strcmp(format, "raw") && strcmp(format, "qcow2")) {
+        set_err(err, errlen, "%s: unknown disk format '%s' (raw or qcow2)", path, format);
+        return NULL;
+    }
+    int fd = open(path, (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+    if (fd < 0) {
+        set_err(err, errlen, "%s: %s", path, strerror(errno));
+        return NULL;
+    }
+    struct stat st;
+    if (fstat(fd, &st) < 0) {
+        set_err(err, errlen, "%s: %s", path, strerror(errno));
+        close(fd);
+        return NULL;
+    }
+    bool probed = !format;
+    if (!format) {
+        unsigned char magic[4] = {0};
+        ssize_t n = pread(fd, magic, sizeof(magic), 0);
+        format = n == (ssize_t)sizeof(magic) && qcow2_probe(magic, sizeof(magic)) ? "qcow2" : "raw";
+    }
+    struct disk *d = calloc(1, sizeof(*d));
+    if (!d) {
+        set_err(err, errlen, "%s: out of memory", path);
+        close(fd);
+        return NULL;
+    }
+    d->read_only = read_only;
+    d->fd = -1;
+    d->probed_raw = probed && strcmp(format, "raw") == 0;
+    if (!strcmp(format, "qcow2")) {
+        close(fd);
+        d->qcow2 = qcow2_open(path, read_only, depth, err, errlen);
+        if (!d->qcow2) {
+            free(d);
+            return NULL;
+        }
+        d->size = qcow2_size(d->qcow2);
+    } else {
+        if (imglock_acquire(fd, path, !read_only, err, errlen) < 0) { /* qcow2 locks its own fd */
+            close(fd);
+            free(d);
+            return NULL;
+        }
+        d->fd = fd;
+        off_t end = lseek(fd, 0, SEEK_END); /* block devices too */
+        d->size = end < 0 ? (uint64_t)st.st_size : (uint64_t)end;
+    }
+    pthread_mutex_init(&d->lock, NULL);
+    return d;
+}
+
+struct disk *disk_open(const char *path, bool read_only, char *err, size_t errlen)
+{
+    return disk_open_format(path, NULL, read_only, 0, err, errlen);
+}
+
+static int check_range(const struct disk *d, uint64_t offset, uint64_t len)
+{
+    if (offset > d->size || len > d->size - offset)
+        return -EINVAL;
+    return 0;
+}
+
+static int raw_pread(int fd, uint8_t *p, size_t len, uint64_t off)
+{
+    while (len) {
+        ssize_t n = pread(fd, p, len, (off_t)off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -errno;
+        if (n == 0) { /* the file shrank under us: zeroes */
+            memset(p, 0, len);
+            return 0;
+        }
+        p += n;
+        off += (uint64_t)n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+static int raw_pwrite(int fd, const uint8_t *p, size_t len, uint64_t off)
+{
+    while (len) {
+        ssize_t n = pwrite(fd, p, len, (off_t)off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -errno;
+        p += n;
+        off += (uint64_t)n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* Raw: punch a hole, else zero the range, else write zeroes. */
+static int raw_zero(int fd, uint64_t offset, uint64_t len)
+{
+    if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)offset, (off_t)len) == 0)
+        return 0;
+    if (fallocate(fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, (off_t)offset, (off_t)len) == 0)
+        return 0;
+    static const uint8_t zeros[65536];
+    while (len) {
+        size_t n = len < sizeof(zeros) ? (size_t)len : sizeof(zeros);
+        int r = raw_pwrite(fd, zeros, n, offset);
+        if (r < 0)
+            return r;
+        offset += n;
+        len -= n;
+    }
+    return 0;
+}
+
+struct disk *disk_open_layer(const char *path, char *err, size_t errlen)
+{
+    struct disk *d = calloc(1, sizeof(*d));
+    if (!d) {
+        set_err(err, errlen, "%s: out of memory", path);
+        return NULL;
+    }
+    d->read_only = true;
+    d->fd = -1;
+    d->qcow2 = qcow2_open(path, true, QCOW2_ALONE, err, errlen);
+    if (!d->qcow2) {
+        free(d);
+        return NULL;
+    }
+    d->size = qcow2_size(d->qcow2);
+    pthread_mutex_init(&d->lock, NULL);
+    return d;
+}
+
+int disk_read(struct disk *d, uint64_t offset, void *buf, size_t len)
+{
+    int r = check_range(d, offset, len);
+    if (r < 0)
+        return r;
+    pthread_mutex_lock(&d->lock);
+    r = d->qcow2 ? qcow2_read(d->qcow2, offset, buf, len) : raw_pread(d->fd, buf, len, offset);
+    pthread_mutex_unlock(&d->lock);
+    return r;
+}
+
+int disk_write(struct disk *d, uint64_t offset, const void *buf, size_t len)
+{
+    int r = check_range(d, offset, len);
+    if (r < 0)
+        return r;
+    if (d->read_only)
+        return -EROFS;
+    /* As QEMU does: a raw image whose format was probed would be opened as qcow2 next time if
+     * the guest wrote qcow2's magic at its start, and then name any host file as backing. */
+    if (d->probed_raw && offset == 0 && qcow2_probe(buf, len))
+        return -EPERM;
+    pthread_mutex_lock(&d->lock);
+    r = d->qcow2 ? qcow2_write(d->qcow2, offset, buf, len) : raw_pwrite(d->fd, buf, len, offset);
+    pthread_mutex_unlock(&d->lock);
+    return r;
+}
+
+int disk_flush(struct disk *d)
+{
+    if (d->read_only)
+        return 0;
+    pthread_mutex_lock(&d->lock);
+    int r = d->qcow2 ? qcow2_flush(d->qcow2) : (fdatasync(d->fd) < 0 ? -errno : 0);
+    pthread_mutex_unlock(&d->lock);
+    return r;
+}
+
+int disk_write_zeroes(struct disk *d, uint64_t offset, uint64_t len)
+{
+    int r = check_range(d, offset, len);
+    if (r < 0)
+        return r;
+    if (d->read_only)
+        return -EROFS;
+    pthread_mutex_lock(&d->lock);
+    r = d->qcow2 ? qcow2_write_zeroes(d->qcow2, offset, len) : raw_zero(d->fd, offset, len);
+    pthread_mutex_unlock(&d->lock);
+    return r;
+}
+
+int disk_discard(struct disk *d, uint64_t offset, uint64_t len)
+{
+    return disk_write_zeroes(d, offset, len); /* discarded ranges read as zeroes (disk.h) */
+}
+
+uint64_t disk_size(const struct disk *d)
+{
+    return d->size;
+}
+
+const char *disk_format(const struct disk *d)
+{
+    return d->qcow2 ? "qcow2" : "raw";
+}
+
+int disk_close(struct disk *d)
+{
+    if (!d)
+        return 0;
+    int r;
+    if (d->qcow2) {
+        r = qcow2_close(d->qcow2);
+    } else {
+        r = (!d->read_only && fdatasync(d->fd) < 0) ? -errno : 0;
+        close(d->fd);
+    }
+    pthread_mutex_destroy(&d->lock);
+    free(d);
+    return r;
+}
+
+int disk_create_qcow2(const char *path, uint64_t size, const char *backing,
+                      const char *backing_format)
+{
+    return qcow2_create(path, size, QCOW2_DEFAULT_CLUSTER_SIZE, backing, backing_format);
+}
+
+uint32_t disk_granule(const struct disk *d)
+{
+    return d->qcow2 ? qcow2_cluster_size(d->qcow2) : 0;
+}
+
+/* Raw: the file's data extents (holes read as zeroes and there is no backing file). */
+static int raw_layer_map(int fd, uint64_t size, uint32_t granule, uint64_t *bitmap)
+{
+    off_t at = 0;
+    while ((uint64_t)at < size) {
+        off_t data = lseek(fd, at, SEEK_DATA);
+        if (data < 0)
+            return errno == ENXIO ? 0 : -errno;
+        off_t hole = lseek(fd, data, SEEK_HOLE);
+        if (hole < 0)
+            return -errno;
+        if ((uint64_t)hole > size)
+            hole = (off_t)size;
+        for (uint64_t b = (uint64_t)data / granule; b * granule < (uint64_t)hole; b++)
+            bitmap[b / 64] |= 1ull << (b % 64);
+        at = hole;
+    }
+    return 0;
+}
+
+int disk_layer_map(struct disk *d, uint32_t granule, uint64_t *bitmap)
+{
+    if (!granule || (granule & (granule - 1)))
+        return -EINVAL;
+    pthread_mutex_lock(&d->lock);
+    int r = d->qcow2 ? qcow2_layer_map(d->qcow2, granule, bitmap)
+                     : raw_layer_map(d->fd, d->size, granule, bitmap);
+    pthread_mutex_unlock(&d->lock);
+    return r;
+}
+
+int disk_backing_name(const char *path, char *out, size_t len)
+{
+    unsigned char magic[4];
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    bool qcow2 = pread(fd, magic, sizeof(magic), 0) == 4 && qcow2_probe(magic, 4);
+    close(fd);
+    if (!qcow2) {
+        out[0] = 0;
+        return 0;
+    }
+    return qcow2_backing_name(path, out, len);
+}
+
+int disk_set_backing(const char *path, const char *backing, const char *backing_format)
+{
+    return qcow2_set_backing(path, backing, backing_format);
+}

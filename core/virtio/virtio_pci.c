@@ -1,0 +1,635 @@
+/* virtio-pci modern transport (see virtio_pci.h). BAR 0 (64-bit memory, 16 KiB) holds the
+ * common config at 0x0000, the ISR at 0x1000, the device config at 0x2000 and the queue
+ * notify addresses at 0x3000 + 4 * queue. A notify write is caught by KVM_IOEVENTFD (or, if
+ * that fails or the guest writes another width, by the MMIO handler, which signals the same
+ * eventfd) and wakes the I/O thread. The I/O thread serves chains with the transport lock
+ * held, so a reset or a quiesce from another thread simply waits for the chain in flight. */
+#include "core/virtio/virtio_pci.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/util/log.h"
+
+#define BAR_SIZE 0x4000
+#define OFF_COMMON 0x0000
+#define OFF_ISR 0x1000
+#define OFF_DEVICE 0x2000
+#define OFF_NOTIFY 0x3000
+#define NOTIFY_MULT 4
+#define COMMON_LEN 0x38
+
+/* Per-queue state the guest programs; saved as is. */
+struct vq_regs {
+    uint16_t size, enabled;
+    uint16_t last_avail, used_idx;
+    uint64_t desc, driver, device;
+};
+
+/* Saved as 'VIOP'. */
+struct vp_regs {
+    uint32_t version;
+    uint8_t status, isr, broken, pad;
+    uint32_t dfselect, gfselect;
+    uint16_t queue_select, config_generation;
+    uint32_t pad2;
+    uint64_t driver_features;
+    struct vq_regs q[VIRTIO_MAX_QUEUES];
+};
+
+struct vq {
+    struct virtq ring; /* mapped while enabled and not broken */
+    int kick_fd;
+    uint64_t ioevent_addr; /* registered KVM_IOEVENTFD address, 0 = none */
+};
+
+struct virtio_pci {
+    struct pci_device pci;
+    struct machine *m;
+    struct pci_bus *bus;
+    const struct virtio_device_ops *ops;
+    void *opaque;
+    pthread_mutex_t lock;
+    struct vp_regs r;
+    struct vq q[VIRTIO_MAX_QUEUES];
+    uint64_t bar_base; /* 0 = not decoding */
+    unsigned irq;      /* the INTx line as wired at creation (cfg 0x3C is only the guest's note) */
+    bool irq_level;
+    int ctl_fd; /* wakes the I/O thread: stop, unquiesce, state loaded */
+    pthread_t thread;
+    bool thread_started, stopping;
+    unsigned quiesced; /* quiesce calls not yet undone: they nest */
+    char broken_reason[200];
+    uint64_t requests, kicks;
+};
+
+/* ---- interrupts and the broken state ---- */
+
+static void update_irq_locked(struct virtio_pci *vp)
+{
+    bool intx_off = vp->pci.cfg[0x05] & 0x04;
+    bool level = vp->r.isr && !intx_off;
+    if (level != vp->irq_level) {
+        vp->irq_level = level;
+        machine_set_irq(vp->m, vp->irq, level);
+    }
+}
+
+static void mark_broken_locked(struct virtio_pci *vp, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void mark_broken_locked(struct virtio_pci *vp, const char *fmt, ...)
+{
+    if (vp->r.broken)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(vp->broken_reason, sizeof(vp->broken_reason), fmt, ap);
+    va_end(ap);
+    vp->r.broken = 1;
+    vp->r.status |= VIRTIO_STATUS_NEEDS_RESET;
+    vp->r.config_generation++;
+    vp->r.isr |= 2; /* configuration change */
+    update_irq_locked(vp);
+    vmm_log("%s: device needs reset: %s; it serves no requests until the guest resets it",
+            vp->ops->name, vp->broken_reason);
+}
+
+/* Maps queue Q's rings (virtqueue.c checks them); false (device marked broken) if bad. */
+static bool vq_map_locked(struct virtio_pci *vp, unsigned q)
+{
+    struct vq_regs *qr = &vp->r.q[q];
+    char reason[200];
+    bool indirect = vp->r.driver_features >> VIRTIO_F_INDIRECT_DESC & 1;
+    if (virtq_map(&vp->q[q].ring, vp->m->mem, qr->desc, qr->driver, qr->device, qr->size, indirect,
+                  reason, sizeof(reason)) == 0)
+        return true;
+    mark_broken_locked(vp, "queue %u: %s", q, reason);
+    return false;
+}
+
+/* ---- the I/O thread ---- */
+
+/* Serves every chain queue Q has made available; true if any completed. */
+static bool vq_serve_locked(struct virtio_pci *vp, unsigned q)
+{
+    struct vq_regs *qr = &vp->r.q[q];
+    struct virtq *ring = &vp->q[q].ring;
+    bool any = false;
+    static __thread struct virtq_chain chain;
+    while (!vp->r.broken && !vp->quiesced && qr->enabled && ring->desc &&
+           (vp->r.status & VIRTIO_STATUS_DRIVER_OK)) {
+        char reason[160];
+        int r = virtq_pop(ring, vp->m->mem, qr->last_avail, &chain, reason, sizeof(reason));
+        if (r == 0)
+            break;
+        int written =
+            r < 0 ? -1 : vp->ops->handle_chain(vp->opaque, q, &chain, reason, sizeof(reason));
+        if (written < 0) {
+            mark_broken_locked(vp, "queue %u: malformed chain: %s", q, reason);
+            break;
+        }
+        qr->last_avail++;
+        virtq_push(ring, vp->m->mem, &qr->used_idx, chain.head, (uint32_t)written);
+        vp->requests++;
+        any = true;
+        pthread_mutex_unlock(&vp->lock); /* let a waiting vCPU in between two requests */
+        pthread_mutex_lock(&vp->lock);
+    }
+    return any;
+}
+
+static void serve_all_locked(struct virtio_pci *vp)
+{
+    bool any = false;
+    for (unsigned q = 0; q < vp->ops->num_queues; q++)
+        any |= vq_serve_locked(vp, q);
+    if (any) {
+        vp->r.isr |= 1;
+        update_irq_locked(vp);
+    }
+}
+
+static void *io_thread(void *arg)
+{
+    struct virtio_pci *vp = arg;
+    pthread_setname_np(pthread_self(), "vmws-virtio");
+    struct pollfd pfd[VIRTIO_MAX_QUEUES + 1];
+    unsigned n = vp->ops->num_queues;
+    for (unsigned q = 0; q < n; q++)
+        pfd[q] = (struct pollfd){.fd = vp->q[q].kick_fd, .events = POLLIN};
+    pfd[n] = (struct pollfd){.fd = vp->ctl_fd, .events = POLLIN};
+    for (;;) {
+        if (poll(pfd, n + 1, -1) < 0 && errno != EINTR)
+            break;
+        uint64_t v;
+        for (unsigned i = 0; i <= n; i++)
+            if (pfd[i].revents & POLLIN && read(pfd[i].fd, &v, sizeof(v)) == sizeof(v) && i < n)
+                __atomic_add_fetch(&vp->kicks, 1, __ATOMIC_RELAXED);
+        pthread_mutex_lock(&vp->lock);
+        bool stop = vp->stopping;
+        if (!stop)
+            serve_all_locked(vp);
+        pthread_mutex_unlock(&vp->lock);
+        if (stop)
+            break;
+    }
+    return NULL;
+}
+
+static void wake_thread(struct virtio_pci *vp)
+{
+    uint64_t one = 1;
+    ssize_t w = write(vp->ctl_fd, &one, sizeof(one));
+    (void)w;
+}
+
+/* ---- registers ---- */
+
+static void reset_locked(struct virtio_pci *vp)
+{
+    memset(&vp->r, 0, sizeof(vp->r));
+    vp->r.version = 1;
+    for (unsigned q = 0; q < VIRTIO_MAX_QUEUES; q++) {
+        vp->r.q[q].size = q < vp->ops->num_queues ? VIRTQ_MAX_SIZE : 0;
+        virtq_unmap(&vp->q[q].ring);
+    }
+    vp->broken_reason[0] = '\0';
+    update_irq_locked(vp);
+}
+
+static uint64_t device_features(const struct virtio_pci *vp)
+{
+    return vp->ops->features | 1ull << VIRTIO_F_VERSION_1 | 1ull << VIRTIO_F_INDIRECT_DESC;
+}
+
+static void status_write_locked(struct virtio_pci *vp, uint8_t v)
+{
+    if (v == 0) {
+        reset_locked(vp);
+        return;
+    }
+    if ((v & VIRTIO_STATUS_FEATURES_OK) && !(vp->r.status & VIRTIO_STATUS_FEATURES_OK)) {
+        uint64_t f = vp->r.driver_features;
+        if ((f & ~device_features(vp)) || !(f & 1ull << VIRTIO_F_VERSION_1))
+            v &= (uint8_t)~VIRTIO_STATUS_FEATURES_OK; /* refused: the driver sees it unset */
+    }
+    vp->r.status = (uint8_t)(v | (vp->r.status & VIRTIO_STATUS_NEEDS_RESET));
+    if (v & VIRTIO_STATUS_DRIVER_OK)
+        wake_thread(vp);
+}
+
+static uint64_t common_read_locked(struct virtio_pci *vp, unsigned off)
+{
+    struct vq_regs *qr =
+        vp->r.queue_select < vp->ops->num_queues ? &vp->r.q[vp->r.queue_select] : NULL;
+    switch (off) {
+    case 0x00:
+        return vp->r.dfselect;
+    case 0x04:
+        return vp->r.dfselect < 2 ? (uint32_t)(device_features(vp) >> 32 * vp->r.dfselect) : 0;
+    case 0x08:
+        return vp->r.gfselect;
+    case 0x0c:
+        return vp->r.gfselect < 2 ? (uint32_t)(vp->r.driver_features >> 32 * vp->r.gfselect) : 0;
+    case 0x10:
+        return 0xffff; /* msix_config: no MSI-X */
+    case 0x12:
+        return vp->ops->num_queues;
+    case 0x14:
+        return vp->r.status;
+    case 0x15:
+        return vp->r.config_generation & 0xff;
+    case 0x16:
+        return vp->r.queue_select;
+    case 0x18:
+        return qr ? qr->size : 0;
+    case 0x1a:
+        return 0xffff; /* queue_msix_vector */
+    case 0x1c:
+        return qr ? qr->enabled : 0;
+    case 0x1e:
+        return vp->r.queue_select; /* queue_notify_off */
+    case 0x20:
+    case 0x24: /* a 64-bit field read whole or as two dwords */
+        return qr ? qr->desc >> (off & 4 ? 32 : 0) : 0;
+    case 0x28:
+    case 0x2c:
+        return qr ? qr->driver >> (off & 4 ? 32 : 0) : 0;
+    case 0x30:
+    case 0x34:
+        return qr ? qr->device >> (off & 4 ? 32 : 0) : 0;
+    default:
+        return 0;
+    }
+}
+
+static void common_write_locked(struct virtio_pci *vp, unsigned off, uint64_t v, unsigned len)
+{
+    struct vq_regs *qr =
+        vp->r.queue_select < vp->ops->num_queues ? &vp->r.q[vp->r.queue_select] : NULL;
+    bool queue_live = qr && qr->enabled;
+    uint64_t *addr = NULL;
+    switch (off) {
+    case 0x00:
+        vp->r.dfselect = (uint32_t)v;
+        return;
+    case 0x08:
+        vp->r.gfselect = (uint32_t)v;
+        return;
+    case 0x0c:
+        if (vp->r.gfselect < 2 && !(vp->r.status & VIRTIO_STATUS_FEATURES_OK)) {
+            unsigned sh = 32 * vp->r.gfselect;
+            vp->r.driver_features =
+                (vp->r.driver_features & ~(0xffffffffull << sh)) | (v & 0xffffffffull) << sh;
+        }
+        return;
+    case 0x14:
+        status_write_locked(vp, (uint8_t)v);
+        return;
+    case 0x16:
+        vp->r.queue_select = (uint16_t)v;
+        return;
+    case 0x18:
+        if (qr && !queue_live) /* a power of two up to what we offer; checked at enable */
+            qr->size = v > VIRTQ_MAX_SIZE ? VIRTQ_MAX_SIZE : (uint16_t)v;
+        return;
+    case 0x1c:
+        if (qr && v == 1 && !queue_live) {
+            qr->enabled = 1;
+            qr->last_avail = qr->used_idx = 0;
+            if (vq_map_locked(vp, vp->r.queue_select))
+                wake_thread(vp);
+        }
+        return;
+    case 0x20:
+    case 0x24:
+        addr = qr ? &qr->desc : NULL;
+        break;
+    case 0x28:
+    case 0x2c:
+        addr = qr ? &qr->driver : NULL;
+        break;
+    case 0x30:
+    case 0x34:
+        addr = qr ? &qr->device : NULL;
+        break;
+    default:
+        return; /* read-only or unknown */
+    }
+    if (!addr || queue_live)
+        return;
+    if (len == 8) {
+        *addr = v;
+    } else {
+        unsigned sh = off & 4 ? 32 : 0;
+        *addr = (*addr & ~(0xffffffffull << sh)) | (v & 0xffffffffull) << sh;
+    }
+}
+
+/* One access at OFF in BAR 0: from the MMIO handler or through the PCI_CFG window. */
+static void bar_access_locked(struct virtio_pci *vp, uint64_t off, uint8_t *data, uint32_t len,
+                              bool is_write)
+{
+    uint64_t v = is_write ? io_data_get(data, len) : 0;
+    if (off < OFF_COMMON + COMMON_LEN) {
+        if (is_write)
+            common_write_locked(vp, (unsigned)off, v, len);
+        else
+            v = common_read_locked(vp, (unsigned)off);
+    } else if (off == OFF_ISR && !is_write) {
+        v = vp->r.isr; /* read to clear: deasserts INTx */
+        vp->r.isr = 0;
+        update_irq_locked(vp);
+    } else if (off >= OFF_DEVICE && off + len <= OFF_DEVICE + vp->ops->config_len) {
+        if (!is_write)
+            vp->ops->config_read(vp->opaque, (unsigned)(off - OFF_DEVICE), data, len);
+        return;
+    } else if (off >= OFF_NOTIFY && off < OFF_NOTIFY + NOTIFY_MULT * vp->ops->num_queues) {
+        if (is_write) { /* a width the ioeventfd did not match, or no ioeventfd */
+            uint64_t one = 1;
+            ssize_t w = write(vp->q[(off - OFF_NOTIFY) / NOTIFY_MULT].kick_fd, &one, 8);
+            (void)w;
+        }
+    }
+    if (!is_write)
+        io_data_put(data, len, v);
+}
+
+static void bar_io(void *opaque, uint64_t offset, uint8_t *data, uint32_t len, bool is_write)
+{
+    struct virtio_pci *vp = opaque;
+    pthread_mutex_lock(&vp->lock);
+    bar_access_locked(vp, offset, data, len, is_write);
+    pthread_mutex_unlock(&vp->lock);
+}
+
+/* ---- PCI: capabilities, BAR moves, ioeventfds ---- */
+
+static void ioeventfd_set(struct virtio_pci *vp, unsigned q, uint64_t addr)
+{
+    struct vq *v = &vp->q[q];
+    if (v->ioevent_addr) {
+        struct kvm_ioeventfd io = {.addr = v->ioevent_addr,
+                                   .len = 2,
+                                   .fd = v->kick_fd,
+                                   .flags = KVM_IOEVENTFD_FLAG_DEASSIGN};
+        ioctl(vp->m->vm_fd, KVM_IOEVENTFD, &io);
+        v->ioevent_addr = 0;
+    }
+    if (!addr)
+        return;
+    struct kvm_ioeventfd io = {.addr = addr, .len = 2, .fd = v->kick_fd};
+    if (ioctl(vp->m->vm_fd, KVM_IOEVENTFD, &io) == 0)
+        v->ioevent_addr = addr;
+    else
+        vmm_log("%s: KVM_IOEVENTFD at 0x%llx: %s; notifies take the MMIO exit path", vp->ops->name,
+                (unsigned long long)addr, strerror(errno));
+}
+
+static void bar_changed(struct pci_device *d, int bar, uint64_t old_addr, uint64_t new_addr,
+                        int enabled)
+{
+    struct virtio_pci *vp = d->opaque;
+    if (bar != 0)
+        return;
+    pthread_mutex_lock(&vp->lock);
+    uint64_t base = enabled ? new_addr : 0;
+    int r = 0;
+    if (old_addr && vp->bar_base == old_addr)
+        r = iobus_move(&vp->m->mmio, old_addr, vp, base, base ? BAR_SIZE : 0);
+    else if (base)
+        r = iobus_register(&vp->m->mmio, base, BAR_SIZE, bar_io, vp);
+    vp->bar_base = r == 0 ? base : 0;
+    for (unsigned q = 0; q < vp->ops->num_queues; q++)
+        ioeventfd_set(vp, q, vp->bar_base ? vp->bar_base + OFF_NOTIFY + NOTIFY_MULT * q : 0);
+    pthread_mutex_unlock(&vp->lock);
+    if (r < 0)
+        vmm_log("%s: cannot decode BAR 0 at 0x%llx: %s", vp->ops->name, (unsigned long long)base,
+                strerror(-r));
+}
+
+/* VIRTIO_PCI_CAP_PCI_CFG (virtio 1.x 4.1.4.9), BAR 0 through config space: the driver writes
+ * cap.bar, cap.offset and cap.length into the capability (plain writable config bytes), and
+ * each read or write of pci_cfg_data (the dword after it) becomes that access in the BAR,
+ * served like an MMIO one. The three fields are the guest's: a BAR other than 0, a length
+ * other than 1, 2 or 4, or an offset not a multiple of it or past the BAR, and the access is
+ * ignored (a read sees zeroes). Called by the PCI bus, its lock held. */
+#define CFG_CAP 0x84
+#define CFG_CAP_LEN 20
+#define CFG_CAP_DATA (CFG_CAP + 16)
+
+static bool cfg_window_access(struct pci_device *d, unsigned off, uint8_t *data, uint32_t len,
+                              bool is_write)
+{
+    if (off < CFG_CAP_DATA || off + len > CFG_CAP_DATA + 4)
+        return false; /* not (all) in pci_cfg_data: the standard handling */
+    struct virtio_pci *vp = d->opaque;
+    uint8_t *window = &d->cfg[CFG_CAP_DATA];
+    uint32_t bar_off, bar_len;
+    memcpy(&bar_off, &d->cfg[CFG_CAP + 8], 4);
+    memcpy(&bar_len, &d->cfg[CFG_CAP + 12], 4);
+    bool valid = d->cfg[CFG_CAP + 4] == 0 && (bar_len == 1 || bar_len == 2 || bar_len == 4) &&
+                 bar_off % bar_len == 0 && bar_off < BAR_SIZE;
+    if (is_write)
+        memcpy(window + (off - CFG_CAP_DATA), data, len);
+    else
+        memset(window, 0, 4);
+    if (valid) {
+        pthread_mutex_lock(&vp->lock);
+        bar_access_locked(vp, bar_off, window, bar_len, is_write);
+        pthread_mutex_unlock(&vp->lock);
+    }
+    if (!is_write)
+        memcpy(data, window + (off - CFG_CAP_DATA), len);
+    return true;
+}
+
+/* Writes one virtio_pci_cap at OFF (LEN bytes) and returns the offset after it. */
+static unsigned put_cap(uint8_t *cfg, unsigned off, unsigned len, uint8_t type, uint32_t bar_off,
+                        uint32_t bar_len, bool last)
+{
+    cfg[off] = 0x09; /* vendor specific */
+    cfg[off + 1] = last ? 0 : (uint8_t)(off + len);
+    cfg[off + 2] = (uint8_t)len;
+    cfg[off + 3] = type;
+    cfg[off + 4] = 0; /* BAR 0 */
+    memcpy(&cfg[off + 8], &bar_off, 4);
+    memcpy(&cfg[off + 12], &bar_len, 4);
+    return off + len;
+}
+
+struct virtio_pci *virtio_pci_create(struct machine *m, struct pci_bus *bus, unsigned slot,
+                                     const struct virtio_device_ops *ops, void *opaque)
+{
+    struct virtio_pci *vp = calloc(1, sizeof(*vp));
+    if (!vp || ops->num_queues > VIRTIO_MAX_QUEUES) {
+        free(vp);
+        return NULL;
+    }
+    vp->m = m;
+    vp->bus = bus;
+    vp->ops = ops;
+    vp->opaque = opaque;
+    vp->ctl_fd = -1;
+    pthread_mutex_init(&vp->lock, NULL);
+    for (unsigned q = 0; q < VIRTIO_MAX_QUEUES; q++)
+        vp->q[q].kick_fd = -1;
+    reset_locked(vp);
+    struct pci_device *d = &vp->pci;
+    pci_device_init(d, 0x1af4, (uint16_t)(0x1040 + ops->device_id), ops->class_code, 1);
+    d->cfg[0x2c] = 0xf4; /* subsystem 1af4:1100 */
+    d->cfg[0x2d] = 0x1a;
+    d->cfg[0x2e] = 0x00;
+    d->cfg[0x2f] = 0x11;
+    d->cfg[0x06] = 0x10; /* status: capabilities list */
+    d->cfg[0x34] = 0x40;
+    d->cfg[0x3d] = 1; /* INTA# */
+    unsigned off = put_cap(d->cfg, 0x40, 16, 1, OFF_COMMON, COMMON_LEN, false);
+    unsigned notify = off;
+    off = put_cap(d->cfg, off, 20, 2, OFF_NOTIFY, NOTIFY_MULT * VIRTIO_MAX_QUEUES, false);
+    uint32_t mult = NOTIFY_MULT;
+    memcpy(&d->cfg[notify + 16], &mult, 4);
+    off = put_cap(d->cfg, off, 16, 3, OFF_ISR, 4, false);
+    off = put_cap(d->cfg, off, 16, 4, OFF_DEVICE, ops->config_len, false);
+    put_cap(d->cfg, off, CFG_CAP_LEN, 5, 0, 0, true); /* at CFG_CAP: bar, offset, length 0 */
+    memset(&d->wmask[CFG_CAP + 4], 0xff, 1);
+    memset(&d->wmask[CFG_CAP + 8], 0xff, 8);
+    d->cfg_access = cfg_window_access;
+    d->bar_size[0] = BAR_SIZE;
+    d->bar_changed = bar_changed;
+    d->opaque = vp;
+    bool ok = (vp->ctl_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) >= 0;
+    for (unsigned q = 0; q < ops->num_queues && ok; q++)
+        ok = (vp->q[q].kick_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) >= 0;
+    if (!ok || pci_register(bus, d, slot) < 0) {
+        vmm_log("%s: cannot create the device at PCI slot %u", ops->name, slot);
+        virtio_pci_destroy(vp);
+        return NULL;
+    }
+    vp->irq = pci_irq_line(d);
+    if (pthread_create(&vp->thread, NULL, io_thread, vp) != 0) {
+        vmm_log("%s: cannot start its I/O thread", ops->name);
+        virtio_pci_destroy(vp);
+        return NULL;
+    }
+    vp->thread_started = true;
+    return vp;
+}
+
+void virtio_pci_destroy(struct virtio_pci *vp)
+{
+    if (!vp)
+        return;
+    if (vp->thread_started) {
+        pthread_mutex_lock(&vp->lock);
+        vp->stopping = true;
+        pthread_mutex_unlock(&vp->lock);
+        wake_thread(vp);
+        pthread_join(vp->thread, NULL);
+    }
+    for (unsigned q = 0; q < VIRTIO_MAX_QUEUES; q++) {
+        if (vp->q[q].ioevent_addr)
+            ioeventfd_set(vp, q, 0);
+        if (vp->q[q].kick_fd >= 0)
+            close(vp->q[q].kick_fd);
+    }
+    if (vp->ctl_fd >= 0)
+        close(vp->ctl_fd);
+    pthread_mutex_destroy(&vp->lock);
+    free(vp);
+}
+
+int virtio_pci_quiesce(struct virtio_pci *vp, unsigned timeout_ms, char *err, size_t errlen)
+{
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += timeout_ms / 1000;
+    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000L;
+    }
+    /* The I/O thread holds the lock for a whole request, so getting the lock in time means
+     * nothing is in flight; after that, quiesced keeps it from starting another. */
+    int r = pthread_mutex_timedlock(&vp->lock, &deadline);
+    if (r != 0) {
+        snprintf(err, errlen,
+                 "%s: a request is still in flight after %u ms (is the disk image's storage "
+                 "hanging?); not saving a state that would lose it",
+                 vp->ops->name, timeout_ms);
+        return -ETIMEDOUT;
+    }
+    vp->quiesced++;
+    pthread_mutex_unlock(&vp->lock);
+    return 0;
+}
+
+void virtio_pci_unquiesce(struct virtio_pci *vp)
+{
+    pthread_mutex_lock(&vp->lock);
+    bool wake = vp->quiesced && --vp->quiesced == 0;
+    pthread_mutex_unlock(&vp->lock);
+    if (wake)
+        wake_thread(vp); /* chains made available meanwhile */
+}
+
+uint8_t virtio_pci_status(struct virtio_pci *vp, bool *needs_reset, char *why, size_t whylen)
+{
+    pthread_mutex_lock(&vp->lock);
+    uint8_t s = vp->r.status;
+    *needs_reset = vp->r.broken;
+    snprintf(why, whylen, "%s", vp->broken_reason);
+    pthread_mutex_unlock(&vp->lock);
+    return s;
+}
+
+void virtio_pci_counters(struct virtio_pci *vp, uint64_t *requests, uint64_t *kicks)
+{
+    pthread_mutex_lock(&vp->lock);
+    *requests = vp->requests;
+    *kicks = __atomic_load_n(&vp->kicks, __ATOMIC_RELAXED);
+    pthread_mutex_unlock(&vp->lock);
+}
+
+int virtio_pci_save(struct virtio_pci *vp, struct state_writer *w, uint32_t instance)
+{
+    pthread_mutex_lock(&vp->lock);
+    state_put(w, STATE_TAG('V', 'I', 'O', 'P'), instance, &vp->r, sizeof(vp->r));
+    pthread_mutex_unlock(&vp->lock);
+    return w->error;
+}
+
+int virtio_pci_load(struct virtio_pci *vp, const struct state_reader *rd, uint32_t instance)
+{
+    struct vp_regs regs;
+    int r = state_get_exact(rd, STATE_TAG('V', 'I', 'O', 'P'), instance, &regs, sizeof(regs));
+    if (r < 0)
+        return r;
+    if (regs.version != 1)
+        return -EINVAL;
+    pthread_mutex_lock(&vp->lock);
+    vp->r = regs;
+    vp->r.broken = 0;
+    for (unsigned q = 0; q < vp->ops->num_queues; q++) {
+        virtq_unmap(&vp->q[q].ring);
+        if (vp->r.q[q].enabled)
+            vq_map_locked(vp, q); /* the same checks as at enable; marks broken if bad */
+    }
+    if (regs.broken && !vp->r.broken)
+        mark_broken_locked(vp, "restored as broken");
+    /* Drive the line to its restored level whatever we last told KVM. */
+    vp->irq_level = vp->r.isr && !(vp->pci.cfg[0x05] & 0x04);
+    machine_set_irq(vp->m, vp->irq, vp->irq_level);
+    pthread_mutex_unlock(&vp->lock);
+    wake_thread(vp);
+    return 0;
+}

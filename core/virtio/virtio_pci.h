@@ -1,0 +1,64 @@
+/* virtio-pci, modern (virtio 1.x) transport: a PCI function 1af4:(0x1040 + device id) whose
+ * common, notify, ISR and device config structures sit in one 64-bit memory BAR, described by
+ * vendor capabilities. Split virtqueues only; INTx through the ISR; queue notifies arrive on
+ * eventfds (KVM_IOEVENTFD on the notify address) and are served by the transport's I/O thread,
+ * never a vCPU thread. The one idea: every descriptor chain is walked and checked in exactly
+ *  one place (virtq_pop in virtqueue.c) before a device sees it as host memory segments;
+ * anything malformed sets DEVICE_NEEDS_RESET, logs once, and the VMM runs on. */
+#ifndef VMWS_VIRTIO_PCI_H
+#define VMWS_VIRTIO_PCI_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/devices/devices.h"
+#include "core/snapshot/state.h"
+#include "core/virtio/virtqueue.h"
+#include "core/vm/machine.h"
+
+#define VIRTIO_F_VERSION_1 32
+#define VIRTIO_STATUS_ACKNOWLEDGE 0x01
+#define VIRTIO_STATUS_DRIVER 0x02
+#define VIRTIO_STATUS_DRIVER_OK 0x04
+#define VIRTIO_STATUS_FEATURES_OK 0x08
+#define VIRTIO_STATUS_NEEDS_RESET 0x40
+#define VIRTIO_STATUS_FAILED 0x80
+
+#define VIRTIO_MAX_QUEUES 4
+
+struct virtio_pci;
+struct virtio_device_ops {
+    uint16_t device_id;  /* virtio device id: 2 = block */
+    uint32_t class_code; /* PCI class */
+    uint64_t features;   /* offered; VERSION_1 is added by the transport */
+    unsigned num_queues;
+    unsigned config_len; /* bytes of device-specific config */
+    const char *name;    /* for logs: "virtio-blk" */
+    /* Device config access (vCPU thread, transport lock held). */
+    void (*config_read)(void *opaque, unsigned off, uint8_t *data, unsigned len);
+    /* Serves one chain (I/O thread, transport lock held). Returns the number of bytes written
+     * into the writable part, or -1 if the chain is malformed for this device (the transport
+     * then marks the device NEEDS_RESET with REASON). */
+    int (*handle_chain)(void *opaque, unsigned queue, struct virtq_chain *c, char *reason,
+                        size_t reasonlen);
+};
+
+/* Creates the device at PCI SLOT and starts its I/O thread. NULL on failure (logged). */
+struct virtio_pci *virtio_pci_create(struct machine *m, struct pci_bus *bus, unsigned slot,
+                                     const struct virtio_device_ops *ops, void *opaque);
+void virtio_pci_destroy(struct virtio_pci *vp);
+/* Stops the I/O thread from taking new chains and waits up to TIMEOUT_MS for the one in flight.
+ * 0, or -ETIMEDOUT with ERR saying so. virtio_pci_unquiesce() lets it run again; calls nest
+ * (it runs again when every quiesce has been undone). */
+int virtio_pci_quiesce(struct virtio_pci *vp, unsigned timeout_ms, char *err, size_t errlen);
+void virtio_pci_unquiesce(struct virtio_pci *vp);
+/* Device status byte, whether it is broken and why (for status reports). */
+uint8_t virtio_pci_status(struct virtio_pci *vp, bool *needs_reset, char *why, size_t whylen);
+/* Completed chains and notifies so far. */
+void virtio_pci_counters(struct virtio_pci *vp, uint64_t *requests, uint64_t *kicks);
+/* Transport state: features, status, queue addresses and indices (record 'VIOP', INSTANCE). */
+int virtio_pci_save(struct virtio_pci *vp, struct state_writer *w, uint32_t instance);
+int virtio_pci_load(struct virtio_pci *vp, const struct state_reader *r, uint32_t instance);
+
+#endif

@@ -1,0 +1,483 @@
+/* The VMM process of one VM (see vmm.h). The main thread owns the machine's life: it boots it,
+ * sleeps until something stops it (guest poweroff or reset, a client's quit, a signal, a guest
+ * error), and then powers off, reboots or stays up as "crashed" so the user can read why.
+ * Control and console sockets are served by their own threads and touch the machine only under
+ * vmm.lock, because a reboot replaces the machine and its devices underneath them. */
+#include "core/vmm/vmm_priv.h"
+
+#define MAX_IMAGE_BYTES (1ULL << 30)
+
+const char *const vmm_state_names[] = {"booting", "running", "paused", "shutdown", "crashed"};
+
+double vmm_ms_since(const struct timespec *t0)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)(now.tv_sec - t0->tv_sec) * 1e3 + (double)(now.tv_nsec - t0->tv_nsec) / 1e6;
+}
+
+/* ---- images ---- */
+
+static int map_file(const char *what, const char *path, struct file_image *img, char *err,
+                    size_t errlen)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) < 0) {
+        int e = errno;
+        snprintf(err, errlen, "cannot open %s %s: %s", what, path, strerror(e));
+        if (fd >= 0)
+            close(fd);
+        return -e;
+    }
+    if (!S_ISREG(st.st_mode) || st.st_size == 0 || (uint64_t)st.st_size > MAX_IMAGE_BYTES) {
+        snprintf(err, errlen, "%s %s is not a regular file of 1 byte to 1 GiB", what, path);
+        close(fd);
+        return -EINVAL;
+    }
+    void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (p == MAP_FAILED) {
+        int e = errno;
+        snprintf(err, errlen, "cannot map %s %s: %s", what, path, strerror(e));
+        return -e;
+    }
+    *img = (struct file_image){p, (size_t)st.st_size, true};
+    return 0;
+}
+
+static void unmap_image(struct file_image *img)
+{
+    if (img->mapped)
+        munmap((void *)img->data, img->len);
+    memset(img, 0, sizeof(*img));
+}
+
+static int load_images(struct vmm *v, char *err, size_t errlen)
+{
+    const struct vm_config *cfg = v->cfg;
+    int r = 0;
+    if (cfg->kernel[0] == '\0' || strcmp(cfg->kernel, "builtin") == 0)
+        v->kernel = (struct file_image){
+            vmws_guest_bzimage, (size_t)(vmws_guest_bzimage_end - vmws_guest_bzimage), false};
+    else
+        r = map_file("kernel", cfg->kernel, &v->kernel, err, errlen);
+    if (r == 0 && cfg->initrd[0])
+        r = map_file("initrd", cfg->initrd, &v->initrd, err, errlen);
+    if (r == 0) {
+        struct bzimage_info info;
+        r = bzimage_parse(v->kernel.data, v->kernel.len, &info, err, errlen);
+        if (r == 0)
+            vmm_log("kernel: %s, boot protocol %u.%02u%s%s",
+                    cfg->kernel[0] ? cfg->kernel : "built-in guest", info.protocol >> 8,
+                    info.protocol & 0xff, info.version[0] ? ", version " : "", info.version);
+    }
+    return r;
+}
+
+/* ---- the machine ---- */
+
+static void console_to_serial(void *opaque, const unsigned char *buf, size_t len)
+{
+    struct vmm *v = opaque;
+    pthread_mutex_lock(&v->lock);
+    if (v->machine_live && v->serial)
+        serial_input(v->serial, buf, len);
+    pthread_mutex_unlock(&v->lock);
+}
+
+static void destroy_machine_locked(struct vmm *v)
+{
+    if (!v->machine_live)
+        return;
+    for (size_t i = vmm_ndevices; i-- > 0;)
+        if (vmm_devices[i].stop)
+            vmm_devices[i].stop(v);
+    machine_destroy(&v->m); /* joins the vCPU threads first: no device is in use after this */
+    for (size_t i = vmm_ndevices; i-- > 0;)
+        if (vmm_devices[i].destroy)
+            vmm_devices[i].destroy(v);
+    v->machine_live = false;
+}
+
+/* Devices with requests of their own in flight (the disk's I/O thread) first reach a quiet
+ * point; one that cannot within its bound fails the save or load, and the VM runs on unchanged. */
+static void resume_devices_locked(struct vmm *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (vmm_devices[i].resume)
+            vmm_devices[i].resume(v);
+}
+
+static int quiesce_devices_locked(struct vmm *v, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < vmm_ndevices; i++) {
+        if (vmm_devices[i].quiesce && vmm_devices[i].quiesce(v, err, errlen) < 0) {
+            resume_devices_locked(v, i);
+            return -ETIMEDOUT;
+        }
+    }
+    return 0;
+}
+
+/* Saves the machine and every device (paused). */
+int save_all_locked(struct vmm *v, struct state_writer *w)
+{
+    char err[256];
+    int r = quiesce_devices_locked(v, err, sizeof(err));
+    if (r < 0) {
+        vmm_log("cannot save the machine: %s", err);
+        return r;
+    }
+    r = machine_save_state(&v->m, w);
+    for (size_t i = 0; i < vmm_ndevices && r == 0; i++) {
+        r = vmm_devices[i].save(v, w);
+        state_put_version(w, vmm_devices[i].tag, vmm_devices[i].version);
+    }
+    resume_devices_locked(v, vmm_ndevices);
+    return r < 0 ? r : w->error;
+}
+
+int load_all_locked(struct vmm *v, const struct state_reader *r, char *err, size_t errlen)
+{
+    /* Device records are checked before the vCPUs are touched: a bad file changes nothing. */
+    int rc = machine_check_state(&v->m, r, err, errlen);
+    if (rc < 0)
+        return rc;
+    char qerr[256];
+    if (quiesce_devices_locked(v, qerr, sizeof(qerr)) < 0) {
+        snprintf(err, errlen, "%s", qerr);
+        return -ETIMEDOUT;
+    }
+    for (size_t i = 0; i < vmm_ndevices && rc == 0; i++) {
+        uint32_t saved = state_version(r, vmm_devices[i].tag);
+        if (saved > vmm_devices[i].version) {
+            snprintf(err, errlen,
+                     "the saved state's %s record is version %u; this vmws reads up to %u "
+                     "(saved by a newer vmws?)",
+                     vmm_devices[i].name, saved, vmm_devices[i].version);
+            rc = -EINVAL;
+        } else if (vmm_devices[i].load(v, r)) {
+            snprintf(err, errlen, "the saved state's %s record does not fit this machine",
+                     vmm_devices[i].name);
+            rc = -EINVAL;
+        }
+    }
+    if (rc == 0)
+        rc = machine_load_state(&v->m, r, true, err, errlen);
+    resume_devices_locked(v, vmm_ndevices);
+    return rc;
+}
+
+static int create_machine_locked(struct vmm *v, char *err, size_t errlen)
+{
+    int r = machine_create(&v->m, &v->mem, v->cfg->cpus, err, errlen);
+    v->machine_live = true;
+    for (size_t i = 0; i < vmm_ndevices && r == 0; i++)
+        r = vmm_devices[i].create(v, err, errlen);
+    return r;
+}
+
+/* Loads ACPI tables and the kernel and points the boot vCPU at it. */
+static int boot_kernel_locked(struct vmm *v, char *err, size_t errlen)
+{
+    uint64_t rsdp = 0;
+    struct acpi_config acfg = {.ncpus = v->cfg->cpus};
+    int r = acpi_build(&v->mem, &acfg, &rsdp);
+    if (r < 0) {
+        snprintf(err, errlen, "cannot build ACPI tables for %u vCPUs: %s", v->cfg->cpus,
+                 strerror(-r));
+        return r;
+    }
+    struct boot_request req = {
+        .kernel = v->kernel.data,
+        .kernel_len = v->kernel.len,
+        .initrd = v->initrd.data,
+        .initrd_len = v->initrd.len,
+        .cmdline = v->cfg->append,
+        .acpi_rsdp = rsdp,
+    };
+    if (v->display)
+        display_boot_framebuffer(v->display, &req.fb);
+    struct boot_entry entry;
+    r = linuxboot_load(&v->mem, &req, &entry, err, errlen);
+    if (r < 0)
+        return r;
+    struct kvm_regs regs;
+    struct kvm_sregs sregs;
+    memset(&regs, 0, sizeof(regs));
+    r = machine_get_boot_sregs(&v->m, &sregs);
+    if (r < 0) {
+        snprintf(err, errlen, "KVM_GET_SREGS: %s", strerror(-r));
+        return r;
+    }
+    linuxboot_vcpu_state(&entry, &regs, &sregs);
+    return machine_set_boot_state(&v->m, &regs, &sregs, err, errlen);
+}
+
+/* Resumes from the suspend state: machine, devices, the carry bitmap. The file is removed once
+ * the machine runs from it (its memory file moves on from here). */
+static int resume_locked(struct vmm *v, char *err, size_t errlen)
+{
+    struct state_reader r;
+    int rc = state_reader_load(&r, v->paths->suspend_state, err, errlen);
+    if (rc < 0)
+        return rc;
+    rc = load_all_locked(v, &r, err, errlen);
+    const struct state_record *carry = state_get(&r, T_CARRY, 0);
+    size_t words = carry_words(v);
+    if (rc == 0 && carry && carry->len == words * sizeof(uint64_t))
+        memcpy(v->carry, carry->data, carry->len);
+    else if (rc == 0) /* unknown changes: everything may differ from the current node */
+        memset(v->carry, 0xff, words * sizeof(uint64_t));
+    state_reader_free(&r);
+    return rc;
+}
+
+static int boot_machine_locked(struct vmm *v, bool resume, char *err, size_t errlen)
+{
+    int r = create_machine_locked(v, err, errlen);
+    if (r == 0)
+        r = resume ? resume_locked(v, err, errlen) : boot_kernel_locked(v, err, errlen);
+    if (r == 0 && v->opts->start_paused) {
+        v->m.pause_requested = true; /* vCPU threads park before their first KVM_RUN */
+        v->state = VMM_PAUSED;
+    } else {
+        v->state = VMM_RUNNING;
+    }
+    if (r == 0)
+        r = machine_start(&v->m, err, errlen);
+    if (r == 0 && resume)
+        unlink(v->paths->suspend_state);
+    return r;
+}
+
+/* ---- the main loop ---- */
+
+enum wake { WAKE_MACHINE, WAKE_QUIT, WAKE_SIGNAL };
+
+/* Sleeps until the machine stops, a client quits or a signal arrives. */
+static enum wake wait_for_event(struct vmm *v, int sigfd, bool machine_running)
+{
+    struct pollfd fds[3] = {
+        {.fd = v->quit_fd, .events = POLLIN},
+        {.fd = sigfd, .events = POLLIN},
+        {.fd = machine_running ? v->m.stop_notify_fd : -1, .events = POLLIN},
+    };
+    for (;;) {
+        if (poll(fds, 3, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            return WAKE_QUIT;
+        }
+        if (fds[1].revents) {
+            struct signalfd_siginfo si;
+            ssize_t n = read(sigfd, &si, sizeof(si));
+            (void)n;
+            vmm_log("signal %u: stopping the VM", si.ssi_signo);
+            return WAKE_SIGNAL;
+        }
+        if (fds[0].revents)
+            return WAKE_QUIT;
+        if (fds[2].revents)
+            return WAKE_MACHINE;
+    }
+}
+
+static int block_signals(void)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    signal(SIGPIPE, SIG_IGN);
+    pthread_sigmask(SIG_BLOCK, &set, NULL); /* threads created later inherit this */
+    return signalfd(-1, &set, SFD_CLOEXEC);
+}
+
+/* Runs the machine until it ends; returns the exit status. READY_FD gets its byte once the
+ * first boot is under way, so `vmws start` reports boot errors instead of "started". */
+static int run_machine(struct vmm *v, int sigfd, int *ready_fd, bool resume)
+{
+    char err[512];
+    for (;;) {
+        pthread_mutex_lock(&v->lock);
+        if (!resume && v->tree_ok) /* memory starts from zero, the disk from the current node */
+            snapshot_fresh_boot(&v->tree, &v->snap_host);
+        int r = boot_machine_locked(v, resume, err, sizeof(err));
+        pthread_mutex_unlock(&v->lock);
+        if (r < 0) {
+            vmm_log("cannot %s %s: %s", resume ? "resume" : "boot", v->cfg->name, err);
+            fprintf(stderr, "vmws: cannot %s %s: %s\n", resume ? "resume" : "boot", v->cfg->name,
+                    err);
+            pthread_mutex_lock(&v->lock);
+            destroy_machine_locked(v);
+            pthread_mutex_unlock(&v->lock);
+            return 1;
+        }
+        vmm_log("%s %s: %u vCPU(s), %llu MiB %s memory%s", resume ? "resumed" : "booted",
+                v->cfg->name, v->cfg->cpus, (unsigned long long)(v->cfg->memory_bytes >> 20),
+                mem_backend_name(v->cfg->backend), v->opts->start_paused ? ", paused" : "");
+        display_set_state(v->display, vmm_state_names[v->state]);
+        if (*ready_fd >= 0) {
+            ssize_t w = write(*ready_fd, "R", 1);
+            (void)w;
+            close(*ready_fd);
+            *ready_fd = -1;
+        }
+        resume = false;
+
+        enum wake w = wait_for_event(v, sigfd, true);
+        if (w != WAKE_MACHINE)
+            machine_request_stop(&v->m, STOP_QUIT,
+                                 v->suspended       ? "suspended"
+                                 : w == WAKE_SIGNAL ? "signal"
+                                                    : "client quit");
+
+        pthread_mutex_lock(&v->lock);
+        enum machine_stop_reason why = v->m.stop_reason;
+        char detail[256];
+        snprintf(detail, sizeof(detail), "%s", v->m.stop_detail);
+        destroy_machine_locked(v);
+        v->state = why == STOP_ERROR ? VMM_CRASHED : why == STOP_RESET ? VMM_BOOTING : VMM_SHUTDOWN;
+        if (why == STOP_ERROR)
+            snprintf(v->crash_detail, sizeof(v->crash_detail), "%s", detail);
+        bool suspended = v->suspended;
+        pthread_mutex_unlock(&v->lock);
+
+        vmm_log("%s stopped: %s", v->cfg->name, detail);
+        if (suspended) {
+            struct timespec t0;
+            clock_gettime(CLOCK_MONOTONIC, &t0);
+            int sr = v->mem.fd >= 0 ? fdatasync(v->mem.fd) : 0;
+            double ms = vmm_ms_since(&t0);
+            if (sr < 0)
+                vmm_log("writing back the memory file failed: %s", strerror(errno));
+            else
+                vmm_log("memory file durable %.0f ms after the suspend", ms);
+            json_t *d = json_pack("{s:f}", "writeback_ms", ms);
+            ctl_server_event(v->ctl, "SUSPENDED", d);
+            json_decref(d);
+            return sr < 0 ? 1 : 0;
+        }
+        switch (why) {
+        case STOP_RESET:
+            ctl_server_event(v->ctl, "RESET", NULL);
+            continue;
+        case STOP_ERROR: {
+            json_t *d = json_pack("{s:s}", "detail", detail);
+            ctl_server_event(v->ctl, "GUEST_CRASHED", d);
+            json_decref(d);
+            /* Stay up so `vmws status` can tell the user what happened; quit ends it. */
+            wait_for_event(v, sigfd, false);
+            return 1;
+        }
+        default: {
+            json_t *d =
+                json_pack("{s:s}", "reason", why == STOP_POWEROFF ? "guest-poweroff" : "quit");
+            ctl_server_event(v->ctl, "SHUTDOWN", d);
+            json_decref(d);
+            return 0;
+        }
+        }
+    }
+}
+
+/* Opens guest RAM: kept as it is when resuming from suspend, else a fresh empty file. */
+static int open_memory(struct vmm *v, bool resume, char *err, size_t errlen)
+{
+    const struct vm_config *cfg = v->cfg;
+    const struct vm_paths *paths = v->paths;
+    if (resume) {
+        struct stat st;
+        if (cfg->backend != MEM_BACKEND_FILE || stat(paths->vmem, &st) < 0 ||
+            (uint64_t)st.st_size != cfg->memory_bytes) {
+            snprintf(err, errlen,
+                     "cannot resume: the memory file %.300s is missing or no longer %llu MiB "
+                     "(was vm.conf changed while the VM was suspended?); 'vmws stop' discards "
+                     "the suspended state",
+                     paths->vmem, (unsigned long long)(cfg->memory_bytes >> 20));
+            return -EINVAL;
+        }
+    } else if (cfg->backend == MEM_BACKEND_FILE && unlink(paths->vmem) < 0 && errno != ENOENT) {
+        /* A powered-off VM has no memory: start from an empty sparse file. */
+        snprintf(err, errlen, "cannot remove stale memory file %.400s: %s", paths->vmem,
+                 strerror(errno));
+        return -errno;
+    }
+    return guest_mem_open(&v->mem, cfg->memory_bytes, cfg->backend, paths->vmem, err, errlen);
+}
+
+int vmm_run(const struct vm_config *cfg, const struct vm_paths *paths,
+            const struct vmm_options *opts)
+{
+    struct vmm v = {.cfg = cfg, .paths = paths, .quit_fd = -1, .opts = opts};
+    char err[512] = "";
+    int status = 1;
+    int ready_fd = opts->ready_fd;
+    pthread_mutex_init(&v.lock, NULL);
+    clock_gettime(CLOCK_MONOTONIC, &v.started);
+    v.mem.fd = -1;
+    bool resume = access(paths->suspend_state, F_OK) == 0;
+
+    int sigfd = block_signals();
+    v.quit_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (sigfd < 0 || v.quit_fd < 0) {
+        vmm_log("cannot set up signal handling: %s", strerror(errno));
+        goto out;
+    }
+    v.tree_ok = snap_tree_load(&v.tree, paths->dir, v.tree_err, sizeof(v.tree_err)) == 0;
+    snprintf(v.tree.base_format, sizeof(v.tree.base_format), "%s", cfg->disk.format);
+    if (v.tree_ok) /* this process holds the VM (its pidfile lock) */
+        snap_tree_tidy(&v.tree);
+    if (!v.tree_ok)
+        vmm_log("snapshots unavailable: %s", v.tree_err);
+    if (load_images(&v, err, sizeof(err)) < 0 || open_memory(&v, resume, err, sizeof(err)) < 0)
+        goto fail;
+    v.console = console_server_start(paths->console_sock, paths->serial_log, console_to_serial, &v,
+                                     err, sizeof(err));
+    if (!v.console)
+        goto fail;
+    json_t *greeting = json_pack("{s:s, s:s, s:i}", "version", PACKAGE_VERSION, "name", cfg->name,
+                                 "pid", (int)getpid());
+    v.ctl = ctl_server_start(paths->ctl_sock, greeting, vmm_commands, vmm_ncommands, &v, err,
+                             sizeof(err));
+    json_decref(greeting);
+    if (!v.ctl)
+        goto fail;
+    struct display_config dcfg;
+    if (display_config_from_vm(cfg, paths->dir, &dcfg, err, sizeof(err)) < 0 ||
+        !(v.display = display_create(&dcfg, err, sizeof(err))) ||
+        setup_snapshot_host(&v, err, sizeof(err)) < 0)
+        goto fail;
+    status = run_machine(&v, sigfd, &ready_fd, resume);
+    goto out;
+
+fail:
+    vmm_log("%s", err);
+    fprintf(stderr, "vmws: %s\n", err);
+out:
+    display_destroy(v.display); /* the machine is gone: nothing draws or types any more */
+    if (v.ctl)
+        ctl_server_stop(v.ctl);
+    if (v.console)
+        console_server_stop(v.console);
+    if (v.mem.host) {
+        guest_mem_close(&v.mem);
+        if (cfg->backend == MEM_BACKEND_FILE && status == 0 && !v.suspended)
+            unlink(paths->vmem);
+    }
+    free(v.carry);
+    snap_tree_free(&v.tree);
+    unmap_image(&v.kernel);
+    unmap_image(&v.initrd);
+    if (v.quit_fd >= 0)
+        close(v.quit_fd);
+    if (sigfd >= 0)
+        close(sigfd);
+    if (ready_fd >= 0)
+        close(ready_fd);
+    pthread_mutex_destroy(&v.lock);
+    return status;
+}

@@ -1,0 +1,203 @@
+/* The VMM's control commands other than suspend and snapshots (vmm_snap.c): status, memory
+ * truth, pause/resume, quit, display and sound; and the table of all of them. They run on the
+ * control socket's thread and take vmm.lock around anything that touches the machine. */
+#include "core/vmm/vmm_priv.h"
+
+json_t *vmm_fail(struct ctl_error *err, const char *cls, const char *fmt, const char *arg)
+{
+    err->cls = cls;
+    snprintf(err->desc, sizeof(err->desc), fmt, arg);
+    return NULL;
+}
+
+static uint64_t uptime_ms(const struct vmm *v)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (uint64_t)(now.tv_sec - v->started.tv_sec) * 1000 +
+           (uint64_t)((now.tv_nsec - v->started.tv_nsec) / 1000000);
+}
+
+static json_t *cmd_query_status(void *opaque, json_t *args, struct ctl_error *err)
+{
+    struct vmm *v = opaque;
+    (void)args;
+    (void)err;
+    pthread_mutex_lock(&v->lock);
+    json_t *r = json_pack("{s:s, s:s, s:i, s:I, s:i, s:I, s:s, s:s, s:s}", "name", v->cfg->name,
+                          "state", vmm_state_names[v->state], "cpus", (int)v->cfg->cpus, "memory",
+                          (json_int_t)v->cfg->memory_bytes, "pid", (int)getpid(), "uptime_ms",
+                          (json_int_t)uptime_ms(v), "backend", mem_backend_name(v->cfg->backend),
+                          "vmem", v->cfg->backend == MEM_BACKEND_FILE ? v->paths->vmem : "",
+                          "console", v->paths->console_sock);
+    if (v->state == VMM_CRASHED)
+        json_object_set_new(r, "detail", json_string(v->crash_detail));
+    if (v->machine_live && v->blk)
+        json_object_set_new(r, "disk", virtio_blk_status_json(v->blk));
+    pthread_mutex_unlock(&v->lock);
+    return r;
+}
+
+static json_t *cmd_query_memory(void *opaque, json_t *args, struct ctl_error *err)
+{
+    struct vmm *v = opaque;
+    (void)args;
+    struct memtruth_vm vm;
+    struct memtruth_host host;
+    int r = memtruth_vm_measure(&vm, 0, v->mem.host, v->mem.size, v->mem.fd, v->cfg->memory_bytes);
+    if (r == 0)
+        r = memtruth_host_measure(&host, NULL);
+    if (r < 0) {
+        err->cls = "GenericError";
+        snprintf(err->desc, sizeof(err->desc), "cannot measure memory: %s", strerror(-r));
+        return NULL;
+    }
+    json_t *jvm = memtruth_vm_json(&vm);
+    json_object_set_new(jvm, "vmm_dirty_pages",
+                        json_integer((json_int_t)guest_mem_vmm_dirty_pages(&v->mem)));
+    return json_pack("{s:o, s:o, s:s, s:s}", "vm", jvm, "host", memtruth_host_json(&host),
+                     "backend", mem_backend_name(v->cfg->backend), "path",
+                     v->cfg->backend == MEM_BACKEND_FILE ? v->paths->vmem : "");
+}
+
+static json_t *pause_or_resume(struct vmm *v, bool pause, struct ctl_error *err)
+{
+    pthread_mutex_lock(&v->lock);
+    enum vmm_state want = pause ? VMM_PAUSED : VMM_RUNNING;
+    enum vmm_state from = pause ? VMM_RUNNING : VMM_PAUSED;
+    bool ok = v->machine_live && (v->state == from || v->state == want);
+    if (ok && v->state == from) {
+        if (pause)
+            machine_pause(&v->m);
+        else
+            machine_resume(&v->m);
+        v->state = want;
+        ctl_server_event(v->ctl, pause ? "STOP" : "RESUME", NULL);
+        display_set_state(v->display, vmm_state_names[want]);
+    }
+    enum vmm_state now = v->state;
+    pthread_mutex_unlock(&v->lock);
+    if (!ok) {
+        err->cls = "GenericError";
+        snprintf(err->desc, sizeof(err->desc), "cannot %s a VM that is %s",
+                 pause ? "pause" : "resume", vmm_state_names[now]);
+        return NULL;
+    }
+    return json_object();
+}
+
+static json_t *cmd_stop(void *opaque, json_t *args, struct ctl_error *err)
+{
+    (void)args;
+    return pause_or_resume(opaque, true, err);
+}
+
+static json_t *cmd_cont(void *opaque, json_t *args, struct ctl_error *err)
+{
+    (void)args;
+    return pause_or_resume(opaque, false, err);
+}
+
+static json_t *cmd_quit(void *opaque, json_t *args, struct ctl_error *err)
+{
+    struct vmm *v = opaque;
+    (void)args;
+    (void)err;
+    uint64_t one = 1;
+    ssize_t w = write(v->quit_fd, &one, sizeof(one));
+    (void)w;
+    return json_object();
+}
+
+static json_t *cmd_query_display(void *opaque, json_t *args, struct ctl_error *err)
+{
+    struct vmm *v = opaque;
+    struct display *d = v->display;
+    (void)args;
+    (void)err;
+    json_t *r = json_pack("{s:i, s:i, s:b, s:I}", "width", (int)display_width(d), "height",
+                          (int)display_height(d), "sdl", display_sdl_open(d), "updates",
+                          (json_int_t)display_updates(d));
+    if (display_vnc_port(d))
+        json_object_set_new(r, "vnc",
+                            json_pack("{s:s, s:i, s:b, s:i}", "host", display_vnc_host(d), "port",
+                                      display_vnc_port(d), "password", display_vnc_auth(d),
+                                      "clients", (int)display_vnc_clients(d)));
+    return r;
+}
+
+/* query-audio: the sound card, speaker and PulseAudio stream; set-volume {"volume": 0-100,
+ * "mute": bool} (either or both). */
+static json_t *cmd_query_audio(void *opaque, json_t *args, struct ctl_error *err)
+{
+    struct vmm *v = opaque;
+    (void)args;
+    pthread_mutex_lock(&v->lock);
+    json_t *r = v->audio ? audio_status_json(v->audio) : NULL;
+    pthread_mutex_unlock(&v->lock);
+    if (!r) {
+        err->cls = "GenericError";
+        snprintf(err->desc, sizeof(err->desc), "the VM has no sound devices (see vmm.log)");
+    }
+    return r;
+}
+
+/* query-disk: the virtio-blk disk (image, capacity, device status, needs_reset and why). */
+static json_t *cmd_query_disk(void *opaque, json_t *args, struct ctl_error *err)
+{
+    struct vmm *v = opaque;
+    (void)args;
+    pthread_mutex_lock(&v->lock);
+    json_t *r = v->machine_live && v->blk ? virtio_blk_status_json(v->blk) : NULL;
+    pthread_mutex_unlock(&v->lock);
+    if (!r) {
+        err->cls = "GenericError";
+        snprintf(err->desc, sizeof(err->desc), "the VM has no disk (see [disk] in vm.conf)");
+    }
+    return r;
+}
+
+static json_t *cmd_set_volume(void *opaque, json_t *args, struct ctl_error *err)
+{
+    struct vmm *v = opaque;
+    json_t *jv = args ? json_object_get(args, "volume") : NULL;
+    json_t *jm = args ? json_object_get(args, "mute") : NULL;
+    if ((!jv && !jm) ||
+        (jv &&
+         (!json_is_integer(jv) || json_integer_value(jv) < 0 || json_integer_value(jv) > 100)) ||
+        (jm && !json_is_boolean(jm))) {
+        err->cls = "GenericError";
+        snprintf(err->desc, sizeof(err->desc),
+                 "set-volume takes {\"volume\": 0-100} and/or {\"mute\": true|false}");
+        return NULL;
+    }
+    pthread_mutex_lock(&v->lock);
+    if (jv)
+        v->audio_attenuation = 100 - (unsigned)json_integer_value(jv);
+    if (jm)
+        v->audio_muted = json_is_true(jm);
+    if (v->audio)
+        audio_set_volume(v->audio, 100 - v->audio_attenuation, v->audio_muted);
+    json_t *r = json_pack("{s:i, s:b}", "volume", (int)(100 - v->audio_attenuation), "muted",
+                          v->audio_muted);
+    pthread_mutex_unlock(&v->lock);
+    return r;
+}
+
+const struct ctl_command vmm_commands[] = {
+    {"query-status", cmd_query_status},
+    {"query-memory", cmd_query_memory},
+    {"stop", cmd_stop},
+    {"cont", cmd_cont},
+    {"quit", cmd_quit},
+    {"query-display", cmd_query_display},
+    {"suspend", vmm_cmd_suspend},
+    {"snapshot-take", vmm_cmd_snapshot_take},
+    {"snapshot-revert", vmm_cmd_snapshot_revert},
+    {"snapshot-delete", vmm_cmd_snapshot_delete},
+    {"query-snapshots", vmm_cmd_query_snapshots},
+    {"query-audio", cmd_query_audio},
+    {"query-disk", cmd_query_disk},
+    {"set-volume", cmd_set_volume},
+};
+const size_t vmm_ncommands = sizeof(vmm_commands) / sizeof(vmm_commands[0]);

@@ -1,0 +1,173 @@
+/* The machine's devices, once, in order (see vmm_priv.h). Each row says how the VMM creates a
+ * device for a VM's configuration, stops what it does on its own threads, destroys it, brings
+ * its requests in flight to a quiet point, and saves and loads its records. The order is the
+ * order of creation (a row may use the devices above it: audio and the disk sit on the PCI
+ * bus, the display's keyboard is the i8042), saving and loading; stopping and destroying go
+ * the other way. A reboot is a destroy and a create, so no row needs a reset. Adding a device
+ * means adding its file and one row here. */
+#include "core/vmm/vmm_priv.h"
+
+static void serial_to_console(void *opaque, const unsigned char *buf, size_t len)
+{
+    struct vmm *v = opaque;
+    console_server_output(v->console, buf, len);
+}
+
+static int no_memory(const char *what, char *err, size_t errlen)
+{
+    snprintf(err, errlen, "cannot create the %s (out of memory?)", what);
+    return -ENOMEM;
+}
+
+/* Destroy, save and load of a device the VMM holds in v->F, through its own N_destroy, N_save
+ * and N_load (an absent device saves and loads nothing). */
+#define HELD_DEVICE(n, f)                                                                          \
+    static void n##_row_destroy(struct vmm *v)                                                     \
+    {                                                                                              \
+        n##_destroy(v->f);                                                                         \
+        v->f = NULL;                                                                               \
+    }                                                                                              \
+    static int n##_row_save(struct vmm *v, struct state_writer *w)                                 \
+    {                                                                                              \
+        return v->f ? n##_save(v->f, w) : 0;                                                       \
+    }                                                                                              \
+    static int n##_row_load(struct vmm *v, const struct state_reader *r)                           \
+    {                                                                                              \
+        return v->f ? n##_load(v->f, r) : 0;                                                       \
+    }
+
+/* ---- serial, RTC, i8042, PCI, PM: always there ---- */
+
+HELD_DEVICE(serial, serial)
+static int serial_row_create(struct vmm *v, char *err, size_t errlen)
+{
+    v->serial = serial_create(&v->m, COM1_BASE, COM1_IRQ, serial_to_console, v);
+    return v->serial ? 0 : no_memory("serial port", err, errlen);
+}
+
+HELD_DEVICE(rtc, rtc)
+static int rtc_row_create(struct vmm *v, char *err, size_t errlen)
+{
+    v->rtc = rtc_create(&v->m);
+    return v->rtc ? 0 : no_memory("RTC", err, errlen);
+}
+
+HELD_DEVICE(i8042, i8042)
+static int i8042_row_create(struct vmm *v, char *err, size_t errlen)
+{
+    v->i8042 = i8042_create(&v->m);
+    return v->i8042 ? 0 : no_memory("keyboard controller", err, errlen);
+}
+
+HELD_DEVICE(pci, pci)
+static int pci_row_create(struct vmm *v, char *err, size_t errlen)
+{
+    v->pci = pci_create(&v->m);
+    return v->pci ? 0 : no_memory("PCI bus", err, errlen);
+}
+
+HELD_DEVICE(pm, pm)
+static int pm_row_create(struct vmm *v, char *err, size_t errlen)
+{
+    v->pm = pm_create(&v->m);
+    return v->pm ? 0 : no_memory("ACPI PM ports", err, errlen);
+}
+
+/* ---- sound: [audio] enabled; a card that cannot start is logged and the VM runs without ---- */
+
+HELD_DEVICE(audio, audio)
+static int audio_row_create(struct vmm *v, char *err, size_t errlen)
+{
+    (void)err, (void)errlen;
+    if (!v->audio_configured) { /* later boots keep what `vmws volume` set */
+        v->audio_attenuation = 100 - (v->cfg->audio.volume <= 100 ? v->cfg->audio.volume : 100);
+        v->audio_muted = v->cfg->audio.muted;
+        v->audio_configured = true;
+    }
+    struct audio_config acfg = {
+        .vm_name = v->cfg->name, .volume = 100 - v->audio_attenuation, .muted = v->audio_muted};
+    if (v->cfg->audio.enabled)
+        v->audio = audio_create(&v->m, v->pci, &acfg);
+    return 0;
+}
+/* Its mixer thread raises IRQs: stopped while the VM fd is open. */
+static void audio_row_stop(struct vmm *v)
+{
+    audio_stop(v->audio);
+}
+
+/* ---- the disk: [disk] path; its I/O thread serves requests while the vCPUs run ---- */
+
+HELD_DEVICE(virtio_blk, blk)
+static int virtio_blk_row_create(struct vmm *v, char *err, size_t errlen)
+{
+    if (!v->cfg->disk.path[0])
+        return 0;
+    /* The image it writes may be a snapshot's overlay: the tree knows which. Without the
+     * tree, writing the configured image could change what snapshots keep. */
+    if (!v->tree_ok) {
+        snprintf(err, errlen, "cannot tell which disk image is current: %s", v->tree_err);
+        return -EINVAL;
+    }
+    char path[PATH_MAX];
+    const char *active = disksnap_active(&v->tree, v->cfg->disk.path);
+    disksnap_path(&v->tree, active, path, sizeof(path));
+    v->blk = virtio_blk_create(&v->m, v->pci, VIRTIO_BLK_PCI_SLOT, path,
+                               disksnap_format(&v->tree, active), v->cfg->disk.path, err, errlen);
+    return v->blk ? 0 : -EIO;
+}
+static void virtio_blk_row_stop(struct vmm *v)
+{
+    char err[256];
+    if (v->blk && virtio_blk_quiesce(v->blk, 5000, err, sizeof(err)) < 0)
+        vmm_log("%s", err); /* its I/O thread raises IRQs too: no new requests from here */
+}
+static int virtio_blk_row_quiesce(struct vmm *v, char *err, size_t errlen)
+{
+    return v->blk ? virtio_blk_quiesce(v->blk, 2000, err, errlen) : 0;
+}
+static void virtio_blk_row_resume(struct vmm *v)
+{
+    if (v->blk)
+        virtio_blk_resume(v->blk);
+}
+
+/* ---- the framebuffer: the display outlives reboots and is attached to each machine ---- */
+
+static int display_row_create(struct vmm *v, char *err, size_t errlen)
+{
+    return v->display ? display_attach(v->display, &v->m, v->i8042, err, errlen) : 0;
+}
+static void display_row_stop(struct vmm *v)
+{
+    display_detach(v->display);
+}
+static int display_row_save(struct vmm *v, struct state_writer *w)
+{
+    return v->display ? display_save(v->display, w) : 0;
+}
+static int display_row_load(struct vmm *v, const struct state_reader *r)
+{
+    return v->display ? display_load(v->display, r) : 0;
+}
+
+#define ROW(n, tg, ver, ...)                                                                       \
+    {                                                                                              \
+        .name = #n, .tag = tg, .version = ver, .create = n##_row_create, .save = n##_row_save,     \
+        .load = n##_row_load, __VA_ARGS__                                                          \
+    }
+
+const struct vmm_device vmm_devices[] = {
+    ROW(serial, STATE_TAG('U', 'A', 'R', 'T'), 1, .destroy = serial_row_destroy),
+    ROW(rtc, STATE_TAG('C', 'M', 'O', 'S'), 1, .destroy = rtc_row_destroy),
+    ROW(i8042, STATE_TAG('8', '0', '4', '2'), 1, .destroy = i8042_row_destroy),
+    ROW(pci, STATE_TAG('P', 'C', 'I', 'A'), 1, .destroy = pci_row_destroy),
+    ROW(pm, STATE_TAG('A', 'C', 'P', 'M'), 2, .destroy = pm_row_destroy),
+    ROW(audio, STATE_TAG('E', 'S', '1', '3'), 1, .stop = audio_row_stop,
+        .destroy = audio_row_destroy),
+    ROW(virtio_blk, STATE_TAG('V', 'B', 'L', 'K'), 1, .stop = virtio_blk_row_stop,
+        .destroy = virtio_blk_row_destroy, .quiesce = virtio_blk_row_quiesce,
+        .resume = virtio_blk_row_resume),
+    ROW(display, STATE_TAG('F', 'B', 'C', 'F'), 1, .stop = display_row_stop),
+};
+const size_t vmm_ndevices = sizeof(vmm_devices) / sizeof(vmm_devices[0]);

@@ -1,0 +1,139 @@
+/* What the VMM process's files share (vmm.c: the machine's life and the main loop;
+ * vmm_cmds.c: control commands; vmm_snap.c: suspend and snapshots). Everything in struct vmm
+ * below `lock` is guarded by it: control commands run on the control socket's thread while the
+ * main thread may be replacing the machine (a reboot). */
+#ifndef VMWS_VMM_PRIV_H
+#define VMWS_VMM_PRIV_H
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "audio/audio.h"
+#include "core/boot/acpi.h"
+#include "core/boot/linuxboot.h"
+#include "core/config/dconfig.h"
+#include "core/control/consolesrv.h"
+#include "core/control/ctl.h"
+#include "core/devices/devices.h"
+#include "core/snapshot/snapshot.h"
+#include "core/snapshot/state.h"
+#include "core/util/log.h"
+#include "core/virtio/virtio_blk.h"
+#include "core/vm/machine.h"
+#include "core/vm/memtruth.h"
+#include "core/vmm/vmm.h"
+#include "display/display.h"
+
+enum vmm_state { VMM_BOOTING, VMM_RUNNING, VMM_PAUSED, VMM_SHUTDOWN, VMM_CRASHED };
+
+extern const char *const vmm_state_names[];
+
+struct file_image {
+    const uint8_t *data;
+    size_t len;
+    bool mapped;
+};
+
+struct vmm {
+    const struct vm_config *cfg;
+    const struct vm_paths *paths;
+    struct guest_mem mem;
+    struct file_image kernel, initrd;
+
+    pthread_mutex_t lock; /* guards everything below */
+    enum vmm_state state;
+    char crash_detail[256];
+    bool machine_live;
+    struct machine m;
+    struct serial *serial;
+    struct rtc *rtc;
+    struct i8042 *i8042;
+    struct pci_bus *pci;
+    struct pm *pm;
+    struct virtio_blk *blk;     /* [disk] in vm.conf; NULL = no disk */
+    struct audio *audio;        /* ES1370 + PC speaker + PulseAudio; NULL = no sound */
+    unsigned audio_attenuation; /* 100 - volume; from [audio] in vm.conf at the first boot */
+    bool audio_muted;
+    bool audio_configured;
+    struct display *display; /* the screen: outlives reboots, attached to each machine */
+
+    struct ctl_server *ctl;
+    struct console_server *console;
+    int quit_fd; /* eventfd: a client asked us to quit (or suspended the VM) */
+    struct timespec started;
+    const struct vmm_options *opts;
+
+    /* Snapshots (under lock): the tree, and the pages that may differ from its current node. */
+    struct snap_tree tree;
+    bool tree_ok;
+    char tree_err[256];
+    uint64_t *carry;
+    struct snapshot_host snap_host;
+    bool suspended; /* the VM was suspended: keep its memory file */
+};
+
+#define T_CARRY STATE_TAG('C', 'A', 'R', 'Y')
+
+static inline uint64_t ram_pages(const struct vmm *v)
+{
+    return v->mem.size / GUEST_PAGE_SIZE;
+}
+
+static inline size_t carry_words(const struct vmm *v)
+{
+    return (size_t)((snapshot_host_pages(&v->snap_host) + 63) / 64);
+}
+
+/* vmm_devices.c: the device table. Every operation gets the VMM under its lock; create returns
+ * 0 or -errno with ERR (a device the configuration leaves out is created as absent: 0, NULL);
+ * stop (optional) ends what a device does on its own threads, before the vCPUs are joined;
+ * destroy (optional) frees it after; quiesce (optional) brings its requests in flight to a quiet
+ * point for a save or load, within a bound, and resume lets them go on. A load sees the
+ * version the record was saved with through state_version(). */
+struct vmm_device {
+    const char *name;
+    /* Its main record, and the newest version of it this vmws writes and reads: a state saved
+     * by a newer vmws (a higher version) is refused with the device's name. */
+    uint32_t tag, version;
+    int (*create)(struct vmm *v, char *err, size_t errlen);
+    void (*stop)(struct vmm *v);
+    void (*destroy)(struct vmm *v);
+    int (*quiesce)(struct vmm *v, char *err, size_t errlen);
+    void (*resume)(struct vmm *v);
+    int (*save)(struct vmm *v, struct state_writer *w);
+    int (*load)(struct vmm *v, const struct state_reader *r);
+};
+extern const struct vmm_device vmm_devices[];
+extern const size_t vmm_ndevices;
+
+/* vmm.c */
+int save_all_locked(struct vmm *v, struct state_writer *w);
+int load_all_locked(struct vmm *v, const struct state_reader *r, char *err, size_t errlen);
+double vmm_ms_since(const struct timespec *t0);
+
+/* vmm_cmds.c: the command table, and an error reply with one %s argument. */
+extern const struct ctl_command vmm_commands[];
+extern const size_t vmm_ncommands;
+json_t *vmm_fail(struct ctl_error *err, const char *cls, const char *fmt, const char *arg);
+
+/* vmm_snap.c */
+int setup_snapshot_host(struct vmm *v, char *err, size_t errlen);
+json_t *vmm_cmd_suspend(void *opaque, json_t *args, struct ctl_error *err);
+json_t *vmm_cmd_snapshot_take(void *opaque, json_t *args, struct ctl_error *err);
+json_t *vmm_cmd_snapshot_revert(void *opaque, json_t *args, struct ctl_error *err);
+json_t *vmm_cmd_snapshot_delete(void *opaque, json_t *args, struct ctl_error *err);
+json_t *vmm_cmd_query_snapshots(void *opaque, json_t *args, struct ctl_error *err);
+
+#endif

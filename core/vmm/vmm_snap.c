@@ -1,0 +1,425 @@
+/* Suspend and the snapshot tree as control commands: the VMM's side of `vmws suspend` and
+ * `vmws snapshot ...`. The guest is paused only for the copy of what changed (take), the
+ * rewrite of what differs (revert) or the state save (suspend); files are written after. */
+#include "core/vmm/vmm_priv.h"
+
+/* Pages changed since the last call: RAM (KVM's log and the VMM's), then the framebuffer. */
+static int host_collect_dirty(void *opaque, uint64_t *bitmap)
+{
+    struct vmm *v = opaque;
+    display_collect_dirty(v->display, bitmap + ram_pages(v) / 64);
+    return machine_collect_dirty(&v->m, bitmap);
+}
+
+static int host_save_state(void *opaque, struct state_writer *w)
+{
+    return save_all_locked(opaque, w);
+}
+
+static int host_load_state(void *opaque, const struct state_reader *r, char *err, size_t errlen)
+{
+    return load_all_locked(opaque, r, err, errlen);
+}
+
+/* Checks (under lock) that the VM can be snapshotted now. */
+static bool snapshot_ready_locked(struct vmm *v, struct ctl_error *err)
+{
+    if (!v->tree_ok) {
+        vmm_fail(err, "GenericError", "%s", v->tree_err);
+        return false;
+    }
+    if (!v->machine_live || (v->state != VMM_RUNNING && v->state != VMM_PAUSED)) {
+        vmm_fail(err, "GenericError", "the VM is %s", vmm_state_names[v->state]);
+        return false;
+    }
+    return true;
+}
+
+/* Paused: saves machine state + carry as the suspend state and starts writing back the memory
+ * file; the main loop then ends the process without discarding the memory. */
+static int suspend_locked(struct vmm *v, size_t *state_bytes, char *err, size_t errlen)
+{
+    int r = host_collect_dirty(v, v->carry);
+    struct state_writer w;
+    state_writer_init(&w);
+    if (r == 0)
+        r = save_all_locked(v, &w);
+    if (r == 0) /* the framebuffer is not in the memory file */
+        r = display_save_contents(v->display, &w);
+    state_put(&w, T_CARRY, 0, v->carry, carry_words(v) * sizeof(uint64_t));
+    *state_bytes = w.len;
+    if (r == 0)
+        r = state_writer_save(&w, v->paths->suspend_state);
+    state_writer_free(&w);
+    if (r < 0) {
+        snprintf(err, errlen, "cannot save the suspend state %.150s: %s", v->paths->suspend_state,
+                 strerror(-r));
+        return r;
+    }
+    /* The memory is already in the file (MAP_SHARED): the guest need not wait for its
+     * writeback, which the main loop does (and reports) after the machine is gone. */
+    v->suspended = true;
+    v->state = VMM_SHUTDOWN;
+    uint64_t one = 1;
+    ssize_t wr = write(v->quit_fd, &one, sizeof(one));
+    (void)wr;
+    return 0;
+}
+
+json_t *vmm_cmd_suspend(void *opaque, json_t *args, struct ctl_error *err)
+{
+    struct vmm *v = opaque;
+    (void)args;
+    pthread_mutex_lock(&v->lock);
+    if (!v->machine_live || (v->state != VMM_RUNNING && v->state != VMM_PAUSED)) {
+        pthread_mutex_unlock(&v->lock);
+        return vmm_fail(err, "GenericError", "cannot suspend a VM that is %s",
+                        vmm_state_names[v->state]);
+    }
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    bool was_running = v->state == VMM_RUNNING;
+    machine_pause(&v->m);
+    size_t bytes = 0;
+    int r = suspend_locked(v, &bytes, err->desc, sizeof(err->desc));
+    double pause_ms = vmm_ms_since(&t0);
+    if (r < 0 && was_running) {
+        machine_resume(&v->m); /* nothing is lost: the VM just keeps running */
+        v->state = VMM_RUNNING;
+    }
+    pthread_mutex_unlock(&v->lock);
+    if (r < 0) {
+        err->cls = "GenericError";
+        return NULL;
+    }
+    vmm_log("suspended %s: %.1f ms paused, state %zu bytes", v->cfg->name, pause_ms, bytes);
+    return json_pack("{s:f, s:I}", "pause_ms", pause_ms, "state_bytes", (json_int_t)bytes);
+}
+
+static json_t *node_json(struct snap_node *n)
+{
+    return json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:s}", "id", n->id, "label", n->label,
+                     "vm_state", n->vm_state, "pages", (json_int_t)n->pages, "memory_bytes",
+                     (json_int_t)n->mem_bytes, "state_bytes", (json_int_t)n->state_bytes, "parent",
+                     n->parent);
+}
+
+/* Quiesced disk: the device moves to the image at tree path REL; if that cannot be opened, back
+ * to FALLBACK (NULL: none). */
+static int blk_attach_locked(struct vmm *v, const char *rel, char *err, size_t errlen)
+{
+    char path[PATH_MAX];
+    disksnap_path(&v->tree, rel, path, sizeof(path));
+    return virtio_blk_attach_image(v->blk, path, disksnap_format(&v->tree, rel), err, errlen);
+}
+
+static int blk_switch_locked(struct vmm *v, const char *rel, const char *fallback, char *err,
+                             size_t errlen)
+{
+    char e2[256];
+    virtio_blk_detach_image(v->blk);
+    int r = blk_attach_locked(v, rel, err, errlen);
+    if (r < 0 && fallback && blk_attach_locked(v, fallback, e2, sizeof(e2)) < 0)
+        vmm_log("the disk has no image now: %s", e2);
+    return r;
+}
+
+static const char *active_disk(const struct vmm *v)
+{
+    return disksnap_active(&v->tree, v->cfg->disk.path);
+}
+
+/* Takes a snapshot (under lock, machine live). PAUSE_MS gets how long the guest was paused. The
+ * disk image written so far is frozen with the node and the guest goes on in a new overlay on
+ * it (made before the pause); its disk requests wait until the tree names that overlay. */
+static struct snap_node *take_locked(struct vmm *v, const char *label, bool automatic,
+                                     const char *vm_state, double *pause_ms, char *err,
+                                     size_t errlen)
+{
+    bool disk = v->blk != NULL;
+    char frozen[SNAP_DISK_MAX], overlay[SNAP_DISK_MAX] = "";
+    snprintf(frozen, sizeof(frozen), "%s", disk ? active_disk(v) : "");
+    if (disk && disksnap_overlay(&v->tree, frozen, overlay, sizeof(overlay), err, errlen) < 0)
+        return NULL;
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    bool was_running = v->state == VMM_RUNNING;
+    if (was_running)
+        machine_pause(&v->m);
+    int r = disk ? virtio_blk_quiesce(v->blk, 2000, err, errlen) : 0;
+    bool quiesced = disk && r == 0;
+    struct snapshot_capture cap;
+    if (r == 0)
+        r = snapshot_capture(&v->snap_host, &cap, err, errlen);
+    if (r == 0 && disk && (r = blk_switch_locked(v, overlay, frozen, err, errlen)) < 0)
+        snapshot_capture_free(&cap);
+    if (was_running)
+        machine_resume(&v->m);
+    *pause_ms = vmm_ms_since(&t0);
+    if (r == 0 && disk) {
+        snprintf(v->tree.disk_active, sizeof(v->tree.disk_active), "%s", overlay);
+        r = snap_tree_save(&v->tree, err, errlen);
+        if (r < 0) { /* nothing was written to the overlay yet: stay on the old image */
+            snprintf(v->tree.disk_active, sizeof(v->tree.disk_active), "%s", frozen);
+            char e2[256];
+            blk_switch_locked(v, frozen, NULL, e2, sizeof(e2));
+            snapshot_capture_free(&cap);
+        }
+    }
+    if (quiesced)
+        virtio_blk_resume(v->blk);
+    if (r < 0) {
+        disksnap_discard(&v->tree, overlay);
+        return NULL;
+    }
+    if (!vm_state)
+        vm_state = was_running ? "running" : "paused";
+    snprintf(cap.disk, sizeof(cap.disk), "%s", frozen);
+    struct snap_node *n = NULL;
+    r = snapshot_commit(&v->tree, &v->snap_host, &cap, label, automatic, vm_state, NULL, &n, err,
+                        errlen);
+    snapshot_capture_free(&cap);
+    return r < 0 ? NULL : n;
+}
+
+json_t *vmm_cmd_snapshot_take(void *opaque, json_t *args, struct ctl_error *err)
+{
+    struct vmm *v = opaque;
+    const char *label = NULL, *vm_state = NULL;
+    if (json_unpack(args, "{s:s, s?:s}", "label", &label, "vm_state", &vm_state) < 0 || !*label ||
+        strlen(label) >= SNAP_LABEL_MAX)
+        return vmm_fail(err, "InvalidArgument", "%s",
+                        "snapshot-take needs {\"label\": a name of 1-63 characters}");
+    pthread_mutex_lock(&v->lock);
+    json_t *ret = NULL;
+    double pause_ms = 0;
+    if (snapshot_ready_locked(v, err)) {
+        struct snap_node *n =
+            take_locked(v, label, false, vm_state, &pause_ms, err->desc, sizeof(err->desc));
+        if (n) {
+            ret = node_json(n);
+            json_object_set_new(ret, "pause_ms", json_real(pause_ms));
+        } else {
+            err->cls = "GenericError";
+        }
+    }
+    pthread_mutex_unlock(&v->lock);
+    if (ret)
+        ctl_server_event(v->ctl, "SNAPSHOT_TAKEN", ret);
+    return ret;
+}
+
+/* Revert, in the order that keeps the guest's pause short: capture the present (memory copy
+ * only), rewrite what differs from the target, let the guest run, then write the captured
+ * present to disk as an automatic node next to where it was taken. */
+json_t *vmm_cmd_snapshot_revert(void *opaque, json_t *args, struct ctl_error *err)
+{
+    struct vmm *v = opaque;
+    const char *id = NULL;
+    int keep = 1;
+    if (json_unpack(args, "{s:s, s?:b}", "id", &id, "keep_current", &keep) < 0)
+        return vmm_fail(err, "InvalidArgument", "%s",
+                        "snapshot-revert needs {\"id\": ID or label}");
+    pthread_mutex_lock(&v->lock);
+    if (!snapshot_ready_locked(v, err)) {
+        pthread_mutex_unlock(&v->lock);
+        return NULL;
+    }
+    struct snap_node *target = snap_find(&v->tree, id);
+    if (!target || target->deleting) {
+        pthread_mutex_unlock(&v->lock);
+        return vmm_fail(err, "InvalidArgument",
+                        target ? "snapshot '%s' is being deleted (finish with 'vmws snapshot "
+                                 "delete')"
+                               : "no snapshot '%s' (see 'vmws snapshot list')",
+                        id);
+    }
+    /* The disk becomes a fresh overlay on the target's image (made before the pause). */
+    bool disk = v->blk && target->disk[0];
+    char old_disk[SNAP_DISK_MAX], overlay[SNAP_DISK_MAX] = "";
+    snprintf(old_disk, sizeof(old_disk), "%s", disk ? active_disk(v) : "");
+    if (disk && disksnap_overlay(&v->tree, target->disk, overlay, sizeof(overlay), err->desc,
+                                 sizeof(err->desc)) < 0) {
+        pthread_mutex_unlock(&v->lock);
+        err->cls = "GenericError";
+        return NULL;
+    }
+    char target_id[SNAP_ID_MAX], target_label[SNAP_LABEL_MAX], target_state[16],
+        kept_parent[SNAP_ID_MAX];
+    snprintf(target_id, sizeof(target_id), "%s", target->id);
+    snprintf(target_label, sizeof(target_label), "%s", target->label);
+    snprintf(target_state, sizeof(target_state), "%s", target->vm_state);
+    snprintf(kept_parent, sizeof(kept_parent), "%s", v->tree.current);
+
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    bool was_running = v->state == VMM_RUNNING;
+    machine_pause(&v->m);
+    v->state = VMM_PAUSED;
+    int r = disk ? virtio_blk_quiesce(v->blk, 2000, err->desc, sizeof(err->desc)) : 0;
+    bool quiesced = disk && r == 0;
+    /* 1. The present, copied in memory (the revert below makes it unreachable otherwise). */
+    struct snapshot_capture cap = {0};
+    if (r == 0 && keep)
+        r = snapshot_capture(&v->snap_host, &cap, err->desc, sizeof(err->desc));
+    /* 2. Become the target: its disk, then (saving the tree) its memory and state. */
+    if (r == 0 && disk &&
+        (r = blk_switch_locked(v, overlay, old_disk, err->desc, sizeof(err->desc))) == 0)
+        snprintf(v->tree.disk_active, sizeof(v->tree.disk_active), "%s", overlay);
+    uint64_t pages = 0;
+    bool to_off = strcmp(target_state, "off") == 0;
+    if (r == 0 && to_off) { /* a powered-off node: the VM powers off */
+        snprintf(v->tree.current, sizeof(v->tree.current), "%s", target_id);
+        r = snap_tree_save(&v->tree, err->desc, sizeof(err->desc));
+    } else if (r == 0) {
+        r = snapshot_revert(&v->tree, &v->snap_host, target, &pages, err->desc, sizeof(err->desc));
+        if (r == 0)
+            display_redraw(v->display); /* its pages were rewritten behind its back */
+    }
+    if (r < 0 && disk && strcmp(v->tree.disk_active, overlay) == 0) { /* back to the old disk */
+        char e2[256];
+        snprintf(v->tree.disk_active, sizeof(v->tree.disk_active), "%s", old_disk);
+        blk_switch_locked(v, old_disk, NULL, e2, sizeof(e2));
+    }
+    if (quiesced)
+        virtio_blk_resume(v->blk);
+    if (r < 0 && disk)
+        disksnap_discard(&v->tree, overlay);
+    else if (disk && !keep)
+        disksnap_discard(&v->tree, old_disk);
+    /* 3. Enter the target's power state (or carry on as before if nothing changed). */
+    size_t bytes = 0;
+    double pause_ms = 0;
+    if (r == 0 && to_off) {
+        uint64_t one = 1;
+        ssize_t w = write(v->quit_fd, &one, sizeof(one));
+        (void)w;
+    } else if (r == 0 && strcmp(target_state, "suspended") == 0) {
+        r = suspend_locked(v, &bytes, err->desc, sizeof(err->desc));
+    } else if ((r == 0 && strcmp(target_state, "paused") != 0) || (r < 0 && was_running)) {
+        machine_resume(&v->m);
+        v->state = VMM_RUNNING;
+    }
+    pause_ms = vmm_ms_since(&t0);
+    /* 4. The present as it was, kept as an automatic node beside the node it descended from. */
+    char kept_id[SNAP_ID_MAX] = "";
+    if (r == 0 && keep) {
+        char label[SNAP_LABEL_MAX];
+        struct snap_node *kept = NULL;
+        snprintf(label, sizeof(label), "auto-before-%.40s", target_label);
+        snprintf(cap.disk, sizeof(cap.disk), "%s", old_disk);
+        char kerr[256];
+        if (snapshot_commit(&v->tree, &v->snap_host, &cap, label, true,
+                            was_running ? "running" : "paused", kept_parent, &kept, kerr,
+                            sizeof(kerr)) < 0)
+            vmm_log("reverted, but the state before could not be kept: %s", kerr);
+        if (kept)
+            snprintf(kept_id, sizeof(kept_id), "%s", kept->id);
+    }
+    snapshot_capture_free(&cap);
+    json_t *ret = NULL;
+    if (r == 0)
+        ret = json_pack("{s:s, s:s, s:I, s:f, s:s}", "id", target_id, "kept", kept_id,
+                        "pages_written", (json_int_t)pages, "pause_ms", pause_ms, "vm_state",
+                        target_state);
+    else
+        err->cls = "GenericError";
+    pthread_mutex_unlock(&v->lock);
+    if (ret) {
+        vmm_log("reverted %s to snapshot %s: %llu pages, guest paused %.1f ms", v->cfg->name,
+                target_id, (unsigned long long)pages, pause_ms);
+        ctl_server_event(v->ctl, "SNAPSHOT_REVERTED", ret);
+    }
+    return ret;
+}
+
+/* Deleting merges the node's pages into its children and its disk image away (disksnap.h).
+ * A merge that rewrites images of the running disk's chain detaches the disk meanwhile: the
+ * guest's disk requests wait, its vCPUs do not. */
+json_t *vmm_cmd_snapshot_delete(void *opaque, json_t *args, struct ctl_error *err)
+{
+    struct vmm *v = opaque;
+    const char *id = NULL;
+    int dry_run = 0;
+    if (json_unpack(args, "{s:s, s?:b}", "id", &id, "dry_run", &dry_run) < 0)
+        return vmm_fail(err, "InvalidArgument", "%s",
+                        "snapshot-delete needs {\"id\": ID or label}");
+    pthread_mutex_lock(&v->lock);
+    json_t *ret = NULL;
+    struct snap_node *n = v->tree_ok ? snap_find(&v->tree, id) : NULL;
+    if (!v->tree_ok) {
+        vmm_fail(err, "GenericError", "%s", v->tree_err);
+    } else if (!n) {
+        vmm_fail(err, "InvalidArgument", "no snapshot '%s' (see 'vmws snapshot list')", id);
+    } else {
+        uint64_t needs = 0;
+        struct disksnap_plan plan;
+        char nid[SNAP_ID_MAX];
+        snprintf(nid, sizeof(nid), "%s", n->id);
+        char *e = err->desc;
+        size_t elen = sizeof(err->desc);
+        int r = snapshot_delete_cost(&v->tree, n, &needs, e, elen);
+        if (r == 0)
+            r = disksnap_plan(&v->tree, n, v->blk ? virtio_blk_image(v->blk) : NULL, &plan, e,
+                              elen);
+        bool detach = !dry_run && r == 0 && v->blk &&
+                      (plan.how == DISKSNAP_STREAM || plan.how == DISKSNAP_COMMIT);
+        if (detach && (r = virtio_blk_quiesce(v->blk, 2000, e, elen)) == 0)
+            virtio_blk_detach_image(v->blk);
+        if (r == 0 && !dry_run)
+            r = snapshot_delete(&v->tree, n, &plan, v->carry, snapshot_host_pages(&v->snap_host), e,
+                                elen);
+        if (detach && !virtio_blk_image(v->blk)) {
+            char e2[256];
+            if (blk_attach_locked(v, active_disk(v), e2, sizeof(e2)) < 0)
+                vmm_log("the disk has no image now: %s", e2);
+            virtio_blk_resume(v->blk);
+        }
+        if (r == 0)
+            ret = json_pack("{s:s, s:I, s:I, s:I, s:s, s:I, s:I, s:b}", "id", nid, "needs_bytes",
+                            (json_int_t)(needs + plan.needs), "memory_needs_bytes",
+                            (json_int_t)needs, "disk_needs_bytes", (json_int_t)plan.needs,
+                            "disk_merge", disksnap_how_name(plan.how), "disk_stream_bytes",
+                            (json_int_t)plan.stream_needs, "disk_commit_bytes",
+                            (json_int_t)plan.commit_needs, "deleted", !dry_run);
+        else
+            err->cls = "GenericError";
+    }
+    pthread_mutex_unlock(&v->lock);
+    return ret;
+}
+
+json_t *vmm_cmd_query_snapshots(void *opaque, json_t *args, struct ctl_error *err)
+{
+    struct vmm *v = opaque;
+    (void)args;
+    pthread_mutex_lock(&v->lock);
+    json_t *ret =
+        v->tree_ok ? snapshot_tree_json(&v->tree, v->blk ? virtio_blk_image(v->blk) : NULL) : NULL;
+    if (!v->tree_ok)
+        vmm_fail(err, "GenericError", "%s", v->tree_err);
+    pthread_mutex_unlock(&v->lock);
+    return ret;
+}
+
+/* The screen: size, whether the SDL window is open, where VNC listens (see display/). */
+/* What snapshots keep as pages: guest RAM, then the framebuffer. */
+int setup_snapshot_host(struct vmm *v, char *err, size_t errlen)
+{
+    v->snap_host = (struct snapshot_host){
+        .mem = &v->mem,
+        .extra = display_fb_host(v->display),
+        .extra_pages = display_fb_pages(v->display),
+        .collect_dirty = host_collect_dirty,
+        .save_state = host_save_state,
+        .load_state = host_load_state,
+        .opaque = v,
+    };
+    v->carry = calloc(carry_words(v), sizeof(uint64_t));
+    v->snap_host.carry = v->carry;
+    if (!v->carry) {
+        snprintf(err, errlen, "out of memory for the snapshot bitmap");
+        return -ENOMEM;
+    }
+    return 0;
+}
