@@ -81,10 +81,6 @@ extern const char *cli_start_display_mode;
 /* The next cli_start_vm() starts the VMM with its vCPUs paused (offline snapshot work). */
 extern bool cli_start_paused;
 
-/* The pidfile: written and locked by `vmws run` for the VMM's lifetime. */
-int pidfile_acquire(const char *path, pid_t *holder); /* returns fd, or -EBUSY (*HOLDER) */
-/* The pid of a live VMM holding PATH's lock, or 0. */
-pid_t pidfile_live_pid(const char *path);
 /* True if PID is gone (or a zombie); waits up to TIMEOUT_MS for that. */
 bool pid_wait_gone(pid_t pid, int timeout_ms);
 /* True if PID's command line is `vmws run NAME ...`: it is this VM's VMM, safe to signal. */

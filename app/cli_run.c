@@ -18,13 +18,29 @@
 #include <unistd.h>
 
 #include "app/cli.h"
+#include "audio/audio.h"
 #include "core/config/dconfig.h"
+#include "core/vmm/backends.h"
 #include "core/vmm/vmm.h"
+#include "display/display.h"
 
 #define START_TIMEOUT_MS 30000
 #define STOP_TIMEOUT_MS 10000
 
 const char *cli_start_display_mode;
+
+/* What the VMM runs with on the host: the display's viewers and the sound mixer. */
+static const struct vmm_backends host_backends = {
+    .display_create = display_create,
+    .display_set_state = display_set_state,
+    .display_status_json = display_status_json,
+    .display_destroy = display_destroy,
+    .audio_create = audio_create,
+    .audio_stop = audio_stop,
+    .audio_destroy = audio_destroy,
+    .audio_set_volume = audio_set_volume,
+    .audio_status_json = audio_status_json,
+};
 
 static int check_display_mode(const char *cmd, const char *mode)
 {
@@ -105,7 +121,8 @@ int cmd_run(int argc, char **argv)
             (long)getpid(), when, cfg.cpus, cfg.cpus == 1 ? "" : "s",
             (unsigned long long)(cfg.memory_bytes >> 20), mem_backend_name(cfg.backend));
     fflush(stdout);
-    struct vmm_options vo = {.ready_fd = ready_fd, .start_paused = paused};
+    struct vmm_options vo = {
+        .ready_fd = ready_fd, .start_paused = paused, .backends = &host_backends};
     rc = vmm_run(&cfg, &p, &vo);
     unlink(p.pidfile); /* while still holding the lock: nobody can mistake it for live */
     close(pidfd);

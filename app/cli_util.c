@@ -190,51 +190,6 @@ struct ctl_client *cli_vm_connect(const char *name, const struct vm_paths *p)
 
 /* ---- pidfile and processes ---------------------------------------------------------------- */
 
-static pid_t read_pid(int fd)
-{
-    char buf[32] = "";
-    ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
-    if (n <= 0)
-        return 0;
-    buf[n] = '\0';
-    long v = strtol(buf, NULL, 10);
-    return v > 0 ? (pid_t)v : 0;
-}
-
-int pidfile_acquire(const char *path, pid_t *holder)
-{
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (fd < 0)
-        return -errno;
-    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
-        int e = errno;
-        if (holder)
-            *holder = read_pid(fd);
-        close(fd);
-        return e == EWOULDBLOCK ? -EBUSY : -e;
-    }
-    char buf[32];
-    int n = snprintf(buf, sizeof(buf), "%ld\n", (long)getpid());
-    if (ftruncate(fd, 0) < 0 || pwrite(fd, buf, (size_t)n, 0) != n) {
-        int e = -errno;
-        close(fd);
-        return e;
-    }
-    return fd;
-}
-
-pid_t pidfile_live_pid(const char *path)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return 0;
-    pid_t pid = 0;
-    if (flock(fd, LOCK_SH | LOCK_NB) < 0 && errno == EWOULDBLOCK)
-        pid = read_pid(fd); /* the lock is held: a VMM is alive */
-    close(fd);
-    return pid;
-}
-
 static bool pid_gone(pid_t pid)
 {
     if (kill(pid, 0) < 0 && errno == ESRCH)

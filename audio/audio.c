@@ -12,6 +12,7 @@
 
 #include "audio/audio.h"
 #include "core/util/log.h"
+#include "core/vm/machine.h"
 #include "core/vmm/module.h"
 
 #define IDLE_TAIL_TICKS 20 /* keep sending silence 100 ms after the last sound */
@@ -104,21 +105,16 @@ void audio_set_volume(struct audio *a, unsigned volume, bool muted)
     atomic_store(&a->gain_q16, muted ? 0 : (unsigned)g);
 }
 
-struct audio *audio_create(struct machine *m, struct pci_bus *pci, const struct audio_config *cfg)
+struct audio *audio_create(struct machine *m, struct es1370 *card, struct pcspk *speaker,
+                           const struct audio_config *cfg)
 {
     struct audio *a = calloc(1, sizeof(*a));
     if (!a)
         return NULL;
     a->m = m;
+    a->es1370 = card;
+    a->pcspk = speaker;
     audio_set_volume(a, cfg->volume, cfg->muted);
-    a->es1370 = es1370_create(m, pci, ES1370_PCI_SLOT);
-    a->pcspk = pcspk_create(m);
-    if (!a->es1370 || !a->pcspk) {
-        vmm_log("audio: cannot create the sound devices (PCI slot %d or port 0x61 taken?)",
-                ES1370_PCI_SLOT);
-        audio_destroy(a);
-        return NULL;
-    }
     char err[512];
     a->pulse = vmws_module("pulse", err, sizeof(err));
     a->out = a->pulse ? a->pulse->create(cfg->vm_name) : NULL;
@@ -152,8 +148,6 @@ void audio_destroy(struct audio *a)
     audio_stop(a);
     if (a->out)
         a->pulse->destroy(a->out);
-    es1370_destroy(a->es1370);
-    pcspk_destroy(a->pcspk);
     free(a);
 }
 
@@ -169,16 +163,4 @@ json_t *audio_status_json(struct audio *a)
                      "frames_rendered", (json_int_t)atomic_load(&a->frames_rendered), "frames_sent",
                      (json_int_t)atomic_load(&a->frames_sent), "frames_played", (json_int_t)written,
                      "underruns", (json_int_t)underruns);
-}
-
-int audio_save(struct audio *a, struct state_writer *w)
-{
-    int r = es1370_save(a->es1370, w);
-    return r ? r : pcspk_save(a->pcspk, w);
-}
-
-int audio_load(struct audio *a, const struct state_reader *r)
-{
-    int e = es1370_load(a->es1370, r);
-    return e ? e : pcspk_load(a->pcspk, r);
 }

@@ -13,23 +13,17 @@ struct vnc_server;
 
 struct display {
     struct display_config cfg;
+    struct framebuffer *device; /* the VMM's (core/devices/framebuffer.h) */
+    uint8_t *fb;                /* its pixels */
     unsigned width, height, stride;
-    size_t fb_size; /* page-aligned */
-    int fb_fd;      /* memfd holding the framebuffer */
-    uint8_t *fb;
 
-    pthread_mutex_t lock; /* guards m, kbd, state */
-    struct machine *m;    /* NULL while detached */
-    struct i8042 *kbd;
+    pthread_mutex_t lock; /* guards state */
     char state[32];
-    unsigned mouse_buttons;
 
     pthread_t refresh_thread;
     bool refresh_started;
-    int wake_fd; /* eventfd: a viewer appeared, the state changed or we stop */
+    int wake_fd; /* eventfd: a viewer appeared, the state changed, redraw, or we stop */
     atomic_bool stopping;
-    atomic_bool full_refresh; /* next frame: everything is dirty (attach, load) */
-    uint64_t *snap_dirty;     /* (under lock) pages written since the last snapshot took them */
     atomic_uint_fast64_t updates;
 
     const struct sdl_ops *sdl_ops; /* the loaded viewer modules (core/vmm/module.h) */

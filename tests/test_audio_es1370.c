@@ -7,7 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "audio/audio.h"
+#include "core/devices/devices.h"
+#include "core/devices/sound.h"
 #include "core/snapshot/state.h"
 #include "core/vm/iobus.h"
 #include "core/vm/machine.h"

@@ -12,7 +12,6 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#include "app/cli.h"
 #include "core/control/ctl.h"
 
 #define CTL_TIMEOUT_MS 1500

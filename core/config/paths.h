@@ -7,6 +7,7 @@
 
 #include <limits.h>
 #include <stddef.h>
+#include <sys/types.h>
 
 struct vm_paths {
     char dir[PATH_MAX];           /* $VMWS_HOME/NAME */
@@ -26,5 +27,10 @@ int paths_home(char *out, size_t len);
 int paths_runtime(char *out, size_t len);
 /* Fills P for VM NAME (does not create anything). Returns 0 or -ENAMETOOLONG/-errno. */
 int paths_for_vm(const char *name, struct vm_paths *p);
+
+/* The pidfile: written and locked by `vmws run` for the VMM's lifetime. */
+int pidfile_acquire(const char *path, pid_t *holder); /* returns fd, or -EBUSY (*HOLDER) */
+/* The pid of a live VMM holding PATH's lock, or 0. */
+pid_t pidfile_live_pid(const char *path);
 
 #endif

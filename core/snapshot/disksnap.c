@@ -1,7 +1,7 @@
 /* The VM's disk inside the snapshot tree: overlays, and merging a deleted node's image away. */
 #include "core/snapshot/disksnap.h"
 
-#include "core/snapshot/snapshot.h"
+#include "core/util/crashpoint.h"
 
 #include <errno.h>
 #include <libgen.h>
@@ -402,7 +402,7 @@ static int stream(struct snap_tree *t, struct snap_node *n, struct disksnap_plan
         if (r == 0)
             r = cr;
         if (r == 0) {
-            snapshot_crash_point("disk-streamed");
+            crash_point("disk-streamed");
             if (bname[0])
                 backing_ref(dpath, babs, ref, sizeof(ref));
             r = disk_set_backing(dpath, bname[0] ? ref : NULL, backing_format(t, babs));
@@ -444,7 +444,7 @@ static int commit(struct snap_tree *t, struct snap_node *n, struct disksnap_plan
             snprintf(err, errlen, "cannot commit %s into %s: %s", dpath, npath, strerror(-r));
         return r;
     }
-    snapshot_crash_point("disk-committed");
+    crash_point("disk-committed");
     /* What had D's image as backing file now reads the same from N's. */
     struct snap_node *above[DISKSNAP_MAX_DEPS];
     size_t nabove = 0;

@@ -3,6 +3,7 @@
  */
 #include "core/snapshot/snapshot.h"
 
+#include "core/util/crashpoint.h"
 #include "core/util/fsutil.h"
 
 #include <errno.h>
@@ -17,19 +18,6 @@
 #include <unistd.h>
 
 #define PAGE 4096u
-
-void snapshot_crash_point(const char *point)
-{
-    /* "POINT" or "POINT:N" (the Nth time the point is reached). */
-    static int reached;
-    const char *at = getenv("VMWS_CRASH_AT");
-    size_t len = strlen(point);
-    if (!at || strncmp(at, point, len) != 0 || (at[len] != '\0' && at[len] != ':'))
-        return;
-    int nth = at[len] == ':' ? atoi(at + len + 1) : 1;
-    if (++reached == nth)
-        raise(SIGKILL);
-}
 
 uint64_t snapshot_host_pages(const struct snapshot_host *h)
 {
@@ -122,11 +110,11 @@ int snapshot_commit(struct snap_tree *t, struct snapshot_host *h, struct snapsho
     char prev_current[SNAP_ID_MAX];
     snprintf(prev_current, sizeof(prev_current), "%s", t->current);
     if (r == 0) {
-        snapshot_crash_point("take-files-written");
+        crash_point("take-files-written");
         if (becomes_current)
             snprintf(t->current, sizeof(t->current), "%s", id);
         r = snap_tree_save(t, err, errlen);
-        snapshot_crash_point("take-tree-saved");
+        crash_point("take-tree-saved");
     }
     if (r < 0) { /* the tree on disk still lacks the node; its files are orphans */
         snprintf(t->current, sizeof(t->current), "%s", prev_current);
@@ -260,7 +248,7 @@ int snapshot_revert(struct snap_tree *t, struct snapshot_host *h, struct snap_no
                 uint64_t p = w * 64 + (uint64_t)__builtin_ctzll(bits);
                 memcpy(page_ptr(h, p), pages + k * PAGE, PAGE);
                 if (k == n / 2)
-                    snapshot_crash_point("revert-half-written");
+                    crash_point("revert-half-written");
             }
         /* Our own writes must not count as guest changes: drop them from the logs. */
         uint64_t *scratch = calloc(words, sizeof(uint64_t));
@@ -356,7 +344,7 @@ int snapshot_delete(struct snap_tree *t, struct snap_node *n, struct disksnap_pl
     }
     if (r < 0)
         return r;
-    snapshot_crash_point("delete-merged");
+    crash_point("delete-merged");
     /* 2. The tree forgets N. */
     if (to_carry) {
         for (uint64_t i = 0; i < d->npages; i++)
@@ -373,7 +361,7 @@ int snapshot_delete(struct snap_tree *t, struct snap_node *n, struct disksnap_pl
             snprintf(t->nodes[i].parent, sizeof(t->nodes[i].parent), "%s", parent);
     snap_remove(t, n);
     r = snap_tree_save(t, err, errlen);
-    snapshot_crash_point("delete-tree-saved");
+    crash_point("delete-tree-saved");
     /* 3. Its files go (a crash before this leaves orphans, which snap_tree_tidy removes). */
     char path[PATH_MAX];
     snap_path(t, id, "mem", path, sizeof(path));

@@ -73,10 +73,6 @@ int snapshot_delete(struct snap_tree *t, struct snap_node *n, struct disksnap_pl
 /* Pages numbered by a host (RAM + extra). */
 uint64_t snapshot_host_pages(const struct snapshot_host *h);
 
-/* Test hook for crash safety: if $VMWS_CRASH_AT is "POINT" or "POINT:N", the process dies by
- * SIGKILL the (Nth) time it reaches POINT, exactly as `kill -9` there would leave things. */
-void snapshot_crash_point(const char *point);
-
 /* The tree as `vmws snapshot list --json` and the control socket show it, with what deleting
  * each node needs (memory and disk; ACTIVE: the open image the VM writes, or NULL). */
 json_t *snapshot_tree_json(struct snap_tree *t, struct disk *active);

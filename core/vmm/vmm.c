@@ -16,6 +16,12 @@ double vmm_ms_since(const struct timespec *t0)
     return (double)(now.tv_sec - t0->tv_sec) * 1e3 + (double)(now.tv_nsec - t0->tv_nsec) / 1e6;
 }
 
+void vmm_show_state(struct vmm *v)
+{
+    if (v->display)
+        v->backends->display_set_state(v->display, vmm_state_names[v->state]);
+}
+
 /* ---- images ---- */
 
 static int map_file(const char *what, const char *path, struct file_image *img, char *err,
@@ -197,8 +203,7 @@ static int boot_kernel_locked(struct vmm *v, char *err, size_t errlen)
         .cmdline = v->cfg->append,
         .acpi_rsdp = rsdp,
     };
-    if (v->display)
-        display_boot_framebuffer(v->display, &req.fb);
+    framebuffer_boot_info(v->fb, &req.fb);
     struct boot_entry entry;
     r = linuxboot_load(&v->mem, &req, &entry, err, errlen);
     if (r < 0)
@@ -319,7 +324,7 @@ static int run_machine(struct vmm *v, int sigfd, int *ready_fd, bool resume)
         vmm_log("%s %s: %u vCPU(s), %llu MiB %s memory%s", resume ? "resumed" : "booted",
                 v->cfg->name, v->cfg->cpus, (unsigned long long)(v->cfg->memory_bytes >> 20),
                 mem_backend_name(v->cfg->backend), v->opts->start_paused ? ", paused" : "");
-        display_set_state(v->display, vmm_state_names[v->state]);
+        vmm_show_state(v);
         if (*ready_fd >= 0) {
             ssize_t w = write(*ready_fd, "R", 1);
             (void)w;
@@ -412,7 +417,8 @@ static int open_memory(struct vmm *v, bool resume, char *err, size_t errlen)
 int vmm_run(const struct vm_config *cfg, const struct vm_paths *paths,
             const struct vmm_options *opts)
 {
-    struct vmm v = {.cfg = cfg, .paths = paths, .quit_fd = -1, .opts = opts};
+    struct vmm v = {
+        .cfg = cfg, .paths = paths, .quit_fd = -1, .opts = opts, .backends = opts->backends};
     char err[512] = "";
     int status = 1;
     int ready_fd = opts->ready_fd;
@@ -448,8 +454,12 @@ int vmm_run(const struct vm_config *cfg, const struct vm_paths *paths,
         goto fail;
     struct display_config dcfg;
     if (display_config_from_vm(cfg, paths->dir, &dcfg, err, sizeof(err)) < 0 ||
-        !(v.display = display_create(&dcfg, err, sizeof(err))) ||
-        setup_snapshot_host(&v, err, sizeof(err)) < 0)
+        !(v.fb = framebuffer_create(dcfg.width, dcfg.height, err, sizeof(err))))
+        goto fail;
+    if (v.backends && v.backends->display_create &&
+        !(v.display = v.backends->display_create(v.fb, &dcfg, err, sizeof(err))))
+        goto fail;
+    if (setup_snapshot_host(&v, err, sizeof(err)) < 0)
         goto fail;
     status = run_machine(&v, sigfd, &ready_fd, resume);
     goto out;
@@ -458,7 +468,9 @@ fail:
     vmm_log("%s", err);
     fprintf(stderr, "vmws: %s\n", err);
 out:
-    display_destroy(v.display); /* the machine is gone: nothing draws or types any more */
+    if (v.display) /* the machine is gone: nothing draws or types any more */
+        v.backends->display_destroy(v.display);
+    framebuffer_destroy(v.fb);
     if (v.ctl)
         ctl_server_stop(v.ctl);
     if (v.console)

@@ -6,9 +6,12 @@
 #include "core/config/paths.h"
 #include "core/config/vmconfig.h"
 
+struct vmm_backends;
+
 struct vmm_options {
     int ready_fd;      /* if >= 0: one byte is written and it is closed once the VM is up */
     bool start_paused; /* the vCPUs wait for a `cont` (offline snapshot work uses this) */
+    const struct vmm_backends *backends; /* display and sound (core/vmm/backends.h); NULL = none */
 };
 
 /* Runs the VM in this process until it powers off, quits or suspends. A VM with a suspend

@@ -73,7 +73,7 @@ static json_t *pause_or_resume(struct vmm *v, bool pause, struct ctl_error *err)
             machine_resume(&v->m);
         v->state = want;
         ctl_server_event(v->ctl, pause ? "STOP" : "RESUME", NULL);
-        display_set_state(v->display, vmm_state_names[want]);
+        vmm_show_state(v);
     }
     enum vmm_state now = v->state;
     pthread_mutex_unlock(&v->lock);
@@ -112,17 +112,12 @@ static json_t *cmd_quit(void *opaque, json_t *args, struct ctl_error *err)
 static json_t *cmd_query_display(void *opaque, json_t *args, struct ctl_error *err)
 {
     struct vmm *v = opaque;
-    struct display *d = v->display;
     (void)args;
     (void)err;
-    json_t *r = json_pack("{s:i, s:i, s:b, s:I}", "width", (int)display_width(d), "height",
-                          (int)display_height(d), "sdl", display_sdl_open(d), "updates",
-                          (json_int_t)display_updates(d));
-    if (display_vnc_port(d))
-        json_object_set_new(r, "vnc",
-                            json_pack("{s:s, s:i, s:b, s:i}", "host", display_vnc_host(d), "port",
-                                      display_vnc_port(d), "password", display_vnc_auth(d),
-                                      "clients", (int)display_vnc_clients(d)));
+    json_t *r = v->display ? v->backends->display_status_json(v->display)
+                           : json_pack("{s:b, s:i}", "sdl", 0, "updates", 0);
+    json_object_set_new(r, "width", json_integer(framebuffer_width(v->fb)));
+    json_object_set_new(r, "height", json_integer(framebuffer_height(v->fb)));
     return r;
 }
 
@@ -133,7 +128,7 @@ static json_t *cmd_query_audio(void *opaque, json_t *args, struct ctl_error *err
     struct vmm *v = opaque;
     (void)args;
     pthread_mutex_lock(&v->lock);
-    json_t *r = v->audio ? audio_status_json(v->audio) : NULL;
+    json_t *r = v->audio ? v->backends->audio_status_json(v->audio) : NULL;
     pthread_mutex_unlock(&v->lock);
     if (!r) {
         err->cls = "GenericError";
@@ -177,7 +172,7 @@ static json_t *cmd_set_volume(void *opaque, json_t *args, struct ctl_error *err)
     if (jm)
         v->audio_muted = json_is_true(jm);
     if (v->audio)
-        audio_set_volume(v->audio, 100 - v->audio_attenuation, v->audio_muted);
+        v->backends->audio_set_volume(v->audio, 100 - v->audio_attenuation, v->audio_muted);
     json_t *r = json_pack("{s:i, s:b}", "volume", (int)(100 - v->audio_attenuation), "muted",
                           v->audio_muted);
     pthread_mutex_unlock(&v->lock);

@@ -2,7 +2,7 @@
  * device for a VM's configuration, stops what it does on its own threads, destroys it, brings
  * its requests in flight to a quiet point, and saves and loads its records. The order is the
  * order of creation (a row may use the devices above it: audio and the disk sit on the PCI
- * bus, the display's keyboard is the i8042), saving and loading; stopping and destroying go
+ * bus, the framebuffer's keyboard is the i8042), saving and loading; stopping and destroying go
  * the other way. A reboot is a destroy and a create, so no row needs a reset. Adding a device
  * means adding its file and one row here. */
 #include "core/vmm/vmm_priv.h"
@@ -73,9 +73,17 @@ static int pm_row_create(struct vmm *v, char *err, size_t errlen)
     return v->pm ? 0 : no_memory("ACPI PM ports", err, errlen);
 }
 
-/* ---- sound: [audio] enabled; a card that cannot start is logged and the VM runs without ---- */
+/* ---- sound: [audio] enabled and a mixer to clock it (backends->audio_create); a card that
+ * cannot start is logged and the VM runs without ---- */
 
-HELD_DEVICE(audio, audio)
+static void audio_row_destroy(struct vmm *v)
+{
+    if (v->audio)
+        v->backends->audio_destroy(v->audio);
+    es1370_destroy(v->es1370);
+    pcspk_destroy(v->pcspk);
+    v->audio = NULL, v->es1370 = NULL, v->pcspk = NULL;
+}
 static int audio_row_create(struct vmm *v, char *err, size_t errlen)
 {
     (void)err, (void)errlen;
@@ -84,16 +92,41 @@ static int audio_row_create(struct vmm *v, char *err, size_t errlen)
         v->audio_muted = v->cfg->audio.muted;
         v->audio_configured = true;
     }
+    if (!v->cfg->audio.enabled || !v->backends || !v->backends->audio_create)
+        return 0;
     struct audio_config acfg = {
         .vm_name = v->cfg->name, .volume = 100 - v->audio_attenuation, .muted = v->audio_muted};
-    if (v->cfg->audio.enabled)
-        v->audio = audio_create(&v->m, v->pci, &acfg);
+    v->es1370 = es1370_create(&v->m, v->pci, ES1370_PCI_SLOT);
+    v->pcspk = pcspk_create(&v->m);
+    if (v->es1370 && v->pcspk)
+        v->audio = v->backends->audio_create(&v->m, v->es1370, v->pcspk, &acfg);
+    if (!v->audio) {
+        vmm_log("audio: cannot create the sound devices (PCI slot %d or port 0x61 taken, or no "
+                "mixer thread): the VM runs without sound",
+                ES1370_PCI_SLOT);
+        audio_row_destroy(v);
+    }
     return 0;
 }
 /* Its mixer thread raises IRQs: stopped while the VM fd is open. */
 static void audio_row_stop(struct vmm *v)
 {
-    audio_stop(v->audio);
+    if (v->audio)
+        v->backends->audio_stop(v->audio);
+}
+static int audio_row_save(struct vmm *v, struct state_writer *w)
+{
+    if (!v->audio)
+        return 0;
+    int r = es1370_save(v->es1370, w);
+    return r ? r : pcspk_save(v->pcspk, w);
+}
+static int audio_row_load(struct vmm *v, const struct state_reader *r)
+{
+    if (!v->audio)
+        return 0;
+    int e = es1370_load(v->es1370, r);
+    return e ? e : pcspk_load(v->pcspk, r);
 }
 
 /* ---- the disk: [disk] path; its I/O thread serves requests while the vCPUs run ---- */
@@ -132,23 +165,23 @@ static void virtio_blk_row_resume(struct vmm *v)
         virtio_blk_resume(v->blk);
 }
 
-/* ---- the framebuffer: the display outlives reboots and is attached to each machine ---- */
+/* ---- the framebuffer: it outlives reboots and is attached to each machine ---- */
 
-static int display_row_create(struct vmm *v, char *err, size_t errlen)
+static int framebuffer_row_create(struct vmm *v, char *err, size_t errlen)
 {
-    return v->display ? display_attach(v->display, &v->m, v->i8042, err, errlen) : 0;
+    return framebuffer_attach(v->fb, &v->m, v->i8042, err, errlen);
 }
-static void display_row_stop(struct vmm *v)
+static void framebuffer_row_stop(struct vmm *v)
 {
-    display_detach(v->display);
+    framebuffer_detach(v->fb);
 }
-static int display_row_save(struct vmm *v, struct state_writer *w)
+static int framebuffer_row_save(struct vmm *v, struct state_writer *w)
 {
-    return v->display ? display_save(v->display, w) : 0;
+    return framebuffer_save(v->fb, w);
 }
-static int display_row_load(struct vmm *v, const struct state_reader *r)
+static int framebuffer_row_load(struct vmm *v, const struct state_reader *r)
 {
-    return v->display ? display_load(v->display, r) : 0;
+    return framebuffer_load(v->fb, r);
 }
 
 #define ROW(n, tg, ver, ...)                                                                       \
@@ -168,6 +201,6 @@ const struct vmm_device vmm_devices[] = {
     ROW(virtio_blk, STATE_TAG('V', 'B', 'L', 'K'), 1, .stop = virtio_blk_row_stop,
         .destroy = virtio_blk_row_destroy, .quiesce = virtio_blk_row_quiesce,
         .resume = virtio_blk_row_resume),
-    ROW(display, STATE_TAG('F', 'B', 'C', 'F'), 1, .stop = display_row_stop),
+    ROW(framebuffer, STATE_TAG('F', 'B', 'C', 'F'), 1, .stop = framebuffer_row_stop),
 };
 const size_t vmm_ndevices = sizeof(vmm_devices) / sizeof(vmm_devices[0]);

@@ -20,21 +20,22 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "audio/audio.h"
 #include "core/boot/acpi.h"
 #include "core/boot/linuxboot.h"
 #include "core/config/dconfig.h"
 #include "core/control/consolesrv.h"
 #include "core/control/ctl.h"
 #include "core/devices/devices.h"
+#include "core/devices/framebuffer.h"
+#include "core/devices/sound.h"
 #include "core/snapshot/snapshot.h"
 #include "core/snapshot/state.h"
 #include "core/util/log.h"
 #include "core/virtio/virtio_blk.h"
 #include "core/vm/machine.h"
 #include "core/vm/memtruth.h"
+#include "core/vmm/backends.h"
 #include "core/vmm/vmm.h"
-#include "display/display.h"
 
 enum vmm_state { VMM_BOOTING, VMM_RUNNING, VMM_PAUSED, VMM_SHUTDOWN, VMM_CRASHED };
 
@@ -62,12 +63,16 @@ struct vmm {
     struct i8042 *i8042;
     struct pci_bus *pci;
     struct pm *pm;
-    struct virtio_blk *blk;     /* [disk] in vm.conf; NULL = no disk */
-    struct audio *audio;        /* ES1370 + PC speaker + PulseAudio; NULL = no sound */
+    struct virtio_blk *blk; /* [disk] in vm.conf; NULL = no disk */
+    struct es1370 *es1370;  /* the sound devices; NULL = no sound */
+    struct pcspk *pcspk;
+    struct audio *audio;        /* their clock and PulseAudio stream (backends->audio_create) */
     unsigned audio_attenuation; /* 100 - volume; from [audio] in vm.conf at the first boot */
     bool audio_muted;
     bool audio_configured;
-    struct display *display; /* the screen: outlives reboots, attached to each machine */
+    struct framebuffer *fb;  /* the screen: outlives reboots, attached to each machine */
+    struct display *display; /* its viewers (backends->display_create); NULL = none */
+    const struct vmm_backends *backends; /* from vmm_options; NULL = none */
 
     struct ctl_server *ctl;
     struct console_server *console;
@@ -122,6 +127,8 @@ extern const size_t vmm_ndevices;
 int save_all_locked(struct vmm *v, struct state_writer *w);
 int load_all_locked(struct vmm *v, const struct state_reader *r, char *err, size_t errlen);
 double vmm_ms_since(const struct timespec *t0);
+/* The VM's state in the window's title (under lock). */
+void vmm_show_state(struct vmm *v);
 
 /* vmm_cmds.c: the command table, and an error reply with one %s argument. */
 extern const struct ctl_command vmm_commands[];

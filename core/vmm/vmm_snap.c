@@ -7,7 +7,7 @@
 static int host_collect_dirty(void *opaque, uint64_t *bitmap)
 {
     struct vmm *v = opaque;
-    display_collect_dirty(v->display, bitmap + ram_pages(v) / 64);
+    framebuffer_collect_dirty(v->fb, bitmap + ram_pages(v) / 64);
     return machine_collect_dirty(&v->m, bitmap);
 }
 
@@ -45,7 +45,7 @@ static int suspend_locked(struct vmm *v, size_t *state_bytes, char *err, size_t 
     if (r == 0)
         r = save_all_locked(v, &w);
     if (r == 0) /* the framebuffer is not in the memory file */
-        r = display_save_contents(v->display, &w);
+        r = framebuffer_save_contents(v->fb, &w);
     state_put(&w, T_CARRY, 0, v->carry, carry_words(v) * sizeof(uint64_t));
     *state_bytes = w.len;
     if (r == 0)
@@ -274,7 +274,7 @@ json_t *vmm_cmd_snapshot_revert(void *opaque, json_t *args, struct ctl_error *er
     } else if (r == 0) {
         r = snapshot_revert(&v->tree, &v->snap_host, target, &pages, err->desc, sizeof(err->desc));
         if (r == 0)
-            display_redraw(v->display); /* its pages were rewritten behind its back */
+            framebuffer_redraw(v->fb); /* its pages were rewritten behind its back */
     }
     if (r < 0 && disk && strcmp(v->tree.disk_active, overlay) == 0) { /* back to the old disk */
         char e2[256];
@@ -402,14 +402,13 @@ json_t *vmm_cmd_query_snapshots(void *opaque, json_t *args, struct ctl_error *er
     return ret;
 }
 
-/* The screen: size, whether the SDL window is open, where VNC listens (see display/). */
 /* What snapshots keep as pages: guest RAM, then the framebuffer. */
 int setup_snapshot_host(struct vmm *v, char *err, size_t errlen)
 {
     v->snap_host = (struct snapshot_host){
         .mem = &v->mem,
-        .extra = display_fb_host(v->display),
-        .extra_pages = display_fb_pages(v->display),
+        .extra = framebuffer_pixels(v->fb),
+        .extra_pages = framebuffer_pages(v->fb),
         .collect_dirty = host_collect_dirty,
         .save_state = host_save_state,
         .load_state = host_load_state,

@@ -11,8 +11,11 @@
 #include <sys/ioctl.h>
 #include <time.h>
 
-#include "audio/audio.h"
+#include "core/devices/devices.h"
+#include "core/devices/sound.h"
+#include "core/snapshot/state.h"
 #include "core/util/log.h"
+#include "core/vm/machine.h"
 
 #define PIT_HZ 1193182ull
 #define PORT61_GATE2 0x01

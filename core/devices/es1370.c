@@ -14,8 +14,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "audio/audio.h"
+#include "core/devices/devices.h"
+#include "core/devices/sound.h"
+#include "core/snapshot/state.h"
 #include "core/util/log.h"
+#include "core/vm/machine.h"
 
 /* Register offsets and bits (names after Linux's sound/pci/ens1370.c and the datasheet). */
 #define REG_CONTROL 0x00
