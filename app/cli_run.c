@@ -31,15 +31,15 @@ const char *cli_start_display_mode;
 
 /* What the VMM runs with on the host: the display's viewers and the sound mixer. */
 static const struct vmm_backends host_backends = {
-    .display_create = display_create,
-    .display_set_state = display_set_state,
-    .display_status_json = display_status_json,
-    .display_destroy = display_destroy,
-    .audio_create = audio_create,
-    .audio_stop = audio_stop,
-    .audio_destroy = audio_destroy,
-    .audio_set_volume = audio_set_volume,
-    .audio_status_json = audio_status_json,
+    .display = {.create = display_create,
+                .set_state = display_set_state,
+                .status_json = display_status_json,
+                .destroy = display_destroy},
+    .audio = {.create = audio_create,
+              .stop = audio_stop,
+              .destroy = audio_destroy,
+              .set_volume = audio_set_volume,
+              .status_json = audio_status_json},
 };
 
 static int check_display_mode(const char *cmd, const char *mode)

@@ -27,21 +27,24 @@ struct audio_config {
 };
 
 struct vmm_backends {
-    /* Shows FB as CFG says (SDL window, VNC server); NULL with ERR if a required viewer
-     * cannot start. */
-    struct display *(*display_create)(struct framebuffer *fb, const struct display_config *cfg,
-                                      char *err, size_t errlen);
-    void (*display_set_state)(struct display *d, const char *state); /* the window's title */
-    json_t *(*display_status_json)(struct display *d);
-    void (*display_destroy)(struct display *d);
-
-    /* The clock and speaker of M's sound devices; NULL on failure. */
-    struct audio *(*audio_create)(struct machine *m, struct es1370 *card, struct pcspk *speaker,
-                                  const struct audio_config *cfg);
-    void (*audio_stop)(struct audio *a); /* no more DMA or interrupts */
-    void (*audio_destroy)(struct audio *a);
-    void (*audio_set_volume)(struct audio *a, unsigned volume, bool muted);
-    json_t *(*audio_status_json)(struct audio *a);
+    struct {
+        /* Shows FB as CFG says (SDL window, VNC server); NULL with ERR if a required viewer
+         * cannot start. */
+        struct display *(*create)(struct framebuffer *fb, const struct display_config *cfg,
+                                  char *err, size_t errlen);
+        void (*set_state)(struct display *d, const char *state); /* the window's title */
+        json_t *(*status_json)(struct display *d);
+        void (*destroy)(struct display *d);
+    } display;
+    struct {
+        /* The clock and speaker of M's sound devices; NULL on failure. */
+        struct audio *(*create)(struct machine *m, struct es1370 *card, struct pcspk *speaker,
+                                const struct audio_config *cfg);
+        void (*stop)(struct audio *a); /* no more DMA or interrupts */
+        void (*destroy)(struct audio *a);
+        void (*set_volume)(struct audio *a, unsigned volume, bool muted);
+        json_t *(*status_json)(struct audio *a);
+    } audio;
 };
 
 #endif

@@ -19,7 +19,7 @@ double vmm_ms_since(const struct timespec *t0)
 void vmm_show_state(struct vmm *v)
 {
     if (v->display)
-        v->backends->display_set_state(v->display, vmm_state_names[v->state]);
+        v->backends->display.set_state(v->display, vmm_state_names[v->state]);
 }
 
 /* ---- images ---- */
@@ -456,8 +456,8 @@ int vmm_run(const struct vm_config *cfg, const struct vm_paths *paths,
     if (display_config_from_vm(cfg, paths->dir, &dcfg, err, sizeof(err)) < 0 ||
         !(v.fb = framebuffer_create(dcfg.width, dcfg.height, err, sizeof(err))))
         goto fail;
-    if (v.backends && v.backends->display_create &&
-        !(v.display = v.backends->display_create(v.fb, &dcfg, err, sizeof(err))))
+    if (v.backends && v.backends->display.create &&
+        !(v.display = v.backends->display.create(v.fb, &dcfg, err, sizeof(err))))
         goto fail;
     if (setup_snapshot_host(&v, err, sizeof(err)) < 0)
         goto fail;
@@ -469,7 +469,7 @@ fail:
     fprintf(stderr, "vmws: %s\n", err);
 out:
     if (v.display) /* the machine is gone: nothing draws or types any more */
-        v.backends->display_destroy(v.display);
+        v.backends->display.destroy(v.display);
     framebuffer_destroy(v.fb);
     if (v.ctl)
         ctl_server_stop(v.ctl);

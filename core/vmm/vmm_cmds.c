@@ -114,7 +114,7 @@ static json_t *cmd_query_display(void *opaque, json_t *args, struct ctl_error *e
     struct vmm *v = opaque;
     (void)args;
     (void)err;
-    json_t *r = v->display ? v->backends->display_status_json(v->display)
+    json_t *r = v->display ? v->backends->display.status_json(v->display)
                            : json_pack("{s:b, s:i}", "sdl", 0, "updates", 0);
     json_object_set_new(r, "width", json_integer(framebuffer_width(v->fb)));
     json_object_set_new(r, "height", json_integer(framebuffer_height(v->fb)));
@@ -128,7 +128,7 @@ static json_t *cmd_query_audio(void *opaque, json_t *args, struct ctl_error *err
     struct vmm *v = opaque;
     (void)args;
     pthread_mutex_lock(&v->lock);
-    json_t *r = v->audio ? v->backends->audio_status_json(v->audio) : NULL;
+    json_t *r = v->audio ? v->backends->audio.status_json(v->audio) : NULL;
     pthread_mutex_unlock(&v->lock);
     if (!r) {
         err->cls = "GenericError";
@@ -172,7 +172,7 @@ static json_t *cmd_set_volume(void *opaque, json_t *args, struct ctl_error *err)
     if (jm)
         v->audio_muted = json_is_true(jm);
     if (v->audio)
-        v->backends->audio_set_volume(v->audio, 100 - v->audio_attenuation, v->audio_muted);
+        v->backends->audio.set_volume(v->audio, 100 - v->audio_attenuation, v->audio_muted);
     json_t *r = json_pack("{s:i, s:b}", "volume", (int)(100 - v->audio_attenuation), "muted",
                           v->audio_muted);
     pthread_mutex_unlock(&v->lock);

@@ -73,13 +73,13 @@ static int pm_row_create(struct vmm *v, char *err, size_t errlen)
     return v->pm ? 0 : no_memory("ACPI PM ports", err, errlen);
 }
 
-/* ---- sound: [audio] enabled and a mixer to clock it (backends->audio_create); a card that
+/* ---- sound: [audio] enabled and a mixer to clock it (backends->audio.create); a card that
  * cannot start is logged and the VM runs without ---- */
 
 static void audio_row_destroy(struct vmm *v)
 {
     if (v->audio)
-        v->backends->audio_destroy(v->audio);
+        v->backends->audio.destroy(v->audio);
     es1370_destroy(v->es1370);
     pcspk_destroy(v->pcspk);
     v->audio = NULL, v->es1370 = NULL, v->pcspk = NULL;
@@ -92,14 +92,14 @@ static int audio_row_create(struct vmm *v, char *err, size_t errlen)
         v->audio_muted = v->cfg->audio.muted;
         v->audio_configured = true;
     }
-    if (!v->cfg->audio.enabled || !v->backends || !v->backends->audio_create)
+    if (!v->cfg->audio.enabled || !v->backends || !v->backends->audio.create)
         return 0;
     struct audio_config acfg = {
         .vm_name = v->cfg->name, .volume = 100 - v->audio_attenuation, .muted = v->audio_muted};
     v->es1370 = es1370_create(&v->m, v->pci, ES1370_PCI_SLOT);
     v->pcspk = pcspk_create(&v->m);
     if (v->es1370 && v->pcspk)
-        v->audio = v->backends->audio_create(&v->m, v->es1370, v->pcspk, &acfg);
+        v->audio = v->backends->audio.create(&v->m, v->es1370, v->pcspk, &acfg);
     if (!v->audio) {
         vmm_log("audio: cannot create the sound devices (PCI slot %d or port 0x61 taken, or no "
                 "mixer thread): the VM runs without sound",
@@ -112,7 +112,7 @@ static int audio_row_create(struct vmm *v, char *err, size_t errlen)
 static void audio_row_stop(struct vmm *v)
 {
     if (v->audio)
-        v->backends->audio_stop(v->audio);
+        v->backends->audio.stop(v->audio);
 }
 static int audio_row_save(struct vmm *v, struct state_writer *w)
 {

@@ -66,12 +66,12 @@ struct vmm {
     struct virtio_blk *blk; /* [disk] in vm.conf; NULL = no disk */
     struct es1370 *es1370;  /* the sound devices; NULL = no sound */
     struct pcspk *pcspk;
-    struct audio *audio;        /* their clock and PulseAudio stream (backends->audio_create) */
+    struct audio *audio;        /* their clock and PulseAudio stream (backends->audio.create) */
     unsigned audio_attenuation; /* 100 - volume; from [audio] in vm.conf at the first boot */
     bool audio_muted;
     bool audio_configured;
     struct framebuffer *fb;  /* the screen: outlives reboots, attached to each machine */
-    struct display *display; /* its viewers (backends->display_create); NULL = none */
+    struct display *display; /* its viewers (backends->display.create); NULL = none */
     const struct vmm_backends *backends; /* from vmm_options; NULL = none */
 
     struct ctl_server *ctl;
