@@ -9,7 +9,7 @@
 
 #include "core/devices/devices.h"
 #include "core/devices/sound.h"
-#include "core/snapshot/state.h"
+#include "core/util/state.h"
 #include "core/vm/iobus.h"
 #include "core/vm/machine.h"
 

@@ -10,7 +10,7 @@
 
 #include "core/devices/devices.h"
 #include "core/snapshot/snapstore.h"
-#include "core/snapshot/state.h"
+#include "core/util/state.h"
 #include "core/vm/machine.h"
 
 static char dir[64];

@@ -8,7 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "core/snapshot/state.h"
+#include "core/util/state.h"
 #include "core/vm/machine.h"
 
 /* Every device model saves and restores its own state records (state.h) for suspend and

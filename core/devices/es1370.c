@@ -16,8 +16,8 @@
 
 #include "core/devices/devices.h"
 #include "core/devices/sound.h"
-#include "core/snapshot/state.h"
 #include "core/util/log.h"
+#include "core/util/state.h"
 #include "core/vm/machine.h"
 
 /* Register offsets and bits (names after Linux's sound/pci/ens1370.c and the datasheet). */

@@ -14,7 +14,7 @@
 #include "core/boot/linuxboot.h"
 #include "core/config/dconfig.h"
 #include "core/devices/devices.h"
-#include "core/snapshot/state.h"
+#include "core/util/state.h"
 #include "core/vm/machine.h"
 
 #define FB_PAGE 4096u

@@ -13,8 +13,8 @@
 
 #include "core/devices/devices.h"
 #include "core/devices/sound.h"
-#include "core/snapshot/state.h"
 #include "core/util/log.h"
+#include "core/util/state.h"
 #include "core/vm/machine.h"
 
 #define PIT_HZ 1193182ull

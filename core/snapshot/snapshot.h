@@ -12,7 +12,7 @@
 
 #include "core/snapshot/disksnap.h"
 #include "core/snapshot/snapstore.h"
-#include "core/snapshot/state.h"
+#include "core/util/state.h"
 #include "core/vm/guestmem.h"
 
 /* Pages are numbered RAM first (RAM offset / 4 KiB), then the EXTRA region's (the framebuffer:

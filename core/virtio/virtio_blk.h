@@ -11,8 +11,8 @@
 #include <stdint.h>
 
 #include "core/devices/devices.h"
-#include "core/snapshot/state.h"
 #include "core/storage/disk.h"
+#include "core/util/state.h"
 #include "core/vm/machine.h"
 
 #define VIRTIO_BLK_PCI_SLOT 6 /* INTx on IRQ 10 (the ES1370 in slot 5 is on 11) */

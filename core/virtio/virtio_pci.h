@@ -13,7 +13,7 @@
 #include <stdint.h>
 
 #include "core/devices/devices.h"
-#include "core/snapshot/state.h"
+#include "core/util/state.h"
 #include "core/virtio/virtqueue.h"
 #include "core/vm/machine.h"
 

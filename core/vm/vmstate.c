@@ -9,7 +9,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 
-#include "core/snapshot/state.h"
+#include "core/util/state.h"
 #include "core/vm/machine.h"
 
 #define T_REGS STATE_TAG('R', 'E', 'G', 'S')

@@ -2,7 +2,7 @@
  *   header: "VMWSSTAT", u32 version, u32 reserved, u64 payload length, u32 crc32(payload), u32 0
  *   payload: records of u32 tag, u32 instance, u64 length, bytes, zero padding to 8.
  * The CRC (zlib's crc32) covers the whole payload, so any corruption refuses the whole file. */
-#include "core/snapshot/state.h"
+#include "core/util/state.h"
 
 #include "core/util/bytes.h"
 #include "core/util/fsutil.h"
