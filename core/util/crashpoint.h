@@ -1,7 +1,7 @@
 /* A test hook for crash safety: if $VMWS_CRASH_AT is "POINT" or "POINT:N", the process dies by
  * SIGKILL the first (or Nth) time it reaches crash_point("POINT"). The snapshot and disk code
  * name a point after each step whose interruption must leave files a later run recovers from
- * (tests/test_snapshot.c kills the VMM at each). Without the variable it costs one getenv(). */
+ * (tests/e2e/test_snapshot.c kills the VMM at each). Without the variable it costs one getenv(). */
 #ifndef VMWS_CRASHPOINT_H
 #define VMWS_CRASHPOINT_H
 

@@ -5,7 +5,7 @@ Both run the built-in guest (assets/guest/vmws-guest.bzImage) on KVM with 256 Mi
 and draw the same 1024x768x32 screen: under vmws on the framebuffer vmws describes in
 boot_params.screen_info; under QEMU (`-kernel`, no VESA mode is set for us) the guest finds
 QEMU's Bochs VBE display (-vga std), programs 1024x768x32 itself and draws on its BAR, so the
-guest-side work is identical. One VNC client, tests/vncprobe (libvncclient, its default
+guest-side work is identical. One VNC client, tests/e2e/vncprobe (libvncclient, its default
 encodings: tight, zrle, ultra, copyrect, hextile, zlib, corre, rre, raw), connects to each.
 
 Per sample the guest changes the whole screen (`fb fill RRGGBB`: one colour; `fb noise N`:
@@ -200,9 +200,9 @@ def run_qemu(build, probe):
 
 def main():
     build = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else ".")
-    probe = os.path.join(build, "tests", "vncprobe")
+    probe = os.path.join(build, "tests", "e2e", "vncprobe")
     if not os.access(probe, os.X_OK):
-        subprocess.run(["make", "-C", build, "tests/vncprobe"], capture_output=True)
+        subprocess.run(["make", "-C", build, "tests/e2e/vncprobe"], capture_output=True)
     if not os.access(probe, os.X_OK) or not os.access("/dev/kvm", os.W_OK):
         print("bench_display: needs %s and /dev/kvm" % probe)
         return 0

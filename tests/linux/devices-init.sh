@@ -1,5 +1,5 @@
 #!/bin/busybox sh
-# /init of tests/test_linux_devices.sh's guest: loads its modules, waits for the virtio disk,
+# /init of tests/e2e/test_linux_devices.sh's guest: loads its modules, waits for the virtio disk,
 # reads its first MiB, lists the input devices Linux made, and powers off. Its lines start
 # with "devices:"; the kernel's own messages go to the same serial console.
 /bin/busybox --install -s /bin

@@ -1,6 +1,6 @@
 /* The guest's program: copy what it needs out of boot_params, bring up the console, memory,
  * ACPI and the other CPUs, print the banner and run the serial shell. The banner lines and
- * command outputs are a contract: vmws's end-to-end tests and tests/test_guest_qemu.sh match
+ * command outputs are a contract: vmws's end-to-end tests and tests/qemu/test_guest_qemu.sh match
  * them byte for byte, so change them only together with those tests. */
 #include "assets/guest/user/disk.h"
 #include "assets/guest/user/guest.h"

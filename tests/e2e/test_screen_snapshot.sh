@@ -1,10 +1,10 @@
 #!/bin/sh
 # The guest's screen comes back with its memory: fill the framebuffer red, take a snapshot, fill
 # it blue, revert (red again), then suspend and resume (still red) -- each checked as a VNC
-# client sees it (tests/vncprobe, a libvncclient viewer). Bounded waits; prints what it saw.
+# client sees it (tests/e2e/vncprobe, a libvncclient viewer). Bounded waits; prints what it saw.
 set -u
 BIN=${VMWS_BIN:-./vmws}
-PROBE=$(dirname "$BIN")/tests/vncprobe
+PROBE=$(dirname "$BIN")/tests/e2e/vncprobe
 HOME_DIR=$(mktemp -d /tmp/vmws-test-screen-XXXXXX)
 export VMWS_HOME="$HOME_DIR" VMWS_RUNTIME_DIR="$HOME_DIR/run"
 unset DISPLAY WAYLAND_DISPLAY

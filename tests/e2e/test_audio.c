@@ -17,7 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "tests/e2e.h"
+#include "tests/e2e/e2e.h"
 
 #define BOOT_MS 20000
 #define RATE 44100

@@ -12,7 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "tests/e2e.h"
+#include "tests/e2e/e2e.h"
 
 static char out[1 << 16];
 

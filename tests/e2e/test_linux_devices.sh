@@ -7,7 +7,7 @@
 # built from Debian's packages (tests/linux/fixture.py).
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
-vmws=${VMWS_BIN:-$here/../vmws}
+vmws=${VMWS_BIN:-$here/../../vmws}
 export VMWS_HOME=$(mktemp -d /tmp/vmws-lxdev.XXXXXX) VMWS_RUNTIME_DIR=$(mktemp -d /tmp/vmws-lxdev-run.XXXXXX)
 trap '"$vmws" kill lx >/dev/null 2>&1; rm -rf "$VMWS_HOME" "$VMWS_RUNTIME_DIR"' EXIT
 fails=0
@@ -16,7 +16,7 @@ check() { # check DESCRIPTION COMMAND...
     shift
     if "$@" >/dev/null 2>&1; then echo "ok: $what"; else echo "FAIL: $what"; fails=$((fails + 1)); fi
 }
-set -- $(/usr/bin/python3 "$here/linux/fixture.py" --init "$here/linux/devices-init.sh" \
+set -- $(/usr/bin/python3 "$here/../linux/fixture.py" --init "$here/../linux/devices-init.sh" \
     --modules virtio_pci,virtio_blk,psmouse) || exit 99
 kernel=$1 initrd=$2
 "$vmws" create lx --memory 256M --cpus 2 --disk 64M --kernel "$kernel" --initrd "$initrd" \

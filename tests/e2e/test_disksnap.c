@@ -16,7 +16,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "tests/e2e.h"
+#include "tests/e2e/e2e.h"
 
 static char out[1 << 16];
 static char seen[1 << 16];

@@ -13,7 +13,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
-#include "tests/e2e.h"
+#include "tests/e2e/e2e.h"
 
 #define MiB (1024LL * 1024)
 #define BOOT_MS 20000

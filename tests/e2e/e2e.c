@@ -1,5 +1,5 @@
 /* End-to-end test helpers (see e2e.h). */
-#include "tests/e2e.h"
+#include "tests/e2e/e2e.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -1,6 +1,6 @@
 /* Unit tests for display/: the key tables (USB usages and VNC keysyms to the set-1 bytes a guest
  * reads), the [display] section of vm.conf (values, errors, the password file's rules) and the
- * framebuffer size limits. The end-to-end side is tests/test_display.py. */
+ * framebuffer size limits. The end-to-end side is tests/e2e/test_display.py. */
 #include <check.h>
 #include <limits.h>
 #include <stdio.h>

@@ -10,7 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "tests/e2e.h"
+#include "tests/e2e/e2e.h"
 
 static char out[1 << 16];
 

@@ -7,8 +7,8 @@
 # without overlap; the ASCII/monochrome fallback renders; q quits and the VM keeps running.
 # Exit 0 pass, 1 fail, 77 skip. Prints the screen it saw on failure.
 set -u
-srcdir=${srcdir:-$(dirname "$0")/..}
-exec python3 - "$srcdir/tests" <<'EOF_PY'
+srcdir=${srcdir:-$(dirname "$0")/../..}
+exec python3 - "$srcdir/tests/e2e" <<'EOF_PY'
 import os, sys, time
 sys.path.insert(0, sys.argv[1])
 from test_dashboard_lib import *

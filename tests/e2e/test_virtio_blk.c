@@ -15,7 +15,7 @@
 #include <unistd.h>
 
 #include "core/config/vmconfig.h"
-#include "tests/e2e.h"
+#include "tests/e2e/e2e.h"
 
 #define BOOT_MS 20000
 #define SECTOR 512

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Guest screen end to end, through real peers: Xvfb with the VM's SDL window (screenshots
 with ImageMagick's import, keys typed with xdotool), VNC clients (vncsnapshot and our
-libvncclient probe, tests/vncprobe), the VM's serial console for what the guest shell did.
+libvncclient probe, tests/e2e/vncprobe), the VM's serial console for what the guest shell did.
 Checks: `fb test` bars at their place and colour in the window and over VNC; keys from the
 window and from VNC run shell commands; a still screen (within one minute: the status line's
 clock moves once a minute) costs the display's threads < 2% of a core and sends no updates; VNC passwords (none, wrong, right, a file others can read); garbage and floods from
@@ -18,7 +18,7 @@ import threading
 import time
 
 BIN = os.path.abspath(os.environ.get("VMWS_BIN") or "./vmws")
-PROBE = os.path.join(os.path.dirname(BIN), "tests", "vncprobe")
+PROBE = os.path.join(os.path.dirname(BIN), "tests", "e2e", "vncprobe")
 BARS = [0xFFFFFF, 0xFFFF00, 0x00FFFF, 0x00FF00, 0xFF00FF, 0xFF0000, 0x0000FF, 0x000000]
 BAR_W, BAR_Y = 128, 300  # `fb test` on 1024x768: bar i spans x in [128i, 128i+128)
 STARTED = time.monotonic()

@@ -6,8 +6,8 @@
 # snap1 reverts with no dialog: `mem verify before` passes in the guest and the tree shows the
 # automatic node that kept the pre-revert state. Exit 0 pass, 1 fail, 77 skip.
 set -u
-srcdir=${srcdir:-$(dirname "$0")/..}
-exec python3 - "$srcdir/tests" <<'EOF_PY'
+srcdir=${srcdir:-$(dirname "$0")/../..}
+exec python3 - "$srcdir/tests/e2e" <<'EOF_PY'
 import os, re, sys, time
 sys.path.insert(0, sys.argv[1])
 from test_dashboard_lib import *
