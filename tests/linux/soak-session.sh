@@ -10,20 +10,30 @@ set -u
 vmws_bin=$1 kernel=$2 initrd=$3 secs=$4
 export VMWS_HOME=$(mktemp -d /tmp/soak-home.XXXXXX) VMWS_RUNTIME_DIR=$(mktemp -d /tmp/soak-run.XXXXXX)
 log=$VMWS_HOME/soak/serial.log
+t0=$(date +%s)
+step() { echo "soak: [$(( $(date +%s) - t0 ))s] $*"; } # progress, streamed out of the box
+watchdog=
 fail() {
+    [ -n "$watchdog" ] && kill $watchdog 2>/dev/null
     tail -n 30 "$log" 2>/dev/null
     echo "SOAK FAIL: $*"
     if [ -n "${SOAK_LOG_DIR:-}" ]; then # the whole logs, where the host can read them
         d=$SOAK_LOG_DIR/$(date +%H%M%S)
         mkdir -p "$d" && cp "$VMWS_HOME"/soak/*.log "$d"/ && cp "$VMWS_HOME"/mem.log "$d"/ &&
+            cp "$VMWS_HOME"/mem/vmm.log "$d"/mem-vmm.log &&
             echo "SOAK LOGS: $d"
     fi
     vmws kill soak >/dev/null 2>&1
     vmws kill mem >/dev/null 2>&1
     exit 1
 }
-# Every vmws command has 120 s: one that hangs fails the session with its logs.
+# Every vmws command has 120 s: one that hangs fails the session with its logs. The whole
+# session has SECONDS + 150 s: a watchdog fails it (after the command in flight, at most
+# 120 s more) with its logs before the box's limit of SECONDS + 300 s.
 vmws() { timeout 120 "$vmws_bin" "$@"; }
+trap 'fail "the session overran $((secs + 150)) s"' USR1
+(sleep $((secs + 150)) && kill -USR1 $$) >/dev/null 2>&1 &
+watchdog=$!
 guest() { # guest VM COMMAND EXPECT: runs COMMAND in the built-in guest, checks EXPECT
     printf '%s\n' "$2" | vmws console "$1" --idle 3000 | grep -q "$3"
 }
@@ -32,6 +42,7 @@ vmws create soak --memory 512M --cpus 2 --disk 1G --kernel "$kernel" --initrd "$
 vmws create mem --memory 256M --cpus 2 >/dev/null || fail "create mem"
 vmws start soak --display none >/dev/null || fail "start soak"
 vmws start mem --display none >/dev/null || fail "start mem"
+step "both VMs started"
 guest mem "mem alloc 8" "allocated 8 MiB" || fail "mem alloc in the built-in guest"
 
 # The built-in guest's loop, in the background: fill, take, and every third round revert+verify.
@@ -56,18 +67,24 @@ start=$(date +%s) n=0
 while [ $(( $(date +%s) - start )) -lt "$secs" ]; do
     sleep 30
     n=$((n + 1))
+    step "snapshot take s$n"
     vmws snapshot take soak "s$n" >/dev/null || fail "snapshot take s$n"
     if [ $((n % 2)) -eq 0 ]; then
+        step "snapshot revert s$((n - 1))"
         vmws snapshot revert soak "s$((n - 1))" >/dev/null || fail "snapshot revert s$((n - 1))"
     fi
     kill -0 $memloop 2>/dev/null || fail "the built-in guest's loop stopped: $(cat "$VMWS_HOME/mem.log")"
 done
+step "stopping"
 kill $memloop 2>/dev/null
 wait $memloop 2>/dev/null
 rounds=$(grep -c "soak: round [0-9]* ok" "$log")
 memrounds=$(cat "$VMWS_HOME/mem.rounds" 2>/dev/null || echo 0)
 vmws stop soak >/dev/null 2>&1 || vmws kill soak >/dev/null 2>&1
 vmws stop mem >/dev/null 2>&1 || vmws kill mem >/dev/null 2>&1
+kill $watchdog 2>/dev/null
+watchdog=
+step "stopped"
 grep -q "MISMATCH" "$log" && fail "the guest read back other data than it wrote"
 bad=$(grep -E "Kernel panic|BUG: |rcu: INFO|self-detected stall|soft lockup|hard LOCKUP|WARNING: CPU|Call Trace|segfault" \
     "$log" | head -5)
