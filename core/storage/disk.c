@@ -8,8 +8,6 @@
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <pthread.h>
-#include <stdarg.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -17,6 +15,7 @@
 
 #include "core/storage/imglock.h"
 #include "core/storage/qcow2.h"
+#include "core/util/errfmt.h"
 
 struct disk {
     pthread_mutex_t lock;
@@ -27,38 +26,26 @@ struct disk {
     uint64_t size;
 };
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || !errlen)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 struct disk *disk_open_format(const char *path, const char *format, bool read_only, unsigned depth,
                               char *err, size_t errlen)
 {
     if (depth >= QCOW2_MAX_CHAIN_DEPTH) {
-        set_err(err, errlen, "%s: backing chain deeper than %d images (a loop?)", path,
+        err_set(err, errlen, -ELOOP, "%s: backing chain deeper than %d images (a loop?)", path,
                 QCOW2_MAX_CHAIN_DEPTH);
         return NULL;
     }
     if (format && strcmp(format, "raw") && strcmp(format, "qcow2")) {
-        set_err(err, errlen, "%s: unknown disk format '%s' (raw or qcow2)", path, format);
+        err_set(err, errlen, -EINVAL, "%s: unknown disk format '%s' (raw or qcow2)", path, format);
         return NULL;
     }
     int fd = open(path, (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC);
     if (fd < 0) {
-        set_err(err, errlen, "%s: %s", path, strerror(errno));
+        err_set_errno(err, errlen, "%s", path);
         return NULL;
     }
     struct stat st;
     if (fstat(fd, &st) < 0) {
-        set_err(err, errlen, "%s: %s", path, strerror(errno));
+        err_set_errno(err, errlen, "%s", path);
         close(fd);
         return NULL;
     }
@@ -70,7 +57,7 @@ struct disk *disk_open_format(const char *path, const char *format, bool read_on
     }
     struct disk *d = calloc(1, sizeof(*d));
     if (!d) {
-        set_err(err, errlen, "%s: out of memory", path);
+        err_set(err, errlen, -ENOMEM, "%s: out of memory", path);
         close(fd);
         return NULL;
     }
@@ -168,7 +155,7 @@ struct disk *disk_open_layer(const char *path, char *err, size_t errlen)
 {
     struct disk *d = calloc(1, sizeof(*d));
     if (!d) {
-        set_err(err, errlen, "%s: out of memory", path);
+        err_set(err, errlen, -ENOMEM, "%s: out of memory", path);
         return NULL;
     }
     d->read_only = true;
