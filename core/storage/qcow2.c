@@ -24,6 +24,7 @@
 #include "core/storage/disk.h"
 #include "core/storage/imglock.h"
 #include "core/util/errfmt.h"
+#include "core/util/fsutil.h"
 
 #define QCOW2_MAGIC 0x514649fbu /* "QFI\xfb" */
 #define HEADER_V3_LEN 104u
@@ -201,28 +202,15 @@ static int file_pwrite(struct qcow2 *q, const void *buf, size_t len, uint64_t of
         return -EROFS;
     if (q->hook)
         q->hook(q->hook_opaque, QCOW2_IO_WRITE, buf, len, off);
-    const uint8_t *p = buf;
-    size_t left = len;
-    uint64_t o = off;
-    while (left) {
-        ssize_t n = pwrite(q->fd, p, left, (off_t)o);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        p += n;
-        o += (uint64_t)n;
-        left -= (size_t)n;
-    }
+    int r = fs_pwrite_all(q->fd, buf, len, off);
+    if (r < 0)
+        return r;
     if (off + len > q->file_size)
         q->file_size = off + len;
     return 0;
 }
 
 static const uint8_t zero_cluster[QCOW2_MAX_CLUSTER_SIZE];
-
-static int write_all(int fd, const void *buf, size_t len, uint64_t off);
 
 /* Makes [off, off + len) read as zeroes without writing them: a hole (what QEMU does for the
  * empty parts of a new cluster), or written zeroes where the filesystem cannot punch. The
@@ -233,7 +221,7 @@ static int file_zero(struct qcow2 *q, uint64_t off, uint64_t len)
         q->hook(q->hook_opaque, QCOW2_IO_WRITE, zero_cluster, len, off);
     if (fallocate(q->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) == 0)
         return 0;
-    return errno == EOPNOTSUPP ? write_all(q->fd, zero_cluster, len, off) : -errno;
+    return errno == EOPNOTSUPP ? fs_pwrite_all(q->fd, zero_cluster, len, off) : -errno;
 }
 
 /* Grows the file to `size` bytes (a sparse tail). */
@@ -1361,23 +1349,6 @@ fail:
 
 /* ---- create ---- */
 
-static int write_all(int fd, const void *buf, size_t len, uint64_t off)
-{
-    const uint8_t *p = buf;
-    while (len) {
-        ssize_t n = pwrite(fd, p, len, (off_t)off);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        p += n;
-        off += (uint64_t)n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 /* The format (unless BACKING_FORMAT names it) and size of BACKING_PATH, resolved as an image at
  * PATH resolves it (relative to its folder). Read from the header without opening the image:
  * it may be in use (locked) by a running VM, and `qemu-img create -u` does not open it either. */
@@ -1493,7 +1464,7 @@ int qcow2_create(const char *path, uint64_t size, uint32_t cluster_size, const c
         free(buf);
         return e;
     }
-    int r = write_all(fd, buf, 3 * cs, 0);
+    int r = fs_pwrite_all(fd, buf, 3 * cs, 0);
     free(buf);
     if (r == 0 && ftruncate(fd, (off_t)(used * cs)) < 0)
         r = -errno;
@@ -1632,7 +1603,7 @@ int qcow2_set_backing(const char *path, const char *backing_path, const char *ba
         put_be32(new + H_BACKING_SIZE, (uint32_t)name_len);
         memcpy(new + at, backing_path ? backing_path : "", name_len);
         uint64_t end = at + name_len > old_end + 8 ? at + name_len : old_end + 8;
-        r = write_all(fd, new, end < cs ? end : cs, 0);
+        r = fs_pwrite_all(fd, new, end < cs ? end : cs, 0);
     }
     if (r == 0 && fdatasync(fd) < 0)
         r = -errno;
