@@ -188,21 +188,6 @@ static int setup_vcpu(struct machine *m, struct vcpu *v, struct kvm_cpuid2 *cpui
     return 0;
 }
 
-static int add_slot(struct machine *m, uint32_t slot, uint64_t gpa, uint64_t size, void *host,
-                    char *err, size_t errlen)
-{
-    struct kvm_userspace_memory_region r = {
-        .slot = slot,
-        .flags = KVM_MEM_LOG_DIRTY_PAGES,
-        .guest_phys_addr = gpa,
-        .memory_size = size,
-        .userspace_addr = (uintptr_t)host,
-    };
-    if (ioctl(m->vm_fd, KVM_SET_USER_MEMORY_REGION, &r) < 0)
-        return err_set_errno(err, errlen, "KVM_SET_USER_MEMORY_REGION");
-    return 0;
-}
-
 int machine_add_memory_slot(struct machine *m, uint32_t slot, uint64_t gpa, uint64_t size,
                             void *host, uint32_t flags)
 {
@@ -274,12 +259,13 @@ int machine_create(struct machine *m, struct guest_mem *mem, unsigned ncpus, cha
     if (ioctl(m->vm_fd, KVM_CREATE_PIT2, &pit) < 0)
         return err_set_errno(err, errlen, "KVM_CREATE_PIT2");
 
-    int r = add_slot(m, 0, 0, mem->low_size, mem->host, err, errlen);
+    /* Guest RAM: slot 0 below the PCI hole, slot 1 above 4 GiB, both dirty-logged. */
+    int r = machine_add_memory_slot(m, 0, 0, mem->low_size, mem->host, KVM_MEM_LOG_DIRTY_PAGES);
     if (r == 0 && mem->size > mem->low_size)
-        r = add_slot(m, 1, GUEST_HIGH_RAM_BASE, mem->size - mem->low_size,
-                     mem->host + mem->low_size, err, errlen);
+        r = machine_add_memory_slot(m, 1, GUEST_HIGH_RAM_BASE, mem->size - mem->low_size,
+                                    mem->host + mem->low_size, KVM_MEM_LOG_DIRTY_PAGES);
     if (r < 0)
-        return r;
+        return err_set(err, errlen, r, "KVM_SET_USER_MEMORY_REGION: %s", strerror(-r));
 
     m->stop_notify_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (m->stop_notify_fd < 0)
