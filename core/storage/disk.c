@@ -17,6 +17,8 @@
 #include "core/storage/qcow2.h"
 #include "core/util/errfmt.h"
 
+#define RAW_SECTOR_SIZE 512u /* a raw image is a whole number of sectors */
+
 struct disk {
     pthread_mutex_t lock;
     bool read_only;
@@ -256,6 +258,22 @@ int disk_create_qcow2(const char *path, uint64_t size, const char *backing,
                       const char *backing_format)
 {
     return qcow2_create(path, size, QCOW2_DEFAULT_CLUSTER_SIZE, backing, backing_format);
+}
+
+int disk_create_raw(const char *path, uint64_t size)
+{
+    if (size < RAW_SECTOR_SIZE || size % RAW_SECTOR_SIZE)
+        return -EINVAL;
+    int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -errno;
+    int r = ftruncate(fd, (off_t)size) < 0 ? -errno : 0;
+    if (r == 0 && fsync(fd) < 0)
+        r = -errno;
+    close(fd);
+    if (r < 0)
+        unlink(path);
+    return r;
 }
 
 uint32_t disk_granule(const struct disk *d)
