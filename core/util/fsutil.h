@@ -1,6 +1,7 @@
-/* Files that must survive a crash (STYLE.md): written under a temporary name, fsynced, renamed
- * over the real name, and the directory fsynced, so a reader finds the old file or the new one,
- * never a torn one. */
+/* File writing for vmws: whole-buffer writes, and atomic replacement for the files that must
+ * survive a crash (vm.conf, the snapshot tree, machine state): written under a temporary name,
+ * fsynced, renamed over the real name, and the directory fsynced, so a reader finds the old file
+ * or the new one, never a torn one. */
 #ifndef VMWS_FSUTIL_H
 #define VMWS_FSUTIL_H
 
