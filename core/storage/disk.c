@@ -16,6 +16,7 @@
 #include "core/storage/imglock.h"
 #include "core/storage/qcow2.h"
 #include "core/util/errfmt.h"
+#include "core/util/fsutil.h"
 
 #define RAW_SECTOR_SIZE 512u /* a raw image is a whole number of sectors */
 
@@ -100,40 +101,6 @@ static int check_range(const struct disk *d, uint64_t offset, uint64_t len)
     return 0;
 }
 
-static int raw_pread(int fd, uint8_t *p, size_t len, uint64_t off)
-{
-    while (len) {
-        ssize_t n = pread(fd, p, len, (off_t)off);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return -errno;
-        if (n == 0) { /* the file shrank under us: zeroes */
-            memset(p, 0, len);
-            return 0;
-        }
-        p += n;
-        off += (uint64_t)n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
-static int raw_pwrite(int fd, const uint8_t *p, size_t len, uint64_t off)
-{
-    while (len) {
-        ssize_t n = pwrite(fd, p, len, (off_t)off);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return -errno;
-        p += n;
-        off += (uint64_t)n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 /* Raw: punch a hole, else zero the range, else write zeroes. */
 static int raw_zero(int fd, uint64_t offset, uint64_t len)
 {
@@ -144,7 +111,7 @@ static int raw_zero(int fd, uint64_t offset, uint64_t len)
     static const uint8_t zeros[65536];
     while (len) {
         size_t n = len < sizeof(zeros) ? (size_t)len : sizeof(zeros);
-        int r = raw_pwrite(fd, zeros, n, offset);
+        int r = fs_pwrite_all(fd, zeros, n, offset);
         if (r < 0)
             return r;
         offset += n;
@@ -178,7 +145,8 @@ int disk_read(struct disk *d, uint64_t offset, void *buf, size_t len)
     if (r < 0)
         return r;
     pthread_mutex_lock(&d->lock);
-    r = d->qcow2 ? qcow2_read(d->qcow2, offset, buf, len) : raw_pread(d->fd, buf, len, offset);
+    /* A raw file that shrank under us reads as zeroes past its end. */
+    r = d->qcow2 ? qcow2_read(d->qcow2, offset, buf, len) : fs_pread_all(d->fd, buf, len, offset);
     pthread_mutex_unlock(&d->lock);
     return r;
 }
@@ -195,7 +163,7 @@ int disk_write(struct disk *d, uint64_t offset, const void *buf, size_t len)
     if (d->probed_raw && offset == 0 && qcow2_probe(buf, len))
         return -EPERM;
     pthread_mutex_lock(&d->lock);
-    r = d->qcow2 ? qcow2_write(d->qcow2, offset, buf, len) : raw_pwrite(d->fd, buf, len, offset);
+    r = d->qcow2 ? qcow2_write(d->qcow2, offset, buf, len) : fs_pwrite_all(d->fd, buf, len, offset);
     pthread_mutex_unlock(&d->lock);
     return r;
 }

@@ -177,23 +177,7 @@ static uint16_t get_be16(const uint8_t *p)
 
 static int file_pread(struct qcow2 *q, void *buf, size_t len, uint64_t off)
 {
-    uint8_t *p = buf;
-    while (len) {
-        ssize_t n = pread(q->fd, p, len, (off_t)off);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        if (n == 0) { /* past the end of the file: zeroes, like a sparse tail */
-            memset(p, 0, len);
-            return 0;
-        }
-        p += n;
-        off += (uint64_t)n;
-        len -= (size_t)n;
-    }
-    return 0;
+    return fs_pread_all(q->fd, buf, len, off); /* past the end of the file: zeroes */
 }
 
 static int file_pwrite(struct qcow2 *q, const void *buf, size_t len, uint64_t off)
