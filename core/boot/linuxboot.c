@@ -5,12 +5,12 @@
  * part at 1 MiB and start the vCPU in long mode at load address + 0x200. The one idea: every
  * number in the image is hostile until checked, so bzimage_parse() checks each before use. */
 #include "core/boot/linuxboot.h"
-#include "core/util/bytes.h"
 
 #include <errno.h>
-#include <stdarg.h>
-#include <stdio.h>
 #include <string.h>
+
+#include "core/util/bytes.h"
+#include "core/util/errfmt.h"
 
 /* Setup header fields (offsets in the image and in boot_params alike). */
 #define HDR_START 0x1f1
@@ -91,19 +91,6 @@
 #define SZ_2M 0x200000ULL
 #define SZ_1G 0x40000000ULL
 
-static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return code;
-}
-
 #define NOT_BZIMAGE "not a Linux bzImage the 64-bit boot protocol can load: "
 
 int bzimage_parse(const uint8_t *img, size_t len, struct bzimage_info *info, char *err,
@@ -111,63 +98,64 @@ int bzimage_parse(const uint8_t *img, size_t len, struct bzimage_info *info, cha
 {
     memset(info, 0, sizeof(*info));
     if (!img || len < 1024)
-        return fail(err, errlen, -EINVAL,
-                    NOT_BZIMAGE "%zu bytes is too short to hold a setup header (1024 needed)",
-                    img ? len : 0);
+        return err_set(err, errlen, -EINVAL,
+                       NOT_BZIMAGE "%zu bytes is too short to hold a setup header (1024 needed)",
+                       img ? len : 0);
     if (le_get16(img, HDR_BOOT_FLAG) != 0xaa55)
-        return fail(err, errlen, -EINVAL,
-                    NOT_BZIMAGE "boot_flag at offset 0x1fe is 0x%04x, not 0xaa55",
-                    le_get16(img, HDR_BOOT_FLAG));
+        return err_set(err, errlen, -EINVAL,
+                       NOT_BZIMAGE "boot_flag at offset 0x1fe is 0x%04x, not 0xaa55",
+                       le_get16(img, HDR_BOOT_FLAG));
     if (memcmp(img + HDR_MAGIC, "HdrS", 4) != 0)
-        return fail(err, errlen, -EINVAL, NOT_BZIMAGE "no 'HdrS' signature at offset 0x202");
+        return err_set(err, errlen, -EINVAL, NOT_BZIMAGE "no 'HdrS' signature at offset 0x202");
 
     uint16_t protocol = le_get16(img, HDR_VERSION);
     if (protocol < 0x0206)
-        return fail(err, errlen, -EINVAL, NOT_BZIMAGE "boot protocol %u.%02u is older than 2.06",
-                    protocol >> 8, protocol & 0xff);
+        return err_set(err, errlen, -EINVAL, NOT_BZIMAGE "boot protocol %u.%02u is older than 2.06",
+                       protocol >> 8, protocol & 0xff);
     if (protocol < 0x020c)
-        return fail(err, errlen, -EINVAL,
-                    NOT_BZIMAGE "boot protocol %u.%02u predates xloadflags (2.12), so it cannot "
-                                "announce a 64-bit entry point",
-                    protocol >> 8, protocol & 0xff);
+        return err_set(err, errlen, -EINVAL,
+                       NOT_BZIMAGE "boot protocol %u.%02u predates xloadflags (2.12), so it cannot "
+                                   "announce a 64-bit entry point",
+                       protocol >> 8, protocol & 0xff);
 
     /* The header's own length: 0x202 + the jump's offset byte. */
     size_t hdr_end = 0x202 + img[HDR_JUMP + 1];
     if (img[HDR_JUMP] != 0xeb || hdr_end < HDR_END_MIN || hdr_end > HDR_END_MAX)
-        return fail(err, errlen, -EINVAL,
-                    NOT_BZIMAGE "setup header length from the jump at 0x200 (%02x %02x) ends at "
-                                "0x%zx, outside 0x%x..0x%x",
-                    img[HDR_JUMP], img[HDR_JUMP + 1], hdr_end, HDR_END_MIN, HDR_END_MAX);
+        return err_set(err, errlen, -EINVAL,
+                       NOT_BZIMAGE "setup header length from the jump at 0x200 (%02x %02x) ends at "
+                                   "0x%zx, outside 0x%x..0x%x",
+                       img[HDR_JUMP], img[HDR_JUMP + 1], hdr_end, HDR_END_MIN, HDR_END_MAX);
 
     info->protocol = protocol;
     info->loadflags = img[HDR_LOADFLAGS];
     info->xloadflags = le_get16(img, HDR_XLOADFLAGS);
     if (!(info->loadflags & LOADED_HIGH))
-        return fail(err, errlen, -EINVAL,
-                    NOT_BZIMAGE "loadflags 0x%02x lack LOADED_HIGH (a zImage loads at 0x10000)",
-                    info->loadflags);
+        return err_set(err, errlen, -EINVAL,
+                       NOT_BZIMAGE "loadflags 0x%02x lack LOADED_HIGH (a zImage loads at 0x10000)",
+                       info->loadflags);
     if (!(info->xloadflags & XLF_KERNEL_64))
-        return fail(err, errlen, -EINVAL,
-                    NOT_BZIMAGE "xloadflags 0x%04x lack XLF_KERNEL_64 (no 64-bit entry at 0x200; "
-                                "is this a 32-bit kernel?)",
-                    info->xloadflags);
+        return err_set(err, errlen, -EINVAL,
+                       NOT_BZIMAGE
+                       "xloadflags 0x%04x lack XLF_KERNEL_64 (no 64-bit entry at 0x200; "
+                       "is this a 32-bit kernel?)",
+                       info->xloadflags);
 
     unsigned setup_sects = img[HDR_SETUP_SECTS] ? img[HDR_SETUP_SECTS] : 4;
     info->setup_size = (setup_sects + 1) * 512;
     if (info->setup_size > len || info->setup_size < hdr_end)
-        return fail(err, errlen, -EINVAL,
-                    NOT_BZIMAGE "setup_sects %u means %u bytes of setup code, but the file has "
-                                "%zu bytes",
-                    img[HDR_SETUP_SECTS], info->setup_size, len);
+        return err_set(err, errlen, -EINVAL,
+                       NOT_BZIMAGE "setup_sects %u means %u bytes of setup code, but the file has "
+                                   "%zu bytes",
+                       img[HDR_SETUP_SECTS], info->setup_size, len);
 
     uint64_t syssize = le_get32(img, HDR_SYSSIZE);
     uint64_t kernel_size = syssize * 16;
     if (syssize == 0 || kernel_size > len - info->setup_size || kernel_size > UINT32_MAX)
-        return fail(err, errlen, -EINVAL,
-                    NOT_BZIMAGE "syssize 0x%llx means %llu bytes of protected-mode kernel, but "
-                                "only %zu bytes follow the %u-byte setup",
-                    (unsigned long long)syssize, (unsigned long long)kernel_size,
-                    len - info->setup_size, info->setup_size);
+        return err_set(err, errlen, -EINVAL,
+                       NOT_BZIMAGE "syssize 0x%llx means %llu bytes of protected-mode kernel, but "
+                                   "only %zu bytes follow the %u-byte setup",
+                       (unsigned long long)syssize, (unsigned long long)kernel_size,
+                       len - info->setup_size, info->setup_size);
     info->kernel_size = (uint32_t)kernel_size;
 
     uint16_t kv = le_get16(img, HDR_KERNEL_VERSION);
@@ -176,10 +164,10 @@ int bzimage_parse(const uint8_t *img, size_t len, struct bzimage_info *info, cha
         const uint8_t *nul =
             off < info->setup_size ? memchr(img + off, 0, info->setup_size - off) : NULL;
         if (!nul)
-            return fail(err, errlen, -EINVAL,
-                        NOT_BZIMAGE "kernel_version pointer 0x%04x does not point at a "
-                                    "NUL-terminated string inside the %u-byte setup",
-                        kv, info->setup_size);
+            return err_set(err, errlen, -EINVAL,
+                           NOT_BZIMAGE "kernel_version pointer 0x%04x does not point at a "
+                                       "NUL-terminated string inside the %u-byte setup",
+                           kv, info->setup_size);
         size_t n = (size_t)(nul - (img + off));
         if (n >= sizeof(info->version))
             n = sizeof(info->version) - 1;
@@ -196,16 +184,18 @@ int bzimage_parse(const uint8_t *img, size_t len, struct bzimage_info *info, cha
     info->init_size = le_get32(img, HDR_INIT_SIZE);
 
     if (info->init_size < info->kernel_size)
-        return fail(err, errlen, -EINVAL,
-                    NOT_BZIMAGE "init_size 0x%x is smaller than the %u-byte protected-mode kernel",
-                    info->init_size, info->kernel_size);
+        return err_set(err, errlen, -EINVAL,
+                       NOT_BZIMAGE
+                       "init_size 0x%x is smaller than the %u-byte protected-mode kernel",
+                       info->init_size, info->kernel_size);
     if (info->relocatable_kernel &&
         (info->kernel_alignment == 0 || (info->kernel_alignment & (info->kernel_alignment - 1))))
-        return fail(err, errlen, -EINVAL, NOT_BZIMAGE "kernel_alignment 0x%x is not a power of two",
-                    info->kernel_alignment);
+        return err_set(err, errlen, -EINVAL,
+                       NOT_BZIMAGE "kernel_alignment 0x%x is not a power of two",
+                       info->kernel_alignment);
     if (info->pref_address >= GUEST_LOW_RAM_MAX)
-        return fail(err, errlen, -EINVAL, NOT_BZIMAGE "pref_address 0x%llx is not below 3 GiB",
-                    (unsigned long long)info->pref_address);
+        return err_set(err, errlen, -EINVAL, NOT_BZIMAGE "pref_address 0x%llx is not below 3 GiB",
+                       (unsigned long long)info->pref_address);
     return 0;
 }
 
@@ -294,10 +284,10 @@ static int fill_screen_info(uint8_t *bp, const struct boot_framebuffer *fb, char
     if (!layout || fb->width == 0 || fb->width > 0xffff || fb->height == 0 || fb->height > 0xffff ||
         fb->stride > 0xffff || fb->stride < fb->width * (fb->bpp / 8) ||
         (uint64_t)fb->stride * fb->height > fb->size)
-        return fail(err, errlen, -EINVAL,
-                    "framebuffer %ux%u, %u bpp, stride %u, %u bytes cannot be described to the "
-                    "kernel as a VESA linear framebuffer",
-                    fb->width, fb->height, fb->bpp, fb->stride, fb->size);
+        return err_set(err, errlen, -EINVAL,
+                       "framebuffer %ux%u, %u bpp, stride %u, %u bytes cannot be described to the "
+                       "kernel as a VESA linear framebuffer",
+                       fb->width, fb->height, fb->bpp, fb->stride, fb->size);
 
     uint8_t *si = bp + BP_SCREEN_INFO;
     si[SI_ORIG_VIDEO_ISVGA] = VIDEO_TYPE_VLFB;
@@ -325,11 +315,11 @@ static int place_initrd(const struct guest_mem *m, const struct bzimage_info *bi
     if (limit > m->low_size)
         limit = m->low_size;
     if (len > limit || ((limit - len) & ~(GUEST_PAGE_SIZE - 1)) < kernel_end)
-        return fail(err, errlen, -ENOMEM,
-                    "initrd of %llu bytes does not fit in guest RAM between the kernel's end "
-                    "(0x%llx) and 0x%llx; give the VM more memory or use a smaller initrd",
-                    (unsigned long long)len, (unsigned long long)kernel_end,
-                    (unsigned long long)limit);
+        return err_set(err, errlen, -ENOMEM,
+                       "initrd of %llu bytes does not fit in guest RAM between the kernel's end "
+                       "(0x%llx) and 0x%llx; give the VM more memory or use a smaller initrd",
+                       (unsigned long long)len, (unsigned long long)kernel_end,
+                       (unsigned long long)limit);
     *addr = (limit - len) & ~(GUEST_PAGE_SIZE - 1);
     return 0;
 }
@@ -345,21 +335,22 @@ int linuxboot_load(struct guest_mem *m, const struct boot_request *req, struct b
     uint64_t load = BOOT_KERNEL_ADDR;
     uint64_t kernel_end = kernel_reserved_end(&bi, load);
     if (kernel_end > m->low_size)
-        return fail(err, errlen, -ENOMEM,
-                    "kernel %s needs guest RAM up to 0x%llx (init_size 0x%x) but RAM below 4 GiB "
-                    "ends at 0x%llx; give the VM more memory",
-                    bi.version[0] ? bi.version : "(no version)", (unsigned long long)kernel_end,
-                    bi.init_size, (unsigned long long)m->low_size);
+        return err_set(
+            err, errlen, -ENOMEM,
+            "kernel %s needs guest RAM up to 0x%llx (init_size 0x%x) but RAM below 4 GiB "
+            "ends at 0x%llx; give the VM more memory",
+            bi.version[0] ? bi.version : "(no version)", (unsigned long long)kernel_end,
+            bi.init_size, (unsigned long long)m->low_size);
 
     const char *cmdline = req->cmdline ? req->cmdline : "";
     size_t cmdlen = strlen(cmdline);
     uint64_t cmdmax =
         bi.cmdline_size < BOOT_CMDLINE_MAX - 1 ? bi.cmdline_size : BOOT_CMDLINE_MAX - 1;
     if (cmdlen > cmdmax)
-        return fail(err, errlen, -EINVAL,
-                    "kernel command line is %zu bytes but this kernel accepts at most %llu "
-                    "(cmdline_size)",
-                    cmdlen, (unsigned long long)cmdmax);
+        return err_set(err, errlen, -EINVAL,
+                       "kernel command line is %zu bytes but this kernel accepts at most %llu "
+                       "(cmdline_size)",
+                       cmdlen, (unsigned long long)cmdmax);
 
     uint64_t initrd_addr = 0, initrd_len = req->initrd ? req->initrd_len : 0;
     if (initrd_len) {
@@ -391,7 +382,7 @@ int linuxboot_load(struct guest_mem *m, const struct boot_request *req, struct b
     struct boot_e820_entry e820[BP_E820_MAX];
     int n = linuxboot_e820(m, e820, BP_E820_MAX);
     if (n < 0)
-        return fail(err, errlen, n, "cannot build the e820 memory map");
+        return err_set(err, errlen, n, "cannot build the e820 memory map");
     bp[BP_E820_ENTRIES] = (uint8_t)n;
     memcpy(bp + BP_E820_TABLE, e820, (size_t)n * sizeof(e820[0]));
 
@@ -407,8 +398,9 @@ int linuxboot_load(struct guest_mem *m, const struct boot_request *req, struct b
         (rc = guest_mem_write(m, BOOT_CMDLINE_ADDR, cmdline, cmdlen + 1)) ||
         (rc = guest_mem_write(m, BOOT_ZERO_PAGE_ADDR, bp, sizeof(bp))) || (rc = write_gdt(m)) ||
         (rc = write_page_tables(m)))
-        return fail(err, errlen, rc, "cannot write the boot image into guest RAM of %llu bytes: %s",
-                    (unsigned long long)m->size, strerror(-rc));
+        return err_set(err, errlen, rc,
+                       "cannot write the boot image into guest RAM of %llu bytes: %s",
+                       (unsigned long long)m->size, strerror(-rc));
 
     memset(entry, 0, sizeof(*entry));
     entry->rip = load + 0x200;

@@ -1,7 +1,8 @@
 /* The legacy PC devices of a vmws machine, each in its own file, each registering its own
  * ports on the machine's buses: 8250 UART (serial.c), CMOS RTC (rtc.c), i8042 keyboard
- * controller (i8042.c), PCI host bridge and config space (pci.c), ACPI PM block, reset control,
- * POST and speaker ports (pm.c). The 8259 PICs, IOAPIC, LAPICs and 8254 PIT live in KVM. */
+ * controller (i8042.c), PCI host bridge, config space and the 0xCF9 reset register (pci.c), ACPI
+ * PM block and POST port 0x80 (pm.c). The PC speaker and ES1370 are in sound.h, the framebuffer
+ * in framebuffer.h. The 8259 PICs, IOAPIC, LAPICs and 8254 PIT live in KVM. */
 #ifndef VMWS_DEVICES_H
 #define VMWS_DEVICES_H
 
@@ -82,7 +83,7 @@ void pci_destroy(struct pci_bus *bus);
 int pci_save(struct pci_bus *d, struct state_writer *w);
 int pci_load(struct pci_bus *d, const struct state_reader *r);
 
-/* --- ACPI PM block (0x600: PM1a event/control, PM timer), 0xCF9 reset, 0x80 POST, 0x61 --- */
+/* --- ACPI PM block (0x600: PM1a event/control, PM timer) and the POST port 0x80 --- */
 struct pm;
 struct pm *pm_create(struct machine *m);
 void pm_destroy(struct pm *p);

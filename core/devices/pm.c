@@ -1,8 +1,8 @@
 /* The small chipset ports: the ACPI PM block the FADT describes (PM1a status/enable/control,
  * PM timer at 3.579545 MHz), where writing SLP_EN with the \_S5 sleep type powers the machine
- * off; and the POST port 0x80 (Linux's I/O delay); the reset control register 0xCF9 shares
- * its ports with PCI's address register (core/devices/pci.c). Each is a
- * few lines; together they are "the motherboard". Port 0x61 is the PC speaker (audio/pcspk.c). */
+ * off, and the POST port 0x80 (Linux's I/O delay). Each is a few lines. The reset register
+ * 0xCF9 shares its dword with PCI's address register and lives in core/devices/pci.c; port 0x61
+ * is the PC speaker (core/devices/pcspk.c). */
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -92,7 +92,7 @@ static void post_io(void *opaque, uint64_t offset, uint8_t *data, uint32_t len, 
 }
 
 /* Version 2 of 'ACPM' is PM1 status, enable and control; version 1 also held port 0x61,
- * which audio/pcspk.c owns now (its byte is ignored). */
+ * which core/devices/pcspk.c owns now (its byte is ignored). */
 #define ACPM_TAG STATE_TAG('A', 'C', 'P', 'M')
 
 int pm_save(struct pm *p, struct state_writer *w)

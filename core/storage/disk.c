@@ -8,8 +8,6 @@
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <pthread.h>
-#include <stdarg.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -17,6 +15,10 @@
 
 #include "core/storage/imglock.h"
 #include "core/storage/qcow2.h"
+#include "core/util/errfmt.h"
+#include "core/util/fsutil.h"
+
+#define RAW_SECTOR_SIZE 512u /* a raw image is a whole number of sectors */
 
 struct disk {
     pthread_mutex_t lock;
@@ -27,38 +29,26 @@ struct disk {
     uint64_t size;
 };
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || !errlen)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 struct disk *disk_open_format(const char *path, const char *format, bool read_only, unsigned depth,
                               char *err, size_t errlen)
 {
     if (depth >= QCOW2_MAX_CHAIN_DEPTH) {
-        set_err(err, errlen, "%s: backing chain deeper than %d images (a loop?)", path,
+        err_set(err, errlen, -ELOOP, "%s: backing chain deeper than %d images (a loop?)", path,
                 QCOW2_MAX_CHAIN_DEPTH);
         return NULL;
     }
     if (format && strcmp(format, "raw") && strcmp(format, "qcow2")) {
-        set_err(err, errlen, "%s: unknown disk format '%s' (raw or qcow2)", path, format);
+        err_set(err, errlen, -EINVAL, "%s: unknown disk format '%s' (raw or qcow2)", path, format);
         return NULL;
     }
     int fd = open(path, (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC);
     if (fd < 0) {
-        set_err(err, errlen, "%s: %s", path, strerror(errno));
+        err_set_errno(err, errlen, "%s", path);
         return NULL;
     }
     struct stat st;
     if (fstat(fd, &st) < 0) {
-        set_err(err, errlen, "%s: %s", path, strerror(errno));
+        err_set_errno(err, errlen, "%s", path);
         close(fd);
         return NULL;
     }
@@ -70,7 +60,7 @@ struct disk *disk_open_format(const char *path, const char *format, bool read_on
     }
     struct disk *d = calloc(1, sizeof(*d));
     if (!d) {
-        set_err(err, errlen, "%s: out of memory", path);
+        err_set(err, errlen, -ENOMEM, "%s: out of memory", path);
         close(fd);
         return NULL;
     }
@@ -111,40 +101,6 @@ static int check_range(const struct disk *d, uint64_t offset, uint64_t len)
     return 0;
 }
 
-static int raw_pread(int fd, uint8_t *p, size_t len, uint64_t off)
-{
-    while (len) {
-        ssize_t n = pread(fd, p, len, (off_t)off);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return -errno;
-        if (n == 0) { /* the file shrank under us: zeroes */
-            memset(p, 0, len);
-            return 0;
-        }
-        p += n;
-        off += (uint64_t)n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
-static int raw_pwrite(int fd, const uint8_t *p, size_t len, uint64_t off)
-{
-    while (len) {
-        ssize_t n = pwrite(fd, p, len, (off_t)off);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return -errno;
-        p += n;
-        off += (uint64_t)n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 /* Raw: punch a hole, else zero the range, else write zeroes. */
 static int raw_zero(int fd, uint64_t offset, uint64_t len)
 {
@@ -155,7 +111,7 @@ static int raw_zero(int fd, uint64_t offset, uint64_t len)
     static const uint8_t zeros[65536];
     while (len) {
         size_t n = len < sizeof(zeros) ? (size_t)len : sizeof(zeros);
-        int r = raw_pwrite(fd, zeros, n, offset);
+        int r = fs_pwrite_all(fd, zeros, n, offset);
         if (r < 0)
             return r;
         offset += n;
@@ -168,7 +124,7 @@ struct disk *disk_open_layer(const char *path, char *err, size_t errlen)
 {
     struct disk *d = calloc(1, sizeof(*d));
     if (!d) {
-        set_err(err, errlen, "%s: out of memory", path);
+        err_set(err, errlen, -ENOMEM, "%s: out of memory", path);
         return NULL;
     }
     d->read_only = true;
@@ -189,7 +145,8 @@ int disk_read(struct disk *d, uint64_t offset, void *buf, size_t len)
     if (r < 0)
         return r;
     pthread_mutex_lock(&d->lock);
-    r = d->qcow2 ? qcow2_read(d->qcow2, offset, buf, len) : raw_pread(d->fd, buf, len, offset);
+    /* A raw file that shrank under us reads as zeroes past its end. */
+    r = d->qcow2 ? qcow2_read(d->qcow2, offset, buf, len) : fs_pread_all(d->fd, buf, len, offset);
     pthread_mutex_unlock(&d->lock);
     return r;
 }
@@ -206,7 +163,7 @@ int disk_write(struct disk *d, uint64_t offset, const void *buf, size_t len)
     if (d->probed_raw && offset == 0 && qcow2_probe(buf, len))
         return -EPERM;
     pthread_mutex_lock(&d->lock);
-    r = d->qcow2 ? qcow2_write(d->qcow2, offset, buf, len) : raw_pwrite(d->fd, buf, len, offset);
+    r = d->qcow2 ? qcow2_write(d->qcow2, offset, buf, len) : fs_pwrite_all(d->fd, buf, len, offset);
     pthread_mutex_unlock(&d->lock);
     return r;
 }
@@ -269,6 +226,22 @@ int disk_create_qcow2(const char *path, uint64_t size, const char *backing,
                       const char *backing_format)
 {
     return qcow2_create(path, size, QCOW2_DEFAULT_CLUSTER_SIZE, backing, backing_format);
+}
+
+int disk_create_raw(const char *path, uint64_t size)
+{
+    if (size < RAW_SECTOR_SIZE || size % RAW_SECTOR_SIZE)
+        return -EINVAL;
+    int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -errno;
+    int r = ftruncate(fd, (off_t)size) < 0 ? -errno : 0;
+    if (r == 0 && fsync(fd) < 0)
+        r = -errno;
+    close(fd);
+    if (r < 0)
+        unlink(path);
+    return r;
 }
 
 uint32_t disk_granule(const struct disk *d)

@@ -45,5 +45,8 @@ int disk_set_backing(const char *path, const char *backing, const char *backing_
  * with a backing file takes its size. Refuses to overwrite an existing file. */
 int disk_create_qcow2(const char *path, uint64_t size, const char *backing,
                       const char *backing_format);
+/* A new sparse raw image of SIZE bytes (a multiple of 512) at PATH, mode 0600. Refuses to
+ * overwrite an existing file. (`vmws create --disk` makes qcow2; raw is for tests and users.) */
+int disk_create_raw(const char *path, uint64_t size);
 
 #endif

@@ -14,7 +14,6 @@
 #include <libgen.h>
 #include <limits.h>
 #include <linux/falloc.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +23,8 @@
 
 #include "core/storage/disk.h"
 #include "core/storage/imglock.h"
+#include "core/util/errfmt.h"
+#include "core/util/fsutil.h"
 
 #define QCOW2_MAGIC 0x514649fbu /* "QFI\xfb" */
 #define HEADER_V3_LEN 104u
@@ -133,18 +134,6 @@ struct qcow2 {
     void *hook_opaque;
 };
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || !errlen)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 static uint64_t get_be64(const uint8_t *p)
 {
     uint64_t v;
@@ -188,23 +177,7 @@ static uint16_t get_be16(const uint8_t *p)
 
 static int file_pread(struct qcow2 *q, void *buf, size_t len, uint64_t off)
 {
-    uint8_t *p = buf;
-    while (len) {
-        ssize_t n = pread(q->fd, p, len, (off_t)off);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        if (n == 0) { /* past the end of the file: zeroes, like a sparse tail */
-            memset(p, 0, len);
-            return 0;
-        }
-        p += n;
-        off += (uint64_t)n;
-        len -= (size_t)n;
-    }
-    return 0;
+    return fs_pread_all(q->fd, buf, len, off); /* past the end of the file: zeroes */
 }
 
 static int file_pwrite(struct qcow2 *q, const void *buf, size_t len, uint64_t off)
@@ -213,28 +186,15 @@ static int file_pwrite(struct qcow2 *q, const void *buf, size_t len, uint64_t of
         return -EROFS;
     if (q->hook)
         q->hook(q->hook_opaque, QCOW2_IO_WRITE, buf, len, off);
-    const uint8_t *p = buf;
-    size_t left = len;
-    uint64_t o = off;
-    while (left) {
-        ssize_t n = pwrite(q->fd, p, left, (off_t)o);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        p += n;
-        o += (uint64_t)n;
-        left -= (size_t)n;
-    }
+    int r = fs_pwrite_all(q->fd, buf, len, off);
+    if (r < 0)
+        return r;
     if (off + len > q->file_size)
         q->file_size = off + len;
     return 0;
 }
 
 static const uint8_t zero_cluster[QCOW2_MAX_CLUSTER_SIZE];
-
-static int write_all(int fd, const void *buf, size_t len, uint64_t off);
 
 /* Makes [off, off + len) read as zeroes without writing them: a hole (what QEMU does for the
  * empty parts of a new cluster), or written zeroes where the filesystem cannot punch. The
@@ -245,7 +205,7 @@ static int file_zero(struct qcow2 *q, uint64_t off, uint64_t len)
         q->hook(q->hook_opaque, QCOW2_IO_WRITE, zero_cluster, len, off);
     if (fallocate(q->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) == 0)
         return 0;
-    return errno == EOPNOTSUPP ? write_all(q->fd, zero_cluster, len, off) : -errno;
+    return errno == EOPNOTSUPP ? fs_pwrite_all(q->fd, zero_cluster, len, off) : -errno;
 }
 
 /* Grows the file to `size` bytes (a sparse tail). */
@@ -1111,14 +1071,12 @@ static int open_backing(struct qcow2 *q, const uint8_t *hdr, uint64_t hdr_len, u
             break;
         uint64_t padded = ((uint64_t)len + 7) & ~7ull;
         if (padded > end - at - 8) {
-            set_err(err, errlen, "%s: header extension 0x%08x runs past the header", q->path, type);
-            return -EINVAL;
+            return err_set(err, errlen, -EINVAL, "%s: header extension 0x%08x runs past the header",
+                           q->path, type);
         }
         if (type == EXT_BACKING_FORMAT) {
-            if (len == 0 || len >= sizeof(format)) {
-                set_err(err, errlen, "%s: bad backing format extension", q->path);
-                return -EINVAL;
-            }
+            if (len == 0 || len >= sizeof(format))
+                return err_set(err, errlen, -EINVAL, "%s: bad backing format extension", q->path);
             memcpy(format, hdr + at + 8, len);
             format[len] = 0;
         }
@@ -1128,27 +1086,23 @@ static int open_backing(struct qcow2 *q, const uint8_t *hdr, uint64_t hdr_len, u
         return 0;
     if (name_len == 0 || name_len > MAX_BACKING_NAME || name_off > hdr_len ||
         name_len > hdr_len - name_off) {
-        set_err(err, errlen, "%s: backing file name (offset %llu, %u bytes) is not in the header",
-                q->path, (unsigned long long)name_off, name_len);
-        return -EINVAL;
+        return err_set(err, errlen, -EINVAL,
+                       "%s: backing file name (offset %llu, %u bytes) is not in the header",
+                       q->path, (unsigned long long)name_off, name_len);
     }
     char name[MAX_BACKING_NAME + 1];
     memcpy(name, hdr + name_off, name_len);
     name[name_len] = 0;
-    if (strlen(name) != name_len) {
-        set_err(err, errlen, "%s: backing file name contains a NUL byte", q->path);
-        return -EINVAL;
-    }
+    if (strlen(name) != name_len)
+        return err_set(err, errlen, -EINVAL, "%s: backing file name contains a NUL byte", q->path);
     if (format[0] && strcmp(format, "raw") && strcmp(format, "qcow2")) {
-        set_err(err, errlen,
-                "%s: backing file %s has format '%s'; only raw and qcow2 are supported", q->path,
-                name, format);
-        return -ENOTSUP;
+        return err_set(err, errlen, -ENOTSUP,
+                       "%s: backing file %s has format '%s'; only raw and qcow2 are supported",
+                       q->path, name, format);
     }
     if (depth + 1 >= QCOW2_MAX_CHAIN_DEPTH) {
-        set_err(err, errlen, "%s: backing chain deeper than %d images (a loop?)", q->path,
-                QCOW2_MAX_CHAIN_DEPTH);
-        return -ELOOP;
+        return err_set(err, errlen, -ELOOP, "%s: backing chain deeper than %d images (a loop?)",
+                       q->path, QCOW2_MAX_CHAIN_DEPTH);
     }
     char full[PATH_MAX];
     if (name[0] == '/') {
@@ -1156,10 +1110,8 @@ static int open_backing(struct qcow2 *q, const uint8_t *hdr, uint64_t hdr_len, u
     } else {
         char dir[PATH_MAX];
         snprintf(dir, sizeof(dir), "%s", q->path);
-        if (snprintf(full, sizeof(full), "%s/%s", dirname(dir), name) >= (int)sizeof(full)) {
-            set_err(err, errlen, "%s: backing file path too long", q->path);
-            return -ENAMETOOLONG;
-        }
+        if (snprintf(full, sizeof(full), "%s/%s", dirname(dir), name) >= (int)sizeof(full))
+            return err_set(err, errlen, -ENAMETOOLONG, "%s: backing file path too long", q->path);
     }
     char sub[512];
     q->backing =
@@ -1167,10 +1119,8 @@ static int open_backing(struct qcow2 *q, const uint8_t *hdr, uint64_t hdr_len, u
     if (!q->backing) {
         /* Only the top image names itself; deeper ones pass the innermost reason up. */
         if (depth > 0)
-            set_err(err, errlen, "%s", sub);
-        else
-            set_err(err, errlen, "%s: backing file: %s", q->path, sub);
-        return -ENOENT;
+            return err_set(err, errlen, -ENOENT, "%s", sub);
+        return err_set(err, errlen, -ENOENT, "%s: backing file: %s", q->path, sub);
     }
     q->backing_size = disk_size(q->backing);
     return 0;
@@ -1179,22 +1129,19 @@ static int open_backing(struct qcow2 *q, const uint8_t *hdr, uint64_t hdr_len, u
 static int parse_header(struct qcow2 *q, const uint8_t *hdr, size_t got, char *err, size_t errlen)
 {
     const char *p = q->path;
-    if (got < HEADER_V3_LEN && !(got >= 8 && get_be32(hdr + H_VERSION) == 2 && got >= 72)) {
-        set_err(err, errlen, "%s: truncated qcow2 header (%zu bytes)", p, got);
-        return -EINVAL;
-    }
+    if (got < HEADER_V3_LEN && !(got >= 8 && get_be32(hdr + H_VERSION) == 2 && got >= 72))
+        return err_set(err, errlen, -EINVAL, "%s: truncated qcow2 header (%zu bytes)", p, got);
     uint32_t version = get_be32(hdr + H_VERSION);
     if (version != 3) {
-        set_err(err, errlen,
-                "%s: qcow2 version %u is not supported (only 3; `qemu-img amend -f qcow2 -o "
-                "compat=1.1 %s` converts version 2)",
-                p, version, p);
-        return -ENOTSUP;
+        return err_set(err, errlen, -ENOTSUP,
+                       "%s: qcow2 version %u is not supported (only 3; `qemu-img amend -f qcow2 -o "
+                       "compat=1.1 %s` converts version 2)",
+                       p, version, p);
     }
     uint32_t cluster_bits = get_be32(hdr + H_CLUSTER_BITS);
     if (cluster_bits < 9 || cluster_bits > 21) {
-        set_err(err, errlen, "%s: cluster_bits %u out of range (9..21)", p, cluster_bits);
-        return -EINVAL;
+        return err_set(err, errlen, -EINVAL, "%s: cluster_bits %u out of range (9..21)", p,
+                       cluster_bits);
     }
     q->cluster_bits = cluster_bits;
     q->cluster_size = 1ull << cluster_bits;
@@ -1202,106 +1149,89 @@ static int parse_header(struct qcow2 *q, const uint8_t *hdr, size_t got, char *e
     uint64_t cs = q->cluster_size;
 
     uint32_t hlen = get_be32(hdr + H_HEADER_LENGTH);
-    if (hlen < HEADER_V3_LEN || hlen % 8 || hlen > cs || hlen > got) {
-        set_err(err, errlen, "%s: bad header_length %u", p, hlen);
-        return -EINVAL;
-    }
+    if (hlen < HEADER_V3_LEN || hlen % 8 || hlen > cs || hlen > got)
+        return err_set(err, errlen, -EINVAL, "%s: bad header_length %u", p, hlen);
     uint64_t incompat = get_be64(hdr + H_INCOMPAT);
     uint64_t known = INCOMPAT_DIRTY | INCOMPAT_CORRUPT | INCOMPAT_DATA_FILE | INCOMPAT_COMPRESSION |
                      INCOMPAT_EXTL2;
     if (incompat & ~known) {
-        set_err(err, errlen,
-                "%s: unknown incompatible qcow2 features 0x%llx; this image needs a "
-                "newer program",
-                p, (unsigned long long)(incompat & ~known));
-        return -ENOTSUP;
+        return err_set(err, errlen, -ENOTSUP,
+                       "%s: unknown incompatible qcow2 features 0x%llx; this image needs a "
+                       "newer program",
+                       p, (unsigned long long)(incompat & ~known));
     }
-    if (incompat & INCOMPAT_DATA_FILE) {
-        set_err(err, errlen, "%s: external data files are not supported", p);
-        return -ENOTSUP;
-    }
+    if (incompat & INCOMPAT_DATA_FILE)
+        return err_set(err, errlen, -ENOTSUP, "%s: external data files are not supported", p);
     if (incompat & INCOMPAT_EXTL2) {
-        set_err(err, errlen, "%s: extended L2 entries (subclusters) are not supported", p);
-        return -ENOTSUP;
+        return err_set(err, errlen, -ENOTSUP,
+                       "%s: extended L2 entries (subclusters) are not supported", p);
     }
-    if (incompat & INCOMPAT_COMPRESSION) {
-        set_err(err, errlen, "%s: non-zlib compression type is not supported", p);
-        return -ENOTSUP;
-    }
+    if (incompat & INCOMPAT_COMPRESSION)
+        return err_set(err, errlen, -ENOTSUP, "%s: non-zlib compression type is not supported", p);
     if ((incompat & INCOMPAT_DIRTY) && !q->read_only) {
-        set_err(err, errlen,
-                "%s: image is dirty (lazy refcounts, not closed cleanly); repair it "
-                "with `qemu-img check -r all %s`",
-                p, p);
-        return -EUCLEAN;
+        return err_set(err, errlen, -EUCLEAN,
+                       "%s: image is dirty (lazy refcounts, not closed cleanly); repair it "
+                       "with `qemu-img check -r all %s`",
+                       p, p);
     }
     if ((incompat & INCOMPAT_CORRUPT) && !q->read_only) {
-        set_err(err, errlen,
-                "%s: image is marked corrupt; repair it with `qemu-img check -r all "
-                "%s`",
-                p, p);
-        return -EUCLEAN;
+        return err_set(err, errlen, -EUCLEAN,
+                       "%s: image is marked corrupt; repair it with `qemu-img check -r all "
+                       "%s`",
+                       p, p);
     }
-    if (get_be32(hdr + H_CRYPT) != 0) {
-        set_err(err, errlen, "%s: encrypted images are not supported", p);
-        return -ENOTSUP;
-    }
+    if (get_be32(hdr + H_CRYPT) != 0)
+        return err_set(err, errlen, -ENOTSUP, "%s: encrypted images are not supported", p);
     uint32_t order = get_be32(hdr + H_REFCOUNT_ORDER);
     if (order != 4) {
-        set_err(err, errlen, "%s: refcount_order %u is not supported (only 4, 16-bit refcounts)", p,
-                order);
-        return -ENOTSUP;
+        return err_set(err, errlen, -ENOTSUP,
+                       "%s: refcount_order %u is not supported (only 4, 16-bit refcounts)", p,
+                       order);
     }
     q->refblock_entries = cs / 2;
     if (get_be32(hdr + H_NB_SNAPSHOTS) && !q->read_only) {
-        set_err(err, errlen,
-                "%s: has internal snapshots; writing such images is not supported "
-                "(open it read-only)",
-                p);
-        return -ENOTSUP;
+        return err_set(err, errlen, -ENOTSUP,
+                       "%s: has internal snapshots; writing such images is not supported "
+                       "(open it read-only)",
+                       p);
     }
 
     q->size = get_be64(hdr + H_SIZE);
     if (q->size > MAX_VIRTUAL_SIZE) {
-        set_err(err, errlen, "%s: virtual size %llu is too large", p, (unsigned long long)q->size);
-        return -EINVAL;
+        return err_set(err, errlen, -EINVAL, "%s: virtual size %llu is too large", p,
+                       (unsigned long long)q->size);
     }
     q->l1_size = get_be32(hdr + H_L1_SIZE);
     q->l1_offset = get_be64(hdr + H_L1_OFFSET);
     uint64_t per_l2 = q->l2_entries * cs;
     uint64_t need = (q->size + per_l2 - 1) / per_l2;
     if ((uint64_t)q->l1_size * 8 > MAX_L1_BYTES || q->l1_size < need) {
-        set_err(err, errlen, "%s: L1 table size %u is wrong for a %llu-byte disk", p, q->l1_size,
-                (unsigned long long)q->size);
-        return -EINVAL;
+        return err_set(err, errlen, -EINVAL, "%s: L1 table size %u is wrong for a %llu-byte disk",
+                       p, q->l1_size, (unsigned long long)q->size);
     }
     uint64_t l1_bytes = (uint64_t)q->l1_size * 8;
     if (q->l1_size && (!q->l1_offset || !aligned(q, q->l1_offset) || q->l1_offset > q->file_size ||
                        l1_bytes > q->file_size - q->l1_offset || q->l1_offset < cs)) {
-        set_err(err, errlen, "%s: L1 table at %llu (%llu bytes) is not inside the file", p,
-                (unsigned long long)q->l1_offset, (unsigned long long)l1_bytes);
-        return -EINVAL;
+        return err_set(err, errlen, -EINVAL,
+                       "%s: L1 table at %llu (%llu bytes) is not inside the file", p,
+                       (unsigned long long)q->l1_offset, (unsigned long long)l1_bytes);
     }
     q->reftable_offset = get_be64(hdr + H_REFTABLE_OFFSET);
     q->reftable_clusters = get_be32(hdr + H_REFTABLE_CLUSTERS);
     uint64_t rt_bytes = (uint64_t)q->reftable_clusters * cs;
     if (q->reftable_clusters == 0 || rt_bytes > MAX_REFTABLE_BYTES) {
-        set_err(err, errlen, "%s: refcount table of %u clusters is out of range", p,
-                q->reftable_clusters);
-        return -EINVAL;
+        return err_set(err, errlen, -EINVAL, "%s: refcount table of %u clusters is out of range", p,
+                       q->reftable_clusters);
     }
     if (!aligned(q, q->reftable_offset) || q->reftable_offset < cs ||
         q->reftable_offset > q->file_size || rt_bytes > q->file_size - q->reftable_offset) {
-        set_err(err, errlen,
-                "%s: refcount table at %llu is not inside the file (or overlaps the "
-                "header)",
-                p, (unsigned long long)q->reftable_offset);
-        return -EINVAL;
+        return err_set(err, errlen, -EINVAL,
+                       "%s: refcount table at %llu is not inside the file (or overlaps the "
+                       "header)",
+                       p, (unsigned long long)q->reftable_offset);
     }
-    if (q->l1_size && ranges_overlap(q->l1_offset, l1_bytes, q->reftable_offset, rt_bytes)) {
-        set_err(err, errlen, "%s: L1 table and refcount table overlap", p);
-        return -EINVAL;
-    }
+    if (q->l1_size && ranges_overlap(q->l1_offset, l1_bytes, q->reftable_offset, rt_bytes))
+        return err_set(err, errlen, -EINVAL, "%s: L1 table and refcount table overlap", p);
     q->reftable_entries = rt_bytes / 8;
     return 0;
 }
@@ -1322,21 +1252,21 @@ struct qcow2 *qcow2_open(const char *path, bool read_only, unsigned depth, char 
     struct qcow2 *q = calloc(1, sizeof(*q));
     uint8_t *hdr = NULL;
     if (!q || !(q->path = strdup(path))) {
-        set_err(err, errlen, "%s: out of memory", path);
+        err_set(err, errlen, -ENOMEM, "%s: out of memory", path);
         free(q);
         return NULL;
     }
     q->read_only = read_only;
     q->fd = open(path, (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC);
     if (q->fd < 0) {
-        set_err(err, errlen, "%s: %s", path, strerror(errno));
+        err_set_errno(err, errlen, "%s", path);
         goto fail;
     }
     if (imglock_acquire(q->fd, path, !read_only, err, errlen) < 0) /* before the first write */
         goto fail;
     struct stat st;
     if (fstat(q->fd, &st) < 0) {
-        set_err(err, errlen, "%s: %s", path, strerror(errno));
+        err_set_errno(err, errlen, "%s", path);
         goto fail;
     }
     q->file_size = (uint64_t)st.st_size;
@@ -1345,11 +1275,11 @@ struct qcow2 *qcow2_open(const char *path, bool read_only, unsigned depth, char 
     size_t want = st.st_size < QCOW2_MAX_CLUSTER_SIZE ? (size_t)st.st_size : QCOW2_MAX_CLUSTER_SIZE;
     hdr = calloc(1, want > HEADER_V3_LEN ? want : HEADER_V3_LEN);
     if (!hdr || file_pread(q, hdr, want, 0) < 0) {
-        set_err(err, errlen, "%s: cannot read the header", path);
+        err_set(err, errlen, -EIO, "%s: cannot read the header", path);
         goto fail;
     }
     if (!qcow2_probe(hdr, want)) {
-        set_err(err, errlen, "%s: not a qcow2 image", path);
+        err_set(err, errlen, -EINVAL, "%s: not a qcow2 image", path);
         goto fail;
     }
     if (parse_header(q, hdr, want, err, errlen) < 0)
@@ -1358,13 +1288,13 @@ struct qcow2 *qcow2_open(const char *path, bool read_only, unsigned depth, char 
 
     if (table_load(q, q->l1_offset, q->l1_size, &q->l1) < 0 ||
         table_load(q, q->reftable_offset, q->reftable_entries, &q->reftable) < 0) {
-        set_err(err, errlen, "%s: cannot read the L1 or refcount table", path);
+        err_set(err, errlen, -EIO, "%s: cannot read the L1 or refcount table", path);
         goto fail;
     }
     for (uint64_t i = 0; i < q->reftable_entries; i++) {
         uint64_t e = q->reftable[i];
         if (e && ((e & REFTABLE_RESERVED) || !host_cluster_ok(q, e))) {
-            set_err(err, errlen, "%s: refcount table entry %llu (%#llx) is invalid", path,
+            err_set(err, errlen, -EINVAL, "%s: refcount table entry %llu (%#llx) is invalid", path,
                     (unsigned long long)i, (unsigned long long)e);
             goto fail;
         }
@@ -1376,7 +1306,7 @@ struct qcow2 *qcow2_open(const char *path, bool read_only, unsigned depth, char 
         q->l2_cache.slot[i].data = malloc(q->cluster_size);
         q->refblock_cache.slot[i].data = malloc(q->cluster_size);
         if (!q->l2_cache.slot[i].data || !q->refblock_cache.slot[i].data) {
-            set_err(err, errlen, "%s: out of memory", path);
+            err_set(err, errlen, -ENOMEM, "%s: out of memory", path);
             goto fail;
         }
     }
@@ -1384,13 +1314,13 @@ struct qcow2 *qcow2_open(const char *path, bool read_only, unsigned depth, char 
     q->zbuf = malloc(2 * q->cluster_size + 512);
     q->unz = malloc(q->cluster_size);
     if (!q->bounce || !q->zbuf || !q->unz) {
-        set_err(err, errlen, "%s: out of memory", path);
+        err_set(err, errlen, -ENOMEM, "%s: out of memory", path);
         goto fail;
     }
     if (depth != QCOW2_ALONE && open_backing(q, hdr, hdr_len, depth, err, errlen) < 0)
         goto fail;
     if (autoclear_reset(q, hdr) < 0) {
-        set_err(err, errlen, "%s: cannot update the header: %s", path, strerror(errno));
+        err_set_errno(err, errlen, "%s: cannot update the header", path);
         goto fail;
     }
     free(hdr);
@@ -1402,23 +1332,6 @@ fail:
 }
 
 /* ---- create ---- */
-
-static int write_all(int fd, const void *buf, size_t len, uint64_t off)
-{
-    const uint8_t *p = buf;
-    while (len) {
-        ssize_t n = pwrite(fd, p, len, (off_t)off);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        p += n;
-        off += (uint64_t)n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
 
 /* The format (unless BACKING_FORMAT names it) and size of BACKING_PATH, resolved as an image at
  * PATH resolves it (relative to its folder). Read from the header without opening the image:
@@ -1535,7 +1448,7 @@ int qcow2_create(const char *path, uint64_t size, uint32_t cluster_size, const c
         free(buf);
         return e;
     }
-    int r = write_all(fd, buf, 3 * cs, 0);
+    int r = fs_pwrite_all(fd, buf, 3 * cs, 0);
     free(buf);
     if (r == 0 && ftruncate(fd, (off_t)(used * cs)) < 0)
         r = -errno;
@@ -1674,7 +1587,7 @@ int qcow2_set_backing(const char *path, const char *backing_path, const char *ba
         put_be32(new + H_BACKING_SIZE, (uint32_t)name_len);
         memcpy(new + at, backing_path ? backing_path : "", name_len);
         uint64_t end = at + name_len > old_end + 8 ? at + name_len : old_end + 8;
-        r = write_all(fd, new, end < cs ? end : cs, 0);
+        r = fs_pwrite_all(fd, new, end < cs ? end : cs, 0);
     }
     if (r == 0 && fdatasync(fd) < 0)
         r = -errno;

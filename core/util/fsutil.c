@@ -1,4 +1,4 @@
-/* Atomic file replacement (see fsutil.h). */
+/* Whole-buffer file I/O and atomic file replacement (see fsutil.h). */
 #include "core/util/fsutil.h"
 
 #include <errno.h>
@@ -60,6 +60,27 @@ int fs_pwrite_all(int fd, const void *buf, size_t len, unsigned long long offset
             if (errno == EINTR)
                 continue;
             return -errno;
+        }
+        p += n;
+        offset += (unsigned long long)n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+int fs_pread_all(int fd, void *buf, size_t len, unsigned long long offset)
+{
+    char *p = buf;
+    while (len) {
+        ssize_t n = pread(fd, p, len, (off_t)offset);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (n == 0) { /* past the end of the file */
+            memset(p, 0, len);
+            return 0;
         }
         p += n;
         offset += (unsigned long long)n;

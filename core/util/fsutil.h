@@ -1,6 +1,7 @@
-/* Files that must survive a crash (STYLE.md): written under a temporary name, fsynced, renamed
- * over the real name, and the directory fsynced, so a reader finds the old file or the new one,
- * never a torn one. */
+/* File I/O for vmws: whole-buffer reads and writes, and atomic replacement for the files that must
+ * survive a crash (vm.conf, the snapshot tree, machine state): written under a temporary name,
+ * fsynced, renamed over the real name, and the directory fsynced, so a reader finds the old file
+ * or the new one, never a torn one. */
 #ifndef VMWS_FSUTIL_H
 #define VMWS_FSUTIL_H
 
@@ -14,6 +15,9 @@ int fs_tmp_create(const char *path, char *tmp, size_t tmplen);
 int fs_tmp_commit(int fd, const char *tmp, const char *path, int error);
 /* Writes LEN bytes at OFFSET, retrying short writes. Returns 0 or -errno. */
 int fs_pwrite_all(int fd, const void *buf, size_t len, unsigned long long offset);
+/* Reads LEN bytes at OFFSET, retrying short reads; what lies past the end of the file reads as
+ * zeroes, like a sparse tail. Returns 0 or -errno. */
+int fs_pread_all(int fd, void *buf, size_t len, unsigned long long offset);
 /* The whole of BUF as PATH, atomically. Returns 0 or -errno. */
 int fs_write_atomic(const char *path, const void *buf, size_t len);
 /* fsyncs the directory that holds PATH. Returns 0 or -errno. */

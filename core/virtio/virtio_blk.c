@@ -6,12 +6,9 @@
 #include "core/virtio/virtio_blk.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "core/storage/disk.h"
 #include "core/util/log.h"
@@ -39,22 +36,6 @@
 #define SIZE_MAX_BYTES (1u << 20) /* per segment */
 #define MAX_DISCARD_SECTORS (1u << 22)
 #define MAX_DISCARD_SEG 32
-
-int virtio_blk_create_raw_image(const char *path, uint64_t size)
-{
-    if (size < SECTOR || size % SECTOR)
-        return -EINVAL;
-    int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd < 0)
-        return -errno;
-    int r = ftruncate(fd, (off_t)size) < 0 ? -errno : 0;
-    if (r == 0 && fsync(fd) < 0)
-        r = -errno;
-    close(fd);
-    if (r < 0)
-        unlink(path);
-    return r;
-}
 
 /* ---- the device ---- */
 

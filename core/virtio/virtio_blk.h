@@ -46,8 +46,4 @@ json_t *virtio_blk_status_json(struct virtio_blk *b);
 int virtio_blk_save(struct virtio_blk *b, struct state_writer *w);
 int virtio_blk_load(struct virtio_blk *b, const struct state_reader *r);
 
-/* Creates a sparse raw image of SIZE bytes (a multiple of 512) at PATH, mode 0600. 0/-errno.
- * (`vmws create --disk` makes qcow2 with disk_create_qcow2; raw is for tests and users.) */
-int virtio_blk_create_raw_image(const char *path, uint64_t size);
-
 #endif

@@ -13,6 +13,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/util/errfmt.h"
+
 #ifndef MFD_HUGETLB
 #define MFD_HUGETLB 0x0004U
 #endif
@@ -33,24 +35,19 @@ static void layout(struct guest_mem *m, uint64_t size)
 static int open_backing_file(const char *path, uint64_t size, char *err, size_t errlen)
 {
     int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        int e = errno;
-        snprintf(err, errlen, "cannot open memory file %s: %s", path, strerror(e));
-        return -e;
-    }
+    if (fd < 0)
+        return err_set_errno(err, errlen, "cannot open memory file %s", path);
     struct stat st;
     if (fstat(fd, &st) < 0 || (fchmod(fd, 0600) < 0)) {
-        int e = errno;
-        snprintf(err, errlen, "cannot stat memory file %s: %s", path, strerror(e));
+        int e = err_set_errno(err, errlen, "cannot stat memory file %s", path);
         close(fd);
-        return -e;
+        return e;
     }
     if ((uint64_t)st.st_size != size && ftruncate(fd, (off_t)size) < 0) {
-        int e = errno;
-        snprintf(err, errlen, "cannot size memory file %s to %llu bytes: %s", path,
-                 (unsigned long long)size, strerror(e));
+        int e = err_set_errno(err, errlen, "cannot size memory file %s to %llu bytes", path,
+                              (unsigned long long)size);
         close(fd);
-        return -e;
+        return e;
     }
     return fd;
 }
@@ -80,13 +77,12 @@ int guest_mem_open(struct guest_mem *m, uint64_t size, enum mem_backend backend,
         unsigned mfd_flags = MFD_CLOEXEC | (backend == MEM_BACKEND_HUGETLBFS ? MFD_HUGETLB : 0);
         m->fd = memfd_create("vmws-guest-ram", mfd_flags);
         if (m->fd < 0 || ftruncate(m->fd, (off_t)size) < 0) {
-            int e = errno;
-            snprintf(err, errlen, "cannot create %s guest memory of %llu bytes: %s",
-                     mem_backend_name(backend), (unsigned long long)size, strerror(e));
+            int e = err_set_errno(err, errlen, "cannot create %s guest memory of %llu bytes",
+                                  mem_backend_name(backend), (unsigned long long)size);
             if (m->fd >= 0)
                 close(m->fd);
             m->fd = -1;
-            return -e;
+            return e;
         }
         break;
     }
@@ -97,13 +93,12 @@ int guest_mem_open(struct guest_mem *m, uint64_t size, enum mem_backend backend,
 
     void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, flags, m->fd, 0);
     if (p == MAP_FAILED) {
-        int e = errno;
-        snprintf(err, errlen, "cannot map %llu bytes of guest memory: %s", (unsigned long long)size,
-                 strerror(e));
+        int e = err_set_errno(err, errlen, "cannot map %llu bytes of guest memory",
+                              (unsigned long long)size);
         if (m->fd >= 0)
             close(m->fd);
         m->fd = -1;
-        return -e;
+        return e;
     }
     if (backend == MEM_BACKEND_ANON) {
         madvise(p, size, MADV_MERGEABLE); /* KSM may share identical guest pages */

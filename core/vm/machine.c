@@ -15,6 +15,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "core/util/errfmt.h"
 #include "core/util/log.h"
 
 #define KVM_TSS_ADDR 0xfffbd000ULL
@@ -44,13 +45,6 @@ static void kick_handler(int sig)
     (void)sig;
     if (tls_run)
         tls_run->immediate_exit = 1;
-}
-
-static int fail(char *err, size_t errlen, const char *what)
-{
-    int e = errno;
-    snprintf(err, errlen, "%s: %s", what, strerror(e));
-    return -e;
 }
 
 static struct kvm_cpuid2 *supported_cpuid(int kvm_fd)
@@ -146,15 +140,15 @@ static int setup_vcpu(struct machine *m, struct vcpu *v, struct kvm_cpuid2 *cpui
 {
     v->fd = ioctl(m->vm_fd, KVM_CREATE_VCPU, (unsigned long)v->index);
     if (v->fd < 0)
-        return fail(err, errlen, "KVM_CREATE_VCPU");
+        return err_set_errno(err, errlen, "KVM_CREATE_VCPU");
     v->run = mmap(NULL, m->run_size, PROT_READ | PROT_WRITE, MAP_SHARED, v->fd, 0);
     if (v->run == MAP_FAILED) {
         v->run = NULL;
-        return fail(err, errlen, "mmap of kvm_run");
+        return err_set_errno(err, errlen, "mmap of kvm_run");
     }
     cpuid_for_vcpu(cpuid, v->index, m->ncpus);
     if (ioctl(v->fd, KVM_SET_CPUID2, cpuid) < 0)
-        return fail(err, errlen, "KVM_SET_CPUID2");
+        return err_set_errno(err, errlen, "KVM_SET_CPUID2");
 
     /* XCR0 starts as every state component the guest's CPUID offers, the value Linux sets.
      * Under a nested KVM whose host doesn't intercept XSETBV (QEMU's software SVM in the KVM
@@ -171,7 +165,7 @@ static int setup_vcpu(struct machine *m, struct vcpu *v, struct kvm_cpuid2 *cpui
 
     struct kvm_fpu fpu = {.fcw = 0x37f, .mxcsr = 0x1f80};
     if (ioctl(v->fd, KVM_SET_FPU, &fpu) < 0)
-        return fail(err, errlen, "KVM_SET_FPU");
+        return err_set_errno(err, errlen, "KVM_SET_FPU");
 
     struct {
         struct kvm_msrs hdr;
@@ -184,28 +178,13 @@ static int setup_vcpu(struct machine *m, struct vcpu *v, struct kvm_cpuid2 *cpui
     /* As a PC BIOS leaves it: LINT0 takes the 8259's ExtINT on the boot CPU, LINT1 is NMI. */
     struct kvm_lapic_state lapic;
     if (ioctl(v->fd, KVM_GET_LAPIC, &lapic) < 0)
-        return fail(err, errlen, "KVM_GET_LAPIC");
+        return err_set_errno(err, errlen, "KVM_GET_LAPIC");
     uint32_t lvt0 = v->index == 0 ? APIC_MODE_EXTINT : (1u << 16);
     uint32_t lvt1 = APIC_MODE_NMI;
     memcpy(&lapic.regs[APIC_LVT0], &lvt0, 4);
     memcpy(&lapic.regs[APIC_LVT1], &lvt1, 4);
     if (ioctl(v->fd, KVM_SET_LAPIC, &lapic) < 0)
-        return fail(err, errlen, "KVM_SET_LAPIC");
-    return 0;
-}
-
-static int add_slot(struct machine *m, uint32_t slot, uint64_t gpa, uint64_t size, void *host,
-                    char *err, size_t errlen)
-{
-    struct kvm_userspace_memory_region r = {
-        .slot = slot,
-        .flags = KVM_MEM_LOG_DIRTY_PAGES,
-        .guest_phys_addr = gpa,
-        .memory_size = size,
-        .userspace_addr = (uintptr_t)host,
-    };
-    if (ioctl(m->vm_fd, KVM_SET_USER_MEMORY_REGION, &r) < 0)
-        return fail(err, errlen, "KVM_SET_USER_MEMORY_REGION");
+        return err_set_errno(err, errlen, "KVM_SET_LAPIC");
     return 0;
 }
 
@@ -262,42 +241,43 @@ int machine_create(struct machine *m, struct guest_mem *mem, unsigned ncpus, cha
     }
     int rs = ioctl(m->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
     if (rs < (int)sizeof(struct kvm_run))
-        return fail(err, errlen, "KVM_GET_VCPU_MMAP_SIZE");
+        return err_set_errno(err, errlen, "KVM_GET_VCPU_MMAP_SIZE");
     m->run_size = (size_t)rs;
 
     m->vm_fd = ioctl(m->kvm_fd, KVM_CREATE_VM, 0);
     if (m->vm_fd < 0)
-        return fail(err, errlen, "KVM_CREATE_VM");
+        return err_set_errno(err, errlen, "KVM_CREATE_VM");
     if (ioctl(m->vm_fd, KVM_SET_TSS_ADDR, (unsigned long)KVM_TSS_ADDR) < 0)
-        return fail(err, errlen, "KVM_SET_TSS_ADDR");
+        return err_set_errno(err, errlen, "KVM_SET_TSS_ADDR");
     uint64_t idmap = KVM_IDENTITY_MAP_ADDR;
     if (ioctl(m->vm_fd, KVM_SET_IDENTITY_MAP_ADDR, &idmap) < 0)
-        return fail(err, errlen, "KVM_SET_IDENTITY_MAP_ADDR");
+        return err_set_errno(err, errlen, "KVM_SET_IDENTITY_MAP_ADDR");
     if (ioctl(m->vm_fd, KVM_CREATE_IRQCHIP, 0) < 0)
-        return fail(err, errlen, "KVM_CREATE_IRQCHIP");
+        return err_set_errno(err, errlen, "KVM_CREATE_IRQCHIP");
     /* No KVM_PIT_SPEAKER_DUMMY: port 0x61 (speaker gate) comes to us. */
     struct kvm_pit_config pit = {.flags = 0};
     if (ioctl(m->vm_fd, KVM_CREATE_PIT2, &pit) < 0)
-        return fail(err, errlen, "KVM_CREATE_PIT2");
+        return err_set_errno(err, errlen, "KVM_CREATE_PIT2");
 
-    int r = add_slot(m, 0, 0, mem->low_size, mem->host, err, errlen);
+    /* Guest RAM: slot 0 below the PCI hole, slot 1 above 4 GiB, both dirty-logged. */
+    int r = machine_add_memory_slot(m, 0, 0, mem->low_size, mem->host, KVM_MEM_LOG_DIRTY_PAGES);
     if (r == 0 && mem->size > mem->low_size)
-        r = add_slot(m, 1, GUEST_HIGH_RAM_BASE, mem->size - mem->low_size,
-                     mem->host + mem->low_size, err, errlen);
+        r = machine_add_memory_slot(m, 1, GUEST_HIGH_RAM_BASE, mem->size - mem->low_size,
+                                    mem->host + mem->low_size, KVM_MEM_LOG_DIRTY_PAGES);
     if (r < 0)
-        return r;
+        return err_set(err, errlen, r, "KVM_SET_USER_MEMORY_REGION: %s", strerror(-r));
 
     m->stop_notify_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (m->stop_notify_fd < 0)
-        return fail(err, errlen, "eventfd");
+        return err_set_errno(err, errlen, "eventfd");
 
     struct kvm_cpuid2 *cpuid = supported_cpuid(m->kvm_fd);
     if (!cpuid)
-        return fail(err, errlen, "KVM_GET_SUPPORTED_CPUID");
+        return err_set_errno(err, errlen, "KVM_GET_SUPPORTED_CPUID");
     m->vcpus = calloc(ncpus, sizeof(*m->vcpus));
     if (!m->vcpus) {
         free(cpuid);
-        return fail(err, errlen, "allocating vCPUs");
+        return err_set_errno(err, errlen, "allocating vCPUs");
     }
     for (unsigned i = 0; i < ncpus; i++) {
         m->vcpus[i] = (struct vcpu){.m = m, .index = i, .fd = -1};
@@ -317,9 +297,9 @@ int machine_set_boot_state(struct machine *m, const struct kvm_regs *regs,
                            const struct kvm_sregs *sregs, char *err, size_t errlen)
 {
     if (ioctl(m->vcpus[0].fd, KVM_SET_SREGS, sregs) < 0)
-        return fail(err, errlen, "KVM_SET_SREGS");
+        return err_set_errno(err, errlen, "KVM_SET_SREGS");
     if (ioctl(m->vcpus[0].fd, KVM_SET_REGS, regs) < 0)
-        return fail(err, errlen, "KVM_SET_REGS");
+        return err_set_errno(err, errlen, "KVM_SET_REGS");
     return 0;
 }
 

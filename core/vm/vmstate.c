@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 
+#include "core/util/errfmt.h"
 #include "core/util/state.h"
 #include "core/vm/machine.h"
 
@@ -149,12 +150,7 @@ int machine_save_state(struct machine *m, struct state_writer *w)
 static int set(int fd, unsigned long req, const void *arg, const char *what, char *err,
                size_t errlen)
 {
-    if (ioctl(fd, req, arg) < 0) {
-        int e = errno;
-        snprintf(err, errlen, "restoring %s: %s", what, strerror(e));
-        return -e;
-    }
-    return 0;
+    return ioctl(fd, req, arg) < 0 ? err_set_errno(err, errlen, "restoring %s", what) : 0;
 }
 
 #define GET(tag, inst, var)                                                                        \

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "core/devices/devices.h"
+#include "core/storage/disk.h"
 #include "core/virtio/virtio_blk.h"
 #include "core/virtio/virtio_pci.h"
 
@@ -126,7 +127,7 @@ static void setup(void)
     ck_assert_int_ge(fd, 0);
     close(fd);
     unlink(image);
-    ck_assert_int_eq(virtio_blk_create_raw_image(image, DISK_SIZE), 0);
+    ck_assert_int_eq(disk_create_raw(image, DISK_SIZE), 0);
     char err[256];
     blk = virtio_blk_create(&m, bus, SLOT, image, "raw", image, err, sizeof(err));
     ck_assert_msg(blk != NULL, "%s", err);

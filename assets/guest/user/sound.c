@@ -6,7 +6,7 @@
  * `beep` programs PIT channel 2 as a square wave and gates it into the speaker via port 0x61. */
 #include "assets/guest/user/sound.h"
 
-/* ES1370 registers (see the VMM's audio/es1370.c). */
+/* ES1370 registers (see the VMM's core/devices/es1370.c). */
 #define ES_CONTROL 0x00
 #define ES_CTRL_PCLKDIV(d) ((uint32_t)(d) << 16)
 #define ES_CTRL_DAC2_EN (1u << 5)
