@@ -11,7 +11,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +18,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "core/util/errfmt.h"
 #include "core/util/fsutil.h"
 
 extern const char vmws_box_init[], vmws_box_init_end[];
@@ -36,17 +36,6 @@ static const char *const box_modules[] = {
 /* Parameters for kvm_amd: no nested virtualisation inside the box's guests, no features the
  * emulated CPU only half offers. */
 static const char kvm_amd_params[] = "nested=0 avic=0 vgif=0 vls=0 lbrv=0";
-
-static int whyf(char *why, size_t len, int rc, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static int whyf(char *why, size_t len, int rc, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(why, len, fmt, ap);
-    va_end(ap);
-    return rc;
-}
 
 static bool find_in_path(const char *prog, char *out, size_t len)
 {
@@ -92,10 +81,10 @@ int box_host_find(struct box_host *h, char *why, size_t whylen)
     if (q && *q) {
         snprintf(h->qemu, sizeof(h->qemu), "%s", q);
         if (access(h->qemu, X_OK) < 0)
-            return whyf(why, whylen, -ENOENT, "cannot run %s (VMWS_BOX_QEMU): %s", h->qemu,
+            return err_set(why, whylen, -ENOENT, "cannot run %s (VMWS_BOX_QEMU): %s", h->qemu,
                         strerror(errno));
     } else if (!find_in_path("qemu-system-x86_64", h->qemu, sizeof(h->qemu))) {
-        return whyf(why, whylen, -ENOENT,
+        return err_set(why, whylen, -ENOENT,
                     "qemu-system-x86_64 not found: install the Debian package qemu-system-x86");
     }
 
@@ -120,7 +109,7 @@ int box_host_find(struct box_host *h, char *why, size_t whylen)
     if (d)
         closedir(d);
     if (!h->kver[0])
-        return whyf(why, whylen, -ENOENT,
+        return err_set(why, whylen, -ENOENT,
                     any_kernel ? "no kernel in /boot has its modules (kvm-amd.ko) in /lib/modules: "
                                  "reinstall the Debian package linux-image-amd64"
                                : "no Linux kernel in /boot%s%s: install the Debian package "
@@ -128,7 +117,7 @@ int box_host_find(struct box_host *h, char *why, size_t whylen)
                     want && *want ? " named by VMWS_BOX_KERNEL=" : "", want && *want ? want : "");
     snprintf(h->kernel, sizeof(h->kernel), "/boot/vmlinuz-%s", h->kver);
     if (access(h->kernel, R_OK) < 0)
-        return whyf(why, whylen, -errno,
+        return err_set(why, whylen, -errno,
                     "cannot read %s: %s (the box boots it; run as root or "
                     "make it readable)",
                     h->kernel, strerror(errno));
@@ -140,7 +129,7 @@ int box_host_find(struct box_host *h, char *why, size_t whylen)
             return 0;
         }
     }
-    return whyf(why, whylen, -ENOENT,
+    return err_set(why, whylen, -ENOENT,
                 "no statically linked busybox: install the Debian package busybox-static");
 }
 
@@ -171,9 +160,9 @@ static int modlist_add(struct modlist *m, FILE *dep, const char *name, int depth
 {
     char line[4096];
     if (depth > 16)
-        return whyf(why, whylen, -ELOOP, "modules.dep: dependency loop at %s", name);
+        return err_set(why, whylen, -ELOOP, "modules.dep: dependency loop at %s", name);
     if (!modules_dep_line(dep, name, line, sizeof(line)))
-        return whyf(why, whylen, -ENOENT,
+        return err_set(why, whylen, -ENOENT,
                     "module %s is not in modules.dep: reinstall the Debian package "
                     "linux-image-amd64",
                     name);
@@ -181,7 +170,7 @@ static int modlist_add(struct modlist *m, FILE *dep, const char *name, int depth
     *colon = '\0';
     char self[sizeof(m->paths[0])];
     if (snprintf(self, sizeof(self), "%s", line) >= (int)sizeof(self))
-        return whyf(why, whylen, -ENAMETOOLONG, "module path too long: %s", line);
+        return err_set(why, whylen, -ENAMETOOLONG, "module path too long: %s", line);
     for (char *save = NULL, *t = strtok_r(colon + 1, " \n", &save); t;
          t = strtok_r(NULL, " \n", &save)) {
         const char *base = strrchr(t, '/') ? strrchr(t, '/') + 1 : t;
@@ -197,7 +186,7 @@ static int modlist_add(struct modlist *m, FILE *dep, const char *name, int depth
             return 0;
     }
     if (m->n == (int)(sizeof(m->paths) / sizeof(m->paths[0])))
-        return whyf(why, whylen, -E2BIG, "too many modules");
+        return err_set(why, whylen, -E2BIG, "too many modules");
     snprintf(m->paths[m->n++], sizeof(m->paths[0]), "%s", self);
     return 0;
 }
@@ -309,7 +298,7 @@ int box_initramfs(const struct box_host *h, const char *cache_dir, char *out, si
         return -ENAMETOOLONG;
     FILE *dep = fopen(path, "re");
     if (!dep)
-        return whyf(why, whylen, -errno, "cannot read %s: %s (reinstall linux-image-amd64)", path,
+        return err_set(why, whylen, -errno, "cannot read %s: %s (reinstall linux-image-amd64)", path,
                     strerror(errno));
     struct modlist *m = calloc(1, sizeof(*m));
     int rc = m ? 0 : -ENOMEM;
@@ -340,7 +329,7 @@ int box_initramfs(const struct box_host *h, const char *cache_dir, char *out, si
     if (snprintf(out, outlen, "%s/initramfs-%s-%016llx.cpio", cache_dir, h->kver,
                  (unsigned long long)hash) >= (int)outlen) {
         free(m);
-        return whyf(why, whylen, -ENAMETOOLONG, "cache path too long");
+        return err_set(why, whylen, -ENAMETOOLONG, "cache path too long");
     }
     if (access(out, R_OK) == 0) {
         free(m);
@@ -351,14 +340,14 @@ int box_initramfs(const struct box_host *h, const char *cache_dir, char *out, si
     int fd = fs_tmp_create(out, tmp, sizeof(tmp));
     if (fd < 0) {
         free(m);
-        return whyf(why, whylen, fd, "cannot write %s: %s", tmp, strerror(-fd));
+        return err_set(why, whylen, fd, "cannot write %s: %s", tmp, strerror(-fd));
     }
     struct cpio c = {.f = fdopen(fd, "w")};
     if (!c.f) {
         close(fd);
         unlink(tmp);
         free(m);
-        return whyf(why, whylen, -ENOMEM, "out of memory");
+        return err_set(why, whylen, -ENOMEM, "out of memory");
     }
     static const char *const dirs[] = {"bin", "dev",     "proc",  "sys",   "lib", "lib/modules",
                                        "box", "newroot", "lower", "upper", "etc"};
@@ -377,7 +366,7 @@ int box_initramfs(const struct box_host *h, const char *cache_dir, char *out, si
         snprintf(path, sizeof(path), "%s/%s", moddir, m->paths[i]);
         rc = cpio_file(&c, name, 0644, path);
         if (rc < 0)
-            whyf(why, whylen, rc, "cannot read %s: %s", path, strerror(-rc));
+            err_set(why, whylen, rc, "cannot read %s: %s", path, strerror(-rc));
     }
     cpio_entry(&c, "TRAILER!!!", 0, 0, 0, NULL, 0);
     free(m);
@@ -389,11 +378,11 @@ int box_initramfs(const struct box_host *h, const char *cache_dir, char *out, si
     fclose(c.f);
     if (fd2 < 0) {
         unlink(tmp);
-        return whyf(why, whylen, -errno, "cannot write %s", tmp);
+        return err_set(why, whylen, -errno, "cannot write %s", tmp);
     }
     rc = fs_tmp_commit(fd2, tmp, out, rc);
     if (rc < 0 && !why[0])
-        whyf(why, whylen, rc, "cannot write %s: %s", out, strerror(-rc));
+        err_set(why, whylen, rc, "cannot write %s: %s", out, strerror(-rc));
     if (rc == 0)
         remove_stale(cache_dir, "initramfs-", out);
     return rc;
