@@ -1,6 +1,8 @@
 /* Suspend and the snapshot tree as control commands: the VMM's side of `vmws suspend` and
  * `vmws snapshot ...`. The guest is paused only for the copy of what changed (take), the
- * rewrite of what differs (revert) or the state save (suspend); files are written after. */
+ * rewrite of what differs (revert) or the state save (suspend); files are written after. The
+ * tree and disk steps are core/snapshot/'s, the same a powered-off VM's command line uses. */
+#include "core/snapshot/treeops.h"
 #include "core/vmm/vmm_priv.h"
 
 /* Pages changed since the last call: RAM (KVM's log and the VMM's), then the framebuffer. */
@@ -137,9 +139,9 @@ static struct snap_node *take_locked(struct vmm *v, const char *label, bool auto
                                      size_t errlen)
 {
     bool disk = v->blk != NULL;
-    char frozen[SNAP_DISK_MAX], overlay[SNAP_DISK_MAX] = "";
-    snprintf(frozen, sizeof(frozen), "%s", disk ? active_disk(v) : "");
-    if (disk && disksnap_overlay(&v->tree, frozen, overlay, sizeof(overlay), err, errlen) < 0)
+    const char *frozen = disk ? active_disk(v) : "";
+    struct snapshot_disk_move dm;
+    if (snapshot_disk_move_begin(&v->tree, frozen, frozen, &dm, err, errlen) < 0)
         return NULL;
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -151,30 +153,29 @@ static struct snap_node *take_locked(struct vmm *v, const char *label, bool auto
     struct snapshot_capture cap;
     if (r == 0)
         r = snapshot_capture(&v->snap_host, &cap, err, errlen);
-    if (r == 0 && disk && (r = blk_switch_locked(v, overlay, frozen, err, errlen)) < 0)
+    if (r == 0 && disk && (r = blk_switch_locked(v, dm.overlay, dm.from, err, errlen)) < 0)
         snapshot_capture_free(&cap);
     if (was_running)
         machine_resume(&v->m);
     *pause_ms = vmm_ms_since(&t0);
     if (r == 0 && disk) {
-        snprintf(v->tree.disk_active, sizeof(v->tree.disk_active), "%s", overlay);
+        snapshot_disk_move_adopt(&v->tree, &dm);
         r = snap_tree_save(&v->tree, err, errlen);
         if (r < 0) { /* nothing was written to the overlay yet: stay on the old image */
-            snprintf(v->tree.disk_active, sizeof(v->tree.disk_active), "%s", frozen);
+            snapshot_disk_move_undo(&v->tree, &dm);
             char e2[256];
-            blk_switch_locked(v, frozen, NULL, e2, sizeof(e2));
+            blk_switch_locked(v, dm.from, NULL, e2, sizeof(e2));
             snapshot_capture_free(&cap);
         }
     }
     if (quiesced)
         virtio_blk_resume(v->blk);
-    if (r < 0) {
-        disksnap_discard(&v->tree, overlay);
+    snapshot_disk_move_end(&v->tree, &dm, r == 0, true); /* the node freezes dm.from */
+    if (r < 0)
         return NULL;
-    }
     if (!vm_state)
         vm_state = was_running ? "running" : "paused";
-    snprintf(cap.disk, sizeof(cap.disk), "%s", frozen);
+    snprintf(cap.disk, sizeof(cap.disk), "%s", dm.from);
     struct snap_node *n = NULL;
     r = snapshot_commit(&v->tree, &v->snap_host, &cap, label, automatic, vm_state, NULL, &n, err,
                         errlen);
@@ -236,10 +237,9 @@ json_t *vmm_cmd_snapshot_revert(void *opaque, json_t *args, struct ctl_error *er
     }
     /* The disk becomes a fresh overlay on the target's image (made before the pause). */
     bool disk = v->blk && target->disk[0];
-    char old_disk[SNAP_DISK_MAX], overlay[SNAP_DISK_MAX] = "";
-    snprintf(old_disk, sizeof(old_disk), "%s", disk ? active_disk(v) : "");
-    if (disk && disksnap_overlay(&v->tree, target->disk, overlay, sizeof(overlay), err->desc,
-                                 sizeof(err->desc)) < 0) {
+    struct snapshot_disk_move dm;
+    if (snapshot_disk_move_begin(&v->tree, disk ? active_disk(v) : "", disk ? target->disk : "",
+                                 &dm, err->desc, sizeof(err->desc)) < 0) {
         pthread_mutex_unlock(&v->lock);
         err->cls = "GenericError";
         return NULL;
@@ -264,29 +264,24 @@ json_t *vmm_cmd_snapshot_revert(void *opaque, json_t *args, struct ctl_error *er
         r = snapshot_capture(&v->snap_host, &cap, err->desc, sizeof(err->desc));
     /* 2. Become the target: its disk, then (saving the tree) its memory and state. */
     if (r == 0 && disk &&
-        (r = blk_switch_locked(v, overlay, old_disk, err->desc, sizeof(err->desc))) == 0)
-        snprintf(v->tree.disk_active, sizeof(v->tree.disk_active), "%s", overlay);
+        (r = blk_switch_locked(v, dm.overlay, dm.from, err->desc, sizeof(err->desc))) == 0)
+        snapshot_disk_move_adopt(&v->tree, &dm);
     uint64_t pages = 0;
     bool to_off = strcmp(target_state, "off") == 0;
     if (r == 0 && to_off) { /* a powered-off node: the VM powers off */
-        snprintf(v->tree.current, sizeof(v->tree.current), "%s", target_id);
-        r = snap_tree_save(&v->tree, err->desc, sizeof(err->desc));
+        r = snapshot_revert_disk(&v->tree, target_id, &dm, err->desc, sizeof(err->desc));
     } else if (r == 0) {
         r = snapshot_revert(&v->tree, &v->snap_host, target, &pages, err->desc, sizeof(err->desc));
         if (r == 0)
             framebuffer_redraw(v->fb); /* its pages were rewritten behind its back */
     }
-    if (r < 0 && disk && strcmp(v->tree.disk_active, overlay) == 0) { /* back to the old disk */
+    if (r < 0 && snapshot_disk_move_undo(&v->tree, &dm)) { /* back to the old disk */
         char e2[256];
-        snprintf(v->tree.disk_active, sizeof(v->tree.disk_active), "%s", old_disk);
-        blk_switch_locked(v, old_disk, NULL, e2, sizeof(e2));
+        blk_switch_locked(v, dm.from, NULL, e2, sizeof(e2));
     }
     if (quiesced)
         virtio_blk_resume(v->blk);
-    if (r < 0 && disk)
-        disksnap_discard(&v->tree, overlay);
-    else if (disk && !keep)
-        disksnap_discard(&v->tree, old_disk);
+    snapshot_disk_move_end(&v->tree, &dm, r == 0, keep); /* a kept node freezes dm.from */
     /* 3. Enter the target's power state (or carry on as before if nothing changed). */
     size_t bytes = 0;
     double pause_ms = 0;
@@ -307,7 +302,7 @@ json_t *vmm_cmd_snapshot_revert(void *opaque, json_t *args, struct ctl_error *er
         char label[SNAP_LABEL_MAX];
         struct snap_node *kept = NULL;
         snprintf(label, sizeof(label), "auto-before-%.40s", target_label);
-        snprintf(cap.disk, sizeof(cap.disk), "%s", old_disk);
+        snprintf(cap.disk, sizeof(cap.disk), "%s", dm.from);
         char kerr[256];
         if (snapshot_commit(&v->tree, &v->snap_host, &cap, label, true,
                             was_running ? "running" : "paused", kept_parent, &kept, kerr,
@@ -352,23 +347,20 @@ json_t *vmm_cmd_snapshot_delete(void *opaque, json_t *args, struct ctl_error *er
     } else if (!n) {
         vmm_fail(err, "InvalidArgument", "no snapshot '%s' (see 'vmws snapshot list')", id);
     } else {
-        uint64_t needs = 0;
-        struct disksnap_plan plan;
+        struct snapshot_delete_plan plan;
         char nid[SNAP_ID_MAX];
         snprintf(nid, sizeof(nid), "%s", n->id);
         char *e = err->desc;
         size_t elen = sizeof(err->desc);
-        int r = snapshot_delete_cost(&v->tree, n, &needs, e, elen);
-        if (r == 0)
-            r = disksnap_plan(&v->tree, n, v->blk ? virtio_blk_image(v->blk) : NULL, &plan, e,
-                              elen);
+        int r = snapshot_delete_plan(&v->tree, n, v->blk ? virtio_blk_image(v->blk) : NULL, &plan,
+                                     e, elen);
         bool detach = !dry_run && r == 0 && v->blk &&
-                      (plan.how == DISKSNAP_STREAM || plan.how == DISKSNAP_COMMIT);
+                      (plan.disk.how == DISKSNAP_STREAM || plan.disk.how == DISKSNAP_COMMIT);
         if (detach && (r = virtio_blk_quiesce(v->blk, 2000, e, elen)) == 0)
             virtio_blk_detach_image(v->blk);
         if (r == 0 && !dry_run)
-            r = snapshot_delete(&v->tree, n, &plan, v->carry, snapshot_host_pages(&v->snap_host), e,
-                                elen);
+            r = snapshot_delete(&v->tree, n, &plan.disk, v->carry,
+                                snapshot_host_pages(&v->snap_host), e, elen);
         if (detach && !virtio_blk_image(v->blk)) {
             char e2[256];
             if (blk_attach_locked(v, active_disk(v), e2, sizeof(e2)) < 0)
@@ -377,11 +369,12 @@ json_t *vmm_cmd_snapshot_delete(void *opaque, json_t *args, struct ctl_error *er
         }
         if (r == 0)
             ret = json_pack("{s:s, s:I, s:I, s:I, s:s, s:I, s:I, s:b}", "id", nid, "needs_bytes",
-                            (json_int_t)(needs + plan.needs), "memory_needs_bytes",
-                            (json_int_t)needs, "disk_needs_bytes", (json_int_t)plan.needs,
-                            "disk_merge", disksnap_how_name(plan.how), "disk_stream_bytes",
-                            (json_int_t)plan.stream_needs, "disk_commit_bytes",
-                            (json_int_t)plan.commit_needs, "deleted", !dry_run);
+                            (json_int_t)(plan.memory_needs + plan.disk.needs), "memory_needs_bytes",
+                            (json_int_t)plan.memory_needs, "disk_needs_bytes",
+                            (json_int_t)plan.disk.needs, "disk_merge",
+                            disksnap_how_name(plan.disk.how), "disk_stream_bytes",
+                            (json_int_t)plan.disk.stream_needs, "disk_commit_bytes",
+                            (json_int_t)plan.disk.commit_needs, "deleted", !dry_run);
         else
             err->cls = "GenericError";
     }
