@@ -1,7 +1,8 @@
 /* `vmws suspend`, `vmws resume` and `vmws snapshot take|list|info|revert|delete`. A running VM
  * does the work in its VMM (control socket). A suspended VM is resumed with its vCPUs paused,
  * does the same work, and is suspended again, so there is one implementation of each operation.
- * A powered-off VM only gets disk-only nodes (it has no memory) or is started from a snapshot. */
+ * A powered-off VM only gets disk-only nodes (it has no memory) or is started from a snapshot;
+ * its tree is changed here by the same core/snapshot/ steps the VMM uses (treeops.h). */
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
@@ -14,6 +15,7 @@
 #include "core/snapshot/disksnap.h"
 #include "core/snapshot/snapshot.h"
 #include "core/snapshot/snapstore.h"
+#include "core/snapshot/treeops.h"
 
 #define OP_TIMEOUT_MS 120000
 
@@ -207,37 +209,7 @@ static json_t *tree_json(const struct vm_session *s)
     return j;
 }
 
-/* A powered-off VM's snapshot is disk-only: its disk image is frozen with the node and the VM
- * will write a new overlay on it. AUTOMATIC nodes keep a present that a revert replaces. */
-static int take_offline(struct vm_session *s, struct snap_tree *t, const char *label,
-                        bool automatic, char *err, size_t errlen)
-{
-    char frozen[SNAP_DISK_MAX], overlay[SNAP_DISK_MAX] = "";
-    snprintf(frozen, sizeof(frozen), "%s", disksnap_active(t, s->cfg.disk.path));
-    if (frozen[0] && disksnap_overlay(t, frozen, overlay, sizeof(overlay), err, errlen) < 0)
-        return -EIO;
-    struct snap_node *n = snap_add(t, label, t->current);
-    char path[PATH_MAX];
-    int rc = n ? 0 : -ENOMEM;
-    if (n) {
-        snprintf(n->vm_state, sizeof(n->vm_state), "off");
-        snprintf(n->disk, sizeof(n->disk), "%s", frozen);
-        n->automatic = automatic;
-        n->mem_bytes = page_delta_file_bytes(0);
-        snap_path(t, n->id, "mem", path, sizeof(path));
-        rc = page_delta_write(path, NULL, 0, NULL, err, errlen);
-    }
-    if (rc == 0) {
-        snprintf(t->current, sizeof(t->current), "%s", n->id);
-        if (overlay[0])
-            snprintf(t->disk_active, sizeof(t->disk_active), "%s", overlay);
-        rc = snap_tree_save(t, err, errlen);
-    }
-    if (rc < 0)
-        disksnap_discard(t, overlay);
-    return rc;
-}
-
+/* A powered-off VM's snapshot is disk-only (core/snapshot/treeops.h). */
 static int snap_take_offline(struct vm_session *s, const char *label)
 {
     struct snap_tree t;
@@ -245,7 +217,7 @@ static int snap_take_offline(struct vm_session *s, const char *label)
     if (lock < 0)
         return 1;
     char err[512];
-    int rc = take_offline(s, &t, label, false, err, sizeof(err));
+    int rc = snapshot_take_offline(&t, s->cfg.disk.path, label, false, err, sizeof(err));
     if (rc == 0)
         printf("took snapshot %s of %s (powered off: %s)\n", label, s->name,
                s->cfg.disk.path[0] ? "disk-only" : "it has no memory and no disk");
@@ -254,20 +226,10 @@ static int snap_take_offline(struct vm_session *s, const char *label)
     return rc ? cli_error("cannot take snapshot %s of %s: %s", label, s->name, err) : 0;
 }
 
-/* A powered-off VM's disk as it is now, kept as an automatic node before a revert replaces it
- * (unless nothing was written since the current node). */
-static int keep_offline_disk(struct vm_session *s, struct snap_tree *t, const char *target_label,
-                             char *err, size_t errlen)
+/* Before a revert replaced a powered-off VM's disk, it was kept as the automatic node KEPT. */
+static void print_kept(const struct snap_node *kept)
 {
-    const char *active = disksnap_active(t, s->cfg.disk.path);
-    if (!t->disk_active[0] || !disksnap_has_data(t, active))
-        return 0;
-    char label[SNAP_LABEL_MAX];
-    snprintf(label, sizeof(label), "auto-before-%.40s", target_label);
-    int rc = take_offline(s, t, label, true, err, errlen);
-    if (rc == 0)
-        printf("kept the disk as it was as snapshot %s [%s]\n", label, t->current);
-    return rc;
+    printf("kept the disk as it was as snapshot %s [%s]\n", kept->label, kept->id);
 }
 
 /* Reverting a powered-off VM to a powered-off (disk-only) node: a fresh overlay on its disk. */
@@ -277,27 +239,13 @@ static int revert_offline(struct vm_session *s, const char *key)
     int lock = load_tree_offline(s, &t);
     if (lock < 0)
         return 1;
-    char err[512] = "", tid[SNAP_ID_MAX], overlay[SNAP_DISK_MAX] = "", old[SNAP_DISK_MAX];
-    struct snap_node *target = snap_find(&t, key);
+    char err[512] = "";
+    struct snap_node *target = snap_find(&t, key), *kept = NULL;
     int rc = target && !target->deleting ? 0 : -ENOENT;
-    if (rc == 0) {
-        snprintf(tid, sizeof(tid), "%s", target->id);
-        rc = keep_offline_disk(s, &t, target->label, err, sizeof(err));
-    }
-    target = rc == 0 ? snap_find(&t, tid) : NULL;
-    snprintf(old, sizeof(old), "%s", t.disk_active);
-    if (target && target->disk[0])
-        rc = disksnap_overlay(&t, target->disk, overlay, sizeof(overlay), err, sizeof(err));
-    if (rc == 0 && target) {
-        snprintf(t.current, sizeof(t.current), "%s", tid);
-        if (overlay[0])
-            snprintf(t.disk_active, sizeof(t.disk_active), "%s", overlay);
-        rc = snap_tree_save(&t, err, sizeof(err));
-        if (rc == 0 && overlay[0]) /* the old overlay: empty, or kept above */
-            disksnap_discard(&t, old);
-        else if (rc < 0)
-            disksnap_discard(&t, overlay);
-    }
+    if (rc == 0)
+        rc = snapshot_revert_offline(&t, s->cfg.disk.path, target, &kept, err, sizeof(err));
+    if (kept)
+        print_kept(kept);
     snap_tree_free(&t);
     close(lock);
     if (rc == -ENOENT && !err[0])
@@ -376,17 +324,21 @@ static int snap_cmd_revert(const char *name, const char *key, bool json)
         struct snap_tree t;
         char err[512];
         int lock = load_tree_offline(&s, &t);
-        int krc =
-            lock < 0 ? -EINVAL
-                     : keep_offline_disk(&s, &t, json_string_value(json_object_get(found, "label")),
-                                         err, sizeof(err));
-        if (lock >= 0) {
-            snap_tree_free(&t);
-            close(lock); /* before the VMM below takes it */
+        if (lock < 0) {
+            json_decref(tree);
+            return 1;
         }
+        struct snap_node *kept;
+        int krc = snapshot_keep_offline_disk(&t, s.cfg.disk.path,
+                                             json_string_value(json_object_get(found, "label")),
+                                             &kept, err, sizeof(err));
+        if (kept)
+            print_kept(kept);
+        snap_tree_free(&t);
+        close(lock); /* before the VMM below takes it */
         if (krc < 0) {
             json_decref(tree);
-            return krc == -EINVAL ? 1 : cli_error("cannot keep the disk of %s: %s", name, err);
+            return cli_error("cannot keep the disk of %s: %s", name, err);
         }
     }
     if (session_attach(&s, true)) {
@@ -445,14 +397,11 @@ static int snap_cmd_delete(const char *name, const char *key)
         if (lock < 0)
             return 1;
         struct snap_node *n = snap_find(&t, key);
-        uint64_t needs = 0;
-        struct disksnap_plan plan;
-        int rc = n ? snapshot_delete_cost(&t, n, &needs, err, sizeof(err)) : -ENOENT;
-        if (rc == 0)
-            rc = disksnap_plan(&t, n, NULL, &plan, err, sizeof(err));
+        struct snapshot_delete_plan plan;
+        int rc = n ? snapshot_delete_plan(&t, n, NULL, &plan, err, sizeof(err)) : -ENOENT;
         if (rc == 0) {
-            print_delete_cost(key, needs, plan.how, plan.needs);
-            rc = snapshot_delete(&t, n, &plan, NULL, 0, err, sizeof(err));
+            print_delete_cost(key, plan.memory_needs, plan.disk.how, plan.disk.needs);
+            rc = snapshot_delete(&t, n, &plan.disk, NULL, 0, err, sizeof(err));
         }
         snap_tree_free(&t);
         close(lock);

@@ -295,6 +295,13 @@ int snapshot_delete_cost(struct snap_tree *t, struct snap_node *n, uint64_t *nee
     return 0;
 }
 
+int snapshot_delete_plan(struct snap_tree *t, struct snap_node *n, struct disk *active,
+                         struct snapshot_delete_plan *p, char *err, size_t errlen)
+{
+    int r = snapshot_delete_cost(t, n, &p->memory_needs, err, errlen);
+    return r < 0 ? r : disksnap_plan(t, n, active, &p->disk, err, errlen);
+}
+
 int snapshot_delete(struct snap_tree *t, struct snap_node *n, struct disksnap_plan *disk,
                     uint64_t *carry, uint64_t carry_pages, char *err, size_t errlen)
 {
@@ -392,7 +399,6 @@ json_t *snapshot_tree_json(struct snap_tree *t, struct disk *active)
         time_t c = (time_t)n->created;
         gmtime_r(&c, &tm);
         strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
-        uint64_t needs = 0;
         char err[256];
         json_t *j =
             json_pack("{s:s, s:s, s:o, s:s, s:I, s:b, s:s, s:I, s:I, s:I}", "id", n->id, "label",
@@ -400,12 +406,12 @@ json_t *snapshot_tree_json(struct snap_tree *t, struct disk *active)
                       "created", when, "created_unix", (json_int_t)n->created, "auto", n->automatic,
                       "vm_state", n->vm_state, "pages", (json_int_t)n->pages, "memory_bytes",
                       (json_int_t)n->mem_bytes, "state_bytes", (json_int_t)n->state_bytes);
-        struct disksnap_plan plan;
-        if (snapshot_delete_cost(t, n, &needs, err, sizeof(err)) == 0 &&
-            disksnap_plan(t, n, active, &plan, err, sizeof(err)) == 0) {
+        struct snapshot_delete_plan plan;
+        if (snapshot_delete_plan(t, n, active, &plan, err, sizeof(err)) == 0) {
             json_object_set_new(j, "delete_needs_bytes",
-                                json_integer((json_int_t)(needs + plan.needs)));
-            json_object_set_new(j, "delete_disk_merge", json_string(disksnap_how_name(plan.how)));
+                                json_integer((json_int_t)(plan.memory_needs + plan.disk.needs)));
+            json_object_set_new(j, "delete_disk_merge",
+                                json_string(disksnap_how_name(plan.disk.how)));
         }
         if (n->disk[0]) {
             json_object_set_new(j, "disk", json_string(n->disk));

@@ -63,6 +63,14 @@ void snapshot_fresh_boot(struct snap_tree *t, struct snapshot_host *h);
 /* Bytes of free space deleting N needs (its pages merged into each child) — seed 004's sum. */
 int snapshot_delete_cost(struct snap_tree *t, struct snap_node *n, uint64_t *needs, char *err,
                          size_t errlen);
+/* What deleting N will do and the free space it needs, known before it starts (seed 004): its
+ * pages merged into each child's, its disk image merged away (ACTIVE: as for disksnap_plan). */
+struct snapshot_delete_plan {
+    uint64_t memory_needs; /* bytes, snapshot_delete_cost */
+    struct disksnap_plan disk;
+};
+int snapshot_delete_plan(struct snap_tree *t, struct snap_node *n, struct disk *active,
+                         struct snapshot_delete_plan *p, char *err, size_t errlen);
 /* Deletes N: merges its pages into its children and its disk image as DISK plans (NULL: leave
  * disks alone; see core/snapshot/disksnap.h), refusing with ERR if the filesystem lacks the space
  * for both, reparents the children, and if N is current, moves current to N's parent and adds N's

@@ -1,6 +1,7 @@
-/* The VMM's control commands other than suspend and snapshots (vmm_snap.c): status, memory
- * truth, pause/resume, quit, display and sound; and the table of all of them. They run on the
- * control socket's thread and take vmm.lock around anything that touches the machine. */
+/* The VMM's control commands and their table: status, memory truth, pause/resume, quit,
+ * display, sound, suspend and snapshots. They run on the control socket's thread and take
+ * vmm.lock around anything that touches the machine. Each checks its JSON arguments here; the
+ * work of suspend and snapshots is vmm_snap.c's, called with plain C arguments. */
 #include "core/vmm/vmm_priv.h"
 
 json_t *vmm_fail(struct ctl_error *err, const char *cls, const char *fmt, const char *arg)
@@ -179,6 +180,97 @@ static json_t *cmd_set_volume(void *opaque, json_t *args, struct ctl_error *err)
     return r;
 }
 
+static json_t *cmd_suspend(void *opaque, json_t *args, struct ctl_error *err)
+{
+    (void)args;
+    double pause_ms;
+    size_t bytes;
+    if (vmm_suspend(opaque, &pause_ms, &bytes, err) < 0)
+        return NULL;
+    return json_pack("{s:f, s:I}", "pause_ms", pause_ms, "state_bytes", (json_int_t)bytes);
+}
+
+static json_t *node_json(const struct snap_node *n)
+{
+    return json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:s}", "id", n->id, "label", n->label,
+                     "vm_state", n->vm_state, "pages", (json_int_t)n->pages, "memory_bytes",
+                     (json_int_t)n->mem_bytes, "state_bytes", (json_int_t)n->state_bytes, "parent",
+                     n->parent);
+}
+
+/* snapshot-take {"label": L, "vm_state": S (optional: the power state the node records)}. */
+static json_t *cmd_snapshot_take(void *opaque, json_t *args, struct ctl_error *err)
+{
+    struct vmm *v = opaque;
+    const char *label = NULL, *vm_state = NULL;
+    if (json_unpack(args, "{s:s, s?:s}", "label", &label, "vm_state", &vm_state) < 0 || !*label ||
+        strlen(label) >= SNAP_LABEL_MAX)
+        return vmm_fail(err, "InvalidArgument", "%s",
+                        "snapshot-take needs {\"label\": a name of 1-63 characters}");
+    struct snap_node taken;
+    double pause_ms;
+    if (vmm_snapshot_take(v, label, vm_state, &taken, &pause_ms, err) < 0)
+        return NULL;
+    json_t *ret = node_json(&taken);
+    json_object_set_new(ret, "pause_ms", json_real(pause_ms));
+    if (ret)
+        ctl_server_event(v->ctl, "SNAPSHOT_TAKEN", ret);
+    return ret;
+}
+
+/* snapshot-revert {"id": ID or label, "keep_current": bool (default true)}. */
+static json_t *cmd_snapshot_revert(void *opaque, json_t *args, struct ctl_error *err)
+{
+    struct vmm *v = opaque;
+    const char *id = NULL;
+    int keep = 1;
+    if (json_unpack(args, "{s:s, s?:b}", "id", &id, "keep_current", &keep) < 0)
+        return vmm_fail(err, "InvalidArgument", "%s",
+                        "snapshot-revert needs {\"id\": ID or label}");
+    struct vmm_reverted rv;
+    if (vmm_snapshot_revert(v, id, keep, &rv, err) < 0)
+        return NULL;
+    json_t *ret =
+        json_pack("{s:s, s:s, s:I, s:f, s:s}", "id", rv.id, "kept", rv.kept, "pages_written",
+                  (json_int_t)rv.pages_written, "pause_ms", rv.pause_ms, "vm_state", rv.vm_state);
+    if (ret)
+        ctl_server_event(v->ctl, "SNAPSHOT_REVERTED", ret);
+    return ret;
+}
+
+/* snapshot-delete {"id": ID or label, "dry_run": bool (only say what it needs)}. */
+static json_t *cmd_snapshot_delete(void *opaque, json_t *args, struct ctl_error *err)
+{
+    const char *id = NULL;
+    int dry_run = 0;
+    if (json_unpack(args, "{s:s, s?:b}", "id", &id, "dry_run", &dry_run) < 0)
+        return vmm_fail(err, "InvalidArgument", "%s",
+                        "snapshot-delete needs {\"id\": ID or label}");
+    struct vmm_deleted d;
+    if (vmm_snapshot_delete(opaque, id, dry_run, &d, err) < 0)
+        return NULL;
+    const struct disksnap_plan *disk = &d.plan.disk;
+    return json_pack("{s:s, s:I, s:I, s:I, s:s, s:I, s:I, s:b}", "id", d.id, "needs_bytes",
+                     (json_int_t)(d.plan.memory_needs + disk->needs), "memory_needs_bytes",
+                     (json_int_t)d.plan.memory_needs, "disk_needs_bytes", (json_int_t)disk->needs,
+                     "disk_merge", disksnap_how_name(disk->how), "disk_stream_bytes",
+                     (json_int_t)disk->stream_needs, "disk_commit_bytes",
+                     (json_int_t)disk->commit_needs, "deleted", !dry_run);
+}
+
+static json_t *cmd_query_snapshots(void *opaque, json_t *args, struct ctl_error *err)
+{
+    struct vmm *v = opaque;
+    (void)args;
+    pthread_mutex_lock(&v->lock);
+    json_t *ret =
+        v->tree_ok ? snapshot_tree_json(&v->tree, v->blk ? virtio_blk_image(v->blk) : NULL) : NULL;
+    if (!v->tree_ok)
+        vmm_fail(err, "GenericError", "%s", v->tree_err);
+    pthread_mutex_unlock(&v->lock);
+    return ret;
+}
+
 const struct ctl_command vmm_commands[] = {
     {"query-status", cmd_query_status},
     {"query-memory", cmd_query_memory},
@@ -186,11 +278,11 @@ const struct ctl_command vmm_commands[] = {
     {"cont", cmd_cont},
     {"quit", cmd_quit},
     {"query-display", cmd_query_display},
-    {"suspend", vmm_cmd_suspend},
-    {"snapshot-take", vmm_cmd_snapshot_take},
-    {"snapshot-revert", vmm_cmd_snapshot_revert},
-    {"snapshot-delete", vmm_cmd_snapshot_delete},
-    {"query-snapshots", vmm_cmd_query_snapshots},
+    {"suspend", cmd_suspend},
+    {"snapshot-take", cmd_snapshot_take},
+    {"snapshot-revert", cmd_snapshot_revert},
+    {"snapshot-delete", cmd_snapshot_delete},
+    {"query-snapshots", cmd_query_snapshots},
     {"query-audio", cmd_query_audio},
     {"query-disk", cmd_query_disk},
     {"set-volume", cmd_set_volume},

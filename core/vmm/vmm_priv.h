@@ -135,12 +135,31 @@ extern const struct ctl_command vmm_commands[];
 extern const size_t vmm_ncommands;
 json_t *vmm_fail(struct ctl_error *err, const char *cls, const char *fmt, const char *arg);
 
-/* vmm_snap.c */
+/* vmm_snap.c: suspend and the snapshot operations, with plain arguments (the control commands
+ * in vmm_cmds.c turn JSON into them and their results into JSON). The operations take the lock
+ * and return 0, or -errno with ERR: class InvalidArgument when ID names no snapshot the
+ * operation can use, GenericError for anything else. */
 int setup_snapshot_host(struct vmm *v, char *err, size_t errlen);
-json_t *vmm_cmd_suspend(void *opaque, json_t *args, struct ctl_error *err);
-json_t *vmm_cmd_snapshot_take(void *opaque, json_t *args, struct ctl_error *err);
-json_t *vmm_cmd_snapshot_revert(void *opaque, json_t *args, struct ctl_error *err);
-json_t *vmm_cmd_snapshot_delete(void *opaque, json_t *args, struct ctl_error *err);
-json_t *vmm_cmd_query_snapshots(void *opaque, json_t *args, struct ctl_error *err);
+int vmm_suspend(struct vmm *v, double *pause_ms, size_t *state_bytes, struct ctl_error *err);
+/* VM_STATE: the power state the node records (NULL: the VM's). TAKEN gets a copy of the node. */
+int vmm_snapshot_take(struct vmm *v, const char *label, const char *vm_state,
+                      struct snap_node *taken, double *pause_ms, struct ctl_error *err);
+struct vmm_reverted {
+    char id[SNAP_ID_MAX];   /* the target */
+    char kept[SNAP_ID_MAX]; /* the automatic node that keeps the state before; "" = none */
+    char vm_state[16];      /* the target's power state, which the VM is in now */
+    uint64_t pages_written;
+    double pause_ms;
+};
+/* ID: an id or a label. KEEP_CURRENT: the state before is kept as an automatic node. */
+int vmm_snapshot_revert(struct vmm *v, const char *id, bool keep_current, struct vmm_reverted *out,
+                        struct ctl_error *err);
+struct vmm_deleted {
+    char id[SNAP_ID_MAX];
+    struct snapshot_delete_plan plan; /* what it needed (DRY_RUN: would need) */
+};
+/* DRY_RUN: only says what deleting it would need. */
+int vmm_snapshot_delete(struct vmm *v, const char *id, bool dry_run, struct vmm_deleted *out,
+                        struct ctl_error *err);
 
 #endif

@@ -1,6 +1,9 @@
-/* Suspend and the snapshot tree as control commands: the VMM's side of `vmws suspend` and
- * `vmws snapshot ...`. The guest is paused only for the copy of what changed (take), the
- * rewrite of what differs (revert) or the state save (suspend); files are written after. */
+/* Suspend and the snapshot tree on the live machine: the VMM's side of `vmws suspend` and
+ * `vmws snapshot ...`, with plain arguments (the control commands in vmm_cmds.c speak JSON). The
+ * guest is paused only for the copy of what changed (take), the rewrite of what differs (revert)
+ * or the state save (suspend); files are written after. The tree and disk steps are
+ * core/snapshot/'s, the same a powered-off VM's command line uses. */
+#include "core/snapshot/treeops.h"
 #include "core/vmm/vmm_priv.h"
 
 /* Pages changed since the last call: RAM (KVM's log and the VMM's), then the framebuffer. */
@@ -22,17 +25,17 @@ static int host_load_state(void *opaque, const struct state_reader *r, char *err
 }
 
 /* Checks (under lock) that the VM can be snapshotted now. */
-static bool snapshot_ready_locked(struct vmm *v, struct ctl_error *err)
+static int snapshot_ready_locked(struct vmm *v, struct ctl_error *err)
 {
     if (!v->tree_ok) {
         vmm_fail(err, "GenericError", "%s", v->tree_err);
-        return false;
+        return -EIO;
     }
     if (!v->machine_live || (v->state != VMM_RUNNING && v->state != VMM_PAUSED)) {
         vmm_fail(err, "GenericError", "the VM is %s", vmm_state_names[v->state]);
-        return false;
+        return -EBUSY;
     }
-    return true;
+    return 0;
 }
 
 /* Paused: saves machine state + carry as the suspend state and starts writing back the memory
@@ -66,23 +69,21 @@ static int suspend_locked(struct vmm *v, size_t *state_bytes, char *err, size_t 
     return 0;
 }
 
-json_t *vmm_cmd_suspend(void *opaque, json_t *args, struct ctl_error *err)
+int vmm_suspend(struct vmm *v, double *pause_ms, size_t *state_bytes, struct ctl_error *err)
 {
-    struct vmm *v = opaque;
-    (void)args;
     pthread_mutex_lock(&v->lock);
     if (!v->machine_live || (v->state != VMM_RUNNING && v->state != VMM_PAUSED)) {
+        vmm_fail(err, "GenericError", "cannot suspend a VM that is %s", vmm_state_names[v->state]);
         pthread_mutex_unlock(&v->lock);
-        return vmm_fail(err, "GenericError", "cannot suspend a VM that is %s",
-                        vmm_state_names[v->state]);
+        return -EBUSY;
     }
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     bool was_running = v->state == VMM_RUNNING;
     machine_pause(&v->m);
-    size_t bytes = 0;
-    int r = suspend_locked(v, &bytes, err->desc, sizeof(err->desc));
-    double pause_ms = vmm_ms_since(&t0);
+    *state_bytes = 0;
+    int r = suspend_locked(v, state_bytes, err->desc, sizeof(err->desc));
+    *pause_ms = vmm_ms_since(&t0);
     if (r < 0 && was_running) {
         machine_resume(&v->m); /* nothing is lost: the VM just keeps running */
         v->state = VMM_RUNNING;
@@ -90,18 +91,10 @@ json_t *vmm_cmd_suspend(void *opaque, json_t *args, struct ctl_error *err)
     pthread_mutex_unlock(&v->lock);
     if (r < 0) {
         err->cls = "GenericError";
-        return NULL;
+        return r;
     }
-    vmm_log("suspended %s: %.1f ms paused, state %zu bytes", v->cfg->name, pause_ms, bytes);
-    return json_pack("{s:f, s:I}", "pause_ms", pause_ms, "state_bytes", (json_int_t)bytes);
-}
-
-static json_t *node_json(struct snap_node *n)
-{
-    return json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:s}", "id", n->id, "label", n->label,
-                     "vm_state", n->vm_state, "pages", (json_int_t)n->pages, "memory_bytes",
-                     (json_int_t)n->mem_bytes, "state_bytes", (json_int_t)n->state_bytes, "parent",
-                     n->parent);
+    vmm_log("suspended %s: %.1f ms paused, state %zu bytes", v->cfg->name, *pause_ms, *state_bytes);
+    return 0;
 }
 
 /* Quiesced disk: the device moves to the image at tree path REL; if that cannot be opened, back
@@ -137,9 +130,9 @@ static struct snap_node *take_locked(struct vmm *v, const char *label, bool auto
                                      size_t errlen)
 {
     bool disk = v->blk != NULL;
-    char frozen[SNAP_DISK_MAX], overlay[SNAP_DISK_MAX] = "";
-    snprintf(frozen, sizeof(frozen), "%s", disk ? active_disk(v) : "");
-    if (disk && disksnap_overlay(&v->tree, frozen, overlay, sizeof(overlay), err, errlen) < 0)
+    const char *frozen = disk ? active_disk(v) : "";
+    struct snapshot_disk_move dm;
+    if (snapshot_disk_move_begin(&v->tree, frozen, frozen, &dm, err, errlen) < 0)
         return NULL;
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -151,30 +144,29 @@ static struct snap_node *take_locked(struct vmm *v, const char *label, bool auto
     struct snapshot_capture cap;
     if (r == 0)
         r = snapshot_capture(&v->snap_host, &cap, err, errlen);
-    if (r == 0 && disk && (r = blk_switch_locked(v, overlay, frozen, err, errlen)) < 0)
+    if (r == 0 && disk && (r = blk_switch_locked(v, dm.overlay, dm.from, err, errlen)) < 0)
         snapshot_capture_free(&cap);
     if (was_running)
         machine_resume(&v->m);
     *pause_ms = vmm_ms_since(&t0);
     if (r == 0 && disk) {
-        snprintf(v->tree.disk_active, sizeof(v->tree.disk_active), "%s", overlay);
+        snapshot_disk_move_adopt(&v->tree, &dm);
         r = snap_tree_save(&v->tree, err, errlen);
         if (r < 0) { /* nothing was written to the overlay yet: stay on the old image */
-            snprintf(v->tree.disk_active, sizeof(v->tree.disk_active), "%s", frozen);
+            snapshot_disk_move_undo(&v->tree, &dm);
             char e2[256];
-            blk_switch_locked(v, frozen, NULL, e2, sizeof(e2));
+            blk_switch_locked(v, dm.from, NULL, e2, sizeof(e2));
             snapshot_capture_free(&cap);
         }
     }
     if (quiesced)
         virtio_blk_resume(v->blk);
-    if (r < 0) {
-        disksnap_discard(&v->tree, overlay);
+    snapshot_disk_move_end(&v->tree, &dm, r == 0, true); /* the node freezes dm.from */
+    if (r < 0)
         return NULL;
-    }
     if (!vm_state)
         vm_state = was_running ? "running" : "paused";
-    snprintf(cap.disk, sizeof(cap.disk), "%s", frozen);
+    snprintf(cap.disk, sizeof(cap.disk), "%s", dm.from);
     struct snap_node *n = NULL;
     r = snapshot_commit(&v->tree, &v->snap_host, &cap, label, automatic, vm_state, NULL, &n, err,
                         errlen);
@@ -182,67 +174,57 @@ static struct snap_node *take_locked(struct vmm *v, const char *label, bool auto
     return r < 0 ? NULL : n;
 }
 
-json_t *vmm_cmd_snapshot_take(void *opaque, json_t *args, struct ctl_error *err)
+int vmm_snapshot_take(struct vmm *v, const char *label, const char *vm_state,
+                      struct snap_node *taken, double *pause_ms, struct ctl_error *err)
 {
-    struct vmm *v = opaque;
-    const char *label = NULL, *vm_state = NULL;
-    if (json_unpack(args, "{s:s, s?:s}", "label", &label, "vm_state", &vm_state) < 0 || !*label ||
-        strlen(label) >= SNAP_LABEL_MAX)
-        return vmm_fail(err, "InvalidArgument", "%s",
-                        "snapshot-take needs {\"label\": a name of 1-63 characters}");
     pthread_mutex_lock(&v->lock);
-    json_t *ret = NULL;
-    double pause_ms = 0;
-    if (snapshot_ready_locked(v, err)) {
+    *pause_ms = 0;
+    int r = snapshot_ready_locked(v, err);
+    if (r == 0) {
         struct snap_node *n =
-            take_locked(v, label, false, vm_state, &pause_ms, err->desc, sizeof(err->desc));
+            take_locked(v, label, false, vm_state, pause_ms, err->desc, sizeof(err->desc));
         if (n) {
-            ret = node_json(n);
-            json_object_set_new(ret, "pause_ms", json_real(pause_ms));
+            *taken = *n; /* the tree's array moves as nodes come and go */
+            taken->delta = NULL;
         } else {
             err->cls = "GenericError";
+            r = -EIO;
         }
     }
     pthread_mutex_unlock(&v->lock);
-    if (ret)
-        ctl_server_event(v->ctl, "SNAPSHOT_TAKEN", ret);
-    return ret;
+    return r;
 }
 
 /* Revert, in the order that keeps the guest's pause short: capture the present (memory copy
  * only), rewrite what differs from the target, let the guest run, then write the captured
  * present to disk as an automatic node next to where it was taken. */
-json_t *vmm_cmd_snapshot_revert(void *opaque, json_t *args, struct ctl_error *err)
+int vmm_snapshot_revert(struct vmm *v, const char *id, bool keep_current, struct vmm_reverted *out,
+                        struct ctl_error *err)
 {
-    struct vmm *v = opaque;
-    const char *id = NULL;
-    int keep = 1;
-    if (json_unpack(args, "{s:s, s?:b}", "id", &id, "keep_current", &keep) < 0)
-        return vmm_fail(err, "InvalidArgument", "%s",
-                        "snapshot-revert needs {\"id\": ID or label}");
     pthread_mutex_lock(&v->lock);
-    if (!snapshot_ready_locked(v, err)) {
+    int r = snapshot_ready_locked(v, err);
+    if (r < 0) {
         pthread_mutex_unlock(&v->lock);
-        return NULL;
+        return r;
     }
     struct snap_node *target = snap_find(&v->tree, id);
     if (!target || target->deleting) {
         pthread_mutex_unlock(&v->lock);
-        return vmm_fail(err, "InvalidArgument",
-                        target ? "snapshot '%s' is being deleted (finish with 'vmws snapshot "
-                                 "delete')"
-                               : "no snapshot '%s' (see 'vmws snapshot list')",
-                        id);
+        vmm_fail(err, "InvalidArgument",
+                 target ? "snapshot '%s' is being deleted (finish with 'vmws snapshot delete')"
+                        : "no snapshot '%s' (see 'vmws snapshot list')",
+                 id);
+        return -ENOENT;
     }
     /* The disk becomes a fresh overlay on the target's image (made before the pause). */
     bool disk = v->blk && target->disk[0];
-    char old_disk[SNAP_DISK_MAX], overlay[SNAP_DISK_MAX] = "";
-    snprintf(old_disk, sizeof(old_disk), "%s", disk ? active_disk(v) : "");
-    if (disk && disksnap_overlay(&v->tree, target->disk, overlay, sizeof(overlay), err->desc,
-                                 sizeof(err->desc)) < 0) {
+    struct snapshot_disk_move dm;
+    r = snapshot_disk_move_begin(&v->tree, disk ? active_disk(v) : "", disk ? target->disk : "",
+                                 &dm, err->desc, sizeof(err->desc));
+    if (r < 0) {
         pthread_mutex_unlock(&v->lock);
         err->cls = "GenericError";
-        return NULL;
+        return r;
     }
     char target_id[SNAP_ID_MAX], target_label[SNAP_LABEL_MAX], target_state[16],
         kept_parent[SNAP_ID_MAX];
@@ -256,40 +238,34 @@ json_t *vmm_cmd_snapshot_revert(void *opaque, json_t *args, struct ctl_error *er
     bool was_running = v->state == VMM_RUNNING;
     machine_pause(&v->m);
     v->state = VMM_PAUSED;
-    int r = disk ? virtio_blk_quiesce(v->blk, 2000, err->desc, sizeof(err->desc)) : 0;
+    r = disk ? virtio_blk_quiesce(v->blk, 2000, err->desc, sizeof(err->desc)) : 0;
     bool quiesced = disk && r == 0;
     /* 1. The present, copied in memory (the revert below makes it unreachable otherwise). */
     struct snapshot_capture cap = {0};
-    if (r == 0 && keep)
+    if (r == 0 && keep_current)
         r = snapshot_capture(&v->snap_host, &cap, err->desc, sizeof(err->desc));
     /* 2. Become the target: its disk, then (saving the tree) its memory and state. */
     if (r == 0 && disk &&
-        (r = blk_switch_locked(v, overlay, old_disk, err->desc, sizeof(err->desc))) == 0)
-        snprintf(v->tree.disk_active, sizeof(v->tree.disk_active), "%s", overlay);
+        (r = blk_switch_locked(v, dm.overlay, dm.from, err->desc, sizeof(err->desc))) == 0)
+        snapshot_disk_move_adopt(&v->tree, &dm);
     uint64_t pages = 0;
     bool to_off = strcmp(target_state, "off") == 0;
     if (r == 0 && to_off) { /* a powered-off node: the VM powers off */
-        snprintf(v->tree.current, sizeof(v->tree.current), "%s", target_id);
-        r = snap_tree_save(&v->tree, err->desc, sizeof(err->desc));
+        r = snapshot_revert_disk(&v->tree, target_id, &dm, err->desc, sizeof(err->desc));
     } else if (r == 0) {
         r = snapshot_revert(&v->tree, &v->snap_host, target, &pages, err->desc, sizeof(err->desc));
         if (r == 0)
             framebuffer_redraw(v->fb); /* its pages were rewritten behind its back */
     }
-    if (r < 0 && disk && strcmp(v->tree.disk_active, overlay) == 0) { /* back to the old disk */
+    if (r < 0 && snapshot_disk_move_undo(&v->tree, &dm)) { /* back to the old disk */
         char e2[256];
-        snprintf(v->tree.disk_active, sizeof(v->tree.disk_active), "%s", old_disk);
-        blk_switch_locked(v, old_disk, NULL, e2, sizeof(e2));
+        blk_switch_locked(v, dm.from, NULL, e2, sizeof(e2));
     }
     if (quiesced)
         virtio_blk_resume(v->blk);
-    if (r < 0 && disk)
-        disksnap_discard(&v->tree, overlay);
-    else if (disk && !keep)
-        disksnap_discard(&v->tree, old_disk);
+    snapshot_disk_move_end(&v->tree, &dm, r == 0, keep_current); /* a kept node freezes dm.from */
     /* 3. Enter the target's power state (or carry on as before if nothing changed). */
     size_t bytes = 0;
-    double pause_ms = 0;
     if (r == 0 && to_off) {
         uint64_t one = 1;
         ssize_t w = write(v->quit_fd, &one, sizeof(one));
@@ -300,14 +276,14 @@ json_t *vmm_cmd_snapshot_revert(void *opaque, json_t *args, struct ctl_error *er
         machine_resume(&v->m);
         v->state = VMM_RUNNING;
     }
-    pause_ms = vmm_ms_since(&t0);
+    double pause_ms = vmm_ms_since(&t0);
     /* 4. The present as it was, kept as an automatic node beside the node it descended from. */
     char kept_id[SNAP_ID_MAX] = "";
-    if (r == 0 && keep) {
+    if (r == 0 && keep_current) {
         char label[SNAP_LABEL_MAX];
         struct snap_node *kept = NULL;
         snprintf(label, sizeof(label), "auto-before-%.40s", target_label);
-        snprintf(cap.disk, sizeof(cap.disk), "%s", old_disk);
+        snprintf(cap.disk, sizeof(cap.disk), "%s", dm.from);
         char kerr[256];
         if (snapshot_commit(&v->tree, &v->snap_host, &cap, label, true,
                             was_running ? "running" : "paused", kept_parent, &kept, kerr,
@@ -317,89 +293,64 @@ json_t *vmm_cmd_snapshot_revert(void *opaque, json_t *args, struct ctl_error *er
             snprintf(kept_id, sizeof(kept_id), "%s", kept->id);
     }
     snapshot_capture_free(&cap);
-    json_t *ret = NULL;
-    if (r == 0)
-        ret = json_pack("{s:s, s:s, s:I, s:f, s:s}", "id", target_id, "kept", kept_id,
-                        "pages_written", (json_int_t)pages, "pause_ms", pause_ms, "vm_state",
-                        target_state);
-    else
+    if (r < 0)
         err->cls = "GenericError";
     pthread_mutex_unlock(&v->lock);
-    if (ret) {
-        vmm_log("reverted %s to snapshot %s: %llu pages, guest paused %.1f ms", v->cfg->name,
-                target_id, (unsigned long long)pages, pause_ms);
-        ctl_server_event(v->ctl, "SNAPSHOT_REVERTED", ret);
-    }
-    return ret;
+    if (r < 0)
+        return r;
+    vmm_log("reverted %s to snapshot %s: %llu pages, guest paused %.1f ms", v->cfg->name, target_id,
+            (unsigned long long)pages, pause_ms);
+    *out = (struct vmm_reverted){.pages_written = pages, .pause_ms = pause_ms};
+    snprintf(out->id, sizeof(out->id), "%s", target_id);
+    snprintf(out->kept, sizeof(out->kept), "%s", kept_id);
+    snprintf(out->vm_state, sizeof(out->vm_state), "%s", target_state);
+    return 0;
 }
 
 /* Deleting merges the node's pages into its children and its disk image away (disksnap.h).
  * A merge that rewrites images of the running disk's chain detaches the disk meanwhile: the
  * guest's disk requests wait, its vCPUs do not. */
-json_t *vmm_cmd_snapshot_delete(void *opaque, json_t *args, struct ctl_error *err)
+static int delete_locked(struct vmm *v, struct snap_node *n, bool dry_run,
+                         struct snapshot_delete_plan *plan, char *err, size_t errlen)
 {
-    struct vmm *v = opaque;
-    const char *id = NULL;
-    int dry_run = 0;
-    if (json_unpack(args, "{s:s, s?:b}", "id", &id, "dry_run", &dry_run) < 0)
-        return vmm_fail(err, "InvalidArgument", "%s",
-                        "snapshot-delete needs {\"id\": ID or label}");
+    int r = snapshot_delete_plan(&v->tree, n, v->blk ? virtio_blk_image(v->blk) : NULL, plan, err,
+                                 errlen);
+    bool detach = !dry_run && r == 0 && v->blk &&
+                  (plan->disk.how == DISKSNAP_STREAM || plan->disk.how == DISKSNAP_COMMIT);
+    if (detach && (r = virtio_blk_quiesce(v->blk, 2000, err, errlen)) == 0)
+        virtio_blk_detach_image(v->blk);
+    if (r == 0 && !dry_run)
+        r = snapshot_delete(&v->tree, n, &plan->disk, v->carry, snapshot_host_pages(&v->snap_host),
+                            err, errlen);
+    if (detach && !virtio_blk_image(v->blk)) {
+        char e2[256];
+        if (blk_attach_locked(v, active_disk(v), e2, sizeof(e2)) < 0)
+            vmm_log("the disk has no image now: %s", e2);
+        virtio_blk_resume(v->blk);
+    }
+    return r;
+}
+
+int vmm_snapshot_delete(struct vmm *v, const char *id, bool dry_run, struct vmm_deleted *out,
+                        struct ctl_error *err)
+{
     pthread_mutex_lock(&v->lock);
-    json_t *ret = NULL;
     struct snap_node *n = v->tree_ok ? snap_find(&v->tree, id) : NULL;
+    int r;
     if (!v->tree_ok) {
         vmm_fail(err, "GenericError", "%s", v->tree_err);
+        r = -EIO;
     } else if (!n) {
         vmm_fail(err, "InvalidArgument", "no snapshot '%s' (see 'vmws snapshot list')", id);
+        r = -ENOENT;
     } else {
-        uint64_t needs = 0;
-        struct disksnap_plan plan;
-        char nid[SNAP_ID_MAX];
-        snprintf(nid, sizeof(nid), "%s", n->id);
-        char *e = err->desc;
-        size_t elen = sizeof(err->desc);
-        int r = snapshot_delete_cost(&v->tree, n, &needs, e, elen);
-        if (r == 0)
-            r = disksnap_plan(&v->tree, n, v->blk ? virtio_blk_image(v->blk) : NULL, &plan, e,
-                              elen);
-        bool detach = !dry_run && r == 0 && v->blk &&
-                      (plan.how == DISKSNAP_STREAM || plan.how == DISKSNAP_COMMIT);
-        if (detach && (r = virtio_blk_quiesce(v->blk, 2000, e, elen)) == 0)
-            virtio_blk_detach_image(v->blk);
-        if (r == 0 && !dry_run)
-            r = snapshot_delete(&v->tree, n, &plan, v->carry, snapshot_host_pages(&v->snap_host), e,
-                                elen);
-        if (detach && !virtio_blk_image(v->blk)) {
-            char e2[256];
-            if (blk_attach_locked(v, active_disk(v), e2, sizeof(e2)) < 0)
-                vmm_log("the disk has no image now: %s", e2);
-            virtio_blk_resume(v->blk);
-        }
-        if (r == 0)
-            ret = json_pack("{s:s, s:I, s:I, s:I, s:s, s:I, s:I, s:b}", "id", nid, "needs_bytes",
-                            (json_int_t)(needs + plan.needs), "memory_needs_bytes",
-                            (json_int_t)needs, "disk_needs_bytes", (json_int_t)plan.needs,
-                            "disk_merge", disksnap_how_name(plan.how), "disk_stream_bytes",
-                            (json_int_t)plan.stream_needs, "disk_commit_bytes",
-                            (json_int_t)plan.commit_needs, "deleted", !dry_run);
-        else
+        snprintf(out->id, sizeof(out->id), "%s", n->id);
+        r = delete_locked(v, n, dry_run, &out->plan, err->desc, sizeof(err->desc));
+        if (r < 0)
             err->cls = "GenericError";
     }
     pthread_mutex_unlock(&v->lock);
-    return ret;
-}
-
-json_t *vmm_cmd_query_snapshots(void *opaque, json_t *args, struct ctl_error *err)
-{
-    struct vmm *v = opaque;
-    (void)args;
-    pthread_mutex_lock(&v->lock);
-    json_t *ret =
-        v->tree_ok ? snapshot_tree_json(&v->tree, v->blk ? virtio_blk_image(v->blk) : NULL) : NULL;
-    if (!v->tree_ok)
-        vmm_fail(err, "GenericError", "%s", v->tree_err);
-    pthread_mutex_unlock(&v->lock);
-    return ret;
+    return r;
 }
 
 /* What snapshots keep as pages: guest RAM, then the framebuffer. */
