@@ -1554,7 +1554,9 @@ int qcow2_set_backing(const char *path, const char *backing_path, const char *ba
     if (r == 0) {
         memcpy(new, old, hlen);
         size_t fl = strlen(fmt);
-        if (fl) {
+        if (fl && at + 8 + ((fl + 7) & ~7ull) + 8 > cs) /* the extension and the end marker */
+            r = -ENOSPC; /* a header that fills cluster 0 leaves no room for the extension */
+        if (r == 0 && fl) {
             put_be32(new + at, EXT_BACKING_FORMAT);
             put_be32(new + at + 4, (uint32_t)fl);
             memcpy(new + at + 8, fmt, fl);
@@ -1579,7 +1581,7 @@ int qcow2_set_backing(const char *path, const char *backing_path, const char *ba
             e += padded;
         }
         at += 8; /* end of extensions: zeroes */
-        if (at + name_len > cs)
+        if (r == 0 && at + name_len > cs)
             r = -ENAMETOOLONG;
     }
     if (r == 0) {

@@ -272,6 +272,23 @@ START_TEST(test_set_backing_as_qemu_reads_it)
 }
 END_TEST
 
+/* A header that fills cluster 0 (header_length 8 bytes short of a 512-byte cluster) leaves no
+ * room for the backing format extension: disk_set_backing says so (-ENOSPC) and changes
+ * nothing. It used to write the extension past the end of its cluster buffer first, and then
+ * fail on the name (-ENAMETOOLONG): issue 14, finding 3. */
+START_TEST(test_set_backing_refuses_a_full_header_cluster)
+{
+    ck_assert_int_eq(sh("qemu-img create -q -f raw a.raw 1M && "
+                        "qemu-img create -q -f qcow2 -o cluster_size=512 full.qcow2 1M && "
+                        "printf '\\000\\000\\001\\370' | "
+                        "dd of=full.qcow2 bs=1 seek=100 conv=notrunc status=none && "
+                        "cp full.qcow2 before.qcow2"),
+                     0);
+    ck_assert_int_eq(disk_set_backing(tpath("full.qcow2"), "a.raw", NULL), -ENOSPC);
+    ck_assert_int_eq(sh("cmp -s full.qcow2 before.qcow2"), 0);
+}
+END_TEST
+
 /* A raw image opened by probing refuses a write that would make it look like qcow2 next time
  * (whose header could then name any host file as its backing file); named raw, it takes it. */
 START_TEST(test_probed_raw_refuses_a_qcow2_header)
@@ -849,6 +866,7 @@ int main(void)
     add_case(s, "write-qemu-made", test_writes_into_qemu_made_image);
     add_case(s, "compressed", test_compressed_clusters);
     add_case(s, "set-backing", test_set_backing_as_qemu_reads_it);
+    add_case(s, "set-backing-full-header", test_set_backing_refuses_a_full_header_cluster);
     add_case(s, "probed-raw", test_probed_raw_refuses_a_qcow2_header);
     add_case(s, "random-64k", test_random_io_64k_clusters);
     add_case(s, "random-512", test_random_io_512b_clusters_grow_refcounts);
