@@ -19,6 +19,7 @@
 #include "core/util/fsutil.h"
 
 #define RAW_SECTOR_SIZE 512u /* a raw image is a whole number of sectors */
+#define PROBE_BYTES 4u       /* what probing reads: qcow2's magic */
 
 struct disk {
     pthread_mutex_t lock;
@@ -151,6 +152,30 @@ int disk_read(struct disk *d, uint64_t offset, void *buf, size_t len)
     return r;
 }
 
+/* As QEMU does: a raw image whose format was probed would be opened as qcow2 next time if the
+ * guest wrote qcow2's magic at its start, and then name any host file as backing. So a write
+ * that touches the first PROBE_BYTES is judged by what they would hold after it - the image's
+ * bytes with the write laid over them, however the guest split its request - and it is made
+ * from a private copy, so a guest that changes its buffer after the check writes nothing else. */
+static int write_probed_head(struct disk *d, uint64_t offset, const void *buf, size_t len)
+{
+    uint8_t *copy = malloc(len ? len : 1);
+    if (!copy)
+        return -ENOMEM;
+    memcpy(copy, buf, len);
+    uint8_t head[PROBE_BYTES] = {0};
+    pthread_mutex_lock(&d->lock);
+    int r = fs_pread_all(d->fd, head, sizeof(head), 0);
+    if (r == 0) {
+        size_t n = len < sizeof(head) - offset ? len : sizeof(head) - offset;
+        memcpy(head + offset, copy, n);
+        r = qcow2_probe(head, sizeof(head)) ? -EPERM : fs_pwrite_all(d->fd, copy, len, offset);
+    }
+    pthread_mutex_unlock(&d->lock);
+    free(copy);
+    return r;
+}
+
 int disk_write(struct disk *d, uint64_t offset, const void *buf, size_t len)
 {
     int r = check_range(d, offset, len);
@@ -158,10 +183,8 @@ int disk_write(struct disk *d, uint64_t offset, const void *buf, size_t len)
         return r;
     if (d->read_only)
         return -EROFS;
-    /* As QEMU does: a raw image whose format was probed would be opened as qcow2 next time if
-     * the guest wrote qcow2's magic at its start, and then name any host file as backing. */
-    if (d->probed_raw && offset == 0 && qcow2_probe(buf, len))
-        return -EPERM;
+    if (d->probed_raw && offset < PROBE_BYTES)
+        return write_probed_head(d, offset, buf, len);
     pthread_mutex_lock(&d->lock);
     r = d->qcow2 ? qcow2_write(d->qcow2, offset, buf, len) : fs_pwrite_all(d->fd, buf, len, offset);
     pthread_mutex_unlock(&d->lock);

@@ -290,7 +290,8 @@ START_TEST(test_set_backing_refuses_a_full_header_cluster)
 END_TEST
 
 /* A raw image opened by probing refuses a write that would make it look like qcow2 next time
- * (whose header could then name any host file as its backing file); named raw, it takes it. */
+ * (whose header could then name any host file as its backing file), also when the magic
+ * arrives in pieces; named raw, it takes it. */
 START_TEST(test_probed_raw_refuses_a_qcow2_header)
 {
     ck_assert_int_eq(sh("qemu-img create -q -f raw r.raw 1M"), 0);
@@ -300,6 +301,16 @@ START_TEST(test_probed_raw_refuses_a_qcow2_header)
     ck_assert_msg(d != NULL, "%s", err);
     ck_assert_int_eq(disk_write(d, 0, sector, sizeof(sector)), -EPERM);
     ck_assert_int_eq(disk_write(d, 512, sector, sizeof(sector)), 0);
+    /* Split across writes, as a guest's descriptors split one request (issue 14, finding 1):
+     * "QF" then "I\xfb", or the magic ending in a write at offset 1. */
+    ck_assert_int_eq(disk_write(d, 0, "QF", 2), 0);
+    ck_assert_int_eq(disk_write(d, 2, "I\xfb", 2), -EPERM);
+    ck_assert_int_eq(disk_write(d, 1, "FI\xfb", 3), -EPERM);
+    ck_assert_int_eq(disk_write(d, 0, "XF", 2), 0);
+    ck_assert_int_eq(disk_write(d, 2, "I\xfb", 2), 0); /* "XFI\xfb" is no qcow2 */
+    uint8_t head[4];
+    ck_assert_int_eq(disk_read(d, 0, head, sizeof(head)), 0);
+    ck_assert_int_eq(memcmp(head, "XFI\xfb", 4), 0);
     ck_assert_int_eq(disk_close(d), 0);
     d = disk_open_format(tpath("r.raw"), "raw", false, 0, err, sizeof(err));
     ck_assert_msg(d != NULL, "%s", err);
