@@ -167,7 +167,7 @@ static int session_close(struct vm_session *s, bool resuspend)
 static int load_tree(const struct vm_session *s, struct snap_tree *t)
 {
     char err[512];
-    if (snap_tree_load(t, s->p.dir, err, sizeof(err)) < 0)
+    if (snap_tree_load(t, s->p.dir, s->cfg.disk.path, err, sizeof(err)) < 0)
         return cli_error("%s", err);
     snprintf(t->base_format, sizeof(t->base_format), "%s", s->cfg.disk.format);
     return 0;

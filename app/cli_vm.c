@@ -356,7 +356,8 @@ static json_t *disk_query(const struct vm_paths *p, const struct vm_config *cfg,
     if (r)
         return r;
     struct snap_tree t;
-    if (snap_tree_load(&t, p->dir, err, sizeof(err)) < 0) /* status says what the tree lacks */
+    if (snap_tree_load(&t, p->dir, cfg->disk.path, err, sizeof(err)) <
+        0) /* status says what the tree lacks */
         return json_pack("{s:s, s:s}", "path", cfg->disk.path, "error", err);
     disksnap_path(&t, disksnap_active(&t, cfg->disk.path), path, sizeof(path));
     snap_tree_free(&t);

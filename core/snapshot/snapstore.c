@@ -457,7 +457,21 @@ static bool tree_is_sane(struct snap_tree *t)
     return !t->current[0] || id_in_tree(t, t->current);
 }
 
-int snap_tree_load(struct snap_tree *t, const char *vm_dir, char *err, size_t errlen)
+/* Every image the tree names is one a merge or a revert may write: a relative path (inside the
+ * VM's folder, disk_path_ok), or the one absolute path the user chose, vm.conf's [disk]. The
+ * first other absolute path, or NULL. */
+static const char *outside_disk(const struct snap_tree *t, const char *configured)
+{
+    for (size_t i = 0; i <= t->n; i++) {
+        const char *p = i < t->n ? t->nodes[i].disk : t->disk_active;
+        if (p[0] == '/' && (!configured || strcmp(p, configured) != 0))
+            return p;
+    }
+    return NULL;
+}
+
+int snap_tree_load(struct snap_tree *t, const char *vm_dir, const char *configured, char *err,
+                   size_t errlen)
 {
     memset(t, 0, sizeof(*t));
     t->next_id = 1;
@@ -510,6 +524,15 @@ int snap_tree_load(struct snap_tree *t, const char *vm_dir, char *err, size_t er
     if (!tree_is_sane(t)) {
         snap_tree_free(t);
         return tree_error(err, errlen, path, "a parent is missing, an id repeats or parents loop");
+    }
+    const char *outside = outside_disk(t, configured);
+    if (outside) {
+        char what[SNAP_DISK_MAX + 128];
+        snprintf(what, sizeof(what),
+                 "disk image %s is outside the VM's folder and is not vm.conf's [disk] path",
+                 outside);
+        snap_tree_free(t);
+        return tree_error(err, errlen, path, what);
     }
     return 0;
 }

@@ -53,9 +53,11 @@ struct snap_tree {
     char base_format[8]; /* vm.conf's [disk] format ("" = probe); set by the loader's caller */
 };
 
-/* Loads VMDIR/snapshots/tree.json (an absent tree is empty). Refuses a corrupt tree with ERR
+/* Loads VMDIR/snapshots/tree.json (an absent tree is empty). CONFIGURED is vm.conf's [disk]
+ * path ("" = none): the only absolute path a node may name. Refuses a corrupt tree with ERR
  * naming the file and the problem. */
-int snap_tree_load(struct snap_tree *t, const char *vm_dir, char *err, size_t errlen);
+int snap_tree_load(struct snap_tree *t, const char *vm_dir, const char *configured, char *err,
+                   size_t errlen);
 /* Removes files no node names (left by an interrupted operation). Only for the process that
  * holds the VM (its VMM, or an operation on it powered off, holding its pidfile lock): to
  * anyone else, an operation's new files look the same until its tree.json names them. */

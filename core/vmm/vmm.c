@@ -433,7 +433,8 @@ int vmm_run(const struct vm_config *cfg, const struct vm_paths *paths,
         vmm_log("cannot set up signal handling: %s", strerror(errno));
         goto out;
     }
-    v.tree_ok = snap_tree_load(&v.tree, paths->dir, v.tree_err, sizeof(v.tree_err)) == 0;
+    v.tree_ok =
+        snap_tree_load(&v.tree, paths->dir, cfg->disk.path, v.tree_err, sizeof(v.tree_err)) == 0;
     snprintf(v.tree.base_format, sizeof(v.tree.base_format), "%s", cfg->disk.format);
     if (v.tree_ok) /* this process holds the VM (its pidfile lock) */
         snap_tree_tidy(&v.tree);

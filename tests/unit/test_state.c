@@ -218,7 +218,7 @@ static int write_tree(const char *text, char *err, size_t errlen)
     fputs(text, f);
     fclose(f);
     struct snap_tree t;
-    int r = snap_tree_load(&t, dir, err, errlen);
+    int r = snap_tree_load(&t, dir, "", err, errlen);
     snap_tree_free(&t);
     return r;
 }
@@ -228,11 +228,16 @@ static int write_tree(const char *text, char *err, size_t errlen)
     "\"auto\":false,\"vm_state\":\"running\",\"pages\":0,\"memory_bytes\":64,"                     \
     "\"state_bytes\":0}"
 
+#define NODE_DISK(id, parent, disk)                                                                \
+    "{\"id\":\"" id "\",\"label\":\"l" id "\",\"parent\":\"" parent "\",\"created\":1,"            \
+    "\"auto\":false,\"vm_state\":\"off\",\"pages\":0,\"memory_bytes\":0,"                          \
+    "\"state_bytes\":0,\"disk\":\"" disk "\"}"
+
 START_TEST(tree_round_trip_and_refusals)
 {
     char err[256];
     struct snap_tree t;
-    ck_assert_int_eq(snap_tree_load(&t, dir, err, sizeof(err)), 0); /* none yet: empty */
+    ck_assert_int_eq(snap_tree_load(&t, dir, "", err, sizeof(err)), 0); /* none yet: empty */
     struct snap_node *a = snap_add(&t, "first", "");
     snprintf(a->vm_state, sizeof(a->vm_state), "running");
     struct snap_node *b = snap_add(&t, "second", "1");
@@ -240,7 +245,7 @@ START_TEST(tree_round_trip_and_refusals)
     snprintf(t.current, sizeof(t.current), "2");
     ck_assert_int_eq(snap_tree_save(&t, err, sizeof(err)), 0);
     snap_tree_free(&t);
-    ck_assert_int_eq(snap_tree_load(&t, dir, err, sizeof(err)), 0);
+    ck_assert_int_eq(snap_tree_load(&t, dir, "", err, sizeof(err)), 0);
     ck_assert_uint_eq(t.n, 2);
     ck_assert_str_eq(snap_find(&t, "second")->parent, "1");
     ck_assert_str_eq(t.current, "2");
@@ -257,6 +262,17 @@ START_TEST(tree_round_trip_and_refusals)
     ck_assert_int_eq(write_tree(text, err, sizeof(err)), -EINVAL);
     snprintf(text, sizeof(text), "%s%s]}", head, NODE("../x", "")); /* a path for an id */
     ck_assert_int_eq(write_tree(text, err, sizeof(err)), -EINVAL);
+    /* Disk images: inside the VM's folder, or exactly vm.conf's [disk] path (here none): a
+     * tree naming another host file would have a merge write into it (issue 14, finding 4). */
+    snprintf(text, sizeof(text), "%s%s]}", head, NODE_DISK("1", "", "/etc/passwd"));
+    ck_assert_int_eq(write_tree(text, err, sizeof(err)), -EINVAL);
+    ck_assert_msg(strstr(err, "/etc/passwd") && strstr(err, "outside"), "%s", err);
+    snprintf(text, sizeof(text),
+             "{\"version\":1,\"next_id\":9,\"current\":\"\",\"disk_active\":"
+             "\"/etc/passwd\",\"nodes\":[]}");
+    ck_assert_int_eq(write_tree(text, err, sizeof(err)), -EINVAL);
+    snprintf(text, sizeof(text), "%s%s]}", head, NODE_DISK("1", "", "snapshots/disk-1.qcow2"));
+    ck_assert_int_eq(write_tree(text, err, sizeof(err)), 0);
     ck_assert_int_eq(write_tree("{\"version\": 2}", err, sizeof(err)), -EINVAL);
     ck_assert_int_eq(write_tree("not json", err, sizeof(err)), -EINVAL);
     ck_assert_msg(strstr(err, "corrupt"), "%s", err);
