@@ -271,6 +271,8 @@ struct snap_node *snap_parent(struct snap_tree *t, const struct snap_node *n)
 
 struct snap_node *snap_add(struct snap_tree *t, const char *label, const char *parent)
 {
+    if (t->next_id >= SNAP_NEXT_ID_MAX)
+        return NULL; /* 10^15 snapshots: its id would not fit */
     struct snap_node *nodes = realloc(t->nodes, (t->n + 1) * sizeof(*nodes));
     if (!nodes)
         return NULL;
@@ -457,6 +459,21 @@ static bool tree_is_sane(struct snap_tree *t)
     return !t->current[0] || id_in_tree(t, t->current);
 }
 
+/* snap_add names a node by next_id in decimal: the ids it makes must fit SNAP_ID_MAX and be
+ * new, so next_id must be above every id that is a number. */
+static bool next_id_fresh(const struct snap_tree *t)
+{
+    if (t->next_id >= SNAP_NEXT_ID_MAX)
+        return false;
+    for (size_t i = 0; i < t->n; i++) {
+        char *end;
+        unsigned long long id = strtoull(t->nodes[i].id, &end, 10);
+        if (!*end && id >= t->next_id)
+            return false;
+    }
+    return true;
+}
+
 /* Every image the tree names is one a merge or a revert may write: a relative path (inside the
  * VM's folder, disk_path_ok), or the one absolute path the user chose, vm.conf's [disk]. The
  * first other absolute path, or NULL. */
@@ -524,6 +541,11 @@ int snap_tree_load(struct snap_tree *t, const char *vm_dir, const char *configur
     if (!tree_is_sane(t)) {
         snap_tree_free(t);
         return tree_error(err, errlen, path, "a parent is missing, an id repeats or parents loop");
+    }
+    if (!next_id_fresh(t)) {
+        snap_tree_free(t);
+        return tree_error(err, errlen, path,
+                          "next_id is not above every node's id, or too large for an id");
     }
     const char *outside = outside_disk(t, configured);
     if (outside) {

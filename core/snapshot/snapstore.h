@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #define SNAP_ID_MAX 16
+#define SNAP_NEXT_ID_MAX 1000000000000000ULL /* ids are decimal, at most 15 digits */
 #define SNAP_LABEL_MAX 64
 #define SNAP_DISK_MAX 512
 

@@ -260,6 +260,15 @@ START_TEST(tree_round_trip_and_refusals)
     ck_assert_int_eq(write_tree(text, err, sizeof(err)), -EINVAL);
     snprintf(text, sizeof(text), "%s%s,%s]}", head, NODE("1", ""), NODE("1", "")); /* repeat */
     ck_assert_int_eq(write_tree(text, err, sizeof(err)), -EINVAL);
+    /* next_id names the next node: it must not repeat an id or outgrow one (issue 14, 9). */
+    snprintf(text, sizeof(text), "{\"version\":1,\"next_id\":1,\"current\":\"\",\"nodes\":[%s]}",
+             NODE("1", ""));
+    ck_assert_int_eq(write_tree(text, err, sizeof(err)), -EINVAL);
+    ck_assert_msg(strstr(err, "next_id"), "%s", err);
+    ck_assert_int_eq(write_tree("{\"version\":1,\"next_id\":1000000000000000,\"current\":\"\","
+                                "\"nodes\":[]}",
+                                err, sizeof(err)),
+                     -EINVAL);
     snprintf(text, sizeof(text), "%s%s]}", head, NODE("../x", "")); /* a path for an id */
     ck_assert_int_eq(write_tree(text, err, sizeof(err)), -EINVAL);
     /* Disk images: inside the VM's folder, or exactly vm.conf's [disk] path (here none): a
