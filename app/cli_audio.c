@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "app/cli.h"
 
@@ -70,6 +71,9 @@ int cmd_volume(int argc, char **argv)
     const char *name = argv[optind], *value = npos == 2 ? argv[optind + 1] : NULL;
     struct vm_paths p;
     struct vm_config cfg;
+    /* A change reads vm.conf, changes [audio] and writes it back: one process at a time (the
+     * lock goes when we close it, or exit). */
+    int lock = value && paths_for_vm(name, &p) == 0 ? vmconfig_lock(p.config) : -1;
     if (cli_vm_open(name, &p, &cfg))
         return 1;
     json_t *args = NULL;
@@ -99,7 +103,13 @@ int cmd_volume(int argc, char **argv)
                                    "toggle)",
                                    value);
         }
-        int r = vmconfig_save(p.config, &cfg);
+        char volume[8];
+        snprintf(volume, sizeof(volume), "%u", cfg.audio.volume);
+        const char *keys[] = {"volume", "mute"},
+                   *values[] = {volume, cfg.audio.muted ? "yes" : "no"};
+        int r = vmconfig_set(p.config, "audio", keys, values, 2);
+        if (lock >= 0)
+            close(lock);
         if (r < 0) {
             json_decref(args);
             return cli_error("cannot save %s: %s", p.config, strerror(-r));
@@ -128,8 +138,7 @@ int cmd_volume(int argc, char **argv)
             return 1;
         json_decref(r);
         if (!json) { /* a change answers with the new setting, one line */
-            printf("%s: volume %u%%%s\n", name, cfg.audio.volume,
-                   cfg.audio.muted ? ", muted" : "");
+            printf("%s: volume %u%%%s\n", name, cfg.audio.volume, cfg.audio.muted ? ", muted" : "");
             return 0;
         }
     }

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "app/cli.h"
+#include "core/util/fsutil.h"
 
 json_t *cli_display_query(const struct vm_paths *p)
 {
@@ -61,7 +62,7 @@ int cmd_vnc_password(int argc, char **argv)
     struct vm_paths p;
     if (cli_vm_open(name, &p, NULL))
         return 1;
-    char path[PATH_MAX + 16], tmp[PATH_MAX + 32];
+    char path[PATH_MAX + 16];
     snprintf(path, sizeof(path), "%s/vnc.passwd", p.dir);
     if (clear) {
         if (unlink(path) < 0 && errno != ENOENT)
@@ -92,19 +93,10 @@ int cmd_vnc_password(int argc, char **argv)
         return cli_error("a VNC password is 1 to 8 characters (VNC authentication uses only 8); "
                          "got %zu",
                          len);
-    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (fd < 0)
-        return cli_error("cannot write %s: %s", tmp, strerror(errno));
     line[len] = '\n';
-    bool ok =
-        fchmod(fd, 0600) == 0 && write(fd, line, len + 1) == (ssize_t)(len + 1) && fsync(fd) == 0;
-    ok = close(fd) == 0 && ok;
-    if (!ok || rename(tmp, path) < 0) {
-        int e = errno;
-        unlink(tmp);
-        return cli_error("cannot write %s: %s", path, strerror(e));
-    }
+    int r = fs_write_atomic(path, line, len + 1); /* mode 0600, like every temporary file */
+    if (r < 0)
+        return cli_error("cannot write %s: %s", path, strerror(-r));
     printf("VNC password of %s set in %s (from its next start)\n", name, path);
     return 0;
 }

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -518,6 +519,117 @@ int vmconfig_save(const char *path, const struct vm_config *cfg)
     if (rc == 0 && cfg->disk.path[0] && cfg->disk.format[0])
         fprintf(f, "format = %s\n", cfg->disk.format);
     if (fclose(f) != 0 && rc == 0)
+        rc = -errno;
+    return fs_tmp_commit(fd, tmp, path, rc);
+}
+
+/* ---- editing in place ---- */
+
+int vmconfig_lock(const char *path)
+{
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof(dir), "%s", path);
+    int fd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    if (flock(fd, LOCK_EX) < 0) {
+        int e = -errno;
+        close(fd);
+        return e;
+    }
+    return fd;
+}
+
+/* The name of the section a line opens ("[audio]" -> "audio", length in *LEN), or NULL. */
+static const char *section_of(const char *line, size_t *len)
+{
+    line += strspn(line, " \t");
+    const char *end = *line == '[' ? strchr(line, ']') : NULL;
+    if (!end)
+        return NULL;
+    *len = (size_t)(end - line - 1);
+    return line + 1;
+}
+
+/* Whether LINE sets KEY ("  key = ..."). */
+static bool sets_key(const char *line, const char *key)
+{
+    line += strspn(line, " \t");
+    size_t k = strlen(key);
+    return strncmp(line, key, k) == 0 && line[k + strspn(line + k, " \t")] == '=';
+}
+
+/* The keys of the section being left that it did not set: where the section ends (before the
+ * next section's header, or at the end of the file). */
+static void write_missing(FILE *out, const char *const *keys, const char *const *values, size_t n,
+                          bool *done)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!done[i]) {
+            fprintf(out, "%s = %s\n", keys[i], values[i]);
+            done[i] = true;
+        }
+}
+
+int vmconfig_set(const char *path, const char *section, const char *const *keys,
+                 const char *const *values, size_t n)
+{
+    FILE *in = fopen(path, "re");
+    if (!in)
+        return -errno;
+    char tmp[PATH_MAX];
+    int fd = fs_tmp_create(path, tmp, sizeof(tmp));
+    FILE *out = fd >= 0 ? fdopen(dup(fd), "w") : NULL;
+    if (!out) {
+        int e = fd < 0 ? fd : -errno;
+        fclose(in);
+        return fd < 0 ? e : fs_tmp_commit(fd, tmp, path, e);
+    }
+    bool done[16] = {false}, in_section = false, seen = false;
+    if (n > sizeof(done) / sizeof(done[0]))
+        n = sizeof(done) / sizeof(done[0]);
+    char line[CONF_LINE_MAX + 2];
+    unsigned blanks = 0; /* blank lines held back: a missing key goes before a section's tail */
+    bool ended = true;   /* the last line written ended with a newline */
+    while (fgets(line, sizeof(line), in)) {
+        size_t slen;
+        const char *name = section_of(line, &slen);
+        if (in_section && strcmp(line, "\n") == 0) {
+            blanks++;
+            continue;
+        }
+        if (name && in_section)
+            write_missing(out, keys, values, n, done);
+        for (; blanks; blanks--)
+            fputc('\n', out);
+        if (name) {
+            in_section = slen == strlen(section) && strncmp(name, section, slen) == 0;
+            seen |= in_section;
+        }
+        size_t i = 0;
+        while (in_section && !name && i < n && !sets_key(line, keys[i]))
+            i++;
+        if (in_section && !name && i < n) {
+            fprintf(out, "%s = %s\n", keys[i], values[i]);
+            done[i] = true;
+        } else {
+            fputs(line, out);
+            ended = line[strlen(line) - 1] == '\n';
+        }
+    }
+    if (!ended)
+        fputc('\n', out);
+    if (in_section)
+        write_missing(out, keys, values, n, done);
+    for (; blanks; blanks--)
+        fputc('\n', out);
+    if (!seen) {
+        fprintf(out, "[%s]\n", section);
+        write_missing(out, keys, values, n, done);
+    }
+    int rc = ferror(in) ? -EIO : 0;
+    fclose(in);
+    if (fclose(out) != 0 && rc == 0)
         rc = -errno;
     return fs_tmp_commit(fd, tmp, path, rc);
 }

@@ -67,6 +67,17 @@ int vmconfig_load(const char *path, struct vm_config *cfg, char *err, size_t err
 /* Writes CFG to PATH atomically (temp file, fsync, rename). Returns 0 or -errno. */
 int vmconfig_save(const char *path, const struct vm_config *cfg);
 
+/* Sets KEYS[i] = VALUES[i] (N of them) in [SECTION] of the vm.conf at PATH, in place: every
+ * other line - the user's comments, blank lines, order - stays as it was; a key that is missing
+ * is added at the end of its section, a missing section at the end. Atomic, like
+ * vmconfig_save. Returns 0 or -errno. */
+int vmconfig_set(const char *path, const char *section, const char *const *keys,
+                 const char *const *values, size_t n);
+/* Serialises a read-modify-write of the vm.conf at PATH among processes (vm.conf itself is
+ * replaced by rename, so the lock is on its folder). Returns an fd whose close() unlocks, or
+ * -errno. */
+int vmconfig_lock(const char *path);
+
 /* "1G", "512M", "1073741824", "2048K" -> bytes. Returns 0 or -EINVAL. */
 int parse_size(const char *s, uint64_t *out);
 

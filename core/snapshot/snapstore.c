@@ -54,7 +54,7 @@ static int write_delta(const char *path, const uint64_t *pages, uint64_t n, page
     char tmp[PATH_MAX];
     int fd = fs_tmp_create(path, tmp, sizeof(tmp));
     if (fd < 0) {
-        snprintf(err, errlen, "cannot create %s.tmp: %s", path, strerror(-fd));
+        snprintf(err, errlen, "cannot create a temporary file beside %s: %s", path, strerror(-fd));
         return fd;
     }
     uint8_t *index = calloc(n ? n : 1, ENTRY);

@@ -5,14 +5,17 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 int fs_tmp_create(const char *path, char *tmp, size_t tmplen)
 {
-    if (snprintf(tmp, tmplen, "%s.tmp", path) >= (int)tmplen)
+    /* A name of its own (O_EXCL): two writers never share one, and a symlink planted at a
+     * fixed name cannot redirect the write. */
+    if (snprintf(tmp, tmplen, "%s.tmp-XXXXXX", path) >= (int)tmplen)
         return -ENAMETOOLONG;
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    int fd = mkostemp(tmp, O_CLOEXEC);
     return fd < 0 ? -errno : fd;
 }
 

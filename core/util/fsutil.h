@@ -7,7 +7,8 @@
 
 #include <stddef.h>
 
-/* Creates PATH.tmp (mode 0600) for writing; its name goes to TMP. Returns an fd or -errno. */
+/* Creates PATH.tmp-XXXXXX (a new name, mode 0600) for writing; its name goes to TMP. Returns
+ * an fd or -errno. */
 int fs_tmp_create(const char *path, char *tmp, size_t tmplen);
 /* Finishes what fs_tmp_create started: unless ERROR (a negative errno from writing) is set,
  * fsyncs and closes FD, renames TMP to PATH and fsyncs the directory. On any failure TMP is

@@ -158,6 +158,41 @@ START_TEST(test_bad_config)
 }
 END_TEST
 
+/* `vmws volume` on a VM that is off changes [audio] in vm.conf and nothing else: the user's
+ * comments and layout stay, and volume changes from many processes at once all land in turn,
+ * each through its own temporary file (issue 14, finding 9). */
+START_TEST(test_volume_keeps_the_users_vm_conf)
+{
+    ck_assert_int_eq(vmws("create vm3"), 0);
+    char conf[128], text[4096];
+    snprintf(conf, sizeof(conf), "%s/home/vm3/vm.conf", tmpdir);
+    slurp(conf, text, sizeof(text));
+    FILE *f = fopen(conf, "w");
+    ck_assert_ptr_nonnull(f);
+    fprintf(f, "; my notes: this VM plays the test tones\n%s", text);
+    fclose(f);
+    ck_assert_int_eq(vmws("volume vm3 40"), 0);
+    ck_assert_int_eq(vmws("volume vm3 mute"), 0);
+    slurp(conf, text, sizeof(text));
+    ASSERT_HAS(text, "; my notes: this VM plays the test tones\n");
+    ASSERT_HAS(text, "volume = 40\n");
+    ASSERT_HAS(text, "mute = yes\n");
+    /* Ten "up"s at once from 40: every one counts (the VM is off, so each reads the file). */
+    ck_assert_int_eq(vmws("volume vm3 unmute"), 0);
+    char cmd[8192];
+    snprintf(cmd, sizeof(cmd),
+             "for i in 1 2 3 4 5 6; do VMWS_HOME='%s/home' VMWS_RUNTIME_DIR='%s/run' '%s' volume "
+             "vm3 up >/dev/null 2>&1 & done; wait",
+             tmpdir, tmpdir, bin);
+    ck_assert_int_eq(system(cmd), 0);
+    slurp(conf, text, sizeof(text));
+    ASSERT_HAS(text, "volume = 100\n");
+    ASSERT_HAS(text, "; my notes: this VM plays the test tones\n");
+    snprintf(cmd, sizeof(cmd), "ls -a '%s/home/vm3' | grep -q tmp", tmpdir);
+    ck_assert_int_ne(system(cmd), 0); /* no temporary file left behind */
+}
+END_TEST
+
 START_TEST(test_usage)
 {
     ck_assert_int_eq(vmws("help"), 0);
@@ -199,6 +234,7 @@ int main(void)
     tcase_add_test(tc, test_create_list_delete);
     tcase_add_test(tc, test_bad_config);
     tcase_add_test(tc, test_usage);
+    tcase_add_test(tc, test_volume_keeps_the_users_vm_conf);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

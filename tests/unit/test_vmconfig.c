@@ -57,6 +57,33 @@ static void expect_error(const char *text, int line, const char *what)
                   err);
 }
 
+/* vmconfig_set edits in place: a key of the section is replaced where it stands, a missing one
+ * is added at the end of its section (before the next header), a missing section at the end;
+ * comments, blank lines and other sections stay byte for byte. */
+START_TEST(test_set_in_place)
+{
+    write_conf("# mine\n[vm]\nname = vm1\n\n[audio]\n; loud\nvolume = 90\n\n[disk]\npath = d\n");
+    const char *k1[] = {"volume", "mute"}, *v1[] = {"30", "yes"};
+    ck_assert_int_eq(vmconfig_set(conf, "audio", k1, v1, 2), 0);
+    const char *k2[] = {"width"}, *v2[] = {"800"};
+    ck_assert_int_eq(vmconfig_set(conf, "display", k2, v2, 1), 0);
+    char text[512] = "";
+    FILE *f = fopen(conf, "r");
+    ck_assert_ptr_nonnull(f);
+    text[fread(text, 1, sizeof(text) - 1, f)] = '\0';
+    fclose(f);
+    ck_assert_str_eq(text,
+                     "# mine\n[vm]\nname = vm1\n\n[audio]\n; loud\nvolume = 30\nmute = yes\n\n"
+                     "[disk]\npath = d\n[display]\nwidth = 800\n");
+    struct vm_config cfg;
+    char err[512];
+    vmconfig_defaults(&cfg, "vm1");
+    ck_assert_int_eq(vmconfig_load(conf, &cfg, err, sizeof(err)), 0);
+    ck_assert_uint_eq(cfg.audio.volume, 30);
+    ck_assert(cfg.audio.muted);
+}
+END_TEST
+
 START_TEST(test_round_trip)
 {
     struct vm_config a, b;
@@ -300,6 +327,7 @@ int main(void)
     TCase *tc = tcase_create("vmconfig");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, test_round_trip);
+    tcase_add_test(tc, test_set_in_place);
     tcase_add_test(tc, test_example_from_docs);
     tcase_add_test(tc, test_bad_lines);
     tcase_add_test(tc, test_missing_file);
