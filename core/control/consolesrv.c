@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -18,6 +19,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -44,6 +46,8 @@ struct console_server {
     uint64_t head; /* total bytes ever output */
     bool stopping;
     struct console_reader log; /* fd -1 when there is no log file */
+    char log_path[PATH_MAX];
+    uint64_t log_size; /* bytes in the log file; at CONSOLE_LOG_MAX it moves to LOG.1 */
     console_input_fn input;
     void *opaque;
     struct console_reader clients[CONSOLE_CLIENTS_MAX];
@@ -110,6 +114,29 @@ static bool reader_behind(struct console_server *s, const struct console_reader 
 
 /* Sends what reader R has not seen yet. Sockets are non-blocking: on EAGAIN we stop and wait
  * for POLLOUT. Returns true when R is fully caught up. */
+/* The log reached CONSOLE_LOG_MAX: it becomes LOG.1 and a new log starts with a line saying so.
+ * If the move fails the log goes on growing (losing nothing matters more than the cap). */
+static void log_rotate(struct console_server *s)
+{
+    char old[PATH_MAX + 2];
+    snprintf(old, sizeof(old), "%s.1", s->log_path);
+    int fd = -1;
+    if (rename(s->log_path, old) == 0)
+        fd = open(s->log_path, O_WRONLY | O_APPEND | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        s->log_size = 0; /* try again after another CONSOLE_LOG_MAX */
+        return;
+    }
+    close(s->log.fd);
+    s->log.fd = fd;
+    const char *base = strrchr(s->log_path, '/');
+    char note[PATH_MAX + 96];
+    int n = snprintf(note, sizeof(note),
+                     "[vmws: the serial log reached %llu MiB; what came before is in %s.1]\n",
+                     CONSOLE_LOG_MAX >> 20, base ? base + 1 : s->log_path);
+    s->log_size = write(fd, note, (size_t)n) == n ? (uint64_t)n : 0;
+}
+
 static bool reader_flush(struct console_server *s, struct console_reader *r, bool is_file)
 {
     unsigned char buf[CONSOLE_CHUNK];
@@ -124,6 +151,8 @@ static bool reader_flush(struct console_server *s, struct console_reader *r, boo
         }
         if (n == 0)
             return true;
+        if (is_file && s->log_size >= CONSOLE_LOG_MAX)
+            log_rotate(s);
         size_t done = 0;
         while (done < n) {
             ssize_t w = is_file ? write(r->fd, buf + done, n - done)
@@ -143,6 +172,8 @@ static bool reader_flush(struct console_server *s, struct console_reader *r, boo
             }
             done += (size_t)w;
         }
+        if (is_file)
+            s->log_size += n;
         r->pos += n;
     }
     return true;
@@ -263,10 +294,13 @@ struct console_server *console_server_start(const char *sock_path, const char *l
     }
     if (log_path) {
         s->log.fd = open(log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
-        if (s->log.fd < 0) {
+        struct stat st;
+        if (s->log.fd < 0 || fstat(s->log.fd, &st) < 0) {
             snprintf(err, errlen, "%s: %s", log_path, strerror(errno));
             goto fail;
         }
+        snprintf(s->log_path, sizeof(s->log_path), "%s", log_path);
+        s->log_size = (uint64_t)st.st_size;
     }
     if (ctl_listener_open(&s->listener, sock_path, err, errlen) < 0)
         goto fail;

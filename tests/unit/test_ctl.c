@@ -364,6 +364,41 @@ static void read_exact(int fd, char *buf, size_t n)
     }
 }
 
+/* A guest that prints forever does not fill the disk: at CONSOLE_LOG_MAX the serial log moves
+ * to serial.log.1 (replacing an older one) and a new one starts with a line saying so
+ * (issue 14, finding 7). */
+START_TEST(test_console_log_is_capped)
+{
+    char csock[128], log[128], old[160], err[256];
+    snprintf(csock, sizeof(csock), "%s/vm.console", tmpdir);
+    snprintf(log, sizeof(log), "%s/serial.log", tmpdir);
+    snprintf(old, sizeof(old), "%s.1", log);
+    int fd = open(log, O_WRONLY | O_CREAT, 0600); /* a log already at the cap (sparse) */
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(ftruncate(fd, CONSOLE_LOG_MAX), 0);
+    close(fd);
+    struct console_server *cs = console_server_start(csock, log, on_input, NULL, err, sizeof(err));
+    ck_assert_msg(cs != NULL, "%s", err);
+    console_server_output(cs, (const unsigned char *)"after the cap\n", 14);
+    char text[512] = "";
+    for (int i = 0; i < 500 && !strstr(text, "after the cap"); i++) {
+        usleep(10000);
+        FILE *f = fopen(log, "r");
+        size_t n = f ? fread(text, 1, sizeof(text) - 1, f) : 0;
+        text[n] = '\0';
+        if (f)
+            fclose(f);
+    }
+    console_server_stop(cs);
+    ck_assert_msg(strstr(text, "after the cap\n"), "serial.log holds: %s", text);
+    ck_assert_msg(strstr(text, "serial.log.1"), "no note of the move in: %s", text);
+    ck_assert_uint_lt(strlen(text), 512 - 1);
+    struct stat st;
+    ck_assert_int_eq(stat(old, &st), 0);
+    ck_assert_uint_eq((uint64_t)st.st_size, CONSOLE_LOG_MAX);
+}
+END_TEST
+
 START_TEST(test_console)
 {
     char csock[128], log[128], err[256];
@@ -467,6 +502,7 @@ int main(void)
     tcase_add_test(tc, test_events_and_client_api);
     tcase_add_test(tc, test_live_and_stale_socket);
     tcase_add_test(tc, test_console);
+    tcase_add_test(tc, test_console_log_is_capped);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
