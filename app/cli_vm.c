@@ -299,7 +299,8 @@ int cmd_list(int argc, char **argv)
         names[n++] = strdup(e->d_name);
     }
     closedir(d);
-    qsort(names, n, sizeof(*names), name_cmp);
+    if (n > 1) /* qsort(NULL, 0) is undefined */
+        qsort(names, n, sizeof(*names), name_cmp);
 
     json_t *arr = json_array();
     if (!json && n)

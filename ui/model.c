@@ -104,7 +104,8 @@ static void scan_home(struct dash_model *m)
             vm_free(m->vms[i]);
     }
     m->n = keep;
-    qsort(m->vms, m->n, sizeof(*m->vms), name_cmp);
+    if (m->n > 1)
+        qsort(m->vms, m->n, sizeof(*m->vms), name_cmp);
     for (size_t i = 0; i < m->n; i++) {
         struct dash_vm *v = m->vms[i];
         char err[512];

@@ -165,9 +165,11 @@ int snaptree_build(json_t *list, struct snap_tree *out, char *err, size_t errlen
         nodes[p].row.children++;
     }
     sort_nodes = nodes;
-    qsort(roots, nroots, sizeof(*roots), kid_cmp);
+    if (nroots > 1) /* qsort(NULL, 0) is undefined */
+        qsort(roots, nroots, sizeof(*roots), kid_cmp);
     for (size_t i = 0; i < n; i++)
-        qsort(nodes[i].kids, nodes[i].nkids, sizeof(size_t), kid_cmp);
+        if (nodes[i].nkids > 1)
+            qsort(nodes[i].kids, nodes[i].nkids, sizeof(size_t), kid_cmp);
 
     struct walk w = {.nodes = nodes, .out = out};
     bool more[SNAPTREE_DEPTH_MAX] = {false};

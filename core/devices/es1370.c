@@ -250,11 +250,11 @@ static void fetch_frame(struct chan *ch, const uint8_t *buf, unsigned mode)
     int16_t l, r;
     switch (mode) {
     case 0: /* 8-bit mono, unsigned */
-        l = r = (int16_t)((p[0] - 128) << 8);
+        l = r = (int16_t)((p[0] - 128) * 256);
         break;
     case 1: /* 8-bit stereo */
-        l = (int16_t)((p[0] - 128) << 8);
-        r = (int16_t)((p[1] - 128) << 8);
+        l = (int16_t)((p[0] - 128) * 256);
+        r = (int16_t)((p[1] - 128) * 256);
         break;
     case 3: /* 16-bit stereo */
         l = (int16_t)(p[0] | p[1] << 8);

@@ -331,7 +331,9 @@ void i8042_mouse_event(struct i8042 *k, int dx, int dy, int dz, unsigned buttons
     pthread_mutex_lock(&k->lock);
     k->mouse.buttons = (uint8_t)(buttons & 7);
     if (k->mouse.reporting && !(k->cmdbyte & CB_AUX_DISABLE)) {
-        dy = -dy; /* PS/2: y grows upwards */
+        /* A viewer may send anything; a queue holds at most 85 packets of 256 anyway. */
+        dx = dx < -QUEUE * 256 ? -QUEUE * 256 : dx > QUEUE * 256 ? QUEUE * 256 : dx;
+        dy = dy < -QUEUE * 256 ? QUEUE * 256 : dy > QUEUE * 256 ? -QUEUE * 256 : -dy; /* y is up */
         do {
             int x = dx < -256 ? -256 : dx > 255 ? 255 : dx;
             int y = dy < -256 ? -256 : dy > 255 ? 255 : dy;
