@@ -65,9 +65,9 @@ int cmd_suspend(int argc, char **argv)
         ctl_client_close(c);
         return cli_error("cannot suspend VM '%s': %s", name, err);
     }
-    printf("suspended %s: guest paused %.1f ms while its state (%.1f KiB) was saved to %s\n", name,
+    printf("suspended %s: guest paused %.1f ms while its state (%.1f KiB) was collected\n", name,
            json_real_value(json_object_get(r, "pause_ms")),
-           (double)json_integer_value(json_object_get(r, "state_bytes")) / 1024, p.suspend_state);
+           (double)json_integer_value(json_object_get(r, "state_bytes")) / 1024);
     fflush(stdout);
     json_decref(r);
     /* Its memory is already in the .vmem file; say when that is on disk too. */
@@ -76,7 +76,8 @@ int cmd_suspend(int argc, char **argv)
         const char *e = json_string_value(json_object_get(ev, "event"));
         if (e && strcmp(e, "SUSPENDED") == 0) {
             json_t *d = json_object_get(json_object_get(ev, "data"), "writeback_ms");
-            printf("memory written back to %s %.0f ms later\n", p.vmem, json_real_value(d));
+            printf("memory written back to %s %.0f ms later, then the state to %s\n", p.vmem,
+                   json_real_value(d), p.suspend_state);
             json_decref(ev);
             break;
         }
@@ -84,6 +85,9 @@ int cmd_suspend(int argc, char **argv)
     }
     ctl_client_close(c);
     wait_vmm_exit(&p, pid);
+    if (access(p.suspend_state, F_OK) != 0) /* written last, after the memory */
+        return cli_error("VM '%s' did not finish suspending: %s was not written (see %s)", name,
+                         p.suspend_state, p.vmm_log);
     return 0;
 }
 
@@ -599,7 +603,8 @@ static int snap_cmd_prune(const char *name, unsigned long keep)
         if (autos && json_is_true(json_object_get(node, "auto")))
             autos[n++] = node;
     }
-    qsort(autos, n, sizeof(*autos), by_created);
+    if (n > 1)
+        qsort(autos, n, sizeof(*autos), by_created);
     size_t drop = n > keep ? n - keep : 0;
     int rc = autos ? 0 : 1;
     for (i = 0; i < drop && rc == 0; i++) {

@@ -5,6 +5,8 @@
  * vmm.lock, because a reboot replaces the machine and its devices underneath them. */
 #include "core/vmm/vmm_priv.h"
 
+#include "core/util/crashpoint.h"
+
 #define MAX_IMAGE_BYTES (1ULL << 30)
 
 const char *const vmm_state_names[] = {"booting", "running", "paused", "shutdown", "crashed"};
@@ -352,19 +354,27 @@ static int run_machine(struct vmm *v, int sigfd, int *ready_fd, bool resume)
         pthread_mutex_unlock(&v->lock);
 
         vmm_log("%s stopped: %s", v->cfg->name, detail);
-        if (suspended) {
+        if (suspended) { /* the memory first, then the state that needs it (issue 14, 6) */
+            crash_point("suspend-writeback");
             struct timespec t0;
             clock_gettime(CLOCK_MONOTONIC, &t0);
-            int sr = v->mem.fd >= 0 ? fdatasync(v->mem.fd) : 0;
+            int sr = v->mem.fd >= 0 && fdatasync(v->mem.fd) < 0 ? -errno : 0;
             double ms = vmm_ms_since(&t0);
-            if (sr < 0)
-                vmm_log("writing back the memory file failed: %s", strerror(errno));
-            else
-                vmm_log("memory file durable %.0f ms after the suspend", ms);
+            if (sr == 0)
+                sr = state_writer_save(&v->suspend_w, v->paths->suspend_state);
+            state_writer_free(&v->suspend_w);
+            if (sr < 0) {
+                vmm_log("the suspend failed: cannot write back the memory file or save %s: %s; "
+                        "the VM is off",
+                        v->paths->suspend_state, strerror(-sr));
+                return 1;
+            }
+            vmm_log("memory file durable %.0f ms after the suspend, then %s", ms,
+                    v->paths->suspend_state);
             json_t *d = json_pack("{s:f}", "writeback_ms", ms);
             ctl_server_event(v->ctl, "SUSPENDED", d);
             json_decref(d);
-            return sr < 0 ? 1 : 0;
+            return 0;
         }
         switch (why) {
         case STOP_RESET:

@@ -87,6 +87,9 @@ struct vmm {
     uint64_t *carry;
     struct snapshot_host snap_host;
     bool suspended; /* the VM was suspended: keep its memory file */
+    /* The suspend state, written to suspend.state only once the memory file is durable: a
+     * suspend.state on disk always goes with the memory it describes (see run_machine). */
+    struct state_writer suspend_w;
 };
 
 #define T_CARRY STATE_TAG('C', 'A', 'R', 'Y')

@@ -38,25 +38,24 @@ static int snapshot_ready_locked(struct vmm *v, struct ctl_error *err)
     return 0;
 }
 
-/* Paused: saves machine state + carry as the suspend state and starts writing back the memory
- * file; the main loop then ends the process without discarding the memory. */
+/* Paused: collects machine state + carry as the suspend state; the main loop then ends the
+ * machine, writes back the memory file and only then writes suspend.state (run_machine). */
 static int suspend_locked(struct vmm *v, size_t *state_bytes, char *err, size_t errlen)
 {
     int r = host_collect_dirty(v, v->carry);
-    struct state_writer w;
-    state_writer_init(&w);
+    struct state_writer *w = &v->suspend_w;
+    state_writer_init(w);
     if (r == 0)
-        r = save_all_locked(v, &w);
+        r = save_all_locked(v, w);
     if (r == 0) /* the framebuffer is not in the memory file */
-        r = framebuffer_save_contents(v->fb, &w);
-    state_put(&w, T_CARRY, 0, v->carry, carry_words(v) * sizeof(uint64_t));
-    *state_bytes = w.len;
+        r = framebuffer_save_contents(v->fb, w);
+    state_put(w, T_CARRY, 0, v->carry, carry_words(v) * sizeof(uint64_t));
+    *state_bytes = w->len;
     if (r == 0)
-        r = state_writer_save(&w, v->paths->suspend_state);
-    state_writer_free(&w);
+        r = w->error;
     if (r < 0) {
-        snprintf(err, errlen, "cannot save the suspend state %.150s: %s", v->paths->suspend_state,
-                 strerror(-r));
+        state_writer_free(w);
+        snprintf(err, errlen, "cannot save the suspend state: %s", strerror(-r));
         return r;
     }
     /* The memory is already in the file (MAP_SHARED): the guest need not wait for its

@@ -224,6 +224,29 @@ END_TEST
 
 /* ---- crash safety ---- */
 
+/* A VMM killed while the suspended memory is still being written back leaves no
+ * suspend.state: the state is written only after the memory is durable, so a resume never
+ * starts from memory a host crash could have torn (issue 14, finding 6). The VM is then off
+ * and starts afresh. */
+START_TEST(kill_9_during_suspend_writeback_leaves_no_state)
+{
+    e2e_setup();
+    setenv("VMWS_CRASH_AT", "suspend-writeback", 1); /* the VMM inherits it from `vmws start` */
+    boot_vm("wb");
+    unsetenv("VMWS_CRASH_AT");
+    fill("wb", "A");
+    pid_t pid = vm_pid("wb");
+    vmws_cmd(out, sizeof(out), 60, "suspend", "wb", NULL);
+    ck_assert_msg(wait_pid_gone(pid, 10000), "the VMM did not die at suspend-writeback");
+    char path[512];
+    snprintf(path, sizeof(path), "%s/wb/suspend.state", e2e_home());
+    ck_assert_msg(access(path, F_OK) != 0, "suspend.state exists before the memory was durable");
+    vmws_ok("list", vmws_cmd(out, sizeof(out), 30, "list", NULL));
+    ck_assert_msg(strstr(out, "off"), "list after the failed suspend: %s", out);
+    e2e_teardown();
+}
+END_TEST
+
 static const char *crash_points[] = {
     "take-files-written:3", "take-tree-saved:3",   "revert-half-written:1",
     "delete-merged:1",      "delete-tree-saved:1",
@@ -372,6 +395,7 @@ int main(void)
     tcase_set_timeout(t, 300);
     tcase_add_test(t, fill_take_revert_branch_delete);
     tcase_add_test(t, suspend_resume_keeps_memory_and_resyncs_time);
+    tcase_add_test(t, kill_9_during_suspend_writeback_leaves_no_state);
     tcase_add_test(t, random_operations_match_a_model);
     tcase_add_loop_test(t, kill_9_during_take_revert_delete, 0,
                         (int)(sizeof(crash_points) / sizeof(crash_points[0])));
