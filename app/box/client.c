@@ -133,6 +133,7 @@ int box_exec(const char *dir, char *const argv[], const char *cwd, bool forward_
             if (left <= 0) {
                 fprintf(stderr, "vmws box: %s did not finish within %d s; killed\n", argv[0],
                         timeout_s);
+                box_print_console_tail(dir, 20); /* a box kernel that hung says so there */
                 result = BOX_EXIT_TIMEOUT;
                 break;
             }
