@@ -41,8 +41,9 @@ int state_writer_finish(struct state_writer *w, uint8_t **out, size_t *outlen);
 int state_writer_save(struct state_writer *w, const char *path);
 void state_writer_free(struct state_writer *w);
 
-/* Parses a state image held in BUF (takes ownership of the malloc'd BUF). Returns 0 or -EINVAL
- * with ERR saying what is wrong (bad magic, version, length, checksum, record layout). */
+/* Parses a state image held in BUF (takes ownership of the malloc'd BUF, and frees it when it
+ * refuses it). Returns 0 or -EINVAL with ERR saying what is wrong (bad magic, version, length,
+ * checksum, record layout); after a failure R holds nothing (state_reader_free is harmless). */
 int state_reader_parse(struct state_reader *r, uint8_t *buf, size_t len, char *err, size_t errlen);
 int state_reader_load(struct state_reader *r, const char *path, char *err, size_t errlen);
 const struct state_record *state_get(const struct state_reader *r, uint32_t tag, uint32_t instance);
