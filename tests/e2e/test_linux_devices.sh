@@ -34,6 +34,7 @@ has() { grep -q -- "$1" "$log"; }
 hasnt() { ! grep -q -- "$1" "$log"; }
 hasnt_re() { ! grep -qE -- "$1" "$log"; }
 check "the guest ran its init to the end" has "devices: done"
+check "Linux runs on both vCPUs (nproc)" has "devices: nproc 2"
 check "Linux found the PCI host bridge in the DSDT" has "ACPI: PCI Root Bridge \[PCI0\]"
 check "PCI interrupts are routed by _PRT" hasnt "can't derive routing"
 check "the virtio disk has 64 MiB" has "devices: vda sectors 131072"

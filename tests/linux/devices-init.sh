@@ -9,6 +9,7 @@ mount -t devtmpfs dev /dev
 for m in $(cat /modules); do insmod "$m" || echo "devices: insmod $m failed"; done
 i=0
 while [ ! -b /dev/vda ] && [ $i -lt 20 ]; do sleep 1; i=$((i + 1)); done
+echo "devices: nproc $(nproc)"
 echo "devices: vda sectors $(cat /sys/block/vda/size 2>/dev/null || echo none)"
 echo "devices: vda read $(dd if=/dev/vda bs=64k count=16 2>/dev/null | wc -c) bytes"
 sleep 2 # psmouse probes the aux port after its module loads

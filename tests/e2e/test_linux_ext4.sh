@@ -1,0 +1,96 @@
+#!/bin/sh
+# ext4 on the virtio disk of Debian's own kernel, as a user would check it (issue 13, tests 2
+# and 3): mke2fs, write 64 MiB and its checksum, umount, `e2fsck -fn` clean; `reboot -f`
+# through vmws's reset path and the data verifies again; then seed 002's experiment on the
+# mounted file system - touch snap-before, take, rm it and touch snap-after, revert: snap-before
+# is back and snap-after gone - and again across a branch of the snapshot tree; the file system
+# is clean after all of it, and every image of the disk passes `qemu-img check`.
+set -u
+here=$(cd "$(dirname "$0")" && pwd)
+vmws=${VMWS_BIN:-$here/../../vmws}
+export VMWS_HOME=$(mktemp -d /tmp/vmws-lxext4.XXXXXX) VMWS_RUNTIME_DIR=$(mktemp -d /tmp/vmws-lxext4-run.XXXXXX)
+trap '"$vmws" kill lx >/dev/null 2>&1; rm -rf "$VMWS_HOME" "$VMWS_RUNTIME_DIR"' EXIT
+fails=0
+check() { # check DESCRIPTION COMMAND...
+    what=$1
+    shift
+    if "$@" >/dev/null 2>&1; then echo "ok: $what"; else echo "FAIL: $what"; fails=$((fails + 1)); fi
+}
+# ext4 asks the crypto API for crc32c (metadata checksums) at mount: crc32c_generic.
+set -- $(/usr/bin/python3 "$here/../linux/fixture.py" --init "$here/../linux/shell-init.sh" \
+    --modules virtio_pci,virtio_blk,crc32c_generic,ext4 --tools mke2fs,e2fsck) || exit 99
+kernel=$1 initrd=$2
+"$vmws" create lx --memory 512M --cpus 2 --disk 256M --kernel "$kernel" --initrd "$initrd" \
+    --append "console=ttyS0" >/dev/null || exit 99
+"$vmws" start lx --display none >/dev/null || exit 99
+log=$VMWS_HOME/lx/serial.log
+ready() { # ready N: waits until the guest said "guest: ready" N times (boots)
+    for i in $(seq 1 300); do
+        [ "$(grep -c "^guest: ready" "$log" 2>/dev/null)" -ge "$1" ] && return 0
+        sleep 1
+    done
+    echo "the guest did not become ready (boot $1) within 300 s"
+    return 1
+}
+n=0
+send() { # send COMMAND: starts COMMAND in the guest (reboot, poweroff: no answer comes)
+    n=$((n + 1))
+    printf '%s %s\n' "$n" "$1" | "$vmws" console lx --idle 200 >/dev/null
+}
+guest() { # guest COMMAND: runs COMMAND in the guest; its exit status
+    send "$1"
+    for i in $(seq 1 600); do
+        rc=$(sed -n "s/^guest: $n rc=\([0-9]*\).*/\1/p" "$log" | tail -n 1)
+        [ -n "$rc" ] && return "$rc"
+        sleep 0.5
+    done
+    echo "no answer to '$1' within 300 s"
+    return 124
+}
+vmws_ok() { "$vmws" "$@" >/dev/null; }
+ready 1 || { tail -n 40 "$log"; exit 1; }
+
+check "mke2fs made ext4 on the virtio disk" guest "/usr/bin/mke2fs -q -F -t ext4 /dev/vda" # not busybox's mke2fs
+check "mounted it" guest "mount -t ext4 /dev/vda /mnt"
+check "wrote 64 MiB and its checksum" \
+    guest "dd if=/dev/urandom of=/mnt/data bs=1M count=64 && md5sum /mnt/data > /mnt/data.md5"
+check "synced and unmounted" guest "sync && umount /mnt"
+check "e2fsck -fn finds it clean" guest "/usr/bin/e2fsck -fn /dev/vda"
+send "reboot -f"
+check "reboot -f came back through vmws's reset path" ready 2
+check "after the reboot the 64 MiB read back with their checksum" \
+    guest "mount -t ext4 /dev/vda /mnt && cd /mnt && md5sum -c data.md5"
+
+# Seed 002 on ext4, with the file system mounted while snapshots are taken and reverted.
+check "touch snap-before" guest "touch /mnt/snap-before && sync"
+check "snapshot a taken" vmws_ok snapshot take lx a
+check "rm snap-before, touch snap-after" guest "rm /mnt/snap-before && touch /mnt/snap-after && sync"
+check "reverted to a" vmws_ok snapshot revert lx a
+check "after the revert snap-before exists" guest "test -e /mnt/snap-before"
+check "after the revert snap-after does not" guest "test ! -e /mnt/snap-after"
+check "a branch: touch branch-b" guest "touch /mnt/branch-b && sync"
+check "snapshot b taken on it" vmws_ok snapshot take lx b
+check "rm branch-b and snap-before" guest "rm /mnt/branch-b /mnt/snap-before && sync"
+check "reverted to b" vmws_ok snapshot revert lx b
+check "at b: branch-b and snap-before exist" guest "test -e /mnt/branch-b && test -e /mnt/snap-before"
+check "reverted to a again" vmws_ok snapshot revert lx a
+check "at a: snap-before exists, branch-b and snap-after do not" \
+    guest "test -e /mnt/snap-before && test ! -e /mnt/branch-b && test ! -e /mnt/snap-after"
+check "the data still verifies" guest "cd /mnt && md5sum -c data.md5"
+check "unmounted" guest "cd / && umount /mnt"
+check "e2fsck -fn finds it clean after the snapshots" guest "/usr/bin/e2fsck -fn /dev/vda"
+check "dmesg has no BUG, WARNING, call trace or ext4 error" \
+    guest "! dmesg | grep -E 'BUG:|WARNING: CPU|Call Trace|EXT4-fs error|I/O error'"
+send "poweroff -f"
+for i in $(seq 1 60); do
+    "$vmws" status lx 2>/dev/null | grep -q "^state: *running" || break
+    sleep 1
+done
+check "poweroff -f stopped the VM" sh -c "'$vmws' status lx | grep -q '^state: *off'"
+for img in "$VMWS_HOME"/lx/*.qcow2 "$VMWS_HOME"/lx/snapshots/*.qcow2; do
+    [ -f "$img" ] || continue
+    check "qemu-img check $(basename "$img")" qemu-img check -q "$img"
+done
+echo "---- the guest's console (without the kernel's lines)"
+grep -v "^\[" "$log" | tail -n 200
+[ $fails -eq 0 ] || { echo "$fails check(s) failed"; exit 1; }
