@@ -19,7 +19,12 @@ check() { # check DESCRIPTION COMMAND...
 set -- $(/usr/bin/python3 "$here/../linux/fixture.py" --init "$here/../linux/devices-init.sh" \
     --modules virtio_pci,virtio_blk,psmouse) || exit 99
 kernel=$1 initrd=$2
-"$vmws" create lx --memory 256M --cpus 2 --disk 64M --kernel "$kernel" --initrd "$initrd" \
+# In the KVM box, Linux gets one vCPU: the box has one CPU, and a 2-vCPU Linux there has hung
+# the box (its kernel: "soft lockup - CPU#0 stuck for 214s! [vcpu0]"): while one vCPU spins
+# for the other, nothing seems to take the box's only CPU back from it (see the note of 12-03).
+cpus=2
+[ -n "${VMWS_IN_BOX:-}" ] && cpus=1
+"$vmws" create lx --memory 256M --cpus "$cpus" --disk 64M --kernel "$kernel" --initrd "$initrd" \
     --append "console=ttyS0" >/dev/null || exit 99
 "$vmws" start lx --display none >/dev/null || exit 99
 log=$VMWS_HOME/lx/serial.log
@@ -34,7 +39,7 @@ has() { grep -q -- "$1" "$log"; }
 hasnt() { ! grep -q -- "$1" "$log"; }
 hasnt_re() { ! grep -qE -- "$1" "$log"; }
 check "the guest ran its init to the end" has "devices: done"
-check "Linux runs on both vCPUs (nproc)" has "devices: nproc 2"
+check "Linux runs on all $cpus vCPU(s) (nproc)" has "devices: nproc $cpus"
 check "Linux found the PCI host bridge in the DSDT" has "ACPI: PCI Root Bridge \[PCI0\]"
 check "PCI interrupts are routed by _PRT" hasnt "can't derive routing"
 check "the virtio disk has 64 MiB" has "devices: vda sectors 131072"

@@ -20,7 +20,12 @@ check() { # check DESCRIPTION COMMAND...
 set -- $(/usr/bin/python3 "$here/../linux/fixture.py" --init "$here/../linux/shell-init.sh" \
     --modules virtio_pci,virtio_blk,crc32c_generic,ext4 --tools mke2fs,e2fsck) || exit 99
 kernel=$1 initrd=$2
-"$vmws" create lx --memory 512M --cpus 2 --disk 256M --kernel "$kernel" --initrd "$initrd" \
+# In the KVM box, Linux gets one vCPU: the box has one CPU, and a 2-vCPU Linux there has hung
+# the box (its kernel: "soft lockup - CPU#0 stuck for 214s! [vcpu0]"): while one vCPU spins
+# for the other, nothing seems to take the box's only CPU back from it (see the note of 12-03).
+cpus=2
+[ -n "${VMWS_IN_BOX:-}" ] && cpus=1
+"$vmws" create lx --memory 512M --cpus "$cpus" --disk 256M --kernel "$kernel" --initrd "$initrd" \
     --append "console=ttyS0" >/dev/null || exit 99
 "$vmws" start lx --display none >/dev/null || exit 99
 log=$VMWS_HOME/lx/serial.log
