@@ -87,7 +87,7 @@ check "e2fsck -fn finds it clean after the snapshots" guest "/usr/bin/e2fsck -fn
 check "dmesg has no BUG, WARNING, call trace or ext4 error" \
     guest "! dmesg | grep -E 'BUG:|WARNING: CPU|Call Trace|EXT4-fs error|I/O error'"
 send "poweroff -f"
-for i in $(seq 1 60); do
+for i in $(seq 1 180); do # Linux on one slow vCPU in the box takes a while to power off
     "$vmws" status lx 2>/dev/null | grep -q "^state: *running" || break
     sleep 1
 done
