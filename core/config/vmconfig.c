@@ -574,6 +574,9 @@ static void write_missing(FILE *out, const char *const *keys, const char *const 
 int vmconfig_set(const char *path, const char *section, const char *const *keys,
                  const char *const *values, size_t n)
 {
+    bool done[VMCONFIG_SET_MAX] = {false}, in_section = false, seen = false;
+    if (n > VMCONFIG_SET_MAX)
+        return -E2BIG;
     FILE *in = fopen(path, "re");
     if (!in)
         return -errno;
@@ -585,9 +588,6 @@ int vmconfig_set(const char *path, const char *section, const char *const *keys,
         fclose(in);
         return fd < 0 ? e : fs_tmp_commit(fd, tmp, path, e);
     }
-    bool done[16] = {false}, in_section = false, seen = false;
-    if (n > sizeof(done) / sizeof(done[0]))
-        n = sizeof(done) / sizeof(done[0]);
     char line[CONF_LINE_MAX + 2];
     unsigned blanks = 0; /* blank lines held back: a missing key goes before a section's tail */
     bool ended = true;   /* the last line written ended with a newline */

@@ -70,7 +70,8 @@ int vmconfig_save(const char *path, const struct vm_config *cfg);
 /* Sets KEYS[i] = VALUES[i] (N of them) in [SECTION] of the vm.conf at PATH, in place: every
  * other line - the user's comments, blank lines, order - stays as it was; a key that is missing
  * is added at the end of its section, a missing section at the end. Atomic, like
- * vmconfig_save. Returns 0 or -errno. */
+ * vmconfig_save. Returns 0 or -errno (-E2BIG for more than VMCONFIG_SET_MAX keys). */
+#define VMCONFIG_SET_MAX 16
 int vmconfig_set(const char *path, const char *section, const char *const *keys,
                  const char *const *values, size_t n);
 /* Serialises a read-modify-write of the vm.conf at PATH among processes (vm.conf itself is

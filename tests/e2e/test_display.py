@@ -120,12 +120,19 @@ def check_bars(img, ox, oy, tol, what):
         what, oy + BAR_Y, " ".join("%06x" % s for s in seen), " ".join("%06x" % b for b in BARS))
 
 
-def probe(port, *actions, password=None, timeout=15):
-    args = [PROBE, "--timeout", "5"]
+def probe(port, *actions, password=None, timeout=20, check=False):
+    """vncprobe: connect, take the first full frame (within TIMEOUT s: a loaded machine, e.g.
+    one running the KVM box beside this test, can be slow), then ACTIONS. CHECK: fail the test
+    with the probe's output unless it succeeded."""
+    args = [PROBE, "--timeout", str(timeout)]
     if password is not None:
         args += ["--password", password]
     args += ["127.0.0.1:%d" % port] + list(actions)
-    return subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+    r = subprocess.run(args, capture_output=True, text=True, timeout=2 * timeout + 30)
+    if check and r.returncode != 0:
+        fail("vncprobe %s exited %d\nstdout: %s\nstderr: %s" % (" ".join(actions), r.returncode,
+                                                                 r.stdout, r.stderr))
+    return r
 
 
 def probe_bars(port, password=None):
@@ -373,7 +380,7 @@ def main():
         log("ok: `mem stat` typed with xdotool ran in the guest")
         # Keys over VNC.
         mark = con.mark()
-        r = probe(port, "keys", "cpus\n")
+        r = probe(port, "keys", "cpus\n", check=True)
         con.expect(r"cpus\r\ncpus: 1 online \(apic ids 0\)\r\n", 10, "keys over VNC", mark)
         log("ok: `cpus` sent over VNC ran in the guest")
         # Shifted keys, end to end: typed -> guest command -> framebuffer -> viewers.
@@ -391,7 +398,7 @@ def main():
         if seen != 0x00FF00:
             fail("after `fb fill 00FF00` the window shows %06x at its centre" % seen)
         mark = con.mark()
-        r = probe(port, "keys", "fb fill 0000FF\n", "pixel", "512", "400")
+        r = probe(port, "keys", "fb fill 0000FF\n", "pixel", "512", "400", check=True)
         con.expect(r"fb fill 0000FF\r\nfb fill: 0000ff\r\n", 10, "Shift over VNC", mark)
         r = probe(port, "pixel", "512", "400")
         if "pixel 512 400 0000ff" not in r.stdout:

@@ -7,24 +7,10 @@
 # is clean after all of it, and every image of the disk passes `qemu-img check`.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
-vmws=${VMWS_BIN:-$here/../../vmws}
-export VMWS_HOME=$(mktemp -d /tmp/vmws-lxext4.XXXXXX) VMWS_RUNTIME_DIR=$(mktemp -d /tmp/vmws-lxext4-run.XXXXXX)
-trap '"$vmws" kill lx >/dev/null 2>&1; rm -rf "$VMWS_HOME" "$VMWS_RUNTIME_DIR"' EXIT
-fails=0
-check() { # check DESCRIPTION COMMAND...
-    what=$1
-    shift
-    if "$@" >/dev/null 2>&1; then echo "ok: $what"; else echo "FAIL: $what"; fails=$((fails + 1)); fi
-}
+. "$here/../linux/lib.sh"
+linux_setup lx
 # ext4 asks the crypto API for crc32c (metadata checksums) at mount: crc32c_generic.
-set -- $(/usr/bin/python3 "$here/../linux/fixture.py" --init "$here/../linux/shell-init.sh" \
-    --modules virtio_pci,virtio_blk,crc32c_generic,ext4 --tools mke2fs,e2fsck) || exit 99
-kernel=$1 initrd=$2
-# In the KVM box, Linux gets one vCPU: the box has one CPU, and a 2-vCPU Linux there has hung
-# the box (its kernel: "soft lockup - CPU#0 stuck for 214s! [vcpu0]"): while one vCPU spins
-# for the other, nothing seems to take the box's only CPU back from it (see the note of 12-03).
-cpus=2
-[ -n "${VMWS_IN_BOX:-}" ] && cpus=1
+linux_fixture shell-init.sh virtio_pci,virtio_blk,crc32c_generic,ext4 mke2fs,e2fsck
 "$vmws" create lx --memory 512M --cpus "$cpus" --disk 256M --kernel "$kernel" --initrd "$initrd" \
     --append "console=ttyS0" >/dev/null || exit 99
 "$vmws" start lx --display none >/dev/null || exit 99

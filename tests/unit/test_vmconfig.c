@@ -81,6 +81,17 @@ START_TEST(test_set_in_place)
     ck_assert_int_eq(vmconfig_load(conf, &cfg, err, sizeof(err)), 0);
     ck_assert_uint_eq(cfg.audio.volume, 30);
     ck_assert(cfg.audio.muted);
+    /* More keys than it can track: refused, and the file is as it was. */
+    const char *many_k[VMCONFIG_SET_MAX + 1], *many_v[VMCONFIG_SET_MAX + 1];
+    for (size_t i = 0; i <= VMCONFIG_SET_MAX; i++)
+        many_k[i] = "volume", many_v[i] = "1";
+    ck_assert_int_eq(vmconfig_set(conf, "audio", many_k, many_v, VMCONFIG_SET_MAX + 1), -E2BIG);
+    char again[512] = "";
+    f = fopen(conf, "r");
+    ck_assert_ptr_nonnull(f);
+    again[fread(again, 1, sizeof(again) - 1, f)] = '\0';
+    fclose(f);
+    ck_assert_str_eq(again, text);
 }
 END_TEST
 
