@@ -270,7 +270,7 @@ static const char *qesc(const char *path, char *buf, size_t len)
 
 static void qemu_argv(struct argv_buf *a, const char *qemu, const char *kernel,
                       const char *initramfs, const struct box_config *c, unsigned cpus,
-                      uint64_t memory, int port)
+                      uint64_t memory, int port, int poke)
 {
     char e1[PATH_MAX * 2], p[PATH_MAX];
     arg(a, "%s", qemu);
@@ -304,16 +304,12 @@ static void qemu_argv(struct argv_buf *a, const char *qemu, const char *kernel,
     arg(a, "%s", qesc(kernel, e1, sizeof(e1)));
     arg(a, "-initrd");
     arg(a, "%s", qesc(initramfs, e1, sizeof(e1)));
-    /* idle=poll: the box's kernel never halts its CPU. Halted, it sometimes slept through its
-     * own timer interrupt until the next outside event (a packet from the host): the whole box,
-     * its KVM guests with it, stood still for minutes (12-03: 273 s, its clocksource watchdog
-     * then said "Long readout interval", the Linux guest "rcu: INFO: ... self-detected stall"
-     * and lost its PS/2 mouse to the jump in time; 1 in 2 boxes running the Linux devices test,
-     * none of many with idle=poll). loglevel=5 puts such warnings on the console the host keeps.
-     * $VMWS_BOX_APPEND adds kernel arguments (for diagnosing the box itself). */
+    /* loglevel=5 puts warnings such as a stall's ("clocksource: Long readout interval", see
+     * POKE_MS) on the console the host keeps. $VMWS_BOX_APPEND adds kernel arguments (for
+     * diagnosing the box itself). */
     const char *extra = getenv("VMWS_BOX_APPEND");
     arg(a, "-append");
-    arg(a, "console=ttyS0 panic=-1 loglevel=5 mitigations=off idle=poll%s%s",
+    arg(a, "console=ttyS0 panic=-1 loglevel=5 mitigations=off%s%s",
         extra && *extra ? " " : "", extra && *extra ? extra : "");
     dpath(p, sizeof(p), c->dir, "console.log");
     arg(a, "-chardev");
@@ -335,7 +331,8 @@ static void qemu_argv(struct argv_buf *a, const char *qemu, const char *kernel,
         arg(a, "virtio-9p-pci,fsdev=share%d,mount_tag=share%d", i, i);
     }
     arg(a, "-netdev");
-    arg(a, "user,id=net0,hostfwd=tcp:127.0.0.1:%d-:%d", port, BOX_AGENT_PORT);
+    arg(a, "user,id=net0,hostfwd=tcp:127.0.0.1:%d-:%d,hostfwd=udp:127.0.0.1:%d-:%d", port,
+        BOX_AGENT_PORT, poke, BOX_POKE_PORT);
     arg(a, "-device");
     arg(a, "virtio-net-pci,netdev=net0");
 }
@@ -343,8 +340,17 @@ static void qemu_argv(struct argv_buf *a, const char *qemu, const char *kernel,
 /* ---- the supervisor ---------------------------------------------------------------------- */
 
 /* Runs in its own process: starts QEMU, records box.json, waits, records why it ended. */
+/* The box's pulse. Under load the box sometimes stood still for minutes (12-03: 267 s, 273 s,
+ * 413 s; its kernel: "clocksource: Long readout interval"), its own timer interrupts not
+ * arriving, until anything came from outside: a `vmws box exec` ended each stall at once. That
+ * happened with the kernel's idle=poll as well, and with single-threaded TCG; never while the guest's files
+ * were on a 9p share (every write an outside event). So the supervisor sends a datagram into the
+ * box every POKE_MS (to a port nothing listens on: its kernel answers, nothing else runs), and a
+ * stall lasts at most that long. */
+#define POKE_MS 200
+
 static void supervise(const struct box_config *c, char *const *qargv, unsigned cpus,
-                      uint64_t memory, int port)
+                      uint64_t memory, int port, int poke)
 {
     char p[PATH_MAX];
     if (c->tied)
@@ -408,11 +414,20 @@ static void supervise(const struct box_config *c, char *const *qargv, unsigned c
     free(s);
     json_decref(j);
 
+    int ps = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in pa = {.sin_family = AF_INET,
+                             .sin_port = htons((uint16_t)poke),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     int status = 0;
     bool stopping = false;
     for (;;) {
         struct pollfd pfd = {.fd = sfd, .events = POLLIN};
-        int n = poll(&pfd, 1, stopping ? 10000 : -1);
+        int n = poll(&pfd, 1, stopping ? 10000 : POKE_MS);
+        if (n == 0 && !stopping) {
+            if (ps >= 0 && poke > 0)
+                sendto(ps, "", 1, MSG_DONTWAIT, (struct sockaddr *)&pa, sizeof(pa));
+            continue;
+        }
         if (n == 0 && stopping) /* QEMU ignored SIGTERM for 10 s */
             kill(qemu, SIGKILL);
         struct signalfd_siginfo si;
@@ -439,9 +454,9 @@ static void supervise(const struct box_config *c, char *const *qargv, unsigned c
 
 /* ---- start ------------------------------------------------------------------------------- */
 
-static int free_port(void)
+static int free_port(int type)
 {
-    int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int s = socket(AF_INET, type | SOCK_CLOEXEC, 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t al = sizeof(a);
     int port = -1;
@@ -634,13 +649,13 @@ static int start_checked(struct box_config *c, char *why, size_t whylen)
                 cpus, (unsigned long long)(memory >> 20), h.kver);
 
     for (int attempt = 0; attempt < 3; attempt++) {
-        int port = free_port();
+        int port = free_port(SOCK_STREAM), poke = free_port(SOCK_DGRAM);
         struct argv_buf a = {0};
-        qemu_argv(&a, h.qemu, kernel, initramfs, c, cpus, memory, port);
+        qemu_argv(&a, h.qemu, kernel, initramfs, c, cpus, memory, port, poke);
         double t0 = now_s();
         pid_t sup = fork();
         if (sup == 0)
-            supervise(c, a.v, cpus, memory, port);
+            supervise(c, a.v, cpus, memory, port, poke);
         for (int i = 0; i < a.n; i++)
             free(a.v[i]);
         if (sup < 0) {

@@ -34,6 +34,7 @@ enum box_frame_type {
 #define BOX_FRAME_MAX (1u << 20)
 /* The port the agent listens on inside the box. */
 #define BOX_AGENT_PORT 7000
+#define BOX_POKE_PORT 7001 /* the supervisor's datagrams (launch.c); nothing listens */
 
 /* Writes one frame (blocking, retries short writes). Returns 0 or -errno. */
 int box_frame_write(int fd, uint8_t type, const void *data, size_t len);
