@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <time.h>
 
 #include "core/util/errfmt.h"
 #include "core/util/state.h"
@@ -25,7 +26,15 @@
 #define T_IRQCHIP STATE_TAG('I', 'R', 'Q', 'C')
 #define T_PIT STATE_TAG('P', 'I', 'T', '2')
 #define T_CLOCK STATE_TAG('C', 'L', 'O', 'K')
+#define T_WALL STATE_TAG('W', 'A', 'L', 'L') /* the host's CLOCK_REALTIME at the save, ns */
 #define T_MACHINE STATE_TAG('M', 'A', 'C', 'H')
+
+static uint64_t realtime_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
 
 struct machine_header {
     uint32_t ncpus;
@@ -139,6 +148,8 @@ int machine_save_state(struct machine *m, struct state_writer *w)
         return -errno;
     state_put(w, T_PIT, 0, &pit, sizeof(pit));
     state_put(w, T_CLOCK, 0, &clock, sizeof(clock));
+    uint64_t wall = realtime_ns();
+    state_put(w, T_WALL, 0, &wall, sizeof(wall));
     for (unsigned i = 0; i < m->ncpus; i++) {
         int r = save_vcpu(m, &m->vcpus[i], w, xsz);
         if (r < 0)
@@ -264,9 +275,20 @@ int machine_load_state(struct machine *m, const struct state_reader *r, bool res
         struct kvm_clock_data clock;
         GET(T_CLOCK, 0, clock);
         clock.flags = 0; /* the saved realtime/host_tsc fields are not meaningful now */
+        /* The guest's clock resumes where the host's is now, not where it was at the save:
+         * kvmclock advances by the time the state lay on disk, so a Linux guest's wall clock
+         * (boot time + kvmclock) is right again after a resume or a revert (seed 004: resync,
+         * as VMware Tools does). States from before this record keep their old clock. */
+        uint64_t wall, now = realtime_ns();
+        if (state_get_exact(r, T_WALL, 0, &wall, sizeof(wall)) == 0 && now > wall)
+            clock.clock += now - wall;
         rc = set(m->vm_fd, KVM_SET_CLOCK, &clock, "KVM clock", err, errlen);
     }
     for (unsigned i = 0; i < m->ncpus && !rc; i++)
         rc = load_vcpu(&m->vcpus[i], r, xsave_size(m), err, errlen);
+    /* Tell a kvmclock guest its vCPUs were stopped, so that its soft-lockup and RCU watchdogs
+     * excuse the jump (EINVAL: the guest uses no kvmclock, nothing to tell). */
+    for (unsigned i = 0; i < m->ncpus && !rc && restore_clock; i++)
+        ioctl(m->vcpus[i].fd, KVM_KVMCLOCK_CTRL, 0);
     return rc;
 }

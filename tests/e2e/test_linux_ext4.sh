@@ -4,7 +4,9 @@
 # through vmws's reset path and the data verifies again; then seed 002's experiment on the
 # mounted file system - touch snap-before, take, rm it and touch snap-after, revert: snap-before
 # is back and snap-after gone - and again across a branch of the snapshot tree; the file system
-# is clean after all of it, and every image of the disk passes `qemu-img check`.
+# is clean after all of it, and every image of the disk passes `qemu-img check`. The guest's wall
+# clock stays within 2 s of the host's across the reverts and a suspend/resume into a new VMM
+# process (items 4 and 5), after which the shell answers and disk writes go on.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/../linux/lib.sh"
@@ -39,6 +41,9 @@ guest() { # guest COMMAND: runs COMMAND in the guest; its exit status
     return 124
 }
 vmws_ok() { "$vmws" "$@" >/dev/null; }
+clock_ok() { # the guest's wall clock (date +%s) is within 2 s of the host's
+    guest "d=\$((\$(date +%s) - $(date +%s))); [ \$d -ge -2 ] && [ \$d -le 2 ]"
+}
 ready 1 || { tail -n 40 "$log"; exit 1; }
 
 check "mke2fs made ext4 on the virtio disk" guest "/usr/bin/mke2fs -q -F -t ext4 /dev/vda" # not busybox's mke2fs
@@ -54,11 +59,14 @@ check "after the reboot the 64 MiB read back with their checksum" \
 
 # Seed 002 on ext4, with the file system mounted while snapshots are taken and reverted.
 check "touch snap-before" guest "touch /mnt/snap-before && sync"
+check "the guest's clock is the host's (within 2 s)" clock_ok
 check "snapshot a taken" vmws_ok snapshot take lx a
+sleep 5 # the revert below goes back 5 s and more: the guest's clock must not
 check "rm snap-before, touch snap-after" guest "rm /mnt/snap-before && touch /mnt/snap-after && sync"
 check "reverted to a" vmws_ok snapshot revert lx a
 check "after the revert snap-before exists" guest "test -e /mnt/snap-before"
 check "after the revert snap-after does not" guest "test ! -e /mnt/snap-after"
+check "after the revert the guest's clock is the host's again (within 2 s)" clock_ok
 check "a branch: touch branch-b" guest "touch /mnt/branch-b && sync"
 check "snapshot b taken on it" vmws_ok snapshot take lx b
 check "rm branch-b and snap-before" guest "rm /mnt/branch-b /mnt/snap-before && sync"
@@ -67,6 +75,14 @@ check "at b: branch-b and snap-before exist" guest "test -e /mnt/branch-b && tes
 check "reverted to a again" vmws_ok snapshot revert lx a
 check "at a: snap-before exists, branch-b and snap-after do not" \
     guest "test -e /mnt/snap-before && test ! -e /mnt/branch-b && test ! -e /mnt/snap-after"
+# Suspend into the VM's folder, and resume in a new VMM process (issue 13, item 5).
+check "suspended" vmws_ok suspend lx
+sleep 5
+check "resumed in a new VMM process" vmws_ok resume lx
+check "after the resume the shell answers" guest "true"
+check "after the resume the guest's clock is the host's (within 2 s)" clock_ok
+check "after the resume disk writes go on (16 MiB, synced, read back)" \
+    guest "dd if=/dev/urandom of=/mnt/resumed bs=1M count=16 && sync && md5sum /mnt/resumed > /mnt/resumed.md5 && echo 3 > /proc/sys/vm/drop_caches && md5sum -c /mnt/resumed.md5"
 check "the data still verifies" guest "cd /mnt && md5sum -c data.md5"
 check "unmounted" guest "cd / && umount /mnt"
 check "e2fsck -fn finds it clean after the snapshots" guest "/usr/bin/e2fsck -fn /dev/vda"

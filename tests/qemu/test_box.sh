@@ -2,9 +2,9 @@
 # The KVM box (`vmws box`), on any machine: it needs QEMU, not KVM. Checks what a user and
 # the test suite rely on: a command's output, exit status and working directory; an ordinary
 # userspace inside (loopback, /dev/fd, /dev/shm, /dev/pts, /run, HOME, cgroup2, a usable
-# /dev/kvm where VMs run); a time limit that kills the command and reaps QEMU; a panic in the
-# box's own kernel reported as a box failure (125) with its cause; and clear messages when
-# QEMU, the kernel or SVM is missing.
+# /dev/kvm where VMs run) and the supervisor's pulse arriving; a time limit that kills the
+# command and reaps QEMU; a panic in the box's own kernel reported as a box failure (125) with
+# its cause; and clear messages when QEMU, the kernel or SVM is missing.
 set -u
 vmws=${VMWS_BIN:-./vmws}
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/vmws-box-test.XXXXXX") || exit 1
@@ -29,6 +29,11 @@ grep -q " /dev/pts devpts" /proc/mounts && echo "pts=yes"
 grep -q " /run tmpfs" /proc/mounts && echo "run=yes"
 grep -q " /sys/fs/cgroup cgroup2" /proc/mounts && echo "cgroup2=yes"
 echo "home=$HOME"
+# The supervisor's pulse (app/box/launch.c, POKE_MS): datagrams keep arriving (at 200 ms, 2 s
+# bring about 10; UDP's NoPorts counts them: nothing listens).
+noports() { awk '/^Udp:/ { if (n++) print $3 }' /proc/net/snmp; }
+a=$(noports); sleep 2; b=$(noports)
+[ $((b - a)) -ge 4 ] && echo "pulse=yes" || echo "pulse: $((b - a)) datagrams in 2 s"
 python3 - <<'PY'
 import socket, threading
 s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(1)
@@ -41,7 +46,7 @@ out=$(VMWS="$vmws" "$vmws" box run -C "$tmp/work" -- sh inside.sh 2>"$tmp/err")
 rc=$?
 [ $rc -eq 7 ] && ok "the command's exit status (7) is box run's" || fail "box run exited $rc, expected 7"
 for want in "cwd=$tmp/work" kvm=yes native-kvm=yes devfd=yes shm=yes pts=yes run=yes cgroup2=yes \
-    "home=$HOME" loopback=yes; do
+    "home=$HOME" pulse=yes loopback=yes; do
     echo "$out" | grep -qx "$want" || fail "inside the box: no '$want' in: $out $(cat "$tmp/err")"
 done
 grep -qx "to stderr" "$tmp/err" && ok "stderr arrives on stderr" || fail "stderr: $(cat "$tmp/err")"
