@@ -199,8 +199,9 @@ static int load_state_file(struct snap_tree *t, struct snap_node *n, struct stat
 }
 
 int snapshot_revert(struct snap_tree *t, struct snapshot_host *h, struct snap_node *target,
-                    uint64_t *pages_written, char *err, size_t errlen)
+                    uint64_t *pages_written, bool *applied, char *err, size_t errlen)
 {
+    *applied = false;
     /* Everything is read and checked before anything is changed. */
     struct state_reader rd;
     int r = load_state_file(t, target, &rd, err, errlen);
@@ -257,6 +258,8 @@ int snapshot_revert(struct snap_tree *t, struct snapshot_host *h, struct snap_no
         free(scratch);
         memset(h->carry, 0, words * sizeof(uint64_t));
         snprintf(t->current, sizeof(t->current), "%s", target->id);
+        *applied = true;
+        crash_point("revert-applied");
         r = snap_tree_save(t, err, errlen);
         if (pages_written)
             *pages_written = n;

@@ -51,9 +51,11 @@ int snapshot_commit(struct snap_tree *t, struct snapshot_host *h, struct snapsho
 void snapshot_capture_free(struct snapshot_capture *c);
 
 /* Paused, after the current state was kept as a node: makes guest memory and machine state
- * those of TARGET. *PAGES_WRITTEN gets the number of pages rewritten. */
+ * those of TARGET and saves the tree with TARGET current. Everything is read and checked before
+ * anything changes; *APPLIED says whether memory was rewritten (true with an error: only the
+ * tree's save failed). *PAGES_WRITTEN gets the number of pages rewritten. */
 int snapshot_revert(struct snap_tree *t, struct snapshot_host *h, struct snap_node *target,
-                    uint64_t *pages_written, char *err, size_t errlen);
+                    uint64_t *pages_written, bool *applied, char *err, size_t errlen);
 
 /* After a fresh boot the present descends from the current node by its disk alone: every page
  * a node on the way to the root holds may now differ (the others are zero here and there), so

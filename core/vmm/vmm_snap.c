@@ -4,6 +4,7 @@
  * or the state save (suspend); files are written after. The tree and disk steps are
  * core/snapshot/'s, the same a powered-off VM's command line uses. */
 #include "core/snapshot/treeops.h"
+#include "core/util/crashpoint.h"
 #include "core/vmm/vmm_priv.h"
 
 /* Pages changed since the last call: RAM (KVM's log and the VMM's), then the framebuffer. */
@@ -194,9 +195,13 @@ int vmm_snapshot_take(struct vmm *v, const char *label, const char *vm_state,
     return r;
 }
 
-/* Revert, in the order that keeps the guest's pause short: capture the present (memory copy
- * only), rewrite what differs from the target, let the guest run, then write the captured
- * present to disk as an automatic node next to where it was taken. */
+/* Revert. With KEEP_CURRENT the present first becomes a durable automatic node - its pages and
+ * state written and fsynced, tree.json naming it - before anything of the target is applied; a
+ * present that cannot be kept stops the revert with nothing changed. The node freezes the image
+ * the guest wrote; the tree names a new overlay on it that nobody ever attaches (so a present
+ * whose disk chain no longer opens can still be kept and left), since the guest moves on to a
+ * fresh overlay on the target's image in the same pause, and memory and machine state become the
+ * target's. */
 int vmm_snapshot_revert(struct vmm *v, const char *id, bool keep_current, struct vmm_reverted *out,
                         struct ctl_error *err)
 {
@@ -215,54 +220,91 @@ int vmm_snapshot_revert(struct vmm *v, const char *id, bool keep_current, struct
                  id);
         return -ENOENT;
     }
-    /* The disk becomes a fresh overlay on the target's image (made before the pause). */
+    char target_id[SNAP_ID_MAX], target_label[SNAP_LABEL_MAX], target_state[16];
+    snprintf(target_id, sizeof(target_id), "%s", target->id);
+    snprintf(target_label, sizeof(target_label), "%s", target->label);
+    snprintf(target_state, sizeof(target_state), "%s", target->vm_state);
+    /* The overlays, made before the pause: KEEP on the image the present wrote (for the kept
+     * node), DM from where the tree will say the guest writes onto the target's image. */
     bool disk = v->blk && target->disk[0];
-    struct snapshot_disk_move dm;
-    r = snapshot_disk_move_begin(&v->tree, disk ? active_disk(v) : "", disk ? target->disk : "",
-                                 &dm, err->desc, sizeof(err->desc));
+    struct snapshot_disk_move keep, dm;
+    memset(&keep, 0, sizeof(keep));
+    const char *present = v->blk ? active_disk(v) : "";
+    r = keep_current ? snapshot_disk_move_begin(&v->tree, present, present, &keep, err->desc,
+                                                sizeof(err->desc))
+                     : 0;
+    if (r == 0)
+        r = snapshot_disk_move_begin(&v->tree, keep.overlay[0] ? keep.overlay : present,
+                                     disk ? target->disk : "", &dm, err->desc, sizeof(err->desc));
     if (r < 0) {
+        snapshot_disk_move_end(&v->tree, &keep, false, true);
         pthread_mutex_unlock(&v->lock);
         err->cls = "GenericError";
         return r;
     }
-    char target_id[SNAP_ID_MAX], target_label[SNAP_LABEL_MAX], target_state[16],
-        kept_parent[SNAP_ID_MAX];
-    snprintf(target_id, sizeof(target_id), "%s", target->id);
-    snprintf(target_label, sizeof(target_label), "%s", target->label);
-    snprintf(target_state, sizeof(target_state), "%s", target->vm_state);
-    snprintf(kept_parent, sizeof(kept_parent), "%s", v->tree.current);
-
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     bool was_running = v->state == VMM_RUNNING;
     machine_pause(&v->m);
     v->state = VMM_PAUSED;
-    r = disk ? virtio_blk_quiesce(v->blk, 2000, err->desc, sizeof(err->desc)) : 0;
-    bool quiesced = disk && r == 0;
-    /* 1. The present, copied in memory (the revert below makes it unreachable otherwise). */
-    struct snapshot_capture cap = {0};
-    if (r == 0 && keep_current)
-        r = snapshot_capture(&v->snap_host, &cap, err->desc, sizeof(err->desc));
+    r = v->blk ? virtio_blk_quiesce(v->blk, 2000, err->desc, sizeof(err->desc)) : 0;
+    bool quiesced = v->blk && r == 0;
+    /* 1. The present, kept as a node before anything changes. */
+    char kept_id[SNAP_ID_MAX] = "";
+    if (r == 0 && keep_current) {
+        struct snapshot_capture cap = {0};
+        struct snap_node *kept = NULL;
+        char label[SNAP_LABEL_MAX], kerr[sizeof(err->desc) - 64];
+        snprintf(label, sizeof(label), "auto-before-%.40s", target_label);
+        r = snapshot_capture(&v->snap_host, &cap, kerr, sizeof(kerr));
+        if (r == 0) {
+            snapshot_disk_move_adopt(&v->tree, &keep);
+            snprintf(cap.disk, sizeof(cap.disk), "%s", keep.from);
+            r = snapshot_commit(&v->tree, &v->snap_host, &cap, label, true,
+                                was_running ? "running" : "paused", NULL, &kept, kerr,
+                                sizeof(kerr));
+            if (r < 0)
+                snapshot_disk_move_undo(&v->tree, &keep);
+        }
+        snapshot_capture_free(&cap);
+        if (r < 0)
+            snprintf(err->desc, sizeof(err->desc),
+                     "nothing was reverted: the present could not be kept: %s", kerr);
+        else
+            snprintf(kept_id, sizeof(kept_id), "%s", kept->id);
+        crash_point("revert-kept");
+        target = snap_find(&v->tree, target_id); /* the tree's array may have moved */
+    }
+    if (!kept_id[0]) /* kept: the node froze keep.from, the tree names keep.overlay */
+        snapshot_disk_move_end(&v->tree, &keep, false, true);
     /* 2. Become the target: its disk, then (saving the tree) its memory and state. */
     if (r == 0 && disk &&
         (r = blk_switch_locked(v, dm.overlay, dm.from, err->desc, sizeof(err->desc))) == 0)
         snapshot_disk_move_adopt(&v->tree, &dm);
+    else if (r == 0 && kept_id[0] && v->blk) /* a target without a disk: on in keep.overlay */
+        r = blk_switch_locked(v, keep.overlay, NULL, err->desc, sizeof(err->desc));
     uint64_t pages = 0;
+    bool applied = false; /* memory is the target's, whether or not the tree was saved */
     bool to_off = strcmp(target_state, "off") == 0;
     if (r == 0 && to_off) { /* a powered-off node: the VM powers off */
         r = snapshot_revert_disk(&v->tree, target_id, &dm, err->desc, sizeof(err->desc));
     } else if (r == 0) {
-        r = snapshot_revert(&v->tree, &v->snap_host, target, &pages, err->desc, sizeof(err->desc));
-        if (r == 0)
+        r = snapshot_revert(&v->tree, &v->snap_host, target, &pages, &applied, err->desc,
+                            sizeof(err->desc));
+        if (applied)
             framebuffer_redraw(v->fb); /* its pages were rewritten behind its back */
     }
-    if (r < 0 && snapshot_disk_move_undo(&v->tree, &dm)) { /* back to the old disk */
+    if (r < 0 && !applied && snapshot_disk_move_undo(&v->tree, &dm)) { /* back to the old disk */
         char e2[256];
         blk_switch_locked(v, dm.from, NULL, e2, sizeof(e2));
     }
     if (quiesced)
         virtio_blk_resume(v->blk);
-    snapshot_disk_move_end(&v->tree, &dm, r == 0, keep_current); /* a kept node freezes dm.from */
+    /* Memory rewritten but the tree not saved: tree.json on disk still names the old image,
+     * the guest's memory goes with the new one; both stay, and so does the pause, until a
+     * later save (another revert, a take) makes the tree match. */
+    if (!(r < 0 && applied))
+        snapshot_disk_move_end(&v->tree, &dm, r == 0, false);
     /* 3. Enter the target's power state (or carry on as before if nothing changed). */
     size_t bytes = 0;
     if (r == 0 && to_off) {
@@ -271,27 +313,22 @@ int vmm_snapshot_revert(struct vmm *v, const char *id, bool keep_current, struct
         (void)w;
     } else if (r == 0 && strcmp(target_state, "suspended") == 0) {
         r = suspend_locked(v, &bytes, err->desc, sizeof(err->desc));
-    } else if ((r == 0 && strcmp(target_state, "paused") != 0) || (r < 0 && was_running)) {
+    } else if ((r == 0 && strcmp(target_state, "paused") != 0) ||
+               (r < 0 && !applied && was_running)) {
         machine_resume(&v->m);
         v->state = VMM_RUNNING;
     }
     double pause_ms = vmm_ms_since(&t0);
-    /* 4. The present as it was, kept as an automatic node beside the node it descended from. */
-    char kept_id[SNAP_ID_MAX] = "";
-    if (r == 0 && keep_current) {
-        char label[SNAP_LABEL_MAX];
-        struct snap_node *kept = NULL;
-        snprintf(label, sizeof(label), "auto-before-%.40s", target_label);
-        snprintf(cap.disk, sizeof(cap.disk), "%s", dm.from);
-        char kerr[256];
-        if (snapshot_commit(&v->tree, &v->snap_host, &cap, label, true,
-                            was_running ? "running" : "paused", kept_parent, &kept, kerr,
-                            sizeof(kerr)) < 0)
-            vmm_log("reverted, but the state before could not be kept: %s", kerr);
-        if (kept)
-            snprintf(kept_id, sizeof(kept_id), "%s", kept->id);
+    if (r < 0 && applied) {
+        char why[sizeof(err->desc)];
+        memcpy(why, err->desc, sizeof(why));
+        if (snprintf(err->desc, sizeof(err->desc),
+                     "memory is snapshot %s's now, but the snapshot tree could not be saved (the "
+                     "VM stays paused; revert again once that is fixed%s%s): %s",
+                     target_label, kept_id[0] ? "; the state before is snapshot " : "", kept_id,
+                     why) >= (int)sizeof(err->desc))
+            vmm_log("revert: %s", why); /* the reason, in full, where the message was cut */
     }
-    snapshot_capture_free(&cap);
     if (r < 0)
         err->cls = "GenericError";
     pthread_mutex_unlock(&v->lock);

@@ -248,8 +248,9 @@ START_TEST(kill_9_during_suspend_writeback_leaves_no_state)
 END_TEST
 
 static const char *crash_points[] = {
-    "take-files-written:3", "take-tree-saved:3",   "revert-half-written:1",
-    "delete-merged:1",      "delete-tree-saved:1",
+    "take-files-written:3", "take-tree-saved:3",   "revert-kept:1",
+    "revert-half-written:1", "revert-applied:1",   "delete-merged:1",
+    "delete-tree-saved:1",
 };
 
 START_TEST(kill_9_during_take_revert_delete)
@@ -284,21 +285,26 @@ START_TEST(kill_9_during_take_revert_delete)
     ck_assert(guest("crash", "mem alloc 16", "allocated 16 MiB"));
     size_t i;
     json_t *node;
-    bool saw_s2 = false;
+    bool saw_s2 = false, saw_kept = false;
     json_array_foreach(json_object_get(tree, "snapshots"), i, node)
     {
         const char *label = json_string_value(json_object_get(node, "label"));
+        bool kept = strcmp(label, "auto-before-s1") == 0; /* the present the revert replaced */
         const char *pattern = strcmp(label, "s1") == 0   ? "A"
                               : strcmp(label, "s2") == 0 ? "B"
-                              : strcmp(label, "s3") == 0 ? "C"
-                                                         : NULL;
+                              : strcmp(label, "s3") == 0 || kept ? "C"
+                                                                 : NULL;
         if (!pattern)
-            continue; /* an automatic node kept by the interrupted revert */
+            continue; /* an automatic node the restart's reverts below keep */
         saw_s2 |= strcmp(label, "s2") == 0;
+        saw_kept |= kept;
         revert("crash", json_string_value(json_object_get(node, "id")));
         verify("crash", pattern);
     }
     ck_assert_msg(saw_s2, "%s: snapshot s2 was lost", point);
+    /* A revert keeps the present as a node before it applies anything of the target. */
+    ck_assert_msg(strncmp(point, "revert", 6) != 0 || saw_kept,
+                  "%s: the state before the revert (pattern C) is not a snapshot", point);
     json_decref(tree);
     e2e_teardown();
 }
