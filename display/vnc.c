@@ -1,8 +1,10 @@
 /* The VNC server (libvncserver, threaded mode). The RFB framebuffer *is* the guest's
  * framebuffer mapping (32 bpp, red at bit 16), so an update costs no copy on our side: the
  * refresh thread marks dirty rows modified and each client's own thread encodes and sends them.
- * Listens on 127.0.0.1:5900+N (first free N) unless configured; optional VNC password; the
- * file-transfer extension is never registered. Protocol errors end that client, nothing more. */
+ * Listens on 127.0.0.1:5900+N (first free N) unless configured; optional VNC password, with
+ * failed attempts rate-limited; WebSocket clients are refused (Debian builds libvncserver with
+ * WebSockets on the RFB port, so a web page could otherwise reach a VM); the file-transfer
+ * extension is never registered. Protocol errors end that client, nothing more. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -11,7 +13,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/util/log.h"
@@ -25,7 +29,16 @@ struct vnc_server {
     rfbScreenInfoPtr screen;
     atomic_uint clients;
     char *passwords[2]; /* NULL-terminated list for rfbCheckPasswordByList */
+    pthread_mutex_t auth_lock;
+    unsigned failures;     /* failed passwords since the last right one */
+    double blocked_until;  /* CLOCK_MONOTONIC s: every attempt is refused until then */
 };
+
+/* After AUTH_FREE_FAILURES wrong passwords in a row, every attempt - right or wrong - is refused
+ * for AUTH_BLOCK_S seconds, doubling with each further failure up to AUTH_BLOCK_MAX_S. */
+#define AUTH_FREE_FAILURES 5
+#define AUTH_BLOCK_S 3.0
+#define AUTH_BLOCK_MAX_S 300.0
 
 struct vnc_client {
     struct vnc_server *v;
@@ -77,9 +90,52 @@ static void client_gone(rfbClientPtr cl)
     cl->clientData = NULL;
 }
 
+static double mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static rfbBool check_password(rfbClientPtr cl, const char *response, int len)
+{
+    struct vnc_server *v = cl->screen->screenData;
+    pthread_mutex_lock(&v->auth_lock);
+    double now = mono_s(), wait = v->blocked_until - now;
+    pthread_mutex_unlock(&v->auth_lock);
+    if (wait > 0) {
+        vmm_log("vnc: refused a password attempt from %s: too many wrong ones, blocked %.0f s more",
+                cl->host, wait);
+        return FALSE;
+    }
+    rfbBool ok = rfbCheckPasswordByList(cl, response, len);
+    pthread_mutex_lock(&v->auth_lock);
+    if (ok) {
+        v->failures = 0;
+    } else if (++v->failures >= AUTH_FREE_FAILURES) {
+        double block = AUTH_BLOCK_S;
+        for (unsigned i = AUTH_FREE_FAILURES; i < v->failures && block < AUTH_BLOCK_MAX_S; i++)
+            block *= 2;
+        if (block > AUTH_BLOCK_MAX_S)
+            block = AUTH_BLOCK_MAX_S;
+        v->blocked_until = now + block;
+        vmm_log("vnc: %u wrong passwords in a row (the last from %s): every attempt is refused "
+                "for %.0f s",
+                v->failures, cl->host, block);
+    }
+    pthread_mutex_unlock(&v->auth_lock);
+    return ok;
+}
+
 static enum rfbNewClientAction new_client(rfbClientPtr cl)
 {
     struct vnc_server *v = cl->screen->screenData;
+#ifdef LIBVNCSERVER_WITH_WEBSOCKETS
+    if (cl->wsctx) { /* a browser: any web page could open ws://127.0.0.1:PORT */
+        vmm_log("vnc: refused a WebSocket client from %s", cl->host);
+        return RFB_CLIENT_REFUSE;
+    }
+#endif
     struct vnc_client *c = calloc(1, sizeof(*c));
     if (!c)
         return RFB_CLIENT_REFUSE;
@@ -147,6 +203,7 @@ static struct vnc_server *vnc_server_start(struct display *d, char *err, size_t 
     }
     v->d = d;
     atomic_init(&v->clients, 0);
+    pthread_mutex_init(&v->auth_lock, NULL);
     rfbLog = vnc_log;
     rfbErr = vnc_err;
     int argc = 0;
@@ -179,7 +236,7 @@ static struct vnc_server *vnc_server_start(struct display *d, char *err, size_t 
     if (d->cfg.vnc_password[0]) {
         v->passwords[0] = d->cfg.vnc_password;
         s->authPasswdData = v->passwords;
-        s->passwordCheck = rfbCheckPasswordByList;
+        s->passwordCheck = check_password;
     }
     int port = d->cfg.vnc_port;
     if (port == 0) {

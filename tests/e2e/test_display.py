@@ -554,6 +554,42 @@ def main():
         if r.returncode != 0 or got != BARS:
             fail("right password: exit %d, bars %s: %r" % (r.returncode, got, r.stdout))
         log("ok: VNC password: none and wrong refused, right one sees the bars")
+        # Guessing is rate-limited: after 5 wrong passwords in a row even the right one is
+        # refused for 3 s; then it works again.
+        for i in range(5):
+            probe(port, password="guess%d" % i)
+        r = probe(port, password="s3cret")
+        if r.returncode != 3:
+            fail("after 5 wrong passwords the right one was not refused: exit %d: %r" %
+                 (r.returncode, r.stdout))
+        time.sleep(3.5)
+        r, got = probe_bars(port, password="s3cret")
+        if r.returncode != 0 or got != BARS:
+            fail("after the block: exit %d, bars %s: %r" % (r.returncode, got, r.stdout))
+        with open(os.path.join(home, "scr", "vmm.log")) as f:
+            if "5 wrong passwords in a row" not in f.read():
+                fail("vmm.log does not say why password attempts were refused")
+        log("ok: wrong passwords are rate-limited (5, then 3 s for everyone)")
+        # A WebSocket handshake (what a web page's `new WebSocket("ws://127.0.0.1:PORT")` sends)
+        # is refused: the connection closes, no RFB session follows.
+        ws = socket.create_connection(("127.0.0.1", port), timeout=10)
+        ws.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                   b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                   b"Sec-WebSocket-Version: 13\r\nOrigin: http://example.com\r\n\r\n")
+        closed = False
+        try:
+            while ws.recv(4096):
+                pass
+            closed = True
+        except socket.timeout:
+            pass
+        ws.close()
+        if not closed:
+            fail("a WebSocket client's connection stayed open")
+        with open(os.path.join(home, "scr", "vmm.log")) as f:
+            if "refused a WebSocket client" not in f.read():
+                fail("vmm.log does not say a WebSocket client was refused")
+        log("ok: a WebSocket client is refused")
         con.close()
         run([BIN, "stop", "scr"], env)
         log("PASS")
