@@ -158,7 +158,7 @@ static void mark_broken_locked(struct es1370 *e, const char *fmt, ...)
     e->r.broken = 1;
     e->r.status &= ~(STAT_DAC1 | STAT_DAC2 | STAT_ADC);
     update_irq_locked(e);
-    vmm_log("es1370: device broken: %s; the card stops (DMA and interrupts) until the VM "
+    vmm_log_repeating("es1370: device broken: %s; the card stops (DMA and interrupts) until the VM "
             "reboots",
             e->broken_reason);
 }
@@ -489,7 +489,7 @@ static void bar_changed(struct pci_device *d, int bar, uint64_t old_addr, uint64
     e->io_base = r == 0 ? base : 0;
     pthread_mutex_unlock(&e->lock);
     if (r < 0)
-        vmm_log("es1370: cannot decode I/O ports at 0x%llx: %s", (unsigned long long)base,
+        vmm_log_repeating("es1370: cannot decode I/O ports at 0x%llx: %s", (unsigned long long)base,
                 strerror(-r));
 }
 

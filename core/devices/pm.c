@@ -42,7 +42,7 @@ static void pm1_cnt_write(struct pm *p, uint16_t v)
     if (typ == ACPI_S5_SLP_TYP)
         machine_request_stop(p->m, STOP_POWEROFF, "guest powered off (ACPI S5)");
     else
-        vmm_log("guest asked for ACPI sleep type %u, which vmws does not support: ignored", typ);
+        vmm_log_repeating("guest asked for ACPI sleep type %u, which vmws does not support: ignored", typ);
 }
 
 static void pm_io(void *opaque, uint64_t offset, uint8_t *data, uint32_t len, bool is_write)

@@ -99,7 +99,7 @@ static void mark_broken_locked(struct virtio_pci *vp, const char *fmt, ...)
     vp->r.config_generation++;
     vp->r.isr |= 2; /* configuration change */
     update_irq_locked(vp);
-    vmm_log("%s: device needs reset: %s; it serves no requests until the guest resets it",
+    vmm_log_repeating("%s: device needs reset: %s; it serves no requests until the guest resets it",
             vp->ops->name, vp->broken_reason);
 }
 
@@ -413,7 +413,7 @@ static void bar_changed(struct pci_device *d, int bar, uint64_t old_addr, uint64
         ioeventfd_set(vp, q, vp->bar_base ? vp->bar_base + OFF_NOTIFY + NOTIFY_MULT * q : 0);
     pthread_mutex_unlock(&vp->lock);
     if (r < 0)
-        vmm_log("%s: cannot decode BAR 0 at 0x%llx: %s", vp->ops->name, (unsigned long long)base,
+        vmm_log_repeating("%s: cannot decode BAR 0 at 0x%llx: %s", vp->ops->name, (unsigned long long)base,
                 strerror(-r));
 }
 

@@ -330,6 +330,43 @@ START_TEST(malformed_chains_need_reset)
 }
 END_TEST
 
+/* A guest that breaks the device and resets it over and over makes vmm.log (the VMM's stderr)
+ * grow by a bounded number of lines: the first few in full, then only at powers of two. */
+START_TEST(a_guest_cannot_flood_the_log)
+{
+    char path[] = "/tmp/vmws-test-log.XXXXXX";
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    fflush(stderr);
+    int saved = dup(STDERR_FILENO);
+    dup2(fd, STDERR_FILENO);
+    for (int i = 0; i < 1000; i++) {
+        uint16_t bad = QSZ + 3; /* head outside the table */
+        kick(bad, 0);
+        for (int k = 0; k < 20000 && !(device_status() & VIRTIO_STATUS_NEEDS_RESET); k++)
+            usleep(100);
+        ck_assert(driver_init(1));
+    }
+    fflush(stderr);
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    FILE *f = fdopen(fd, "r");
+    rewind(f);
+    char line[1024], last[1024] = "";
+    int lines = 0;
+    while (fgets(line, sizeof(line), f))
+        if (strstr(line, "device needs reset")) {
+            lines++;
+            snprintf(last, sizeof(last), "%s", line);
+        }
+    fclose(f);
+    unlink(path);
+    /* 1000 breaks: the first 5, then the 8th, 16th, ... 512th: 5 + 7 lines. */
+    ck_assert_msg(lines == 12, "1000 breaks logged %d lines", lines);
+    ck_assert_msg(strstr(last, "[512 times so far"), "the last line: %s", last);
+}
+END_TEST
+
 #define TABLE 0x60000
 
 static void put_table_desc(unsigned i, uint64_t addr, uint32_t len, uint16_t flags, uint16_t next)
@@ -553,6 +590,7 @@ static Suite *suite(void)
     tcase_add_test(t, negotiation_and_config);
     tcase_add_test(t, requests_reach_the_image);
     tcase_add_test(t, malformed_chains_need_reset);
+    tcase_add_test(t, a_guest_cannot_flood_the_log);
     tcase_add_test(t, indirect_descriptors);
     tcase_add_test(t, quiesce_holds_requests_until_resume);
     tcase_add_test(t, state_survives_save_and_load);
