@@ -13,6 +13,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 linux_setup lx
 # ext4 asks the crypto API for crc32c (metadata checksums) at mount: crc32c_generic.
 linux_fixture shell-init.sh virtio_pci,virtio_blk,crc32c_generic,ext4 mke2fs,e2fsck
+cpus=1 # test_linux_devices.sh boots Linux on two vCPUs, this one on one
 "$vmws" create lx --memory 512M --cpus "$cpus" --disk 256M --kernel "$kernel" --initrd "$initrd" \
     --append "console=ttyS0" >/dev/null || exit 99
 "$vmws" start lx --display none >/dev/null || exit 99

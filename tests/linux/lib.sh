@@ -1,9 +1,8 @@
 # Shared by the tests that boot Debian's own kernel on vmws (tests/e2e/test_linux_*.sh);
 # sourced after `here` (the test's directory) is set.
 #   linux_setup NAME: a private $VMWS_HOME and runtime directory, removed (and VM NAME killed)
-#       at exit; sets vmws, fails=0, and $cpus: 2 natively, 1 in the KVM box (the box has one
-#       CPU, and a 2-vCPU Linux there has hung it: its kernel said "soft lockup - CPU#0 stuck
-#       for 214s! [vcpu0]"; see the note of 12-03).
+#       at exit; sets vmws, fails=0, and cpus=2 (a test may give Linux one vCPU instead, so
+#       that both counts are tested).
 #   check DESCRIPTION COMMAND...: runs COMMAND, prints ok/FAIL, counts failures in $fails.
 #   linux_fixture INIT MODULES [TOOLS]: builds the fixture; sets kernel and initrd.
 linux_setup() {
@@ -15,7 +14,6 @@ linux_setup() {
     trap '"$vmws" kill "$linux_vm" >/dev/null 2>&1; rm -rf "$VMWS_HOME" "$VMWS_RUNTIME_DIR"' EXIT
     fails=0
     cpus=2
-    [ -n "${VMWS_IN_BOX:-}" ] && cpus=1
     return 0
 }
 check() {
