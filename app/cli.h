@@ -76,6 +76,9 @@ struct ctl_client *cli_vm_connect(const char *name, const struct vm_paths *p);
 json_t *cli_vm_ask(const struct vm_paths *p, const char *command);
 json_t *cli_display_query(const struct vm_paths *p);
 void cli_display_print(const struct vm_paths *p, const char *prefix);
+/* A new VM's VNC password: 8 random characters (letters and digits that cannot be confused)
+ * in DIR/vnc.passwd, mode 0600; OUT (at least 9 bytes) gets it. Returns 0 or -errno. */
+int cli_vnc_password_generate(const char *dir, char *out);
 /* --display MODE for the next cli_start_vm() (NULL: the VM's configured mode). */
 extern const char *cli_start_display_mode;
 /* The next cli_start_vm() starts the VMM with its vCPUs paused (offline snapshot work). */

@@ -6,6 +6,7 @@
 #include <getopt.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <termios.h>
 #include <unistd.h>
@@ -16,6 +17,35 @@
 json_t *cli_display_query(const struct vm_paths *p)
 {
     return cli_vm_ask(p, "query-display");
+}
+
+int cli_vnc_password_generate(const char *dir, char *out)
+{
+    static const char alphabet[] = "abcdefghjkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    uint8_t rnd[8];
+    if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
+        return -EIO;
+    for (size_t i = 0; i < sizeof(rnd); i++) /* 55 symbols: the bias of % is below 1 in 4 */
+        out[i] = alphabet[rnd[i] % (sizeof(alphabet) - 1)];
+    out[8] = '\n';
+    char path[PATH_MAX + 16];
+    snprintf(path, sizeof(path), "%s/vnc.passwd", dir);
+    int r = fs_write_atomic(path, out, 9); /* mode 0600, like every temporary file */
+    out[8] = '\0';
+    return r;
+}
+
+/* The VNC password a VM's folder holds ("" if none), for `vmws status`. */
+static void read_vnc_password(const char *dir, char *out, size_t len)
+{
+    char path[PATH_MAX + 16];
+    snprintf(path, sizeof(path), "%s/vnc.passwd", dir);
+    out[0] = '\0';
+    FILE *f = fopen(path, "re");
+    if (f && fgets(out, (int)len, f))
+        out[strcspn(out, "\r\n")] = '\0';
+    if (f)
+        fclose(f);
 }
 
 void cli_display_print(const struct vm_paths *p, const char *prefix)
@@ -34,6 +64,10 @@ void cli_display_print(const struct vm_paths *p, const char *prefix)
                (int)json_integer_value(json_object_get(vnc, "port")),
                (int)json_integer_value(json_object_get(vnc, "port")) - 5900,
                json_is_true(json_object_get(vnc, "password")) ? ", password required" : "");
+    char pw[16];
+    read_vnc_password(p->dir, pw, sizeof(pw));
+    if (vnc && pw[0])
+        printf("%svnc password:    %s (%s/vnc.passwd)\n", prefix, pw, p->dir);
     json_decref(r);
 }
 

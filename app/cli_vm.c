@@ -72,12 +72,22 @@ int cli_create_vm(const char *name, struct vm_config *cfg, uint64_t disk_bytes, 
         rmdir(p.dir);
         return cli_error("cannot write %s: %s", p.config, strerror(-rc));
     }
+    /* VNC is never open by default: a random password, shown here and by `vmws status`. */
+    char pw[9];
+    rc = cli_vnc_password_generate(p.dir, pw);
+    if (rc < 0)
+        return cli_error("VM '%s' was created but its VNC password was not: %s (delete the VM "
+                         "with 'vmws delete %s' and try again)",
+                         name, strerror(-rc), name);
     if (!quiet) {
         char mem[32];
         format_size(mem, sizeof(mem), cfg->memory_bytes);
         printf("created %s (%s, %u vCPU%s, %s, %s memory) in %s\n", name, mem, cfg->cpus,
                cfg->cpus == 1 ? "" : "s", cfg->kernel[0] ? cfg->kernel : "built-in guest",
                mem_backend_name(cfg->backend), p.dir);
+        printf("VNC password: %s (in vnc.passwd; 'vmws vnc-password %s' changes it, --clear "
+               "removes it)\n",
+               pw, name);
     }
     if (!disk_bytes)
         return 0;

@@ -151,6 +151,17 @@ static void query_status(struct dash_vm *v)
                                                    err, sizeof(err))
                               : NULL;
         vnc_address(v, json_object_get(disp, "vnc"));
+        /* The password it asks for (read at its start): shown beside the address. */
+        v->vnc_password[0] = '\0';
+        if (json_is_true(json_object_get(json_object_get(disp, "vnc"), "password"))) {
+            char pw[PATH_MAX + 16];
+            snprintf(pw, sizeof(pw), "%s/vnc.passwd", v->paths.dir);
+            FILE *f = fopen(pw, "re");
+            if (f && fgets(v->vnc_password, sizeof(v->vnc_password), f))
+                v->vnc_password[strcspn(v->vnc_password, "\r\n")] = '\0';
+            if (f)
+                fclose(f);
+        }
         json_decref(disp);
     }
     json_t *r = NULL;

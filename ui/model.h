@@ -37,6 +37,7 @@ struct dash_vm {
     uint64_t memory;
     int64_t uptime_ms; /* -1 unknown */
     char vnc[64];      /* "" if the VMM reports none */
+    char vnc_password[16]; /* the VM's vnc.passwd, if its VNC asks for one */
     char backend[16];
     char detail[160];
     char listed_state[32]; /* what `vmws list --json` said last ("suspended", "off", ...) */

@@ -58,10 +58,11 @@ static void draw(struct dash *d, const struct rect *r, bool focused)
         return;
     }
     /* A note line for the selected VM: why it crashed or has a bad config, else its VNC
-     * address when the column does not fit. */
+     * address (when the column does not fit) and password. */
     struct dash_vm *sel = dash_selected(d);
     bool detail_line = sel && sel->detail[0] && rows >= 3;
-    bool vnc_line = !detail_line && !vnc_col && sel && sel->vnc[0] && rows >= 3;
+    bool vnc_line = !detail_line && sel && sel->vnc[0] && (!vnc_col || sel->vnc_password[0]) &&
+                    rows >= 3;
     if (vnc_line || detail_line)
         rows--;
     if (rows < 1)
@@ -102,8 +103,8 @@ static void draw(struct dash *d, const struct rect *r, bool focused)
         draw_textf(in.y + in.h - 1, in.x, in.w, draw_attr(ROLE_ERROR), "%s: %s", sel->name,
                    sel->detail);
     else if (vnc_line)
-        draw_textf(in.y + in.h - 1, in.x, in.w, draw_attr(ROLE_DIM), "VNC %s: %s", sel->name,
-                   sel->vnc);
+        draw_textf(in.y + in.h - 1, in.x, in.w, draw_attr(ROLE_DIM), "VNC %s: %s%s%s", sel->name,
+                   sel->vnc, sel->vnc_password[0] ? ", password " : "", sel->vnc_password);
 }
 
 static bool key(struct dash *d, int k)

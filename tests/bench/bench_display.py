@@ -156,6 +156,8 @@ def run_vmws(build, probe):
     vmws = os.path.join(build, "vmws")
     subprocess.run([vmws, "create", "bd", "--memory", "256M"], env=env, check=True,
                    capture_output=True)
+    subprocess.run([vmws, "vnc-password", "bd", "--clear"], env=env, check=True,
+                   capture_output=True)  # the probe, like QEMU's side, connects without one
     vmm = con = None
     try:
         r = subprocess.run([vmws, "start", "bd", "--display", "vnc"], env=env, check=True,

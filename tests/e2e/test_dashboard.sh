@@ -38,6 +38,12 @@ def main():
         pid = st["pid"]
         print("ok: default VM created and running (pid %d) after %.1fs" % (pid, time.time() - t0))
 
+        step = "the default VM's VNC password is on screen"
+        with open(os.path.join(d.home, "default", "vnc.passwd")) as f:
+            pw = f.read().strip()
+        d.wait("'password %s' in the VMs panel" % pw, lambda s: ("password " + pw) in s, 10)
+        print("ok: the VMs panel shows the default VM's VNC password")
+
         step = "allocated rises by ~48 MiB within 3 s, apparent stays"
         before = d.wait("the memory figures", lambda s: figure(s, "allocated") is not None and
                         (figure(s, "allocated"), figure(s, "apparent")), 10)

@@ -296,7 +296,17 @@ def main():
     try:
         xdisplay = start_xvfb()
         xenv = dict(env, DISPLAY=xdisplay)
-        run([BIN, "create", "scr", "--memory", "64M"], env)
+        r = run([BIN, "create", "scr", "--memory", "64M"], env)
+        # VNC is never open by default: create makes a random 8-character password (0600) and
+        # says it. This test's screens need none until its password part.
+        pw = os.path.join(home, "scr", "vnc.passwd")
+        with open(pw) as f:
+            made = f.read().strip()
+        if (len(made) != 8 or os.stat(pw).st_mode & 0o777 != 0o600 or
+                "VNC password: %s" % made not in r.stdout):
+            fail("create: no 8-character 0600 vnc.passwd shown (%r, %r)" % (made, r.stdout))
+        run([BIN, "vnc-password", "scr", "--clear"], env)
+        log("ok: a new VM has a random VNC password (create shows it)")
 
         # --- SDL window and VNC together ---
         port = start_vm(xenv, "scr", "sdl,vnc")
@@ -541,6 +551,9 @@ def main():
         r = run([BIN, "start", "scr", "--display", "vnc"], env)
         if "password required" not in r.stdout:
             fail("`vmws start` does not say a password is required: %r" % r.stdout)
+        st = run([BIN, "status", "scr"], env).stdout
+        if not re.search(r"vnc password: +s3cret", st):
+            fail("`vmws status` does not show the VNC password: %r" % st)
         port = int(re.search(r"127\.0\.0\.1:(\d+)", r.stdout).group(1))
         con = Console(env, "scr")
         con.send("fb test\r")

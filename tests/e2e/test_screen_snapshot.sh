@@ -30,6 +30,7 @@ pixel() { # pixel PORT EXPECTED WHAT
 }
 
 "$BIN" create scr --memory 256M >/dev/null || fail "create"
+"$BIN" vnc-password scr --clear >/dev/null || fail "clear the VNC password" # vncsnapshot connects without one
 out=$("$BIN" start scr --display vnc) || fail "start: $out"
 port=$(port_of "$out")
 [ -n "$port" ] || fail "no VNC address in: $out"
