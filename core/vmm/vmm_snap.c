@@ -303,7 +303,8 @@ int vmm_snapshot_revert(struct vmm *v, const char *id, bool keep_current, struct
     /* Memory rewritten but the tree not saved: tree.json on disk still names the old image,
      * the guest's memory goes with the new one; both stay, and so does the pause, until a
      * later save (another revert, a take) makes the tree match. */
-    if (!(r < 0 && applied))
+    bool unsaved = r < 0 && applied;
+    if (!unsaved)
         snapshot_disk_move_end(&v->tree, &dm, r == 0, false);
     /* 3. Enter the target's power state (or carry on as before if nothing changed). */
     size_t bytes = 0;
@@ -319,7 +320,7 @@ int vmm_snapshot_revert(struct vmm *v, const char *id, bool keep_current, struct
         v->state = VMM_RUNNING;
     }
     double pause_ms = vmm_ms_since(&t0);
-    if (r < 0 && applied) {
+    if (unsaved) {
         char why[sizeof(err->desc)];
         memcpy(why, err->desc, sizeof(why));
         if (snprintf(err->desc, sizeof(err->desc),

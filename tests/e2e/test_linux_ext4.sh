@@ -18,29 +18,6 @@ cpus=1 # test_linux_devices.sh boots Linux on two vCPUs, this one on one
     --append "console=ttyS0" >/dev/null || exit 99
 "$vmws" start lx --display none >/dev/null || exit 99
 log=$VMWS_HOME/lx/serial.log
-ready() { # ready N: waits until the guest said "guest: ready" N times (boots)
-    for i in $(seq 1 300); do
-        [ "$(grep -c "^guest: ready" "$log" 2>/dev/null)" -ge "$1" ] && return 0
-        sleep 1
-    done
-    echo "the guest did not become ready (boot $1) within 300 s"
-    return 1
-}
-n=0
-send() { # send COMMAND: starts COMMAND in the guest (reboot, poweroff: no answer comes)
-    n=$((n + 1))
-    printf '%s %s\n' "$n" "$1" | "$vmws" console lx --idle 200 >/dev/null
-}
-guest() { # guest COMMAND: runs COMMAND in the guest; its exit status
-    send "$1"
-    for i in $(seq 1 600); do
-        rc=$(sed -n "s/^guest: $n rc=\([0-9]*\).*/\1/p" "$log" | tail -n 1)
-        [ -n "$rc" ] && return "$rc"
-        sleep 0.5
-    done
-    echo "no answer to '$1' within 300 s"
-    return 124
-}
 vmws_ok() { "$vmws" "$@" >/dev/null; }
 clock_ok() { # the guest's wall clock (date +%s) is within 2 s of the host's
     guest "d=\$((\$(date +%s) - $(date +%s))); [ \$d -ge -2 ] && [ \$d -le 2 ]"

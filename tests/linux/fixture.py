@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """Linux guest fixtures built at test time from Debian's packages, never committed.
 
-    fixture.py --init INIT [--modules m1,m2] [--tools t1,t2] [--kernel VERSION]
+    fixture.py --init INIT [--modules m1,m2] [--tools t1,t2] [--files f1,d2] [--kernel VERSION]
 
 prints two lines: the kernel (/boot/vmlinuz-VERSION, the newest with modules unless given) and
 an initramfs (uncompressed cpio) holding busybox-static as /bin/*, the named modules with
 their dependencies (modules.dep order) in /lib/modules, the named host tools with the shared
-libraries ldd lists, INIT as /init, and /modules, the insmod order. Initramfs files are cached
+libraries ldd lists, the named host files and directories (their whole trees) at the same
+paths, INIT as /init, and /modules, the insmod order. Initramfs files are cached
 in $XDG_CACHE_HOME/vmws/fixtures (default ~/.cache) under a hash of every input, so a run
 builds each once and a kernel or package update builds anew.
 """
@@ -102,6 +103,7 @@ def main():
     ap.add_argument("--init", required=True)
     ap.add_argument("--modules", default="")
     ap.add_argument("--tools", default="")
+    ap.add_argument("--files", default="")
     ap.add_argument("--kernel", default="")
     a = ap.parse_args()
     kver = newest_kernel(a.kernel)
@@ -113,12 +115,24 @@ def main():
     mods = module_order(kver, [m for m in a.modules.split(",") if m])
     tools = tool_files([t for t in a.tools.split(",") if t])
     init = open(a.init, "rb").read()
+    files = {}
+    for f in [f for f in a.files.split(",") if f]:
+        if not os.path.exists(f):
+            die(f"file {f} not found")
+        walk = [(f, [], [os.path.basename(f)])] if os.path.isfile(f) else os.walk(f)
+        for d, _, names in walk:
+            for n in names:
+                path = os.path.join(os.path.dirname(f) if os.path.isfile(f) else d, n)
+                if os.path.isfile(path):
+                    files[path] = open(path, "rb").read()
 
     h = hashlib.sha256(init + open(__file__, "rb").read())
     for p in [busybox] + [f"/lib/modules/{kver}/{m}" for m in mods] + sorted(tools.values()):
         st = os.stat(p)
         h.update(f"{p} {st.st_size} {st.st_mtime_ns}\n".encode())
     h.update(repr(sorted(tools)).encode())
+    for path in sorted(files):
+        h.update(path.encode() + b"\0" + hashlib.sha256(files[path]).digest())
     cache = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
                          "vmws", "fixtures")
     os.makedirs(cache, exist_ok=True)
@@ -129,7 +143,7 @@ def main():
             c = Cpio(f)
             dirs = set()
             for path in ["/bin/", "/dev/", "/proc/", "/sys/", "/tmp/", "/mnt/", "/lib/modules/",
-                         "/usr/bin/"] + list(tools):
+                         "/usr/bin/"] + list(tools) + list(files):
                 d = os.path.dirname(path)
                 while d != "/":
                     dirs.add(d)
@@ -146,6 +160,8 @@ def main():
                         open(f"/lib/modules/{kver}/{m}", "rb").read())
             for path, host in sorted(tools.items()):
                 c.entry(path, 0o100755, open(host, "rb").read())
+            for path, data in sorted(files.items()):
+                c.entry(path, 0o100644, data)
             c.entry("TRAILER!!!", 0)
         os.rename(tmp, out)
     print(f"/boot/vmlinuz-{kver}")
