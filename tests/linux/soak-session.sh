@@ -5,8 +5,8 @@
 # and memory load (soak-init.sh), snapshotted every 30 s and reverted every other time; and a
 # 2-vCPU built-in guest that fills memory, takes a snapshot, and every third round reverts and
 # verifies. Passes if Linux completed rounds without a mismatch or a kernel BUG, WARNING, call
-# trace, RCU stall or panic, the box's own kernel saw no stall, and every verify of the
-# built-in guest held.
+# trace, RCU stall, clocksource complaint or panic, the box's own kernel saw no stall, and
+# every verify of the built-in guest held.
 set -u
 vmws_bin=$1 kernel=$2 initrd=$3 secs=$4
 export VMWS_HOME=$(mktemp -d /tmp/soak-home.XXXXXX) VMWS_RUNTIME_DIR=$(mktemp -d /tmp/soak-run.XXXXXX)
@@ -87,7 +87,7 @@ kill $watchdog 2>/dev/null
 watchdog=
 step "stopped"
 grep -q "MISMATCH" "$log" && fail "the guest read back other data than it wrote"
-bad=$(grep -E "Kernel panic|BUG: |rcu: INFO|self-detected stall|soft lockup|hard LOCKUP|WARNING: CPU|Call Trace|segfault" \
+bad=$(grep -E "Kernel panic|BUG: |rcu: INFO|self-detected stall|soft lockup|hard LOCKUP|WARNING: CPU|Call Trace|segfault|clocksource.*(unstable|watchdog)|Long readout" \
     "$log" | head -5)
 [ -z "$bad" ] || fail "the guest kernel complained: $bad"
 # The box's own kernel: a stall of the whole box (its clocksource watchdog or lockup detector
