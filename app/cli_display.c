@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "app/cli.h"
+#include "core/config/dconfig.h"
 #include "core/util/fsutil.h"
 
 json_t *cli_display_query(const struct vm_paths *p)
@@ -35,19 +36,6 @@ int cli_vnc_password_generate(const char *dir, char *out)
     return r;
 }
 
-/* The VNC password a VM's folder holds ("" if none), for `vmws status`. */
-static void read_vnc_password(const char *dir, char *out, size_t len)
-{
-    char path[PATH_MAX + 16];
-    snprintf(path, sizeof(path), "%s/vnc.passwd", dir);
-    out[0] = '\0';
-    FILE *f = fopen(path, "re");
-    if (f && fgets(out, (int)len, f))
-        out[strcspn(out, "\r\n")] = '\0';
-    if (f)
-        fclose(f);
-}
-
 void cli_display_print(const struct vm_paths *p, const char *prefix)
 {
     json_t *r = cli_display_query(p);
@@ -64,10 +52,12 @@ void cli_display_print(const struct vm_paths *p, const char *prefix)
                (int)json_integer_value(json_object_get(vnc, "port")),
                (int)json_integer_value(json_object_get(vnc, "port")) - 5900,
                json_is_true(json_object_get(vnc, "password")) ? ", password required" : "");
-    char pw[16];
-    read_vnc_password(p->dir, pw, sizeof(pw));
-    if (vnc && pw[0])
-        printf("%svnc password:    %s (%s/vnc.passwd)\n", prefix, pw, p->dir);
+    const char *pwfile = json_string_value(json_object_get(vnc, "password_file"));
+    char pw[16] = "";
+    if (pwfile && pwfile[0])
+        display_read_password(pwfile, pw, sizeof(pw));
+    if (pw[0])
+        printf("%svnc password:    %s (%s)\n", prefix, pw, pwfile);
     json_decref(r);
 }
 

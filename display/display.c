@@ -184,8 +184,9 @@ json_t *display_status_json(struct display *d)
     int port = d->vnc ? d->vnc_ops->port(d->vnc) : 0;
     if (r && port)
         json_object_set_new(r, "vnc",
-                            json_pack("{s:s, s:i, s:b, s:i}", "host", d->cfg.vnc_host, "port", port,
-                                      "password", d->cfg.vnc_password[0] != '\0', "clients",
+                            json_pack("{s:s, s:i, s:b, s:s, s:i}", "host", d->cfg.vnc_host, "port",
+                                      port, "password", d->cfg.vnc_password[0] != '\0',
+                                      "password_file", d->cfg.vnc_password_file, "clients",
                                       (int)d->vnc_ops->clients(d->vnc)));
     return r;
 }

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "core/config/dconfig.h"
 #include "core/control/ctl.h"
 
 #define CTL_TIMEOUT_MS 1500
@@ -152,16 +153,11 @@ static void query_status(struct dash_vm *v)
                               : NULL;
         vnc_address(v, json_object_get(disp, "vnc"));
         /* The password it asks for (read at its start): shown beside the address. */
+        const char *pwfile =
+            json_string_value(json_object_get(json_object_get(disp, "vnc"), "password_file"));
         v->vnc_password[0] = '\0';
-        if (json_is_true(json_object_get(json_object_get(disp, "vnc"), "password"))) {
-            char pw[PATH_MAX + 16];
-            snprintf(pw, sizeof(pw), "%s/vnc.passwd", v->paths.dir);
-            FILE *f = fopen(pw, "re");
-            if (f && fgets(v->vnc_password, sizeof(v->vnc_password), f))
-                v->vnc_password[strcspn(v->vnc_password, "\r\n")] = '\0';
-            if (f)
-                fclose(f);
-        }
+        if (pwfile && pwfile[0])
+            display_read_password(pwfile, v->vnc_password, sizeof(v->vnc_password));
         json_decref(disp);
     }
     json_t *r = NULL;

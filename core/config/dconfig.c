@@ -228,6 +228,16 @@ int display_config_from_vm(const struct vm_config *cfg, const char *vm_dir,
         snprintf(path, sizeof(path), "%s", d->vnc_password_file);
     else
         snprintf(path, sizeof(path), "%s/vnc.passwd", vm_dir);
-    return read_password(path, explicit_file, out->vnc_password, sizeof(out->vnc_password), err,
-                         errlen);
+    int r = read_password(path, explicit_file, out->vnc_password, sizeof(out->vnc_password), err,
+                          errlen);
+    if (r == 0 && out->vnc_password[0] && strlen(path) < sizeof(out->vnc_password_file))
+        memcpy(out->vnc_password_file, path, strlen(path) + 1);
+    return r;
+}
+
+void display_read_password(const char *path, char *out, size_t outlen)
+{
+    char err[256];
+    if (read_password(path, true, out, outlen, err, sizeof(err)) < 0)
+        out[0] = '\0';
 }

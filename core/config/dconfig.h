@@ -4,6 +4,7 @@
 #ifndef VMWS_DISPLAY_DCONFIG_H
 #define VMWS_DISPLAY_DCONFIG_H
 
+#include <limits.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -23,6 +24,7 @@ struct display_config {
     char vnc_host[64];     /* listen address, e.g. "127.0.0.1" */
     int vnc_port;          /* 0 = the first free of 5900..5999 */
     char vnc_password[16]; /* "" = no authentication (VNC passwords are at most 8 bytes) */
+    char vnc_password_file[PATH_MAX]; /* where it came from (shown by status and dashboard) */
 };
 
 /* Checks width/height (multiples of 8 within the limits above, fitting DISPLAY_FB_MAX_BYTES).
@@ -40,5 +42,8 @@ int display_parse_listen(const char *s, char *host, size_t hostlen, int *port);
  * others can read or that does not hold a 1-8 character password). */
 int display_config_from_vm(const struct vm_config *cfg, const char *vm_dir,
                            struct display_config *out, char *err, size_t errlen);
+/* The VNC password in PATH (a running VMM's "password_file"), for showing it: "" if it cannot
+ * be read or is not a valid one. */
+void display_read_password(const char *path, char *out, size_t outlen);
 
 #endif
