@@ -254,8 +254,9 @@ unsigned pci_irq_line(const struct pci_device *d)
     return d->cfg[0x3c];
 }
 
-/* Saved: the address latch and every present function's config space. Restoring moves BARs
- * through bar_changed as if the guest had written them. */
+/* Saved: the address latch and every present function's config space. Restoring writes what a
+ * guest could write (the write masks, the BARs' sizes and flag bits) and moves BARs through
+ * bar_changed as if the guest had written them. */
 int pci_save(struct pci_bus *bus, struct state_writer *w)
 {
     pthread_mutex_lock(&bus->lock);
@@ -291,7 +292,11 @@ int pci_load(struct pci_bus *bus, const struct state_reader *r)
             old[b] = bar_addr_raw(d, b);
             was_on[b] = bar_decoding(d, b);
         }
-        memcpy(d->cfg, rec->data, 256);
+        /* What the guest could have written, as it could have written it: the device's
+         * identity, capabilities and BAR types stay ours whatever the state file says. */
+        for (unsigned off = 0; off < 256; off++)
+            if (off != PCI_COMMAND + 2 && off != PCI_COMMAND + 3) /* status: the device's */
+                cfg_write_byte(d, off, rec->data[off]);
         for (int b = 0; b < 6 && d->bar_changed; b++) {
             if (!d->bar_size[b])
                 continue;

@@ -317,6 +317,36 @@ START_TEST(save_and_load_round_trip)
 }
 END_TEST
 
+/* A state file is not trusted with what the guest cannot write: a loaded config space keeps the
+ * card's identity and its BAR's I/O flag, and restores what the guest can write. */
+START_TEST(a_loaded_pci_config_keeps_read_only_bits)
+{
+    cfg_write(0x3c, 0x0a); /* the interrupt line: the guest's to set */
+    struct state_writer w;
+    state_writer_init(&w);
+    ck_assert_int_eq(pci_save(bus, &w), 0);
+    uint8_t *img;
+    size_t len;
+    ck_assert_int_eq(state_writer_finish(&w, &img, &len), 0);
+    state_writer_free(&w);
+    struct state_reader r;
+    char err[256];
+    ck_assert_int_eq(state_reader_parse(&r, img, len, err, sizeof(err)), 0);
+    const struct state_record *rec = state_get(&r, STATE_TAG('P', 'C', 'I', 'C'), ES1370_PCI_SLOT);
+    ck_assert_ptr_nonnull(rec);
+    uint8_t *cfg = (uint8_t *)rec->data;
+    cfg[0x00] = 0x86, cfg[0x01] = 0x80; /* another vendor */
+    cfg[0x10] &= 0xfe;                   /* the I/O BAR claimed to be memory */
+    cfg[0x3d] = 4;                       /* interrupt pin D */
+    cfg_write(0x3c, 0x05);
+    ck_assert_int_eq(pci_load(bus, &r), 0);
+    state_reader_free(&r);
+    ck_assert_uint_eq(cfg_read(0x00), 0x50001274);
+    ck_assert_uint_eq(cfg_read(0x10), IO | 1);
+    ck_assert_uint_eq(cfg_read(0x3c) & 0xffff, 0x010a); /* pin A stays; the line is restored */
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("es1370");
@@ -330,6 +360,7 @@ int main(void)
     tcase_add_test(tc, nonsense_marks_the_card_broken);
     tcase_add_test(tc, impossible_rate_marks_the_card_broken);
     tcase_add_test(tc, save_and_load_round_trip);
+    tcase_add_test(tc, a_loaded_pci_config_keeps_read_only_bits);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
