@@ -175,7 +175,7 @@ int cli_start_vm(const char *name, bool quiet)
         return cli_error("cannot use the runtime directory %s: %s (set VMWS_RUNTIME_DIR to a "
                          "directory owned by you)",
                          run, strerror(-rc));
-    int logfd = open(p.vmm_log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+    int logfd = open(p.vmm_log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (logfd < 0)
         return cli_error("cannot open %s: %s", p.vmm_log, strerror(errno));
     struct stat lst;

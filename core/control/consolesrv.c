@@ -122,7 +122,8 @@ static void log_rotate(struct console_server *s)
     snprintf(old, sizeof(old), "%s.1", s->log_path);
     int fd = -1;
     if (rename(s->log_path, old) == 0)
-        fd = open(s->log_path, O_WRONLY | O_APPEND | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        fd = open(s->log_path, O_WRONLY | O_APPEND | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
+                  0600);
     if (fd < 0) {
         s->log_size = 0; /* try again after another CONSOLE_LOG_MAX */
         return;
@@ -293,7 +294,7 @@ struct console_server *console_server_start(const char *sock_path, const char *l
         goto fail;
     }
     if (log_path) {
-        s->log.fd = open(log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+        s->log.fd = open(log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
         struct stat st;
         if (s->log.fd < 0 || fstat(s->log.fd, &st) < 0) {
             snprintf(err, errlen, "%s: %s", log_path, strerror(errno));

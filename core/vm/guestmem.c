@@ -34,9 +34,12 @@ static void layout(struct guest_mem *m, uint64_t size)
 
 static int open_backing_file(const char *path, uint64_t size, char *err, size_t errlen)
 {
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0)
-        return err_set_errno(err, errlen, "cannot open memory file %s", path);
+        return err_set_errno(err, errlen, "cannot open memory file %s%s", path,
+                             errno == ELOOP ? " (it is a symbolic link: vmws writes no file "
+                                              "through one)"
+                                            : "");
     struct stat st;
     if (fstat(fd, &st) < 0 || (fchmod(fd, 0600) < 0)) {
         int e = err_set_errno(err, errlen, "cannot stat memory file %s", path);

@@ -243,6 +243,33 @@ START_TEST(malformed_config_is_reported)
 }
 END_TEST
 
+/* A symbolic link in the VM's folder never redirects a write of the VMM: serial.log pointing at
+ * another file makes the start fail with the reason, and that file keeps its bytes. */
+START_TEST(symlinks_in_the_vm_folder_are_not_followed)
+{
+    e2e_setup();
+    ck_assert_int_eq(vmws_cmd(out, sizeof(out), 30, "create", "ln", "--memory", "64M", NULL), 0);
+    char victim[512], link[512];
+    snprintf(victim, sizeof(victim), "%s/victim", e2e_home());
+    snprintf(link, sizeof(link), "%s/ln/serial.log", e2e_home());
+    FILE *f = fopen(victim, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("precious\n", f);
+    fclose(f);
+    ck_assert_int_eq(symlink(victim, link), 0);
+    int r = vmws_cmd(out, sizeof(out), 30, "start", "ln", "--display", "none", NULL);
+    ck_assert_msg(r != 0 && strstr(out, "serial.log") && strstr(out, "symbolic link"),
+                  "start through a symlinked serial.log: %s", out);
+    char text[64] = "";
+    f = fopen(victim, "r");
+    ck_assert_ptr_nonnull(f);
+    text[fread(text, 1, sizeof(text) - 1, f)] = '\0';
+    fclose(f);
+    ck_assert_str_eq(text, "precious\n");
+    e2e_teardown();
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("vm");
@@ -253,6 +280,7 @@ static Suite *suite(void)
     tcase_add_test(t, stop_and_kill);
     tcase_add_test(t, malformed_control_request_gets_error);
     tcase_add_test(t, malformed_config_is_reported);
+    tcase_add_test(t, symlinks_in_the_vm_folder_are_not_followed);
     suite_add_tcase(s, t);
     return s;
 }
