@@ -289,6 +289,17 @@ START_TEST(impossible_rate_marks_the_card_broken)
 }
 END_TEST
 
+/* W's records as a state image parsed into R (W is freed). */
+static void saved(struct state_writer *w, struct state_reader *r)
+{
+    uint8_t *img;
+    size_t len;
+    char err[256];
+    ck_assert_int_eq(state_writer_finish(w, &img, &len), 0);
+    state_writer_free(w);
+    ck_assert_int_eq(state_reader_parse(r, img, len, err, sizeof(err)), 0);
+}
+
 START_TEST(save_and_load_round_trip)
 {
     start_dac2(30, 400 * 4, 100, 3);
@@ -296,16 +307,11 @@ START_TEST(save_and_load_round_trip)
     struct state_writer w;
     state_writer_init(&w);
     ck_assert_int_eq(es1370_save(es, &w), 0);
-    uint8_t *img;
-    size_t len;
-    ck_assert_int_eq(state_writer_finish(&w, &img, &len), 0);
-    state_writer_free(&w);
+    struct state_reader r;
+    saved(&w, &r);
     out32(IO + CONTROL, 0); /* change things, then load */
     out32(IO + MEM_PAGE, 0x0c);
     out32(IO + DAC2_SIZE, 7);
-    struct state_reader r;
-    char err[256];
-    ck_assert_int_eq(state_reader_parse(&r, img, len, err, sizeof(err)), 0);
     ck_assert_int_eq(es1370_load(es, &r), 0);
     state_reader_free(&r);
     ck_assert_uint_eq(in32(IO + CONTROL), CDC_EN | PCLKDIV(30) | DAC2_EN);
@@ -325,13 +331,8 @@ START_TEST(a_loaded_pci_config_keeps_read_only_bits)
     struct state_writer w;
     state_writer_init(&w);
     ck_assert_int_eq(pci_save(bus, &w), 0);
-    uint8_t *img;
-    size_t len;
-    ck_assert_int_eq(state_writer_finish(&w, &img, &len), 0);
-    state_writer_free(&w);
     struct state_reader r;
-    char err[256];
-    ck_assert_int_eq(state_reader_parse(&r, img, len, err, sizeof(err)), 0);
+    saved(&w, &r);
     const struct state_record *rec = state_get(&r, STATE_TAG('P', 'C', 'I', 'C'), ES1370_PCI_SLOT);
     ck_assert_ptr_nonnull(rec);
     uint8_t *cfg = (uint8_t *)rec->data;
