@@ -23,11 +23,15 @@ json_t *cli_display_query(const struct vm_paths *p)
 int cli_vnc_password_generate(const char *dir, char *out)
 {
     static const char alphabet[] = "abcdefghjkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
-    uint8_t rnd[8];
-    if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
-        return -EIO;
-    for (size_t i = 0; i < sizeof(rnd); i++) /* 55 symbols: the bias of % is below 1 in 4 */
-        out[i] = alphabet[rnd[i] % (sizeof(alphabet) - 1)];
+    const unsigned n = sizeof(alphabet) - 1, limit = 256 / n * n; /* bytes below it: uniform */
+    for (size_t i = 0; i < 8;) {
+        uint8_t rnd[32];
+        if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
+            return -EIO;
+        for (size_t k = 0; k < sizeof(rnd) && i < 8; k++)
+            if (rnd[k] < limit)
+                out[i++] = alphabet[rnd[k] % n];
+    }
     out[8] = '\n';
     char path[PATH_MAX + 16];
     snprintf(path, sizeof(path), "%s/vnc.passwd", dir);

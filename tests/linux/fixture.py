@@ -119,12 +119,11 @@ def main():
     for f in [f for f in a.files.split(",") if f]:
         if not os.path.exists(f):
             die(f"file {f} not found")
-        walk = [(f, [], [os.path.basename(f)])] if os.path.isfile(f) else os.walk(f)
-        for d, _, names in walk:
-            for n in names:
-                path = os.path.join(os.path.dirname(f) if os.path.isfile(f) else d, n)
-                if os.path.isfile(path):
-                    files[path] = open(path, "rb").read()
+        paths = [f] if os.path.isfile(f) else [os.path.join(d, n) for d, _, ns in os.walk(f)
+                                                for n in ns]
+        for path in paths:
+            if os.path.isfile(path):
+                files[path] = open(path, "rb").read()
 
     h = hashlib.sha256(init + open(__file__, "rb").read())
     for p in [busybox] + [f"/lib/modules/{kver}/{m}" for m in mods] + sorted(tools.values()):
