@@ -1,6 +1,7 @@
 /* vncprobe: a small VNC client (libvncclient) for the display tests and benchmark. It connects
  * like any viewer (default encodings: tight, zrle, hextile, ...) and runs a list of actions:
- *   capture FILE.ppm | pixel X Y | keys TEXT | watch SECONDS | wait-change X Y SECONDS | flood N
+ *   capture FILE.ppm | pixel X Y | keys TEXT | pointer X Y BUTTONS | watch SECONDS |
+ *   wait-change X Y SECONDS | flood N
  * Bytes are counted by the kernel (TCP_INFO's bytes_received), so they are what really came
  * over the wire. Exit status: 0 ok, 2 usage, 3 connect/authentication failed, 4 action failed. */
 #include <errno.h>
@@ -140,8 +141,8 @@ static int usage(void)
     fprintf(
         stderr,
         "usage: vncprobe [--password P | --password-file F] [--lossless] [--timeout S] HOST:PORT "
-        "ACTION...\n  actions: capture FILE.ppm | pixel X Y | keys TEXT | watch S | "
-        "wait-change X Y S | flood N\n");
+        "ACTION...\n  actions: capture FILE.ppm | pixel X Y | keys TEXT | pointer X Y BUTTONS | "
+        "watch S | wait-change X Y S | flood N\n");
     return 2;
 }
 
@@ -229,6 +230,11 @@ int main(int argc, char **argv)
         } else if (!strcmp(a, "keys") && i + 1 < argc) {
             type_text(cl, argv[++i]);
             pump(cl, now_ns() + 100000000ull, false);
+        } else if (!strcmp(a, "pointer") && i + 3 < argc) {
+            /* RFB's button mask: 1 left, 2 middle, 4 right. */
+            SendPointerEvent(cl, atoi(argv[i + 1]), atoi(argv[i + 2]), atoi(argv[i + 3]));
+            i += 3;
+            pump(cl, now_ns() + 50000000ull, false);
         } else if (!strcmp(a, "watch") && i + 1 < argc) {
             double s = atof(argv[++i]);
             uint64_t u0 = updates, r0 = rects, b0 = bytes_received(cl);
