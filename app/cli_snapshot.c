@@ -387,6 +387,7 @@ static void print_delete_cost(const char *key, uint64_t mem_needs, enum disksnap
            "MiB, disk %.1f MiB)\n",
            key, disk_how[how], (double)(mem_needs + disk_needs) / (1 << 20),
            (double)mem_needs / (1 << 20), (double)disk_needs / (1 << 20));
+    fflush(stdout); /* said before it starts, even into a pipe, even if the merge dies */
 }
 
 static int snap_cmd_delete(const char *name, const char *key)

@@ -107,6 +107,39 @@ int cli_create_vm(const char *name, struct vm_config *cfg, uint64_t disk_bytes, 
     return 0;
 }
 
+/* `vmws create --disk-from IMAGE`: the new VM's qcow2 disk starts as a copy of IMAGE (raw or
+ * qcow2, e.g. a root file system made with `mke2fs -d`), at least --disk large. */
+static int create_from_image(const char *name, struct vm_config *cfg, uint64_t disk_bytes,
+                             const char *from)
+{
+    char err[256];
+    struct disk *src = disk_open(from, true, err, sizeof(err));
+    if (!src)
+        return cli_error("--disk-from '%s': %s", from, err);
+    uint64_t size = (disk_size(src) + 511) / 512 * 512;
+    if (disk_bytes < size)
+        disk_bytes = size;
+    int rc = cli_create_vm(name, cfg, disk_bytes, false);
+    struct vm_paths p;
+    char image[PATH_MAX + 16];
+    struct disk *dst = NULL;
+    if (rc == 0 && paths_for_vm(name, &p) == 0) {
+        snprintf(image, sizeof(image), "%s/%s", p.dir, CLI_DISK_IMAGE);
+        dst = disk_open(image, false, err, sizeof(err));
+        rc = dst ? disk_copy(src, dst) : -EIO;
+        if (dst && disk_close(dst) < 0 && rc == 0)
+            rc = -EIO;
+        if (rc < 0)
+            rc = cli_error("VM '%s' was created but copying %s into its disk failed: %s (delete "
+                           "the VM with 'vmws delete %s' and try again)",
+                           name, from, dst ? strerror(-rc) : err, name);
+        else
+            printf("disk %s: a copy of %s\n", CLI_DISK_IMAGE, from);
+    }
+    disk_close(src);
+    return rc;
+}
+
 int cmd_create(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -117,11 +150,12 @@ int cmd_create(int argc, char **argv)
         {"initrd", required_argument, NULL, 'i'},
         {"append", required_argument, NULL, 'a'},
         {"disk", required_argument, NULL, 'd'},
+        {"disk-from", required_argument, NULL, 'f'},
         {"help", no_argument, NULL, 'h'},
         {0},
     };
     const char *memory = NULL, *cpus = NULL, *backend = NULL, *kernel = NULL, *initrd = NULL,
-               *append = NULL, *disk = NULL;
+               *append = NULL, *disk = NULL, *disk_from = NULL;
     int c;
     while ((c = cli_getopt(argc, argv, opts)) != -1) {
         switch (c) {
@@ -147,6 +181,9 @@ int cmd_create(int argc, char **argv)
             break;
         case 'd':
             disk = optarg;
+            break;
+        case 'f':
+            disk_from = optarg;
             break;
         default:
             return EXIT_USAGE;
@@ -210,7 +247,9 @@ int cmd_create(int argc, char **argv)
                                    "of 512 bytes, like 64M or 8G)",
                                    disk);
     }
-    return cli_create_vm(name, &cfg, disk_bytes, false);
+    if (!disk_from)
+        return cli_create_vm(name, &cfg, disk_bytes, false);
+    return create_from_image(name, &cfg, disk_bytes, disk_from);
 }
 
 static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)

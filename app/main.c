@@ -22,7 +22,7 @@ static int cmd_version(int argc, char **argv);
 
 const struct cli_command cli_commands[] = {
     {"create", cmd_create,
-     "NAME [--memory SIZE] [--cpus N] [--disk SIZE]\n"
+     "NAME [--memory SIZE] [--cpus N] [--disk SIZE] [--disk-from IMAGE]\n"
      "                  [--memory-backend file|shm|anon|hugetlbfs]\n"
      "                  [--kernel bzImage [--initrd FILE] [--append \"CMDLINE\"]]",
      "create a VM (its directory and vm.conf)",
@@ -30,6 +30,8 @@ const struct cli_command cli_commands[] = {
      "  --cpus N               vCPUs, 1..64 (default 1; the VM 'default' gets 2)\n"
      "  --disk SIZE            a virtio-blk disk: disk.qcow2 of SIZE (1M..2T) in the VM's\n"
      "                         directory ([disk] path in vm.conf)\n"
+     "  --disk-from IMAGE      the disk starts as a copy of IMAGE (raw or qcow2, e.g. a root\n"
+     "                         file system from mke2fs -d), at least --disk large\n"
      "  --memory-backend B     file: sparse NAME.vmem mapped shared (default); shm: memfd;\n"
      "                         anon: private anonymous (KSM, THP); hugetlbfs: huge pages\n"
      "  --kernel FILE          boot this Linux bzImage instead of the built-in guest\n"

@@ -6,6 +6,7 @@
  * indented lines (joined with a space); vmconfig_save writes them that way. */
 #include "core/config/vmconfig.h"
 
+#include "core/util/crashpoint.h"
 #include "core/util/fsutil.h"
 
 #include <errno.h>
@@ -631,5 +632,6 @@ int vmconfig_set(const char *path, const char *section, const char *const *keys,
     fclose(in);
     if (fclose(out) != 0 && rc == 0)
         rc = -errno;
+    crash_point("vmconf-written"); /* the new file whole, not yet in vm.conf's place */
     return fs_tmp_commit(fd, tmp, path, rc);
 }

@@ -1,6 +1,7 @@
 /* The VM's disk inside the snapshot tree: overlays, and merging a deleted node's image away. */
 #include "core/snapshot/disksnap.h"
 
+#include "core/util/bytes.h"
 #include "core/util/crashpoint.h"
 
 #include <errno.h>
@@ -334,11 +335,6 @@ int disksnap_plan(struct snap_tree *t, struct snap_node *n, struct disk *active,
     return 0;
 }
 
-static bool all_zero(const uint8_t *b, size_t n)
-{
-    return n == 0 || (b[0] == 0 && memcmp(b, b + 1, n - 1) == 0);
-}
-
 /* Copies SRC's content to DST wherever WANT has a bit (granules of G bytes). */
 static int copy_runs(struct disk *src, struct disk *dst, const uint64_t *want, uint64_t words,
                      uint32_t g)
@@ -361,7 +357,7 @@ static int copy_runs(struct disk *src, struct disk *dst, const uint64_t *want, u
             len = size - off;
         r = disk_read(src, off, buf, len);
         if (r == 0)
-            r = all_zero(buf, len) ? disk_write_zeroes(dst, off, len)
+            r = bytes_all_zero(buf, len) ? disk_write_zeroes(dst, off, len)
                                    : disk_write(dst, off, buf, len);
         b = e;
     }

@@ -15,6 +15,7 @@
 
 #include "core/storage/imglock.h"
 #include "core/storage/qcow2.h"
+#include "core/util/bytes.h"
 #include "core/util/errfmt.h"
 #include "core/util/fsutil.h"
 
@@ -212,6 +213,26 @@ int disk_write_zeroes(struct disk *d, uint64_t offset, uint64_t len)
     r = d->qcow2 ? qcow2_write_zeroes(d->qcow2, offset, len) : raw_zero(d->fd, offset, len);
     pthread_mutex_unlock(&d->lock);
     return r;
+}
+
+int disk_copy(struct disk *from, struct disk *to)
+{
+    enum { CHUNK = 64 << 10 }; /* a qcow2 cluster */
+    uint64_t size = disk_size(from);
+    if (disk_size(to) < size)
+        return -ENOSPC;
+    uint8_t *buf = malloc(CHUNK);
+    if (!buf)
+        return -ENOMEM;
+    int r = 0;
+    for (uint64_t off = 0; off < size && r == 0; off += CHUNK) {
+        size_t n = size - off < CHUNK ? (size_t)(size - off) : CHUNK;
+        r = disk_read(from, off, buf, n);
+        if (r == 0 && !bytes_all_zero(buf, n))
+            r = disk_write(to, off, buf, n);
+    }
+    free(buf);
+    return r < 0 ? r : disk_flush(to);
 }
 
 int disk_discard(struct disk *d, uint64_t offset, uint64_t len)

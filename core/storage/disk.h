@@ -27,6 +27,9 @@ uint64_t disk_size(const struct disk *d);
 /* "raw" or "qcow2". */
 const char *disk_format(const struct disk *d);
 int disk_close(struct disk *d);
+/* Copies FROM's content (what a guest reads) into TO, which must be at least as large; stretches
+ * of zeroes are not written, so a sparse source stays sparse. */
+int disk_copy(struct disk *from, struct disk *to);
 
 /* Cluster size of a qcow2 image, 0 for raw (any granule maps it). */
 uint32_t disk_granule(const struct disk *d);

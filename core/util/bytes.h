@@ -1,10 +1,12 @@
 /* Little-endian fields in byte buffers (boot_params, ACPI tables, state and image headers):
- * explicit byte order, no alignment assumptions. */
+ * explicit byte order, no alignment assumptions; and whether a buffer is all zero bytes. */
 #ifndef VMWS_BYTES_H
 #define VMWS_BYTES_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 static inline void le_put16(uint8_t *p, size_t off, uint16_t v)
 {
@@ -37,6 +39,11 @@ static inline uint32_t le_get32(const uint8_t *p, size_t off)
 static inline uint64_t le_get64(const uint8_t *p, size_t off)
 {
     return (uint64_t)le_get32(p, off) | (uint64_t)le_get32(p, off + 4) << 32;
+}
+
+static inline bool bytes_all_zero(const uint8_t *b, size_t n)
+{
+    return n == 0 || (b[0] == 0 && memcmp(b, b + 1, n - 1) == 0);
 }
 
 #endif

@@ -130,7 +130,7 @@ def connect_retry(path, timeout=20):
 
 
 class Qemu:
-    def __init__(self, image, mem, tmp, accel):
+    def __init__(self, image, mem, tmp, accel, extra=()):
         self.tmp = tmp
         disk = os.path.join(tmp, "disk.qcow2")
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", disk, "64M"], check=True)
@@ -141,7 +141,7 @@ class Qemu:
              "-kernel", image, "-display", "none", "-nodefaults", "-no-reboot",
              "-drive", f"if=none,id=d0,file={disk},format=qcow2",
              "-chardev", f"socket,id=s0,path={ser},server=on,wait=off", "-serial", "chardev:s0",
-             "-qmp", f"unix:{qmp},server=on,wait=off"],
+             "-qmp", f"unix:{qmp},server=on,wait=off", *extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.q = connect_retry(qmp)
         self.qf = self.q.makefile("rwb")

@@ -337,6 +337,18 @@ START_TEST(tone_and_beep_reach_the_sink)
     ck_assert_msg(strstr(text, "[audio]") && strstr(text, "volume = 50\n") &&
                       strstr(text, "mute = no\n"),
                   "vm.conf does not keep the volume:\n%s", text);
+    /* A `vmws volume` killed with its new vm.conf written but not yet in place leaves the old
+     * one whole, comments and all. */
+    setenv("VMWS_CRASH_AT", "vmconf-written", 1);
+    r = vmws_cmd(out, sizeof(out), 10, "volume", "snd", "20", NULL);
+    unsetenv("VMWS_CRASH_AT");
+    ck_assert_msg(r != 0, "vmws volume was to be killed at vmconf-written: %s", out);
+    char after[4096] = "";
+    f = fopen(conf, "r");
+    ck_assert_ptr_nonnull(f);
+    after[fread(after, 1, sizeof(after) - 1, f)] = 0;
+    fclose(f);
+    ck_assert_str_eq(after, text);
     record_path(path, sizeof(path), "half");
     record_start(&rec, &p, path);
     run(c, "tone 880 200", "tone: done", 5000);
