@@ -128,6 +128,16 @@ static int quiesce_devices_locked(struct vmm *v, char *err, size_t errlen)
     return 0;
 }
 
+static int save_devices_locked(struct vmm *v, struct state_writer *w)
+{
+    int r = 0;
+    for (size_t i = 0; i < vmm_ndevices && r == 0; i++) {
+        r = vmm_devices[i].save(v, w);
+        state_put_version(w, vmm_devices[i].tag, vmm_devices[i].version);
+    }
+    return r;
+}
+
 /* Saves the machine and every device (paused). */
 int save_all_locked(struct vmm *v, struct state_writer *w)
 {
@@ -138,17 +148,53 @@ int save_all_locked(struct vmm *v, struct state_writer *w)
         return r;
     }
     r = machine_save_state(&v->m, w);
-    for (size_t i = 0; i < vmm_ndevices && r == 0; i++) {
-        r = vmm_devices[i].save(v, w);
-        state_put_version(w, vmm_devices[i].tag, vmm_devices[i].version);
-    }
+    if (r == 0)
+        r = save_devices_locked(v, w);
     resume_devices_locked(v, vmm_ndevices);
     return r < 0 ? r : w->error;
 }
 
+/* The devices' present state, in memory: what a load that fails halfway puts back. */
+static int keep_devices_locked(struct vmm *v, struct state_reader *kept)
+{
+    struct state_writer w;
+    state_writer_init(&w);
+    int r = save_devices_locked(v, &w);
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    char err[128];
+    if (r == 0)
+        r = state_writer_finish(&w, &buf, &len);
+    state_writer_free(&w);
+    return r < 0 ? r : state_reader_parse(kept, buf, len, err, sizeof(err));
+}
+
+static int load_devices_locked(struct vmm *v, const struct state_reader *r, char *err,
+                               size_t errlen)
+{
+    for (size_t i = 0; i < vmm_ndevices; i++) {
+        uint32_t saved = state_version(r, vmm_devices[i].tag);
+        if (saved > vmm_devices[i].version) {
+            snprintf(err, errlen,
+                     "the saved state's %s record is version %u; this vmws reads up to %u "
+                     "(saved by a newer vmws?)",
+                     vmm_devices[i].name, saved, vmm_devices[i].version);
+            return -EINVAL;
+        }
+        if (vmm_devices[i].load(v, r)) {
+            snprintf(err, errlen, "the saved state's %s record does not fit this machine",
+                     vmm_devices[i].name);
+            return -EINVAL;
+        }
+    }
+    return 0;
+}
+
+/* All or nothing: the machine's records are checked before anything is applied, and the
+ * devices' present state is kept first, so a device record that fails halfway puts every
+ * device back as it was (the vCPUs are loaded last, after all devices took theirs). */
 int load_all_locked(struct vmm *v, const struct state_reader *r, char *err, size_t errlen)
 {
-    /* Device records are checked before the vCPUs are touched: a bad file changes nothing. */
     int rc = machine_check_state(&v->m, r, err, errlen);
     if (rc < 0)
         return rc;
@@ -157,22 +203,19 @@ int load_all_locked(struct vmm *v, const struct state_reader *r, char *err, size
         snprintf(err, errlen, "%s", qerr);
         return -ETIMEDOUT;
     }
-    for (size_t i = 0; i < vmm_ndevices && rc == 0; i++) {
-        uint32_t saved = state_version(r, vmm_devices[i].tag);
-        if (saved > vmm_devices[i].version) {
-            snprintf(err, errlen,
-                     "the saved state's %s record is version %u; this vmws reads up to %u "
-                     "(saved by a newer vmws?)",
-                     vmm_devices[i].name, saved, vmm_devices[i].version);
-            rc = -EINVAL;
-        } else if (vmm_devices[i].load(v, r)) {
-            snprintf(err, errlen, "the saved state's %s record does not fit this machine",
-                     vmm_devices[i].name);
-            rc = -EINVAL;
-        }
+    struct state_reader kept = {0};
+    rc = keep_devices_locked(v, &kept);
+    if (rc < 0) {
+        snprintf(err, errlen, "cannot keep the devices' state before loading: %s", strerror(-rc));
+    } else {
+        rc = load_devices_locked(v, r, err, errlen);
+        if (rc == 0)
+            rc = machine_load_state(&v->m, r, true, err, errlen);
+        char kerr[128];
+        if (rc < 0 && load_devices_locked(v, &kept, kerr, sizeof(kerr)) < 0)
+            vmm_log("cannot put the devices back after a failed load: %s", kerr);
     }
-    if (rc == 0)
-        rc = machine_load_state(&v->m, r, true, err, errlen);
+    state_reader_free(&kept);
     resume_devices_locked(v, vmm_ndevices);
     return rc;
 }

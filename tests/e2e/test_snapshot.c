@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/util/state.h"
 #include "tests/e2e/e2e.h"
 
 static char out[1 << 16];
@@ -342,6 +343,42 @@ static void corrupt_every_page(const char *path)
     fclose(f);
 }
 
+/* Rewrites the state file at PATH, whole by its checksum, so that its first device record (the
+ * serial port) holds typed input, "mem free", and its last (the framebuffer's geometry) does not
+ * fit this machine. */
+static void state_with_a_bad_last_device(const char *path)
+{
+    struct state_reader r;
+    char err[256];
+    ck_assert_msg(state_reader_load(&r, path, err, sizeof(err)) == 0, "%s", err);
+    struct state_writer w;
+    state_writer_init(&w);
+    static const char input[] = "mem free\n";
+    const uint32_t uart = STATE_TAG('U', 'A', 'R', 'T'), uari = STATE_TAG('U', 'A', 'R', 'I'),
+                   fbcf = STATE_TAG('F', 'B', 'C', 'F');
+    bool had_uart = false;
+    for (size_t i = 0; i < r.nrecords; i++) {
+        const struct state_record *rec = &r.records[i];
+        uint8_t copy[64];
+        if (rec->tag == uart && rec->len == 12) { /* 8 register bytes, then the input count */
+            memcpy(copy, rec->data, 12);
+            uint32_t n = sizeof(input) - 1;
+            memcpy(copy + 8, &n, 4);
+            state_put(&w, uart, rec->instance, copy, 12);
+            state_put(&w, uari, rec->instance, input, n);
+            had_uart = true;
+        } else if (rec->tag == fbcf) {
+            state_put(&w, fbcf, rec->instance, rec->data, (size_t)rec->len - 1);
+        } else if (rec->tag != uari) {
+            state_put(&w, rec->tag, rec->instance, rec->data, (size_t)rec->len);
+        }
+    }
+    ck_assert_msg(had_uart, "no serial record in %s", path);
+    ck_assert_int_eq(state_writer_save(&w, path), 0);
+    state_writer_free(&w);
+    state_reader_free(&r);
+}
+
 START_TEST(corrupt_state_and_tree_are_refused)
 {
     e2e_setup();
@@ -361,6 +398,27 @@ START_TEST(corrupt_state_and_tree_are_refused)
     ck_assert_msg(strstr(out, "checksum") && strstr(out, ".state"), "revert to corrupt state: %s",
                   out);
     verify("bad", "B"); /* nothing changed, the VM runs on */
+
+    /* A file whole by its checksum whose last device does not fit: all or nothing, the serial
+     * port does not keep the target's typed input (the guest would free its memory). */
+    json_t *s2i = snapshot_json("info", "bad", "s2");
+    ck_assert_ptr_nonnull(s2i);
+    snprintf(path, sizeof(path), "%s/bad/snapshots/%s.state", e2e_home(),
+             json_string_value(json_object_get(s2i, "id")));
+    json_decref(s2i);
+    char saved[600];
+    snprintf(saved, sizeof(saved), "%s.good", path);
+    char cmd[1300];
+    snprintf(cmd, sizeof(cmd), "cp '%s' '%s'", path, saved);
+    ck_assert_int_eq(system(cmd), 0);
+    state_with_a_bad_last_device(path);
+    r = vmws_cmd(out, sizeof(out), 60, "snapshot", "revert", "bad", "s2", NULL);
+    ck_assert_int_ne(r, 0);
+    ck_assert_msg(strstr(out, "framebuffer") && strstr(out, "does not fit"),
+                  "revert to a state whose framebuffer does not fit: %s", out);
+    usleep(300 * 1000);
+    verify("bad", "B");
+    ck_assert_int_eq(rename(saved, path), 0);
 
     fill("bad", "C"); /* so that reverting to s2 must read s2's pages back */
     json_t *s2 = snapshot_json("info", "bad", "s2");
