@@ -65,6 +65,7 @@ struct pci_device {
     bool (*cfg_access)(struct pci_device *d, unsigned off, uint8_t *data, uint32_t len,
                        bool is_write);
     void *opaque;
+    unsigned intx_irq; /* set by pci_register: the IRQ the board wires INTA# to */
 };
 struct pci_bus;
 struct pci_bus *pci_create(struct machine *m);
@@ -75,7 +76,8 @@ void pci_device_init(struct pci_device *d, uint16_t vendor, uint16_t device, uin
  * from 0xE0000000, decoding on; bar_changed is called for each) and, if cfg[0x3D] (interrupt
  * pin) is set, its INTx line (IRQ 10 or 11) into cfg[0x3C]. Returns 0 or -EBUSY/-EINVAL/-ENOSPC. */
 int pci_register(struct pci_bus *bus, struct pci_device *d, unsigned slot);
-/* The legacy IRQ the device's INTx pin drives (for machine_set_irq). */
+/* The legacy IRQ the device's INTx pin drives (for machine_set_irq): the board's wiring, not
+ * what the guest wrote into cfg[0x3C]. */
 unsigned pci_irq_line(const struct pci_device *d);
 /* Current guest-programmed address of a BAR (0 if unassigned or decoding off). */
 uint64_t pci_bar_address(struct pci_bus *bus, struct pci_device *d, int bar);

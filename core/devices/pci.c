@@ -226,7 +226,7 @@ static int assign_resources_locked(struct pci_bus *bus, struct pci_device *d, un
         d->cfg[PCI_COMMAND] |= d->bar_is_io[b] ? PCI_COMMAND_IO : PCI_COMMAND_MEMORY;
     }
     if (d->cfg[0x3d]) /* interrupt pin in use: INTx of odd and even slots on two lines */
-        d->cfg[0x3c] = pci_intx_irqs[slot % 2];
+        d->cfg[0x3c] = (uint8_t)(d->intx_irq = pci_intx_irqs[slot % 2]);
     bus->io_next = io;
     bus->mmio_next = mmio;
     return 0;
@@ -249,9 +249,11 @@ int pci_register(struct pci_bus *bus, struct pci_device *d, unsigned slot)
     return 0;
 }
 
+/* Where the board wires the device's INTA#, fixed at registration. Config byte 0x3c is only
+ * the OS's note of it: a guest writing anything there moves no interrupt. */
 unsigned pci_irq_line(const struct pci_device *d)
 {
-    return d->cfg[0x3c];
+    return d->intx_irq;
 }
 
 /* Saved: the address latch and every present function's config space. Restoring writes what a

@@ -433,6 +433,9 @@ START_TEST(guest_nonsense_breaks_the_card_not_the_vm)
     snprintf(server, sizeof(server), "unix:%s/no-such-pulse", e2e_home());
     setenv("PULSE_SERVER", server, 1);
     struct console *c = start_vm("bad");
+    /* The interrupt line register is the OS's note: written, it moves no interrupt. */
+    run(c, "sound irqline 3", "interrupt line register set to 3", 5000);
+    run(c, "tone 440 100", "tone: done (5 periods, irq)", 5000);
     run(c, "sound garbage", "sound: programmed nonsense", 5000);
     run(c, "version", "vmws-guest", 5000);
     int broken = count_log_lines("bad", "es1370: device broken");

@@ -239,7 +239,16 @@ void cmd_sound(int argc, char **argv)
         outl(card.io + ES_CONTROL, ES_CTRL_CDC_EN);
         outl(card.io + ES_SERIAL, 0);
         console_puts("sound: programmed nonsense (705600 Hz, buffer at 0xfff00000)\n");
+    } else if (!strcmp(sub, "irqline") && argc == 3) {
+        /* The interrupt line register is the OS's note of where it routed the pin: writing
+         * it must not move the card's interrupt (the board wires it). */
+        unsigned n = 0;
+        for (const char *p = argv[2]; *p >= '0' && *p <= '9' && n < 256; p++)
+            n = n * 10 + (unsigned)(*p - '0');
+        uint32_t v = pci_read32(card.slot, 0x3c);
+        pci_write32(card.slot, 0x3c, (v & ~0xffu) | (n & 0xff));
+        printf("sound: interrupt line register set to %u\n", n & 0xff);
     } else {
-        console_puts("usage: sound [info|garbage]\n");
+        console_puts("usage: sound [info|garbage|irqline N]\n");
     }
 }
