@@ -89,6 +89,7 @@ struct es1370 {
     uint64_t io_base; /* 0 = not decoding */
     struct es1370_regs r;
     bool irq_level;
+    unsigned quiesced; /* es1370_quiesce's count: no DMA while non-zero */
     char broken_reason[200];
     uint64_t frames[NCHAN], periods[NCHAN];
 };
@@ -333,11 +334,26 @@ static void render_adc_locked(struct es1370 *e, unsigned n)
     }
 }
 
+void es1370_quiesce(struct es1370 *e)
+{
+    pthread_mutex_lock(&e->lock);
+    e->quiesced++;
+    pthread_mutex_unlock(&e->lock);
+}
+
+void es1370_resume(struct es1370 *e)
+{
+    pthread_mutex_lock(&e->lock);
+    if (e->quiesced)
+        e->quiesced--;
+    pthread_mutex_unlock(&e->lock);
+}
+
 bool es1370_render(struct es1370 *e, int32_t *mix, unsigned n)
 {
     bool active = false;
     pthread_mutex_lock(&e->lock);
-    bool bus_master = e->pci.cfg[0x04] & 0x04;
+    bool bus_master = (e->pci.cfg[0x04] & 0x04) && !e->quiesced;
     for (int c = 0; c < NCHAN && !e->r.broken && bus_master; c++) {
         if (!chan_running(e, c))
             continue;

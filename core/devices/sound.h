@@ -26,6 +26,10 @@ void es1370_destroy(struct es1370 *e);
 /* Adds N frames of the card's output to MIX (stereo int32), consuming guest PCM at the
  * programmed rates and raising period interrupts. Returns true if a DAC was running. */
 bool es1370_render(struct es1370 *e, int32_t *mix, unsigned n);
+/* While quiesced (counted, nesting) render touches no guest RAM: on return of es1370_quiesce
+ * no DMA is in progress, so a snapshot can capture or rewrite pages underneath. */
+void es1370_quiesce(struct es1370 *e);
+void es1370_resume(struct es1370 *e);
 json_t *es1370_status_json(struct es1370 *e);
 int es1370_save(struct es1370 *e, struct state_writer *w); /* record 'ES13' */
 int es1370_load(struct es1370 *e, const struct state_reader *r);

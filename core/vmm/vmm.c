@@ -108,8 +108,10 @@ static void destroy_machine_locked(struct vmm *v)
     v->machine_live = false;
 }
 
-/* Devices with requests of their own in flight (the disk's I/O thread) first reach a quiet
- * point; one that cannot within its bound fails the save or load, and the VM runs on unchanged. */
+/* Devices with work of their own in flight (the disk's I/O thread, the sound card's DMA on the
+ * mixer's thread) first reach a quiet point, where they touch neither guest RAM nor their
+ * state; one that cannot within its bound fails the save or load, and the VM runs on
+ * unchanged. Quiesces nest (a revert holds its own around the load's). */
 static void resume_devices_locked(struct vmm *v, size_t n)
 {
     for (size_t i = 0; i < n; i++)
@@ -117,7 +119,7 @@ static void resume_devices_locked(struct vmm *v, size_t n)
             vmm_devices[i].resume(v);
 }
 
-static int quiesce_devices_locked(struct vmm *v, char *err, size_t errlen)
+int vmm_quiesce_devices_locked(struct vmm *v, char *err, size_t errlen)
 {
     for (size_t i = 0; i < vmm_ndevices; i++) {
         if (vmm_devices[i].quiesce && vmm_devices[i].quiesce(v, err, errlen) < 0) {
@@ -126,6 +128,11 @@ static int quiesce_devices_locked(struct vmm *v, char *err, size_t errlen)
         }
     }
     return 0;
+}
+
+void vmm_resume_devices_locked(struct vmm *v)
+{
+    resume_devices_locked(v, vmm_ndevices);
 }
 
 static int save_devices_locked(struct vmm *v, struct state_writer *w)
@@ -142,7 +149,7 @@ static int save_devices_locked(struct vmm *v, struct state_writer *w)
 int save_all_locked(struct vmm *v, struct state_writer *w)
 {
     char err[256];
-    int r = quiesce_devices_locked(v, err, sizeof(err));
+    int r = vmm_quiesce_devices_locked(v, err, sizeof(err));
     if (r < 0) {
         vmm_log("cannot save the machine: %s", err);
         return r;
@@ -199,7 +206,7 @@ int load_all_locked(struct vmm *v, const struct state_reader *r, char *err, size
     if (rc < 0)
         return rc;
     char qerr[256];
-    if (quiesce_devices_locked(v, qerr, sizeof(qerr)) < 0) {
+    if (vmm_quiesce_devices_locked(v, qerr, sizeof(qerr)) < 0) {
         snprintf(err, errlen, "%s", qerr);
         return -ETIMEDOUT;
     }

@@ -114,6 +114,19 @@ static void audio_row_stop(struct vmm *v)
     if (v->audio)
         v->backends->audio.stop(v->audio);
 }
+/* The card's DMA runs on the mixer's thread: quiet while pages are captured or rewritten. */
+static int audio_row_quiesce(struct vmm *v, char *err, size_t errlen)
+{
+    (void)err, (void)errlen;
+    if (v->es1370)
+        es1370_quiesce(v->es1370);
+    return 0;
+}
+static void audio_row_resume(struct vmm *v)
+{
+    if (v->es1370)
+        es1370_resume(v->es1370);
+}
 static int audio_row_save(struct vmm *v, struct state_writer *w)
 {
     if (!v->audio)
@@ -197,7 +210,7 @@ const struct vmm_device vmm_devices[] = {
     ROW(pci, STATE_TAG('P', 'C', 'I', 'A'), 1, .destroy = pci_row_destroy),
     ROW(pm, STATE_TAG('A', 'C', 'P', 'M'), 2, .destroy = pm_row_destroy),
     ROW(audio, STATE_TAG('E', 'S', '1', '3'), 1, .stop = audio_row_stop,
-        .destroy = audio_row_destroy),
+        .destroy = audio_row_destroy, .quiesce = audio_row_quiesce, .resume = audio_row_resume),
     ROW(virtio_blk, STATE_TAG('V', 'B', 'L', 'K'), 1, .stop = virtio_blk_row_stop,
         .destroy = virtio_blk_row_destroy, .quiesce = virtio_blk_row_quiesce,
         .resume = virtio_blk_row_resume),

@@ -129,6 +129,9 @@ extern const size_t vmm_ndevices;
 /* vmm.c */
 int save_all_locked(struct vmm *v, struct state_writer *w);
 int load_all_locked(struct vmm *v, const struct state_reader *r, char *err, size_t errlen);
+/* Every device's quiesce (all or none: -ETIMEDOUT with ERR) and resume; they nest. */
+int vmm_quiesce_devices_locked(struct vmm *v, char *err, size_t errlen);
+void vmm_resume_devices_locked(struct vmm *v);
 double vmm_ms_since(const struct timespec *t0);
 /* The VM's state in the window's title (under lock). */
 void vmm_show_state(struct vmm *v);

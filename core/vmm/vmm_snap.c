@@ -247,8 +247,9 @@ int vmm_snapshot_revert(struct vmm *v, const char *id, bool keep_current, struct
     bool was_running = v->state == VMM_RUNNING;
     machine_pause(&v->m);
     v->state = VMM_PAUSED;
-    r = v->blk ? virtio_blk_quiesce(v->blk, 2000, err->desc, sizeof(err->desc)) : 0;
-    bool quiesced = v->blk && r == 0;
+    /* Every device quiet until the pages are rewritten: none may DMA into them meanwhile. */
+    r = vmm_quiesce_devices_locked(v, err->desc, sizeof(err->desc));
+    bool quiesced = r == 0;
     /* 1. The present, kept as a node before anything changes. */
     char kept_id[SNAP_ID_MAX] = "";
     if (r == 0 && keep_current) {
@@ -299,7 +300,7 @@ int vmm_snapshot_revert(struct vmm *v, const char *id, bool keep_current, struct
         blk_switch_locked(v, dm.from, NULL, e2, sizeof(e2));
     }
     if (quiesced)
-        virtio_blk_resume(v->blk);
+        vmm_resume_devices_locked(v);
     /* Memory rewritten but the tree not saved: tree.json on disk still names the old image,
      * the guest's memory goes with the new one; both stay, and so does the pause, until a
      * later save (another revert, a take) makes the tree match. */
