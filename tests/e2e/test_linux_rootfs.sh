@@ -14,7 +14,7 @@ initrd=/boot/initrd.img-${kernel#/boot/vmlinuz-}
 [ -f "$kernel" ] && [ -f "$initrd" ] ||
     { echo "no Debian kernel with its initramfs in /boot (install linux-image-amd64)"; exit 99; }
 root=$VMWS_HOME/root
-mkdir -p "$root/bin" "$root/sbin" "$root/proc" "$root/sys" "$root/dev" "$root/tmp" || exit 99
+mkdir -p "$root/bin" "$root/sbin" "$root/proc" "$root/sys" "$root/dev" "$root/run" "$root/tmp" || exit 99
 cp /bin/busybox "$root/bin/busybox" || exit 99
 cat >"$root/sbin/init" <<'EOF'
 #!/bin/busybox sh
