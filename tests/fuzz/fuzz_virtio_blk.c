@@ -63,8 +63,8 @@ static const char *make_image(bool qcow2)
     static char path[256];
     snprintf(path, sizeof(path), "%s/disk.%s", fuzz_dir(), qcow2 ? "qcow2" : "raw");
     unlink(path);
-    int r = qcow2 ? qcow2_create(path, DISK_SIZE, 512, NULL, NULL)
-                  : disk_create_raw(path, DISK_SIZE);
+    int r =
+        qcow2 ? qcow2_create(path, DISK_SIZE, 512, NULL, NULL) : disk_create_raw(path, DISK_SIZE);
     if (r < 0)
         abort();
     return path;
@@ -97,10 +97,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     bool qcow2 = mode & 0x10;
     const char *image = make_image(qcow2);
     char err[512];
-    struct virtio_blk *blk =
-        bus ? virtio_blk_create(&m, bus, SLOT, image, qcow2 ? "qcow2" : "raw", image, err,
-                                sizeof(err))
-            : NULL;
+    struct virtio_blk *blk = bus ? virtio_blk_create(&m, bus, SLOT, image, qcow2 ? "qcow2" : "raw",
+                                                     image, err, sizeof(err))
+                                 : NULL;
     if (!blk)
         abort();
     bar = (cfg_read(0x10) & ~0xfu) | (uint64_t)cfg_read(0x14) << 32;
