@@ -1,9 +1,9 @@
-/* virtio-blk as a guest drives it: a machine with 64 KiB of guest RAM in a buffer (no KVM), the
- * device set up through PCI config ports and BAR 0 MMIO the way a driver does, with the input as
- * guest RAM (rings, descriptor tables, request headers, data) served synchronously
- * (virtio_blk_serve_pending); then the device state saved and the input's first bytes loaded as
- * its transport record, and the queue served again. Byte 0 picks the queue size, indirect
- * descriptors, a raw or qcow2 image and where the rings are. A broken device is fine. */
+/* virtio-blk as a guest drives it: 64 KiB of guest RAM in a buffer (no KVM), the device set up
+ * through PCI config ports and BAR 0 MMIO as a driver does, the input as guest RAM (rings,
+ * descriptors, request headers, data) served synchronously (virtio_blk_serve_pending); then,
+ * as byte 0 asks (with queue size, indirect descriptors, raw or qcow2, ring places), the input's
+ * first bytes loaded as the transport's state, and its last as register accesses, each followed
+ * by serving the queue again. A broken device is fine; a crash or a stray write is not. */
 #include <pthread.h>
 
 #include "core/devices/devices.h"
@@ -165,6 +165,38 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             state_reader_free(&r);
         }
         state_writer_free(&w);
+        virtio_blk_serve_pending(blk);
+        json_decref(virtio_blk_status_json(blk));
+    }
+    /* A guest that goes on poking the registers: the input's last bytes (up to 512) as 8-byte
+     * operations - a BAR 0 access of 1, 2, 4 or 8 bytes anywhere in it (common config, ISR,
+     * device config, notify), a PCI configuration space write, or serving the queue. */
+    if (mode & 0x80) {
+        size_t nops = (size < 512 ? size : 512) / 8;
+        for (const uint8_t *op = data + size - 8 * nops; op < data + size; op += 8) {
+            unsigned off = (op[1] | (unsigned)op[2] << 8) & 0x3fff, len = 1u << (op[0] >> 6);
+            uint64_t v = (uint64_t)op[3] | (uint64_t)op[4] << 8 | (uint64_t)op[5] << 16 |
+                         (uint64_t)op[6] << 24 | (uint64_t)op[7] << 32;
+            switch (op[0] % 4) {
+            case 0:
+                wr(off, len, v);
+                break;
+            case 1:
+                rd(off, len);
+                break;
+            case 2: { /* config space: BARs, command register, capabilities' fields */
+                uint8_t d[4];
+                io_data_put(d, 4, 0x80000000u | SLOT << 11 | (op[1] & 0xfc));
+                iobus_access(&m.pio, 0xcf8, d, 4, true);
+                io_data_put(d, 4, (uint32_t)v);
+                iobus_access(&m.pio, 0xcfc + (op[1] & 3), d, len > 4 ? 4 : len, true);
+                break;
+            }
+            default:
+                virtio_blk_serve_pending(blk);
+                break;
+            }
+        }
         virtio_blk_serve_pending(blk);
         json_decref(virtio_blk_status_json(blk));
     }
