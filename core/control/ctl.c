@@ -136,7 +136,7 @@ struct ctl_server {
 
 static void conn_flush(struct ctl_conn *c)
 {
-    while (!c->dead && c->out.len) {
+    while (!c->dead && c->out.len && c->fd >= 0) { /* fd -1: ctl_handle_bytes keeps the replies */
         ssize_t n = send(c->fd, c->out.data, c->out.len, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (n < 0) {
             if (errno == EINTR)
@@ -286,6 +286,21 @@ static void conn_feed(struct ctl_server *s, struct ctl_conn *c, const char *data
         data += used;
         n -= used;
     }
+}
+
+char *ctl_handle_bytes(const struct ctl_command *cmds, size_t ncmds, void *opaque, const char *data,
+                       size_t n, size_t *len)
+{
+    struct ctl_server s = {.cmds = cmds, .ncmds = ncmds, .opaque = opaque};
+    struct ctl_conn c = {.fd = -1};
+    conn_feed(&s, &c, data, n);
+    buf_free(&c.in); /* a partial last line is dropped, as at EOF */
+    if (c.dead || buf_append(&c.out, "", 0) < 0) {
+        buf_free(&c.out);
+        return NULL;
+    }
+    *len = c.out.len;
+    return c.out.data;
 }
 
 static void conn_read(struct ctl_server *s, struct ctl_conn *c)

@@ -37,6 +37,14 @@ void ctl_server_event(struct ctl_server *s, const char *event, json_t *data);
 /* Stops the thread, closes clients, unlinks the socket. */
 void ctl_server_stop(struct ctl_server *s);
 
+/* The server's handling of the bytes one client sent, without a socket or a thread (for tests
+ * and fuzzing): runs every complete request line of DATA (N bytes) against CMDS as the server
+ * does and returns what the server would send back, greeting excepted (malloc'd, NUL-terminated,
+ * *LEN bytes); NULL if the server would have dropped the client. A partial last line is
+ * dropped, as at EOF. */
+char *ctl_handle_bytes(const struct ctl_command *cmds, size_t ncmds, void *opaque, const char *data,
+                       size_t n, size_t *len);
+
 /* Client side, for the CLI and the dashboard. */
 struct ctl_client;
 /* Connects and reads the greeting (returned borrowed via *GREETING if non-NULL: the value the

@@ -316,6 +316,11 @@ int virtio_blk_attach_image(struct virtio_blk *b, const char *path, const char *
     return 0;
 }
 
+void virtio_blk_serve_pending(struct virtio_blk *b)
+{
+    virtio_pci_serve_pending(b->vp);
+}
+
 struct disk *virtio_blk_image(struct virtio_blk *b)
 {
     return b->disk;

@@ -38,6 +38,9 @@ void virtio_blk_resume(struct virtio_blk *b);
 void virtio_blk_detach_image(struct virtio_blk *b);
 int virtio_blk_attach_image(struct virtio_blk *b, const char *path, const char *format, char *err,
                             size_t errlen);
+/* Serves the requests the guest has made available now, on the caller's thread (see
+ * virtio_pci_serve_pending). */
+void virtio_blk_serve_pending(struct virtio_blk *b);
 /* The open image (for reading its cluster map; core/storage/disk.h calls lock it). */
 struct disk *virtio_blk_image(struct virtio_blk *b);
 /* {"path", "capacity", "status", "needs_reset", "broken", "requests", ...} for `vmws status`. */

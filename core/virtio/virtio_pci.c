@@ -158,6 +158,14 @@ static void serve_all_locked(struct virtio_pci *vp)
     }
 }
 
+void virtio_pci_serve_pending(struct virtio_pci *vp)
+{
+    pthread_mutex_lock(&vp->lock);
+    if (!vp->stopping)
+        serve_all_locked(vp);
+    pthread_mutex_unlock(&vp->lock);
+}
+
 static void *io_thread(void *arg)
 {
     struct virtio_pci *vp = arg;

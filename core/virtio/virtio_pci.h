@@ -53,6 +53,10 @@ void virtio_pci_destroy(struct virtio_pci *vp);
  * (it runs again when every quiesce has been undone). */
 int virtio_pci_quiesce(struct virtio_pci *vp, unsigned timeout_ms, char *err, size_t errlen);
 void virtio_pci_unquiesce(struct virtio_pci *vp);
+/* Serves, on the caller's thread, every chain the queues have made available, as the I/O thread
+ * does on a notify, and returns when none is left or the device broke; nothing while quiesced
+ * (for tests and fuzzing, which want requests served synchronously). */
+void virtio_pci_serve_pending(struct virtio_pci *vp);
 /* Device status byte, whether it is broken and why (for status reports). */
 uint8_t virtio_pci_status(struct virtio_pci *vp, bool *needs_reset, char *why, size_t whylen);
 /* Completed chains and notifies so far. */

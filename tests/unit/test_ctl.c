@@ -194,6 +194,29 @@ START_TEST(test_long_line)
 }
 END_TEST
 
+/* ctl_handle_bytes (tests and fuzzing): the server's replies to what a client sent, no socket. */
+START_TEST(test_handle_bytes_without_a_socket)
+{
+    const char in[] = "{\"execute\":\"echo\",\"arguments\":{\"a\":1},\"id\":7}\r\n\n"
+                      "{\"execute\":\"fail\"}\n[1]\n{\"execute\":\"echo\"}"; /* last: no newline */
+    size_t len = 0;
+    char *out = ctl_handle_bytes(cmds, 2, NULL, in, sizeof(in) - 1, &len);
+    ck_assert_ptr_nonnull(out);
+    ck_assert_uint_eq(len, strlen(out));
+    ck_assert_str_eq(out,
+                     "{\"return\":{\"a\":1},\"id\":7}\n"
+                     "{\"error\":{\"class\":\"InvalidArgument\",\"desc\":\"no such device "
+                     "'x'\"}}\n"
+                     "{\"error\":{\"class\":\"GenericError\",\"desc\":\"request must be a JSON "
+                     "object like {\\\"execute\\\": \\\"query-commands\\\"}\"}}\n");
+    free(out);
+    out = ctl_handle_bytes(cmds, 2, NULL, "", 0, &len); /* nothing sent: nothing to say */
+    ck_assert_ptr_nonnull(out);
+    ck_assert_uint_eq(len, 0);
+    free(out);
+}
+END_TEST
+
 START_TEST(test_bad_clients)
 {
     /* A client that closes in the middle of a line. */
@@ -498,6 +521,7 @@ int main(void)
     tcase_add_test(tc, test_socket_mode);
     tcase_add_test(tc, test_execute_and_errors);
     tcase_add_test(tc, test_long_line);
+    tcase_add_test(tc, test_handle_bytes_without_a_socket);
     tcase_add_test(tc, test_bad_clients);
     tcase_add_test(tc, test_events_and_client_api);
     tcase_add_test(tc, test_live_and_stale_socket);
