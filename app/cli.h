@@ -79,6 +79,8 @@ void cli_display_print(const struct vm_paths *p, const char *prefix);
 /* A new VM's VNC password: 8 random characters (letters and digits that cannot be confused)
  * in DIR/vnc.passwd, mode 0600; OUT (at least 9 bytes) gets it. Returns 0 or -errno. */
 int cli_vnc_password_generate(const char *dir, char *out);
+/* LEN random characters of that alphabet into OUT (LEN + 1 bytes). Returns 0 or -EIO. */
+int cli_random_password(char *out, size_t len);
 /* --display MODE for the next cli_start_vm() (NULL: the VM's configured mode). */
 extern const char *cli_start_display_mode;
 /* The next cli_start_vm() starts the VMM with its vCPUs paused (offline snapshot work). */
@@ -105,6 +107,13 @@ void print_json(json_t *j);
 /* Writes the VM's directory and vm.conf, and with DISK_BYTES a sparse qcow2 disk.qcow2 in it
  * (CFG's [disk] then names it). */
 int cli_create_vm(const char *name, struct vm_config *cfg, uint64_t disk_bytes, bool quiet);
+/* cli_create_vm whose disk starts as a copy of IMAGE (raw or qcow2), at least DISK_BYTES large.
+ * Returns 0 or 1 (the error printed). */
+int cli_create_from_image(const char *name, struct vm_config *cfg, uint64_t disk_bytes,
+                          const char *image);
+/* `vmws create --os OS`: the VM, its disk a copy of OS's system (app/cli_os.c). 0 or 1. */
+int cli_create_os(const char *name, struct vm_config *cfg, uint64_t disk_bytes, const char *os,
+                  const char *ssh_key);
 int cli_start_vm(const char *name, bool quiet);
 int cli_console_attach(const char *name, int idle_ms);
 

@@ -20,22 +20,31 @@ json_t *cli_display_query(const struct vm_paths *p)
     return cli_vm_ask(p, "query-display");
 }
 
-int cli_vnc_password_generate(const char *dir, char *out)
+int cli_random_password(char *out, size_t len)
 {
     static const char alphabet[] = "abcdefghjkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
     const unsigned n = sizeof(alphabet) - 1, limit = 256 / n * n; /* bytes below it: uniform */
-    for (size_t i = 0; i < 8;) {
+    for (size_t i = 0; i < len;) {
         uint8_t rnd[32];
         if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
             return -EIO;
-        for (size_t k = 0; k < sizeof(rnd) && i < 8; k++)
+        for (size_t k = 0; k < sizeof(rnd) && i < len; k++)
             if (rnd[k] < limit)
                 out[i++] = alphabet[rnd[k] % n];
     }
+    out[len] = '\0';
+    return 0;
+}
+
+int cli_vnc_password_generate(const char *dir, char *out)
+{
+    int r = cli_random_password(out, 8);
+    if (r < 0)
+        return r;
     out[8] = '\n';
     char path[PATH_MAX + 16];
     snprintf(path, sizeof(path), "%s/vnc.passwd", dir);
-    int r = fs_write_atomic(path, out, 9); /* mode 0600, like every temporary file */
+    r = fs_write_atomic(path, out, 9); /* mode 0600, like every temporary file */
     out[8] = '\0';
     return r;
 }

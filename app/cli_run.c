@@ -26,6 +26,7 @@
 
 #define START_TIMEOUT_MS 30000
 #define STOP_TIMEOUT_MS 10000
+#define STOP_ACPI_TIMEOUT_MS 90000 /* a guest OS shutting down by its power button */
 
 const char *cli_start_display_mode;
 
@@ -327,6 +328,22 @@ int cmd_stop(int argc, char **argv)
     if (r && json_is_integer(json_object_get(r, "pid")))
         pid = (pid_t)json_integer_value(json_object_get(r, "pid"));
     json_decref(r);
+    /* A guest OS that listens to the ACPI power button shuts down by itself first. */
+    r = ctl_client_execute(c, "system_powerdown", NULL, 3000, err, sizeof(err));
+    bool acpi = r && json_is_true(json_object_get(r, "acpi"));
+    json_decref(r);
+    if (acpi && pid > 0) {
+        printf("%s: the guest is shutting down (ACPI power button; up to %d s)\n", name,
+               STOP_ACPI_TIMEOUT_MS / 1000);
+        fflush(stdout);
+        if (pid_wait_gone(pid, STOP_ACPI_TIMEOUT_MS)) {
+            ctl_client_close(c);
+            printf("stopped %s (the guest shut down)\n", name);
+            return 0;
+        }
+        printf("%s: the guest did not power off within %d s: pulling the plug\n", name,
+               STOP_ACPI_TIMEOUT_MS / 1000);
+    }
     r = ctl_client_execute(c, "quit", NULL, 5000, err, sizeof(err));
     ctl_client_close(c);
     /* A refusal is a reply with an error class; a closed connection means it is going. */

@@ -109,8 +109,8 @@ int cli_create_vm(const char *name, struct vm_config *cfg, uint64_t disk_bytes, 
 
 /* `vmws create --disk-from IMAGE`: the new VM's qcow2 disk starts as a copy of IMAGE (raw or
  * qcow2, e.g. a root file system made with `mke2fs -d`), at least --disk large. */
-static int create_from_image(const char *name, struct vm_config *cfg, uint64_t disk_bytes,
-                             const char *from)
+int cli_create_from_image(const char *name, struct vm_config *cfg, uint64_t disk_bytes,
+                          const char *from)
 {
     char err[256];
     struct disk *src = disk_open(from, true, err, sizeof(err));
@@ -151,11 +151,13 @@ int cmd_create(int argc, char **argv)
         {"append", required_argument, NULL, 'a'},
         {"disk", required_argument, NULL, 'd'},
         {"disk-from", required_argument, NULL, 'f'},
+        {"os", required_argument, NULL, 'o'},
+        {"ssh-key", required_argument, NULL, 's'},
         {"help", no_argument, NULL, 'h'},
         {0},
     };
     const char *memory = NULL, *cpus = NULL, *backend = NULL, *kernel = NULL, *initrd = NULL,
-               *append = NULL, *disk = NULL, *disk_from = NULL;
+               *append = NULL, *disk = NULL, *disk_from = NULL, *os = NULL, *ssh_key = NULL;
     int c;
     while ((c = cli_getopt(argc, argv, opts)) != -1) {
         switch (c) {
@@ -184,6 +186,12 @@ int cmd_create(int argc, char **argv)
             break;
         case 'f':
             disk_from = optarg;
+            break;
+        case 'o':
+            os = optarg;
+            break;
+        case 's':
+            ssh_key = optarg;
             break;
         default:
             return EXIT_USAGE;
@@ -247,9 +255,15 @@ int cmd_create(int argc, char **argv)
                                    "of 512 bytes, like 64M or 8G)",
                                    disk);
     }
-    if (!disk_from)
-        return cli_create_vm(name, &cfg, disk_bytes, false);
-    return create_from_image(name, &cfg, disk_bytes, disk_from);
+    if (ssh_key && !os)
+        return cli_usage_error(argv[0], "--ssh-key goes with --os");
+    if (os && disk_from)
+        return cli_usage_error(argv[0], "--os and --disk-from both make the disk: pick one");
+    if (os)
+        return cli_create_os(name, &cfg, disk_bytes, os, ssh_key);
+    if (disk_from)
+        return cli_create_from_image(name, &cfg, disk_bytes, disk_from);
+    return cli_create_vm(name, &cfg, disk_bytes, false);
 }
 
 static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)

@@ -23,6 +23,7 @@ static int cmd_version(int argc, char **argv);
 const struct cli_command cli_commands[] = {
     {"create", cmd_create,
      "NAME [--memory SIZE] [--cpus N] [--disk SIZE] [--disk-from IMAGE]\n"
+     "                  [--os debian [--ssh-key FILE]]\n"
      "                  [--memory-backend file|shm|anon|hugetlbfs]\n"
      "                  [--kernel bzImage [--initrd FILE] [--append \"CMDLINE\"]]",
      "create a VM (its directory and vm.conf)",
@@ -32,6 +33,10 @@ const struct cli_command cli_commands[] = {
      "                         directory ([disk] path in vm.conf)\n"
      "  --disk-from IMAGE      the disk starts as a copy of IMAGE (raw or qcow2, e.g. a root\n"
      "                         file system from mke2fs -d), at least --disk large\n"
+     "  --os debian            the disk holds a Debian 12 system the VM boots (its kernel,\n"
+     "                         systemd, DHCP, SSH; the base is built once, as root, with\n"
+     "                         debootstrap, and cached); prints the user debian's password\n"
+     "  --ssh-key FILE         with --os: the user debian's authorized_keys\n"
      "  --memory-backend B     file: sparse NAME.vmem mapped shared (default); shm: memfd;\n"
      "                         anon: private anonymous (KSM, THP); hugetlbfs: huge pages\n"
      "  --kernel FILE          boot this Linux bzImage instead of the built-in guest\n"
@@ -49,8 +54,10 @@ const struct cli_command cli_commands[] = {
      "  --ready-fd N           write one byte to file descriptor N once the VM answers\n"
      "  --display MODE         as for start\n"},
     {"stop", cmd_stop, "NAME", "power a VM off (its vCPUs stop; its memory is discarded)",
-     "  Asks the VMM to quit and waits up to 10 s for it to exit. Like pulling the plug on a\n"
-     "  machine whose disks are flushed: RAM does not survive power-off (suspend keeps it).\n"},
+     "  Presses the ACPI power button: a guest OS that listens (Linux with systemd, acpid)\n"
+     "  shuts down and powers off; vmws waits up to 90 s for it. A guest that does not listen,\n"
+     "  or does not finish in time, is powered off like pulling the plug on a machine whose\n"
+     "  disks are flushed: RAM does not survive power-off (suspend keeps it).\n"},
     {"kill", cmd_kill, "NAME", "kill a VM's VMM at once (SIGKILL)", NULL},
     {"delete", cmd_delete, "NAME [--force]", "delete a VM and all its files",
      "  --force                kill the VM first if it is running\n"},

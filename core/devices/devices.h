@@ -91,5 +91,8 @@ struct pm *pm_create(struct machine *m);
 void pm_destroy(struct pm *p);
 int pm_save(struct pm *d, struct state_writer *w);
 int pm_load(struct pm *d, const struct state_reader *r);
+/* Presses the ACPI power button. Returns whether the guest's OS had enabled its event (an ACPI
+ * OS listens: it will shut down) or not (nothing will happen). */
+bool pm_power_button(struct pm *p);
 
 #endif

@@ -1,6 +1,7 @@
 /* The small chipset ports: the ACPI PM block the FADT describes (PM1a status/enable/control,
  * PM timer at 3.579545 MHz), where writing SLP_EN with the \_S5 sleep type powers the machine
- * off, and the POST port 0x80 (Linux's I/O delay). Each is a few lines. The reset register
+ * off and the fixed-feature power button raises the SCI (IRQ 9, level) while its status and
+ * enable bits are both set, and the POST port 0x80 (Linux's I/O delay). Each is a few lines. The reset register
  * 0xCF9 shares its dword with PCI's address register and lives in core/devices/pci.c; port 0x61
  * is the PC speaker (core/devices/pcspk.c). */
 #include <errno.h>
@@ -14,6 +15,7 @@
 #include "core/util/log.h"
 
 #define PM1_SCI_EN 0x0001
+#define PM1_PWRBTN 0x0100 /* status and enable: the fixed-feature power button */
 #define PM1_SLP_EN 0x2000
 #define PM_TIMER_HZ 3579545ULL
 
@@ -21,7 +23,27 @@ struct pm {
     struct machine *m;
     pthread_mutex_t lock;
     uint16_t pm1_sts, pm1_en, pm1_cnt;
+    bool sci_level;
 };
+
+static void update_sci_locked(struct pm *p, bool force)
+{
+    bool level = p->pm1_sts & p->pm1_en & PM1_PWRBTN;
+    if (level != p->sci_level || force) {
+        p->sci_level = level;
+        machine_set_irq(p->m, ACPI_SCI_IRQ, level);
+    }
+}
+
+bool pm_power_button(struct pm *p)
+{
+    pthread_mutex_lock(&p->lock);
+    bool listened = p->pm1_en & PM1_PWRBTN;
+    p->pm1_sts |= PM1_PWRBTN;
+    update_sci_locked(p, false);
+    pthread_mutex_unlock(&p->lock);
+    return listened;
+}
 
 static uint32_t pm_timer(void)
 {
@@ -67,6 +89,7 @@ static void pm_io(void *opaque, uint64_t offset, uint8_t *data, uint32_t len, bo
                 cnt_written = true;
             }
         }
+        update_sci_locked(p, false);
         if (cnt_written)
             pm1_cnt_write(p, cnt);
     } else {
@@ -114,6 +137,7 @@ int pm_load(struct pm *p, const struct state_reader *r)
     p->pm1_sts = regs[0];
     p->pm1_en = regs[1];
     p->pm1_cnt = regs[2] | PM1_SCI_EN;
+    update_sci_locked(p, true);
     pthread_mutex_unlock(&p->lock);
     return 0;
 }

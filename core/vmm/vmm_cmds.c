@@ -110,6 +110,18 @@ static json_t *cmd_quit(void *opaque, json_t *args, struct ctl_error *err)
     return json_object();
 }
 
+/* The ACPI power button; "acpi": whether the guest's OS listens (it will shut down and power
+ * off through S5) or not (nothing happens: `vmws stop` then pulls the plug). */
+static json_t *cmd_system_powerdown(void *opaque, json_t *args, struct ctl_error *err)
+{
+    struct vmm *v = opaque;
+    (void)args, (void)err;
+    pthread_mutex_lock(&v->lock);
+    bool listened = v->machine_live && v->pm && pm_power_button(v->pm);
+    pthread_mutex_unlock(&v->lock);
+    return json_pack("{s:b}", "acpi", listened);
+}
+
 static json_t *cmd_query_display(void *opaque, json_t *args, struct ctl_error *err)
 {
     struct vmm *v = opaque;
@@ -277,6 +289,7 @@ const struct ctl_command vmm_commands[] = {
     {"stop", cmd_stop},
     {"cont", cmd_cont},
     {"quit", cmd_quit},
+    {"system_powerdown", cmd_system_powerdown},
     {"query-display", cmd_query_display},
     {"suspend", cmd_suspend},
     {"snapshot-take", cmd_snapshot_take},

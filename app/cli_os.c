@@ -1,0 +1,170 @@
+/* `vmws create NAME --os debian`: a VM that boots a real Debian 12 system from its own disk. The
+ * builder linked into vmws (assets/os/debian.sh) makes a base system once per machine (cached
+ * under ~/.cache/vmws/os) and then this VM's copy of it, with its own host name, a password
+ * for the user debian (random, printed once, stored only as a yescrypt hash) and the user's
+ * SSH key; the VM boots that system's own kernel and initramfs, copied into its directory. */
+#include <crypt.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "app/cli.h"
+#include "core/util/fsutil.h"
+
+extern const char vmws_os_debian[], vmws_os_debian_end[];
+
+#define OS_APPEND "root=/dev/vda rw console=tty0 console=ttyS0"
+#define OS_DEFAULT_DISK (8ULL << 30)
+
+/* ~/.cache/vmws/os (or $XDG_CACHE_HOME/vmws/os), made if missing. */
+static int os_cache_dir(char *out, size_t len)
+{
+    const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+    int n = xdg && xdg[0] ? snprintf(out, len, "%s/vmws/os", xdg)
+                          : snprintf(out, len, "%s/.cache/vmws/os", home ? home : "/tmp");
+    if (n < 0 || (size_t)n >= len)
+        return -ENAMETOOLONG;
+    char part[PATH_MAX];
+    for (char *s = strchr(out + 1, '/');; s = strchr(s + 1, '/')) { /* mkdir -p */
+        snprintf(part, sizeof(part), "%.*s", s ? (int)(s - out) : (int)strlen(out), out);
+        if (mkdir(part, 0700) < 0 && errno != EEXIST)
+            return -errno;
+        if (!s)
+            return 0;
+    }
+}
+
+/* Runs the builder with ARGV (after "sh SCRIPT"), showing its "step:" lines as progress; the
+ * last "base DIR" line it prints goes into BASE (if not NULL). Its errors reach stderr as is. */
+static int run_builder(const char *script, const char *const *args, char *base, size_t baselen)
+{
+    char cmd[PATH_MAX * 4] = "";
+    size_t n = (size_t)snprintf(cmd, sizeof(cmd), "sh '%s'", script);
+    for (; *args && n < sizeof(cmd); args++) {
+        if (strchr(*args, '\''))
+            return -EINVAL;
+        n += (size_t)snprintf(cmd + n, sizeof(cmd) - n, " '%s'", *args);
+    }
+    if (n >= sizeof(cmd))
+        return -ENAMETOOLONG;
+    FILE *f = popen(cmd, "r");
+    if (!f)
+        return -errno;
+    char line[PATH_MAX + 64];
+    while (fgets(line, sizeof(line), f)) {
+        line[strcspn(line, "\n")] = '\0';
+        if (strncmp(line, "step: ", 6) == 0) {
+            printf("  %s\n", line + 6);
+            fflush(stdout);
+        } else if (base && strncmp(line, "base ", 5) == 0) {
+            snprintf(base, baselen, "%.4000s", line + 5);
+        }
+    }
+    int st = pclose(f);
+    return st == 0 ? 0 : -EIO;
+}
+
+static int copy_file(const char *from, const char *to)
+{
+    int in = open(from, O_RDONLY | O_CLOEXEC);
+    if (in < 0)
+        return -errno;
+    int out = open(to, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
+    int r = out < 0 ? -errno : 0;
+    char buf[1 << 16];
+    ssize_t got = 0;
+    while (r == 0 && (got = read(in, buf, sizeof(buf))) > 0)
+        for (ssize_t done = 0; r == 0 && done < got;) {
+            ssize_t w = write(out, buf + done, (size_t)(got - done));
+            r = w < 0 ? -errno : 0;
+            done += w > 0 ? w : 0;
+        }
+    if (r == 0 && got < 0)
+        r = -errno;
+    close(in);
+    if (out >= 0 && close(out) < 0 && r == 0)
+        r = -errno;
+    return r;
+}
+
+int cli_create_os(const char *name, struct vm_config *cfg, uint64_t disk_bytes, const char *os,
+                  const char *ssh_key)
+{
+    if (strcmp(os, "debian") != 0)
+        return cli_usage_error("create", "unknown --os '%s' (expected debian)", os);
+    if (cfg->kernel[0])
+        return cli_usage_error("create", "--os boots the system's own kernel: drop --kernel");
+    char key[PATH_MAX] = "";
+    if (ssh_key && !realpath(ssh_key, key))
+        return cli_error("--ssh-key '%s': %s", ssh_key, strerror(errno));
+    struct vm_paths p;
+    if (paths_for_vm(name, &p) < 0 || strlen(p.dir) > 180)
+        return cli_error("VM '%s' cannot be placed in VMWS_HOME (use a shorter VMWS_HOME)", name);
+    if (access(p.dir, F_OK) == 0)
+        return cli_error("VM '%s' already exists (see 'vmws list', or 'vmws delete %s' first)",
+                         name, name);
+    char cache[PATH_MAX - 64];
+    int r = os_cache_dir(cache, sizeof(cache));
+    if (r < 0)
+        return cli_error("cannot make the cache folder %s: %s", cache, strerror(-r));
+    /* The builder, from inside vmws to a private file. */
+    char script[PATH_MAX];
+    snprintf(script, sizeof(script), "%s/debian.sh", cache);
+    r = fs_write_atomic(script, vmws_os_debian, (size_t)(vmws_os_debian_end - vmws_os_debian));
+    if (r < 0)
+        return cli_error("cannot write %s: %s", script, strerror(-r));
+    printf("creating %s: Debian 12\n", name);
+    fflush(stdout);
+    char base[PATH_MAX - 64] = "";
+    const char *base_args[] = {"base", cache, NULL};
+    if (run_builder(script, base_args, base, sizeof(base)) < 0 || !base[0])
+        return cli_error("cannot build the Debian base system (see above)");
+    /* This VM's copy, with its own host name, password and key. */
+    char password[13], salt[64], hash[CRYPT_OUTPUT_SIZE];
+    struct crypt_data cd = {0};
+    if (cli_random_password(password, 12) < 0 || !crypt_gensalt_rn("$y$", 0, NULL, 0, salt, sizeof(salt)))
+        return cli_error("cannot make a password: %s", strerror(errno));
+    const char *h = crypt_r(password, salt, &cd);
+    if (!h || h[0] == '*')
+        return cli_error("cannot hash the password: %s", strerror(errno));
+    snprintf(hash, sizeof(hash), "%s", h);
+    if (!disk_bytes)
+        disk_bytes = OS_DEFAULT_DISK;
+    char image[PATH_MAX], size[32];
+    snprintf(image, sizeof(image), "%s/%s.img.tmp", cache, name);
+    snprintf(size, sizeof(size), "%llu", (unsigned long long)disk_bytes);
+    unlink(image);
+    const char *vm_args[] = {"vm", base, image, size, name, hash, key[0] ? key : NULL, NULL};
+    r = run_builder(script, vm_args, NULL, 0);
+    if (r == 0) {
+        snprintf(cfg->kernel, sizeof(cfg->kernel), "%.4000s/vmlinuz", p.dir);
+        snprintf(cfg->initrd, sizeof(cfg->initrd), "%.4000s/initrd.img", p.dir);
+        snprintf(cfg->append, sizeof(cfg->append), "%s", OS_APPEND);
+        r = cli_create_from_image(name, cfg, disk_bytes, image) ? -EIO : 0;
+    } else {
+        cli_error("cannot make %s's copy of the Debian system (see above)", name);
+    }
+    unlink(image);
+    if (r < 0)
+        return 1;
+    char from[PATH_MAX + 16];
+    snprintf(from, sizeof(from), "%s/vmlinuz", base);
+    if ((r = copy_file(from, cfg->kernel)) == 0) {
+        snprintf(from, sizeof(from), "%s/initrd.img", base);
+        r = copy_file(from, cfg->initrd);
+    }
+    if (r < 0)
+        return cli_error("VM '%s' was created but its kernel was not copied: %s (delete it with "
+                         "'vmws delete %s' and try again)",
+                         name, strerror(-r), name);
+    printf("Debian 12 on %s: log in as debian, password %s (shown only now; 'passwd' changes "
+           "it)%s\n",
+           name, password, key[0] ? ", or with your SSH key" : "");
+    return 0;
+}
