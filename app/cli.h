@@ -107,10 +107,10 @@ void print_json(json_t *j);
 /* Writes the VM's directory and vm.conf, and with DISK_BYTES a sparse qcow2 disk.qcow2 in it
  * (CFG's [disk] then names it). */
 int cli_create_vm(const char *name, struct vm_config *cfg, uint64_t disk_bytes, bool quiet);
-/* cli_create_vm whose disk starts as a copy of IMAGE (raw or qcow2), at least DISK_BYTES large.
- * Returns 0 or 1 (the error printed). */
+/* cli_create_vm whose disk starts as a copy of IMAGE (raw or qcow2), at least DISK_BYTES large;
+ * WHAT names IMAGE in the message (NULL: its path). Returns 0 or 1 (the error printed). */
 int cli_create_from_image(const char *name, struct vm_config *cfg, uint64_t disk_bytes,
-                          const char *image);
+                          const char *image, const char *what);
 /* `vmws create --os OS`: the VM, its disk a copy of OS's system (app/cli_os.c). 0 or 1. */
 int cli_create_os(const char *name, struct vm_config *cfg, uint64_t disk_bytes, const char *os,
                   const char *ssh_key);

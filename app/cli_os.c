@@ -21,6 +21,7 @@ extern const char vmws_os_debian[], vmws_os_debian_end[];
 
 #define OS_APPEND "root=/dev/vda rw console=tty0 console=ttyS0"
 #define OS_DEFAULT_DISK (8ULL << 30)
+#define OS_MIN_DISK (2ULL << 30) /* the base system's file system (assets/os/debian.sh) */
 
 /* ~/.cache/vmws/os (or $XDG_CACHE_HOME/vmws/os), made if missing. */
 static int os_cache_dir(char *out, size_t len)
@@ -100,6 +101,10 @@ int cli_create_os(const char *name, struct vm_config *cfg, uint64_t disk_bytes, 
         return cli_usage_error("create", "unknown --os '%s' (expected debian)", os);
     if (cfg->kernel[0])
         return cli_usage_error("create", "--os boots the system's own kernel: drop --kernel");
+    if (!disk_bytes)
+        disk_bytes = OS_DEFAULT_DISK;
+    if (disk_bytes < OS_MIN_DISK)
+        return cli_usage_error("create", "--os debian needs --disk 2G or more");
     char key[PATH_MAX] = "";
     if (ssh_key && !realpath(ssh_key, key))
         return cli_error("--ssh-key '%s': %s", ssh_key, strerror(errno));
@@ -126,7 +131,7 @@ int cli_create_os(const char *name, struct vm_config *cfg, uint64_t disk_bytes, 
     if (run_builder(script, base_args, base, sizeof(base)) < 0 || !base[0])
         return cli_error("cannot build the Debian base system (see above)");
     /* This VM's copy, with its own host name, password and key. */
-    char password[13], salt[64], hash[CRYPT_OUTPUT_SIZE];
+    char password[13], salt[CRYPT_GENSALT_OUTPUT_SIZE], hash[CRYPT_OUTPUT_SIZE];
     struct crypt_data cd = {0};
     if (cli_random_password(password, 12) < 0 || !crypt_gensalt_rn("$y$", 0, NULL, 0, salt, sizeof(salt)))
         return cli_error("cannot make a password: %s", strerror(errno));
@@ -134,8 +139,6 @@ int cli_create_os(const char *name, struct vm_config *cfg, uint64_t disk_bytes, 
     if (!h || h[0] == '*')
         return cli_error("cannot hash the password: %s", strerror(errno));
     snprintf(hash, sizeof(hash), "%s", h);
-    if (!disk_bytes)
-        disk_bytes = OS_DEFAULT_DISK;
     char image[PATH_MAX], size[32];
     snprintf(image, sizeof(image), "%s/%s.img.tmp", cache, name);
     snprintf(size, sizeof(size), "%llu", (unsigned long long)disk_bytes);
@@ -146,7 +149,7 @@ int cli_create_os(const char *name, struct vm_config *cfg, uint64_t disk_bytes, 
         snprintf(cfg->kernel, sizeof(cfg->kernel), "%.4000s/vmlinuz", p.dir);
         snprintf(cfg->initrd, sizeof(cfg->initrd), "%.4000s/initrd.img", p.dir);
         snprintf(cfg->append, sizeof(cfg->append), "%s", OS_APPEND);
-        r = cli_create_from_image(name, cfg, disk_bytes, image) ? -EIO : 0;
+        r = cli_create_from_image(name, cfg, disk_bytes, image, "the Debian 12 system") ? -EIO : 0;
     } else {
         cli_error("cannot make %s's copy of the Debian system (see above)", name);
     }

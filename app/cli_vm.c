@@ -110,7 +110,7 @@ int cli_create_vm(const char *name, struct vm_config *cfg, uint64_t disk_bytes, 
 /* `vmws create --disk-from IMAGE`: the new VM's qcow2 disk starts as a copy of IMAGE (raw or
  * qcow2, e.g. a root file system made with `mke2fs -d`), at least --disk large. */
 int cli_create_from_image(const char *name, struct vm_config *cfg, uint64_t disk_bytes,
-                          const char *from)
+                          const char *from, const char *what)
 {
     char err[256];
     struct disk *src = disk_open(from, true, err, sizeof(err));
@@ -134,7 +134,7 @@ int cli_create_from_image(const char *name, struct vm_config *cfg, uint64_t disk
                            "the VM with 'vmws delete %s' and try again)",
                            name, from, dst ? strerror(-rc) : err, name);
         else
-            printf("disk %s: a copy of %s\n", CLI_DISK_IMAGE, from);
+            printf("disk %s: a copy of %s\n", CLI_DISK_IMAGE, what ? what : from);
     }
     disk_close(src);
     return rc;
@@ -262,7 +262,7 @@ int cmd_create(int argc, char **argv)
     if (os)
         return cli_create_os(name, &cfg, disk_bytes, os, ssh_key);
     if (disk_from)
-        return cli_create_from_image(name, &cfg, disk_bytes, disk_from);
+        return cli_create_from_image(name, &cfg, disk_bytes, disk_from, NULL);
     return cli_create_vm(name, &cfg, disk_bytes, false);
 }
 

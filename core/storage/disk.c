@@ -222,16 +222,26 @@ int disk_copy(struct disk *from, struct disk *to)
     if (disk_size(to) < size)
         return -ENOSPC;
     uint8_t *buf = malloc(CHUNK);
-    if (!buf)
+    /* A raw source's holes are skipped unread (its data extents); qcow2 reads what it has. */
+    uint64_t chunks = (size + CHUNK - 1) / CHUNK;
+    uint64_t *data = from->qcow2 ? NULL : calloc((chunks + 63) / 64, 8);
+    if (!buf || (!from->qcow2 && !data)) {
+        free(buf);
+        free(data);
         return -ENOMEM;
-    int r = 0;
+    }
+    int r = data ? disk_layer_map(from, CHUNK, data) : 0;
     for (uint64_t off = 0; off < size && r == 0; off += CHUNK) {
         size_t n = size - off < CHUNK ? (size_t)(size - off) : CHUNK;
+        uint64_t c = off / CHUNK;
+        if (data && !(data[c / 64] >> (c % 64) & 1))
+            continue;
         r = disk_read(from, off, buf, n);
         if (r == 0 && !bytes_all_zero(buf, n))
             r = disk_write(to, off, buf, n);
     }
     free(buf);
+    free(data);
     return r < 0 ? r : disk_flush(to);
 }
 
