@@ -133,7 +133,8 @@ int cli_create_os(const char *name, struct vm_config *cfg, uint64_t disk_bytes, 
     /* This VM's copy, with its own host name, password and key. */
     char password[13], salt[CRYPT_GENSALT_OUTPUT_SIZE], hash[CRYPT_OUTPUT_SIZE];
     struct crypt_data cd = {0};
-    if (cli_random_password(password, 12) < 0 || !crypt_gensalt_rn("$y$", 0, NULL, 0, salt, sizeof(salt)))
+    if (cli_random_password(password, 12) < 0 ||
+        !crypt_gensalt_rn("$y$", 0, NULL, 0, salt, sizeof(salt)))
         return cli_error("cannot make a password: %s", strerror(errno));
     const char *h = crypt_r(password, salt, &cd);
     if (!h || h[0] == '*')

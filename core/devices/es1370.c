@@ -160,8 +160,8 @@ static void mark_broken_locked(struct es1370 *e, const char *fmt, ...)
     e->r.status &= ~(STAT_DAC1 | STAT_DAC2 | STAT_ADC);
     update_irq_locked(e);
     vmm_log_repeating("es1370: device broken: %s; the card stops (DMA and interrupts) until the VM "
-            "reboots",
-            e->broken_reason);
+                      "reboots",
+                      e->broken_reason);
 }
 
 /* ---- the one place guest-programmed DMA parameters are checked ---- */
@@ -506,7 +506,7 @@ static void bar_changed(struct pci_device *d, int bar, uint64_t old_addr, uint64
     pthread_mutex_unlock(&e->lock);
     if (r < 0)
         vmm_log_repeating("es1370: cannot decode I/O ports at 0x%llx: %s", (unsigned long long)base,
-                strerror(-r));
+                          strerror(-r));
 }
 
 struct es1370 *es1370_create(struct machine *m, struct pci_bus *pci, unsigned slot)

@@ -1,9 +1,9 @@
 /* The small chipset ports: the ACPI PM block the FADT describes (PM1a status/enable/control,
  * PM timer at 3.579545 MHz), where writing SLP_EN with the \_S5 sleep type powers the machine
  * off and the fixed-feature power button raises the SCI (IRQ 9, level) while its status and
- * enable bits are both set, and the POST port 0x80 (Linux's I/O delay). Each is a few lines. The reset register
- * 0xCF9 shares its dword with PCI's address register and lives in core/devices/pci.c; port 0x61
- * is the PC speaker (core/devices/pcspk.c). */
+ * enable bits are both set, and the POST port 0x80 (Linux's I/O delay). Each is a few lines.
+ * The reset register 0xCF9 shares its dword with PCI's address register and lives in
+ * core/devices/pci.c; port 0x61 is the PC speaker (core/devices/pcspk.c). */
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -64,7 +64,8 @@ static void pm1_cnt_write(struct pm *p, uint16_t v)
     if (typ == ACPI_S5_SLP_TYP)
         machine_request_stop(p->m, STOP_POWEROFF, "guest powered off (ACPI S5)");
     else
-        vmm_log_repeating("guest asked for ACPI sleep type %u, which vmws does not support: ignored", typ);
+        vmm_log_repeating(
+            "guest asked for ACPI sleep type %u, which vmws does not support: ignored", typ);
 }
 
 static void pm_io(void *opaque, uint64_t offset, uint8_t *data, uint32_t len, bool is_write)

@@ -28,8 +28,8 @@ static void vmws_ok(const char *what, int r)
 
 static void guest(const char *vm, const char *cmd, const char *expect)
 {
-    ck_assert_msg(e2e_guest(vm, cmd, expect, seen, sizeof(seen)), "guest '%s': expected '%s'",
-                  cmd, expect);
+    ck_assert_msg(e2e_guest(vm, cmd, expect, seen, sizeof(seen)), "guest '%s': expected '%s'", cmd,
+                  expect);
 }
 
 /* `ls` in the guest: every name in WANT shows, no name in UNWANTED does. */
@@ -49,8 +49,8 @@ static void start(const char *vm)
 
 static void boot(const char *vm)
 {
-    vmws_ok("create", vmws_cmd(out, sizeof(out), 30, "create", vm, "--memory", "64M", "--disk",
-                               "16M", NULL));
+    vmws_ok("create",
+            vmws_cmd(out, sizeof(out), 30, "create", vm, "--memory", "64M", "--disk", "16M", NULL));
     start(vm);
     guest(vm, "ls", "0 files");
 }
@@ -212,7 +212,7 @@ START_TEST(delete_commits_or_streams_whichever_needs_less)
 {
     e2e_setup();
     boot("del");
-    guest("del", "disk stress 400 1", "verified");  /* ~1 MiB of clusters in disk.qcow2 */
+    guest("del", "disk stress 400 1", "verified"); /* ~1 MiB of clusters in disk.qcow2 */
     guest("del", "write f1 one", "vmws> ");
     snap("take", "del", "s1");
     guest("del", "write f2 two", "vmws> ");
@@ -410,8 +410,8 @@ START_TEST(prune_deletes_automatic_snapshots_and_their_images)
     char keep[32];
     snprintf(keep, sizeof(keep), "%s", newest);
     images_clean("pr", 5); /* disk.qcow2 (a), three kept presents, the active overlay */
-    vmws_ok("prune", vmws_cmd(out, sizeof(out), 120, "snapshot", "prune", "pr", "--keep", "1",
-                              NULL));
+    vmws_ok("prune",
+            vmws_cmd(out, sizeof(out), 120, "snapshot", "prune", "pr", "--keep", "1", NULL));
     ck_assert_msg(strstr(out, "pruned 2 automatic snapshots"), "prune: %s", out);
     ck_assert_uint_eq(count_auto("pr", &newest), 1);
     ck_assert_str_eq(newest, keep);
@@ -432,8 +432,8 @@ END_TEST
 START_TEST(a_tree_naming_images_outside_the_vm_is_refused)
 {
     e2e_setup();
-    vmws_ok("create", vmws_cmd(out, sizeof(out), 30, "create", "bad", "--memory", "64M",
-                               "--disk", "16M", NULL));
+    vmws_ok("create", vmws_cmd(out, sizeof(out), 30, "create", "bad", "--memory", "64M", "--disk",
+                               "16M", NULL));
     snap("take", "bad", "cold");
     char path[PATH_MAX], cmd[PATH_MAX + 64];
     snprintf(path, sizeof(path), "%s/bad/snapshots/tree.json", e2e_home());
@@ -586,8 +586,8 @@ END_TEST
 START_TEST(offline_operations_lock_the_vm)
 {
     e2e_setup();
-    vmws_ok("create", vmws_cmd(out, sizeof(out), 30, "create", "lk", "--memory", "64M",
-                               "--disk", "16M", NULL));
+    vmws_ok("create", vmws_cmd(out, sizeof(out), 30, "create", "lk", "--memory", "64M", "--disk",
+                               "16M", NULL));
     char pidfile[PATH_MAX];
     snprintf(pidfile, sizeof(pidfile), "%s/lk/vmm.pid", e2e_home());
     int fd = open(pidfile, O_RDWR | O_CREAT, 0600);

@@ -249,9 +249,8 @@ START_TEST(kill_9_during_suspend_writeback_leaves_no_state)
 END_TEST
 
 static const char *crash_points[] = {
-    "take-files-written:3", "take-tree-saved:3",   "revert-kept:1",
-    "revert-half-written:1", "revert-applied:1",   "delete-merged:1",
-    "delete-tree-saved:1",
+    "take-files-written:3", "take-tree-saved:3", "revert-kept:1",       "revert-half-written:1",
+    "revert-applied:1",     "delete-merged:1",   "delete-tree-saved:1",
 };
 
 START_TEST(kill_9_during_take_revert_delete)
@@ -291,8 +290,8 @@ START_TEST(kill_9_during_take_revert_delete)
     {
         const char *label = json_string_value(json_object_get(node, "label"));
         bool kept = strcmp(label, "auto-before-s1") == 0; /* the present the revert replaced */
-        const char *pattern = strcmp(label, "s1") == 0   ? "A"
-                              : strcmp(label, "s2") == 0 ? "B"
+        const char *pattern = strcmp(label, "s1") == 0           ? "A"
+                              : strcmp(label, "s2") == 0         ? "B"
                               : strcmp(label, "s3") == 0 || kept ? "C"
                                                                  : NULL;
         if (!pattern)
