@@ -133,6 +133,8 @@ static bool vq_serve_locked(struct virtio_pci *vp, unsigned q)
             break;
         int written =
             r < 0 ? -1 : vp->ops->handle_chain(vp->opaque, q, &chain, reason, sizeof(reason));
+        if (written == VIRTIO_CHAIN_LATER)
+            break;
         if (written < 0) {
             mark_broken_locked(vp, "queue %u: malformed chain: %s", q, reason);
             break;
@@ -190,6 +192,11 @@ static void wake_thread(struct virtio_pci *vp)
     uint64_t one = 1;
     ssize_t w = write(vp->ctl_fd, &one, sizeof(one));
     (void)w;
+}
+
+void virtio_pci_wake(struct virtio_pci *vp)
+{
+    wake_thread(vp);
 }
 
 /* ---- registers ---- */
@@ -580,6 +587,13 @@ void virtio_pci_unquiesce(struct virtio_pci *vp)
     pthread_mutex_unlock(&vp->lock);
     if (wake)
         wake_thread(vp); /* chains made available meanwhile */
+}
+
+void virtio_pci_reset(struct virtio_pci *vp)
+{
+    pthread_mutex_lock(&vp->lock);
+    reset_locked(vp);
+    pthread_mutex_unlock(&vp->lock);
 }
 
 uint8_t virtio_pci_status(struct virtio_pci *vp, bool *needs_reset, char *why, size_t whylen)
