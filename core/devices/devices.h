@@ -75,8 +75,11 @@ void pci_device_init(struct pci_device *d, uint16_t vendor, uint16_t device, uin
  * from 0xE0000000, decoding on; bar_changed is called for each) and, if cfg[0x3D] (interrupt
  * pin) is set, its INTx line (IRQ 10 or 11) into cfg[0x3C]. Returns 0 or -EBUSY/-EINVAL/-ENOSPC. */
 int pci_register(struct pci_bus *bus, struct pci_device *d, unsigned slot);
-/* The legacy IRQ the device's INTx pin drives (for machine_set_irq). */
+/* The legacy IRQ the device's INTx pin drives. */
 unsigned pci_irq_line(const struct pci_device *d);
+/* Drives D's INTx: its line (IRQ 10 or 11, shared by every other slot) is high while any
+ * function on it drives it high, as a wired-OR. Any thread, any lock held. */
+void pci_set_intx(struct pci_bus *bus, struct pci_device *d, bool level);
 /* Current guest-programmed address of a BAR (0 if unassigned or decoding off). */
 uint64_t pci_bar_address(struct pci_bus *bus, struct pci_device *d, int bar);
 void pci_destroy(struct pci_bus *bus);

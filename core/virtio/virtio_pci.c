@@ -62,7 +62,6 @@ struct virtio_pci {
     struct vp_regs r;
     struct vq q[VIRTIO_MAX_QUEUES];
     uint64_t bar_base; /* 0 = not decoding */
-    unsigned irq;      /* the INTx line as wired at creation (cfg 0x3C is only the guest's note) */
     bool irq_level;
     int ctl_fd; /* wakes the I/O thread: stop, unquiesce, state loaded */
     pthread_t thread;
@@ -80,7 +79,7 @@ static void update_irq_locked(struct virtio_pci *vp)
     bool level = vp->r.isr && !intx_off;
     if (level != vp->irq_level) {
         vp->irq_level = level;
-        machine_set_irq(vp->m, vp->irq, level);
+        pci_set_intx(vp->bus, &vp->pci, level);
     }
 }
 
@@ -522,7 +521,6 @@ struct virtio_pci *virtio_pci_create(struct machine *m, struct pci_bus *bus, uns
         virtio_pci_destroy(vp);
         return NULL;
     }
-    vp->irq = pci_irq_line(d);
     if (pthread_create(&vp->thread, NULL, io_thread, vp) != 0) {
         vmm_log("%s: cannot start its I/O thread", ops->name);
         virtio_pci_destroy(vp);
@@ -642,7 +640,7 @@ int virtio_pci_load(struct virtio_pci *vp, const struct state_reader *rd, uint32
         mark_broken_locked(vp, "restored as broken");
     /* Drive the line to its restored level whatever we last told KVM. */
     vp->irq_level = vp->r.isr && !(vp->pci.cfg[0x05] & 0x04);
-    machine_set_irq(vp->m, vp->irq, vp->irq_level);
+    pci_set_intx(vp->bus, &vp->pci, vp->irq_level);
     pthread_mutex_unlock(&vp->lock);
     wake_thread(vp);
     return 0;

@@ -55,8 +55,9 @@ log=$VMWS_HOME/net/serial.log
 ready 1 || { tail -n 40 "$log"; exit 1; }
 
 # What a user checks: the file arrived whole, and the guest's web server answers on the host.
-fetch() { # the 1 MiB from the host's server, by wget in the guest, with its checksum
-    guest "rm -f /tmp/blob; wget -q -T 20 -O /tmp/blob http://10.0.2.2:$port/blob && test \"\$(md5sum </tmp/blob | cut -d' ' -f1)\" = $sum"
+fetch() { # the 1 MiB from the host's server, by wget in the guest, with its checksum (busybox
+    # 1.35's static wget crashes on -T: timeout bounds it instead)
+    guest "rm -f /tmp/blob; timeout 120 wget -q -O /tmp/blob http://10.0.2.2:$port/blob && test \"\$(md5sum </tmp/blob | cut -d' ' -f1)\" = $sum"
 }
 from_host() { # the guest's index.html through the forward, within 20 s
     /usr/bin/python3 - "$fport" <<'PY'
