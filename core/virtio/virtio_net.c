@@ -221,8 +221,13 @@ void virtio_net_destroy(struct virtio_net *n)
 {
     if (!n)
         return;
-    virtio_pci_destroy(n->vp); /* joins the I/O thread: nothing sends into slirp after this */
+    /* Each side calls into the other from its own thread: first no more frames into slirp
+     * (the card quiet), then no more frames from it (its thread joined), then the card. */
+    char err[256];
+    if (n->vp && virtio_pci_quiesce(n->vp, 5000, err, sizeof(err)) < 0)
+        vmm_log("%s", err);
     net_slirp_destroy(n->slirp);
+    virtio_pci_destroy(n->vp);
     rx_drop_all(n);
     pthread_mutex_destroy(&n->rx_lock);
     free(n);

@@ -568,8 +568,8 @@ int virtio_pci_quiesce(struct virtio_pci *vp, unsigned timeout_ms, char *err, si
     int r = pthread_mutex_timedlock(&vp->lock, &deadline);
     if (r != 0) {
         snprintf(err, errlen,
-                 "%s: a request is still in flight after %u ms (is the disk image's storage "
-                 "hanging?); not saving a state that would lose it",
+                 "%s: a request is still in flight after %u ms (is its backend - the disk "
+                 "image's storage, the network - hanging?); not saving a state that would lose it",
                  vp->ops->name, timeout_ms);
         return -ETIMEDOUT;
     }

@@ -9,26 +9,9 @@ set -u
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/../linux/lib.sh"
 linux_setup net
-# udhcpc's script (busybox has none built in): address, default route, DNS. Made here, the same
-# bytes every run, so the cached fixture holds.
-cache=${XDG_CACHE_HOME:-$HOME/.cache}/vmws/fixtures
-mkdir -p "$cache" || exit 99
-script=$cache/udhcpc-default.script
-cat >"$script.tmp.$$" <<'SH' || exit 99
-#!/bin/sh
-# udhcpc calls this with deconfig, bound or renew and the lease in the environment.
-case "$1" in
-deconfig) ip addr flush dev "$interface"; ip link set "$interface" up ;;
-bound|renew)
-    ip addr flush dev "$interface"
-    ip addr add "$ip/${mask:-24}" dev "$interface"
-    for r in $router; do ip route add default via "$r" dev "$interface"; break; done
-    mkdir -p /etc
-    for d in $dns; do echo "nameserver $d"; done >/etc/resolv.conf ;;
-esac
-exit 0
-SH
-mv "$script.tmp.$$" "$script" || exit 99
+# udhcpc's script (busybox has none built in): address, default route, DNS; in the initramfs
+# at its path here.
+script=$(cd "$here/../linux" && pwd)/udhcpc.script
 linux_fixture shell-init.sh virtio_pci,virtio_blk,virtio_net "" "$script"
 
 # The host's side: an HTTP server on 127.0.0.1 with 1 MiB of random bytes, and a free port for
