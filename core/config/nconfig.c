@@ -50,8 +50,8 @@ int vmconfig_net_forward_parse(const char *s, struct vm_net_forward *f, char *er
 {
     struct vm_net_forward r = {0};
     const char *c1 = strchr(s, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
-    bool proto_ok = c1 && ((c1 - s == 3 && !strncmp(s, "tcp", 3)) ||
-                           (c1 - s == 3 && !strncmp(s, "udp", 3)));
+    bool proto_ok =
+        c1 && ((c1 - s == 3 && !strncmp(s, "tcp", 3)) || (c1 - s == 3 && !strncmp(s, "udp", 3)));
     if (!proto_ok || !c2 || parse_port(c1 + 1, (size_t)(c2 - c1 - 1), &r.host_port) < 0 ||
         parse_port(c2 + 1, strlen(c2 + 1), &r.guest_port) < 0) {
         snprintf(err, errlen,
@@ -72,8 +72,10 @@ int vmconfig_net_forward_add(struct vm_net_config *n, const struct vm_net_forwar
     vmconfig_net_forward_format(f, s, sizeof(s));
     for (unsigned i = 0; i < n->nforwards; i++) {
         if (n->forwards[i].udp == f->udp && n->forwards[i].host_port == f->host_port) {
-            snprintf(err, errlen, "forward '%s': host %s port %u is already forwarded (expected "
-                     "each host port once)", s, f->udp ? "udp" : "tcp", f->host_port);
+            snprintf(err, errlen,
+                     "forward '%s': host %s port %u is already forwarded (expected "
+                     "each host port once)",
+                     s, f->udp ? "udp" : "tcp", f->host_port);
             return -EINVAL;
         }
     }

@@ -258,8 +258,10 @@ static int conf_handler(void *user, const char *section, const char *name, const
     if (!def && strcmp(section, "net") == 0) {
         char nerr[256];
         if (continues) {
-            conf_error(p, p->lineno, "'%s' does not continue on an indented line (expected one "
-                       "line '%s = VALUE' per value)", name, name);
+            conf_error(p, p->lineno,
+                       "'%s' does not continue on an indented line (expected one "
+                       "line '%s = VALUE' per value)",
+                       name, name);
             return 0;
         }
         if (vmconfig_net_key(&cfg->net, name, value, nerr, sizeof(nerr)))

@@ -127,9 +127,9 @@ static int cb_add_poll(int fd, int events, void *opaque)
             return -1; /* that socket waits for a later round */
         s->pfd = p, s->pfd_cap = cap;
     }
-    short ev = (short)((events & SLIRP_POLL_IN ? POLLIN : 0) |
-                       (events & SLIRP_POLL_OUT ? POLLOUT : 0) |
-                       (events & SLIRP_POLL_PRI ? POLLPRI : 0));
+    short ev =
+        (short)((events & SLIRP_POLL_IN ? POLLIN : 0) | (events & SLIRP_POLL_OUT ? POLLOUT : 0) |
+                (events & SLIRP_POLL_PRI ? POLLPRI : 0));
     s->pfd[s->npfd] = (struct pollfd){.fd = fd, .events = ev};
     return (int)s->npfd++;
 }

@@ -35,12 +35,12 @@ struct virtio_net {
     struct machine *m;
     struct net_slirp *slirp;
     struct vm_net_config cfg;
-    uint8_t config[12]; /* struct virtio_net_config: mac, status, max_virtqueue_pairs, mtu */
+    uint8_t config[12];      /* struct virtio_net_config: mac, status, max_virtqueue_pairs, mtu */
     pthread_mutex_t rx_lock; /* guards the queue */
     struct rx_frame *rx_head, *rx_tail;
     unsigned rx_queued;
     uint64_t rx_bytes, rx_packets, rx_dropped, tx_bytes, tx_packets; /* atomics */
-    uint8_t tx_frame[VIRTIO_NET_FRAME_MAX]; /* the I/O thread's */
+    uint8_t tx_frame[VIRTIO_NET_FRAME_MAX];                          /* the I/O thread's */
 };
 
 static void count(uint64_t *c, uint64_t n)
@@ -110,8 +110,8 @@ static int net_rx_chain(struct virtio_net *n, struct virtq_chain *c, char *reaso
         snprintf(reason, rlen,
                  "receive buffer at head %u has %llu device-readable bytes (none allowed) and "
                  "%llu writable (at least %d needed)",
-                 c->head, (unsigned long long)c->readable_len,
-                 (unsigned long long)c->writable_len, NET_HDR_LEN);
+                 c->head, (unsigned long long)c->readable_len, (unsigned long long)c->writable_len,
+                 NET_HDR_LEN);
         return -1;
     }
     struct rx_frame *f;
@@ -254,15 +254,15 @@ json_t *virtio_net_status_json(struct virtio_net *n)
         vmconfig_net_forward_format(&n->cfg.forwards[i], fw, sizeof(fw));
         json_array_append_new(forwards, json_string(fw));
     }
-    json_t *j = json_pack(
-        "{s:s, s:o, s:s, s:s, s:i, s:b, s:I, s:I, s:I, s:I, s:I}", "mac", mac, "forwards",
-        forwards, "guest", NET_SLIRP_GUEST, "gateway", NET_SLIRP_GATEWAY, "status", (int)status,
-        "needs_reset", needs_reset, "rx_bytes",
-        (json_int_t)__atomic_load_n(&n->rx_bytes, __ATOMIC_RELAXED), "tx_bytes",
-        (json_int_t)__atomic_load_n(&n->tx_bytes, __ATOMIC_RELAXED), "rx_packets",
-        (json_int_t)__atomic_load_n(&n->rx_packets, __ATOMIC_RELAXED), "tx_packets",
-        (json_int_t)__atomic_load_n(&n->tx_packets, __ATOMIC_RELAXED), "rx_dropped",
-        (json_int_t)__atomic_load_n(&n->rx_dropped, __ATOMIC_RELAXED));
+    json_t *j =
+        json_pack("{s:s, s:o, s:s, s:s, s:i, s:b, s:I, s:I, s:I, s:I, s:I}", "mac", mac, "forwards",
+                  forwards, "guest", NET_SLIRP_GUEST, "gateway", NET_SLIRP_GATEWAY, "status",
+                  (int)status, "needs_reset", needs_reset, "rx_bytes",
+                  (json_int_t)__atomic_load_n(&n->rx_bytes, __ATOMIC_RELAXED), "tx_bytes",
+                  (json_int_t)__atomic_load_n(&n->tx_bytes, __ATOMIC_RELAXED), "rx_packets",
+                  (json_int_t)__atomic_load_n(&n->rx_packets, __ATOMIC_RELAXED), "tx_packets",
+                  (json_int_t)__atomic_load_n(&n->tx_packets, __ATOMIC_RELAXED), "rx_dropped",
+                  (json_int_t)__atomic_load_n(&n->rx_dropped, __ATOMIC_RELAXED));
     if (j && needs_reset)
         json_object_set_new(j, "broken", json_string(why));
     return j;

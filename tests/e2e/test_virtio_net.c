@@ -64,12 +64,14 @@ START_TEST(malformed_frames_need_reset_and_the_vm_and_disk_live)
     char fw[32], want[96];
     snprintf(fw, sizeof(fw), "tcp:%u:80", ntohs(a.sin_port));
     snprintf(want, sizeof(want), "cannot forward host tcp port 127.0.0.1:%u", ntohs(a.sin_port));
-    int r = vmws_cmd(out, sizeof(out), 30, "create", "n1", "--memory", "64M", "--forward", fw,
-                     NULL);
+    int r =
+        vmws_cmd(out, sizeof(out), 30, "create", "n1", "--memory", "64M", "--forward", fw, NULL);
     ck_assert_msg(r == 0, "vmws create n1 failed (%d): %s", r, out);
     r = vmws_cmd(out, sizeof(out), 60, "start", "n1", "--display", "none", NULL);
-    ck_assert_msg(r != 0 && strstr(out, want), "a forward of a busy port should stop the start "
-                  "with '%s', said (%d): %s", want, r, out);
+    ck_assert_msg(r != 0 && strstr(out, want),
+                  "a forward of a busy port should stop the start "
+                  "with '%s', said (%d): %s",
+                  want, r, out);
     close(busy);
     r = vmws_cmd(out, sizeof(out), 30, "create", "n2", "--memory", "64M", "--disk", "16M", NULL);
     ck_assert_msg(r == 0, "vmws create n2 failed (%d): %s", r, out);
@@ -158,8 +160,8 @@ END_TEST
 START_TEST(net_none_means_no_card)
 {
     e2e_setup();
-    int r = vmws_cmd(out, sizeof(out), 30, "create", "n4", "--memory", "64M", "--net", "none",
-                     NULL);
+    int r =
+        vmws_cmd(out, sizeof(out), 30, "create", "n4", "--memory", "64M", "--net", "none", NULL);
     ck_assert_msg(r == 0, "vmws create --net none failed (%d): %s", r, out);
     r = vmws_cmd(out, sizeof(out), 30, "create", "n5", "--net", "none", "--forward", "tcp:8080:80",
                  NULL);

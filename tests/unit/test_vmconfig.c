@@ -268,7 +268,8 @@ START_TEST(test_net_section)
     expect_error("[net]\nmac = 53:54:00:12:34:56\n", 2, "bad net mac '53:54:00:12:34:56'");
     expect_error("[net]\nmac = 52:54:00:12:34\n", 2, "bad net mac");
     expect_error("[net]\nmac = 00:00:00:00:00:00\n", 2, "bad net mac");
-    expect_error("[net]\nmode = nat\n", 2, "unknown key 'mode' in [net] (expected enabled, mac "
+    expect_error("[net]\nmode = nat\n", 2,
+                 "unknown key 'mode' in [net] (expected enabled, mac "
                  "or forward)");
     /* The same host port once per protocol: tcp and udp 53 are two forwards. */
     write_conf("[net]\nforward = tcp:5353:53\nforward = udp:5353:53\n");

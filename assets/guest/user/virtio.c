@@ -1,7 +1,7 @@
 /* virtio-pci (modern) for the built-in guest's drivers (see virtio.h): capabilities, the
  * status and feature handshake of virtio 1.x 3.1.1, and one split queue's registers. */
-#include "assets/guest/user/sound.h"
 #include "assets/guest/user/virtio.h"
+#include "assets/guest/user/sound.h"
 
 #define F_VERSION_1_HI 1u /* bit 32 */
 

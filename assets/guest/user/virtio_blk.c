@@ -180,9 +180,9 @@ static int request(uint32_t type, uint64_t sector, uint32_t len, const char *wha
     ring.desc[n] = (struct virtq_desc){(uintptr_t)&req_hdr, 16, VIRTQ_DESC_NEXT, (uint16_t)(n + 1)};
     n++;
     if (len) {
-        ring.desc[n] =
-            (struct virtq_desc){(uintptr_t)bounce, len, (uint16_t)(VIRTQ_DESC_NEXT | (in ? VIRTQ_DESC_WRITE : 0)),
-                          (uint16_t)(n + 1)};
+        ring.desc[n] = (struct virtq_desc){
+            (uintptr_t)bounce, len, (uint16_t)(VIRTQ_DESC_NEXT | (in ? VIRTQ_DESC_WRITE : 0)),
+            (uint16_t)(n + 1)};
         n++;
     }
     ring.desc[n] = (struct virtq_desc){(uintptr_t)&req_status, 1, VIRTQ_DESC_WRITE, 0};
@@ -324,15 +324,18 @@ static void cmd_garbage(const char *kind)
     req_hdr.sector = 0;
     if (!strcmp(kind, "loop")) { /* 0 -> 1 -> 2 -> 1 -> 2 ... */
         ring.desc[0] = (struct virtq_desc){(uintptr_t)&req_hdr, 16, VIRTQ_DESC_NEXT, 1};
-        ring.desc[1] = (struct virtq_desc){(uintptr_t)bounce, 512, VIRTQ_DESC_NEXT | VIRTQ_DESC_WRITE, 2};
-        ring.desc[2] = (struct virtq_desc){(uintptr_t)&req_status, 1, VIRTQ_DESC_NEXT | VIRTQ_DESC_WRITE, 1};
+        ring.desc[1] =
+            (struct virtq_desc){(uintptr_t)bounce, 512, VIRTQ_DESC_NEXT | VIRTQ_DESC_WRITE, 2};
+        ring.desc[2] =
+            (struct virtq_desc){(uintptr_t)&req_status, 1, VIRTQ_DESC_NEXT | VIRTQ_DESC_WRITE, 1};
     } else if (!strcmp(kind, "addr")) { /* a buffer in the PCI hole, not RAM */
         ring.desc[0] = (struct virtq_desc){(uintptr_t)&req_hdr, 16, VIRTQ_DESC_NEXT, 1};
         ring.desc[1] = (struct virtq_desc){0xfd000000ull, 4096, VIRTQ_DESC_WRITE, 0};
     } else if (!strcmp(kind, "index")) { /* next beyond the table */
         ring.desc[0] = (struct virtq_desc){(uintptr_t)&req_hdr, 16, VIRTQ_DESC_NEXT, 999};
     } else if (!strcmp(kind, "order")) { /* readable after writable */
-        ring.desc[0] = (struct virtq_desc){(uintptr_t)&req_status, 1, VIRTQ_DESC_NEXT | VIRTQ_DESC_WRITE, 1};
+        ring.desc[0] =
+            (struct virtq_desc){(uintptr_t)&req_status, 1, VIRTQ_DESC_NEXT | VIRTQ_DESC_WRITE, 1};
         ring.desc[1] = (struct virtq_desc){(uintptr_t)&req_hdr, 16, 0, 0};
     } else if (!strcmp(kind, "nostatus")) { /* header only */
         ring.desc[0] = (struct virtq_desc){(uintptr_t)&req_hdr, 16, 0, 0};

@@ -54,10 +54,10 @@ static bool device_init(void)
         return false;
     memset(&rxq, 0, sizeof(rxq));
     memset(&txq, 0, sizeof(txq));
-    net.rx_notify = vpci_queue(&net.pci, 0, NQ, &net.rx_size, rxq.desc, &rxq.avail_flags,
-                               &rxq.used_flags);
-    net.tx_notify = vpci_queue(&net.pci, 1, NQ, &net.tx_size, txq.desc, &txq.avail_flags,
-                               &txq.used_flags);
+    net.rx_notify =
+        vpci_queue(&net.pci, 0, NQ, &net.rx_size, rxq.desc, &rxq.avail_flags, &rxq.used_flags);
+    net.tx_notify =
+        vpci_queue(&net.pci, 1, NQ, &net.tx_size, txq.desc, &txq.avail_flags, &txq.used_flags);
     if (!net.rx_notify || !net.tx_notify) {
         printf("net: the device offers too small queues\n");
         return false;
@@ -140,9 +140,9 @@ static void cmd_arp(void)
     memset(tx_buf, 0, NET_HDR + 60);
     memset(f, 0xff, 6);
     memcpy(f + 6, net.mac, 6);
-    f[12] = 0x08, f[13] = 0x06;                          /* ARP */
-    f[14] = 0, f[15] = 1, f[16] = 0x08, f[17] = 0;       /* Ethernet, IPv4 */
-    f[18] = 6, f[19] = 4, f[20] = 0, f[21] = 1;          /* request */
+    f[12] = 0x08, f[13] = 0x06;                    /* ARP */
+    f[14] = 0, f[15] = 1, f[16] = 0x08, f[17] = 0; /* Ethernet, IPv4 */
+    f[18] = 6, f[19] = 4, f[20] = 0, f[21] = 1;    /* request */
     memcpy(f + 22, net.mac, 6);
     memcpy(f + 28, guest_ip, 4);
     memcpy(f + 38, gateway_ip, 4);
@@ -202,8 +202,8 @@ static void cmd_garbage(const char *kind)
     bool used = tx_submit();
     uint8_t st = vpci_rd8(net.pci.common + CC_STATUS);
     (void)vpci_rd8(net.pci.isr);
-    printf("net test-garbage %s: %s, device status 0x%x%s\n", kind,
-           used ? "sent" : "not sent", st, st & VIRTIO_STATUS_NEEDS_RESET ? " (NEEDS_RESET)" : "");
+    printf("net test-garbage %s: %s, device status 0x%x%s\n", kind, used ? "sent" : "not sent", st,
+           st & VIRTIO_STATUS_NEEDS_RESET ? " (NEEDS_RESET)" : "");
 }
 
 void cmd_net(int argc, char **argv)
