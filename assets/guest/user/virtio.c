@@ -96,6 +96,16 @@ uint64_t vpci_queue(const struct vpci *d, unsigned q, uint16_t max, uint16_t *si
     return notify;
 }
 
+bool vpci_intx_edge(unsigned slot, unsigned *irq)
+{
+    *irq = pci_read32(slot, 0x3c) & 0xff;
+    if (*irq != IRQ_PCI_A && *irq != IRQ_PCI_B)
+        return false;
+    uint16_t elcr = (uint16_t)(0x4d0 + (*irq >> 3));
+    outb(elcr, (uint8_t)(inb(elcr) & ~(1u << (*irq & 7))));
+    return true;
+}
+
 void vpci_driver_ok(const struct vpci *d)
 {
     vpci_wr8(d->common + CC_STATUS,

@@ -53,6 +53,11 @@ bool vpci_negotiate(const struct vpci *d, uint32_t want, uint32_t *accepted, con
  * and enables it; returns its notify address, 0 if the device offers fewer than 2 entries. */
 uint64_t vpci_queue(const struct vpci *d, unsigned q, uint16_t max, uint16_t *size, void *desc,
                     void *avail, void *used);
+/* The device's INTx line in *IRQ; if it is one of the two PCI lines the kernel counts
+ * (IRQ_PCI_A, IRQ_PCI_B), makes it edge-triggered at the PIC, as kernel/head.S assumes (a
+ * BIOS such as QEMU's SeaBIOS leaves PCI lines level-triggered: a line the driver has not
+ * lowered would interrupt forever), and returns true. */
+bool vpci_intx_edge(unsigned slot, unsigned *irq);
 /* Adds DRIVER_OK to the status. */
 void vpci_driver_ok(const struct vpci *d);
 

@@ -88,12 +88,7 @@ bool vblk_ready(void)
         dev.found = pci_find(0x1af4, 0x1042, &dev.slot);
         if (dev.found) {
             pci_write32(dev.slot, 0x04, pci_read32(dev.slot, 0x04) | 0x06); /* memory, master */
-            dev.irq = pci_read32(dev.slot, 0x3c) & 0xff;
-            dev.irq_usable = dev.irq == IRQ_PCI_A || dev.irq == IRQ_PCI_B;
-            if (dev.irq_usable) { /* edge, as kernel/head.S assumes (see sound.c: SeaBIOS) */
-                uint16_t elcr = (uint16_t)(0x4d0 + (dev.irq >> 3));
-                outb(elcr, (uint8_t)(inb(elcr) & ~(1u << (dev.irq & 7))));
-            }
+            dev.irq_usable = vpci_intx_edge(dev.slot, &dev.irq);
             dev.found = vpci_map(dev.slot, &dev.pci);
             dev.common = dev.pci.common, dev.isr = dev.pci.isr, dev.devcfg = dev.pci.devcfg;
         }

@@ -82,6 +82,8 @@ static bool net_ready(void)
         net.found = pci_find(0x1af4, 0x1041, &slot);
         if (net.found) {
             pci_write32(slot, 0x04, pci_read32(slot, 0x04) | 0x06); /* memory, master */
+            unsigned irq; /* polled, but its line must not storm the kernel */
+            vpci_intx_edge(slot, &irq);
             net.found = vpci_map(slot, &net.pci);
         }
     }
