@@ -7,8 +7,9 @@ The guest gets its address by udhcpc, then, against an HTTP server this script r
 host's 127.0.0.1 (10.0.2.2 in the guest):
   host->guest  busybox wget of BIG MiB to /dev/null: the time from sending the command on the
                serial console to its answer (the guest's process start is in both)
-  guest->host  busybox wget --post-file of BIG/2 MiB from the guest's tmpfs: the server times it
-               from the request's arrival to the body's last byte
+  guest->host  busybox wget --post-file of BIG/2 MiB (random, without NUL bytes: busybox posts
+               the file as a string) from the guest's tmpfs: the server times it from the
+               request's arrival to the body's last byte
   fetch        20 sequential wget of a 1 KiB file: the median time between two requests'
                arrivals at the server (a whole fetch: wget's start, connect, request, response)
 QEMU is run twice: as a user gets it (its virtio-net offers checksum and segmentation offloads,
@@ -122,7 +123,9 @@ def workload(guest, srv, big_mib, script):
     guest.check(f"timeout 120 wget -q -O /dev/null {url}/small")  # ARP, first connection
     down = guest.check(f"timeout 600 wget -q -O /dev/null {url}/big")
     up_mib = max(big_mib // 2, 1)
-    guest.check(f"dd if=/dev/urandom of=/tmp/up bs=1M count={up_mib} 2>/dev/null")
+    # busybox wget posts the file as a C string: no NUL bytes in it
+    guest.check(f"dd if=/dev/urandom bs=1M count={up_mib} 2>/dev/null | tr '\\000' '\\001' "
+                ">/tmp/up")
     srv.uploads.clear()
     guest.check(f"timeout 600 wget -q -O /dev/null --post-file /tmp/up {url}/up")
     got, up_s = srv.uploads[-1]
