@@ -150,14 +150,19 @@ int cmd_create(int argc, char **argv)
         {"initrd", required_argument, NULL, 'i'},
         {"append", required_argument, NULL, 'a'},
         {"disk", required_argument, NULL, 'd'},
-        {"disk-from", required_argument, NULL, 'f'},
+        {"disk-from", required_argument, NULL, 'D'},
         {"os", required_argument, NULL, 'o'},
         {"ssh-key", required_argument, NULL, 's'},
+        {"net", required_argument, NULL, 'n'},
+        {"forward", required_argument, NULL, 'f'},
         {"help", no_argument, NULL, 'h'},
         {0},
     };
     const char *memory = NULL, *cpus = NULL, *backend = NULL, *kernel = NULL, *initrd = NULL,
-               *append = NULL, *disk = NULL, *disk_from = NULL, *os = NULL, *ssh_key = NULL;
+               *append = NULL, *disk = NULL, *disk_from = NULL, *os = NULL, *ssh_key = NULL,
+               *net = NULL;
+    const char *forwards[VM_NET_FORWARDS_MAX + 1];
+    unsigned nforwards = 0;
     int c;
     while ((c = cli_getopt(argc, argv, opts)) != -1) {
         switch (c) {
@@ -184,7 +189,7 @@ int cmd_create(int argc, char **argv)
         case 'd':
             disk = optarg;
             break;
-        case 'f':
+        case 'D':
             disk_from = optarg;
             break;
         case 'o':
@@ -192,6 +197,15 @@ int cmd_create(int argc, char **argv)
             break;
         case 's':
             ssh_key = optarg;
+            break;
+        case 'n':
+            net = optarg;
+            break;
+        case 'f':
+            if (nforwards == VM_NET_FORWARDS_MAX)
+                return cli_usage_error(argv[0], "too many --forward (at most %d)",
+                                       VM_NET_FORWARDS_MAX);
+            forwards[nforwards++] = optarg;
             break;
         default:
             return EXIT_USAGE;
@@ -245,6 +259,18 @@ int cmd_create(int argc, char **argv)
             return cli_usage_error(argv[0], "bad --append (at most %zu characters, one line)",
                                    sizeof(cfg.append) - 1);
         strcpy(cfg.append, append);
+    }
+    if (net && strcmp(net, "user") && strcmp(net, "none"))
+        return cli_usage_error(argv[0], "bad --net '%s' (expected user or none)", net);
+    cfg.net.enabled = !net || strcmp(net, "none");
+    if (!cfg.net.enabled && nforwards)
+        return cli_usage_error(argv[0], "--forward needs a network (not --net %s)", net);
+    for (unsigned i = 0; i < nforwards; i++) {
+        char err[256];
+        struct vm_net_forward f;
+        if (vmconfig_net_forward_parse(forwards[i], &f, err, sizeof(err)) < 0 ||
+            vmconfig_net_forward_add(&cfg.net, &f, err, sizeof(err)) < 0)
+            return cli_usage_error(argv[0], "--forward: %s", err);
     }
     uint64_t disk_bytes = 0;
     if (disk) {
@@ -431,6 +457,51 @@ static json_t *disk_query(const struct vm_paths *p, const struct vm_config *cfg,
                      there ? json_integer((json_int_t)st.st_blocks * 512) : json_null());
 }
 
+/* The VM's network: as its VMM reports it (query-net, with the byte counters) if it runs, else
+ * what vm.conf says. NULL if it has none. */
+static json_t *net_query(const struct vm_paths *p, const struct vm_config *cfg, bool running)
+{
+    if (!cfg->net.enabled)
+        return NULL;
+    json_t *r = running ? cli_vm_ask(p, "query-net") : NULL;
+    if (r)
+        return r;
+    char mac[24], fw[24];
+    vmconfig_net_mac_format(cfg->net.mac, mac, sizeof(mac));
+    json_t *forwards = json_array();
+    for (unsigned i = 0; i < cfg->net.nforwards; i++) {
+        vmconfig_net_forward_format(&cfg->net.forwards[i], fw, sizeof(fw));
+        json_array_append_new(forwards, json_string(fw));
+    }
+    return json_pack("{s:s, s:o}", "mac", mac, "forwards", forwards);
+}
+
+static void net_print(json_t *n)
+{
+    if (!n) {
+        printf("net:             none\n");
+        return;
+    }
+    printf("net:             virtio-net, MAC %s, user-mode NAT (guest 10.0.2.15, host 10.0.2.2)\n",
+           json_string_value(json_object_get(n, "mac")));
+    json_t *fw;
+    size_t i;
+    json_array_foreach(json_object_get(n, "forwards"), i, fw)
+    {
+        unsigned host = 0, guest = 0;
+        char proto[4] = "";
+        sscanf(json_string_value(fw), "%3[a-z]:%u:%u", proto, &host, &guest);
+        printf("forward:         %s 127.0.0.1:%u -> guest port %u\n", proto, host, guest);
+    }
+    if (json_is_integer(json_object_get(n, "rx_bytes")))
+        printf("net traffic:     rx %lld bytes, tx %lld bytes, %lld dropped\n",
+               (long long)json_integer_value(json_object_get(n, "rx_bytes")),
+               (long long)json_integer_value(json_object_get(n, "tx_bytes")),
+               (long long)json_integer_value(json_object_get(n, "rx_dropped")));
+    if (json_is_true(json_object_get(n, "needs_reset")))
+        printf("net broken:      %s\n", json_string_value(json_object_get(n, "broken")));
+}
+
 static void disk_print(json_t *d)
 {
     if (json_is_string(json_object_get(d, "error"))) {
@@ -483,6 +554,8 @@ int cmd_status(int argc, char **argv)
         json_object_set_new(o, "display", disp ? disp : json_null());
         if (cfg.disk.path[0])
             json_object_set_new(o, "disk", disk_query(&p, &cfg, st.running));
+        json_t *net = net_query(&p, &cfg, st.running);
+        json_object_set_new(o, "net", net ? net : json_null());
         print_json(o);
         json_decref(o);
         return 0;
@@ -512,5 +585,8 @@ int cmd_status(int argc, char **argv)
         disk_print(disk);
         json_decref(disk);
     }
+    json_t *net = net_query(&p, &cfg, st.running);
+    net_print(net);
+    json_decref(net);
     return 0;
 }

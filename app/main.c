@@ -25,6 +25,7 @@ const struct cli_command cli_commands[] = {
      "NAME [--memory SIZE] [--cpus N] [--disk SIZE] [--disk-from IMAGE]\n"
      "                  [--os debian [--ssh-key FILE]]\n"
      "                  [--memory-backend file|shm|anon|hugetlbfs]\n"
+     "                  [--net user|none] [--forward tcp|udp:HOSTPORT:GUESTPORT]...\n"
      "                  [--kernel bzImage [--initrd FILE] [--append \"CMDLINE\"]]",
      "create a VM (its directory and vm.conf)",
      "  --memory SIZE          guest RAM, e.g. 512M or 2G (default 1G; 16M..1T, multiple of 2M)\n"
@@ -41,7 +42,12 @@ const struct cli_command cli_commands[] = {
      "                         anon: private anonymous (KSM, THP); hugetlbfs: huge pages\n"
      "  --kernel FILE          boot this Linux bzImage instead of the built-in guest\n"
      "  --initrd FILE          initial ramdisk for --kernel\n"
-     "  --append CMDLINE       kernel command line for --kernel (default console=ttyS0)\n"},
+     "  --append CMDLINE       kernel command line for --kernel (default console=ttyS0)\n"
+     "  --net user|none        user (default): a virtio-net card behind user-mode NAT (the\n"
+     "                         guest is 10.0.2.15 by DHCP; 10.0.2.2 is the host's 127.0.0.1);\n"
+     "                         none: no network card ([net] enabled in vm.conf)\n"
+     "  --forward P:HOST:GUEST host 127.0.0.1:HOST to the guest's port GUEST, P tcp or udp;\n"
+     "                         repeatable ([net] forward in vm.conf)\n"},
     {"start", cmd_start, "NAME [--display sdl|vnc|sdl,vnc|none]", "start a VM in the background",
      "  Returns once the VM's control socket answers and prints where its VNC server listens;\n"
      "  the VMM logs to vmm.log in the VM's directory, and its serial console is\n"

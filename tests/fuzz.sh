@@ -19,7 +19,7 @@ autoreconf -fi >/dev/null 2>&1
 SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
 ./configure CC=clang CFLAGS="-g -O1 $SAN -fsanitize=fuzzer-no-link" --disable-werror >/dev/null
 make -j"${FUZZ_JOBS:-$(nproc)}" libvmws.a libvmws_ui.a assets/guest/vmws-guest.bzImage >/dev/null
-LIBS="libvmws_ui.a libvmws.a $(pkg-config --libs jansson inih zlib) -lm -pthread"
+LIBS="libvmws_ui.a libvmws.a $(pkg-config --libs jansson inih zlib slirp) -lm -pthread"
 mkdir -p seeds/qcow2 seeds/bzimage
 qemu-img create -q -f qcow2 -o cluster_size=512 seeds/qcow2/small.qcow2 64K
 qemu-img create -q -f qcow2 -b small.qcow2 -F qcow2 seeds/qcow2/overlay.qcow2

@@ -136,6 +136,52 @@ static void vnc_address(struct dash_vm *v, json_t *x)
     }
 }
 
+/* The forwards vm.conf lists; no rates (the card is not running). */
+static void net_from_config(struct dash_vm *v)
+{
+    v->net = v->cfg_ok && v->cfg.net.enabled;
+    v->forwards[0] = '\0';
+    for (unsigned i = 0; v->net && i < v->cfg.net.nforwards; i++) {
+        char f[24];
+        vmconfig_net_forward_format(&v->cfg.net.forwards[i], f, sizeof(f));
+        size_t n = strlen(v->forwards);
+        snprintf(v->forwards + n, sizeof(v->forwards) - n, "%s%s", n ? " " : "", f);
+    }
+    v->rx_rate = v->tx_rate = 0;
+}
+
+/* query-status's "net" (core/virtio/virtio_net.h): its forwards, and rates from the byte
+ * counters since the previous refresh (a counter that went down - a new VMM - starts anew). */
+static void net_from_status(struct dash_vm *v, json_t *net)
+{
+    if (!net) {
+        v->net = false;
+        v->net_sample_ms = 0;
+        return;
+    }
+    v->net = true;
+    v->forwards[0] = '\0';
+    size_t i;
+    json_t *f;
+    json_array_foreach(json_object_get(net, "forwards"), i, f)
+    {
+        size_t n = strlen(v->forwards);
+        snprintf(v->forwards + n, sizeof(v->forwards) - n, "%s%s", n ? " " : "",
+                 json_string_value(f) ? json_string_value(f) : "?");
+    }
+    uint64_t rx = (uint64_t)json_integer_value(json_object_get(net, "rx_bytes"));
+    uint64_t tx = (uint64_t)json_integer_value(json_object_get(net, "tx_bytes"));
+    int64_t now = model_now_ms();
+    if (v->net_sample_ms && now > v->net_sample_ms && rx >= v->rx_bytes && tx >= v->tx_bytes) {
+        double s = (double)(now - v->net_sample_ms) / 1000;
+        v->rx_rate = (double)(rx - v->rx_bytes) / s;
+        v->tx_rate = (double)(tx - v->tx_bytes) / s;
+    } else {
+        v->rx_rate = v->tx_rate = 0;
+    }
+    v->rx_bytes = rx, v->tx_bytes = tx, v->net_sample_ms = now;
+}
+
 static void query_status(struct dash_vm *v)
 {
     char err[512];
@@ -172,6 +218,7 @@ static void query_status(struct dash_vm *v)
         }
     }
     v->detail[0] = '\0';
+    net_from_config(v);
     snprintf(v->backend, sizeof(v->backend), "%s", mem_backend_name(v->cfg.backend));
     v->cpus = v->cfg.cpus;
     v->memory = v->cfg.memory_bytes;
@@ -209,6 +256,7 @@ static void query_status(struct dash_vm *v)
         snprintf(v->detail, sizeof(v->detail), "%s", s);
     if (json_object_get(r, "vnc")) /* should a VMM report it in its status */
         vnc_address(v, json_object_get(r, "vnc"));
+    net_from_status(v, json_object_get(r, "net"));
     json_decref(r);
 }
 

@@ -42,6 +42,14 @@ struct dash_vm {
     char detail[160];
     char listed_state[32]; /* what `vmws list --json` said last ("suspended", "off", ...) */
 
+    /* Network: the forwards (from query-status's "net", else vm.conf), and the rx/tx rates
+     * between the last two refreshes, from the card's byte counters. */
+    bool net;
+    char forwards[160]; /* "tcp:8080:80 udp:5353:53", "" = none */
+    uint64_t rx_bytes, tx_bytes;
+    int64_t net_sample_ms; /* when rx/tx_bytes were read; 0 = not yet */
+    double rx_rate, tx_rate; /* bytes per second */
+
     /* Memory. ALLOCATED is measured for every VM; the rest for the selected one. */
     uint64_t allocated;
     bool mem_ok;

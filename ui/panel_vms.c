@@ -1,5 +1,7 @@
-/* The VMs panel: one row per VM - name, state, vCPUs, configured memory, uptime and the VNC
- * address when the VMM reports one. Up/Down (or j/k) select the VM the other panels show. */
+/* The VMs panel: one row per VM - name, state, vCPUs, configured memory, uptime, the VNC
+ * address when the VMM reports one and, where the panel is wide enough, the network's receive
+ * and transmit rates; the selected VM's forwards on a line of their own. Up/Down (or j/k)
+ * select the VM the other panels show. */
 #include <curses.h>
 #include <stdio.h>
 #include <string.h>
@@ -32,6 +34,19 @@ static void fmt_uptime(char *out, size_t len, int64_t ms)
         snprintf(out, len, "%lldd%02lldh", (long long)(s / 86400), (long long)(s / 3600 % 24));
 }
 
+/* "1.2M/34K": received and sent per second; "-" without a card. */
+static void fmt_rates(char *out, size_t len, const struct dash_vm *v)
+{
+    char rx[16], tx[16];
+    if (!v->net) {
+        snprintf(out, len, "-");
+        return;
+    }
+    fmt_bytes(rx, sizeof(rx), (uint64_t)v->rx_rate);
+    fmt_bytes(tx, sizeof(tx), (uint64_t)v->tx_rate);
+    snprintf(out, len, "%s/%s", rx, tx);
+}
+
 static void draw(struct dash *d, const struct rect *r, bool focused)
 {
     char title[64];
@@ -42,15 +57,17 @@ static void draw(struct dash *d, const struct rect *r, bool focused)
         return;
     /* columns: name grows; the rest fixed; VNC only when there is room */
     bool vnc_col = in.w >= 58;
-    int fixed = 1 + 9 + 1 + 3 + 1 + 6 + 1 + 7 + (vnc_col ? 1 + 21 : 0);
+    bool net_col = in.w >= 74;
+    int fixed = 1 + 9 + 1 + 3 + 1 + 6 + 1 + 7 + (vnc_col ? 1 + 21 : 0) + (net_col ? 1 + 13 : 0);
     int namew = in.w - fixed;
     if (namew > 20)
         namew = 20;
     if (namew < 4)
         namew = 4;
     char line[256];
-    snprintf(line, sizeof(line), "%-*s %-9s %3s %6s %7s%s", namew, "NAME", "STATE", "CPU", "MEMORY",
-             "UPTIME", vnc_col ? " VNC" : "");
+    snprintf(line, sizeof(line), "%-*s %-9s %3s %6s %7s%s%s", namew, "NAME", "STATE", "CPU",
+             "MEMORY", "UPTIME", vnc_col ? " VNC                  " : "",
+             net_col ? " NET RX/TX /s" : "");
     draw_text(in.y, in.x, in.w, draw_attr(ROLE_TITLE), line);
     int rows = in.h - 1;
     if (d->model.n == 0) {
@@ -64,6 +81,10 @@ static void draw(struct dash *d, const struct rect *r, bool focused)
     bool vnc_line = !detail_line && sel && sel->vnc[0] && (!vnc_col || sel->vnc_password[0]) &&
                     rows >= 3;
     if (vnc_line || detail_line)
+        rows--;
+    /* And its network: forwards and rates, when there is a row to spare. */
+    bool net_line = sel && sel->net && rows >= 3;
+    if (net_line)
         rows--;
     if (rows < 1)
         return;
@@ -96,8 +117,21 @@ static void draw(struct dash *d, const struct rect *r, bool focused)
         x += draw_text(y, x, in.x + in.w - x, attr, line);
         if (vnc_col) {
             snprintf(line, sizeof(line), " %-21.21s", v->vnc[0] ? v->vnc : "-");
+            x += draw_text(y, x, in.x + in.w - x, attr, line);
+        }
+        if (net_col) {
+            char rates[32];
+            fmt_rates(rates, sizeof(rates), v);
+            snprintf(line, sizeof(line), " %-13.13s", rates);
             draw_text(y, x, in.x + in.w - x, attr, line);
         }
+    }
+    if (net_line) {
+        char rates[32];
+        fmt_rates(rates, sizeof(rates), sel);
+        draw_textf(in.y + in.h - 1 - (detail_line || vnc_line), in.x, in.w, draw_attr(ROLE_DIM),
+                   "net %s: rx/tx %s per s, forwards %s", sel->name, rates,
+                   sel->forwards[0] ? sel->forwards : "none");
     }
     if (detail_line)
         draw_textf(in.y + in.h - 1, in.x, in.w, draw_attr(ROLE_ERROR), "%s: %s", sel->name,

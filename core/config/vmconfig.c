@@ -46,6 +46,7 @@ void vmconfig_defaults(struct vm_config *cfg, const char *name)
     snprintf(cfg->append, sizeof(cfg->append), "console=ttyS0");
     vmconfig_display_defaults(&cfg->display);
     vmconfig_audio_defaults(&cfg->audio);
+    vmconfig_net_defaults(&cfg->net, cfg->name);
 }
 
 const char *mem_backend_name(enum mem_backend b)
@@ -255,6 +256,20 @@ static int conf_handler(void *user, const char *section, const char *name, const
         conf_error(p, p->lineno, "%s", aerr);
         return 0;
     }
+    if (!def && strcmp(section, "net") == 0) {
+        char nerr[256];
+        if (continues) {
+            conf_error(p, p->lineno,
+                       "'%s' does not continue on an indented line (expected one "
+                       "line '%s = VALUE' per value)",
+                       name, name);
+            return 0;
+        }
+        if (vmconfig_net_key(&cfg->net, name, value, nerr, sizeof(nerr)))
+            return 1;
+        conf_error(p, p->lineno, "%s", nerr);
+        return 0;
+    }
     if (!def && strcmp(section, "disk") == 0) {
         if (strcmp(name, "format") == 0) {
             if (strcmp(value, "raw") && strcmp(value, "qcow2")) {
@@ -281,8 +296,8 @@ static int conf_handler(void *user, const char *section, const char *name, const
     if (!def) {
         if (strcmp(section, "vm") && strcmp(section, "boot"))
             conf_error(p, p->lineno,
-                       "unknown section [%s] (expected [vm], [boot], [display], [audio] or "
-                       "[disk])",
+                       "unknown section [%s] (expected [vm], [boot], [display], [audio], "
+                       "[disk] or [net])",
                        section);
         else if (strcmp(section, "vm") == 0)
             conf_error(p, p->lineno,
@@ -440,6 +455,11 @@ int vmconfig_load(const char *path, struct vm_config *cfg, char *err, size_t err
         snprintf(err, errlen, "%s: no valid VM name (expected name = NAME in [vm])", path);
         return -1;
     }
+    if (!cfg->net.mac_set) { /* the name's MAC, whatever name the defaults were made with */
+        struct vm_net_config d;
+        vmconfig_net_defaults(&d, cfg->name);
+        memcpy(cfg->net.mac, d.mac, sizeof(d.mac));
+    }
     if (cfg->initrd[0] && !cfg->kernel[0]) {
         snprintf(err, errlen,
                  "%s: initrd is set but kernel is the built-in guest (expected kernel = "
@@ -519,6 +539,8 @@ int vmconfig_save(const char *path, const struct vm_config *cfg)
         fprintf(f, "[disk]\npath = %s\n", cfg->disk.path);
     if (rc == 0 && cfg->disk.path[0] && cfg->disk.format[0])
         fprintf(f, "format = %s\n", cfg->disk.format);
+    if (rc == 0)
+        vmconfig_net_write(f, &cfg->net);
     if (fclose(f) != 0 && rc == 0)
         rc = -errno;
     return fs_tmp_commit(fd, tmp, path, rc);

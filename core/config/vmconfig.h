@@ -44,6 +44,22 @@ struct vm_disk_config {
     char format[8];
 };
 
+/* [net] in vm.conf (see core/config/nconfig.c): the virtio-net card and its user-mode NAT. A
+ * vm.conf without [net] (VMs made before networking) has it on, with the MAC derived from the
+ * name; `vmws create --net none` writes enabled = no. */
+#define VM_NET_FORWARDS_MAX 16
+struct vm_net_forward {
+    bool udp;
+    uint16_t host_port, guest_port; /* host 127.0.0.1:HOST_PORT -> guest GUEST_PORT */
+};
+struct vm_net_config {
+    bool enabled; /* default yes */
+    bool mac_set; /* mac came from vm.conf; else derived from the VM's name */
+    uint8_t mac[6];
+    unsigned nforwards;
+    struct vm_net_forward forwards[VM_NET_FORWARDS_MAX];
+};
+
 struct vm_config {
     char name[VM_NAME_MAX];
     uint64_t memory_bytes; /* guest RAM, multiple of 2 MiB, 16 MiB .. 1 TiB */
@@ -55,6 +71,7 @@ struct vm_config {
     struct vm_display_config display;
     struct vm_audio_config audio;
     struct vm_disk_config disk;
+    struct vm_net_config net;
 };
 
 /* Fills defaults: 1 GiB, 1 vCPU, file backend, built-in kernel, console=ttyS0 cmdline. */
@@ -93,6 +110,21 @@ int vmconfig_audio_key(struct vm_audio_config *a, const char *name, const char *
                        size_t errlen);
 void vmconfig_audio_defaults(struct vm_audio_config *a);
 void vmconfig_audio_write(FILE *f, const struct vm_audio_config *a);
+
+/* [net] keys (core/config/nconfig.c), the same way; forward may repeat. */
+int vmconfig_net_key(struct vm_net_config *n, const char *name, const char *value, char *err,
+                     size_t errlen);
+/* On, no forwards, the MAC derived from NAME (52:54:00 and three bytes of its hash). */
+void vmconfig_net_defaults(struct vm_net_config *n, const char *name);
+void vmconfig_net_write(FILE *f, const struct vm_net_config *n);
+/* "tcp:HOSTPORT:GUESTPORT" or "udp:..." (ports 1-65535) -> *F; 0, or -EINVAL with ERR. */
+int vmconfig_net_forward_parse(const char *s, struct vm_net_forward *f, char *err, size_t errlen);
+/* Adds F to N's forwards: 0, or -EINVAL with ERR (a host port forwarded twice, too many). */
+int vmconfig_net_forward_add(struct vm_net_config *n, const struct vm_net_forward *f, char *err,
+                             size_t errlen);
+/* "tcp:8080:80" (at least 16 bytes) and "52:54:00:12:34:56" (at least 18). */
+void vmconfig_net_forward_format(const struct vm_net_forward *f, char *buf, size_t len);
+void vmconfig_net_mac_format(const uint8_t mac[6], char *buf, size_t len);
 
 const char *mem_backend_name(enum mem_backend b);
 int mem_backend_parse(const char *s, enum mem_backend *out);

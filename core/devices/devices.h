@@ -79,6 +79,9 @@ int pci_register(struct pci_bus *bus, struct pci_device *d, unsigned slot);
 /* The legacy IRQ the device's INTx pin drives (for machine_set_irq): the board's wiring, not
  * what the guest wrote into cfg[0x3C]. */
 unsigned pci_irq_line(const struct pci_device *d);
+/* Drives D's INTx: its line (IRQ 10 or 11, shared by every other slot) is high while any
+ * function on it drives it high, as a wired-OR. Any thread, any lock held. */
+void pci_set_intx(struct pci_bus *bus, struct pci_device *d, bool level);
 /* Current guest-programmed address of a BAR (0 if unassigned or decoding off). */
 uint64_t pci_bar_address(struct pci_bus *bus, struct pci_device *d, int bar);
 void pci_destroy(struct pci_bus *bus);

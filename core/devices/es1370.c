@@ -142,7 +142,7 @@ static void update_irq_locked(struct es1370 *e)
     bool level = (e->r.status & (STAT_DAC1 | STAT_DAC2 | STAT_ADC)) && !intx_off;
     if (level != e->irq_level) {
         e->irq_level = level;
-        machine_set_irq(e->m, pci_irq_line(&e->pci), level);
+        pci_set_intx(e->bus, &e->pci, level);
     }
 }
 

@@ -30,6 +30,10 @@ struct pci_bus {
     uint64_t io_next, mmio_next;
     struct pci_device *slots[PCI_MAX_SLOTS];
     struct pci_device host_bridge;
+    /* INTx: the functions driving their line high (bit per slot); a leaf lock, so a device may
+     * set its line with its own lock or the bus lock held. */
+    pthread_mutex_t intx_lock;
+    uint32_t intx_high;
 };
 
 static void put16(uint8_t *p, uint16_t v)
@@ -256,6 +260,26 @@ unsigned pci_irq_line(const struct pci_device *d)
     return d->intx_irq;
 }
 
+/* The line is wired by slot parity (pci_intx_irqs), whatever the guest writes into 0x3C. */
+void pci_set_intx(struct pci_bus *bus, struct pci_device *d, bool level)
+{
+    pthread_mutex_lock(&bus->intx_lock);
+    unsigned slot = 1;
+    while (slot < PCI_MAX_SLOTS && bus->slots[slot] != d)
+        slot++;
+    if (slot < PCI_MAX_SLOTS) {
+        if (level)
+            bus->intx_high |= 1u << slot;
+        else
+            bus->intx_high &= ~(1u << slot);
+        bool line = false;
+        for (unsigned s = slot % 2; s < PCI_MAX_SLOTS; s += 2)
+            line |= bus->intx_high >> s & 1;
+        machine_set_irq(bus->m, pci_intx_irqs[slot % 2], line);
+    }
+    pthread_mutex_unlock(&bus->intx_lock);
+}
+
 /* Saved: the address latch and every present function's config space. Restoring writes what a
  * guest could write (the write masks, the BARs' sizes and flag bits) and moves BARs through
  * bar_changed as if the guest had written them. */
@@ -324,6 +348,7 @@ struct pci_bus *pci_create(struct machine *m)
     bus->io_next = PCI_IO_WINDOW;
     bus->mmio_next = PCI_MMIO_WINDOW;
     pthread_mutex_init(&bus->lock, NULL);
+    pthread_mutex_init(&bus->intx_lock, NULL);
     /* Host bridge: Red Hat's generic PCIe host bridge id, class 06/00. */
     pci_device_init(&bus->host_bridge, 0x1b36, 0x0008, 0x060000, 0);
     bus->slots[0] = &bus->host_bridge;
@@ -341,5 +366,6 @@ void pci_destroy(struct pci_bus *bus)
     if (!bus)
         return;
     pthread_mutex_destroy(&bus->lock);
+    pthread_mutex_destroy(&bus->intx_lock);
     free(bus);
 }

@@ -62,7 +62,6 @@ struct virtio_pci {
     struct vp_regs r;
     struct vq q[VIRTIO_MAX_QUEUES];
     uint64_t bar_base; /* 0 = not decoding */
-    unsigned irq;      /* the INTx line as wired at creation (cfg 0x3C is only the guest's note) */
     bool irq_level;
     int ctl_fd; /* wakes the I/O thread: stop, unquiesce, state loaded */
     pthread_t thread;
@@ -80,7 +79,7 @@ static void update_irq_locked(struct virtio_pci *vp)
     bool level = vp->r.isr && !intx_off;
     if (level != vp->irq_level) {
         vp->irq_level = level;
-        machine_set_irq(vp->m, vp->irq, level);
+        pci_set_intx(vp->bus, &vp->pci, level);
     }
 }
 
@@ -133,6 +132,8 @@ static bool vq_serve_locked(struct virtio_pci *vp, unsigned q)
             break;
         int written =
             r < 0 ? -1 : vp->ops->handle_chain(vp->opaque, q, &chain, reason, sizeof(reason));
+        if (written == VIRTIO_CHAIN_LATER)
+            break;
         if (written < 0) {
             mark_broken_locked(vp, "queue %u: malformed chain: %s", q, reason);
             break;
@@ -198,6 +199,11 @@ static void wake_thread(struct virtio_pci *vp)
     uint64_t one = 1;
     ssize_t w = write(vp->ctl_fd, &one, sizeof(one));
     (void)w;
+}
+
+void virtio_pci_wake(struct virtio_pci *vp)
+{
+    wake_thread(vp);
 }
 
 /* ---- registers ---- */
@@ -523,7 +529,6 @@ struct virtio_pci *virtio_pci_create(struct machine *m, struct pci_bus *bus, uns
         virtio_pci_destroy(vp);
         return NULL;
     }
-    vp->irq = pci_irq_line(d);
     if (pthread_create(&vp->thread, NULL, io_thread, vp) != 0) {
         vmm_log("%s: cannot start its I/O thread", ops->name);
         virtio_pci_destroy(vp);
@@ -571,8 +576,8 @@ int virtio_pci_quiesce(struct virtio_pci *vp, unsigned timeout_ms, char *err, si
     int r = pthread_mutex_timedlock(&vp->lock, &deadline);
     if (r != 0) {
         snprintf(err, errlen,
-                 "%s: a request is still in flight after %u ms (is the disk image's storage "
-                 "hanging?); not saving a state that would lose it",
+                 "%s: a request is still in flight after %u ms (is its backend - the disk "
+                 "image's storage, the network - hanging?); not saving a state that would lose it",
                  vp->ops->name, timeout_ms);
         return -ETIMEDOUT;
     }
@@ -588,6 +593,13 @@ void virtio_pci_unquiesce(struct virtio_pci *vp)
     pthread_mutex_unlock(&vp->lock);
     if (wake)
         wake_thread(vp); /* chains made available meanwhile */
+}
+
+void virtio_pci_reset(struct virtio_pci *vp)
+{
+    pthread_mutex_lock(&vp->lock);
+    reset_locked(vp);
+    pthread_mutex_unlock(&vp->lock);
 }
 
 uint8_t virtio_pci_status(struct virtio_pci *vp, bool *needs_reset, char *why, size_t whylen)
@@ -636,7 +648,7 @@ int virtio_pci_load(struct virtio_pci *vp, const struct state_reader *rd, uint32
         mark_broken_locked(vp, "restored as broken");
     /* Drive the line to its restored level whatever we last told KVM. */
     vp->irq_level = vp->r.isr && !(vp->pci.cfg[0x05] & 0x04);
-    machine_set_irq(vp->m, vp->irq, vp->irq_level);
+    pci_set_intx(vp->bus, &vp->pci, vp->irq_level);
     pthread_mutex_unlock(&vp->lock);
     wake_thread(vp);
     return 0;

@@ -26,6 +26,7 @@
 #define VIRTIO_STATUS_FAILED 0x80
 
 #define VIRTIO_MAX_QUEUES 4
+#define VIRTIO_CHAIN_LATER (-2)
 
 struct virtio_pci;
 struct virtio_device_ops {
@@ -39,7 +40,9 @@ struct virtio_device_ops {
     void (*config_read)(void *opaque, unsigned off, uint8_t *data, unsigned len);
     /* Serves one chain (I/O thread, transport lock held). Returns the number of bytes written
      * into the writable part, or -1 if the chain is malformed for this device (the transport
-     * then marks the device NEEDS_RESET with REASON). */
+     * then marks the device NEEDS_RESET with REASON), or VIRTIO_CHAIN_LATER: nothing to put in
+     * it yet (a receive buffer with no packet waiting), it stays available and the queue is
+     * offered again at the next virtio_pci_wake() or notify. */
     int (*handle_chain)(void *opaque, unsigned queue, struct virtq_chain *c, char *reason,
                         size_t reasonlen);
 };
@@ -48,6 +51,9 @@ struct virtio_device_ops {
 struct virtio_pci *virtio_pci_create(struct machine *m, struct pci_bus *bus, unsigned slot,
                                      const struct virtio_device_ops *ops, void *opaque);
 void virtio_pci_destroy(struct virtio_pci *vp);
+/* Offers every queue's available chains to handle_chain again, on the I/O thread (any thread,
+ * no lock needed: a device calls it when it has something for a chain it deferred). */
+void virtio_pci_wake(struct virtio_pci *vp);
 /* Stops the I/O thread from taking new chains and waits up to TIMEOUT_MS for the one in flight.
  * 0, or -ETIMEDOUT with ERR saying so. virtio_pci_unquiesce() lets it run again; calls nest
  * (it runs again when every quiesce has been undone). */
@@ -57,6 +63,8 @@ void virtio_pci_unquiesce(struct virtio_pci *vp);
  * does on a notify, and returns when none is left or the device broke; nothing while quiesced
  * (for tests and fuzzing, which want requests served synchronously). */
 void virtio_pci_serve_pending(struct virtio_pci *vp);
+/* Resets the device as a status write of 0 would (a state to load that has no record of it). */
+void virtio_pci_reset(struct virtio_pci *vp);
 /* Device status byte, whether it is broken and why (for status reports). */
 uint8_t virtio_pci_status(struct virtio_pci *vp, bool *needs_reset, char *why, size_t whylen);
 /* Completed chains and notifies so far. */

@@ -35,6 +35,8 @@ static json_t *cmd_query_status(void *opaque, json_t *args, struct ctl_error *er
         json_object_set_new(r, "detail", json_string(v->crash_detail));
     if (v->machine_live && v->blk)
         json_object_set_new(r, "disk", virtio_blk_status_json(v->blk));
+    if (v->machine_live && v->net) /* the dashboard's rx/tx rates come from here */
+        json_object_set_new(r, "net", virtio_net_status_json(v->net));
     pthread_mutex_unlock(&v->lock);
     return r;
 }
@@ -147,6 +149,21 @@ static json_t *cmd_query_audio(void *opaque, json_t *args, struct ctl_error *err
         err->cls = "GenericError";
         snprintf(err->desc, sizeof(err->desc), "the VM has no sound devices (see vmm.log)");
     }
+    return r;
+}
+
+/* query-net: the network card (MAC, forwards, device status, needs_reset and why, rx/tx byte
+ * and packet counters). */
+static json_t *cmd_query_net(void *opaque, json_t *args, struct ctl_error *err)
+{
+    struct vmm *v = opaque;
+    (void)args;
+    pthread_mutex_lock(&v->lock);
+    json_t *r = v->machine_live && v->net ? virtio_net_status_json(v->net) : NULL;
+    pthread_mutex_unlock(&v->lock);
+    if (!r)
+        return vmm_fail(err, "GenericError", "%s",
+                        "the VM has no network card (see [net] in vm.conf)");
     return r;
 }
 
@@ -298,6 +315,7 @@ const struct ctl_command vmm_commands[] = {
     {"query-snapshots", cmd_query_snapshots},
     {"query-audio", cmd_query_audio},
     {"query-disk", cmd_query_disk},
+    {"query-net", cmd_query_net},
     {"set-volume", cmd_set_volume},
 };
 const size_t vmm_ncommands = sizeof(vmm_commands) / sizeof(vmm_commands[0]);

@@ -178,6 +178,33 @@ static void virtio_blk_row_resume(struct vmm *v)
         virtio_blk_resume(v->blk);
 }
 
+/* ---- the network card: [net] enabled; its I/O thread and slirp's serve frames while the
+ * vCPUs run ---- */
+
+HELD_DEVICE(virtio_net, net)
+static int virtio_net_row_create(struct vmm *v, char *err, size_t errlen)
+{
+    if (!v->cfg->net.enabled)
+        return 0;
+    v->net = virtio_net_create(&v->m, v->pci, VIRTIO_NET_PCI_SLOT, &v->cfg->net, err, errlen);
+    return v->net ? 0 : -EIO;
+}
+static void virtio_net_row_stop(struct vmm *v)
+{
+    char err[256];
+    if (v->net && virtio_net_quiesce(v->net, 5000, err, sizeof(err)) < 0)
+        vmm_log("%s", err); /* its I/O thread raises IRQs too: no new frames from here */
+}
+static int virtio_net_row_quiesce(struct vmm *v, char *err, size_t errlen)
+{
+    return v->net ? virtio_net_quiesce(v->net, 2000, err, errlen) : 0;
+}
+static void virtio_net_row_resume(struct vmm *v)
+{
+    if (v->net)
+        virtio_net_resume(v->net);
+}
+
 /* ---- the framebuffer: it outlives reboots and is attached to each machine ---- */
 
 static int framebuffer_row_create(struct vmm *v, char *err, size_t errlen)
@@ -214,6 +241,9 @@ const struct vmm_device vmm_devices[] = {
     ROW(virtio_blk, STATE_TAG('V', 'B', 'L', 'K'), 1, .stop = virtio_blk_row_stop,
         .destroy = virtio_blk_row_destroy, .quiesce = virtio_blk_row_quiesce,
         .resume = virtio_blk_row_resume),
+    ROW(virtio_net, STATE_TAG('V', 'N', 'E', 'T'), 1, .stop = virtio_net_row_stop,
+        .destroy = virtio_net_row_destroy, .quiesce = virtio_net_row_quiesce,
+        .resume = virtio_net_row_resume),
     ROW(framebuffer, STATE_TAG('F', 'B', 'C', 'F'), 1, .stop = framebuffer_row_stop),
 };
 const size_t vmm_ndevices = sizeof(vmm_devices) / sizeof(vmm_devices[0]);

@@ -32,6 +32,7 @@
 #include "core/util/log.h"
 #include "core/util/state.h"
 #include "core/virtio/virtio_blk.h"
+#include "core/virtio/virtio_net.h"
 #include "core/vm/machine.h"
 #include "core/vm/memtruth.h"
 #include "core/vmm/backends.h"
@@ -64,6 +65,7 @@ struct vmm {
     struct pci_bus *pci;
     struct pm *pm;
     struct virtio_blk *blk; /* [disk] in vm.conf; NULL = no disk */
+    struct virtio_net *net; /* [net] in vm.conf; NULL = no network card */
     struct es1370 *es1370;  /* the sound devices; NULL = no sound */
     struct pcspk *pcspk;
     struct audio *audio;        /* their clock and PulseAudio stream (backends->audio.create) */

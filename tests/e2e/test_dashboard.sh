@@ -1,6 +1,7 @@
 #!/bin/sh
 # The dashboard, driven in tmux like a person would: `vmws` with a fresh $VMWS_HOME creates
-# and starts the default VM (1 GiB, 2 vCPUs, an 8 GiB disk) and shows it running; `mem alloc 48` typed into
+# and starts the default VM (1 GiB, 2 vCPUs, an 8 GiB disk) and shows it running, with its
+# network (rx/tx rates, forwards) on the VMs panel; `mem alloc 48` typed into
 # the Console panel makes the Memory panel's allocated figure rise by ~48 MiB within 3 s
 # while apparent stays put; - and m set the volume and mute; 80x24 and 200x60 layouts (after
 # a resize: SIGWINCH) render
@@ -43,6 +44,11 @@ def main():
             pw = f.read().strip()
         d.wait("'password %s' in the VMs panel" % pw, lambda s: ("password " + pw) in s, 10)
         print("ok: the VMs panel shows the default VM's VNC password")
+
+        step = "the default VM's network in the VMs panel"
+        d.wait("'net default: rx/tx ... forwards none' in the VMs panel",
+               lambda s: "net default: rx/tx" in s and "forwards none" in s, 10)
+        print("ok: the VMs panel shows the default VM's network (rx/tx rates, forwards)")
 
         step = "allocated rises by ~48 MiB within 3 s, apparent stays"
         before = d.wait("the memory figures", lambda s: figure(s, "allocated") is not None and
@@ -93,6 +99,9 @@ def main():
                 raise Fail("%dx%d layout: %s" % (w, h, "; ".join(problems)))
             if "allocated" not in d.last or "MemFree" not in d.last:
                 raise Fail("%dx%d: memory or host figures missing" % (w, h))
+            if w >= 200:  # a wide VMs panel has a column of network rates
+                d.wait("the VMs panel's NET RX/TX column at %dx%d" % (w, h),
+                       lambda s: "NET RX/TX /s" in s and not check_layout(s, w, h, TITLES), 5)
             print("ok: %dx%d layout: 5 panels, boxes closed, no line wider than %d" % (w, h, w))
 
         step = "ASCII and monochrome fallback at 80x24"

@@ -7,7 +7,8 @@ prints two lines: the kernel (/boot/vmlinuz-VERSION, the newest with modules unl
 an initramfs (uncompressed cpio) holding busybox-static as /bin/*, the named modules with
 their dependencies (modules.dep order) in /lib/modules, the named host tools with the shared
 libraries ldd lists, the named host files and directories (their whole trees) at the same
-paths, INIT as /init, and /modules, the insmod order. Initramfs files are cached
+paths (executable if they start with "#!", like a udhcpc script), INIT as /init, and /modules,
+the insmod order. Initramfs files are cached
 in $XDG_CACHE_HOME/vmws/fixtures (default ~/.cache) under a hash of every input, so a run
 builds each once and a kernel or package update builds anew.
 """
@@ -160,7 +161,7 @@ def main():
             for path, host in sorted(tools.items()):
                 c.entry(path, 0o100755, open(host, "rb").read())
             for path, data in sorted(files.items()):
-                c.entry(path, 0o100644, data)
+                c.entry(path, 0o100755 if data.startswith(b"#!") else 0o100644, data)
             c.entry("TRAILER!!!", 0)
         os.rename(tmp, out)
     print(f"/boot/vmlinuz-{kver}")

@@ -68,6 +68,22 @@ START_TEST(test_create_list_delete)
 
     ck_assert_int_eq(vmws("create vm1 --memory 512M --cpus 2"), 0);
     ASSERT_HAS(out, "created vm1 (512M, 2 vCPUs, built-in guest, file memory)");
+    ck_assert_int_eq(vmws("create vmnet --forward tcp:8080:80 --forward udp:5353:53"), 0);
+    ck_assert_int_eq(vmws("status vmnet"), 0);
+    ASSERT_HAS(out, "net:             virtio-net, MAC 52:54:00:");
+    ASSERT_HAS(out, "forward:         tcp 127.0.0.1:8080 -> guest port 80");
+    ASSERT_HAS(out, "forward:         udp 127.0.0.1:5353 -> guest port 53");
+    char vmconf[256];
+    snprintf(vmconf, sizeof(vmconf), "%s/home/vmnet/vm.conf", tmpdir);
+    char conftext[4096];
+    slurp(vmconf, conftext, sizeof(conftext));
+    ASSERT_HAS(conftext, "[net]\nenabled = yes\nmac = 52:54:00:");
+    ASSERT_HAS(conftext, "forward = tcp:8080:80\nforward = udp:5353:53\n");
+    ck_assert_int_eq(vmws("create vmoff --net none"), 0);
+    ck_assert_int_eq(vmws("status vmoff"), 0);
+    ASSERT_HAS(out, "net:             none");
+    ck_assert_int_eq(vmws("delete vmnet"), 0);
+    ck_assert_int_eq(vmws("delete vmoff"), 0);
     char conf[128];
     snprintf(conf, sizeof(conf), "%s/home/vm1/vm.conf", tmpdir);
     struct stat st;
@@ -216,6 +232,14 @@ START_TEST(test_usage)
     ASSERT_HAS(err, "expected file, shm, anon or hugetlbfs");
     ck_assert_int_eq(vmws("create 'a b'"), 2);
     ASSERT_HAS(err, "is not a valid VM name");
+    ck_assert_int_eq(vmws("create x --net bridge"), 2);
+    ASSERT_HAS(err, "bad --net 'bridge' (expected user or none)");
+    ck_assert_int_eq(vmws("create x --forward tcp:8080"), 2);
+    ASSERT_HAS(err, "--forward: bad forward 'tcp:8080' (expected tcp:HOSTPORT:GUESTPORT");
+    ck_assert_int_eq(vmws("create x --forward tcp:8080:80 --forward tcp:8080:22"), 2);
+    ASSERT_HAS(err, "host tcp port 8080 is already forwarded");
+    ck_assert_int_eq(vmws("create x --net none --forward tcp:8080:80"), 2);
+    ASSERT_HAS(err, "--forward needs a network (not --net none)");
     ck_assert_int_eq(vmws("list --bogus"), 2);
     ASSERT_HAS(err, "unknown option '--bogus'");
     ck_assert_int_eq(vmws("status"), 2);

@@ -208,6 +208,83 @@ START_TEST(test_bad_lines)
 }
 END_TEST
 
+/* [net]: forwards repeat and round-trip; a vm.conf without [net] (made before networking) has
+ * the network on with the name's MAC; bad values name line and key. */
+START_TEST(test_net_section)
+{
+    struct vm_config cfg, back;
+    char err[1024] = "";
+    write_conf("[vm]\nname = vm1\n");
+    vmconfig_defaults(&cfg, "vm1");
+    ck_assert_int_eq(vmconfig_load(conf, &cfg, err, sizeof(err)), 0);
+    ck_assert(cfg.net.enabled);
+    ck_assert_uint_eq(cfg.net.nforwards, 0);
+    char mac[24], mac2[24];
+    vmconfig_net_mac_format(cfg.net.mac, mac, sizeof(mac));
+    ck_assert_msg(strncmp(mac, "52:54:00:", 9) == 0, "derived MAC %s", mac);
+    /* The same name, the same MAC, whatever name the defaults started with. */
+    vmconfig_defaults(&back, "other");
+    ck_assert_int_eq(vmconfig_load(conf, &back, err, sizeof(err)), 0);
+    vmconfig_net_mac_format(back.net.mac, mac2, sizeof(mac2));
+    ck_assert_str_eq(mac, mac2);
+
+    write_conf("[vm]\nname = vm1\n[net]\nenabled = yes\nmac = 52:54:00:AB:cd:01\n"
+               "forward = tcp:8080:80\nforward = udp:5353:53\nforward = tcp:2222:22\n");
+    vmconfig_defaults(&cfg, "vm1");
+    ck_assert_int_eq(vmconfig_load(conf, &cfg, err, sizeof(err)), 0);
+    ck_assert_uint_eq(cfg.net.nforwards, 3);
+    ck_assert(!cfg.net.forwards[0].udp && cfg.net.forwards[0].host_port == 8080 &&
+              cfg.net.forwards[0].guest_port == 80);
+    ck_assert(cfg.net.forwards[1].udp && cfg.net.forwards[1].host_port == 5353 &&
+              cfg.net.forwards[1].guest_port == 53);
+    vmconfig_net_mac_format(cfg.net.mac, mac, sizeof(mac));
+    ck_assert_str_eq(mac, "52:54:00:ab:cd:01");
+    /* Saved and loaded back: the same. */
+    ck_assert_int_eq(vmconfig_save(conf, &cfg), 0);
+    vmconfig_defaults(&back, "vm1");
+    ck_assert_int_eq(vmconfig_load(conf, &back, err, sizeof(err)), 0);
+    ck_assert_int_eq(memcmp(&cfg.net, &back.net, sizeof(cfg.net)), 0);
+
+    write_conf("[vm]\nname = vm1\n[net]\nenabled = no\n");
+    vmconfig_defaults(&cfg, "vm1");
+    ck_assert_int_eq(vmconfig_load(conf, &cfg, err, sizeof(err)), 0);
+    ck_assert(!cfg.net.enabled);
+    ck_assert_int_eq(vmconfig_save(conf, &cfg), 0);
+    vmconfig_defaults(&back, "vm1");
+    ck_assert_int_eq(vmconfig_load(conf, &back, err, sizeof(err)), 0);
+    ck_assert(!back.net.enabled);
+
+    expect_error("[net]\nenabled = maybe\n", 2, "bad net enabled 'maybe' (expected yes or no)");
+    expect_error("[net]\nforward = tcp:8080\n", 2,
+                 "bad forward 'tcp:8080' (expected tcp:HOSTPORT:GUESTPORT");
+    expect_error("[net]\nforward = sctp:1:2\n", 2, "bad forward 'sctp:1:2'");
+    expect_error("[net]\nforward = tcp:0:80\n", 2, "ports 1-65535");
+    expect_error("[net]\nforward = tcp:8080:65536\n", 2, "bad forward 'tcp:8080:65536'");
+    expect_error("[net]\nforward = tcp:80x:80\n", 2, "bad forward");
+    expect_error("[net]\nforward = tcp::80\n", 2, "bad forward");
+    expect_error("[net]\nforward = tcp:8080:80:1\n", 2, "bad forward");
+    expect_error("[net]\nforward = tcp:8080:80\nforward = tcp:8080:81\n", 3,
+                 "host tcp port 8080 is already forwarded");
+    expect_error("[net]\nmac = 53:54:00:12:34:56\n", 2, "bad net mac '53:54:00:12:34:56'");
+    expect_error("[net]\nmac = 52:54:00:12:34\n", 2, "bad net mac");
+    expect_error("[net]\nmac = 00:00:00:00:00:00\n", 2, "bad net mac");
+    expect_error("[net]\nmode = nat\n", 2,
+                 "unknown key 'mode' in [net] (expected enabled, mac "
+                 "or forward)");
+    /* The same host port once per protocol: tcp and udp 53 are two forwards. */
+    write_conf("[net]\nforward = tcp:5353:53\nforward = udp:5353:53\n");
+    vmconfig_defaults(&cfg, "vm1");
+    ck_assert_int_eq(vmconfig_load(conf, &cfg, err, sizeof(err)), 0);
+    ck_assert_uint_eq(cfg.net.nforwards, 2);
+    /* At most VM_NET_FORWARDS_MAX. */
+    char text[2048] = "[net]\n";
+    for (int i = 0; i <= VM_NET_FORWARDS_MAX; i++)
+        snprintf(text + strlen(text), sizeof(text) - strlen(text), "forward = tcp:%d:80\n",
+                 10000 + i);
+    expect_error(text, VM_NET_FORWARDS_MAX + 2, "too many forwards (expected at most 16)");
+}
+END_TEST
+
 START_TEST(test_missing_file)
 {
     struct vm_config cfg;
@@ -341,6 +418,7 @@ int main(void)
     tcase_add_test(tc, test_set_in_place);
     tcase_add_test(tc, test_example_from_docs);
     tcase_add_test(tc, test_bad_lines);
+    tcase_add_test(tc, test_net_section);
     tcase_add_test(tc, test_missing_file);
     tcase_add_test(tc, test_parse_size);
     tcase_add_test(tc, test_names_and_backends);

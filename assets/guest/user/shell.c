@@ -5,6 +5,7 @@
 #include "assets/guest/user/disk.h"
 #include "assets/guest/user/guest.h"
 #include "assets/guest/user/sound.h"
+#include "assets/guest/user/virtio.h"
 
 #define BP_ACPI_RSDP 0x070
 #define BP_EXT_CMD_LINE_PTR 0x0c8
@@ -53,6 +54,7 @@ static void cmd_help(void)
                  "ls | touch NAME | write NAME TEXT | cat NAME | rm NAME | sync   files on disk\n"
                  "disk info | stress N SEED | test-garbage [KIND]   the virtio-blk disk\n"
                  "disk bench seq-write|seq-read|rand-write|rand-read MIB [START [SPAN]]   MiB/s\n"
+                 "net info | arp | test-garbage [KIND]   the virtio-net card\n"
                  "poweroff              power the machine off\n");
 }
 
@@ -196,6 +198,8 @@ static void run_command(char *line)
         cmd_sync();
     else if (!strcmp(argv[0], "disk"))
         cmd_disk(argc, argv);
+    else if (!strcmp(argv[0], "net"))
+        cmd_net(argc, argv);
     else
         printf("unknown command: %s (try help)\n", argv[0]);
 }

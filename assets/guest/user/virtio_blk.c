@@ -1,8 +1,7 @@
 /* virtio-blk driver of the built-in guest, all at CPL 3: finds the modern virtio-pci device
- * (1af4:1042) on bus 0, maps its capability structures (all of the low 4 GiB is mapped, so a
- * BAR address is a pointer), negotiates VERSION_1 + FLUSH (+ SIZE_MAX/SEG_MAX when offered,
- * so a request never exceeds what the device promises to take) and runs one 16-entry split
- * queue in static memory (identity mapped: a pointer is a guest-physical address). One request
+ * (1af4:1042) on bus 0, maps its capability structures (user/virtio.c), negotiates VERSION_1 +
+ * FLUSH (+ SIZE_MAX/SEG_MAX when offered, so a request never exceeds what the device promises
+ * to take) and runs one 16-entry split queue in static memory. One request
  * at a time: header, data (one segment) through a 64 KiB bounce buffer, status byte. After
  * notifying, it spins briefly on the used index, then sleeps in SYS_WAIT_SOUND, which counts
  * PCI INTx (IRQ 10 and 11) in a four-instruction kernel handler, and reads the ISR to lower
@@ -10,16 +9,11 @@
  * The `disk` shell command (info, stress, test-garbage, bench) lives at the end. */
 #include "assets/guest/user/disk.h"
 #include "assets/guest/user/sound.h"
+#include "assets/guest/user/virtio.h"
 
-#define VIRTIO_STATUS_ACK 1
-#define VIRTIO_STATUS_DRIVER 2
-#define VIRTIO_STATUS_DRIVER_OK 4
-#define VIRTIO_STATUS_FEATURES_OK 8
-#define VIRTIO_STATUS_NEEDS_RESET 0x40
 #define F_BLK_SIZE_MAX (1u << 1)
 #define F_BLK_SEG_MAX (1u << 2)
 #define F_BLK_FLUSH (1u << 9)
-#define F_VERSION_1_HI 1u /* bit 32 */
 
 #define T_IN 0
 #define T_OUT 1
@@ -27,30 +21,8 @@
 #define T_GET_ID 8
 
 #define QSIZE 16
-#define DESC_NEXT 1
-#define DESC_WRITE 2
-
-/* Common configuration offsets (virtio 1.x, 4.1.4.3). */
-#define CC_DFSELECT 0x00
-#define CC_DF 0x04
-#define CC_GFSELECT 0x08
-#define CC_GF 0x0c
-#define CC_STATUS 0x14
-#define CC_QSELECT 0x16
-#define CC_QSIZE 0x18
-#define CC_QENABLE 0x1c
-#define CC_QNOTIFY_OFF 0x1e
-#define CC_QDESC 0x20
-#define CC_QDRIVER 0x28
-#define CC_QDEVICE 0x30
-
-struct desc {
-    uint64_t addr;
-    uint32_t len;
-    uint16_t flags, next;
-};
 struct ring {
-    struct desc desc[QSIZE];
+    struct virtq_desc desc[QSIZE];
     uint16_t avail_flags, avail_idx, avail_ring[QSIZE], used_event;
     uint8_t pad[4096 - 16 * QSIZE - 6 - 2 * QSIZE];
     uint16_t used_flags, used_idx;
@@ -70,120 +42,27 @@ static volatile uint8_t req_status;
 static struct {
     bool probed, found, ready, irq_usable;
     unsigned slot, irq;
-    uint64_t common, notify_base, notify, isr, devcfg;
-    uint32_t notify_mult;
+    struct vpci pci;
+    uint64_t common, notify, isr, devcfg; /* pci's, for short */
     uint16_t last_used, qsize;
     uint64_t sectors;
     uint32_t max_io; /* bytes per request: the bounce buffer, or less if size_max says so */
     uint64_t requests, irq_waits;
 } dev;
 
-static inline uint8_t rd8(uint64_t a)
-{
-    return *(volatile uint8_t *)(uintptr_t)a;
-}
-static inline uint16_t rd16(uint64_t a)
-{
-    return *(volatile uint16_t *)(uintptr_t)a;
-}
-static inline void wr8(uint64_t a, uint8_t v)
-{
-    *(volatile uint8_t *)(uintptr_t)a = v;
-}
-static inline void wr16(uint64_t a, uint16_t v)
-{
-    *(volatile uint16_t *)(uintptr_t)a = v;
-}
-static inline void barrier(void)
-{
-    __asm__ volatile("mfence" ::: "memory");
-}
-
-/* Guest-physical address of memory BAR N (vmws uses BAR 0, QEMU BAR 4), 0 if unusable. */
-static uint64_t bar_address(unsigned n)
-{
-    if (n > 5)
-        return 0;
-    uint32_t lo = pci_read32(dev.slot, 0x10 + 4 * n);
-    if (lo & 1)
-        return 0; /* I/O BAR */
-    uint64_t a = lo & ~0xfull;
-    if ((lo & 6) == 4 && n < 5)
-        a |= (uint64_t)pci_read32(dev.slot, 0x14 + 4 * n) << 32;
-    return a < 4 * GIB ? a : 0; /* the kernel's page tables map the low 4 GiB */
-}
-
-/* Reads the vendor capabilities: where common, notify, ISR and device config live. */
-static bool map_capabilities(void)
-{
-    unsigned ptr = pci_read32(dev.slot, 0x34) & 0xfc;
-    for (unsigned n = 0; ptr && n < 16; n++) {
-        uint32_t w0 = pci_read32(dev.slot, ptr);
-        unsigned type = w0 >> 24;
-        uint64_t base = bar_address(pci_read32(dev.slot, ptr + 4) & 0xff);
-        uint64_t addr = base + pci_read32(dev.slot, ptr + 8);
-        if ((w0 & 0xff) == 0x09 && base) {
-            if (type == 1)
-                dev.common = addr;
-            else if (type == 2) {
-                dev.notify_base = addr;
-                dev.notify_mult = pci_read32(dev.slot, ptr + 16);
-            } else if (type == 3)
-                dev.isr = addr;
-            else if (type == 4)
-                dev.devcfg = addr;
-        }
-        ptr = (w0 >> 8) & 0xfc;
-    }
-    return dev.common && dev.notify_base && dev.isr && dev.devcfg;
-}
-
 static bool device_init(void)
 {
-    uint64_t c = dev.common;
-    wr8(c + CC_STATUS, 0);
-    while (rd8(c + CC_STATUS))
-        cpu_relax();
-    wr8(c + CC_STATUS, VIRTIO_STATUS_ACK);
-    wr8(c + CC_STATUS, VIRTIO_STATUS_ACK | VIRTIO_STATUS_DRIVER);
-    mmio_write32(c + CC_DFSELECT, 1);
-    uint32_t hi = mmio_read32(c + CC_DF);
-    mmio_write32(c + CC_DFSELECT, 0);
-    uint32_t lo = mmio_read32(c + CC_DF);
-    if (!(hi & F_VERSION_1_HI)) {
-        printf("disk: the device does not offer VIRTIO_F_VERSION_1\n");
+    uint32_t accepted;
+    if (!vpci_negotiate(&dev.pci, F_BLK_FLUSH | F_BLK_SIZE_MAX | F_BLK_SEG_MAX, &accepted, "disk"))
         return false;
-    }
-    mmio_write32(c + CC_GFSELECT, 0);
-    uint32_t accepted = lo & (F_BLK_FLUSH | F_BLK_SIZE_MAX | F_BLK_SEG_MAX);
-    mmio_write32(c + CC_GF, accepted);
-    mmio_write32(c + CC_GFSELECT, 1);
-    mmio_write32(c + CC_GF, F_VERSION_1_HI);
-    uint8_t st = VIRTIO_STATUS_ACK | VIRTIO_STATUS_DRIVER | VIRTIO_STATUS_FEATURES_OK;
-    wr8(c + CC_STATUS, st);
-    if (!(rd8(c + CC_STATUS) & VIRTIO_STATUS_FEATURES_OK)) {
-        printf("disk: the device refused our features\n");
-        return false;
-    }
-    wr16(c + CC_QSELECT, 0);
-    uint16_t max = rd16(c + CC_QSIZE);
-    dev.qsize = max < QSIZE ? max : QSIZE;
-    if (dev.qsize < 4) {
-        printf("disk: queue 0 has only %u entries\n", max);
-        return false;
-    }
-    wr16(c + CC_QSIZE, dev.qsize);
     memset(&ring, 0, sizeof(ring));
-    uint64_t used = (uint64_t)(uintptr_t)&ring.used_flags;
-    mmio_write32(c + CC_QDESC, (uint32_t)(uintptr_t)ring.desc);
-    mmio_write32(c + CC_QDESC + 4, 0);
-    mmio_write32(c + CC_QDRIVER, (uint32_t)(uintptr_t)&ring.avail_flags);
-    mmio_write32(c + CC_QDRIVER + 4, 0);
-    mmio_write32(c + CC_QDEVICE, (uint32_t)used);
-    mmio_write32(c + CC_QDEVICE + 4, 0);
-    dev.notify = dev.notify_base + (uint64_t)rd16(c + CC_QNOTIFY_OFF) * dev.notify_mult;
-    wr16(c + CC_QENABLE, 1);
-    wr8(c + CC_STATUS, st | VIRTIO_STATUS_DRIVER_OK);
+    dev.notify =
+        vpci_queue(&dev.pci, 0, QSIZE, &dev.qsize, ring.desc, &ring.avail_flags, &ring.used_flags);
+    if (!dev.notify || dev.qsize < 4) {
+        printf("disk: queue 0 has only %u entries\n", dev.qsize);
+        return false;
+    }
+    vpci_driver_ok(&dev.pci);
     dev.last_used = 0;
     dev.sectors = (uint64_t)mmio_read32(dev.devcfg) | (uint64_t)mmio_read32(dev.devcfg + 4) << 32;
     /* Our data is always one segment, so seg_max (>= 1 by definition) never limits us; a
@@ -198,7 +77,7 @@ static bool device_init(void)
         if (size_max < dev.max_io)
             dev.max_io = size_max / DISK_SECTOR * DISK_SECTOR;
     }
-    (void)rd8(dev.isr);
+    (void)vpci_rd8(dev.isr);
     return true;
 }
 
@@ -209,20 +88,16 @@ bool vblk_ready(void)
         dev.found = pci_find(0x1af4, 0x1042, &dev.slot);
         if (dev.found) {
             pci_write32(dev.slot, 0x04, pci_read32(dev.slot, 0x04) | 0x06); /* memory, master */
-            dev.irq = pci_read32(dev.slot, 0x3c) & 0xff;
-            dev.irq_usable = dev.irq == IRQ_PCI_A || dev.irq == IRQ_PCI_B;
-            if (dev.irq_usable) { /* edge, as kernel/head.S assumes (see sound.c: SeaBIOS) */
-                uint16_t elcr = (uint16_t)(0x4d0 + (dev.irq >> 3));
-                outb(elcr, (uint8_t)(inb(elcr) & ~(1u << (dev.irq & 7))));
-            }
-            dev.found = map_capabilities();
+            dev.irq_usable = vpci_intx_edge(dev.slot, &dev.irq);
+            dev.found = vpci_map(dev.slot, &dev.pci);
+            dev.common = dev.pci.common, dev.isr = dev.pci.isr, dev.devcfg = dev.pci.devcfg;
         }
     }
     if (!dev.found) {
         printf("disk: no virtio-blk device (give the VM one: vmws create --disk SIZE)\n");
         return false;
     }
-    if (dev.ready && (rd8(dev.common + CC_STATUS) & VIRTIO_STATUS_NEEDS_RESET)) {
+    if (dev.ready && (vpci_rd8(dev.common + CC_STATUS) & VIRTIO_STATUS_NEEDS_RESET)) {
         printf("disk: the device needed a reset; reinitialising it\n");
         dev.ready = false;
     }
@@ -249,10 +124,10 @@ static int submit_and_wait(uint16_t head, const char *what)
 {
     uint16_t slot = ring.avail_idx % dev.qsize;
     ring.avail_ring[slot] = head;
-    barrier();
+    vpci_barrier();
     ring.avail_idx++;
-    barrier();
-    wr16(dev.notify, 0);
+    vpci_barrier();
+    vpci_wr16(dev.notify, 0);
     uint64_t tsc_us = timer_tsc_per_us();
     uint64_t start = rdtsc(), spin_end = start + 50 * tsc_us, deadline = start + 5000000 * tsc_us;
     while (!used_moved()) {
@@ -268,10 +143,10 @@ static int submit_and_wait(uint16_t head, const char *what)
         /* Count, lower the line, then look at the used ring and the status: whatever the
          * device does after this look raises a new interrupt that ends the wait below. */
         uint32_t seen = irq_sound_count;
-        (void)rd8(dev.isr); /* INTx low: the next completion is a new edge */
+        (void)vpci_rd8(dev.isr); /* INTx low: the next completion is a new edge */
         if (used_moved())
             break;
-        if (rd8(dev.common + CC_STATUS) & VIRTIO_STATUS_NEEDS_RESET) {
+        if (vpci_rd8(dev.common + CC_STATUS) & VIRTIO_STATUS_NEEDS_RESET) {
             printf("disk: %s: the device needs a reset (it found a request malformed)\n", what);
             return -1;
         }
@@ -282,7 +157,7 @@ static int submit_and_wait(uint16_t head, const char *what)
         dev.irq_waits++;
         sys_wait_sound(seen); /* returns at once if an interrupt came since SEEN */
     }
-    barrier();
+    vpci_barrier();
     dev.last_used++;
     dev.requests++;
     return 0;
@@ -297,15 +172,15 @@ static int request(uint32_t type, uint64_t sector, uint32_t len, const char *wha
     req_status = 0xff;
     bool in = type == T_IN || type == T_GET_ID;
     unsigned n = 0;
-    ring.desc[n] = (struct desc){(uintptr_t)&req_hdr, 16, DESC_NEXT, (uint16_t)(n + 1)};
+    ring.desc[n] = (struct virtq_desc){(uintptr_t)&req_hdr, 16, VIRTQ_DESC_NEXT, (uint16_t)(n + 1)};
     n++;
     if (len) {
-        ring.desc[n] =
-            (struct desc){(uintptr_t)bounce, len, (uint16_t)(DESC_NEXT | (in ? DESC_WRITE : 0)),
-                          (uint16_t)(n + 1)};
+        ring.desc[n] = (struct virtq_desc){
+            (uintptr_t)bounce, len, (uint16_t)(VIRTQ_DESC_NEXT | (in ? VIRTQ_DESC_WRITE : 0)),
+            (uint16_t)(n + 1)};
         n++;
     }
-    ring.desc[n] = (struct desc){(uintptr_t)&req_status, 1, DESC_WRITE, 0};
+    ring.desc[n] = (struct virtq_desc){(uintptr_t)&req_status, 1, VIRTQ_DESC_WRITE, 0};
     if (submit_and_wait(0, what) < 0)
         return -1;
     if (req_status != 0) {
@@ -443,25 +318,28 @@ static void cmd_garbage(const char *kind)
     req_hdr.type = T_IN;
     req_hdr.sector = 0;
     if (!strcmp(kind, "loop")) { /* 0 -> 1 -> 2 -> 1 -> 2 ... */
-        ring.desc[0] = (struct desc){(uintptr_t)&req_hdr, 16, DESC_NEXT, 1};
-        ring.desc[1] = (struct desc){(uintptr_t)bounce, 512, DESC_NEXT | DESC_WRITE, 2};
-        ring.desc[2] = (struct desc){(uintptr_t)&req_status, 1, DESC_NEXT | DESC_WRITE, 1};
+        ring.desc[0] = (struct virtq_desc){(uintptr_t)&req_hdr, 16, VIRTQ_DESC_NEXT, 1};
+        ring.desc[1] =
+            (struct virtq_desc){(uintptr_t)bounce, 512, VIRTQ_DESC_NEXT | VIRTQ_DESC_WRITE, 2};
+        ring.desc[2] =
+            (struct virtq_desc){(uintptr_t)&req_status, 1, VIRTQ_DESC_NEXT | VIRTQ_DESC_WRITE, 1};
     } else if (!strcmp(kind, "addr")) { /* a buffer in the PCI hole, not RAM */
-        ring.desc[0] = (struct desc){(uintptr_t)&req_hdr, 16, DESC_NEXT, 1};
-        ring.desc[1] = (struct desc){0xfd000000ull, 4096, DESC_WRITE, 0};
+        ring.desc[0] = (struct virtq_desc){(uintptr_t)&req_hdr, 16, VIRTQ_DESC_NEXT, 1};
+        ring.desc[1] = (struct virtq_desc){0xfd000000ull, 4096, VIRTQ_DESC_WRITE, 0};
     } else if (!strcmp(kind, "index")) { /* next beyond the table */
-        ring.desc[0] = (struct desc){(uintptr_t)&req_hdr, 16, DESC_NEXT, 999};
+        ring.desc[0] = (struct virtq_desc){(uintptr_t)&req_hdr, 16, VIRTQ_DESC_NEXT, 999};
     } else if (!strcmp(kind, "order")) { /* readable after writable */
-        ring.desc[0] = (struct desc){(uintptr_t)&req_status, 1, DESC_NEXT | DESC_WRITE, 1};
-        ring.desc[1] = (struct desc){(uintptr_t)&req_hdr, 16, 0, 0};
+        ring.desc[0] =
+            (struct virtq_desc){(uintptr_t)&req_status, 1, VIRTQ_DESC_NEXT | VIRTQ_DESC_WRITE, 1};
+        ring.desc[1] = (struct virtq_desc){(uintptr_t)&req_hdr, 16, 0, 0};
     } else if (!strcmp(kind, "nostatus")) { /* header only */
-        ring.desc[0] = (struct desc){(uintptr_t)&req_hdr, 16, 0, 0};
+        ring.desc[0] = (struct virtq_desc){(uintptr_t)&req_hdr, 16, 0, 0};
     } else {
         printf("disk test-garbage: KIND is loop, addr, index, order or nostatus\n");
         return;
     }
     submit_and_wait(0, "test-garbage");
-    uint8_t st = rd8(dev.common + CC_STATUS);
+    uint8_t st = vpci_rd8(dev.common + CC_STATUS);
     printf("disk test-garbage %s: device status 0x%x%s\n", kind, st,
            st & VIRTIO_STATUS_NEEDS_RESET ? " (NEEDS_RESET)" : "");
 }
@@ -585,7 +463,7 @@ void cmd_disk(int argc, char **argv)
         printf("disk: virtio-blk at 00:%02x.0, irq %u, %lu sectors (%lu MiB), %lu requests, "
                "%lu interrupt waits, status 0x%x\n",
                dev.slot, dev.irq, dev.sectors, dev.sectors * DISK_SECTOR / MIB, dev.requests,
-               dev.irq_waits, rd8(dev.common + CC_STATUS));
+               dev.irq_waits, vpci_rd8(dev.common + CC_STATUS));
     } else if (!strcmp(sub, "stress") && argc == 4 && parse_u64(argv[2], &n) &&
                parse_u64(argv[3], &seed) && n > 0 && n <= 1000000) {
         if (vblk_ready())
