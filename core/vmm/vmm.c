@@ -110,14 +110,14 @@ static void destroy_machine_locked(struct vmm *v)
 
 /* Devices with requests of their own in flight (the disk's I/O thread) first reach a quiet
  * point; one that cannot within its bound fails the save or load, and the VM runs on unchanged. */
-static void resume_devices_locked(struct vmm *v, size_t n)
+void resume_devices_locked(struct vmm *v, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         if (vmm_devices[i].resume)
             vmm_devices[i].resume(v);
 }
 
-static int quiesce_devices_locked(struct vmm *v, char *err, size_t errlen)
+int quiesce_devices_locked(struct vmm *v, char *err, size_t errlen)
 {
     for (size_t i = 0; i < vmm_ndevices; i++) {
         if (vmm_devices[i].quiesce && vmm_devices[i].quiesce(v, err, errlen) < 0) {

@@ -1,8 +1,8 @@
 /* The machine's devices, once, in order (see vmm_priv.h). Each row says how the VMM creates a
  * device for a VM's configuration, stops what it does on its own threads, destroys it, brings
  * its requests in flight to a quiet point, and saves and loads its records. The order is the
- * order of creation (a row may use the devices above it: audio and the disk sit on the PCI
- * bus, the framebuffer's keyboard is the i8042), saving and loading; stopping and destroying go
+ * order of creation (a row may use the devices above it: audio, the disk and the balloon sit
+ * on the PCI bus, the framebuffer's keyboard is the i8042), saving and loading; stopping and destroying go
  * the other way. A reboot is a destroy and a create, so no row needs a reset. Adding a device
  * means adding its file and one row here. */
 #include "core/vmm/vmm_priv.h"
@@ -165,6 +165,48 @@ static void virtio_blk_row_resume(struct vmm *v)
         virtio_blk_resume(v->blk);
 }
 
+/* ---- the balloon: always there; its target outlives reboots (a rebooted guest's driver
+ * inflates to it again) ---- */
+
+static void virtio_balloon_row_destroy(struct vmm *v)
+{
+    virtio_balloon_destroy(v->balloon);
+    v->balloon = NULL;
+}
+static int virtio_balloon_row_create(struct vmm *v, char *err, size_t errlen)
+{
+    v->balloon = virtio_balloon_create(&v->m, v->pci, VIRTIO_BALLOON_PCI_SLOT, v->balloon_target);
+    if (!v->balloon)
+        snprintf(err, errlen, "cannot create the virtio-balloon at PCI slot %d (see vmm.log)",
+                 VIRTIO_BALLOON_PCI_SLOT);
+    return v->balloon ? 0 : -EIO;
+}
+static void virtio_balloon_row_stop(struct vmm *v)
+{
+    char err[256];
+    if (virtio_balloon_quiesce(v->balloon, 5000, err, sizeof(err)) < 0)
+        vmm_log("%s", err); /* its I/O thread raises IRQs: no new requests from here */
+}
+static int virtio_balloon_row_quiesce(struct vmm *v, char *err, size_t errlen)
+{
+    return virtio_balloon_quiesce(v->balloon, 2000, err, errlen);
+}
+static void virtio_balloon_row_resume(struct vmm *v)
+{
+    virtio_balloon_resume(v->balloon);
+}
+static int virtio_balloon_row_save(struct vmm *v, struct state_writer *w)
+{
+    return virtio_balloon_save(v->balloon, w);
+}
+static int virtio_balloon_row_load(struct vmm *v, const struct state_reader *r)
+{
+    int rc = virtio_balloon_load(v->balloon, r);
+    if (rc == 0) /* the state's target is the one a reboot keeps now */
+        v->balloon_target = virtio_balloon_target(v->balloon);
+    return rc;
+}
+
 /* ---- the framebuffer: it outlives reboots and is attached to each machine ---- */
 
 static int framebuffer_row_create(struct vmm *v, char *err, size_t errlen)
@@ -201,6 +243,9 @@ const struct vmm_device vmm_devices[] = {
     ROW(virtio_blk, STATE_TAG('V', 'B', 'L', 'K'), 1, .stop = virtio_blk_row_stop,
         .destroy = virtio_blk_row_destroy, .quiesce = virtio_blk_row_quiesce,
         .resume = virtio_blk_row_resume),
+    ROW(virtio_balloon, STATE_TAG('V', 'B', 'A', 'L'), 1, .stop = virtio_balloon_row_stop,
+        .destroy = virtio_balloon_row_destroy, .quiesce = virtio_balloon_row_quiesce,
+        .resume = virtio_balloon_row_resume),
     ROW(framebuffer, STATE_TAG('F', 'B', 'C', 'F'), 1, .stop = framebuffer_row_stop),
 };
 const size_t vmm_ndevices = sizeof(vmm_devices) / sizeof(vmm_devices[0]);

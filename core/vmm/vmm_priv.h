@@ -31,6 +31,7 @@
 #include "core/snapshot/snapshot.h"
 #include "core/util/log.h"
 #include "core/util/state.h"
+#include "core/virtio/virtio_balloon.h"
 #include "core/virtio/virtio_blk.h"
 #include "core/vm/machine.h"
 #include "core/vm/memtruth.h"
@@ -64,6 +65,8 @@ struct vmm {
     struct pci_bus *pci;
     struct pm *pm;
     struct virtio_blk *blk; /* [disk] in vm.conf; NULL = no disk */
+    struct virtio_balloon *balloon;
+    uint64_t balloon_target; /* bytes `vmws mem --balloon` asked back; outlives reboots */
     struct es1370 *es1370;  /* the sound devices; NULL = no sound */
     struct pcspk *pcspk;
     struct audio *audio;        /* their clock and PulseAudio stream (backends->audio.create) */
@@ -127,6 +130,11 @@ extern const struct vmm_device vmm_devices[];
 extern const size_t vmm_ndevices;
 
 /* vmm.c */
+/* Every device with requests of its own in flight (the disk's and the balloon's I/O threads)
+ * reaches a quiet point, or none stays quiesced and -ETIMEDOUT comes back with ERR; resume
+ * lets the first N rows' devices go on (vmm_ndevices: all). Quiesces nest. */
+int quiesce_devices_locked(struct vmm *v, char *err, size_t errlen);
+void resume_devices_locked(struct vmm *v, size_t n);
 int save_all_locked(struct vmm *v, struct state_writer *w);
 int load_all_locked(struct vmm *v, const struct state_reader *r, char *err, size_t errlen);
 double vmm_ms_since(const struct timespec *t0);

@@ -139,8 +139,8 @@ static struct snap_node *take_locked(struct vmm *v, const char *label, bool auto
     bool was_running = v->state == VMM_RUNNING;
     if (was_running)
         machine_pause(&v->m);
-    int r = disk ? virtio_blk_quiesce(v->blk, 2000, err, errlen) : 0;
-    bool quiesced = disk && r == 0;
+    int r = quiesce_devices_locked(v, err, errlen); /* nothing writes guest RAM meanwhile */
+    bool quiesced = r == 0;
     struct snapshot_capture cap;
     if (r == 0)
         r = snapshot_capture(&v->snap_host, &cap, err, errlen);
@@ -160,7 +160,7 @@ static struct snap_node *take_locked(struct vmm *v, const char *label, bool auto
         }
     }
     if (quiesced)
-        virtio_blk_resume(v->blk);
+        resume_devices_locked(v, vmm_ndevices);
     snapshot_disk_move_end(&v->tree, &dm, r == 0, true); /* the node freezes dm.from */
     if (r < 0)
         return NULL;
@@ -247,8 +247,8 @@ int vmm_snapshot_revert(struct vmm *v, const char *id, bool keep_current, struct
     bool was_running = v->state == VMM_RUNNING;
     machine_pause(&v->m);
     v->state = VMM_PAUSED;
-    r = v->blk ? virtio_blk_quiesce(v->blk, 2000, err->desc, sizeof(err->desc)) : 0;
-    bool quiesced = v->blk && r == 0;
+    r = quiesce_devices_locked(v, err->desc, sizeof(err->desc));
+    bool quiesced = r == 0;
     /* 1. The present, kept as a node before anything changes. */
     char kept_id[SNAP_ID_MAX] = "";
     if (r == 0 && keep_current) {
@@ -299,7 +299,7 @@ int vmm_snapshot_revert(struct vmm *v, const char *id, bool keep_current, struct
         blk_switch_locked(v, dm.from, NULL, e2, sizeof(e2));
     }
     if (quiesced)
-        virtio_blk_resume(v->blk);
+        resume_devices_locked(v, vmm_ndevices);
     /* Memory rewritten but the tree not saved: tree.json on disk still names the old image,
      * the guest's memory goes with the new one; both stay, and so does the pause, until a
      * later save (another revert, a take) makes the tree match. */
