@@ -157,8 +157,8 @@ static json_t *measure_off(const struct vm_config *cfg, const struct vm_paths *p
                      path);
 }
 
-/* --balloon SIZE: the target goes to the running VMM. */
-static int set_balloon(const char *name, const struct vm_paths *p, const char *size)
+/* --balloon SIZE: the target goes to the running VMM, which says what it set. */
+static int set_balloon(const char *name, const struct vm_paths *p, const char *size, bool json)
 {
     uint64_t bytes;
     if (parse_size(size, &bytes) < 0)
@@ -175,6 +175,12 @@ static int set_balloon(const char *name, const struct vm_paths *p, const char *s
     ctl_client_close(cl);
     if (!r)
         return cli_error("cannot set the balloon of VM '%s' to %s: %s", name, size, err);
+    if (json)
+        print_json(r);
+    else
+        printf("%s: the guest is asked to give back %.1f MiB of its RAM (its balloon driver "
+               "inflates towards it; see vmws mem %s)\n",
+               name, mib(r, "target"), name);
     json_decref(r);
     return 0;
 }
@@ -208,8 +214,8 @@ int cmd_mem(int argc, char **argv)
     struct vm_config cfg;
     if (cli_vm_open(name, &p, &cfg))
         return 1;
-    if (balloon && (rc = set_balloon(name, &p, balloon)) != 0)
-        return rc;
+    if (balloon)
+        return set_balloon(name, &p, balloon, json);
 
     char err[512];
     const char *state = "off";
