@@ -45,6 +45,7 @@ void vmconfig_defaults(struct vm_config *cfg, const char *name)
     snprintf(cfg->append, sizeof(cfg->append), "console=ttyS0");
     vmconfig_display_defaults(&cfg->display);
     vmconfig_audio_defaults(&cfg->audio);
+    vmconfig_balloon_defaults(&cfg->balloon);
 }
 
 const char *mem_backend_name(enum mem_backend b)
@@ -254,6 +255,13 @@ static int conf_handler(void *user, const char *section, const char *name, const
         conf_error(p, p->lineno, "%s", aerr);
         return 0;
     }
+    if (!def && strcmp(section, "balloon") == 0) {
+        char berr[256];
+        if (vmconfig_balloon_key(&cfg->balloon, name, value, berr, sizeof(berr)))
+            return 1;
+        conf_error(p, p->lineno, "%s", berr);
+        return 0;
+    }
     if (!def && strcmp(section, "disk") == 0) {
         if (strcmp(name, "format") == 0) {
             if (strcmp(value, "raw") && strcmp(value, "qcow2")) {
@@ -280,8 +288,8 @@ static int conf_handler(void *user, const char *section, const char *name, const
     if (!def) {
         if (strcmp(section, "vm") && strcmp(section, "boot"))
             conf_error(p, p->lineno,
-                       "unknown section [%s] (expected [vm], [boot], [display], [audio] or "
-                       "[disk])",
+                       "unknown section [%s] (expected [vm], [boot], [display], [audio], "
+                       "[disk] or [balloon])",
                        section);
         else if (strcmp(section, "vm") == 0)
             conf_error(p, p->lineno,
@@ -514,6 +522,8 @@ int vmconfig_save(const char *path, const struct vm_config *cfg)
         vmconfig_display_write(f, &cfg->display);
     if (rc == 0)
         vmconfig_audio_write(f, &cfg->audio);
+    if (rc == 0)
+        vmconfig_balloon_write(f, &cfg->balloon);
     if (rc == 0 && cfg->disk.path[0])
         fprintf(f, "[disk]\npath = %s\n", cfg->disk.path);
     if (rc == 0 && cfg->disk.path[0] && cfg->disk.format[0])

@@ -36,6 +36,12 @@ struct vm_audio_config {
     bool muted;
 };
 
+/* [balloon] in vm.conf (see core/config/bconfig.c). */
+struct vm_balloon_config {
+    bool enabled;             /* the virtio-balloon at 00:08.0 (default yes) */
+    bool free_page_reporting; /* offered to the guest's driver (default yes) */
+};
+
 /* [disk] in vm.conf: the virtio-blk disk's image, a name in the VM's directory or an
  * absolute path; "" = no disk. format: "raw" or "qcow2" ("" = probed at every open, which lets
  * a guest that writes a qcow2 header into its raw disk choose a backing file: set it). */
@@ -55,6 +61,7 @@ struct vm_config {
     struct vm_display_config display;
     struct vm_audio_config audio;
     struct vm_disk_config disk;
+    struct vm_balloon_config balloon;
 };
 
 /* Fills defaults: 1 GiB, 1 vCPU, file backend, built-in kernel, console=ttyS0 cmdline. */
@@ -93,6 +100,13 @@ int vmconfig_audio_key(struct vm_audio_config *a, const char *name, const char *
                        size_t errlen);
 void vmconfig_audio_defaults(struct vm_audio_config *a);
 void vmconfig_audio_write(FILE *f, const struct vm_audio_config *a);
+/* [balloon] keys (core/config/bconfig.c), the same way. */
+int vmconfig_balloon_key(struct vm_balloon_config *b, const char *name, const char *value,
+                         char *err, size_t errlen);
+void vmconfig_balloon_defaults(struct vm_balloon_config *b);
+void vmconfig_balloon_write(FILE *f, const struct vm_balloon_config *b);
+/* "yes"/"true"/"on"/"1" or "no"/"false"/"off"/"0" -> *OUT; -1 for anything else. */
+int vmconfig_parse_bool(const char *s, bool *out);
 
 const char *mem_backend_name(enum mem_backend b);
 int mem_backend_parse(const char *s, enum mem_backend *out);

@@ -30,6 +30,7 @@ enum queue_role { Q_INFLATE, Q_DEFLATE, Q_STATS, Q_REPORTING, Q_NONE };
 
 struct virtio_balloon {
     struct virtio_pci *vp;
+    struct virtio_device_ops ops; /* balloon_ops, with the features this VM offers */
     struct machine *m;
     uint64_t ram_pages;
     pthread_mutex_t lock; /* guards everything below */
@@ -277,7 +278,7 @@ static const struct virtio_device_ops balloon_ops = {
 /* ---- the VMM's side ---- */
 
 struct virtio_balloon *virtio_balloon_create(struct machine *m, struct pci_bus *bus, unsigned slot,
-                                             uint64_t target_bytes)
+                                             uint64_t target_bytes, bool reporting)
 {
     struct virtio_balloon *b = calloc(1, sizeof(*b));
     if (!b)
@@ -292,7 +293,10 @@ struct virtio_balloon *virtio_balloon_create(struct machine *m, struct pci_bus *
     pthread_condattr_destroy(&ca);
     uint64_t t = target_bytes / GUEST_PAGE_SIZE;
     b->target_pages = (uint32_t)(t < b->ram_pages ? t : b->ram_pages);
-    b->vp = virtio_pci_create(m, bus, slot, &balloon_ops, b);
+    b->ops = balloon_ops;
+    if (!reporting)
+        b->ops.features &= ~(1ull << VIRTIO_BALLOON_F_REPORTING);
+    b->vp = virtio_pci_create(m, bus, slot, &b->ops, b);
     if (!b->vp) {
         virtio_balloon_destroy(b);
         return NULL;

@@ -38,10 +38,10 @@ struct balloon_stats {
 };
 
 struct virtio_balloon;
-/* Puts the device at PCI SLOT, the target TARGET_BYTES of RAM taken back (0: none). NULL if the
- * slot is taken (logged). */
+/* Puts the device at PCI SLOT, the target TARGET_BYTES of RAM taken back (0: none), offering
+ * free page reporting if REPORTING. NULL if the slot is taken (logged). */
 struct virtio_balloon *virtio_balloon_create(struct machine *m, struct pci_bus *bus, unsigned slot,
-                                             uint64_t target_bytes);
+                                             uint64_t target_bytes, bool reporting);
 void virtio_balloon_destroy(struct virtio_balloon *b);
 int virtio_balloon_quiesce(struct virtio_balloon *b, unsigned timeout_ms, char *err, size_t errlen);
 void virtio_balloon_resume(struct virtio_balloon *b);

@@ -84,6 +84,9 @@ static json_t *cmd_set_balloon(void *opaque, json_t *args, struct ctl_error *err
                  (unsigned long long)v->mem.size);
         return NULL;
     }
+    if (!v->cfg->balloon.enabled)
+        return vmm_fail(err, "GenericError", "%s",
+                        "the VM has no balloon ([balloon] enabled = no in its vm.conf)");
     pthread_mutex_lock(&v->lock);
     v->balloon_target = (uint64_t)json_integer_value(jt) / GUEST_PAGE_SIZE * GUEST_PAGE_SIZE;
     if (v->machine_live && v->balloon)

@@ -165,8 +165,8 @@ static void virtio_blk_row_resume(struct vmm *v)
         virtio_blk_resume(v->blk);
 }
 
-/* ---- the balloon: always there; its target outlives reboots (a rebooted guest's driver
- * inflates to it again) ---- */
+/* ---- the balloon: [balloon] enabled (the default); its target outlives reboots (a rebooted
+ * guest's driver inflates to it again) ---- */
 
 static void virtio_balloon_row_destroy(struct vmm *v)
 {
@@ -175,7 +175,10 @@ static void virtio_balloon_row_destroy(struct vmm *v)
 }
 static int virtio_balloon_row_create(struct vmm *v, char *err, size_t errlen)
 {
-    v->balloon = virtio_balloon_create(&v->m, v->pci, VIRTIO_BALLOON_PCI_SLOT, v->balloon_target);
+    if (!v->cfg->balloon.enabled)
+        return 0;
+    v->balloon = virtio_balloon_create(&v->m, v->pci, VIRTIO_BALLOON_PCI_SLOT, v->balloon_target,
+                                       v->cfg->balloon.free_page_reporting);
     if (!v->balloon)
         snprintf(err, errlen, "cannot create the virtio-balloon at PCI slot %d (see vmm.log)",
                  VIRTIO_BALLOON_PCI_SLOT);
@@ -184,25 +187,27 @@ static int virtio_balloon_row_create(struct vmm *v, char *err, size_t errlen)
 static void virtio_balloon_row_stop(struct vmm *v)
 {
     char err[256];
-    if (virtio_balloon_quiesce(v->balloon, 5000, err, sizeof(err)) < 0)
+    if (v->balloon && virtio_balloon_quiesce(v->balloon, 5000, err, sizeof(err)) < 0)
         vmm_log("%s", err); /* its I/O thread raises IRQs: no new requests from here */
 }
 static int virtio_balloon_row_quiesce(struct vmm *v, char *err, size_t errlen)
 {
-    return virtio_balloon_quiesce(v->balloon, 2000, err, errlen);
+    return v->balloon ? virtio_balloon_quiesce(v->balloon, 2000, err, errlen) : 0;
 }
 static void virtio_balloon_row_resume(struct vmm *v)
 {
-    virtio_balloon_resume(v->balloon);
+    if (v->balloon)
+        virtio_balloon_resume(v->balloon);
 }
 static int virtio_balloon_row_save(struct vmm *v, struct state_writer *w)
 {
-    return virtio_balloon_save(v->balloon, w);
+    return v->balloon ? virtio_balloon_save(v->balloon, w) : 0;
 }
+/* After a load the state's target is the one a reboot keeps. */
 static int virtio_balloon_row_load(struct vmm *v, const struct state_reader *r)
 {
-    int rc = virtio_balloon_load(v->balloon, r);
-    if (rc == 0) /* the state's target is the one a reboot keeps now */
+    int rc = v->balloon ? virtio_balloon_load(v->balloon, r) : 0;
+    if (rc == 0 && v->balloon)
         v->balloon_target = virtio_balloon_target(v->balloon);
     return rc;
 }

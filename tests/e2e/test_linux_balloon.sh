@@ -22,12 +22,15 @@ vmem=$VMWS_HOME/lb/lb.vmem
 py=/usr/bin/python3
 
 alloc_mib() { stat -c '%b %B' "$vmem" | awk '{ printf "%d", $1 * $2 / 1048576 }'; }
-# gval NAME CMD: the one-line output of CMD in the guest (through the serial log).
+# gval VAR CMD: sets VAR to the one-line output of CMD in the guest (through the serial log).
+# Not in a $(...): guest counts its commands in this shell.
 gval() {
-    guest "echo $1=\$($2)" >/dev/null || return 1
-    sed -n "s/^$1=//p" "$log" | tail -n 1
+    guest "echo \"gval=\$($2)\"" >/dev/null || return 1
+    gval_v=$(sed -n "s/^gval=//p" "$log" | tail -n 1 | tr -d '\r')
+    eval "$1=\$gval_v"
 }
-meminfo_mib() { gval "mi_$1" "awk '/^$1:/ { print int(\$2 / 1024) }' /proc/meminfo"; }
+# meminfo_mib VAR FIELD: a /proc/meminfo field of the guest, in MiB.
+meminfo_mib() { gval "$1" "awk '/^$2:/ { print int(\$2 / 1024) }' /proc/meminfo"; }
 # jq-like: a field of `vmws mem --json` (a dotted path), in MiB when it is a byte count.
 mem_json() { "$vmws" mem lb --json; }
 field() { $py -c "import json,sys
@@ -63,7 +66,8 @@ check "vmws mem shows the guest's side" sh -c "'$vmws' mem lb | grep -q '^Guest 
 stats_match() {
     j=$(mem_json) || return 1
     for f in MemTotal:total MemFree:free MemAvailable:available; do
-        g=$(meminfo_mib "${f%%:*}") h=$(echo "$j" | field_mib "balloon.guest.${f#*:}")
+        meminfo_mib g "${f%%:*}"
+        h=$(echo "$j" | field_mib "balloon.guest.${f#*:}")
         echo "  ${f%%:*}: guest /proc/meminfo $g MiB, vmws mem $h MiB"
         awk -v g="$g" -v h="$h" 'BEGIN { d = g - h; if (d < 0) d = -d; exit !(g > 0 && d <= g * 0.05) }' || return 1
     done
@@ -73,18 +77,22 @@ check_shown "vmws mem --json's guest figures match its /proc/meminfo within 5%" 
 # ---- inflate and deflate, free page reporting paused so that the balloon alone acts ----
 check "free page reporting paused in the guest (page_reporting_order above MAX_ORDER)" \
     guest "echo 11 > $reporting_order"
-echo "  page_reporting_order: $(gval order "cat $reporting_order")"
-avail0=$(meminfo_mib MemAvailable)
-touch_mib=$((avail0 - 48))
+gval order "cat $reporting_order"
+echo "  page_reporting_order: $order"
+meminfo_mib avail0 MemAvailable
+touch_mib=$((avail0 - 32))
 check "the guest touched $touch_mib MiB (dd through a buffer that big)" \
     guest "dd if=/dev/zero of=/dev/null bs=${touch_mib}M count=1"
-a0=$(alloc_mib) avail1=$(meminfo_mib MemAvailable)
+a0=$(alloc_mib)
+meminfo_mib avail1 MemAvailable
 echo "  .vmem allocated: $a0 MiB; MemAvailable $avail1 MiB"
 check "the .vmem holds what the guest touched (>= $((touch_mib - 16)) MiB allocated)" ge "$a0" $((touch_mib - 16))
 check "vmws mem --balloon 256M" "$vmws" mem lb --balloon 256M
 check_shown "the balloon holds 256 MiB" wait_actual 256
-a1=$(alloc_mib) avail2=$(meminfo_mib MemAvailable)
-echo "  inflated: .vmem allocated $a0 -> $a1 MiB; MemAvailable $avail1 -> $avail2 MiB"
+a1=$(alloc_mib)
+meminfo_mib avail2 MemAvailable
+echo "  inflated: .vmem allocated $a0 -> $a1 MiB; MemAvailable $avail1 -> $avail2 MiB;" \
+    "vmws mem: $(mem_json | field_mib balloon.given_back_bytes) MiB given back"
 check "inflating freed at least 250 MiB of the .vmem" ge $((a0 - a1)) 250
 check "the guest's MemAvailable fell by at least 230 MiB" ge $((avail1 - avail2)) 230
 check "vmws mem shows the target and what the guest gave" \
@@ -93,11 +101,12 @@ check "vmws mem --balloon 0 deflates" "$vmws" mem lb --balloon 0
 check "the balloon is empty" wait_actual 0
 fill=$((avail1 - 96))
 check "the guest uses it again: a ${fill} MiB tmpfs file (more than fitted inflated)" \
-    guest "mkdir -p /t && mount -t tmpfs -o size=${fill}M tmpfs /t && dd if=/dev/zero of=/t/fill bs=1M count=$fill && rm /t/fill"
+    guest "mkdir -p /t && mount -t tmpfs -o size=${fill}M tmpfs /t && dd if=/dev/zero of=/t/fill bs=1M count=$fill"
 
 # ---- free page reporting, with no target ----
 check "free page reporting on again (pageblock order)" guest "echo 9 > $reporting_order"
-sleep 6 # what the deflate test freed is reported now
+check "the guest deleted that file" guest "rm /t/fill"
+sleep 8 # what it freed is reported meanwhile
 b0=$(alloc_mib)
 check "the guest filled 256 MiB of tmpfs" guest "dd if=/dev/zero of=/t/fill bs=1M count=256"
 b1=$(alloc_mib)
@@ -148,8 +157,9 @@ check "after the revert the balloon's target and size are s1's (256 MiB)" \
 a_rev=$(alloc_mib)
 echo "  .vmem allocated after the revert: $a_rev MiB (at s1: $a_s1 MiB)"
 check "the revert left the punched pages punched (.vmem within 16 MiB of s1's)" ge $((a_s1 + 16)) "$a_rev"
+meminfo_mib avail_rev MemAvailable
 check "after the revert the guest's MemAvailable is s1's (the balloon holds 256 MiB)" \
-    ge $((avail1 - $(meminfo_mib MemAvailable))) 200
+    ge $((avail1 - avail_rev)) 200
 check "reverted to s2, deflated" "$vmws" snapshot revert lb s2
 check "at s2 the balloon is empty" sh -c "'$vmws' mem lb --json | grep -q '\"target\": 0'"
 check "at s2 the guest's data is the overwritten one" guest "! md5sum -c /keep.md5"
