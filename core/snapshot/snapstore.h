@@ -2,9 +2,9 @@
  * time, power state, sizes, disk image; which node the present descends from, which image the
  * VM writes), and per node ID.mem (the guest pages that changed since its parent: a sorted
  * index with a CRC per page, then the pages; a page that changed to zero - given back by a
- * balloon or a free page report - is an index entry without data) and ID.state (the machine state, state.h). A
- * node's memory is its own pages plus, for any page it lacks, its nearest ancestor's; a page no
- * ancestor has is zero. Files are written to temporary names, fsynced and renamed before
+ * balloon or a free page report - is an index entry without data) and ID.state (the machine
+ * state, state.h). A node's memory is its own pages plus, for any page it lacks, its nearest
+ * ancestor's; a page no ancestor has is zero. Files are written to temporary names, fsynced and renamed before
  * tree.json names them, and tree.json is replaced atomically, so a crash at any point leaves a
  * tree that loads (snap_tree_tidy removes the orphans). Disk images of the tree
  * (snapshots/disk-N.qcow2) are orphans only if no node, nor the image the VM writes, has them

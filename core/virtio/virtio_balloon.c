@@ -21,8 +21,8 @@
 #define VIRTIO_BALLOON_F_DEFLATE_ON_OOM 2
 #define VIRTIO_BALLOON_F_REPORTING 5
 #define PFN_SHIFT 12
-#define CONFIG_LEN 8            /* num_pages, actual */
-#define PFN_BATCH 256           /* Linux sends at most 256 PFNs per buffer */
+#define CONFIG_LEN 8             /* num_pages, actual */
+#define PFN_BATCH 256            /* Linux sends at most 256 PFNs per buffer */
 #define MAX_PFN_BYTES (1u << 20) /* a longer inflate buffer is malformed */
 #define STATS_FRESH_MS 1000
 
@@ -42,8 +42,7 @@ struct virtio_balloon {
     struct balloon_stats stats;
     uint64_t stats_seq;
     struct timespec stats_time; /* when they arrived (CLOCK_MONOTONIC); 0 = never */
-    uint64_t inflated_pages, deflated_pages, reported_bytes, freed_bytes, bad_pfns,
-        discard_errors;
+    uint64_t inflated_pages, deflated_pages, reported_bytes, freed_bytes, bad_pfns, discard_errors;
 };
 
 /* ---- the checks on guest numbers ---- */
@@ -104,7 +103,8 @@ int virtio_balloon_parse_stats(const uint8_t *buf, size_t len, struct balloon_st
 static enum queue_role role_of(struct virtio_balloon *b, unsigned queue)
 {
     uint64_t f = virtio_pci_driver_features_locked(b->vp);
-    bool stats = f >> VIRTIO_BALLOON_F_STATS_VQ & 1, reporting = f >> VIRTIO_BALLOON_F_REPORTING & 1;
+    bool stats = f >> VIRTIO_BALLOON_F_STATS_VQ & 1,
+         reporting = f >> VIRTIO_BALLOON_F_REPORTING & 1;
     if (queue < 2)
         return queue == 0 ? Q_INFLATE : Q_DEFLATE;
     if (queue == 2 && stats)
@@ -186,8 +186,7 @@ static int stats_in(struct virtio_balloon *b, unsigned queue, struct virtq_chain
     uint8_t buf[BALLOON_S_NR * 10 * 2];
     struct balloon_stats s;
     memset(&s, 0, sizeof(s));
-    if (c->readable_len > sizeof(buf) ||
-        virtq_chain_read(c, 0, buf, (size_t)c->readable_len) < 0 ||
+    if (c->readable_len > sizeof(buf) || virtq_chain_read(c, 0, buf, (size_t)c->readable_len) < 0 ||
         virtio_balloon_parse_stats(buf, (size_t)c->readable_len, &s) < 0) {
         snprintf(reason, rlen, "stats buffer at head %u: %llu bytes is not {le16, le64} entries",
                  c->head, (unsigned long long)c->readable_len);
@@ -387,26 +386,26 @@ json_t *virtio_balloon_status_json(struct virtio_balloon *b, unsigned wait_ms)
     char why[200];
     virtio_pci_status(b->vp, &needs_reset, why, sizeof(why));
     pthread_mutex_lock(&b->lock);
-    json_t *j = json_pack(
-        "{s:I, s:I, s:b, s:I, s:I, s:I, s:I, s:I, s:I}", "target",
-        (json_int_t)((uint64_t)b->target_pages * GUEST_PAGE_SIZE), "actual",
-        (json_int_t)((uint64_t)b->actual_pages * GUEST_PAGE_SIZE), "driver", driver,
-        "inflated_pages", (json_int_t)b->inflated_pages, "deflated_pages",
-        (json_int_t)b->deflated_pages, "reported_bytes", (json_int_t)b->reported_bytes,
-        "given_back_bytes", (json_int_t)b->freed_bytes, "bad_pfns", (json_int_t)b->bad_pfns,
-        "discard_errors", (json_int_t)b->discard_errors);
+    json_t *j =
+        json_pack("{s:I, s:I, s:b, s:I, s:I, s:I, s:I, s:I, s:I}", "target",
+                  (json_int_t)((uint64_t)b->target_pages * GUEST_PAGE_SIZE), "actual",
+                  (json_int_t)((uint64_t)b->actual_pages * GUEST_PAGE_SIZE), "driver", driver,
+                  "inflated_pages", (json_int_t)b->inflated_pages, "deflated_pages",
+                  (json_int_t)b->deflated_pages, "reported_bytes", (json_int_t)b->reported_bytes,
+                  "given_back_bytes", (json_int_t)b->freed_bytes, "bad_pfns",
+                  (json_int_t)b->bad_pfns, "discard_errors", (json_int_t)b->discard_errors);
     if (b->stats.present) {
         static const char *const names[BALLOON_S_NR] = {
-            "swap_in",  "swap_out",  "major_faults", "minor_faults", "free",
-            "total",    "available", "cached",       "hugetlb_allocations", "hugetlb_failures"};
+            "swap_in", "swap_out",  "major_faults", "minor_faults",        "free",
+            "total",   "available", "cached",       "hugetlb_allocations", "hugetlb_failures"};
         json_t *g = json_object();
         for (unsigned t = 0; t < BALLOON_S_NR; t++)
             if (b->stats.present >> t & 1)
                 json_object_set_new(g, names[t], json_integer((json_int_t)b->stats.value[t]));
         json_object_set_new(j, "guest", g);
-        json_object_set_new(j, "stats_age_ms",
-                            json_integer(b->stats_time.tv_sec ? (json_int_t)ms_since(&b->stats_time)
-                                                              : -1));
+        json_object_set_new(
+            j, "stats_age_ms",
+            json_integer(b->stats_time.tv_sec ? (json_int_t)ms_since(&b->stats_time) : -1));
     }
     pthread_mutex_unlock(&b->lock);
     if (needs_reset)

@@ -1,7 +1,8 @@
-/* The VMM's control commands and their table: status, memory truth (with the balloon's and
- * the guest's view), pause/resume, quit, display, sound, suspend and snapshots. They run on the control socket's thread and take
- * vmm.lock around anything that touches the machine. Each checks its JSON arguments here; the
- * work of suspend and snapshots is vmm_snap.c's, called with plain C arguments. */
+/* The VMM's control commands and their table: status, memory truth (with the balloon and the
+ * guest's own view), pause/resume, quit, display, sound, the balloon's target, suspend and
+ * snapshots. They run on the control socket's thread and take vmm.lock around anything that
+ * touches the machine. Each checks its JSON arguments here; the work of suspend and snapshots
+ * is vmm_snap.c's, called with plain C arguments. */
 #include "core/vmm/vmm_priv.h"
 
 json_t *vmm_fail(struct ctl_error *err, const char *cls, const char *fmt, const char *arg)

@@ -2,8 +2,8 @@
  * device for a VM's configuration, stops what it does on its own threads, destroys it, brings
  * its requests in flight to a quiet point, and saves and loads its records. The order is the
  * order of creation (a row may use the devices above it: audio, the disk and the balloon sit
- * on the PCI bus, the framebuffer's keyboard is the i8042), saving and loading; stopping and destroying go
- * the other way. A reboot is a destroy and a create, so no row needs a reset. Adding a device
+ * on the PCI bus, the framebuffer's keyboard is the i8042), saving and loading; stopping and
+ * destroying go the other way. A reboot is a destroy and a create, so no row needs a reset. Adding a device
  * means adding its file and one row here. */
 #include "core/vmm/vmm_priv.h"
 

@@ -27,12 +27,12 @@ START_TEST(pfns_outside_ram_are_skipped_and_runs_merged)
     static uint8_t dummy;
     ck_assert_int_eq(guest_mem_init_buffer(&gm, &dummy, 3584 * MIB), 0);
     uint32_t pfns[] = {
-        12,         11,         10,        /* one run of 3, given backwards */
-        11,                                /* twice: given back once */
-        0xbffff,    0x100000,              /* last page below the hole, first above: adjacent */
-        0xc0000,    0xfffff,               /* in the PCI hole: not RAM */
-        0x120000,                          /* 4 GiB + 512 MiB: past the end of RAM */
-        0xffffffff, 0x11ffff,              /* far out; the last page of RAM */
+        12,         11,       10, /* one run of 3, given backwards */
+        11,                       /* twice: given back once */
+        0xbffff,    0x100000,     /* last page below the hole, first above: adjacent */
+        0xc0000,    0xfffff,      /* in the PCI hole: not RAM */
+        0x120000,                 /* 4 GiB + 512 MiB: past the end of RAM */
+        0xffffffff, 0x11ffff,     /* far out; the last page of RAM */
     };
     struct balloon_range r[16];
     uint64_t bad = 0;
@@ -190,7 +190,8 @@ static struct snap_node *take(struct snap_tree *t, struct snapshot_host *h, cons
     struct snap_node *n = NULL;
     char err[256];
     ck_assert_msg(snapshot_capture(h, &c, err, sizeof(err)) == 0, "%s", err);
-    ck_assert_msg(snapshot_commit(t, h, &c, label, false, "running", NULL, &n, err, sizeof(err)) == 0,
+    ck_assert_msg(snapshot_commit(t, h, &c, label, false, "running", NULL, &n, err, sizeof(err)) ==
+                      0,
                   "%s", err);
     snapshot_capture_free(&c);
     return n;
@@ -217,12 +218,16 @@ START_TEST(snapshot_stores_punched_pages_as_zero_entries)
 {
     char err[256];
     make_dir();
-    ck_assert_msg(guest_mem_open(&snap_mem, 16 * MIB, MEM_BACKEND_FILE, vmem, err, sizeof(err)) == 0,
+    ck_assert_msg(guest_mem_open(&snap_mem, 16 * MIB, MEM_BACKEND_FILE, vmem, err, sizeof(err)) ==
+                      0,
                   "%s", err);
     uint64_t words = (16 * MIB / 4096 + 63) / 64;
     uint64_t *carry = calloc(words, 8);
-    struct snapshot_host h = {.mem = &snap_mem, .carry = carry, .collect_dirty = collect,
-                              .save_state = save_state, .load_state = load_state};
+    struct snapshot_host h = {.mem = &snap_mem,
+                              .carry = carry,
+                              .collect_dirty = collect,
+                              .save_state = save_state,
+                              .load_state = load_state};
     struct snap_tree t;
     ck_assert_int_eq(snap_tree_load(&t, dir, "", err, sizeof(err)), 0);
 
