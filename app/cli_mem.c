@@ -46,7 +46,7 @@ static void print_guest(json_t *b, json_t *vm)
     printf("  %-15s %10.1f MiB   asked back by the host (vmws mem --balloon)\n", "balloon target",
            mib(b, "target"));
     printf("  %-15s %10.1f MiB   given back by the guest\n", "balloon actual", mib(b, "actual"));
-    printf("  %-15s %10.1f MiB   returned to the host so far (inflate and free page reports)\n",
+    printf("  %-15s %10.1f MiB   handed over so far, inflated or reported (a page each time)\n",
            "given back", mib(b, "given_back_bytes"));
     json_t *g = json_object_get(b, "guest");
     if (g) {
