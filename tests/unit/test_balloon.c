@@ -2,7 +2,8 @@
  * guest_mem_discard() on each backend, judged by what a user sees (the memory file's allocated
  * blocks, the pages reading as zeroes); a snapshot of a memory file with punched pages stores
  * them as zero entries (its file is small) and a revert to it punches them again, while a
- * revert to the snapshot before brings their data back. */
+ * revert to the snapshot before brings their data back; and the device itself, driven through
+ * PCI and its queues as Linux drives it: inflate, report, statistics, target, bad input. */
 #include <check.h>
 #include <errno.h>
 #include <stdio.h>
@@ -12,8 +13,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/devices/devices.h"
 #include "core/snapshot/snapshot.h"
 #include "core/virtio/virtio_balloon.h"
+#include "core/virtio/virtio_pci.h"
 #include "core/vm/guestmem.h"
 
 #define MIB (1ull << 20)
@@ -284,6 +287,237 @@ START_TEST(snapshot_stores_punched_pages_as_zero_entries)
 }
 END_TEST
 
+/* ---- the device, driven as Linux's driver drives it (no KVM: RAM is a .vmem, notifies take
+ * the MMIO path to the I/O thread) ---- */
+
+#define SLOT VIRTIO_BALLOON_PCI_SLOT
+#define RAM (16 * MIB)
+#define QSZ 8
+#define RINGS 0x10000 /* queue Q's rings at RINGS + Q * 0x1000: desc, avail +0x400, used +0x800 */
+#define BUF 0x20000   /* the buffer a request points at */
+
+static struct guest_mem gm;
+static struct machine m;
+static struct pci_bus *bus;
+static struct virtio_balloon *bal;
+static uint64_t bar;
+static unsigned common, isr, devcfg, notify;
+static uint16_t avail_idx[4], used_seen[4];
+
+static uint32_t cfg_read(unsigned off)
+{
+    uint8_t d[4];
+    io_data_put(d, 4, 0x80000000u | SLOT << 11 | off);
+    iobus_access(&m.pio, 0xcf8, d, 4, true);
+    iobus_access(&m.pio, 0xcfc, d, 4, false);
+    return (uint32_t)io_data_get(d, 4);
+}
+
+static uint64_t rd(unsigned off, unsigned len)
+{
+    uint8_t d[8];
+    iobus_access(&m.mmio, bar + off, d, len, false);
+    return io_data_get(d, len);
+}
+
+static void wr(unsigned off, unsigned len, uint64_t v)
+{
+    uint8_t d[8];
+    io_data_put(d, len, v);
+    iobus_access(&m.mmio, bar + off, d, len, true);
+}
+
+static unsigned cap_offset(unsigned type)
+{
+    for (unsigned p = cfg_read(0x34) & 0xff; p; p = (cfg_read(p) >> 8) & 0xff)
+        if ((cfg_read(p) & 0xff) == 9 && cfg_read(p) >> 24 == type)
+            return cfg_read(p + 8);
+    ck_abort_msg("no virtio capability of type %u", type);
+    return 0;
+}
+
+/* Linux's probe: features (statistics, deflate on OOM, reporting; VERSION_1), four queues. */
+static void driver_init(void)
+{
+    wr(common + 0x14, 1, 0);
+    wr(common + 0x14, 1, 1 | 2);
+    wr(common + 0x08, 4, 0);
+    wr(common + 0x0c, 4, 1u << 1 | 1u << 2 | 1u << 5);
+    wr(common + 0x08, 4, 1);
+    wr(common + 0x0c, 4, 1); /* VERSION_1 */
+    wr(common + 0x14, 1, 1 | 2 | 8);
+    ck_assert_uint_eq(rd(common + 0x14, 1) & 8, 8);
+    memset(gm.host + RINGS, 0, 4 * 0x1000);
+    for (unsigned q = 0; q < 4; q++) {
+        wr(common + 0x16, 2, q);
+        wr(common + 0x18, 2, QSZ);
+        wr(common + 0x20, 8, RINGS + q * 0x1000);
+        wr(common + 0x28, 8, RINGS + q * 0x1000 + 0x400);
+        wr(common + 0x30, 8, RINGS + q * 0x1000 + 0x800);
+        wr(common + 0x1c, 2, 1);
+        avail_idx[q] = used_seen[q] = 0;
+    }
+    wr(common + 0x14, 1, 1 | 2 | 4 | 8);
+}
+
+static void device_setup(void)
+{
+    char err[256];
+    make_dir();
+    ck_assert_msg(guest_mem_open(&gm, RAM, MEM_BACKEND_FILE, vmem, err, sizeof(err)) == 0, "%s",
+                  err);
+    memset(&m, 0, sizeof(m));
+    m.mem = &gm;
+    m.vm_fd = -1;
+    pthread_mutex_init(&m.lock, NULL);
+    iobus_init(&m.pio, "port");
+    iobus_init(&m.mmio, "mmio");
+    bus = pci_create(&m);
+    bal = virtio_balloon_create(&m, bus, SLOT, 0, true);
+    ck_assert_ptr_nonnull(bal);
+    ck_assert_uint_eq(cfg_read(0), 0x10451af4); /* virtio 1.x balloon */
+    bar = (cfg_read(0x10) & ~0xfu) | (uint64_t)cfg_read(0x14) << 32;
+    common = cap_offset(1);
+    notify = cap_offset(2);
+    isr = cap_offset(3);
+    devcfg = cap_offset(4);
+    driver_init();
+}
+
+static void device_teardown(void)
+{
+    virtio_balloon_destroy(bal);
+    pci_destroy(bus);
+    iobus_destroy(&m.pio);
+    iobus_destroy(&m.mmio);
+    guest_mem_close(&gm);
+    remove_dir();
+}
+
+/* One buffer of LEN bytes at BUF on queue Q (WRITABLE: device-writable); true if used within
+ * WAIT_MS. */
+static bool submit(unsigned q, uint32_t len, bool writable, int wait_ms)
+{
+    uint8_t *ring = gm.host + RINGS + q * 0x1000;
+    uint64_t addr = BUF;
+    uint16_t flags = writable ? 2 : 0, next = 0, head = 0;
+    memcpy(ring, &addr, 8);
+    memcpy(ring + 8, &len, 4);
+    memcpy(ring + 12, &flags, 2);
+    memcpy(ring + 14, &next, 2);
+    memcpy(ring + 0x400 + 4 + 2 * (avail_idx[q] % QSZ), &head, 2);
+    avail_idx[q]++;
+    __atomic_store_n((uint16_t *)(ring + 0x400 + 2), avail_idx[q], __ATOMIC_RELEASE);
+    wr(notify + 4 * q, 2, q);
+    for (int i = 0; i < wait_ms * 10; i++, usleep(100))
+        if (__atomic_load_n((uint16_t *)(ring + 0x800 + 2), __ATOMIC_ACQUIRE) != used_seen[q]) {
+            used_seen[q]++;
+            return true;
+        }
+    return false;
+}
+
+static json_int_t status_field(const char *key)
+{
+    json_t *j = virtio_balloon_status_json(bal, 0);
+    json_int_t v = json_integer_value(json_object_get(j, key));
+    json_decref(j);
+    return v;
+}
+
+START_TEST(inflated_pages_leave_the_memory_file)
+{
+    memset(gm.host + 4 * MIB, 0x5a, 2 * MIB); /* the guest used 2 MiB */
+    uint64_t before = allocated(gm.fd);
+    uint32_t pfns[514];
+    for (unsigned i = 0; i < 512; i++)
+        pfns[i] = (uint32_t)(4 * MIB / 4096 + 511 - i); /* given backwards, as they come */
+    pfns[512] = (uint32_t)(RAM / 4096);                 /* just past the end of RAM */
+    pfns[513] = 0xffffffffu;
+    memcpy(gm.host + BUF, pfns, sizeof(pfns));
+    ck_assert(submit(0, sizeof(pfns), false, 2000));
+    ck_assert_uint_le(allocated(gm.fd), before - 2 * MIB + 64 * 1024);
+    ck_assert(all_bytes(gm.host + 4 * MIB, 2 * MIB, 0));
+    ck_assert_int_eq(status_field("inflated_pages"), 512);
+    ck_assert_int_eq(status_field("bad_pfns"), 2); /* skipped: the device is not broken */
+    ck_assert_int_eq(status_field("given_back_bytes"), 2 * MIB);
+    ck_assert_uint_eq(rd(common + 0x14, 1) & VIRTIO_STATUS_NEEDS_RESET, 0);
+    memcpy(gm.host + BUF, pfns, 8);
+    ck_assert(submit(1, 8, false, 2000)); /* deflate: nothing to do but count */
+    ck_assert_int_eq(status_field("deflated_pages"), 2);
+}
+END_TEST
+
+START_TEST(reported_ranges_leave_the_memory_file)
+{
+    memset(gm.host + 8 * MIB, 0x77, 2 * MIB);
+    uint64_t before = allocated(gm.fd);
+    uint32_t len = 2 * MIB;
+    uint8_t *ring = gm.host + RINGS + 3 * 0x1000;
+    uint64_t addr = 8 * MIB;
+    uint16_t flags = 2, next = 0, head = 0;
+    memcpy(ring, &addr, 8); /* the free range itself is the (device-writable) buffer */
+    memcpy(ring + 8, &len, 4);
+    memcpy(ring + 12, &flags, 2);
+    memcpy(ring + 14, &next, 2);
+    memcpy(ring + 0x400 + 4, &head, 2);
+    __atomic_store_n((uint16_t *)(ring + 0x400 + 2), (uint16_t)1, __ATOMIC_RELEASE);
+    wr(notify + 12, 2, 3);
+    for (int i = 0; i < 20000 && *(volatile uint16_t *)(ring + 0x800 + 2) != 1; i++)
+        usleep(100);
+    ck_assert_uint_eq(*(volatile uint16_t *)(ring + 0x800 + 2), 1);
+    ck_assert_uint_le(allocated(gm.fd), before - 2 * MIB + 64 * 1024);
+    ck_assert_int_eq(status_field("reported_bytes"), 2 * MIB);
+}
+END_TEST
+
+START_TEST(stats_are_held_until_asked_for)
+{
+    uint8_t st[20];
+    uint16_t tags[] = {BALLOON_S_MEMFREE, BALLOON_S_MEMTOT};
+    uint64_t vals[] = {5 * MIB, 15 * MIB};
+    for (int i = 0; i < 2; i++) {
+        memcpy(st + 10 * i, &tags[i], 2);
+        memcpy(st + 10 * i + 2, &vals[i], 8);
+    }
+    memcpy(gm.host + BUF, st, sizeof(st));
+    ck_assert(!submit(2, sizeof(st), false, 200)); /* held, not returned */
+    json_t *j = virtio_balloon_status_json(bal, 0);
+    json_t *g = json_object_get(j, "guest");
+    ck_assert_int_eq(json_integer_value(json_object_get(g, "free")), 5 * MIB);
+    ck_assert_int_eq(json_integer_value(json_object_get(g, "total")), 15 * MIB);
+    json_decref(j);
+    usleep(1100 * 1000); /* older than a second: a status asks for fresh ones */
+    json_decref(virtio_balloon_status_json(bal, 0));
+    uint16_t used = *(volatile uint16_t *)(gm.host + RINGS + 2 * 0x1000 + 0x800 + 2);
+    ck_assert_uint_eq(used, 1);
+    memcpy(gm.host + BUF, st, 7); /* not whole entries: the device needs a reset */
+    submit(2, 7, false, 200);
+    for (int i = 0; i < 2000 && !(rd(common + 0x14, 1) & VIRTIO_STATUS_NEEDS_RESET); i++)
+        usleep(1000);
+    ck_assert_uint_eq(rd(common + 0x14, 1) & VIRTIO_STATUS_NEEDS_RESET, VIRTIO_STATUS_NEEDS_RESET);
+    j = virtio_balloon_status_json(bal, 0);
+    ck_assert_ptr_nonnull(json_object_get(j, "broken"));
+    json_decref(j);
+    driver_init(); /* a reset brings it back */
+    ck_assert_uint_eq(rd(common + 0x14, 1) & VIRTIO_STATUS_NEEDS_RESET, 0);
+}
+END_TEST
+
+START_TEST(target_reaches_the_driver)
+{
+    rd(isr, 1);
+    ck_assert_uint_eq(rd(devcfg, 4), 0);
+    virtio_balloon_set_target(bal, 4 * MIB + 100);
+    ck_assert_uint_eq(rd(devcfg, 4), 1024); /* num_pages */
+    ck_assert_uint_eq(rd(isr, 1) & 2, 2);   /* a configuration change interrupt */
+    wr(devcfg + 4, 4, 1024);                /* the driver says what it holds */
+    ck_assert_int_eq(status_field("actual"), 4 * MIB);
+    virtio_balloon_set_target(bal, 1ull << 40); /* more than RAM: all of it */
+    ck_assert_uint_eq(rd(devcfg, 4), RAM / 4096);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("balloon");
@@ -296,6 +530,14 @@ int main(void)
     tcase_add_test(t, discard_anon);
     tcase_add_test(t, snapshot_stores_punched_pages_as_zero_entries);
     suite_add_tcase(s, t);
+    TCase *dev = tcase_create("device");
+    tcase_set_timeout(dev, 60);
+    tcase_add_checked_fixture(dev, device_setup, device_teardown);
+    tcase_add_test(dev, inflated_pages_leave_the_memory_file);
+    tcase_add_test(dev, reported_ranges_leave_the_memory_file);
+    tcase_add_test(dev, stats_are_held_until_asked_for);
+    tcase_add_test(dev, target_reaches_the_driver);
+    suite_add_tcase(s, dev);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
