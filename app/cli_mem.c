@@ -107,6 +107,8 @@ static void print_human(const char *name, const char *state, json_t *m)
         {"shared", "mapped by other processes too", true},
         {"private", "mapped by this VMM only", true},
         {"swapped", "swapped out", true},
+        {"huge", "in transparent huge pages ([vm] memory_huge_pages)", true},
+        {"ksm_merged", "merged with identical pages by KSM ([vm] memory_sharing)", true},
     };
     for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
         if (rows[i].needs_map && !from_map)

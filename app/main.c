@@ -31,7 +31,8 @@ const struct cli_command cli_commands[] = {
      "  --disk SIZE            a virtio-blk disk: disk.qcow2 of SIZE (1M..2T) in the VM's\n"
      "                         directory ([disk] path in vm.conf)\n"
      "  --memory-backend B     file: sparse NAME.vmem mapped shared (default); shm: memfd;\n"
-     "                         anon: private anonymous (KSM, THP); hugetlbfs: huge pages\n"
+     "                         anon: private anonymous (THP; KSM with memory_sharing\n"
+     "                         = yes in vm.conf); hugetlbfs: huge pages\n"
      "  --kernel FILE          boot this Linux bzImage instead of the built-in guest\n"
      "  --initrd FILE          initial ramdisk for --kernel\n"
      "  --append CMDLINE       kernel command line for --kernel (default console=ttyS0)\n"},

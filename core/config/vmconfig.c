@@ -42,6 +42,7 @@ void vmconfig_defaults(struct vm_config *cfg, const char *name)
     cfg->memory_bytes = 1ULL << 30;
     cfg->cpus = 1;
     cfg->backend = MEM_BACKEND_FILE;
+    cfg->memory_huge_pages = true;
     snprintf(cfg->append, sizeof(cfg->append), "console=ttyS0");
     vmconfig_display_defaults(&cfg->display);
     vmconfig_audio_defaults(&cfg->audio);
@@ -194,6 +195,8 @@ enum conf_key {
     KEY_MEMORY,
     KEY_CPUS,
     KEY_BACKEND,
+    KEY_SHARING,
+    KEY_HUGE,
     KEY_KERNEL,
     KEY_INITRD,
     KEY_APPEND,
@@ -207,6 +210,7 @@ struct conf_key_def {
 static const struct conf_key_def conf_keys[] = {
     {"vm", "name", KEY_NAME},       {"vm", "memory", KEY_MEMORY},
     {"vm", "cpus", KEY_CPUS},       {"vm", "memory_backend", KEY_BACKEND},
+    {"vm", "memory_sharing", KEY_SHARING}, {"vm", "memory_huge_pages", KEY_HUGE},
     {"boot", "kernel", KEY_KERNEL}, {"boot", "initrd", KEY_INITRD},
     {"boot", "append", KEY_APPEND},
 };
@@ -293,8 +297,8 @@ static int conf_handler(void *user, const char *section, const char *name, const
                        section);
         else if (strcmp(section, "vm") == 0)
             conf_error(p, p->lineno,
-                       "unknown key '%s' in [vm] (expected name, memory, cpus or "
-                       "memory_backend)",
+                       "unknown key '%s' in [vm] (expected name, memory, cpus, "
+                       "memory_backend, memory_sharing or memory_huge_pages)",
                        name);
         else
             conf_error(p, p->lineno,
@@ -377,6 +381,14 @@ static int conf_handler(void *user, const char *section, const char *name, const
         if (mem_backend_parse(value, &cfg->backend) < 0) {
             conf_error(p, p->lineno,
                        "bad memory_backend '%s' (expected file, shm, anon or hugetlbfs)", value);
+            return 0;
+        }
+        return 1;
+    case KEY_SHARING:
+    case KEY_HUGE:
+        if (vmconfig_parse_bool(value, def->key == KEY_SHARING ? &cfg->memory_sharing
+                                                               : &cfg->memory_huge_pages) < 0) {
+            conf_error(p, p->lineno, "bad %s '%s' (expected yes or no)", name, value);
             return 0;
         }
         return 1;
@@ -514,6 +526,8 @@ int vmconfig_save(const char *path, const struct vm_config *cfg)
         fprintf(f, "memory = %" PRIu64 "\n", m);
     fprintf(f, "cpus = %u\n", cfg->cpus);
     fprintf(f, "memory_backend = %s\n", mem_backend_name(cfg->backend));
+    fprintf(f, "memory_sharing = %s\n", cfg->memory_sharing ? "yes" : "no");
+    fprintf(f, "memory_huge_pages = %s\n", cfg->memory_huge_pages ? "yes" : "no");
     fprintf(f, "[boot]\n");
     fprintf(f, "kernel = %s\n", cfg->kernel[0] ? cfg->kernel : "builtin");
     fprintf(f, "initrd = %s\n", cfg->initrd);

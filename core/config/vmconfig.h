@@ -55,6 +55,8 @@ struct vm_config {
     uint64_t memory_bytes; /* guest RAM, multiple of 2 MiB, 16 MiB .. 1 TiB */
     unsigned cpus;         /* 1 .. VM_CPUS_MAX */
     enum mem_backend backend;
+    bool memory_sharing;    /* KSM may merge identical guest pages (anon backend; default no) */
+    bool memory_huge_pages; /* transparent huge pages (anon and shm backends; default yes) */
     char kernel[PATH_MAX]; /* "" = the built-in guest */
     char initrd[PATH_MAX]; /* "" = none */
     char append[VM_APPEND_MAX];

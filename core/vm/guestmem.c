@@ -104,10 +104,6 @@ int guest_mem_open(struct guest_mem *m, uint64_t size, enum mem_backend backend,
         m->fd = -1;
         return e;
     }
-    if (backend == MEM_BACKEND_ANON) {
-        madvise(p, size, MADV_MERGEABLE); /* KSM may share identical guest pages */
-        madvise(p, size, MADV_HUGEPAGE);
-    }
     m->host = p;
     m->owns_mapping = true;
     if (dirty_bitmap_alloc(m) < 0) {
@@ -115,6 +111,19 @@ int guest_mem_open(struct guest_mem *m, uint64_t size, enum mem_backend backend,
         guest_mem_close(m);
         return -ENOMEM;
     }
+    return 0;
+}
+
+int guest_mem_advise(struct guest_mem *m, bool mergeable, bool huge)
+{
+    bool anon = m->backend == MEM_BACKEND_ANON;
+    if (huge && (anon || m->backend == MEM_BACKEND_SHM) &&
+        madvise(m->host, m->size, MADV_HUGEPAGE) < 0)
+        return -errno;
+    if (mergeable && !anon)
+        return -EINVAL; /* KSM merges private anonymous pages only */
+    if (mergeable && madvise(m->host, m->size, MADV_MERGEABLE) < 0)
+        return -errno;
     return 0;
 }
 

@@ -30,6 +30,11 @@ struct guest_mem {
  * reused as it is). Returns 0 or -errno; ERR says what failed on what. */
 int guest_mem_open(struct guest_mem *m, uint64_t size, enum mem_backend backend, const char *path,
                    char *err, size_t errlen);
+/* Asks the kernel to merge identical pages (KSM: MADV_MERGEABLE, private anonymous memory
+ * only) and to back RAM with transparent huge pages (MADV_HUGEPAGE: anonymous and shm). 0, or
+ * -EINVAL if MERGEABLE was asked of a backend KSM cannot merge (nothing else is refused), or
+ * -errno from madvise. */
+int guest_mem_advise(struct guest_mem *m, bool mergeable, bool huge);
 /* RAM over a caller-owned buffer (unit tests). */
 int guest_mem_init_buffer(struct guest_mem *m, void *buf, uint64_t size);
 void guest_mem_close(struct guest_mem *m);
