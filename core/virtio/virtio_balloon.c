@@ -127,8 +127,9 @@ static void give_back(struct virtio_balloon *b, uint64_t off, uint64_t len)
                           (unsigned long long)len, (unsigned long long)off, strerror(-r));
 }
 
-static int inflate(struct virtio_balloon *b, struct virtq_chain *c, bool deflate, char *reason,
-                   size_t rlen)
+/* An array of le32 PFNs: inflated pages go back to the host, deflated ones are only counted. */
+static int inflate_or_deflate(struct virtio_balloon *b, struct virtq_chain *c, bool deflate,
+                              char *reason, size_t rlen)
 {
     if (c->readable_len % 4 || c->readable_len > MAX_PFN_BYTES) {
         snprintf(reason, rlen, "%s buffer at head %u: %llu bytes is not an array of PFNs",
@@ -214,7 +215,7 @@ static int balloon_handle_chain(void *opaque, unsigned queue, struct virtq_chain
     switch (role_of(b, queue)) {
     case Q_INFLATE:
     case Q_DEFLATE:
-        return inflate(b, c, queue == 1, reason, rlen);
+        return inflate_or_deflate(b, c, queue == 1, reason, rlen);
     case Q_STATS:
         return stats_in(b, queue, c, reason, rlen);
     case Q_REPORTING:
