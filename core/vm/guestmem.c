@@ -169,6 +169,13 @@ void *guest_mem_ptr(const struct guest_mem *m, uint64_t gpa, uint64_t len)
     return m->host + off;
 }
 
+/* Sets the VMM's dirty bits of RAM pages FIRST..LAST (inclusive). */
+static void mark_pages_dirty(struct guest_mem *m, uint64_t first, uint64_t last)
+{
+    for (uint64_t p = first; p <= last; p++)
+        __atomic_fetch_or(&m->vmm_dirty[p / 64], 1ULL << (p % 64), __ATOMIC_RELAXED);
+}
+
 void guest_mem_mark_dirty(struct guest_mem *m, uint64_t gpa, uint64_t len)
 {
     if (len == 0)
@@ -179,10 +186,7 @@ void guest_mem_mark_dirty(struct guest_mem *m, uint64_t gpa, uint64_t len)
     uint64_t first = off / GUEST_PAGE_SIZE;
     uint64_t last = (off + len - 1) / GUEST_PAGE_SIZE;
     uint64_t pages = m->size / GUEST_PAGE_SIZE;
-    if (last >= pages)
-        last = pages - 1;
-    for (uint64_t p = first; p <= last; p++)
-        __atomic_fetch_or(&m->vmm_dirty[p / 64], 1ULL << (p % 64), __ATOMIC_RELAXED);
+    mark_pages_dirty(m, first, last < pages ? last : pages - 1);
 }
 
 int guest_mem_write(struct guest_mem *m, uint64_t gpa, const void *src, size_t len)
@@ -247,8 +251,7 @@ int guest_mem_discard(struct guest_mem *m, uint64_t off, uint64_t len, uint64_t 
     if (r < 0)
         return -errno;
     /* Changed to zero: the next snapshot must store that (snapshot.c stores it as a zero page). */
-    for (uint64_t p = start / GUEST_PAGE_SIZE; p < end / GUEST_PAGE_SIZE; p++)
-        __atomic_fetch_or(&m->vmm_dirty[p / 64], 1ULL << (p % 64), __ATOMIC_RELAXED);
+    mark_pages_dirty(m, start / GUEST_PAGE_SIZE, end / GUEST_PAGE_SIZE - 1);
     if (freed)
         *freed = end - start;
     return 0;
