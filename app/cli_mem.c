@@ -1,4 +1,6 @@
-/* `vmws mem NAME`: the memory truth of one VM and of the host, as figures.
+/* `vmws mem NAME`: the memory truth of one VM and of the host, as figures, with the guest's
+ * own view (its balloon and the statistics its driver reports) beside them; `--balloon SIZE`
+ * sets how much RAM the host asks the guest to give back.
  * The one idea: the figures are one JSON object in both cases - from the VMM's query-memory
  * when the VM runs (it measures its own RAM mapping in smaps), or built here from the .vmem
  * file when it is off - and the human table is printed from that same object, so --json and
@@ -33,6 +35,53 @@ static const char *gap_explanation(const char *backend)
     return "";
 }
 
+/* The guest's side: its balloon and what its driver says about its memory. */
+static void print_guest(json_t *b, json_t *vm)
+{
+    if (!b)
+        return;
+    printf("Guest (virtio-balloon%s)\n", json_is_true(json_object_get(b, "driver"))
+                                             ? ""
+                                             : ": no driver has bound the device");
+    printf("  %-15s %10.1f MiB   asked back by the host (vmws mem --balloon)\n", "balloon target",
+           mib(b, "target"));
+    printf("  %-15s %10.1f MiB   given back by the guest\n", "balloon actual", mib(b, "actual"));
+    printf("  %-15s %10.1f MiB   handed over so far, inflated or reported (a page each time)\n",
+           "given back", mib(b, "given_back_bytes"));
+    json_t *g = json_object_get(b, "guest");
+    if (g) {
+        struct {
+            const char *key, *label, *what;
+        } rows[] = {
+            {"total", "MemTotal", "RAM the guest manages"},
+            {"free", "MemFree", "unused in the guest (the host may still hold it)"},
+            {"available", "MemAvailable", "the guest could use without swapping"},
+            {"cached", "Cached", "the guest's page cache"},
+            {"swap_in", "swapped in", "bytes, since boot"},
+            {"swap_out", "swapped out", "bytes, since boot"},
+        };
+        for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
+            if (json_object_get(g, rows[i].key))
+                printf("  %-15s %10.1f MiB   %s\n", rows[i].label, mib(g, rows[i].key),
+                       rows[i].what);
+        printf("  %-15s %10lld / %lld   major / minor\n", "page faults",
+               (long long)json_integer_value(json_object_get(g, "major_faults")),
+               (long long)json_integer_value(json_object_get(g, "minor_faults")));
+        json_int_t age = json_integer_value(json_object_get(b, "stats_age_ms"));
+        if (age >= 0)
+            printf("  (the guest's figures are %.1f s old)\n", (double)age / 1000.0);
+        if (json_object_get(g, "free") && json_object_get(g, "total"))
+            printf("The guest uses %.1f MiB of its RAM; the host holds %.1f MiB of it "
+                   "(allocated).\n",
+                   mib(g, "total") - mib(g, "free"), mib(vm, "allocated"));
+    } else {
+        printf("  (no statistics from the guest yet)\n");
+    }
+    if (json_object_get(b, "broken"))
+        printf("  the device needs a reset: %s\n",
+               json_string_value(json_object_get(b, "broken")));
+}
+
 static void print_human(const char *name, const char *state, json_t *m)
 {
     json_t *vm = json_object_get(m, "vm");
@@ -58,6 +107,8 @@ static void print_human(const char *name, const char *state, json_t *m)
         {"shared", "mapped by other processes too", true},
         {"private", "mapped by this VMM only", true},
         {"swapped", "swapped out", true},
+        {"huge", "in transparent huge pages ([vm] memory_huge_pages)", true},
+        {"ksm_merged", "merged with identical pages by KSM ([vm] memory_sharing)", true},
     };
     for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
         if (rows[i].needs_map && !from_map)
@@ -79,6 +130,7 @@ static void print_human(const char *name, const char *state, json_t *m)
         printf("  %-15s %10.1f MiB shared, saving %.1f MiB\n", "KSM", mib(host, "ksm_shared"),
                mib(host, "ksm_sharing"));
     printf("%s\n", gap_explanation(backend));
+    print_guest(json_object_get(m, "balloon"), vm);
 }
 
 /* The query-memory shape, measured from outside for a VM that is not running. */
@@ -107,17 +159,65 @@ static json_t *measure_off(const struct vm_config *cfg, const struct vm_paths *p
                      path);
 }
 
+/* --balloon SIZE: the target goes to the running VMM, which says what it set. */
+static int set_balloon(const char *name, const struct vm_paths *p, const char *size, bool json)
+{
+    uint64_t bytes;
+    if (parse_size(size, &bytes) < 0)
+        return cli_usage_error("mem", "bad size '%s' for --balloon (expected e.g. 256M, 1G or 0)",
+                               size);
+    char err[512];
+    struct ctl_client *cl = ctl_client_connect(p->ctl_sock, NULL, err, sizeof(err));
+    if (!cl)
+        return cli_error("VM '%s' is not running (the balloon is a running guest's): %s", name,
+                         err);
+    json_t *args = json_pack("{s:I}", "target", (json_int_t)bytes);
+    json_t *r = ctl_client_execute(cl, "set-balloon", args, 5000, err, sizeof(err));
+    json_decref(args);
+    ctl_client_close(cl);
+    if (!r)
+        return cli_error("cannot set the balloon of VM '%s' to %s: %s", name, size, err);
+    if (json)
+        print_json(r);
+    else
+        printf("%s: the guest is asked to give back %.1f MiB of its RAM (its balloon driver "
+               "inflates towards it; see vmws mem %s)\n",
+               name, mib(r, "target"), name);
+    json_decref(r);
+    return 0;
+}
+
 int cmd_mem(int argc, char **argv)
 {
+    static const struct option opts[] = {
+        {"json", no_argument, NULL, 'j'},
+        {"balloon", required_argument, NULL, 'b'},
+        {"help", no_argument, NULL, 'h'},
+        {0},
+    };
     bool json = false;
-    int rc = cli_parse_common(argc, argv, 1, "the VM's NAME", &json);
+    const char *balloon = NULL;
+    int c;
+    while ((c = cli_getopt(argc, argv, opts)) != -1) {
+        if (c == 'h')
+            return cli_print_help(argv[0]);
+        if (c == 'j')
+            json = true;
+        else if (c == 'b')
+            balloon = optarg;
+        else
+            return EXIT_USAGE;
+    }
+    int rc = cli_positional(argc, argv, 1, "the VM's NAME");
     if (rc)
-        return rc < 0 ? 0 : rc;
+        return rc;
     const char *name = argv[optind];
     struct vm_paths p;
     struct vm_config cfg;
     if (cli_vm_open(name, &p, &cfg))
         return 1;
+    if (balloon)
+        return set_balloon(name, &p, balloon, json);
 
     char err[512];
     const char *state = "off";

@@ -39,7 +39,8 @@ const struct cli_command cli_commands[] = {
      "                         debootstrap, and cached); prints the user debian's password\n"
      "  --ssh-key FILE         with --os: the user debian's authorized_keys\n"
      "  --memory-backend B     file: sparse NAME.vmem mapped shared (default); shm: memfd;\n"
-     "                         anon: private anonymous (KSM, THP); hugetlbfs: huge pages\n"
+     "                         anon: private anonymous (THP; KSM with memory_sharing\n"
+     "                         = yes in vm.conf); hugetlbfs: huge pages\n"
      "  --kernel FILE          boot this Linux bzImage instead of the built-in guest\n"
      "  --initrd FILE          initial ramdisk for --kernel\n"
      "  --append CMDLINE       kernel command line for --kernel (default console=ttyS0)\n"
@@ -94,7 +95,13 @@ const struct cli_command cli_commands[] = {
      "  On a terminal: interactive, Ctrl-] detaches. On a pipe: stdin goes to the guest and\n"
      "  its output to stdout until the output has been quiet for --idle MS (default 1000)\n"
      "  after stdin ended, or the VM stops.\n"},
-    {"mem", cmd_mem, "NAME [--json]", "show what the VM's memory really costs the host", NULL},
+    {"mem", cmd_mem, "NAME [--balloon SIZE] [--json]",
+     "show what the VM's memory really costs the host, and the guest's view",
+     "  --balloon SIZE         ask the running guest to give SIZE of its RAM back (e.g. 256M;\n"
+     "                         0 gives it all back to the guest); its virtio-balloon driver\n"
+     "                         inflates, and every page it gives leaves the host's memory file\n"
+     "  The guest's figures (free, available, cached, faults, swap) come from its balloon\n"
+     "  driver's statistics; free page reporting returns the guest's free memory by itself.\n"},
     {"volume", cmd_volume, "NAME [0-100|up|down|mute|unmute|toggle] [--json]",
      "show or set a running VM's sound volume",
      "  0-100                  volume of everything the VM plays (sound card and PC speaker)\n"

@@ -33,6 +33,7 @@ enum prompt_kind {
     PROMPT_NEW,    /* "NAME [MEMORY [CPUS]]" */
     PROMPT_DELETE, /* y/n: delete the highlighted snapshot */
     PROMPT_STOP,   /* y/n: power the selected VM off */
+    PROMPT_BALLOON, /* SIZE the guest is asked to give back */
 };
 
 struct dash {

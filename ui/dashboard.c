@@ -348,6 +348,18 @@ static void prompt_accept(struct dash *d)
         dash_run_action(d, desc, (const char *[]){"snapshot", "take", vm, label, NULL}, NULL, NULL);
         return;
     }
+    case PROMPT_BALLOON: {
+        uint64_t bytes;
+        if (parse_size(d->prompt_input, &bytes) < 0) {
+            dash_message(d, ROLE_WARN, "'%s' is not a size (e.g. 256M, 1G, 0): balloon unchanged",
+                         d->prompt_input);
+            return;
+        }
+        snprintf(desc, sizeof(desc), "asking %s to give back %s", vm, d->prompt_input);
+        dash_run_action(d, desc, (const char *[]){"mem", vm, "--balloon", d->prompt_input, NULL},
+                        NULL, NULL);
+        return;
+    }
     case PROMPT_NEW: {
         char name[64] = "", mem[32] = "1G", cpus[16] = "1", disk[32] = "8G";
         if (sscanf(d->prompt_input, "%63s %31s %15s %31s", name, mem, cpus, disk) < 1) {
@@ -483,7 +495,7 @@ static void handle_key(struct dash *d, int k)
         return;
     }
     if (!v) {
-        if (strchr("strd\n\r", k) || k == KEY_ENTER)
+        if (strchr("strdb\n\r", k) || k == KEY_ENTER)
             dash_message(d, ROLE_WARN, "no VM selected: press n to create one");
         return;
     }
@@ -506,6 +518,16 @@ static void handle_key(struct dash *d, int k)
         dash_run_action(d, desc, (const char *[]){"volume", v->name, how, NULL}, NULL, NULL);
         break;
     }
+    case 'b':
+        if (!model_vm_up(v)) {
+            dash_message(d, ROLE_WARN, "%s is not running: the balloon is a running guest's",
+                         v->name);
+            break;
+        }
+        snprintf(buf, sizeof(buf), "%lluM", (unsigned long long)(v->balloon_target >> 20));
+        open_prompt(d, PROMPT_BALLOON, v->name, NULL, buf,
+                    "Memory %s gives back to the host (e.g. 256M; 0: none): ", v->name);
+        break;
     case 't':
         default_label(v, buf, sizeof(buf));
         open_prompt(d, PROMPT_TAKE, v->name, NULL, buf, "Snapshot label for %s: ", v->name);
@@ -633,7 +655,8 @@ static void draw_keybar(struct dash *d)
         const char *key, *label;
     } keys[] = {
         {"Enter", "start/stop"}, {"s", "suspend"}, {"t", "take"},
-        {"r", "revert"},         {"d", "delete"},  {"n", "new"},    {"-=m", "volume"},
+        {"r", "revert"},         {"d", "delete"},  {"n", "new"},    {"b", "balloon"},
+        {"-=m", "volume"},
         {"Tab", "focus"},        {"?", "help"},    {"q", "quit"},
     };
     const int n = (int)(sizeof(keys) / sizeof(keys[0]));
@@ -670,6 +693,7 @@ static const char *const help_lines[] = {
     "         is first kept as an automatic node, so nothing is lost",
     "  d      delete the highlighted snapshot (asks, showing what the merge needs)",
     "  n      new VM (NAME MEMORY CPUS), created and started",
+    "  b      balloon: how much RAM the selected VM's guest gives back (asks a size)",
     "  - = m  sound volume of the selected VM down or up by 10 (+ too), mute on/off",
     "  Tab    focus VMs, Snapshots or Console (in the Console keys go to the",
     "         guest; Tab or Ctrl-] leave it, PgUp/PgDn scroll back)",
@@ -684,6 +708,11 @@ static const char *const help_lines[] = {
     "              dirty/s is how fast that figure grows.",
     "  shared/priv pages also mapped by other processes / by this VMM only.",
     "  swapped     guest pages the host swapped out behind the guest's back.",
+    "  balloon     what the host asked the guest to give back, and what it gave;",
+    "              given pages are punched out of the .vmem (allocated falls), as",
+    "              are the free pages the guest reports by itself.",
+    "  guest says  the guest's own figures, from its balloon driver: what it",
+    "              uses of its RAM, what it could still use, its page cache.",
     "",
     "Host",
     "  free: used  what `free` calls used; it hides MAP_SHARED guest RAM in",
@@ -692,7 +721,7 @@ static const char *const help_lines[] = {
     "  overcommit  configured RAM of running VMs over the host's RAM.",
     "",
     "Every action is also a command: vmws start|stop|suspend|resume NAME,",
-    "vmws snapshot take|revert|delete NAME LABEL.",
+    "vmws snapshot take|revert|delete NAME LABEL, vmws mem NAME --balloon SIZE.",
 };
 
 static void draw_help(struct dash *d)

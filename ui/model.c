@@ -271,6 +271,7 @@ static void query_memory(struct dash_vm *v)
     char err[512];
     v->mem_ok = false;
     v->mem_from_vmm = false;
+    v->balloon_ok = false;
     if (v->live && v->ctl) {
         json_t *r =
             ctl_client_execute(v->ctl, "query-memory", NULL, CTL_TIMEOUT_MS, err, sizeof(err));
@@ -290,6 +291,16 @@ static void query_memory(struct dash_vm *v)
             t->from_mapping = json_is_true(json_object_get(vm, "from_mapping"));
             v->mem_ok = v->mem_from_vmm = true;
             v->mem_err[0] = '\0';
+            json_t *b = json_object_get(r, "balloon"), *g = json_object_get(b, "guest");
+            v->balloon_ok = json_is_object(b);
+            v->balloon_driver = json_is_true(json_object_get(b, "driver"));
+            v->balloon_target = json_u64(b, "target");
+            v->balloon_actual = json_u64(b, "actual");
+            v->guest_stats = json_is_object(g) && json_object_get(g, "total");
+            v->guest_total = json_u64(g, "total");
+            v->guest_free = json_u64(g, "free");
+            v->guest_avail = json_u64(g, "available");
+            v->guest_cached = json_u64(g, "cached");
         } else {
             snprintf(v->mem_err, sizeof(v->mem_err), "query-memory: %.140s", r ? "bad reply" : err);
         }

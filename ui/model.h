@@ -56,6 +56,9 @@ struct dash_vm {
     bool mem_from_vmm; /* figures from query-memory (the RAM mapping's smaps) */
     struct memtruth_vm mem;
     char mem_err[160];
+    /* The guest's side (query-memory's "balloon"): its balloon and its driver's statistics. */
+    bool balloon_ok, balloon_driver, guest_stats;
+    uint64_t balloon_target, balloon_actual, guest_total, guest_free, guest_avail, guest_cached;
     struct history h_allocated, h_resident, h_dirty_rate;
     uint64_t last_dirty;
     int64_t last_dirty_ms;

@@ -1,7 +1,8 @@
 /* The Memory panel: the selected VM's memory truth - configured, apparent (the .vmem's size),
  * allocated (its blocks, what ls -s shows), resident, dirty, shared vs private, swapped - as
- * figures and bars on one scale (the largest figure, normally the configured size), with
- * sparklines of allocated, resident and the dirty rate over the last minutes. */
+ * figures and bars on one scale (the largest figure, normally the configured size), then the
+ * guest's side (its balloon, and what its driver says it uses), with sparklines of allocated,
+ * resident and the dirty rate over the last minutes. */
 #include <curses.h>
 #include <stdio.h>
 #include <string.h>
@@ -17,6 +18,34 @@ struct row {
     const struct history *spark;
     int spark_role;
 };
+
+/* Two lines from the guest's side: the balloon, and the guest's own figures. */
+enum { GUEST_ROWS = 2 };
+static void draw_guest(const struct dash_vm *v, int y, const struct rect *in, int labelw)
+{
+    char a[16], b[16], c[16], e[16], line[160];
+    draw_text(y, in->x, labelw, draw_attr(ROLE_TITLE), "balloon");
+    fmt_bytes(a, sizeof(a), v->balloon_target);
+    fmt_bytes(b, sizeof(b), v->balloon_actual);
+    if (v->balloon_driver)
+        snprintf(line, sizeof(line), "asked back %s, given %s   (b: set)", a, b);
+    else
+        snprintf(line, sizeof(line), "asked back %s; no balloon driver in the guest", a);
+    draw_text(y, in->x + labelw, in->w - labelw,
+              v->balloon_driver ? 0 : draw_attr(ROLE_DIM), line);
+    draw_text(y + 1, in->x, labelw, draw_attr(ROLE_TITLE), "guest says");
+    if (!v->guest_stats) {
+        draw_text(y + 1, in->x + labelw, in->w - labelw, draw_attr(ROLE_DIM),
+                  "-  (no statistics from its balloon driver)");
+        return;
+    }
+    fmt_bytes(a, sizeof(a), v->guest_total > v->guest_free ? v->guest_total - v->guest_free : 0);
+    fmt_bytes(b, sizeof(b), v->guest_total);
+    fmt_bytes(c, sizeof(c), v->guest_avail);
+    fmt_bytes(e, sizeof(e), v->guest_cached);
+    snprintf(line, sizeof(line), "uses %s of %s, available %s, cache %s", a, b, c, e);
+    draw_text(y + 1, in->x + labelw, in->w - labelw, 0, line);
+}
 
 static void draw(struct dash *d, const struct rect *r, bool focused)
 {
@@ -59,8 +88,10 @@ static void draw(struct dash *d, const struct rect *r, bool focused)
     const int labelw = 12, valuew = 13;
     int barx = in.x + labelw + valuew + 1;
     int room = in.x + in.w - barx;
-    /* Sparklines get their own rows when the panel is tall enough, else share the line. */
-    bool spark_rows = in.h >= nrows + 4;
+    /* The guest's rows when there is room; sparklines get their own rows when the panel is
+     * tall enough, else share the line. */
+    int guest_rows = v->balloon_ok && in.h >= nrows + GUEST_ROWS ? GUEST_ROWS : 0;
+    bool spark_rows = in.h >= nrows + guest_rows + 4;
     int barw = spark_rows ? room : room * 2 / 5;
     int sparkx = barx + barw + 1, sparkw = in.x + in.w - sparkx;
     if (!spark_rows && sparkw < 6) {
@@ -102,10 +133,12 @@ static void draw(struct dash *d, const struct rect *r, bool focused)
         if (!spark_rows && sparkw > 0 && rw->spark)
             draw_sparkline(y, sparkx, sparkw, rw->spark, draw_attr(rw->spark_role));
     }
+    if (guest_rows)
+        draw_guest(v, in.y + nrows, &in, labelw);
     if (!spark_rows)
         return;
     /* Sparkline rows: one column per refresh (1 s), newest on the right. */
-    int y = in.y + nrows;
+    int y = in.y + nrows + guest_rows;
     int span = in.w - labelw - 1;
     int spw = span - 8 > 1 ? span - 8 : 1;
     int secs = spw * (int)history_step((size_t)spw);

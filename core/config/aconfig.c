@@ -14,7 +14,7 @@ void vmconfig_audio_defaults(struct vm_audio_config *a)
     a->muted = false;
 }
 
-static int parse_bool(const char *s, bool *out)
+int vmconfig_parse_bool(const char *s, bool *out)
 {
     if (!strcmp(s, "yes") || !strcmp(s, "true") || !strcmp(s, "on") || !strcmp(s, "1"))
         *out = true;
@@ -30,7 +30,7 @@ int vmconfig_audio_key(struct vm_audio_config *a, const char *name, const char *
 {
     if (!strcmp(name, "enabled") || !strcmp(name, "mute")) {
         bool v;
-        if (parse_bool(value, &v) < 0) {
+        if (vmconfig_parse_bool(value, &v) < 0) {
             snprintf(err, errlen, "bad audio %s '%s' (expected yes or no)", name, value);
             return 0;
         }

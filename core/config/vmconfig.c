@@ -43,10 +43,12 @@ void vmconfig_defaults(struct vm_config *cfg, const char *name)
     cfg->memory_bytes = 1ULL << 30;
     cfg->cpus = 1;
     cfg->backend = MEM_BACKEND_FILE;
+    cfg->memory_huge_pages = true;
     snprintf(cfg->append, sizeof(cfg->append), "console=ttyS0");
     vmconfig_display_defaults(&cfg->display);
     vmconfig_audio_defaults(&cfg->audio);
     vmconfig_net_defaults(&cfg->net, cfg->name);
+    vmconfig_balloon_defaults(&cfg->balloon);
 }
 
 const char *mem_backend_name(enum mem_backend b)
@@ -195,6 +197,8 @@ enum conf_key {
     KEY_MEMORY,
     KEY_CPUS,
     KEY_BACKEND,
+    KEY_SHARING,
+    KEY_HUGE,
     KEY_KERNEL,
     KEY_INITRD,
     KEY_APPEND,
@@ -208,6 +212,7 @@ struct conf_key_def {
 static const struct conf_key_def conf_keys[] = {
     {"vm", "name", KEY_NAME},       {"vm", "memory", KEY_MEMORY},
     {"vm", "cpus", KEY_CPUS},       {"vm", "memory_backend", KEY_BACKEND},
+    {"vm", "memory_sharing", KEY_SHARING}, {"vm", "memory_huge_pages", KEY_HUGE},
     {"boot", "kernel", KEY_KERNEL}, {"boot", "initrd", KEY_INITRD},
     {"boot", "append", KEY_APPEND},
 };
@@ -270,6 +275,13 @@ static int conf_handler(void *user, const char *section, const char *name, const
         conf_error(p, p->lineno, "%s", nerr);
         return 0;
     }
+    if (!def && strcmp(section, "balloon") == 0) {
+        char berr[256];
+        if (vmconfig_balloon_key(&cfg->balloon, name, value, berr, sizeof(berr)))
+            return 1;
+        conf_error(p, p->lineno, "%s", berr);
+        return 0;
+    }
     if (!def && strcmp(section, "disk") == 0) {
         if (strcmp(name, "format") == 0) {
             if (strcmp(value, "raw") && strcmp(value, "qcow2")) {
@@ -297,12 +309,12 @@ static int conf_handler(void *user, const char *section, const char *name, const
         if (strcmp(section, "vm") && strcmp(section, "boot"))
             conf_error(p, p->lineno,
                        "unknown section [%s] (expected [vm], [boot], [display], [audio], "
-                       "[disk] or [net])",
+                       "[disk], [net] or [balloon])",
                        section);
         else if (strcmp(section, "vm") == 0)
             conf_error(p, p->lineno,
-                       "unknown key '%s' in [vm] (expected name, memory, cpus or "
-                       "memory_backend)",
+                       "unknown key '%s' in [vm] (expected name, memory, cpus, "
+                       "memory_backend, memory_sharing or memory_huge_pages)",
                        name);
         else
             conf_error(p, p->lineno,
@@ -385,6 +397,14 @@ static int conf_handler(void *user, const char *section, const char *name, const
         if (mem_backend_parse(value, &cfg->backend) < 0) {
             conf_error(p, p->lineno,
                        "bad memory_backend '%s' (expected file, shm, anon or hugetlbfs)", value);
+            return 0;
+        }
+        return 1;
+    case KEY_SHARING:
+    case KEY_HUGE:
+        if (vmconfig_parse_bool(value, def->key == KEY_SHARING ? &cfg->memory_sharing
+                                                               : &cfg->memory_huge_pages) < 0) {
+            conf_error(p, p->lineno, "bad %s '%s' (expected yes or no)", name, value);
             return 0;
         }
         return 1;
@@ -527,6 +547,8 @@ int vmconfig_save(const char *path, const struct vm_config *cfg)
         fprintf(f, "memory = %" PRIu64 "\n", m);
     fprintf(f, "cpus = %u\n", cfg->cpus);
     fprintf(f, "memory_backend = %s\n", mem_backend_name(cfg->backend));
+    fprintf(f, "memory_sharing = %s\n", cfg->memory_sharing ? "yes" : "no");
+    fprintf(f, "memory_huge_pages = %s\n", cfg->memory_huge_pages ? "yes" : "no");
     fprintf(f, "[boot]\n");
     fprintf(f, "kernel = %s\n", cfg->kernel[0] ? cfg->kernel : "builtin");
     fprintf(f, "initrd = %s\n", cfg->initrd);
@@ -535,6 +557,8 @@ int vmconfig_save(const char *path, const struct vm_config *cfg)
         vmconfig_display_write(f, &cfg->display);
     if (rc == 0)
         vmconfig_audio_write(f, &cfg->audio);
+    if (rc == 0)
+        vmconfig_balloon_write(f, &cfg->balloon);
     if (rc == 0 && cfg->disk.path[0])
         fprintf(f, "[disk]\npath = %s\n", cfg->disk.path);
     if (rc == 0 && cfg->disk.path[0] && cfg->disk.format[0])

@@ -36,6 +36,12 @@ struct vm_audio_config {
     bool muted;
 };
 
+/* [balloon] in vm.conf (see core/config/bconfig.c). */
+struct vm_balloon_config {
+    bool enabled;             /* the virtio-balloon at 00:08.0 (default yes) */
+    bool free_page_reporting; /* offered to the guest's driver (default yes) */
+};
+
 /* [disk] in vm.conf: the virtio-blk disk's image, a name in the VM's directory or an
  * absolute path; "" = no disk. format: "raw" or "qcow2" ("" = probed at every open, which lets
  * a guest that writes a qcow2 header into its raw disk choose a backing file: set it). */
@@ -65,6 +71,8 @@ struct vm_config {
     uint64_t memory_bytes; /* guest RAM, multiple of 2 MiB, 16 MiB .. 1 TiB */
     unsigned cpus;         /* 1 .. VM_CPUS_MAX */
     enum mem_backend backend;
+    bool memory_sharing;    /* KSM may merge identical guest pages (anon backend; default no) */
+    bool memory_huge_pages; /* transparent huge pages (anon and shm backends; default yes) */
     char kernel[PATH_MAX]; /* "" = the built-in guest */
     char initrd[PATH_MAX]; /* "" = none */
     char append[VM_APPEND_MAX];
@@ -72,6 +80,7 @@ struct vm_config {
     struct vm_audio_config audio;
     struct vm_disk_config disk;
     struct vm_net_config net;
+    struct vm_balloon_config balloon;
 };
 
 /* Fills defaults: 1 GiB, 1 vCPU, file backend, built-in kernel, console=ttyS0 cmdline. */
@@ -110,6 +119,13 @@ int vmconfig_audio_key(struct vm_audio_config *a, const char *name, const char *
                        size_t errlen);
 void vmconfig_audio_defaults(struct vm_audio_config *a);
 void vmconfig_audio_write(FILE *f, const struct vm_audio_config *a);
+/* [balloon] keys (core/config/bconfig.c), the same way. */
+int vmconfig_balloon_key(struct vm_balloon_config *b, const char *name, const char *value,
+                         char *err, size_t errlen);
+void vmconfig_balloon_defaults(struct vm_balloon_config *b);
+void vmconfig_balloon_write(FILE *f, const struct vm_balloon_config *b);
+/* "yes"/"true"/"on"/"1" or "no"/"false"/"off"/"0" -> *OUT; -1 for anything else. */
+int vmconfig_parse_bool(const char *s, bool *out);
 
 /* [net] keys (core/config/nconfig.c), the same way; forward may repeat. */
 int vmconfig_net_key(struct vm_net_config *n, const char *name, const char *value, char *err,

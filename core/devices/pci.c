@@ -302,16 +302,18 @@ int pci_load(struct pci_bus *bus, const struct state_reader *r)
     for (unsigned s = 0; s < PCI_MAX_SLOTS; s++) {
         struct pci_device *d = bus->slots[s];
         const struct state_record *rec = state_get(r, STATE_TAG('P', 'C', 'I', 'C'), s);
-        if (!d != !rec || (rec && rec->len != 256))
-            return -EINVAL; /* the saved machine had other PCI devices */
+        /* A device the saved machine had and this one lacks: refused. One it lacked (a state
+         * from before the device existed) keeps its power-on config; its own load resets it. */
+        if ((rec && !d) || (rec && rec->len != 256))
+            return -EINVAL;
     }
     pthread_mutex_lock(&bus->lock);
     bus->address = address & 0x80fffffcu;
     for (unsigned s = 0; s < PCI_MAX_SLOTS; s++) {
         struct pci_device *d = bus->slots[s];
-        if (!d)
+        const struct state_record *rec = d ? state_get(r, STATE_TAG('P', 'C', 'I', 'C'), s) : NULL;
+        if (!rec)
             continue;
-        const struct state_record *rec = state_get(r, STATE_TAG('P', 'C', 'I', 'C'), s);
         uint64_t old[6];
         bool was_on[6];
         for (int b = 0; b < 6; b++) {

@@ -39,6 +39,7 @@ void snapshot_capture_free(struct snapshot_capture *c)
 {
     free(c->pages);
     free(c->data);
+    free(c->zero);
     free(c->state);
     memset(c, 0, sizeof(*c));
 }
@@ -56,15 +57,27 @@ int snapshot_capture(struct snapshot_host *h, struct snapshot_capture *c, char *
         n += (uint64_t)__builtin_popcountll(h->carry[w]);
     c->pages = malloc(n * sizeof(uint64_t) + 8);
     c->data = malloc(n * PAGE + 1);
-    if (!c->pages || !c->data) {
+    c->zero = calloc(n + 1, 1);
+    if (!c->pages || !c->data || !c->zero) {
         snapshot_capture_free(c);
         snprintf(err, errlen, "out of memory copying %llu changed pages", (unsigned long long)n);
         return -ENOMEM;
     }
+    static const uint8_t zero_page[PAGE];
+    struct guest_mem_extent ext = {0};
+    uint64_t ram = h->mem->size / PAGE;
     for (uint64_t w = 0; w < words; w++) {
         for (uint64_t bits = h->carry[w]; bits; bits &= bits - 1) {
             uint64_t p = w * 64 + (uint64_t)__builtin_ctzll(bits);
-            memcpy(c->data + c->npages * PAGE, page_ptr(h, p), PAGE);
+            uint8_t *dst = c->data + c->npages * PAGE;
+            /* A hole is not read: reading it could allocate the page again (shmem). */
+            bool zero = p < ram && guest_mem_page_is_hole(h->mem, p, &ext);
+            if (!zero) {
+                memcpy(dst, page_ptr(h, p), PAGE);
+                zero = memcmp(dst, zero_page, PAGE) == 0;
+            }
+            c->zero[c->npages] = zero;
+            c->nzero += zero;
             c->pages[c->npages++] = p;
         }
     }
@@ -95,13 +108,13 @@ int snapshot_commit(struct snap_tree *t, struct snapshot_host *h, struct snapsho
     snprintf(n->vm_state, sizeof(n->vm_state), "%s", vm_state);
     snprintf(n->disk, sizeof(n->disk), "%s", c->disk);
     n->pages = c->npages;
-    n->mem_bytes = page_delta_file_bytes(c->npages);
+    n->mem_bytes = page_delta_file_bytes(c->npages, c->npages - c->nzero);
     n->state_bytes = c->state_len;
 
     char mem_path[PATH_MAX], state_path[PATH_MAX];
     snap_path(t, id, "mem", mem_path, sizeof(mem_path));
     snap_path(t, id, "state", state_path, sizeof(state_path));
-    int r = page_delta_write(mem_path, c->pages, c->npages, c->data, err, errlen);
+    int r = page_delta_write(mem_path, c->pages, c->npages, c->data, c->zero, err, errlen);
     if (r == 0) {
         r = fs_write_atomic(state_path, c->state, c->state_len);
         if (r < 0)
@@ -169,7 +182,8 @@ static bool is_ancestor_or_self(struct snap_tree *t, const struct snap_node *a, 
     return false;
 }
 
-/* Content of page P at node N: the nearest node on the way to the root that has it, else zero. */
+/* Content of page P at node N: the nearest node on the way to the root that has it, else zero.
+ * Returns 0, 1 if the page is zero (DST zeroed), or -errno with ERR. */
 static int page_at(struct snap_tree *t, struct snap_node *n, uint64_t p, uint8_t *dst, char *err,
                    size_t errlen)
 {
@@ -187,7 +201,20 @@ static int page_at(struct snap_tree *t, struct snap_node *n, uint64_t p, uint8_t
         }
     }
     memset(dst, 0, PAGE);
-    return 0;
+    return 1;
+}
+
+/* Makes pages [FIRST, FIRST+N) zero: RAM is given back to the host (a hole, as the guest left
+ * it), the extra region is cleared. */
+static void zero_pages(struct snapshot_host *h, uint64_t first, uint64_t n)
+{
+    uint64_t ram = h->mem->size / PAGE;
+    for (uint64_t p = first; p < first + n; p++)
+        if (p >= ram)
+            memset(page_ptr(h, p), 0, PAGE);
+    uint64_t ram_n = first >= ram ? 0 : (first + n > ram ? ram - first : n);
+    if (ram_n && guest_mem_discard(h->mem, first * PAGE, ram_n * PAGE, NULL) < 0)
+        memset(page_ptr(h, first), 0, ram_n * PAGE); /* cannot punch: zero them by hand */
 }
 
 static int load_state_file(struct snap_tree *t, struct snap_node *n, struct state_reader *rd,
@@ -227,30 +254,47 @@ int snapshot_revert(struct snap_tree *t, struct snapshot_host *h, struct snap_no
         r = mark_path(t, target, lca, set, total, err, errlen);
 
     uint64_t n = 0;
-    uint8_t *pages = NULL;
+    uint8_t *pages = NULL, *zero = NULL;
     if (r == 0) {
         for (uint64_t w = 0; w < words; w++)
             n += (uint64_t)__builtin_popcountll(set[w]);
-        pages = malloc(n * PAGE + 1);
-        if (!pages)
+        pages = malloc(n * PAGE + 1); /* a zero page's slot is never touched */
+        zero = malloc(n + 1);
+        if (!pages || !zero)
             r = -ENOMEM;
     }
     uint64_t k = 0;
     for (uint64_t w = 0; r == 0 && w < words; w++)
-        for (uint64_t bits = set[w]; r == 0 && bits; bits &= bits - 1, k++)
+        for (uint64_t bits = set[w]; r == 0 && bits; bits &= bits - 1, k++) {
             r = page_at(t, target, w * 64 + (uint64_t)__builtin_ctzll(bits), pages + k * PAGE, err,
                         errlen);
+            zero[k] = r == 1;
+            r = r < 0 ? r : 0;
+        }
     if (r == 0)
         r = h->load_state(h->opaque, &rd, err, errlen);
     if (r == 0) {
+        /* Zero pages are given back to the host in runs, the others copied. */
+        uint64_t run_first = 0, run_n = 0;
         k = 0;
         for (uint64_t w = 0; w < words; w++)
             for (uint64_t bits = set[w]; bits; bits &= bits - 1, k++) {
                 uint64_t p = w * 64 + (uint64_t)__builtin_ctzll(bits);
-                memcpy(page_ptr(h, p), pages + k * PAGE, PAGE);
+                if (run_n && (!zero[k] || p != run_first + run_n)) {
+                    zero_pages(h, run_first, run_n);
+                    run_n = 0;
+                }
+                if (zero[k]) {
+                    run_first = run_n ? run_first : p;
+                    run_n++;
+                } else {
+                    memcpy(page_ptr(h, p), pages + k * PAGE, PAGE);
+                }
                 if (k == n / 2)
                     crash_point("revert-half-written");
             }
+        if (run_n)
+            zero_pages(h, run_first, run_n);
         /* Our own writes must not count as guest changes: drop them from the logs. */
         uint64_t *scratch = calloc(words, sizeof(uint64_t));
         if (scratch)
@@ -265,6 +309,7 @@ int snapshot_revert(struct snap_tree *t, struct snapshot_host *h, struct snap_no
             *pages_written = n;
     }
     free(pages);
+    free(zero);
     free(set);
     state_reader_free(&rd);
     return r;

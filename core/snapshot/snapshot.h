@@ -33,14 +33,17 @@ struct snapshot_host {
 struct snapshot_capture {
     uint64_t *pages;
     uint8_t *data;
-    uint64_t npages;
+    uint8_t *zero; /* per page: it reads as zeroes (stored without data; see snapstore.h) */
+    uint64_t npages, nzero;
     uint8_t *state;
     size_t state_len;
     char disk[SNAP_DISK_MAX]; /* the disk image frozen with it (core/snapshot/disksnap.h); "" = none
                                */
 };
 
-/* Paused: folds the dirty log into the carry, copies the carried pages and the machine state. */
+/* Paused: folds the dirty log into the carry, copies the carried pages and the machine state.
+ * A carried page that reads as zeroes (a hole of the memory file - a page the guest gave back -
+ * found without touching it, or a page of zeroes) is noted as zero and not copied. */
 int snapshot_capture(struct snapshot_host *h, struct snapshot_capture *c, char *err, size_t errlen);
 /* Guest may run again: writes the capture as a new child of the current node, makes it current
  * and clears the carry bits it stored. With PARENT (the node that was current when the capture

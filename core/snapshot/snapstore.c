@@ -1,8 +1,10 @@
 /* The snapshot tree on disk (see snapstore.h). ID.mem layout, little endian:
  *   header (64 bytes): "VMWSPAGE", u32 version, u32 page size, u64 npages, u64 data offset,
  *                      u32 crc32 of the index, 28 bytes zero
- *   index: npages x {u64 page number, u32 crc32 of the page, u32 0}, page numbers ascending
- *   data:  npages x 4 KiB, in index order, starting at the data offset (4 KiB aligned) */
+ *   index: npages x {u64 page number, u32 crc32 of the page, u32 flags}, page numbers ascending;
+ *          flags bit 0: a zero page, stored without data (version 2; version 1 has no flags)
+ *   data:  the pages that are not zero, 4 KiB each, in index order, from the data offset (4 KiB
+ *          aligned). A delta without zero pages is written as version 1, as before. */
 #include "core/snapshot/snapstore.h"
 
 #include "core/storage/disk.h"
@@ -25,6 +27,7 @@
 #define MAGIC "VMWSPAGE"
 #define HEADER 64
 #define ENTRY 16
+#define ENTRY_ZERO 1u
 
 struct delta_header {
     char magic[8];
@@ -40,16 +43,17 @@ static uint64_t data_offset_for(uint64_t npages)
     return (HEADER + npages * ENTRY + PAGE - 1) / PAGE * PAGE;
 }
 
-uint64_t page_delta_file_bytes(uint64_t npages)
+uint64_t page_delta_file_bytes(uint64_t npages, uint64_t ndata)
 {
-    return data_offset_for(npages) + npages * PAGE;
+    return data_offset_for(npages) + ndata * PAGE;
 }
 
-/* Writes a delta whose pages come from a callback, so merge and plain writes share the code. */
+/* Writes a delta whose pages come from a callback (0: DST holds the page, 1: it is zero), so
+ * merge and plain writes share the code. */
 typedef int (*page_source_fn)(void *opaque, uint64_t i, uint8_t *dst);
 
 static int write_delta(const char *path, const uint64_t *pages, uint64_t n, page_source_fn src,
-                       void *opaque, char *err, size_t errlen)
+                       void *opaque, uint64_t *ndata_out, char *err, size_t errlen)
 {
     char tmp[PATH_MAX];
     int fd = fs_tmp_create(path, tmp, sizeof(tmp));
@@ -60,19 +64,30 @@ static int write_delta(const char *path, const uint64_t *pages, uint64_t n, page
     uint8_t *index = calloc(n ? n : 1, ENTRY);
     uint8_t *buf = malloc(64 * PAGE);
     int r = index && buf ? 0 : -ENOMEM;
-    uint64_t data_off = data_offset_for(n);
-    for (uint64_t i = 0; r == 0 && i < n; i += 64) {
-        uint64_t chunk = n - i < 64 ? n - i : 64;
-        for (uint64_t k = 0; r == 0 && k < chunk; k++) {
-            r = src(opaque, i + k, buf + k * PAGE);
-            uint32_t crc = (uint32_t)crc32(0L, buf + k * PAGE, PAGE);
-            memcpy(index + (i + k) * ENTRY, &pages[i + k], 8);
-            memcpy(index + (i + k) * ENTRY + 8, &crc, 4);
+    uint64_t data_off = data_offset_for(n), ndata = 0, nbuf = 0;
+    static const uint8_t zero_page[PAGE];
+    for (uint64_t i = 0; r == 0 && i < n; i++) {
+        int z = src(opaque, i, buf + nbuf * PAGE);
+        if (z < 0) {
+            r = z;
+            break;
         }
-        if (r == 0)
-            r = fs_pwrite_all(fd, buf, chunk * PAGE, data_off + i * PAGE);
+        uint32_t crc = (uint32_t)crc32(0L, z ? zero_page : buf + nbuf * PAGE, PAGE);
+        uint32_t flags = z ? ENTRY_ZERO : 0;
+        memcpy(index + i * ENTRY, &pages[i], 8);
+        memcpy(index + i * ENTRY + 8, &crc, 4);
+        memcpy(index + i * ENTRY + 12, &flags, 4);
+        nbuf += !z;
+        if (nbuf == 64 || (i + 1 == n && nbuf)) {
+            r = fs_pwrite_all(fd, buf, nbuf * PAGE, data_off + ndata * PAGE);
+            ndata += nbuf;
+            nbuf = 0;
+        }
     }
-    struct delta_header h = {.version = 1, .page_size = PAGE, .npages = n, .data_offset = data_off};
+    struct delta_header h = {.version = ndata < n ? 2 : 1,
+                             .page_size = PAGE,
+                             .npages = n,
+                             .data_offset = data_off};
     memcpy(h.magic, MAGIC, 8);
     if (r == 0) {
         h.index_crc = (uint32_t)crc32(0L, index, (uInt)(n * ENTRY));
@@ -80,26 +95,36 @@ static int write_delta(const char *path, const uint64_t *pages, uint64_t n, page
     }
     if (r == 0 && n)
         r = fs_pwrite_all(fd, index, n * ENTRY, HEADER);
-    if (r == 0 && ftruncate(fd, (off_t)page_delta_file_bytes(n)) < 0)
+    if (r == 0 && ftruncate(fd, (off_t)page_delta_file_bytes(n, ndata)) < 0)
         r = -errno;
     free(index);
     free(buf);
     r = fs_tmp_commit(fd, tmp, path, r);
     if (r < 0)
         snprintf(err, errlen, "cannot write %s: %s", path, strerror(-r));
+    else if (ndata_out)
+        *ndata_out = ndata;
     return r;
 }
 
+struct buffer_source {
+    const uint8_t *data, *zero;
+};
+
 static int from_buffer(void *opaque, uint64_t i, uint8_t *dst)
 {
-    memcpy(dst, (const uint8_t *)opaque + i * PAGE, PAGE);
+    const struct buffer_source *b = opaque;
+    if (b->zero && b->zero[i])
+        return 1;
+    memcpy(dst, b->data + i * PAGE, PAGE);
     return 0;
 }
 
 int page_delta_write(const char *path, const uint64_t *pages, size_t n, const uint8_t *data,
-                     char *err, size_t errlen)
+                     const uint8_t *zero, char *err, size_t errlen)
 {
-    return write_delta(path, pages, n, from_buffer, (void *)data, err, errlen);
+    struct buffer_source b = {data, zero};
+    return write_delta(path, pages, n, from_buffer, &b, NULL, err, errlen);
 }
 
 int page_delta_open(const char *path, struct page_delta *d, char *err, size_t errlen)
@@ -115,9 +140,9 @@ int page_delta_open(const char *path, struct page_delta *d, char *err, size_t er
         return -e;
     }
     if (pread(d->fd, &h, sizeof(h), 0) != sizeof(h) || memcmp(h.magic, MAGIC, 8) != 0 ||
-        h.version != 1 || h.page_size != PAGE || h.npages > (uint64_t)st.st_size / PAGE ||
-        h.data_offset != data_offset_for(h.npages) ||
-        (uint64_t)st.st_size != page_delta_file_bytes(h.npages)) {
+        (h.version != 1 && h.version != 2) || h.page_size != PAGE ||
+        h.npages > (uint64_t)st.st_size / ENTRY || h.data_offset != data_offset_for(h.npages) ||
+        (uint64_t)st.st_size < page_delta_file_bytes(h.npages, 0)) {
         snprintf(err, errlen, "snapshot memory %s is corrupt or truncated (bad header or size)",
                  path);
         page_delta_close(d);
@@ -128,7 +153,8 @@ int page_delta_open(const char *path, struct page_delta *d, char *err, size_t er
     uint8_t *index = malloc(h.npages * ENTRY + 1);
     d->pages = malloc(h.npages * 8 + 8);
     d->crcs = malloc(h.npages * 4 + 4);
-    if (!index || !d->pages || !d->crcs) {
+    d->slots = malloc(h.npages * 8 + 8);
+    if (!index || !d->pages || !d->crcs || !d->slots) {
         free(index);
         page_delta_close(d);
         return -ENOMEM;
@@ -138,12 +164,22 @@ int page_delta_open(const char *path, struct page_delta *d, char *err, size_t er
         (uint32_t)crc32(0L, index, (uInt)(h.npages * ENTRY)) != h.index_crc)
         r = -EINVAL;
     for (uint64_t i = 0; r == 0 && i < h.npages; i++) {
+        uint32_t flags;
         memcpy(&d->pages[i], index + i * ENTRY, 8);
         memcpy(&d->crcs[i], index + i * ENTRY + 8, 4);
-        if (i && d->pages[i] <= d->pages[i - 1])
+        memcpy(&flags, index + i * ENTRY + 12, 4);
+        if ((i && d->pages[i] <= d->pages[i - 1]) || flags & ~ENTRY_ZERO ||
+            (flags && h.version < 2))
             r = -EINVAL;
+        d->slots[i] = flags & ENTRY_ZERO ? PAGE_DELTA_ZERO : d->ndata++;
     }
     free(index);
+    if (r == 0 && (uint64_t)st.st_size != page_delta_file_bytes(h.npages, d->ndata)) {
+        snprintf(err, errlen, "snapshot memory %s is truncated (%llu pages of data expected)",
+                 path, (unsigned long long)d->ndata);
+        page_delta_close(d);
+        return -EINVAL;
+    }
     if (r < 0) {
         snprintf(err, errlen, "snapshot memory %s has a corrupt page index", path);
         page_delta_close(d);
@@ -157,6 +193,7 @@ void page_delta_close(struct page_delta *d)
         close(d->fd);
     free(d->pages);
     free(d->crcs);
+    free(d->slots);
     memset(d, 0, sizeof(*d));
     d->fd = -1;
 }
@@ -178,7 +215,11 @@ int page_delta_read(const struct page_delta *d, uint64_t idx, void *dst)
 {
     if (idx >= d->npages)
         return -EINVAL;
-    if (pread(d->fd, dst, PAGE, (off_t)(d->data_offset + idx * PAGE)) != PAGE)
+    if (d->slots[idx] == PAGE_DELTA_ZERO) {
+        memset(dst, 0, PAGE);
+        return 1;
+    }
+    if (pread(d->fd, dst, PAGE, (off_t)(d->data_offset + d->slots[idx] * PAGE)) != PAGE)
         return -EIO;
     return (uint32_t)crc32(0L, dst, PAGE) == d->crcs[idx] ? 0 : -EBADMSG;
 }
@@ -199,10 +240,12 @@ static int from_merge(void *opaque, uint64_t i, uint8_t *dst)
     return page_delta_read(mg->child, f, dst);
 }
 
+/* The merged index (PAGES and FROM may be NULL); *NDATA gets how many of its pages are data. */
 static uint64_t merge_plan(const struct page_delta *c, const struct page_delta *p, uint64_t *pages,
-                           uint64_t *from)
+                           uint64_t *from, uint64_t *ndata)
 {
     uint64_t i = 0, j = 0, n = 0;
+    *ndata = 0;
     while (i < c->npages || j < p->npages) {
         bool take_child = j == p->npages || (i < c->npages && c->pages[i] <= p->pages[j]);
         if (take_child) {
@@ -210,10 +253,12 @@ static uint64_t merge_plan(const struct page_delta *c, const struct page_delta *
                 j++; /* the child's own copy wins */
             if (pages)
                 pages[n] = c->pages[i], from[n] = i;
+            *ndata += c->slots[i] != PAGE_DELTA_ZERO;
             i++;
         } else {
             if (pages)
                 pages[n] = p->pages[j], from[n] = j | (1ULL << 63);
+            *ndata += p->slots[j] != PAGE_DELTA_ZERO;
             j++;
         }
         n++;
@@ -223,7 +268,8 @@ static uint64_t merge_plan(const struct page_delta *c, const struct page_delta *
 
 uint64_t page_delta_merged_bytes(const struct page_delta *child, const struct page_delta *parent)
 {
-    return page_delta_file_bytes(merge_plan(child, parent, NULL, NULL));
+    uint64_t ndata, n = merge_plan(child, parent, NULL, NULL, &ndata);
+    return page_delta_file_bytes(n, ndata);
 }
 
 int page_delta_merge(const struct page_delta *child, const struct page_delta *parent,
@@ -236,11 +282,11 @@ int page_delta_merge(const struct page_delta *child, const struct page_delta *pa
         free(from);
         return -ENOMEM;
     }
-    uint64_t n = merge_plan(child, parent, pages, from);
+    uint64_t ndata, n = merge_plan(child, parent, pages, from, &ndata);
     struct merge mg = {child, parent, from};
-    int r = write_delta(out_path, pages, n, from_merge, &mg, err, errlen);
+    int r = write_delta(out_path, pages, n, from_merge, &mg, &ndata, err, errlen);
     if (r == 0 && bytes)
-        *bytes = page_delta_file_bytes(n);
+        *bytes = page_delta_file_bytes(n, ndata);
     free(pages);
     free(from);
     return r;

@@ -1,9 +1,10 @@
 /* On-disk snapshot tree of one VM, in VMDIR/snapshots/: tree.json (the nodes: id, label, parent,
  * time, power state, sizes, disk image; which node the present descends from, which image the
  * VM writes), and per node ID.mem (the guest pages that changed since its parent: a sorted
- * index with a CRC per page, then the pages) and ID.state (the machine state, state.h). A
- * node's memory is its own pages plus, for any page it lacks, its nearest ancestor's; a page no
- * ancestor has is zero. Files are written to temporary names, fsynced and renamed before
+ * index with a CRC per page, then the pages; a page that changed to zero - given back by a
+ * balloon or a free page report - is an index entry without data) and ID.state (the machine
+ * state, state.h). A node's memory is its own pages plus, for any page it lacks, its nearest
+ * ancestor's; a page no ancestor has is zero. Files are written to temporary names, fsynced and renamed before
  * tree.json names them, and tree.json is replaced atomically, so a crash at any point leaves a
  * tree that loads (snap_tree_tidy removes the orphans). Disk images of the tree
  * (snapshots/disk-N.qcow2) are orphans only if no node, nor the image the VM writes, has them
@@ -23,11 +24,13 @@
 
 struct page_delta {
     int fd;
-    uint64_t npages;
-    uint64_t *pages; /* sorted page numbers (RAM offset / 4 KiB) */
+    uint64_t npages, ndata; /* entries, and those of them stored as data (the rest are zero) */
+    uint64_t *pages;        /* sorted page numbers (RAM offset / 4 KiB) */
     uint32_t *crcs;
+    uint64_t *slots; /* per entry: its 4 KiB slot in the data, or PAGE_DELTA_ZERO */
     uint64_t data_offset;
 };
+#define PAGE_DELTA_ZERO UINT64_MAX
 
 struct snap_node {
     char id[SNAP_ID_MAX];
@@ -74,14 +77,17 @@ struct snap_node *snap_add(struct snap_tree *t, const char *label, const char *p
 void snap_remove(struct snap_tree *t, struct snap_node *n);
 void snap_path(const struct snap_tree *t, const char *id, const char *ext, char *out, size_t len);
 
-/* Page deltas. DATA holds N pages of 4 KiB, in the order of PAGES (sorted ascending). */
+/* Page deltas. DATA holds N pages of 4 KiB, in the order of PAGES (sorted ascending); ZERO
+ * (NULL = none) marks the pages that are zero (a page given back by the guest: punched, not
+ * stored): they take an index entry and no data, and DATA's slot for them is not read. */
 int page_delta_write(const char *path, const uint64_t *pages, size_t n, const uint8_t *data,
-                     char *err, size_t errlen);
+                     const uint8_t *zero, char *err, size_t errlen);
 int page_delta_open(const char *path, struct page_delta *d, char *err, size_t errlen);
 void page_delta_close(struct page_delta *d);
 /* Index of PAGE in D, or -1. */
 int64_t page_delta_find(const struct page_delta *d, uint64_t page);
-/* Reads entry IDX into DST (4 KiB) and checks its CRC. Returns 0, -EIO or -EBADMSG. */
+/* Reads entry IDX into DST (4 KiB) and checks its CRC. Returns 0, 1 for a zero entry (DST
+ * zeroed), -EIO or -EBADMSG. */
 int page_delta_read(const struct page_delta *d, uint64_t idx, void *dst);
 /* The node's delta, opened once and cached in the node. */
 struct page_delta *snap_delta(struct snap_tree *t, struct snap_node *n, char *err, size_t errlen);
@@ -92,6 +98,7 @@ int page_delta_merge(const struct page_delta *child, const struct page_delta *pa
                      const char *out_path, uint64_t *bytes, char *err, size_t errlen);
 /* Size a merged file would have, without writing it. */
 uint64_t page_delta_merged_bytes(const struct page_delta *child, const struct page_delta *parent);
-uint64_t page_delta_file_bytes(uint64_t npages);
+/* Size of a delta file of NPAGES entries, NDATA of them stored as data. */
+uint64_t page_delta_file_bytes(uint64_t npages, uint64_t ndata);
 
 #endif

@@ -71,10 +71,10 @@ int snapshot_take_offline(struct snap_tree *t, const char *configured, const cha
         snprintf(n->vm_state, sizeof(n->vm_state), "off");
         snprintf(n->disk, sizeof(n->disk), "%s", m.from);
         n->automatic = automatic;
-        n->mem_bytes = page_delta_file_bytes(0);
+        n->mem_bytes = page_delta_file_bytes(0, 0);
         char path[PATH_MAX];
         snap_path(t, n->id, "mem", path, sizeof(path));
-        r = page_delta_write(path, NULL, 0, NULL, err, errlen);
+        r = page_delta_write(path, NULL, 0, NULL, NULL, err, errlen);
     }
     if (r == 0) {
         snprintf(t->current, sizeof(t->current), "%s", n->id);

@@ -134,14 +134,16 @@ static bool vq_serve_locked(struct virtio_pci *vp, unsigned q)
             r < 0 ? -1 : vp->ops->handle_chain(vp->opaque, q, &chain, reason, sizeof(reason));
         if (written == VIRTIO_CHAIN_LATER)
             break;
-        if (written < 0) {
+        if (written < 0 && written != VIRTIO_CHAIN_HELD) {
             mark_broken_locked(vp, "queue %u: malformed chain: %s", q, reason);
             break;
         }
         qr->last_avail++;
-        virtq_push(ring, vp->m->mem, &qr->used_idx, chain.head, (uint32_t)written);
         vp->requests++;
-        any = true;
+        if (written != VIRTIO_CHAIN_HELD) {
+            virtq_push(ring, vp->m->mem, &qr->used_idx, chain.head, (uint32_t)written);
+            any = true;
+        }
         pthread_mutex_unlock(&vp->lock); /* let a waiting vCPU in between two requests */
         pthread_mutex_lock(&vp->lock);
     }
@@ -218,6 +220,8 @@ static void reset_locked(struct virtio_pci *vp)
     }
     vp->broken_reason[0] = '\0';
     update_irq_locked(vp);
+    if (vp->ops->reset)
+        vp->ops->reset(vp->opaque);
 }
 
 static uint64_t device_features(const struct virtio_pci *vp)
@@ -366,6 +370,8 @@ static void bar_access_locked(struct virtio_pci *vp, uint64_t off, uint8_t *data
     } else if (off >= OFF_DEVICE && off + len <= OFF_DEVICE + vp->ops->config_len) {
         if (!is_write)
             vp->ops->config_read(vp->opaque, (unsigned)(off - OFF_DEVICE), data, len);
+        else if (vp->ops->config_write)
+            vp->ops->config_write(vp->opaque, (unsigned)(off - OFF_DEVICE), data, len);
         return;
     } else if (off >= OFF_NOTIFY && off < OFF_NOTIFY + NOTIFY_MULT * vp->ops->num_queues) {
         if (is_write) { /* a width the ioeventfd did not match, or no ioeventfd */
@@ -600,6 +606,43 @@ void virtio_pci_reset(struct virtio_pci *vp)
     pthread_mutex_lock(&vp->lock);
     reset_locked(vp);
     pthread_mutex_unlock(&vp->lock);
+}
+
+void virtio_pci_complete_held(struct virtio_pci *vp, unsigned queue, uint16_t head, uint32_t len)
+{
+    pthread_mutex_lock(&vp->lock);
+    struct virtq *ring = queue < vp->ops->num_queues ? &vp->q[queue].ring : NULL;
+    if (ring && ring->desc && !vp->r.broken && (vp->r.status & VIRTIO_STATUS_DRIVER_OK) &&
+        head < ring->size) {
+        virtq_push(ring, vp->m->mem, &vp->r.q[queue].used_idx, head, len);
+        vp->r.isr |= 1;
+        update_irq_locked(vp);
+    }
+    pthread_mutex_unlock(&vp->lock);
+}
+
+void virtio_pci_config_changed(struct virtio_pci *vp)
+{
+    pthread_mutex_lock(&vp->lock);
+    vp->r.config_generation++;
+    if (vp->r.status & VIRTIO_STATUS_DRIVER_OK) {
+        vp->r.isr |= 2;
+        update_irq_locked(vp);
+    }
+    pthread_mutex_unlock(&vp->lock);
+}
+
+uint64_t virtio_pci_driver_features_locked(const struct virtio_pci *vp)
+{
+    return vp->r.driver_features;
+}
+
+bool virtio_pci_driver_ok(struct virtio_pci *vp)
+{
+    pthread_mutex_lock(&vp->lock);
+    bool ok = (vp->r.status & VIRTIO_STATUS_DRIVER_OK) && !vp->r.broken;
+    pthread_mutex_unlock(&vp->lock);
+    return ok;
 }
 
 uint8_t virtio_pci_status(struct virtio_pci *vp, bool *needs_reset, char *why, size_t whylen)

@@ -36,16 +36,22 @@ struct virtio_device_ops {
     unsigned num_queues;
     unsigned config_len; /* bytes of device-specific config */
     const char *name;    /* for logs: "virtio-blk" */
-    /* Device config access (vCPU thread, transport lock held). */
+    /* Device config access (vCPU thread, transport lock held); config_write is optional (a
+     * device without it has a read-only config). */
     void (*config_read)(void *opaque, unsigned off, uint8_t *data, unsigned len);
+    void (*config_write)(void *opaque, unsigned off, const uint8_t *data, unsigned len);
     /* Serves one chain (I/O thread, transport lock held). Returns the number of bytes written
-     * into the writable part, or -1 if the chain is malformed for this device (the transport
-     * then marks the device NEEDS_RESET with REASON), or VIRTIO_CHAIN_LATER: nothing to put in
-     * it yet (a receive buffer with no packet waiting), it stays available and the queue is
-     * offered again at the next virtio_pci_wake() or notify. */
+     * into the writable part, VIRTIO_CHAIN_HELD if the device keeps the chain to complete it
+     * later with virtio_pci_complete_held(), VIRTIO_CHAIN_LATER if it has nothing to put in it
+     * yet (a receive buffer with no packet waiting: it stays available and the queue is offered
+     * again at the next virtio_pci_wake() or notify), or -1 if the chain is malformed for this
+     * device (the transport then marks the device NEEDS_RESET with REASON). */
     int (*handle_chain)(void *opaque, unsigned queue, struct virtq_chain *c, char *reason,
                         size_t reasonlen);
+    /* Optional: the guest reset the device (transport lock held): chains held are gone. */
+    void (*reset)(void *opaque);
 };
+#define VIRTIO_CHAIN_HELD (-3)
 
 /* Creates the device at PCI SLOT and starts its I/O thread. NULL on failure (logged). */
 struct virtio_pci *virtio_pci_create(struct machine *m, struct pci_bus *bus, unsigned slot,
@@ -65,6 +71,15 @@ void virtio_pci_unquiesce(struct virtio_pci *vp);
 void virtio_pci_serve_pending(struct virtio_pci *vp);
 /* Resets the device as a status write of 0 would (a state to load that has no record of it). */
 void virtio_pci_reset(struct virtio_pci *vp);
+/* Returns a chain the device held (VIRTIO_CHAIN_HELD) on QUEUE as used, LEN bytes written, and
+ * interrupts the guest. Ignored if the driver is not running (a reset dropped the chain). */
+void virtio_pci_complete_held(struct virtio_pci *vp, unsigned queue, uint16_t head, uint32_t len);
+/* Tells the driver the device config changed (config generation, ISR bit 1, INTx). */
+void virtio_pci_config_changed(struct virtio_pci *vp);
+/* The features the driver accepted; only from a device's ops callbacks (transport lock held). */
+uint64_t virtio_pci_driver_features_locked(const struct virtio_pci *vp);
+/* Whether the driver set DRIVER_OK and the device is not broken. */
+bool virtio_pci_driver_ok(struct virtio_pci *vp);
 /* Device status byte, whether it is broken and why (for status reports). */
 uint8_t virtio_pci_status(struct virtio_pci *vp, bool *needs_reset, char *why, size_t whylen);
 /* Completed chains and notifies so far. */

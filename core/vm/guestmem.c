@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include "core/util/errfmt.h"
@@ -103,10 +104,6 @@ int guest_mem_open(struct guest_mem *m, uint64_t size, enum mem_backend backend,
         m->fd = -1;
         return e;
     }
-    if (backend == MEM_BACKEND_ANON) {
-        madvise(p, size, MADV_MERGEABLE); /* KSM may share identical guest pages */
-        madvise(p, size, MADV_HUGEPAGE);
-    }
     m->host = p;
     m->owns_mapping = true;
     if (dirty_bitmap_alloc(m) < 0) {
@@ -114,6 +111,19 @@ int guest_mem_open(struct guest_mem *m, uint64_t size, enum mem_backend backend,
         guest_mem_close(m);
         return -ENOMEM;
     }
+    return 0;
+}
+
+int guest_mem_advise(struct guest_mem *m, bool mergeable, bool huge)
+{
+    bool anon = m->backend == MEM_BACKEND_ANON;
+    if (huge && (anon || m->backend == MEM_BACKEND_SHM) &&
+        madvise(m->host, m->size, MADV_HUGEPAGE) < 0)
+        return -errno;
+    if (mergeable && !anon)
+        return -EINVAL; /* KSM merges private anonymous pages only */
+    if (mergeable && madvise(m->host, m->size, MADV_MERGEABLE) < 0)
+        return -errno;
     return 0;
 }
 
@@ -159,6 +169,13 @@ void *guest_mem_ptr(const struct guest_mem *m, uint64_t gpa, uint64_t len)
     return m->host + off;
 }
 
+/* Sets the VMM's dirty bits of RAM pages FIRST..LAST (inclusive). */
+static void mark_pages_dirty(struct guest_mem *m, uint64_t first, uint64_t last)
+{
+    for (uint64_t p = first; p <= last; p++)
+        __atomic_fetch_or(&m->vmm_dirty[p / 64], 1ULL << (p % 64), __ATOMIC_RELAXED);
+}
+
 void guest_mem_mark_dirty(struct guest_mem *m, uint64_t gpa, uint64_t len)
 {
     if (len == 0)
@@ -169,10 +186,7 @@ void guest_mem_mark_dirty(struct guest_mem *m, uint64_t gpa, uint64_t len)
     uint64_t first = off / GUEST_PAGE_SIZE;
     uint64_t last = (off + len - 1) / GUEST_PAGE_SIZE;
     uint64_t pages = m->size / GUEST_PAGE_SIZE;
-    if (last >= pages)
-        last = pages - 1;
-    for (uint64_t p = first; p <= last; p++)
-        __atomic_fetch_or(&m->vmm_dirty[p / 64], 1ULL << (p % 64), __ATOMIC_RELAXED);
+    mark_pages_dirty(m, first, last < pages ? last : pages - 1);
 }
 
 int guest_mem_write(struct guest_mem *m, uint64_t gpa, const void *src, size_t len)
@@ -200,4 +214,65 @@ uint64_t guest_mem_vmm_dirty_pages(const struct guest_mem *m)
     for (uint64_t i = 0; i < words; i++)
         n += (uint64_t)__builtin_popcountll(m->vmm_dirty[i]);
     return n;
+}
+
+/* ---- giving pages back ---- */
+
+static uint64_t huge_page_size(const struct guest_mem *m)
+{
+    struct statfs sfs;
+    return fstatfs(m->fd, &sfs) == 0 && sfs.f_bsize > 0 ? (uint64_t)sfs.f_bsize : 2ULL << 20;
+}
+
+int guest_mem_discard(struct guest_mem *m, uint64_t off, uint64_t len, uint64_t *freed)
+{
+    if (freed)
+        *freed = 0;
+    if (off > m->size || len > m->size - off)
+        return -EINVAL;
+    uint64_t unit = m->backend == MEM_BACKEND_HUGETLBFS ? huge_page_size(m) : GUEST_PAGE_SIZE;
+    uint64_t start = (off + unit - 1) / unit * unit, end = (off + len) / unit * unit;
+    if (end <= start)
+        return 0;
+    int r = 0;
+    switch (m->backend) {
+    case MEM_BACKEND_FILE:
+    case MEM_BACKEND_HUGETLBFS:
+        r = fallocate(m->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)start,
+                      (off_t)(end - start));
+        break;
+    case MEM_BACKEND_SHM:
+        r = madvise(m->host + start, end - start, MADV_REMOVE);
+        break;
+    case MEM_BACKEND_ANON:
+        r = madvise(m->host + start, end - start, MADV_DONTNEED);
+        break;
+    }
+    if (r < 0)
+        return -errno;
+    /* Changed to zero: the next snapshot must store that (snapshot.c stores it as a zero page). */
+    mark_pages_dirty(m, start / GUEST_PAGE_SIZE, end / GUEST_PAGE_SIZE - 1);
+    if (freed)
+        *freed = end - start;
+    return 0;
+}
+
+bool guest_mem_page_is_hole(const struct guest_mem *m, uint64_t page, struct guest_mem_extent *cur)
+{
+    uint64_t off = page * GUEST_PAGE_SIZE;
+    if (m->fd < 0 || m->backend == MEM_BACKEND_HUGETLBFS || off >= m->size)
+        return false;
+    if (cur->end && off >= cur->start && off < cur->end)
+        return cur->hole;
+    off_t data = lseek(m->fd, (off_t)off, SEEK_DATA);
+    if (data < 0 && errno != ENXIO) /* no SEEK_DATA here: every page may hold data */
+        return false;
+    if (data < 0 || (uint64_t)data > off) { /* a hole up to the next data (or the end) */
+        *cur = (struct guest_mem_extent){off, data < 0 ? m->size : (uint64_t)data, true};
+    } else {
+        off_t hole = lseek(m->fd, (off_t)off, SEEK_HOLE);
+        uint64_t end = hole < 0 ? off + GUEST_PAGE_SIZE : (uint64_t)hole;
+        *cur = (struct guest_mem_extent){off, end > off ? end : off + GUEST_PAGE_SIZE, false};
+    }
+    return cur->hole;
 }

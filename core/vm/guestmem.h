@@ -30,6 +30,11 @@ struct guest_mem {
  * reused as it is). Returns 0 or -errno; ERR says what failed on what. */
 int guest_mem_open(struct guest_mem *m, uint64_t size, enum mem_backend backend, const char *path,
                    char *err, size_t errlen);
+/* Asks the kernel to merge identical pages (KSM: MADV_MERGEABLE, private anonymous memory
+ * only) and to back RAM with transparent huge pages (MADV_HUGEPAGE: anonymous and shm). 0, or
+ * -EINVAL if MERGEABLE was asked of a backend KSM cannot merge (nothing else is refused), or
+ * -errno from madvise. */
+int guest_mem_advise(struct guest_mem *m, bool mergeable, bool huge);
 /* RAM over a caller-owned buffer (unit tests). */
 int guest_mem_init_buffer(struct guest_mem *m, void *buf, uint64_t size);
 void guest_mem_close(struct guest_mem *m);
@@ -44,5 +49,22 @@ int guest_mem_read(const struct guest_mem *m, uint64_t gpa, void *dst, size_t le
 void guest_mem_mark_dirty(struct guest_mem *m, uint64_t gpa, uint64_t len);
 /* Number of pages the VMM has marked dirty. */
 uint64_t guest_mem_vmm_dirty_pages(const struct guest_mem *m);
+
+/* Gives the host back the whole pages inside RAM offsets [OFF, OFF+LEN) (a balloon's or a
+ * free page report's pages, a revert's zero pages): file -> fallocate(PUNCH_HOLE), shm ->
+ * MADV_REMOVE, anonymous -> MADV_DONTNEED, hugetlbfs -> only the huge pages the range covers
+ * whole (a partly covered one keeps its contents). The pages read as zeroes afterwards and are
+ * marked dirty (changed to zero, for the next snapshot). *FREED (may be NULL) gets the bytes
+ * really given back. 0 or -errno; a range outside RAM is -EINVAL and nothing is done. */
+int guest_mem_discard(struct guest_mem *m, uint64_t off, uint64_t len, uint64_t *freed);
+
+/* Whether RAM page PAGE is a hole of the backing file or memfd (SEEK_DATA): it reads as zeroes
+ * and can be known to without touching it. CUR caches the extent found last, so calls in
+ * ascending order cost one lseek per extent; start it zeroed. Anonymous memory: false. */
+struct guest_mem_extent {
+    uint64_t start, end; /* RAM offsets; end 0 = nothing cached */
+    bool hole;
+};
+bool guest_mem_page_is_hole(const struct guest_mem *m, uint64_t page, struct guest_mem_extent *cur);
 
 #endif

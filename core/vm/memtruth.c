@@ -31,7 +31,7 @@ static int smaps_sum(struct memtruth_vm *out, pid_t pid, uintptr_t start, uintpt
     char *line = NULL;
     size_t cap = 0;
     bool in_range = false, found = false;
-    uint64_t rss = 0, sc = 0, sd = 0, pc = 0, pd = 0, swap = 0;
+    uint64_t rss = 0, sc = 0, sd = 0, pc = 0, pd = 0, swap = 0, huge = 0;
     while (getline(&line, &cap, f) > 0) {
         uintptr_t a, b;
         char c;
@@ -61,6 +61,9 @@ static int smaps_sum(struct memtruth_vm *out, pid_t pid, uintptr_t start, uintpt
             pd += bytes;
         else if (strcmp(key, "Swap") == 0)
             swap += bytes;
+        else if (!strcmp(key, "AnonHugePages") || !strcmp(key, "ShmemPmdMapped") ||
+                 !strcmp(key, "FilePmdMapped"))
+            huge += bytes;
     }
     free(line);
     fclose(f);
@@ -71,8 +74,26 @@ static int smaps_sum(struct memtruth_vm *out, pid_t pid, uintptr_t start, uintpt
     out->shared = sc + sd;
     out->private_ = pc + pd;
     out->swapped = swap;
+    out->huge = huge;
     out->from_mapping = true;
     return 0;
+}
+
+/* Bytes of PID's pages KSM merged (only guest RAM is mergeable in a VMM); 0 without KSM. */
+static uint64_t ksm_merged(pid_t pid)
+{
+    char path[64];
+    if (pid)
+        snprintf(path, sizeof(path), "/proc/%ld/ksm_merging_pages", (long)pid);
+    else
+        snprintf(path, sizeof(path), "/proc/self/ksm_merging_pages");
+    FILE *f = fopen(path, "re");
+    unsigned long long pages = 0;
+    if (f && fscanf(f, "%llu", &pages) != 1)
+        pages = 0;
+    if (f)
+        fclose(f);
+    return pages * (uint64_t)sysconf(_SC_PAGESIZE);
 }
 
 int memtruth_vm_measure(struct memtruth_vm *out, pid_t pid, const void *map, uint64_t len, int fd,
@@ -91,6 +112,7 @@ int memtruth_vm_measure(struct memtruth_vm *out, pid_t pid, const void *map, uin
     int rc = smaps_sum(out, pid, start, start + len);
     if (rc < 0)
         return rc;
+    out->ksm_merged = ksm_merged(pid);
     if (fd < 0)
         out->allocated = out->resident + out->swapped;
     return 0;
@@ -214,12 +236,13 @@ int memtruth_host_measure(struct memtruth_host *out, const char *meminfo)
 
 json_t *memtruth_vm_json(const struct memtruth_vm *v)
 {
-    return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:b}", "configured",
+    return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:b}", "configured",
                      (json_int_t)v->configured, "apparent", (json_int_t)v->apparent, "allocated",
                      (json_int_t)v->allocated, "resident", (json_int_t)v->resident, "dirty",
                      (json_int_t)v->dirty, "shared", (json_int_t)v->shared, "private",
-                     (json_int_t)v->private_, "swapped", (json_int_t)v->swapped, "from_mapping",
-                     v->from_mapping);
+                     (json_int_t)v->private_, "swapped", (json_int_t)v->swapped, "huge",
+                     (json_int_t)v->huge, "ksm_merged", (json_int_t)v->ksm_merged,
+                     "from_mapping", v->from_mapping);
 }
 
 json_t *memtruth_host_json(const struct memtruth_host *h)

@@ -21,7 +21,9 @@ struct memtruth_vm {
     uint64_t shared;     /* Shared_Clean + Shared_Dirty */
     uint64_t private_;   /* Private_Clean + Private_Dirty */
     uint64_t swapped;    /* Swap of the mapping */
-    bool from_mapping;   /* resident/dirty/shared/private/swapped come from smaps */
+    uint64_t huge;       /* in transparent huge pages: AnonHugePages + ShmemPmdMapped + FilePmdMapped */
+    uint64_t ksm_merged; /* pages KSM merged with identical ones (/proc/PID/ksm_merging_pages) */
+    bool from_mapping;   /* resident/dirty/shared/private/swapped/huge come from smaps */
 };
 
 /* Measures a live RAM mapping [MAP, MAP+LEN) of process PID (0 = self) backed by FD (-1 for

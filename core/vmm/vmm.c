@@ -471,7 +471,15 @@ static int open_memory(struct vmm *v, bool resume, char *err, size_t errlen)
                  strerror(errno));
         return -errno;
     }
-    return guest_mem_open(&v->mem, cfg->memory_bytes, cfg->backend, paths->vmem, err, errlen);
+    int r = guest_mem_open(&v->mem, cfg->memory_bytes, cfg->backend, paths->vmem, err, errlen);
+    int a = r < 0 ? 0 : guest_mem_advise(&v->mem, cfg->memory_sharing, cfg->memory_huge_pages);
+    if (a == -EINVAL)
+        vmm_log("memory_sharing = yes has no effect with memory_backend = %s: KSM merges only "
+                "private anonymous memory (memory_backend = anon)",
+                mem_backend_name(cfg->backend));
+    else if (a < 0)
+        vmm_log("madvise of guest RAM (memory_sharing, memory_huge_pages): %s", strerror(-a));
+    return r;
 }
 
 int vmm_run(const struct vm_config *cfg, const struct vm_paths *paths,

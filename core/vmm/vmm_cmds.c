@@ -1,7 +1,8 @@
-/* The VMM's control commands and their table: status, memory truth, pause/resume, quit,
- * display, sound, suspend and snapshots. They run on the control socket's thread and take
- * vmm.lock around anything that touches the machine. Each checks its JSON arguments here; the
- * work of suspend and snapshots is vmm_snap.c's, called with plain C arguments. */
+/* The VMM's control commands and their table: status, memory truth (with the balloon and the
+ * guest's own view), pause/resume, quit, display, sound, the balloon's target, suspend and
+ * snapshots. They run on the control socket's thread and take vmm.lock around anything that
+ * touches the machine. Each checks its JSON arguments here; the work of suspend and snapshots
+ * is vmm_snap.c's, called with plain C arguments. */
 #include "core/vmm/vmm_priv.h"
 
 json_t *vmm_fail(struct ctl_error *err, const char *cls, const char *fmt, const char *arg)
@@ -58,9 +59,45 @@ static json_t *cmd_query_memory(void *opaque, json_t *args, struct ctl_error *er
     json_t *jvm = memtruth_vm_json(&vm);
     json_object_set_new(jvm, "vmm_dirty_pages",
                         json_integer((json_int_t)guest_mem_vmm_dirty_pages(&v->mem)));
-    return json_pack("{s:o, s:o, s:s, s:s}", "vm", jvm, "host", memtruth_host_json(&host),
-                     "backend", mem_backend_name(v->cfg->backend), "path",
-                     v->cfg->backend == MEM_BACKEND_FILE ? v->paths->vmem : "");
+    json_t *ret = json_pack("{s:o, s:o, s:s, s:s}", "vm", jvm, "host", memtruth_host_json(&host),
+                            "backend", mem_backend_name(v->cfg->backend), "path",
+                            v->cfg->backend == MEM_BACKEND_FILE ? v->paths->vmem : "");
+    /* The guest's side: the balloon and the statistics its driver reports (asked afresh when
+     * older than a second; a guest that does not answer within 500 ms gets its last ones). */
+    pthread_mutex_lock(&v->lock);
+    json_t *balloon = NULL;
+    if (v->machine_live && v->balloon)
+        balloon = virtio_balloon_status_json(v->balloon, v->state == VMM_RUNNING ? 500 : 0);
+    pthread_mutex_unlock(&v->lock);
+    if (balloon)
+        json_object_set_new(ret, "balloon", balloon);
+    return ret;
+}
+
+/* set-balloon {"target": bytes}: how much of the guest's RAM the host wants back (0: none). */
+static json_t *cmd_set_balloon(void *opaque, json_t *args, struct ctl_error *err)
+{
+    struct vmm *v = opaque;
+    json_t *jt = args ? json_object_get(args, "target") : NULL;
+    if (!json_is_integer(jt) || json_integer_value(jt) < 0 ||
+        (uint64_t)json_integer_value(jt) > v->mem.size) {
+        err->cls = "InvalidArgument";
+        snprintf(err->desc, sizeof(err->desc),
+                 "set-balloon takes {\"target\": bytes from 0 to the guest's RAM, %llu}",
+                 (unsigned long long)v->mem.size);
+        return NULL;
+    }
+    if (!v->cfg->balloon.enabled)
+        return vmm_fail(err, "GenericError", "%s",
+                        "the VM has no balloon ([balloon] enabled = no in its vm.conf)");
+    pthread_mutex_lock(&v->lock);
+    v->balloon_target = (uint64_t)json_integer_value(jt) / GUEST_PAGE_SIZE * GUEST_PAGE_SIZE;
+    if (v->machine_live && v->balloon)
+        virtio_balloon_set_target(v->balloon, v->balloon_target);
+    json_t *r = json_pack("{s:I}", "target", (json_int_t)v->balloon_target);
+    pthread_mutex_unlock(&v->lock);
+    vmm_log("balloon: target %llu MiB", (unsigned long long)(v->balloon_target >> 20));
+    return r;
 }
 
 static json_t *pause_or_resume(struct vmm *v, bool pause, struct ctl_error *err)
@@ -317,5 +354,6 @@ const struct ctl_command vmm_commands[] = {
     {"query-disk", cmd_query_disk},
     {"query-net", cmd_query_net},
     {"set-volume", cmd_set_volume},
+    {"set-balloon", cmd_set_balloon},
 };
 const size_t vmm_ncommands = sizeof(vmm_commands) / sizeof(vmm_commands[0]);

@@ -1,9 +1,9 @@
 /* The machine's devices, once, in order (see vmm_priv.h). Each row says how the VMM creates a
  * device for a VM's configuration, stops what it does on its own threads, destroys it, brings
  * its requests in flight to a quiet point, and saves and loads its records. The order is the
- * order of creation (a row may use the devices above it: audio and the disk sit on the PCI
- * bus, the framebuffer's keyboard is the i8042), saving and loading; stopping and destroying go
- * the other way. A reboot is a destroy and a create, so no row needs a reset. Adding a device
+ * order of creation (a row may use the devices above it: audio, the disk and the balloon sit
+ * on the PCI bus, the framebuffer's keyboard is the i8042), saving and loading; stopping and
+ * destroying go the other way. A reboot is a destroy and a create, so no row needs a reset. Adding a device
  * means adding its file and one row here. */
 #include "core/vmm/vmm_priv.h"
 
@@ -204,6 +204,52 @@ static void virtio_net_row_resume(struct vmm *v)
     if (v->net)
         virtio_net_resume(v->net);
 }
+/* ---- the balloon: [balloon] enabled (the default); its target outlives reboots (a rebooted
+ * guest's driver inflates to it again) ---- */
+
+static void virtio_balloon_row_destroy(struct vmm *v)
+{
+    virtio_balloon_destroy(v->balloon);
+    v->balloon = NULL;
+}
+static int virtio_balloon_row_create(struct vmm *v, char *err, size_t errlen)
+{
+    if (!v->cfg->balloon.enabled)
+        return 0;
+    v->balloon = virtio_balloon_create(&v->m, v->pci, VIRTIO_BALLOON_PCI_SLOT, v->balloon_target,
+                                       v->cfg->balloon.free_page_reporting);
+    if (!v->balloon)
+        snprintf(err, errlen, "cannot create the virtio-balloon at PCI slot %d (see vmm.log)",
+                 VIRTIO_BALLOON_PCI_SLOT);
+    return v->balloon ? 0 : -EIO;
+}
+static void virtio_balloon_row_stop(struct vmm *v)
+{
+    char err[256];
+    if (v->balloon && virtio_balloon_quiesce(v->balloon, 5000, err, sizeof(err)) < 0)
+        vmm_log("%s", err); /* its I/O thread raises IRQs: no new requests from here */
+}
+static int virtio_balloon_row_quiesce(struct vmm *v, char *err, size_t errlen)
+{
+    return v->balloon ? virtio_balloon_quiesce(v->balloon, 2000, err, errlen) : 0;
+}
+static void virtio_balloon_row_resume(struct vmm *v)
+{
+    if (v->balloon)
+        virtio_balloon_resume(v->balloon);
+}
+static int virtio_balloon_row_save(struct vmm *v, struct state_writer *w)
+{
+    return v->balloon ? virtio_balloon_save(v->balloon, w) : 0;
+}
+/* After a load the state's target is the one a reboot keeps. */
+static int virtio_balloon_row_load(struct vmm *v, const struct state_reader *r)
+{
+    int rc = v->balloon ? virtio_balloon_load(v->balloon, r) : 0;
+    if (rc == 0 && v->balloon)
+        v->balloon_target = virtio_balloon_target(v->balloon);
+    return rc;
+}
 
 /* ---- the framebuffer: it outlives reboots and is attached to each machine ---- */
 
@@ -244,6 +290,9 @@ const struct vmm_device vmm_devices[] = {
     ROW(virtio_net, STATE_TAG('V', 'N', 'E', 'T'), 1, .stop = virtio_net_row_stop,
         .destroy = virtio_net_row_destroy, .quiesce = virtio_net_row_quiesce,
         .resume = virtio_net_row_resume),
+    ROW(virtio_balloon, STATE_TAG('V', 'B', 'A', 'L'), 1, .stop = virtio_balloon_row_stop,
+        .destroy = virtio_balloon_row_destroy, .quiesce = virtio_balloon_row_quiesce,
+        .resume = virtio_balloon_row_resume),
     ROW(framebuffer, STATE_TAG('F', 'B', 'C', 'F'), 1, .stop = framebuffer_row_stop),
 };
 const size_t vmm_ndevices = sizeof(vmm_devices) / sizeof(vmm_devices[0]);

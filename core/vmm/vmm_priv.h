@@ -31,6 +31,7 @@
 #include "core/snapshot/snapshot.h"
 #include "core/util/log.h"
 #include "core/util/state.h"
+#include "core/virtio/virtio_balloon.h"
 #include "core/virtio/virtio_blk.h"
 #include "core/virtio/virtio_net.h"
 #include "core/vm/machine.h"
@@ -66,6 +67,8 @@ struct vmm {
     struct pm *pm;
     struct virtio_blk *blk; /* [disk] in vm.conf; NULL = no disk */
     struct virtio_net *net; /* [net] in vm.conf; NULL = no network card */
+    struct virtio_balloon *balloon;
+    uint64_t balloon_target; /* bytes `vmws mem --balloon` asked back; outlives reboots */
     struct es1370 *es1370;  /* the sound devices; NULL = no sound */
     struct pcspk *pcspk;
     struct audio *audio;        /* their clock and PulseAudio stream (backends->audio.create) */
@@ -131,7 +134,9 @@ extern const size_t vmm_ndevices;
 /* vmm.c */
 int save_all_locked(struct vmm *v, struct state_writer *w);
 int load_all_locked(struct vmm *v, const struct state_reader *r, char *err, size_t errlen);
-/* Every device's quiesce (all or none: -ETIMEDOUT with ERR) and resume; they nest. */
+/* Every device with work of its own in flight (the disk's, the network card's and the
+ * balloon's I/O threads, the sound card's DMA) reaches a quiet point, or none stays quiesced
+ * and -ETIMEDOUT comes back with ERR; resume lets them all go on. Quiesces nest. */
 int vmm_quiesce_devices_locked(struct vmm *v, char *err, size_t errlen);
 void vmm_resume_devices_locked(struct vmm *v);
 double vmm_ms_since(const struct timespec *t0);

@@ -139,8 +139,8 @@ static struct snap_node *take_locked(struct vmm *v, const char *label, bool auto
     bool was_running = v->state == VMM_RUNNING;
     if (was_running)
         machine_pause(&v->m);
-    int r = disk ? virtio_blk_quiesce(v->blk, 2000, err, errlen) : 0;
-    bool quiesced = disk && r == 0;
+    int r = vmm_quiesce_devices_locked(v, err, errlen); /* nothing writes guest RAM meanwhile */
+    bool quiesced = r == 0;
     struct snapshot_capture cap;
     if (r == 0)
         r = snapshot_capture(&v->snap_host, &cap, err, errlen);
@@ -160,7 +160,7 @@ static struct snap_node *take_locked(struct vmm *v, const char *label, bool auto
         }
     }
     if (quiesced)
-        virtio_blk_resume(v->blk);
+        vmm_resume_devices_locked(v);
     snapshot_disk_move_end(&v->tree, &dm, r == 0, true); /* the node freezes dm.from */
     if (r < 0)
         return NULL;

@@ -3,7 +3,8 @@
 # and starts the default VM (1 GiB, 2 vCPUs, an 8 GiB disk) and shows it running, with its
 # network (rx/tx rates, forwards) on the VMs panel; `mem alloc 48` typed into
 # the Console panel makes the Memory panel's allocated figure rise by ~48 MiB within 3 s
-# while apparent stays put; - and m set the volume and mute; 80x24 and 200x60 layouts (after
+# while apparent stays put; - and m set the volume and mute; b sets the balloon's target (shown
+# in the Memory panel and by vmws mem); 80x24 and 200x60 layouts (after
 # a resize: SIGWINCH) render
 # without overlap; the ASCII/monochrome fallback renders; q quits and the VM keeps running.
 # Exit 0 pass, 1 fail, 77 skip. Prints the screen it saw on failure.
@@ -83,6 +84,20 @@ def main():
         if vol.get("volume") != 90 or vol.get("muted") is not True:
             raise Fail("after - and m, vmws volume default says %r" % vol)
         print("ok: - and m: volume 90%, muted")
+
+        step = "b sets the balloon (what `vmws mem --json` then reports)"
+        d.wait("the Memory panel's balloon row (no driver in the built-in guest)",
+               lambda s: "asked back 0B; no balloon driver in the guest" in s, 10)
+        d.keys("b")
+        d.wait("the balloon prompt", lambda s: "default gives back to the host" in s, 5)
+        d.keys("C-u")
+        d.text("64M")
+        d.keys("Enter")
+        d.wait("the balloon row to show the target", lambda s: "asked back 64.0M" in s, 10)
+        bal = json.loads(d.vmws("mem", "default", "--json").stdout).get("balloon") or {}
+        if bal.get("target") != 64 * MIB or bal.get("driver") is not False:
+            raise Fail("after b 64M, vmws mem default --json's balloon is %r" % bal)
+        print("ok: b 64M: the balloon's target is 64 MiB (the built-in guest has no driver)")
 
         for w, h in ((80, 24), (200, 60)):
             step = "layout %dx%d" % (w, h)

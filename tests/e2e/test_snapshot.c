@@ -62,6 +62,48 @@ static void boot_vm(const char *vm)
     ck_assert(guest(vm, "mem alloc 16", "allocated 16 MiB"));
 }
 
+/* A snapshot taken before the VM had a network card and a balloon (vm.conf turned them off,
+ * as on a VM made by an older vmws) reverts once they are on: the devices it lacked start
+ * reset, the guest's memory is the snapshot's. */
+START_TEST(a_snapshot_from_before_new_devices_reverts)
+{
+    e2e_setup();
+    vmws_ok("create", vmws_cmd(out, sizeof(out), 30, "create", "old", "--memory", "512M", "--net",
+                               "none", NULL));
+    char conf[512];
+    snprintf(conf, sizeof(conf), "%s/old/vm.conf", e2e_home());
+    FILE *f = fopen(conf, "a");
+    ck_assert_ptr_nonnull(f);
+    fputs("[balloon]\nenabled = no\n", f);
+    fclose(f);
+    vmws_ok("start", vmws_cmd(out, sizeof(out), 60, "start", "old", "--display", "none", NULL));
+    ck_assert(guest("old", "mem alloc 16", "allocated 16 MiB"));
+    fill("old", "A");
+    take("old", "before");
+    vmws_ok("stop", vmws_cmd(out, sizeof(out), 30, "stop", "old", NULL));
+    char cmd[1200];
+    snprintf(cmd, sizeof(cmd), "sed -i 's/^enabled = no$/enabled = yes/' '%s'", conf);
+    ck_assert_int_eq(system(cmd), 0);
+    vmws_ok("start with the new devices",
+            vmws_cmd(out, sizeof(out), 60, "start", "old", "--display", "none", NULL));
+    json_t *st = vmws_json("status", "old", "--json", NULL),
+           *mem = vmws_json("mem", "old", "--json", NULL);
+    ck_assert_ptr_nonnull(st);
+    ck_assert_ptr_nonnull(mem);
+    ck_assert_msg(json_object_get(json_object_get(st, "net"), "mac"),
+                  "the VM should have a network card now");
+    ck_assert_msg(json_object_get(mem, "balloon"), "the VM should have a balloon now");
+    json_decref(st);
+    json_decref(mem);
+    ck_assert(guest("old", "mem alloc 16", "allocated 16 MiB"));
+    fill("old", "B");
+    revert("old", "before");
+    verify("old", "A");
+    vmws_cmd(out, sizeof(out), 30, "kill", "old", NULL);
+    e2e_teardown();
+}
+END_TEST
+
 START_TEST(fill_take_revert_branch_delete)
 {
     e2e_setup();
@@ -457,6 +499,7 @@ int main(void)
     TCase *t = tcase_create("e2e");
     tcase_set_timeout(t, 300);
     tcase_add_test(t, fill_take_revert_branch_delete);
+    tcase_add_test(t, a_snapshot_from_before_new_devices_reverts);
     tcase_add_test(t, suspend_resume_keeps_memory_and_resyncs_time);
     tcase_add_test(t, kill_9_during_suspend_writeback_leaves_no_state);
     tcase_add_test(t, random_operations_match_a_model);

@@ -246,6 +246,13 @@ START_TEST(test_usage)
     ck_assert_int_eq(vmws("status a b"), 2);
     ASSERT_HAS(err, "unexpected argument 'b'");
     ck_assert_int_eq(vmws("console x --idle soon"), 2);
+    ck_assert_int_eq(vmws("create bx"), 0);
+    ck_assert_int_eq(vmws("mem bx --balloon abc"), 2);
+    ASSERT_HAS(err, "bad size 'abc' for --balloon (expected e.g. 256M, 1G or 0)");
+    ck_assert_int_eq(vmws("mem bx --balloon 256M"), 1);
+    ASSERT_HAS(err, "VM 'bx' is not running (the balloon is a running guest's)");
+    ck_assert_int_eq(vmws("mem bx --balloon"), 2);
+    ASSERT_HAS(err, "option '--balloon' needs a value");
 }
 END_TEST
 

@@ -113,6 +113,40 @@ START_TEST(test_anonymous)
 }
 END_TEST
 
+/* Transparent huge pages of the mapping are counted as "huge", as smaps shows them: with THP
+ * on (always or madvise), a 2 MiB-aligned MADV_HUGEPAGE region touched whole is huge; with THP
+ * off, nothing is. */
+START_TEST(test_huge_pages)
+{
+    const uint64_t size = 16 * MIB;
+    unsigned char *raw =
+        mmap(NULL, size + 2 * MIB, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    ck_assert_ptr_ne(raw, MAP_FAILED);
+    unsigned char *map = (unsigned char *)(((uintptr_t)raw + 2 * MIB - 1) & ~(2 * MIB - 1));
+    madvise(map, size, MADV_HUGEPAGE);
+    memset(map, 1, size);
+    char mode[128] = "";
+    FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+    if (f && !fgets(mode, sizeof(mode), f))
+        mode[0] = '\0';
+    if (f)
+        fclose(f);
+    bool thp = strstr(mode, "[always]") || strstr(mode, "[madvise]");
+    struct memtruth_vm v;
+    ck_assert_int_eq(memtruth_vm_measure(&v, 0, map, size, -1, size), 0);
+    if (thp)
+        ck_assert_msg(v.huge >= 2 * MIB && v.huge <= size, "THP %s but huge %llu", mode,
+                      (unsigned long long)v.huge);
+    else
+        ck_assert_uint_eq(v.huge, 0);
+    json_t *j = memtruth_vm_json(&v);
+    ck_assert_int_eq(json_integer_value(json_object_get(j, "huge")), (json_int_t)v.huge);
+    ck_assert_ptr_nonnull(json_object_get(j, "ksm_merged"));
+    json_decref(j);
+    munmap(raw, size + 2 * MIB);
+}
+END_TEST
+
 static void write_file(const char *path, const char *text)
 {
     FILE *f = fopen(path, "w");
@@ -207,6 +241,7 @@ int main(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, test_sparse_shared_file);
     tcase_add_test(tc, test_anonymous);
+    tcase_add_test(tc, test_huge_pages);
     tcase_add_test(tc, test_meminfo_fixture);
     tcase_add_test(tc, test_matches_real_free);
     suite_add_tcase(s, tc);

@@ -173,8 +173,8 @@ START_TEST(page_delta_write_read_merge)
         memset(da + i * 4096, 'a' + i, 4096);
     for (int i = 0; i < 2; i++)
         memset(db + i * 4096, 'x' + i, 4096);
-    ck_assert_int_eq(page_delta_write(a, pa, 3, da, err, sizeof(err)), 0);
-    ck_assert_int_eq(page_delta_write(b, pb, 2, db, err, sizeof(err)), 0);
+    ck_assert_int_eq(page_delta_write(a, pa, 3, da, NULL, err, sizeof(err)), 0);
+    ck_assert_int_eq(page_delta_write(b, pb, 2, db, NULL, err, sizeof(err)), 0);
     struct page_delta pda, pdb, pdm;
     ck_assert_int_eq(page_delta_open(a, &pda, err, sizeof(err)), 0);
     ck_assert_int_eq(page_delta_open(b, &pdb, err, sizeof(err)), 0);
@@ -184,7 +184,7 @@ START_TEST(page_delta_write_read_merge)
     ck_assert_int_eq(page[100], 'b');
     /* child b absorbs parent a: b's own page 5 wins */
     uint64_t bytes = 0;
-    ck_assert_uint_eq(page_delta_merged_bytes(&pdb, &pda), page_delta_file_bytes(4));
+    ck_assert_uint_eq(page_delta_merged_bytes(&pdb, &pda), page_delta_file_bytes(4, 4));
     ck_assert_int_eq(page_delta_merge(&pdb, &pda, m, &bytes, err, sizeof(err)), 0);
     ck_assert_int_eq(page_delta_open(m, &pdm, err, sizeof(err)), 0);
     ck_assert_uint_eq(pdm.npages, 4);

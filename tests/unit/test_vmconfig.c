@@ -126,6 +126,18 @@ START_TEST(test_round_trip)
     ck_assert_str_eq(b.kernel, "/boot/vmlinuz-test");
     ck_assert_str_eq(b.initrd, "/boot/initrd.img-test");
     ck_assert_str_eq(b.append, a.append);
+    ck_assert(!b.memory_sharing && b.memory_huge_pages); /* the defaults: no KSM, THP */
+    ck_assert(b.balloon.enabled && b.balloon.free_page_reporting);
+
+    /* Memory sharing, huge pages and the balloon's keys come back as saved. */
+    a.memory_sharing = true;
+    a.memory_huge_pages = false;
+    a.balloon.free_page_reporting = false;
+    ck_assert_int_eq(vmconfig_save(conf, &a), 0);
+    vmconfig_defaults(&b, "vm1");
+    ck_assert_msg(vmconfig_load(conf, &b, err, sizeof(err)) == 0, "load failed: %s", err);
+    ck_assert(b.memory_sharing && !b.memory_huge_pages);
+    ck_assert(b.balloon.enabled && !b.balloon.free_page_reporting);
 
     /* The default config: built-in kernel written as "builtin", loads back as "". */
     vmconfig_defaults(&a, "vm1");
@@ -190,6 +202,11 @@ START_TEST(test_bad_lines)
     expect_error("[vm]\ncpus = two\n", 2, "bad cpus 'two'");
     expect_error("[vm]\nmemory_backend = ramdisk\n", 2,
                  "bad memory_backend 'ramdisk' (expected file, shm, anon or hugetlbfs)");
+    expect_error("[vm]\nmemory_sharing = maybe\n", 2,
+                 "bad memory_sharing 'maybe' (expected yes or no)");
+    expect_error("[balloon]\nenabled = yes\nfree_page_reporting = 2\n", 3,
+                 "bad balloon free_page_reporting '2' (expected yes or no)");
+    expect_error("[balloon]\nsize = 1G\n", 2, "unknown key 'size' in [balloon]");
     expect_error("[vm]\nname = other\n", 2, "name 'other' does not match the VM's directory 'vm1'");
     expect_error("[vm]\ncpus = 1\ncpus = 2\n", 3, "'cpus' is set twice");
     expect_error("[vm]\nthis line is nonsense\n", 2, "cannot parse this line");
