@@ -15,6 +15,7 @@
 #include "core/vm/iobus.h"
 #include "core/vm/machine.h"
 #include "tests/fuzz/fuzz.h"
+#include "tests/vpci_driver.h"
 
 #define RAM_SIZE (64u << 10)
 #define DISK_SIZE (64u << 10)
@@ -26,35 +27,24 @@ static uint64_t bar;
 
 static uint32_t cfg_read(unsigned off)
 {
-    uint8_t d[4];
-    io_data_put(d, 4, 0x80000000u | SLOT << 11 | off);
-    iobus_access(&m.pio, 0xcf8, d, 4, true);
-    iobus_access(&m.pio, 0xcfc, d, 4, false);
-    return (uint32_t)io_data_get(d, 4);
+    return vpci_cfg_read(&m, SLOT, off);
 }
 
 static uint64_t rd(unsigned off, unsigned len)
 {
-    uint8_t d[8];
-    iobus_access(&m.mmio, bar + off, d, len, false);
-    return io_data_get(d, len);
+    return vpci_bar_read(&m, bar + off, len);
 }
 
 static void wr(unsigned off, unsigned len, uint64_t v)
 {
-    uint8_t d[8];
-    io_data_put(d, len, v);
-    iobus_access(&m.mmio, bar + off, d, len, true);
+    vpci_bar_write(&m, bar + off, len, v);
 }
 
 /* BAR 0 offset of the virtio capability of TYPE, as a driver finds it (0 if none). */
 static unsigned cap_offset(unsigned type)
 {
-    unsigned n = 0;
-    for (unsigned p = cfg_read(0x34) & 0xff; p && n < 48; p = (cfg_read(p) >> 8) & 0xff, n++)
-        if ((cfg_read(p) & 0xff) == 9 && cfg_read(p) >> 24 == type)
-            return cfg_read(p + 8);
-    return 0;
+    int o = vpci_cap_offset(&m, SLOT, type);
+    return o < 0 ? 0 : (unsigned)o;
 }
 
 /* A fresh image in the run's folder: raw, or qcow2 with 512-byte clusters (more metadata). */

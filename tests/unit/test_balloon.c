@@ -18,6 +18,7 @@
 #include "core/virtio/virtio_balloon.h"
 #include "core/virtio/virtio_pci.h"
 #include "core/vm/guestmem.h"
+#include "tests/vpci_driver.h"
 
 #define MIB (1ull << 20)
 
@@ -306,34 +307,24 @@ static uint16_t avail_idx[4], used_seen[4];
 
 static uint32_t cfg_read(unsigned off)
 {
-    uint8_t d[4];
-    io_data_put(d, 4, 0x80000000u | SLOT << 11 | off);
-    iobus_access(&m.pio, 0xcf8, d, 4, true);
-    iobus_access(&m.pio, 0xcfc, d, 4, false);
-    return (uint32_t)io_data_get(d, 4);
+    return vpci_cfg_read(&m, SLOT, off);
 }
 
 static uint64_t rd(unsigned off, unsigned len)
 {
-    uint8_t d[8];
-    iobus_access(&m.mmio, bar + off, d, len, false);
-    return io_data_get(d, len);
+    return vpci_bar_read(&m, bar + off, len);
 }
 
 static void wr(unsigned off, unsigned len, uint64_t v)
 {
-    uint8_t d[8];
-    io_data_put(d, len, v);
-    iobus_access(&m.mmio, bar + off, d, len, true);
+    vpci_bar_write(&m, bar + off, len, v);
 }
 
 static unsigned cap_offset(unsigned type)
 {
-    for (unsigned p = cfg_read(0x34) & 0xff; p; p = (cfg_read(p) >> 8) & 0xff)
-        if ((cfg_read(p) & 0xff) == 9 && cfg_read(p) >> 24 == type)
-            return cfg_read(p + 8);
-    ck_abort_msg("no virtio capability of type %u", type);
-    return 0;
+    int o = vpci_cap_offset(&m, SLOT, type);
+    ck_assert_msg(o >= 0, "no virtio capability of type %u", type);
+    return (unsigned)o;
 }
 
 /* Linux's probe: features (statistics, deflate on OOM, reporting; VERSION_1), four queues. */

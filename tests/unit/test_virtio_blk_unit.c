@@ -15,6 +15,7 @@
 #include "core/storage/disk.h"
 #include "core/virtio/virtio_blk.h"
 #include "core/virtio/virtio_pci.h"
+#include "tests/vpci_driver.h"
 
 #define RAM_SIZE (16u << 20)
 #define DISK_SIZE (4u << 20)
@@ -36,46 +37,27 @@ static uint64_t bar;
 static char image[] = "/tmp/vmws-vblk-XXXXXX";
 static uint16_t avail_idx, used_seen;
 
-static void pio32(uint16_t port, uint32_t *v, bool w)
-{
-    uint8_t d[4];
-    if (w)
-        io_data_put(d, 4, *v);
-    iobus_access(&m.pio, port, d, 4, w);
-    if (!w)
-        *v = (uint32_t)io_data_get(d, 4);
-}
-
 static uint32_t cfg_read(unsigned off)
 {
-    uint32_t a = 0x80000000u | SLOT << 11 | off, v;
-    pio32(0xcf8, &a, true);
-    pio32(0xcfc, &v, false);
-    return v;
+    return vpci_cfg_read(&m, SLOT, off);
 }
 
 static uint64_t rd(unsigned off, unsigned len)
 {
-    uint8_t d[8];
-    iobus_access(&m.mmio, bar + off, d, len, false);
-    return io_data_get(d, len);
+    return vpci_bar_read(&m, bar + off, len);
 }
 
 static void wr(unsigned off, unsigned len, uint64_t v)
 {
-    uint8_t d[8];
-    io_data_put(d, len, v);
-    iobus_access(&m.mmio, bar + off, d, len, true);
+    vpci_bar_write(&m, bar + off, len, v);
 }
 
 /* Offset in BAR 0 of the capability of TYPE, from the vendor capability list. */
 static unsigned cap_offset(unsigned type)
 {
-    for (unsigned p = cfg_read(0x34) & 0xff; p; p = (cfg_read(p) >> 8) & 0xff)
-        if ((cfg_read(p) & 0xff) == 9 && cfg_read(p) >> 24 == type)
-            return cfg_read(p + 8);
-    ck_abort_msg("no virtio capability of type %u", type);
-    return 0;
+    int o = vpci_cap_offset(&m, SLOT, type);
+    ck_assert_msg(o >= 0, "no virtio capability of type %u", type);
+    return (unsigned)o;
 }
 
 static unsigned common, isr, devcfg, notify;
@@ -525,9 +507,9 @@ END_TEST
 /* Config-space access of LEN bytes at OFF (within one dword), as a guest does through 0xCFC+n. */
 static uint32_t cfg_access(unsigned off, unsigned len, uint32_t v, bool is_write)
 {
-    uint32_t a = 0x80000000u | SLOT << 11 | (off & 0xfc);
     uint8_t d[4];
-    pio32(0xcf8, &a, true);
+    io_data_put(d, 4, 0x80000000u | SLOT << 11 | (off & 0xfc));
+    iobus_access(&m.pio, 0xcf8, d, 4, true);
     io_data_put(d, len, v);
     iobus_access(&m.pio, 0xcfc + (off & 3), d, len, is_write);
     return (uint32_t)io_data_get(d, len);
