@@ -302,7 +302,9 @@ static void render_dac_locked(struct es1370 *e, int c, int32_t *mix, unsigned n)
         int64_t frac = (int64_t)((ch->phase >> 16) & 0xffff);
         for (int k = 0; k < 2; k++) {
             int64_t v = ch->prev[k] + (((ch->cur[k] - ch->prev[k]) * frac) >> 16);
-            mix[2 * i + k] += (int32_t)((v * gain[k] + 32768) >> 16);
+            int64_t sum = mix[2 * i + k] + ((v * gain[k] + 32768) >> 16);
+            /* saturated: a caller that mixes many periods into one buffer cannot overflow it */
+            mix[2 * i + k] = (int32_t)(sum > INT32_MAX ? INT32_MAX : sum < INT32_MIN ? INT32_MIN : sum);
         }
     }
 }
