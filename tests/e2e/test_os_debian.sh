@@ -80,11 +80,11 @@ check "after the revert the guest's clock is the host's (within 2 s)" \
 # apt-get update through the NAT, on a small suite (bookworm-updates) so that it stays quick in
 # the box; first whether this machine reaches the archive at all.
 if reach=$(getent hosts deb.debian.org 2>&1) &&
-    reach=$(/usr/bin/python3 -c 'import urllib.request as u; u.urlopen("http://deb.debian.org/debian/dists/bookworm-updates/InRelease", timeout=20).read()' 2>&1 | tail -n 1); then
+    reach=$(/usr/bin/python3 -c 'import urllib.request as u; u.urlopen("http://deb.debian.org/debian/dists/bookworm-updates/InRelease", timeout=20).read()' 2>&1); then
     type_line "echo 'deb http://deb.debian.org/debian bookworm-updates main' >/tmp/s.list; echo '$password' | sudo -S apt-get update -o Dir::Etc::SourceList=/tmp/s.list -o Dir::Etc::SourceParts=- >/tmp/apt.log 2>&1; printf 'apt%s=%s\\n' rc \$?; tail -n 2 /tmp/apt.log"
     check "apt-get update inside the guest reached deb.debian.org" wait_for 300 "aptrc=0"
 else
-    echo "NOT TESTED: apt-get update inside the guest: this machine cannot reach deb.debian.org (${reach:-no address})"
+    echo "NOT TESTED: apt-get update inside the guest: this machine cannot reach deb.debian.org ($(echo "${reach:-no address}" | tail -n 1))"
 fi
 # Suspend, then `vmws start`: the same shell answers, and the agent set the clock it slept through.
 check "suspended" "$vmws" suspend deb
