@@ -18,6 +18,7 @@ struct snap_row {
     char id[32];
     char label[64];
     char vm_state[16];
+    const char *quiesced; /* "quiesced", "not quiesced" or NULL (the take did not say) */
     time_t created; /* 0 if unknown */
     bool is_auto;   /* kept automatically by a revert */
     bool is_current;
