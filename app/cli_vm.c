@@ -596,9 +596,10 @@ int cmd_status(int argc, char **argv)
         json_t *qs = cli_vm_ask(&p, "query-status");
         json_t *a = json_object_get(qs, "agent");
         const char *os = json_string_value(json_object_get(a, "os"));
-        printf("guest agent:     %s\n", !a                                       ? "unknown"
-                                         : !json_is_true(json_object_get(a, "connected")) ? "none"
-                                                                                          : "connected");
+        printf("guest agent:     %s\n", !a ? "unknown"
+                                        : !json_is_true(json_object_get(a, "connected"))
+                                            ? "none"
+                                            : "connected");
         printf("guest OS:        %s\n", os ? os : "unknown (no guest agent has told it)");
         json_decref(qs);
     }

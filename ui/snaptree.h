@@ -19,8 +19,8 @@ struct snap_row {
     char label[64];
     char vm_state[16];
     const char *quiesced; /* "quiesced", "not quiesced" or NULL (the take did not say) */
-    time_t created; /* 0 if unknown */
-    bool is_auto;   /* kept automatically by a revert */
+    time_t created;       /* 0 if unknown */
+    bool is_auto;         /* kept automatically by a revert */
     bool is_current;
     bool is_now; /* the virtual "now" row, not a snapshot */
     uint64_t memory_bytes, state_bytes, disk_bytes, pages, delete_needs_bytes;

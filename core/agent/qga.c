@@ -21,8 +21,8 @@ struct qga {
     pthread_mutex_t lock; /* guards below */
     pthread_cond_t cond;
     bool connected, closing;
-    unsigned active;   /* calls in qga_call */
-    uint64_t gen;      /* bumps at every connect or disconnect: a call in flight fails */
+    unsigned active; /* calls in qga_call */
+    uint64_t gen;    /* bumps at every connect or disconnect: a call in flight fails */
     size_t rx_len;
     uint8_t rx[RX_MAX];
 };
@@ -197,9 +197,9 @@ static int call_locked(struct qga *a, const char *cmd, json_t *args, unsigned ti
     clock_gettime(CLOCK_MONOTONIC, &ts);
     json_int_t id = (json_int_t)((ts.tv_nsec ^ (long)ts.tv_sec << 20 ^ rand()) & 0x3fffffff);
     json_t *j = NULL;
-    int r = send_json(a, true,
-                      json_pack("{s:s, s:{s:I}}", "execute", "guest-sync-delimited", "arguments",
-                                "id", id));
+    int r = send_json(
+        a, true,
+        json_pack("{s:s, s:{s:I}}", "execute", "guest-sync-delimited", "arguments", "id", id));
     struct timespec deadline;
     deadline_after(&deadline, timeout_ms < SYNC_TIMEOUT_MS ? timeout_ms : SYNC_TIMEOUT_MS);
     pthread_mutex_lock(&a->lock);

@@ -105,8 +105,7 @@ static void set_open(struct virtio_console *vc, bool open)
 }
 
 /* A control message from the driver: exactly one 8-byte header, device-readable. */
-static int ctl_tx_chain(struct virtio_console *vc, struct virtq_chain *c, char *reason,
-                        size_t rlen)
+static int ctl_tx_chain(struct virtio_console *vc, struct virtq_chain *c, char *reason, size_t rlen)
 {
     uint8_t h[CTL_HDR];
     if (c->writable_len || c->readable_len != CTL_HDR || virtq_chain_read(c, 0, h, CTL_HDR) < 0) {
@@ -148,8 +147,7 @@ static int ctl_tx_chain(struct virtio_console *vc, struct virtq_chain *c, char *
 }
 
 /* A buffer for a control message to the driver: device-writable only. */
-static int ctl_rx_chain(struct virtio_console *vc, struct virtq_chain *c, char *reason,
-                        size_t rlen)
+static int ctl_rx_chain(struct virtio_console *vc, struct virtq_chain *c, char *reason, size_t rlen)
 {
     if (c->readable_len) {
         snprintf(reason, rlen, "control receive buffer at head %u has %llu device-readable bytes",
@@ -311,8 +309,7 @@ bool virtio_console_guest_open(struct virtio_console *vc)
     return open;
 }
 
-int virtio_console_quiesce(struct virtio_console *vc, unsigned timeout_ms, char *err,
-                           size_t errlen)
+int virtio_console_quiesce(struct virtio_console *vc, unsigned timeout_ms, char *err, size_t errlen)
 {
     return virtio_pci_quiesce(vc->vp, timeout_ms, err, errlen);
 }
@@ -328,10 +325,9 @@ json_t *virtio_console_status_json(struct virtio_console *vc)
     char why[200];
     uint8_t status = virtio_pci_status(vc->vp, &needs_reset, why, sizeof(why));
     pthread_mutex_lock(&vc->lock);
-    json_t *j = json_pack("{s:s, s:i, s:b, s:b, s:I, s:I}", "name", vc->name, "status",
-                          (int)status, "needs_reset", needs_reset, "guest_open", vc->open,
-                          "rx_bytes", (json_int_t)vc->rx_bytes, "tx_bytes",
-                          (json_int_t)vc->tx_bytes);
+    json_t *j = json_pack("{s:s, s:i, s:b, s:b, s:I, s:I}", "name", vc->name, "status", (int)status,
+                          "needs_reset", needs_reset, "guest_open", vc->open, "rx_bytes",
+                          (json_int_t)vc->rx_bytes, "tx_bytes", (json_int_t)vc->tx_bytes);
     pthread_mutex_unlock(&vc->lock);
     if (j && needs_reset)
         json_object_set_new(j, "broken", json_string(why));
@@ -355,8 +351,8 @@ int virtio_console_load(struct virtio_console *vc, const struct state_reader *r)
         virtio_pci_reset(vc->vp);
         return 0;
     }
-    if (state_get_exact(r, STATE_TAG('V', 'C', 'O', 'N'), 0, &s, sizeof(s)) < 0 ||
-        s.version != 1 || s.nctl > CTL_MAX)
+    if (state_get_exact(r, STATE_TAG('V', 'C', 'O', 'N'), 0, &s, sizeof(s)) < 0 || s.version != 1 ||
+        s.nctl > CTL_MAX)
         return -EINVAL;
     for (unsigned i = 0; i < s.nctl; i++)
         if (s.ctl[i].len < CTL_HDR || s.ctl[i].len > sizeof(s.ctl[i].b))

@@ -18,7 +18,7 @@
 #include "core/util/state.h"
 #include "core/vm/machine.h"
 
-#define VIRTIO_CONSOLE_PCI_SLOT 9 /* 7 is the network card's, 8 the balloon's */
+#define VIRTIO_CONSOLE_PCI_SLOT 9    /* 7 is the network card's, 8 the balloon's */
 #define VIRTIO_CONSOLE_OUT_MAX 65536 /* host bytes waiting for the guest's receive buffers */
 #define VIRTIO_CONSOLE_NAME_MAX 40
 

@@ -24,26 +24,30 @@ static int agent_send(void *opaque, const void *buf, size_t len)
 static void port_data(void *opaque, const uint8_t *buf, size_t len)
 {
     struct vmm *v = opaque;
-    qga_receive(v->agent.qga, buf, len);
+    if (v->agent.qga) /* NULL: the client never started */
+        qga_receive(v->agent.qga, buf, len);
 }
 
 static void port_open(void *opaque, bool open)
 {
     struct vmm *v = opaque;
     struct vmm_agent *a = &v->agent;
+    if (!a->qga)
+        return;
     qga_set_connected(a->qga, open);
     pthread_mutex_lock(&a->lock);
     a->os[0] = '\0';
     a->want_osinfo = open;
     pthread_cond_signal(&a->cond);
     pthread_mutex_unlock(&a->lock);
-    vmm_log("guest agent: %s the port", open ? "a program in the guest opened" : "the guest closed");
+    vmm_log("guest agent: %s the port",
+            open ? "a program in the guest opened" : "the guest closed");
 }
 
 const struct virtio_console_host vmm_agent_port = {.data = port_data, .open = port_open};
 
-int vmm_agent_call(struct vmm *v, const char *cmd, json_t *args, unsigned timeout_ms,
-                   bool no_reply, json_t **ret, char *err, size_t errlen)
+int vmm_agent_call(struct vmm *v, const char *cmd, json_t *args, unsigned timeout_ms, bool no_reply,
+                   json_t **ret, char *err, size_t errlen)
 {
     if (!v->agent.qga) {
         json_decref(args);
@@ -76,8 +80,8 @@ int vmm_agent_freeze(struct vmm *v, char *err, size_t errlen)
 int vmm_agent_thaw(struct vmm *v, char *err, size_t errlen)
 {
     json_t *ret = NULL;
-    int r = vmm_agent_call(v, "guest-fsfreeze-thaw", NULL, FREEZE_TIMEOUT_MS, false, &ret, err,
-                           errlen);
+    int r =
+        vmm_agent_call(v, "guest-fsfreeze-thaw", NULL, FREEZE_TIMEOUT_MS, false, &ret, err, errlen);
     if (r < 0)
         vmm_log("guest agent: cannot thaw the guest's file systems: %s", err);
     json_decref(ret);
@@ -88,8 +92,8 @@ int vmm_agent_thaw(struct vmm *v, char *err, size_t errlen)
 int vmm_agent_after_revert(struct vmm *v, char *err, size_t errlen)
 {
     json_t *st = NULL;
-    int r = vmm_agent_call(v, "guest-fsfreeze-status", NULL, CLOCK_TIMEOUT_MS, false, &st, err,
-                           errlen);
+    int r =
+        vmm_agent_call(v, "guest-fsfreeze-status", NULL, CLOCK_TIMEOUT_MS, false, &st, err, errlen);
     if (r == 0 && json_is_string(st) && strcmp(json_string_value(st), "frozen") == 0)
         r = vmm_agent_thaw(v, err, errlen);
     json_decref(st);
@@ -99,6 +103,8 @@ int vmm_agent_after_revert(struct vmm *v, char *err, size_t errlen)
 void vmm_agent_resync_clock_async(struct vmm *v, const char *why)
 {
     struct vmm_agent *a = &v->agent;
+    if (!a->started)
+        return;
     pthread_mutex_lock(&a->lock);
     a->want_clock = why;
     pthread_cond_signal(&a->cond);
@@ -108,6 +114,9 @@ void vmm_agent_resync_clock_async(struct vmm *v, const char *why)
 bool vmm_agent_os(struct vmm *v, char *os, size_t oslen)
 {
     struct vmm_agent *a = &v->agent;
+    os[0] = '\0';
+    if (!a->started)
+        return false;
     pthread_mutex_lock(&a->lock);
     bool known = a->os[0];
     snprintf(os, oslen, "%s", a->os);

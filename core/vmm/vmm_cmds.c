@@ -177,8 +177,8 @@ static json_t *cmd_guest_shutdown(void *opaque, json_t *args, struct ctl_error *
     struct vmm *v = opaque;
     (void)args, (void)err;
     char why[256];
-    int r = vmm_agent_call(v, "guest-shutdown", json_pack("{s:s}", "mode", "powerdown"), 2000,
-                           true, NULL, why, sizeof(why));
+    int r = vmm_agent_call(v, "guest-shutdown", json_pack("{s:s}", "mode", "powerdown"), 2000, true,
+                           NULL, why, sizeof(why));
     if (r == 0)
         vmm_log("guest agent: asked the guest to shut down");
     return r == 0 ? json_pack("{s:b}", "agent", 1)

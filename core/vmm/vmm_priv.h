@@ -82,8 +82,8 @@ struct vmm {
     struct virtio_net *net; /* [net] in vm.conf; NULL = no network card */
     struct virtio_balloon *balloon;
     struct virtio_console *vcon; /* the guest agent's port (always there) */
-    uint64_t balloon_target; /* bytes `vmws mem --balloon` asked back; outlives reboots */
-    struct es1370 *es1370;  /* the sound devices; NULL = no sound */
+    uint64_t balloon_target;     /* bytes `vmws mem --balloon` asked back; outlives reboots */
+    struct es1370 *es1370;       /* the sound devices; NULL = no sound */
     struct pcspk *pcspk;
     struct audio *audio;        /* their clock and PulseAudio stream (backends->audio.create) */
     unsigned audio_attenuation; /* 100 - volume; from [audio] in vm.conf at the first boot */
@@ -165,8 +165,8 @@ void vmm_show_state(struct vmm *v);
 extern const struct virtio_console_host vmm_agent_port; /* the port's host end; opaque = vmm */
 int vmm_agent_start(struct vmm *v);
 void vmm_agent_stop(struct vmm *v);
-int vmm_agent_call(struct vmm *v, const char *cmd, json_t *args, unsigned timeout_ms,
-                   bool no_reply, json_t **ret, char *err, size_t errlen);
+int vmm_agent_call(struct vmm *v, const char *cmd, json_t *args, unsigned timeout_ms, bool no_reply,
+                   json_t **ret, char *err, size_t errlen);
 int vmm_agent_freeze(struct vmm *v, char *err, size_t errlen);
 int vmm_agent_thaw(struct vmm *v, char *err, size_t errlen);
 int vmm_agent_set_time(struct vmm *v, char *err, size_t errlen);
@@ -190,9 +190,8 @@ int setup_snapshot_host(struct vmm *v, char *err, size_t errlen);
 int vmm_suspend(struct vmm *v, double *pause_ms, size_t *state_bytes, struct ctl_error *err);
 /* VM_STATE: the power state the node records (NULL: the VM's); QUIESCED: what the node says of
  * the guest's file systems (see struct snap_node). TAKEN gets a copy of the node. */
-int vmm_snapshot_take(struct vmm *v, const char *label, const char *vm_state,
-                      const char *quiesced, struct snap_node *taken, double *pause_ms,
-                      struct ctl_error *err);
+int vmm_snapshot_take(struct vmm *v, const char *label, const char *vm_state, const char *quiesced,
+                      struct snap_node *taken, double *pause_ms, struct ctl_error *err);
 struct vmm_reverted {
     char id[SNAP_ID_MAX];   /* the target */
     char kept[SNAP_ID_MAX]; /* the automatic node that keeps the state before; "" = none */

@@ -174,9 +174,8 @@ static struct snap_node *take_locked(struct vmm *v, const char *label, bool auto
     return r < 0 ? NULL : n;
 }
 
-int vmm_snapshot_take(struct vmm *v, const char *label, const char *vm_state,
-                      const char *quiesced, struct snap_node *taken, double *pause_ms,
-                      struct ctl_error *err)
+int vmm_snapshot_take(struct vmm *v, const char *label, const char *vm_state, const char *quiesced,
+                      struct snap_node *taken, double *pause_ms, struct ctl_error *err)
 {
     pthread_mutex_lock(&v->lock);
     *pause_ms = 0;

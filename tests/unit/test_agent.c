@@ -364,8 +364,8 @@ static void call_osinfo(void)
 {
     json_decref(last_ret);
     last_ret = NULL;
-    last_rc = qga_call(qa, "guest-get-osinfo", NULL, 300, false, &last_ret, last_err,
-                       sizeof(last_err));
+    last_rc =
+        qga_call(qa, "guest-get-osinfo", NULL, 300, false, &last_ret, last_err, sizeof(last_err));
 }
 
 START_TEST(qga_client_answers_and_bounds)
@@ -398,9 +398,8 @@ START_TEST(qga_client_answers_and_bounds)
     ck_assert_double_lt(ms, 1000);
     /* guest-shutdown answers only when it fails: no answer within the time is success. */
     agent_mode = AGENT_HANG;
-    ck_assert_int_eq(qga_call(qa, "guest-shutdown", NULL, 100, true, NULL, last_err,
-                              sizeof(last_err)),
-                     0);
+    ck_assert_int_eq(
+        qga_call(qa, "guest-shutdown", NULL, 100, true, NULL, last_err, sizeof(last_err)), 0);
     json_decref(last_ret);
     last_ret = NULL;
     qga_destroy(qa);
