@@ -7,20 +7,14 @@
 # reports itself quiesced (the agent froze the file systems) and after the revert the agent set
 # the guest's clock (within 2 s of the host's); apt-get update reaches Debian's archive through
 # the NAT (or the test says why the machine cannot); suspend and `vmws start` bring the same
-# shell back with the clock resynced; `vmws ssh` logs in through the forward create added;
-# `vmws stop` shuts it down through the guest agent and the
+# shell back with the clock resynced; `vmws stop` shuts it down through the guest agent and the
 # disk images pass `qemu-img check`. The base system is built once per machine (`make check-os`
 # builds it outside the KVM box first; see tests/Makefile.inc).
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/../linux/lib.sh"
 linux_setup deb
-# A key for `vmws ssh` (the box has OpenSSH's client when the host has it).
-key=
-if command -v ssh >/dev/null && ssh-keygen -q -t ed25519 -N '' -f "$VMWS_HOME/key" </dev/null; then
-    key=$VMWS_HOME/key
-fi
-out=$("$vmws" create deb --os debian --disk 4G --memory 1G ${key:+--ssh-key "$key.pub"} 2>&1)
+out=$("$vmws" create deb --os debian --disk 4G --memory 1G 2>&1)
 echo "$out"
 password=$(echo "$out" | sed -n 's/.*log in as debian, password \([A-Za-z0-9]*\) .*/\1/p')
 [ -n "$password" ] || { echo "create printed no password"; exit 1; }
@@ -107,14 +101,6 @@ skew=$(skew_now)
 echo "guest clock minus host clock after suspend and start: ${skew:-?} s"
 check "after suspend and start the guest's clock is the host's (within 2 s)" \
     test "${skew:-99}" -ge -2 -a "${skew:-99}" -le 2
-if [ -n "$key" ]; then
-    ssh_out=$("$vmws" ssh deb -- -i "$key" -o BatchMode=yes -o ConnectTimeout=60 \
-        -o UserKnownHostsFile="$VMWS_HOME/known_hosts" uname -a 2>&1)
-    echo "vmws ssh deb -- uname -a: $ssh_out"
-    check "vmws ssh through the forward runs uname -a" has "$ssh_out" "^Linux deb "
-else
-    echo "NOT TESTED: vmws ssh: no OpenSSH client here"
-fi
 stop=$("$vmws" stop deb 2>&1)
 echo "$stop"
 check "vmws stop: Debian shut down through the guest agent" \
