@@ -114,6 +114,7 @@ int cli_create_from_image(const char *name, struct vm_config *cfg, uint64_t disk
 /* `vmws create --os OS`: the VM, its disk a copy of OS's system (app/cli_os.c). 0 or 1. */
 int cli_create_os(const char *name, struct vm_config *cfg, uint64_t disk_bytes, const char *os,
                   const char *ssh_key);
+int cmd_ssh(int argc, char **argv);
 int cli_start_vm(const char *name, bool quiet);
 int cli_console_attach(const char *name, int idle_ms);
 

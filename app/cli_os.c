@@ -2,14 +2,19 @@
  * builder linked into vmws (assets/os/debian.sh) makes a base system once per machine (cached
  * under ~/.cache/vmws/os) and then this VM's copy of it, with its own host name, a password
  * for the user debian (random, printed once, stored only as a yescrypt hash) and the user's
- * SSH key; the VM boots that system's own kernel and initramfs, copied into its directory. */
+ * SSH key; the VM boots that system's own kernel and initramfs, copied into its directory.
+ * With a network it also gets a forward from a free port of the host's 127.0.0.1 to its SSH
+ * server, which `vmws ssh NAME` uses. */
+#include <arpa/inet.h>
 #include <crypt.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -94,6 +99,30 @@ static int copy_file(const char *from, const char *to)
     return r;
 }
 
+/* A TCP port of 127.0.0.1 free now (the kernel's pick); 0 if none. */
+static uint16_t free_tcp_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(a);
+    uint16_t port = 0;
+    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
+        getsockname(fd, (struct sockaddr *)&a, &len) == 0)
+        port = ntohs(a.sin_port);
+    if (fd >= 0)
+        close(fd);
+    return port;
+}
+
+/* The forward to the guest's TCP port 22, or NULL. */
+static const struct vm_net_forward *ssh_forward(const struct vm_net_config *n)
+{
+    for (unsigned i = 0; n->enabled && i < n->nforwards; i++)
+        if (!n->forwards[i].udp && n->forwards[i].guest_port == 22)
+            return &n->forwards[i];
+    return NULL;
+}
+
 int cli_create_os(const char *name, struct vm_config *cfg, uint64_t disk_bytes, const char *os,
                   const char *ssh_key)
 {
@@ -105,6 +134,12 @@ int cli_create_os(const char *name, struct vm_config *cfg, uint64_t disk_bytes, 
         disk_bytes = OS_DEFAULT_DISK;
     if (disk_bytes < OS_MIN_DISK)
         return cli_usage_error("create", "--os debian needs --disk 2G or more");
+    struct vm_net_forward ssh = {.host_port = free_tcp_port(), .guest_port = 22};
+    char ferr[256];
+    if (cfg->net.enabled && !ssh_forward(&cfg->net) &&
+        (!ssh.host_port || vmconfig_net_forward_add(&cfg->net, &ssh, ferr, sizeof(ferr)) < 0))
+        printf("note: no SSH forward (%s); add one with --forward tcp:PORT:22\n",
+               ssh.host_port ? ferr : "no free port on 127.0.0.1");
     char key[PATH_MAX] = "";
     if (ssh_key && !realpath(ssh_key, key))
         return cli_error("--ssh-key '%s': %s", ssh_key, strerror(errno));
@@ -170,5 +205,58 @@ int cli_create_os(const char *name, struct vm_config *cfg, uint64_t disk_bytes, 
     printf("Debian 12 on %s: log in as debian, password %s (shown only now; 'passwd' changes "
            "it)%s\n",
            name, password, key[0] ? ", or with your SSH key" : "");
+    const struct vm_net_forward *f = ssh_forward(&cfg->net);
+    if (f)
+        printf("ssh: 'vmws ssh %s' (127.0.0.1:%u -> its port 22)\n", name, f->host_port);
     return 0;
+}
+
+/* `vmws ssh NAME [--user USER] [-- ARGS...]`: ssh to the VM through its forward to port 22, as
+ * USER (default debian, the --os debian user); the host key is remembered under vmws-NAME, so a
+ * VM made again on the same port is not mistaken for another host. */
+int cmd_ssh(int argc, char **argv)
+{
+    const char *user = "debian";
+    int i = 1;
+    if (i < argc && (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help"))) {
+        cli_print_help(argv[0]);
+        return 0;
+    }
+    const char *name = i < argc && argv[i][0] != '-' ? argv[i++] : NULL;
+    if (!name)
+        return cli_usage_error(argv[0], "missing the VM's NAME");
+    if (i + 1 < argc && !strcmp(argv[i], "--user"))
+        user = argv[i + 1], i += 2;
+    if (i < argc && !strcmp(argv[i], "--"))
+        i++;
+    else if (i < argc)
+        return cli_usage_error(argv[0], "unexpected '%s' (ssh's own arguments go after --)",
+                               argv[i]);
+    struct vm_paths p;
+    struct vm_config cfg;
+    if (cli_vm_open(name, &p, &cfg))
+        return 1;
+    const struct vm_net_forward *f = ssh_forward(&cfg.net);
+    if (!f)
+        return cli_error("VM '%s' has no forward to its port 22 (add 'forward = tcp:PORT:22' to "
+                         "[net] in its vm.conf, or create it with --forward tcp:PORT:22)",
+                         name);
+    char port[8], alias[300], dest[300];
+    snprintf(port, sizeof(port), "%u", f->host_port);
+    snprintf(alias, sizeof(alias), "HostKeyAlias=vmws-%s", name);
+    snprintf(dest, sizeof(dest), "%s@127.0.0.1", user);
+    char **args = calloc((size_t)(argc - i) + 10, sizeof(*args));
+    if (!args)
+        return cli_error("out of memory");
+    int n = 0;
+    const char *fixed[] = {"ssh", "-p", port, "-o", alias, "-o", "StrictHostKeyChecking=accept-new",
+                           dest};
+    for (size_t k = 0; k < sizeof(fixed) / sizeof(fixed[0]); k++)
+        args[n++] = (char *)fixed[k];
+    while (i < argc)
+        args[n++] = argv[i++];
+    execvp("ssh", args);
+    int e = errno;
+    free(args);
+    return cli_error("cannot run ssh: %s (is openssh-client installed?)", strerror(e));
 }

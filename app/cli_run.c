@@ -328,17 +328,28 @@ int cmd_stop(int argc, char **argv)
     if (r && json_is_integer(json_object_get(r, "pid")))
         pid = (pid_t)json_integer_value(json_object_get(r, "pid"));
     json_decref(r);
-    /* A guest OS that listens to the ACPI power button shuts down by itself first. */
-    r = ctl_client_execute(c, "system_powerdown", NULL, 3000, err, sizeof(err));
-    bool acpi = r && json_is_true(json_object_get(r, "acpi"));
+    /* The guest agent first, then the ACPI power button (a guest OS that listens shuts down by
+     * itself), then the plug. */
+    r = ctl_client_execute(c, "guest-shutdown", NULL, 5000, err, sizeof(err));
+    bool agent = r && json_is_true(json_object_get(r, "agent"));
+    if (!agent)
+        printf("%s: no shutdown through the guest agent: %s\n", name,
+               r ? json_string_value(json_object_get(r, "reason")) : err);
     json_decref(r);
-    if (acpi && pid > 0) {
-        printf("%s: the guest is shutting down (ACPI power button; up to %d s)\n", name,
+    bool acpi = false;
+    if (!agent) {
+        r = ctl_client_execute(c, "system_powerdown", NULL, 3000, err, sizeof(err));
+        acpi = r && json_is_true(json_object_get(r, "acpi"));
+        json_decref(r);
+    }
+    const char *how = agent ? "the guest agent" : "the ACPI power button";
+    if ((agent || acpi) && pid > 0) {
+        printf("%s: the guest is shutting down (%s; up to %d s)\n", name, how,
                STOP_ACPI_TIMEOUT_MS / 1000);
         fflush(stdout);
         if (pid_wait_gone(pid, STOP_ACPI_TIMEOUT_MS)) {
             ctl_client_close(c);
-            printf("stopped %s (the guest shut down)\n", name);
+            printf("stopped %s (the guest shut down through %s)\n", name, how);
             return 0;
         }
         printf("%s: the guest did not power off within %d s: pulling the plug\n", name,

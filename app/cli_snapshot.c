@@ -280,10 +280,15 @@ static int snap_cmd_take(const char *name, const char *label, bool json)
     if (json)
         print_json(r);
     else
-        printf("took snapshot %s of %s: %lld changed pages (%.1f MiB), guest paused %.2f ms\n",
+        printf("took snapshot %s of %s: %lld changed pages (%.1f MiB), guest paused %.2f ms, "
+               "%s\n",
                label, name, (long long)json_integer_value(json_object_get(r, "pages")),
                (double)json_integer_value(json_object_get(r, "memory_bytes")) / (1 << 20),
-               json_real_value(json_object_get(r, "pause_ms")));
+               json_real_value(json_object_get(r, "pause_ms")),
+               json_string_value(json_object_get(r, "quiesced")));
+    if (!json && json_is_string(json_object_get(r, "thaw_error")))
+        printf("warning: the guest's file systems may still be frozen: %s\n",
+               json_string_value(json_object_get(r, "thaw_error")));
     json_decref(r);
     return rc;
 }
@@ -371,6 +376,8 @@ static int snap_cmd_revert(const char *name, const char *key, bool json)
                                                                 "snapshot "
                                                               : "",
                json_string_value(json_object_get(r, "kept")), state);
+    if (!json && json_is_string(json_object_get(r, "clock")))
+        printf("guest clock: %s\n", json_string_value(json_object_get(r, "clock")));
     json_decref(r);
     return 0;
 }
@@ -551,6 +558,8 @@ static int snap_cmd_info(const char *name, const char *key, bool json)
         printf("guest clock:   %s (the guest's RTC follows host UTC; it is resynced on revert)\n",
                json_string_value(json_object_get(found, "created")));
         printf("power state:   %s\n", json_string_value(json_object_get(found, "vm_state")));
+        if (json_is_string(json_object_get(found, "quiesced")))
+            printf("file systems:  %s\n", json_string_value(json_object_get(found, "quiesced")));
         printf("memory delta:  %s (%lld changed pages)\n", mem,
                (long long)json_integer_value(json_object_get(found, "pages")));
         printf("machine state: %s\n", st);

@@ -556,6 +556,10 @@ int cmd_status(int argc, char **argv)
             json_object_set_new(o, "disk", disk_query(&p, &cfg, st.running));
         json_t *net = net_query(&p, &cfg, st.running);
         json_object_set_new(o, "net", net ? net : json_null());
+        json_t *qs = st.running ? cli_vm_ask(&p, "query-status") : NULL;
+        json_t *agent = json_object_get(qs, "agent");
+        json_object_set(o, "agent", agent ? agent : json_null());
+        json_decref(qs);
         print_json(o);
         json_decref(o);
         return 0;
@@ -588,5 +592,16 @@ int cmd_status(int argc, char **argv)
     json_t *net = net_query(&p, &cfg, st.running);
     net_print(net);
     json_decref(net);
+    if (st.running) {
+        json_t *qs = cli_vm_ask(&p, "query-status");
+        json_t *a = json_object_get(qs, "agent");
+        const char *os = json_string_value(json_object_get(a, "os"));
+        printf("guest agent:     %s\n", !a ? "unknown"
+                                        : !json_is_true(json_object_get(a, "connected"))
+                                            ? "none"
+                                            : "connected");
+        printf("guest OS:        %s\n", os ? os : "unknown (no guest agent has told it)");
+        json_decref(qs);
+    }
     return 0;
 }

@@ -87,6 +87,11 @@ const struct cli_command cli_commands[] = {
      "  prune NAME [--keep N] delete the automatic snapshots reverts kept, all but the newest N\n"},
     {"list", cmd_list, "[--json]", "list VMs with their state", NULL},
     {"status", cmd_status, "NAME [--json]", "show one VM's state and settings", NULL},
+    {"ssh", cmd_ssh, "NAME [--user USER] [-- SSH ARGS...]",
+     "ssh into the VM through its forward to port 22",
+     "  Runs ssh -p PORT USER@127.0.0.1 (USER: debian) with the VM's host key remembered as\n"
+     "  vmws-NAME. 'vmws create --os debian' adds the forward (a free port); any VM can have\n"
+     "  one with --forward tcp:PORT:22.\n"},
     {"vnc-password", cmd_vnc_password, "NAME [--clear]", "set a VM's VNC password (stdin)",
      "  Reads 1-8 characters from standard input (without echo on a terminal) into\n"
      "  vnc.passwd (mode 0600) in the VM's directory; VNC clients must then give it. Takes\n"

@@ -218,6 +218,7 @@ static void query_status(struct dash_vm *v)
         }
     }
     v->detail[0] = '\0';
+    v->guest_os[0] = '\0';
     net_from_config(v);
     snprintf(v->backend, sizeof(v->backend), "%s", mem_backend_name(v->cfg.backend));
     v->cpus = v->cfg.cpus;
@@ -257,6 +258,8 @@ static void query_status(struct dash_vm *v)
     if (json_object_get(r, "vnc")) /* should a VMM report it in its status */
         vnc_address(v, json_object_get(r, "vnc"));
     net_from_status(v, json_object_get(r, "net"));
+    s = json_string_value(json_object_get(json_object_get(r, "agent"), "os"));
+    snprintf(v->guest_os, sizeof(v->guest_os), "%s", s ? s : "");
     json_decref(r);
 }
 

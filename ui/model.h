@@ -49,6 +49,7 @@ struct dash_vm {
     uint64_t rx_bytes, tx_bytes;
     int64_t net_sample_ms; /* when rx/tx_bytes were read; 0 = not yet */
     double rx_rate, tx_rate; /* bytes per second */
+    char guest_os[64];       /* query-status's "agent" "os": "" = no agent has told it */
 
     /* Memory. ALLOCATED is measured for every VM; the rest for the selected one. */
     uint64_t allocated;

@@ -93,8 +93,9 @@ static void draw(struct dash *d, const struct rect *r, bool focused)
     fmt_bytes(need, sizeof(need), s->delete_needs_bytes);
     fmt_bytes(mem, sizeof(mem), s->memory_bytes);
     fmt_bytes(disk, sizeof(disk), s->disk_bytes);
-    draw_textf(y, in.x, in.w, draw_attr(ROLE_DIM), "delete %s needs %s (%s, %s RAM, %s disk)",
-               s->label, need, s->vm_state[0] ? s->vm_state : "?", mem, disk);
+    draw_textf(y, in.x, in.w, draw_attr(ROLE_DIM), "delete %s needs %s (%s%s%s, %s RAM, %s disk)",
+               s->label, need, s->vm_state[0] ? s->vm_state : "?", s->quiesced ? ", " : "",
+               s->quiesced ? s->quiesced : "", mem, disk);
 }
 
 static bool key(struct dash *d, int k)

@@ -130,8 +130,9 @@ static void draw(struct dash *d, const struct rect *r, bool focused)
         char rates[32];
         fmt_rates(rates, sizeof(rates), sel);
         draw_textf(in.y + in.h - 1 - (detail_line || vnc_line), in.x, in.w, draw_attr(ROLE_DIM),
-                   "net %s: rx/tx %s per s, forwards %s", sel->name, rates,
-                   sel->forwards[0] ? sel->forwards : "none");
+                   "net %s: rx/tx %s per s, forwards %s; guest OS %s", sel->name, rates,
+                   sel->forwards[0] ? sel->forwards : "none",
+                   sel->guest_os[0] ? sel->guest_os : "unknown (no guest agent)");
     }
     if (detail_line)
         draw_textf(in.y + in.h - 1, in.x, in.w, draw_attr(ROLE_ERROR), "%s: %s", sel->name,

@@ -125,6 +125,8 @@ int snaptree_build(json_t *list, struct snap_tree *out, char *err, size_t errlen
         copy_str(r->id, sizeof(r->id), json_object_get(o, "id"));
         copy_str(r->label, sizeof(r->label), json_object_get(o, "label"));
         copy_str(r->vm_state, sizeof(r->vm_state), json_object_get(o, "vm_state"));
+        const char *q = json_string_value(json_object_get(o, "quiesced"));
+        r->quiesced = !q ? NULL : strcmp(q, "quiesced") == 0 ? "quiesced" : "not quiesced";
         copy_str(nodes[i].parent, sizeof(nodes[i].parent), json_object_get(o, "parent"));
         r->created = snaptree_parse_time(json_string_value(json_object_get(o, "created")));
         r->is_auto = json_is_true(json_object_get(o, "auto"));

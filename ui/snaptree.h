@@ -18,8 +18,9 @@ struct snap_row {
     char id[32];
     char label[64];
     char vm_state[16];
-    time_t created; /* 0 if unknown */
-    bool is_auto;   /* kept automatically by a revert */
+    const char *quiesced; /* "quiesced", "not quiesced" or NULL (the take did not say) */
+    time_t created;       /* 0 if unknown */
+    bool is_auto;         /* kept automatically by a revert */
     bool is_current;
     bool is_now; /* the virtual "now" row, not a snapshot */
     uint64_t memory_bytes, state_bytes, disk_bytes, pages, delete_needs_bytes;

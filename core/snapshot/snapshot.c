@@ -467,6 +467,8 @@ json_t *snapshot_tree_json(struct snap_tree *t, struct disk *active)
         }
         if (n->deleting)
             json_object_set_new(j, "deleting", json_true());
+        if (n->quiesced[0])
+            json_object_set_new(j, "quiesced", json_string(n->quiesced));
         json_array_append_new(nodes, j);
     }
     json_t *tree =

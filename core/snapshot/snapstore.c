@@ -477,11 +477,13 @@ static int parse_node(json_t *j, struct snap_node *n)
     n->pages = (uint64_t)pages;
     n->mem_bytes = (uint64_t)mem;
     n->state_bytes = (uint64_t)stb;
-    const char *disk = "";
+    const char *disk = "", *quiesced = "";
     int deleting = 0;
-    if (json_unpack(j, "{s?:s, s?:b}", "disk", &disk, "deleting", &deleting) < 0 ||
+    if (json_unpack(j, "{s?:s, s?:b, s?:s}", "disk", &disk, "deleting", &deleting, "quiesced",
+                    &quiesced) < 0 ||
         !disk_path_ok(disk))
         return -EINVAL;
+    snprintf(n->quiesced, sizeof(n->quiesced), "%s", quiesced);
     snprintf(n->disk, sizeof(n->disk), "%s", disk);
     n->deleting = deleting;
     return 0;
@@ -626,6 +628,8 @@ int snap_tree_save(struct snap_tree *t, char *err, size_t errlen)
             json_object_set_new(j, "disk", json_string(n->disk));
         if (n->deleting)
             json_object_set_new(j, "deleting", json_true());
+        if (n->quiesced[0])
+            json_object_set_new(j, "quiesced", json_string(n->quiesced));
     }
     json_t *root =
         json_pack("{s:i, s:I, s:s, s:s, s:o}", "version", 1, "next_id", (json_int_t)t->next_id,

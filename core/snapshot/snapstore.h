@@ -32,6 +32,8 @@ struct page_delta {
 };
 #define PAGE_DELTA_ZERO UINT64_MAX
 
+#define SNAP_QUIESCED_MAX 160
+
 struct snap_node {
     char id[SNAP_ID_MAX];
     char label[SNAP_LABEL_MAX];
@@ -44,6 +46,9 @@ struct snap_node {
      * VM's folder or absolute; "" when the VM had no disk. */
     char disk[SNAP_DISK_MAX];
     bool deleting; /* a delete that merges the disk began; only finishing it is allowed */
+    /* "quiesced" (the guest agent froze the guest's file systems for the take) or "not
+     * quiesced: <why>"; "" when the take did not say (an older vmws, a powered-off VM). */
+    char quiesced[SNAP_QUIESCED_MAX];
     struct page_delta *delta; /* loaded on demand */
 };
 

@@ -304,8 +304,10 @@ static int boot_machine_locked(struct vmm *v, bool resume, char *err, size_t err
     }
     if (r == 0)
         r = machine_start(&v->m, err, errlen);
-    if (r == 0 && resume)
+    if (r == 0 && resume) {
         unlink(v->paths->suspend_state);
+        vmm_agent_resync_clock_async(v, "resume"); /* the guest slept through the suspend */
+    }
     return r;
 }
 
@@ -514,6 +516,8 @@ int vmm_run(const struct vm_config *cfg, const struct vm_paths *paths,
                                      err, sizeof(err));
     if (!v.console)
         goto fail;
+    if (vmm_agent_start(&v) < 0)
+        vmm_log("guest agent: cannot start its client (out of memory?): every use falls back");
     json_t *greeting = json_pack("{s:s, s:s, s:i}", "version", PACKAGE_VERSION, "name", cfg->name,
                                  "pid", (int)getpid());
     v.ctl = ctl_server_start(paths->ctl_sock, greeting, vmm_commands, vmm_ncommands, &v, err,
@@ -544,6 +548,7 @@ out:
         ctl_server_stop(v.ctl);
     if (v.console)
         console_server_stop(v.console);
+    vmm_agent_stop(&v);
     if (v.mem.host) {
         guest_mem_close(&v.mem);
         if (cfg->backend == MEM_BACKEND_FILE && status == 0 && !v.suspended)

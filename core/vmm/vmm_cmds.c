@@ -38,7 +38,13 @@ static json_t *cmd_query_status(void *opaque, json_t *args, struct ctl_error *er
         json_object_set_new(r, "disk", virtio_blk_status_json(v->blk));
     if (v->machine_live && v->net) /* the dashboard's rx/tx rates come from here */
         json_object_set_new(r, "net", virtio_net_status_json(v->net));
+    bool agent = v->machine_live && v->vcon && virtio_console_guest_open(v->vcon);
     pthread_mutex_unlock(&v->lock);
+    char os[sizeof(v->agent.os)];
+    json_t *ja = json_pack("{s:b}", "connected", agent);
+    if (vmm_agent_os(v, os, sizeof(os)))
+        json_object_set_new(ja, "os", json_string(os));
+    json_object_set_new(r, "agent", ja);
     return r;
 }
 
@@ -135,7 +141,10 @@ static json_t *cmd_stop(void *opaque, json_t *args, struct ctl_error *err)
 static json_t *cmd_cont(void *opaque, json_t *args, struct ctl_error *err)
 {
     (void)args;
-    return pause_or_resume(opaque, false, err);
+    json_t *r = pause_or_resume(opaque, false, err);
+    if (r) /* the guest's clock stood still while paused */
+        vmm_agent_resync_clock_async(opaque, "resume");
+    return r;
 }
 
 static json_t *cmd_quit(void *opaque, json_t *args, struct ctl_error *err)
@@ -159,6 +168,21 @@ static json_t *cmd_system_powerdown(void *opaque, json_t *args, struct ctl_error
     bool listened = v->machine_live && v->pm && pm_power_button(v->pm);
     pthread_mutex_unlock(&v->lock);
     return json_pack("{s:b}", "acpi", listened);
+}
+
+/* guest-shutdown: asks the guest agent to shut the guest down (it powers off by itself);
+ * {"agent": true}, or {"agent": false, "reason": why not} (no agent, it refused or hung). */
+static json_t *cmd_guest_shutdown(void *opaque, json_t *args, struct ctl_error *err)
+{
+    struct vmm *v = opaque;
+    (void)args, (void)err;
+    char why[256];
+    int r = vmm_agent_call(v, "guest-shutdown", json_pack("{s:s}", "mode", "powerdown"), 2000, true,
+                           NULL, why, sizeof(why));
+    if (r == 0)
+        vmm_log("guest agent: asked the guest to shut down");
+    return r == 0 ? json_pack("{s:b}", "agent", 1)
+                  : json_pack("{s:b, s:s}", "agent", 0, "reason", why);
 }
 
 static json_t *cmd_query_display(void *opaque, json_t *args, struct ctl_error *err)
@@ -273,12 +297,28 @@ static json_t *cmd_snapshot_take(void *opaque, json_t *args, struct ctl_error *e
         strlen(label) >= SNAP_LABEL_MAX)
         return vmm_fail(err, "InvalidArgument", "%s",
                         "snapshot-take needs {\"label\": a name of 1-63 characters}");
+    /* Quiesced: the guest agent freezes the guest's file systems around the take (seed 004),
+     * waiting without the lock; otherwise the take goes on and says why not. */
+    char quiesced[SNAP_QUIESCED_MAX] = "quiesced", why[SNAP_QUIESCED_MAX - 16];
+    pthread_mutex_lock(&v->lock);
+    bool running = v->machine_live && v->state == VMM_RUNNING;
+    pthread_mutex_unlock(&v->lock);
+    bool frozen = running && vmm_agent_freeze(v, why, sizeof(why)) == 0;
+    if (!running)
+        snprintf(quiesced, sizeof(quiesced), "not quiesced: the VM is not running");
+    else if (!frozen)
+        snprintf(quiesced, sizeof(quiesced), "not quiesced: %s", why);
     struct snap_node taken;
     double pause_ms;
-    if (vmm_snapshot_take(v, label, vm_state, &taken, &pause_ms, err) < 0)
+    int r = vmm_snapshot_take(v, label, vm_state, quiesced, &taken, &pause_ms, err);
+    bool thawed = !frozen || vmm_agent_thaw(v, why, sizeof(why)) == 0; /* logged if not */
+    if (r < 0)
         return NULL;
     json_t *ret = node_json(&taken);
+    if (!thawed)
+        json_object_set_new(ret, "thaw_error", json_string(why));
     json_object_set_new(ret, "pause_ms", json_real(pause_ms));
+    json_object_set_new(ret, "quiesced", json_string(quiesced));
     if (ret)
         ctl_server_event(v->ctl, "SNAPSHOT_TAKEN", ret);
     return ret;
@@ -299,6 +339,16 @@ static json_t *cmd_snapshot_revert(void *opaque, json_t *args, struct ctl_error 
     json_t *ret =
         json_pack("{s:s, s:s, s:I, s:f, s:s}", "id", rv.id, "kept", rv.kept, "pages_written",
                   (json_int_t)rv.pages_written, "pause_ms", rv.pause_ms, "vm_state", rv.vm_state);
+    /* The guest's clock is the snapshot's: the agent sets it to now (as VMware Tools does). */
+    char why[256], clock[300] = "not set: the VM is not running";
+    if (strcmp(rv.vm_state, "running") == 0) {
+        if (vmm_agent_after_revert(v, why, sizeof(why)) == 0)
+            snprintf(clock, sizeof(clock), "set to the host's through the guest agent");
+        else
+            snprintf(clock, sizeof(clock), "not set: %s", why);
+        vmm_log("after revert to %s: clock %s", rv.id, clock);
+    }
+    json_object_set_new(ret, "clock", json_string(clock));
     if (ret)
         ctl_server_event(v->ctl, "SNAPSHOT_REVERTED", ret);
     return ret;
@@ -344,6 +394,7 @@ const struct ctl_command vmm_commands[] = {
     {"cont", cmd_cont},
     {"quit", cmd_quit},
     {"system_powerdown", cmd_system_powerdown},
+    {"guest-shutdown", cmd_guest_shutdown},
     {"query-display", cmd_query_display},
     {"suspend", cmd_suspend},
     {"snapshot-take", cmd_snapshot_take},

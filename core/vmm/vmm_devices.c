@@ -251,6 +251,35 @@ static int virtio_balloon_row_load(struct vmm *v, const struct state_reader *r)
     return rc;
 }
 
+/* ---- the guest agent's port: always there (a guest without a driver or an agent never opens
+ * it, and every use of the agent falls back) ---- */
+
+HELD_DEVICE(virtio_console, vcon)
+static int virtio_console_row_create(struct vmm *v, char *err, size_t errlen)
+{
+    v->vcon = virtio_console_create(&v->m, v->pci, VIRTIO_CONSOLE_PCI_SLOT,
+                                    "org.qemu.guest_agent.0", &vmm_agent_port, v);
+    if (!v->vcon)
+        snprintf(err, errlen, "cannot create the virtio-console at PCI slot %d (see vmm.log)",
+                 VIRTIO_CONSOLE_PCI_SLOT);
+    return v->vcon ? 0 : -EIO;
+}
+static void virtio_console_row_stop(struct vmm *v)
+{
+    char err[256];
+    if (v->vcon && virtio_console_quiesce(v->vcon, 5000, err, sizeof(err)) < 0)
+        vmm_log("%s", err);
+}
+static int virtio_console_row_quiesce(struct vmm *v, char *err, size_t errlen)
+{
+    return v->vcon ? virtio_console_quiesce(v->vcon, 2000, err, errlen) : 0;
+}
+static void virtio_console_row_resume(struct vmm *v)
+{
+    if (v->vcon)
+        virtio_console_resume(v->vcon);
+}
+
 /* ---- the framebuffer: it outlives reboots and is attached to each machine ---- */
 
 static int framebuffer_row_create(struct vmm *v, char *err, size_t errlen)
@@ -293,6 +322,9 @@ const struct vmm_device vmm_devices[] = {
     ROW(virtio_balloon, STATE_TAG('V', 'B', 'A', 'L'), 1, .stop = virtio_balloon_row_stop,
         .destroy = virtio_balloon_row_destroy, .quiesce = virtio_balloon_row_quiesce,
         .resume = virtio_balloon_row_resume),
+    ROW(virtio_console, STATE_TAG('V', 'C', 'O', 'N'), 1, .stop = virtio_console_row_stop,
+        .destroy = virtio_console_row_destroy, .quiesce = virtio_console_row_quiesce,
+        .resume = virtio_console_row_resume),
     ROW(framebuffer, STATE_TAG('F', 'B', 'C', 'F'), 1, .stop = framebuffer_row_stop),
 };
 const size_t vmm_ndevices = sizeof(vmm_devices) / sizeof(vmm_devices[0]);

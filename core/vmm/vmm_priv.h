@@ -33,6 +33,7 @@
 #include "core/util/state.h"
 #include "core/virtio/virtio_balloon.h"
 #include "core/virtio/virtio_blk.h"
+#include "core/virtio/virtio_console.h"
 #include "core/virtio/virtio_net.h"
 #include "core/vm/machine.h"
 #include "core/vm/memtruth.h"
@@ -47,6 +48,18 @@ struct file_image {
     const uint8_t *data;
     size_t len;
     bool mapped;
+};
+
+/* The guest agent's client and its thread (vmm_agent.c); its own lock guards what follows it. */
+struct vmm_agent {
+    struct qga *qga;
+    pthread_t thread;
+    bool started;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool stop, want_osinfo;
+    const char *want_clock; /* why the clock should be set ("resume"), NULL = no */
+    char os[128];           /* the guest's OS as its agent names it; "" = not known */
 };
 
 struct vmm {
@@ -68,8 +81,9 @@ struct vmm {
     struct virtio_blk *blk; /* [disk] in vm.conf; NULL = no disk */
     struct virtio_net *net; /* [net] in vm.conf; NULL = no network card */
     struct virtio_balloon *balloon;
-    uint64_t balloon_target; /* bytes `vmws mem --balloon` asked back; outlives reboots */
-    struct es1370 *es1370;  /* the sound devices; NULL = no sound */
+    struct virtio_console *vcon; /* the guest agent's port (always there) */
+    uint64_t balloon_target;     /* bytes `vmws mem --balloon` asked back; outlives reboots */
+    struct es1370 *es1370;       /* the sound devices; NULL = no sound */
     struct pcspk *pcspk;
     struct audio *audio;        /* their clock and PulseAudio stream (backends->audio.create) */
     unsigned audio_attenuation; /* 100 - volume; from [audio] in vm.conf at the first boot */
@@ -79,6 +93,7 @@ struct vmm {
     struct display *display; /* its viewers (backends->display.create); NULL = none */
     const struct vmm_backends *backends; /* from vmm_options; NULL = none */
 
+    struct vmm_agent agent; /* outlives reboots; not under lock */
     struct ctl_server *ctl;
     struct console_server *console;
     int quit_fd; /* eventfd: a client asked us to quit (or suspended the VM) */
@@ -143,6 +158,25 @@ double vmm_ms_since(const struct timespec *t0);
 /* The VM's state in the window's title (under lock). */
 void vmm_show_state(struct vmm *v);
 
+/* vmm_agent.c: the guest agent (core/agent/qga.h) on the virtio-console port. Started before
+ * the control socket, stopped after it and after the machine. None of these may be called with
+ * vmm.lock held: each waits for the guest, within its bound. 0 or -errno with ERR (-ENOTCONN:
+ * "no guest agent"). */
+extern const struct virtio_console_host vmm_agent_port; /* the port's host end; opaque = vmm */
+int vmm_agent_start(struct vmm *v);
+void vmm_agent_stop(struct vmm *v);
+int vmm_agent_call(struct vmm *v, const char *cmd, json_t *args, unsigned timeout_ms, bool no_reply,
+                   json_t **ret, char *err, size_t errlen);
+int vmm_agent_freeze(struct vmm *v, char *err, size_t errlen);
+int vmm_agent_thaw(struct vmm *v, char *err, size_t errlen);
+int vmm_agent_set_time(struct vmm *v, char *err, size_t errlen);
+/* Thaws a guest that a revert brought back frozen, then sets its clock. */
+int vmm_agent_after_revert(struct vmm *v, char *err, size_t errlen);
+/* Sets the clock on the agent's thread (WHY: a static string for the log). */
+void vmm_agent_resync_clock_async(struct vmm *v, const char *why);
+/* The guest's OS name as its agent told it; false if not known (yet). */
+bool vmm_agent_os(struct vmm *v, char *os, size_t oslen);
+
 /* vmm_cmds.c: the command table, and an error reply with one %s argument. */
 extern const struct ctl_command vmm_commands[];
 extern const size_t vmm_ncommands;
@@ -154,8 +188,9 @@ json_t *vmm_fail(struct ctl_error *err, const char *cls, const char *fmt, const 
  * operation can use, GenericError for anything else. */
 int setup_snapshot_host(struct vmm *v, char *err, size_t errlen);
 int vmm_suspend(struct vmm *v, double *pause_ms, size_t *state_bytes, struct ctl_error *err);
-/* VM_STATE: the power state the node records (NULL: the VM's). TAKEN gets a copy of the node. */
-int vmm_snapshot_take(struct vmm *v, const char *label, const char *vm_state,
+/* VM_STATE: the power state the node records (NULL: the VM's); QUIESCED: what the node says of
+ * the guest's file systems (see struct snap_node). TAKEN gets a copy of the node. */
+int vmm_snapshot_take(struct vmm *v, const char *label, const char *vm_state, const char *quiesced,
                       struct snap_node *taken, double *pause_ms, struct ctl_error *err);
 struct vmm_reverted {
     char id[SNAP_ID_MAX];   /* the target */

@@ -174,7 +174,7 @@ static struct snap_node *take_locked(struct vmm *v, const char *label, bool auto
     return r < 0 ? NULL : n;
 }
 
-int vmm_snapshot_take(struct vmm *v, const char *label, const char *vm_state,
+int vmm_snapshot_take(struct vmm *v, const char *label, const char *vm_state, const char *quiesced,
                       struct snap_node *taken, double *pause_ms, struct ctl_error *err)
 {
     pthread_mutex_lock(&v->lock);
@@ -183,6 +183,12 @@ int vmm_snapshot_take(struct vmm *v, const char *label, const char *vm_state,
     if (r == 0) {
         struct snap_node *n =
             take_locked(v, label, false, vm_state, pause_ms, err->desc, sizeof(err->desc));
+        if (n && quiesced) {
+            char e2[256];
+            snprintf(n->quiesced, sizeof(n->quiesced), "%s", quiesced);
+            if (snap_tree_save(&v->tree, e2, sizeof(e2)) < 0) /* the node itself is durable */
+                vmm_log("snapshot %s: cannot record '%s': %s", n->id, quiesced, e2);
+        }
         if (n) {
             *taken = *n; /* the tree's array moves as nodes come and go */
             taken->delta = NULL;
