@@ -16,6 +16,7 @@
 #include "core/storage/imglock.h"
 #include "core/storage/qcow2.h"
 #include "core/util/bytes.h"
+#include "core/util/crashpoint.h"
 #include "core/util/errfmt.h"
 #include "core/util/fsutil.h"
 
@@ -147,6 +148,7 @@ int disk_read(struct disk *d, uint64_t offset, void *buf, size_t len)
     if (r < 0)
         return r;
     pthread_mutex_lock(&d->lock);
+    stall_point("disk-read"); /* storage that hangs, holding the image as a real one would */
     /* A raw file that shrank under us reads as zeroes past its end. */
     r = d->qcow2 ? qcow2_read(d->qcow2, offset, buf, len) : fs_pread_all(d->fd, buf, len, offset);
     pthread_mutex_unlock(&d->lock);
@@ -187,6 +189,7 @@ int disk_write(struct disk *d, uint64_t offset, const void *buf, size_t len)
     if (d->probed_raw && offset < PROBE_BYTES)
         return write_probed_head(d, offset, buf, len);
     pthread_mutex_lock(&d->lock);
+    stall_point("disk-write");
     r = d->qcow2 ? qcow2_write(d->qcow2, offset, buf, len) : fs_pwrite_all(d->fd, buf, len, offset);
     pthread_mutex_unlock(&d->lock);
     return r;

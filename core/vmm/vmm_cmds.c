@@ -63,11 +63,29 @@ static json_t *cmd_query_memory(void *opaque, json_t *args, struct ctl_error *er
                             "backend", mem_backend_name(v->cfg->backend), "path",
                             v->cfg->backend == MEM_BACKEND_FILE ? v->paths->vmem : "");
     /* The guest's side: the balloon and the statistics its driver reports (asked afresh when
-     * older than a second; a guest that does not answer within 500 ms gets its last ones). */
+     * older than a second; a guest that does not answer within 500 ms gets its last ones, with
+     * their age). The wait is outside vmm.lock, which is taken only for moments meanwhile: a
+     * guest that never answers holds up no other command. */
+    pthread_mutex_lock(&v->lock);
+    struct virtio_balloon *asked = v->machine_live && v->state == VMM_RUNNING ? v->balloon : NULL;
+    uint64_t seq = 0;
+    if (asked && !virtio_balloon_ask_stats(asked, &seq))
+        asked = NULL;
+    pthread_mutex_unlock(&v->lock);
+    for (int i = 0; asked && i < 50; i++) {
+        struct timespec tick = {0, 10 * 1000 * 1000};
+        nanosleep(&tick, NULL);
+        pthread_mutex_lock(&v->lock); /* the machine (and its balloon) may be gone: a reboot */
+        bool same = v->machine_live && v->balloon == asked;
+        bool arrived = same && virtio_balloon_stats_seq(asked) != seq;
+        pthread_mutex_unlock(&v->lock);
+        if (!same || arrived)
+            break;
+    }
     pthread_mutex_lock(&v->lock);
     json_t *balloon = NULL;
     if (v->machine_live && v->balloon)
-        balloon = virtio_balloon_status_json(v->balloon, v->state == VMM_RUNNING ? 500 : 0);
+        balloon = virtio_balloon_status_json(v->balloon, 0);
     pthread_mutex_unlock(&v->lock);
     if (balloon)
         json_object_set_new(ret, "balloon", balloon);
@@ -106,17 +124,24 @@ static json_t *pause_or_resume(struct vmm *v, bool pause, struct ctl_error *err)
     enum vmm_state want = pause ? VMM_PAUSED : VMM_RUNNING;
     enum vmm_state from = pause ? VMM_RUNNING : VMM_PAUSED;
     bool ok = v->machine_live && (v->state == from || v->state == want);
+    int r = 0;
     if (ok && v->state == from) {
         if (pause)
-            machine_pause(&v->m);
+            r = machine_pause(&v->m, MACHINE_PAUSE_TIMEOUT_MS, err->desc, sizeof(err->desc));
         else
             machine_resume(&v->m);
+    }
+    if (ok && v->state == from && r == 0) {
         v->state = want;
         ctl_server_event(v->ctl, pause ? "STOP" : "RESUME", NULL);
         vmm_show_state(v);
     }
     enum vmm_state now = v->state;
     pthread_mutex_unlock(&v->lock);
+    if (r < 0) {
+        err->cls = "GenericError";
+        return NULL;
+    }
     if (!ok) {
         err->cls = "GenericError";
         snprintf(err->desc, sizeof(err->desc), "cannot %s a VM that is %s",

@@ -80,9 +80,14 @@ int vmm_suspend(struct vmm *v, double *pause_ms, size_t *state_bytes, struct ctl
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     bool was_running = v->state == VMM_RUNNING;
-    machine_pause(&v->m);
     *state_bytes = 0;
-    int r = suspend_locked(v, state_bytes, err->desc, sizeof(err->desc));
+    int r = machine_pause(&v->m, MACHINE_PAUSE_TIMEOUT_MS, err->desc, sizeof(err->desc));
+    if (r < 0) {
+        pthread_mutex_unlock(&v->lock);
+        err->cls = "GenericError";
+        return r;
+    }
+    r = suspend_locked(v, state_bytes, err->desc, sizeof(err->desc));
     *pause_ms = vmm_ms_since(&t0);
     if (r < 0 && was_running) {
         machine_resume(&v->m); /* nothing is lost: the VM just keeps running */
@@ -137,9 +142,12 @@ static struct snap_node *take_locked(struct vmm *v, const char *label, bool auto
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     bool was_running = v->state == VMM_RUNNING;
-    if (was_running)
-        machine_pause(&v->m);
-    int r = vmm_quiesce_devices_locked(v, err, errlen); /* nothing writes guest RAM meanwhile */
+    int r = was_running ? machine_pause(&v->m, MACHINE_PAUSE_TIMEOUT_MS, err, errlen) : 0;
+    if (r < 0) {
+        snapshot_disk_move_end(&v->tree, &dm, false, true);
+        return NULL;
+    }
+    r = vmm_quiesce_devices_locked(v, err, errlen); /* nothing writes guest RAM meanwhile */
     bool quiesced = r == 0;
     struct snapshot_capture cap;
     if (r == 0)
@@ -245,7 +253,14 @@ int vmm_snapshot_revert(struct vmm *v, const char *id, bool keep_current, struct
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     bool was_running = v->state == VMM_RUNNING;
-    machine_pause(&v->m);
+    r = machine_pause(&v->m, MACHINE_PAUSE_TIMEOUT_MS, err->desc, sizeof(err->desc));
+    if (r < 0) { /* nothing changed: the overlays made for it go again */
+        snapshot_disk_move_end(&v->tree, &dm, false, false);
+        snapshot_disk_move_end(&v->tree, &keep, false, true);
+        pthread_mutex_unlock(&v->lock);
+        err->cls = "GenericError";
+        return r;
+    }
     v->state = VMM_PAUSED;
     /* Every device quiet until the pages are rewritten: none may DMA into them meanwhile. */
     r = vmm_quiesce_devices_locked(v, err->desc, sizeof(err->desc));
