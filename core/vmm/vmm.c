@@ -359,6 +359,7 @@ static int run_machine(struct vmm *v, int sigfd, int *ready_fd, bool resume)
 {
     char err[512];
     for (;;) {
+        vmm_snapshot_wait_idle(v, UINT_MAX); /* a reboot waits for a merge of its disk */
         pthread_mutex_lock(&v->lock);
         if (!resume && v->tree_ok) /* memory starts from zero, the disk from the current node */
             snapshot_fresh_boot(&v->tree, &v->snap_host);
@@ -491,6 +492,11 @@ int vmm_run(const struct vm_config *cfg, const struct vm_paths *paths,
     int status = 1;
     int ready_fd = opts->ready_fd;
     pthread_mutex_init(&v.lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&v.snap_idle, &ca);
+    pthread_condattr_destroy(&ca);
     clock_gettime(CLOCK_MONOTONIC, &v.started);
     v.mem.fd = -1;
     bool resume = access(paths->suspend_state, F_OK) == 0;
@@ -537,6 +543,14 @@ fail:
     vmm_log("%s", err);
     fprintf(stderr, "vmws: %s\n", err);
 out:
+    /* A delete still merging uses this VMM's state to the end: give it a while, then leave it
+     * as a crash would (the merge's steps are crash-safe; the next delete finishes it). */
+    if (!vmm_snapshot_wait_idle(&v, 30000)) {
+        vmm_log("exiting with snapshot %s's delete unfinished; 'vmws snapshot delete' finishes "
+                "it",
+                v.snap_busy);
+        _exit(status);
+    }
     if (v.display) /* the machine is gone: nothing draws or types any more */
         v.backends->display.destroy(v.display);
     framebuffer_destroy(v.fb);
@@ -560,5 +574,6 @@ out:
     if (ready_fd >= 0)
         close(ready_fd);
     pthread_mutex_destroy(&v.lock);
+    pthread_cond_destroy(&v.snap_idle);
     return status;
 }

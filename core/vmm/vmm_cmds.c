@@ -329,7 +329,8 @@ static json_t *cmd_snapshot_revert(void *opaque, json_t *args, struct ctl_error 
     return ret;
 }
 
-/* snapshot-delete {"id": ID or label, "dry_run": bool (only say what it needs)}. */
+/* snapshot-delete {"id": ID or label, "dry_run": bool (only say what it needs)}: starts the
+ * merge and answers at once (vmm_snapshot_delete). */
 static json_t *cmd_snapshot_delete(void *opaque, json_t *args, struct ctl_error *err)
 {
     const char *id = NULL;
@@ -341,12 +342,13 @@ static json_t *cmd_snapshot_delete(void *opaque, json_t *args, struct ctl_error 
     if (vmm_snapshot_delete(opaque, id, dry_run, &d, err) < 0)
         return NULL;
     const struct disksnap_plan *disk = &d.plan.disk;
+    /* "started": the merge runs on; the event SNAPSHOT_DELETED says how it ended. */
     return json_pack("{s:s, s:I, s:I, s:I, s:s, s:I, s:I, s:b}", "id", d.id, "needs_bytes",
                      (json_int_t)(d.plan.memory_needs + disk->needs), "memory_needs_bytes",
                      (json_int_t)d.plan.memory_needs, "disk_needs_bytes", (json_int_t)disk->needs,
                      "disk_merge", disksnap_how_name(disk->how), "disk_stream_bytes",
                      (json_int_t)disk->stream_needs, "disk_commit_bytes",
-                     (json_int_t)disk->commit_needs, "deleted", !dry_run);
+                     (json_int_t)disk->commit_needs, "started", !dry_run);
 }
 
 static json_t *cmd_query_snapshots(void *opaque, json_t *args, struct ctl_error *err)
@@ -358,6 +360,10 @@ static json_t *cmd_query_snapshots(void *opaque, json_t *args, struct ctl_error 
         v->tree_ok ? snapshot_tree_json(&v->tree, v->blk ? virtio_blk_image(v->blk) : NULL) : NULL;
     if (!v->tree_ok)
         vmm_fail(err, "GenericError", "%s", v->tree_err);
+    if (ret && v->snap_busy[0]) /* the tree as it was before that delete, until it ends */
+        json_object_set_new(ret, "deleting",
+                            json_pack("{s:s, s:f}", "id", v->snap_busy, "elapsed_ms",
+                                      vmm_ms_since(&v->snap_busy_since)));
     pthread_mutex_unlock(&v->lock);
     return ret;
 }

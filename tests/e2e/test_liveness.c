@@ -4,12 +4,16 @@
  * is stuck, what a user sees is asserted: `vmws status` and `vmws mem` answer, the guest's
  * console answers a command that needs no disk, `vmws snapshot take` ends within its bound
  * (done, or a clear error), and SIGTERM ends the VMM; once FILE goes, the write completes and its
- * bytes are in the image, as qemu-img reads it. Built-in guest, natively. */
+ * bytes are in the image, as qemu-img reads it. A snapshot delete whose merge hangs the same way
+ * holds up no other command. Built-in guest, natively. */
 #include <check.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -177,6 +181,61 @@ START_TEST(sigterm_ends_a_vmm_whose_disk_write_hangs)
 }
 END_TEST
 
+/* `vmws snapshot delete` merges on a worker: while its disk merge hangs on the storage, the
+ * VMM's other commands answer, and `vmws snapshot list` shows the delete in progress. */
+START_TEST(a_merge_blocks_no_other_command)
+{
+    e2e_setup();
+    struct console *c = start_stallable_vm("merge");
+    int r = vmws_cmd(out, sizeof(out), 60, "snapshot", "take", "merge", "s1", NULL);
+    ck_assert_msg(r == 0, "snapshot take: %s", out);
+    run(c, "write stuck after-the-snapshot", "");
+    FILE *f = fopen(stall_file, "w");
+    ck_assert_ptr_nonnull(f);
+    fclose(f);
+
+    char log[700];
+    snprintf(log, sizeof(log), "%s/delete.out", e2e_home());
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 1, log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    posix_spawn_file_actions_adddup2(&fa, 1, 2);
+    char *argv[] = {(char *)vmws_bin(), "snapshot", "delete", "merge", "s1", NULL};
+    extern char **environ;
+    pid_t del;
+    ck_assert_int_eq(posix_spawn(&del, vmws_bin(), &fa, NULL, argv, environ), 0);
+    posix_spawn_file_actions_destroy(&fa);
+    usleep(1500 * 1000); /* the merge reaches the image and hangs there */
+
+    r = answers_within(3000, "vmws snapshot list", "snapshot", "list", "merge", NULL);
+    ck_assert_msg(r == 0 && strstr(out, "deleting snapshot"), "snapshot list during a merge: %s",
+                  out);
+    r = answers_within(3000, "vmws status", "status", "merge", "--json", NULL);
+    ck_assert_msg(r == 0 && strstr(out, "\"running\""), "vmws status: %s", out);
+    r = answers_within(3000, "vmws snapshot take", "snapshot", "take", "merge", "s2");
+    ck_assert_msg(r != 0 && strstr(out, "being deleted"), "take during a delete: %s", out);
+    int status;
+    ck_assert_int_eq(waitpid(del, &status, WNOHANG), 0); /* still merging */
+
+    unlink(stall_file);
+    long t0 = now_ms();
+    while (waitpid(del, &status, WNOHANG) == 0 && now_ms() - t0 < 30000)
+        usleep(50 * 1000);
+    f = fopen(log, "r");
+    size_t n = f ? fread(out, 1, sizeof(out) - 1, f) : 0;
+    out[n] = '\0';
+    if (f)
+        fclose(f);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0 && strstr(out, "deleted snapshot"),
+                  "snapshot delete: %s", out);
+    r = vmws_cmd(out, sizeof(out), 10, "snapshot", "list", "merge", NULL);
+    ck_assert_msg(r == 0 && !strstr(out, "s1") && !strstr(out, "deleting"), "after: %s", out);
+    run(c, "cat stuck", "after-the-snapshot"); /* the disk is back */
+    console_close(c);
+    e2e_teardown();
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("liveness");
@@ -184,6 +243,7 @@ int main(void)
     tcase_set_timeout(tc, 180);
     tcase_add_test(tc, a_hung_disk_write_wedges_nothing);
     tcase_add_test(tc, sigterm_ends_a_vmm_whose_disk_write_hangs);
+    tcase_add_test(tc, a_merge_blocks_no_other_command);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
