@@ -84,7 +84,7 @@ struct virtio_pci {
 
 static void update_irq_locked(struct virtio_pci *vp)
 {
-    bool intx_off = vp->pci.cfg[0x05] & 0x04;
+    bool intx_off = pci_cfg_byte(&vp->pci, 0x05) & 0x04;
     bool level = vp->r.isr && !intx_off;
     if (level != vp->irq_level) {
         vp->irq_level = level;
@@ -758,7 +758,7 @@ int virtio_pci_load(struct virtio_pci *vp, const struct state_reader *rd, uint32
     if (regs.broken && !vp->r.broken)
         mark_broken_locked(vp, "restored as broken");
     /* Drive the line to its restored level whatever we last told KVM. */
-    vp->irq_level = vp->r.isr && !(vp->pci.cfg[0x05] & 0x04);
+    vp->irq_level = vp->r.isr && !(pci_cfg_byte(&vp->pci, 0x05) & 0x04);
     pci_set_intx(vp->bus, &vp->pci, vp->irq_level);
     pthread_mutex_unlock(&vp->lock);
     wake_thread(vp);
