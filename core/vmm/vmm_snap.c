@@ -464,6 +464,9 @@ static int delete_start_locked(struct vmm *v, struct snap_node *n,
     }
     j->v = v;
     j->disk = plan->disk;
+    for (size_t i = 0; i < j->disk.ndeps; i++) /* the plan names nodes: the copy's, same place */
+        if (j->disk.deps[i])
+            j->disk.deps[i] = j->tree.nodes + (plan->disk.deps[i] - v->tree.nodes);
     j->carry = carry;
     snprintf(j->id, sizeof(j->id), "%s", n->id);
     j->detached =
