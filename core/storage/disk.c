@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/storage/imglock.h"
@@ -330,7 +331,13 @@ int disk_layer_map(struct disk *d, uint32_t granule, uint64_t *bitmap)
 {
     if (!granule || (granule & (granule - 1)))
         return -EINVAL;
-    pthread_mutex_lock(&d->lock);
+    /* The control plane's way into a running disk (snapshot list and delete plans): a request
+     * stuck on hanging storage holds the lock, and the caller must not wait for it. */
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += DISK_LOCK_WAIT_MS / 1000;
+    if (pthread_mutex_timedlock(&d->lock, &deadline) != 0)
+        return -EBUSY;
     int r = d->qcow2 ? qcow2_layer_map(d->qcow2, granule, bitmap)
                      : raw_layer_map(d->fd, d->size, granule, bitmap);
     pthread_mutex_unlock(&d->lock);
