@@ -387,17 +387,20 @@ static int run_machine(struct vmm *v, int sigfd, int *ready_fd, bool resume)
         resume = false;
 
         enum wake w = wait_for_event(v, sigfd, true);
+        pthread_mutex_lock(&v->lock); /* a suspend sets it on the control thread */
+        bool was_suspended = v->suspended;
+        pthread_mutex_unlock(&v->lock);
         if (w != WAKE_MACHINE)
             machine_request_stop(&v->m, STOP_QUIT,
-                                 v->suspended       ? "suspended"
+                                 was_suspended      ? "suspended"
                                  : w == WAKE_SIGNAL ? "signal"
                                                     : "client quit");
 
         pthread_mutex_lock(&v->lock);
+        destroy_machine_locked(v); /* vCPUs joined: none sets the reason any more */
         enum machine_stop_reason why = v->m.stop_reason;
         char detail[256];
         snprintf(detail, sizeof(detail), "%s", v->m.stop_detail);
-        destroy_machine_locked(v);
         v->state = why == STOP_ERROR ? VMM_CRASHED : why == STOP_RESET ? VMM_BOOTING : VMM_SHUTDOWN;
         if (why == STOP_ERROR)
             snprintf(v->crash_detail, sizeof(v->crash_detail), "%s", detail);
