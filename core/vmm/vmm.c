@@ -297,7 +297,9 @@ static int boot_machine_locked(struct vmm *v, bool resume, char *err, size_t err
     if (r == 0)
         r = resume ? resume_locked(v, err, errlen) : boot_kernel_locked(v, err, errlen);
     if (r == 0 && v->opts->start_paused) {
-        v->m.pause_requested = true; /* vCPU threads park before their first KVM_RUN */
+        pthread_mutex_lock(&v->m.lock); /* the mixer's thread may ask machine_is_paused */
+        v->m.pause_requested = true;    /* vCPU threads park before their first KVM_RUN */
+        pthread_mutex_unlock(&v->m.lock);
         v->state = VMM_PAUSED;
     } else {
         v->state = VMM_RUNNING;
@@ -377,7 +379,9 @@ static int run_machine(struct vmm *v, int sigfd, int *ready_fd, bool resume)
         vmm_log("%s %s: %u vCPU(s), %llu MiB %s memory%s", resume ? "resumed" : "booted",
                 v->cfg->name, v->cfg->cpus, (unsigned long long)(v->cfg->memory_bytes >> 20),
                 mem_backend_name(v->cfg->backend), v->opts->start_paused ? ", paused" : "");
+        pthread_mutex_lock(&v->lock); /* a control command may change the state already */
         vmm_show_state(v);
+        pthread_mutex_unlock(&v->lock);
         if (*ready_fd >= 0) {
             ssize_t w = write(*ready_fd, "R", 1);
             (void)w;
