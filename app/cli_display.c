@@ -59,7 +59,11 @@ void cli_display_print(const struct vm_paths *p, const char *prefix)
            (int)json_integer_value(json_object_get(r, "width")),
            (int)json_integer_value(json_object_get(r, "height")),
            json_is_true(json_object_get(r, "sdl")) ? "open" : "not open");
-    if (vnc)
+    const char *sock = json_string_value(json_object_get(vnc, "socket"));
+    if (sock) /* vnc_listen = unix */
+        printf("%svnc:             unix socket %s (only you can open it)%s\n", prefix, sock,
+               json_is_true(json_object_get(vnc, "password")) ? ", password required" : "");
+    else if (vnc)
         printf("%svnc:             %s:%d (display :%d)%s\n", prefix,
                json_string_value(json_object_get(vnc, "host")),
                (int)json_integer_value(json_object_get(vnc, "port")),

@@ -18,6 +18,7 @@
 #include "core/snapshot/treeops.h"
 
 #define OP_TIMEOUT_MS 120000
+#define DELETE_TIMEOUT_MS (60 * 60 * 1000) /* a merge takes as long as its images are big */
 
 /* Runs COMMAND on the VM's VMM; prints the error and returns NULL on failure. */
 static json_t *vm_execute(const char *name, const struct vm_paths *p, const char *command,
@@ -397,6 +398,48 @@ static void print_delete_cost(const char *key, uint64_t mem_needs, enum disksnap
     fflush(stdout); /* said before it starts, even into a pipe, even if the merge dies */
 }
 
+/* The VMM merges on a worker and answers at once (its other commands keep answering); the
+ * event SNAPSHOT_DELETED with the node's id says how the merge ended. NULL (said) if it failed. */
+static json_t *delete_and_wait(const char *name, const struct vm_paths *p, const char *key)
+{
+    struct ctl_client *c = cli_vm_connect(name, p);
+    if (!c)
+        return NULL;
+    char err[512];
+    json_t *r = ctl_client_execute(c, "snapshot-delete", json_pack("{s:s}", "id", key),
+                                   OP_TIMEOUT_MS, err, sizeof(err));
+    if (!r) {
+        ctl_client_close(c);
+        cli_error("VM '%s': %s", name, err);
+        return NULL;
+    }
+    const char *id = json_string_value(json_object_get(r, "id"));
+    json_t *ev, *done = NULL;
+    while (!done && (ev = ctl_client_next_event(c, DELETE_TIMEOUT_MS))) {
+        json_t *d = json_object_get(ev, "data");
+        const char *e = json_string_value(json_object_get(ev, "event"));
+        const char *evid = json_string_value(json_object_get(d, "id"));
+        if (e && strcmp(e, "SNAPSHOT_DELETED") == 0 && id && evid && strcmp(evid, id) == 0)
+            done = json_incref(d);
+        json_decref(ev);
+    }
+    ctl_client_close(c);
+    if (!done)
+        cli_error("VM '%s': no word from its VMM on deleting snapshot %s (see 'vmws snapshot "
+                  "list' and its vmm.log)",
+                  name, key);
+    else if (!json_is_true(json_object_get(done, "deleted")))
+        cli_error("cannot delete snapshot %s of %s: %s", key, name,
+                  json_string_value(json_object_get(done, "error")));
+    if (!done || !json_is_true(json_object_get(done, "deleted"))) {
+        json_decref(done);
+        json_decref(r);
+        return NULL;
+    }
+    json_decref(done);
+    return r;
+}
+
 static int snap_cmd_delete(const char *name, const char *key)
 {
     struct vm_session s;
@@ -437,7 +480,7 @@ static int snap_cmd_delete(const char *name, const char *key)
         print_delete_cost(
             key, (uint64_t)json_integer_value(json_object_get(cost, "memory_needs_bytes")), h,
             (uint64_t)json_integer_value(json_object_get(cost, "disk_needs_bytes")));
-        r = vm_execute(name, &s.p, "snapshot-delete", json_pack("{s:s}", "id", key));
+        r = delete_and_wait(name, &s.p, key);
     }
     int rc = session_close(&s, true);
     json_decref(cost);
@@ -514,6 +557,11 @@ static int snap_cmd_list(const char *name, bool json)
         if (!json_is_string(json_object_get(tree, "current")))
             printf("(the VM's present state descends from no snapshot)\n");
     }
+    json_t *del = json_object_get(tree, "deleting");
+    if (!json && del) /* the tree above is as it was before that delete began */
+        printf("deleting snapshot %s: merging for %.1f s\n",
+               json_string_value(json_object_get(del, "id")),
+               json_real_value(json_object_get(del, "elapsed_ms")) / 1000);
     json_decref(tree);
     return 0;
 }

@@ -182,12 +182,15 @@ json_t *display_status_json(struct display *d)
     json_t *r = json_pack("{s:b, s:I}", "sdl", d->sdl && d->sdl_ops->open(d->sdl), "updates",
                           (json_int_t)atomic_load(&d->updates));
     int port = d->vnc ? d->vnc_ops->port(d->vnc) : 0;
-    if (r && port)
-        json_object_set_new(r, "vnc",
-                            json_pack("{s:s, s:i, s:b, s:s, s:i}", "host", d->cfg.vnc_host, "port",
-                                      port, "password", d->cfg.vnc_password[0] != '\0',
-                                      "password_file", d->cfg.vnc_password_file, "clients",
-                                      (int)d->vnc_ops->clients(d->vnc)));
+    if (r && d->vnc && (port || d->cfg.vnc_socket[0])) {
+        json_t *v =
+            json_pack("{s:s, s:i, s:b, s:s, s:i}", "host", d->cfg.vnc_host, "port", port,
+                      "password", d->cfg.vnc_password[0] != '\0', "password_file",
+                      d->cfg.vnc_password_file, "clients", (int)d->vnc_ops->clients(d->vnc));
+        if (v && d->cfg.vnc_socket[0]) /* vnc_listen = unix: no TCP port (0) */
+            json_object_set_new(v, "socket", json_string(d->cfg.vnc_socket));
+        json_object_set_new(r, "vnc", v);
+    }
     return r;
 }
 

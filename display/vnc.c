@@ -1,23 +1,29 @@
 /* The VNC server (libvncserver, threaded mode). The RFB framebuffer *is* the guest's
  * framebuffer mapping (32 bpp, red at bit 16), so an update costs no copy on our side: the
  * refresh thread marks dirty rows modified and each client's own thread encodes and sends them.
- * Listens on 127.0.0.1:5900+N (first free N) unless configured; optional VNC password, with
+ * Listens on 127.0.0.1:5900+N (first free N) unless configured, or - vnc_listen = unix - only on
+ * a Unix socket in the runtime dir (mode 0600: only the VM's owner can connect; libvncserver has
+ * no Unix listener, so our thread accepts and hands each connection to rfbNewClient, as its own
+ * listener thread does with TCP ones); optional VNC password, with
  * failed attempts rate-limited; WebSocket clients are refused (Debian builds libvncserver with
  * WebSockets on the RFB port, so a web page could otherwise reach a VM); the file-transfer
  * extension is never registered. Protocol errors end that client, nothing more. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
 #include <rfb/rfb.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <pthread.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "core/control/ctl.h"
 #include "core/util/log.h"
 #include "display/display_priv.h"
 
@@ -30,9 +36,69 @@ struct vnc_server {
     atomic_uint clients;
     char *passwords[2]; /* NULL-terminated list for rfbCheckPasswordByList */
     pthread_mutex_t auth_lock;
-    unsigned failures;     /* failed passwords since the last right one */
-    double blocked_until;  /* CLOCK_MONOTONIC s: every attempt is refused until then */
+    unsigned failures;                 /* failed passwords since the last right one */
+    double blocked_until;              /* CLOCK_MONOTONIC s: every attempt is refused until then */
+    struct ctl_listener unix_listener; /* vnc_listen = unix; fd -1 otherwise */
+    int unix_stop_fd;                  /* eventfd: the accept thread ends */
+    pthread_t unix_thread;
+    bool unix_thread_started;
 };
+
+/* vnc_listen = unix: accepts on the socket and gives each connection to libvncserver, which
+ * runs it on a thread of its own as it does a TCP client (rfbStartOnHoldClient unless the new
+ * client hook put it on hold). */
+static void *unix_accept_thread(void *arg)
+{
+    struct vnc_server *v = arg;
+    struct pollfd pfd[2] = {{.fd = v->unix_listener.fd, .events = POLLIN},
+                            {.fd = v->unix_stop_fd, .events = POLLIN}};
+    for (;;) {
+        if (poll(pfd, 2, -1) < 0 && errno != EINTR)
+            break;
+        if (pfd[1].revents)
+            break;
+        if (!(pfd[0].revents & POLLIN))
+            continue;
+        int fd = accept4(v->unix_listener.fd, NULL, NULL, SOCK_CLOEXEC);
+        if (fd < 0)
+            continue; /* EAGAIN, or a transient error: poll again */
+        rfbClientPtr cl = rfbNewClient(v->screen, fd); /* closes FD itself on failure */
+        if (cl && !cl->onHold)
+            rfbStartOnHoldClient(cl);
+    }
+    return NULL;
+}
+
+static int unix_listen(struct vnc_server *v, char *err, size_t errlen)
+{
+    v->unix_stop_fd = eventfd(0, EFD_CLOEXEC);
+    if (v->unix_stop_fd < 0) {
+        snprintf(err, errlen, "eventfd: %s", strerror(errno));
+        return -errno;
+    }
+    if (ctl_listener_open(&v->unix_listener, v->d->cfg.vnc_socket, err, errlen) < 0)
+        return -EIO;
+    int r = pthread_create(&v->unix_thread, NULL, unix_accept_thread, v);
+    if (r != 0) {
+        snprintf(err, errlen, "cannot start the VNC socket's thread: %s", strerror(r));
+        return -r;
+    }
+    v->unix_thread_started = true;
+    return 0;
+}
+
+static void unix_close(struct vnc_server *v)
+{
+    if (v->unix_thread_started) {
+        uint64_t one = 1;
+        ssize_t w = write(v->unix_stop_fd, &one, sizeof(one));
+        (void)w;
+        pthread_join(v->unix_thread, NULL);
+    }
+    ctl_listener_close(&v->unix_listener);
+    if (v->unix_stop_fd >= 0)
+        close(v->unix_stop_fd);
+}
 
 /* After AUTH_FREE_FAILURES wrong passwords in a row, every attempt - right or wrong - is refused
  * for AUTH_BLOCK_S seconds, doubling with each further failure up to AUTH_BLOCK_MAX_S. */
@@ -191,8 +257,9 @@ static int pick_port(in_addr_t host)
 
 static struct vnc_server *vnc_server_start(struct display *d, char *err, size_t errlen)
 {
-    struct in_addr host;
-    if (inet_pton(AF_INET, d->cfg.vnc_host, &host) != 1) {
+    bool on_unix = d->cfg.vnc_socket[0] != '\0';
+    struct in_addr host = {0};
+    if (!on_unix && inet_pton(AF_INET, d->cfg.vnc_host, &host) != 1) {
         snprintf(err, errlen, "VNC listen address '%s' is not an IPv4 address", d->cfg.vnc_host);
         return NULL;
     }
@@ -202,6 +269,8 @@ static struct vnc_server *vnc_server_start(struct display *d, char *err, size_t 
         return NULL;
     }
     v->d = d;
+    v->unix_listener.fd = -1;
+    v->unix_stop_fd = -1;
     atomic_init(&v->clients, 0);
     pthread_mutex_init(&v->auth_lock, NULL);
     rfbLog = vnc_log;
@@ -238,8 +307,8 @@ static struct vnc_server *vnc_server_start(struct display *d, char *err, size_t 
         s->authPasswdData = v->passwords;
         s->passwordCheck = check_password;
     }
-    int port = d->cfg.vnc_port;
-    if (port == 0) {
+    int port = on_unix ? 0 : d->cfg.vnc_port; /* 0 with autoPort off: no TCP listener */
+    if (!on_unix && port == 0) {
         port = pick_port(host.s_addr);
         if (port < 0) {
             snprintf(err, errlen, "no free VNC port in %d..%d on %s", VNC_FIRST_PORT, VNC_LAST_PORT,
@@ -250,13 +319,22 @@ static struct vnc_server *vnc_server_start(struct display *d, char *err, size_t 
     s->port = port;
     s->autoPort = FALSE;
     rfbInitServer(s);
-    if (s->listenSock == RFB_INVALID_SOCKET) {
+    if (!on_unix && s->listenSock == RFB_INVALID_SOCKET) {
         snprintf(err, errlen, "cannot listen for VNC on %s:%d (in use?)", d->cfg.vnc_host, port);
         goto fail;
     }
     rfbRunEventLoop(s, -1, TRUE); /* returns at once: a listener thread, threads per client */
-    vmm_log("vnc: listening on %s:%d%s", d->cfg.vnc_host, port,
-            d->cfg.vnc_password[0] ? " (password required)" : "");
+    if (on_unix && unix_listen(v, err, errlen) < 0) {
+        unix_close(v);
+        rfbShutdownServer(s, TRUE);
+        goto fail;
+    }
+    if (on_unix)
+        vmm_log("vnc: listening on %s (mode 0600)%s", d->cfg.vnc_socket,
+                d->cfg.vnc_password[0] ? " (password required)" : "");
+    else
+        vmm_log("vnc: listening on %s:%d%s", d->cfg.vnc_host, port,
+                d->cfg.vnc_password[0] ? " (password required)" : "");
     return v;
 fail:
     rfbScreenCleanup(s);
@@ -282,6 +360,7 @@ static int vnc_server_port(const struct vnc_server *v)
 
 static void vnc_server_stop(struct vnc_server *v)
 {
+    unix_close(v); /* no new clients from the socket; those it had end with the others */
     rfbShutdownServer(v->screen, TRUE);
     rfbScreenCleanup(v->screen);
     free(v);

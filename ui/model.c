@@ -120,7 +120,8 @@ static void scan_home(struct dash_model *m)
     }
 }
 
-/* VNC as "host:port", from {"host": H, "port": P}, {"address": A} or a plain string. */
+/* VNC as "host:port", from {"host": H, "port": P}, {"address": A} or a plain string; a VM
+ * with vnc_listen = unix shows its socket's path ({"socket": S}). */
 static void vnc_address(struct dash_vm *v, json_t *x)
 {
     if (json_is_string(x)) {
@@ -128,8 +129,11 @@ static void vnc_address(struct dash_vm *v, json_t *x)
     } else if (json_is_object(x)) {
         const char *a = json_string_value(json_object_get(x, "address"));
         const char *h = json_string_value(json_object_get(x, "host"));
+        const char *sock = json_string_value(json_object_get(x, "socket"));
         json_t *p = json_object_get(x, "port");
-        if (a)
+        if (sock)
+            snprintf(v->vnc, sizeof(v->vnc), "%s", sock);
+        else if (a)
             snprintf(v->vnc, sizeof(v->vnc), "%s", a);
         else if (h && json_is_integer(p))
             snprintf(v->vnc, sizeof(v->vnc), "%.40s:%lld", h, (long long)json_integer_value(p));

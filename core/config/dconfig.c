@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "core/config/dconfig.h"
+#include "core/config/paths.h"
 #include "core/config/vmconfig.h"
 
 #define DEFAULT_WIDTH 1024
@@ -121,10 +122,11 @@ int vmconfig_display_key(struct vm_display_config *d, const char *name, const ch
     }
     if (strcmp(name, "vnc_listen") == 0) {
         if (strlen(value) >= sizeof(d->vnc_listen) ||
-            display_parse_listen(value, host, sizeof(host), &port) < 0) {
+            (strcmp(value, "unix") != 0 &&
+             display_parse_listen(value, host, sizeof(host), &port) < 0)) {
             snprintf(err, errlen,
                      "bad vnc_listen '%s' (expected an IPv4 address, optionally with :PORT, "
-                     "e.g. 127.0.0.1 or 0.0.0.0:5901)",
+                     "e.g. 127.0.0.1 or 0.0.0.0:5901, or unix for a socket only you can open)",
                      value);
             return 0;
         }
@@ -215,8 +217,15 @@ int display_config_from_vm(const struct vm_config *cfg, const char *vm_dir,
         out->sdl = false;
     if (display_check_size(d->width, d->height, err, errlen) < 0)
         return -EINVAL;
-    if (display_parse_listen(d->vnc_listen, out->vnc_host, sizeof(out->vnc_host), &out->vnc_port) <
-        0) {
+    struct vm_paths p;
+    if (strcmp(d->vnc_listen, "unix") == 0) { /* the runtime dir's NAME.vnc, mode 0600 */
+        if (paths_for_vm(cfg->name, &p) < 0 || strlen(p.vnc_sock) >= sizeof(out->vnc_socket)) {
+            snprintf(err, errlen, "no room for the VNC socket of %s in the runtime dir", cfg->name);
+            return -ENAMETOOLONG;
+        }
+        snprintf(out->vnc_socket, sizeof(out->vnc_socket), "%s", p.vnc_sock);
+    } else if (display_parse_listen(d->vnc_listen, out->vnc_host, sizeof(out->vnc_host),
+                                    &out->vnc_port) < 0) {
         snprintf(err, errlen, "bad vnc_listen '%s'", d->vnc_listen);
         return -EINVAL;
     }

@@ -20,9 +20,11 @@ struct display_config {
     const char *vm_name;
     unsigned width, height;
     bool sdl, vnc;
-    bool sdl_optional;     /* SDL by default (a display exists): failing to open it is a note */
-    char vnc_host[64];     /* listen address, e.g. "127.0.0.1" */
-    int vnc_port;          /* 0 = the first free of 5900..5999 */
+    bool sdl_optional; /* SDL by default (a display exists): failing to open it is a note */
+    char vnc_host[64]; /* listen address, e.g. "127.0.0.1" */
+    int vnc_port;      /* 0 = the first free of 5900..5999 */
+    /* vnc_listen = unix: a Unix socket (mode 0600) in the runtime dir instead of TCP; "" = TCP */
+    char vnc_socket[108];
     char vnc_password[16]; /* "" = no authentication (VNC passwords are at most 8 bytes) */
     char vnc_password_file[PATH_MAX]; /* where it came from (shown by status and dashboard) */
 };
@@ -35,7 +37,8 @@ struct vm_config;
 
 /* "auto" | "sdl" | "vnc" | "sdl,vnc" | "none". Returns 0 or -EINVAL. */
 int display_mode_parse(const char *mode, bool *sdl, bool *vnc, bool *sdl_optional);
-/* "A.B.C.D" or "A.B.C.D:PORT" -> HOST, PORT (0 if none). Returns 0 or -EINVAL. */
+/* "A.B.C.D" or "A.B.C.D:PORT" -> HOST, PORT (0 if none). Returns 0 or -EINVAL. ("unix", which
+ * vnc_listen also takes, is not an address: see display_config_from_vm.) */
 int display_parse_listen(const char *s, char *host, size_t hostlen, int *port);
 /* Fills OUT for CFG (VM directory VM_DIR, which may hold vnc.passwd). OUT->vm_name points into
  * CFG. Returns 0 or -errno with ERR (bad mode, size, listen address, or a password file that

@@ -135,6 +135,9 @@ int paths_for_vm(const char *name, struct vm_paths *p)
     snprintf(file, sizeof(file), "%s.console", name);
     if (rc == 0)
         rc = fmt(p->console_sock, sun_len, "%s/%s", run, file);
+    snprintf(file, sizeof(file), "%s.vnc", name);
+    if (rc == 0)
+        rc = fmt(p->vnc_sock, sun_len, "%s/%s", run, file);
     return rc;
 }
 

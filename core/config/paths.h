@@ -19,6 +19,7 @@ struct vm_paths {
     char suspend_state[PATH_MAX]; /* dir/suspend.state: machine state while suspended */
     char ctl_sock[PATH_MAX];      /* runtime/NAME.ctl: JSON control socket */
     char console_sock[PATH_MAX];  /* runtime/NAME.console: raw serial bytes */
+    char vnc_sock[PATH_MAX];      /* runtime/NAME.vnc: VNC, with [display] vnc_listen = unix */
 };
 
 /* $VMWS_HOME or ~/.local/share/vmws, created 0700 if missing. Returns 0 or -errno. */

@@ -25,7 +25,8 @@ enum mem_backend {
 struct vm_display_config {
     char mode[16]; /* auto (SDL if a display exists, and VNC), sdl, vnc, sdl,vnc, none */
     unsigned width, height;
-    char vnc_listen[64]; /* ADDRESS or ADDRESS:PORT; port 0 or none = first free from 5900 */
+    char vnc_listen[64]; /* ADDRESS or ADDRESS:PORT (port 0 or none = first free from 5900), or unix
+                          */
     char vnc_password_file[PATH_MAX]; /* "" = DIR/vnc.passwd if it exists; mode 0600 */
 };
 
@@ -73,8 +74,8 @@ struct vm_config {
     enum mem_backend backend;
     bool memory_sharing;    /* KSM may merge identical guest pages (anon backend; default no) */
     bool memory_huge_pages; /* transparent huge pages (anon and shm backends; default yes) */
-    char kernel[PATH_MAX]; /* "" = the built-in guest */
-    char initrd[PATH_MAX]; /* "" = none */
+    char kernel[PATH_MAX];  /* "" = the built-in guest */
+    char initrd[PATH_MAX];  /* "" = none */
     char append[VM_APPEND_MAX];
     struct vm_display_config display;
     struct vm_audio_config audio;

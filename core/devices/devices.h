@@ -67,6 +67,13 @@ struct pci_device {
     void *opaque;
     unsigned intx_irq; /* set by pci_register: the IRQ the board wires INTA# to */
 };
+/* One config byte read without the bus lock (a device's own command register: INTx disable, bus
+ * master), under the device's lock: the bus stores each byte whole, so this is the old or the new
+ * value, never a torn one (issue 14, finding 11). */
+static inline uint8_t pci_cfg_byte(const struct pci_device *d, unsigned off)
+{
+    return __atomic_load_n(&d->cfg[off], __ATOMIC_RELAXED);
+}
 struct pci_bus;
 struct pci_bus *pci_create(struct machine *m);
 /* Fills the standard header of a type-0 function. */

@@ -138,7 +138,7 @@ static const char *const chan_names[NCHAN] = {"DAC1", "DAC2", "ADC"};
 
 static void update_irq_locked(struct es1370 *e)
 {
-    bool intx_off = e->pci.cfg[0x05] & 0x04;
+    bool intx_off = pci_cfg_byte(&e->pci, 0x05) & 0x04;
     bool level = (e->r.status & (STAT_DAC1 | STAT_DAC2 | STAT_ADC)) && !intx_off;
     if (level != e->irq_level) {
         e->irq_level = level;
@@ -355,7 +355,7 @@ bool es1370_render(struct es1370 *e, int32_t *mix, unsigned n)
 {
     bool active = false;
     pthread_mutex_lock(&e->lock);
-    bool bus_master = (e->pci.cfg[0x04] & 0x04) && !e->quiesced;
+    bool bus_master = (pci_cfg_byte(&e->pci, 0x04) & 0x04) && !e->quiesced;
     for (int c = 0; c < NCHAN && !e->r.broken && bus_master; c++) {
         if (!chan_running(e, c))
             continue;

@@ -1,7 +1,9 @@
 /* PCI configuration mechanism #1 (0xCF8 address, 0xCFC-0xCFF data) for bus 0, with a host
  * bridge at 00:00.0. Devices bring a 256-byte config space and a write mask; BARs are sized the
  * standard way (write all ones, read back the size mask) and their owners are told when the
- * guest moves them or turns decoding on or off. Absent functions read as all ones. */
+ * guest moves them or turns decoding on or off. Absent functions read as all ones. Config
+ * writes, and the bar_changed calls they cause, are serialised by bar_lock: two vCPUs moving a
+ * BAR at once reach its owner in the order their writes took effect (issue 14, finding 11). */
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -25,6 +27,12 @@ static const uint8_t pci_intx_irqs[2] = {10, 11};
 
 struct pci_bus {
     struct machine *m;
+    /* Taken before lock by every config write, held across the bar_changed calls it makes
+     * (which run without lock: an owner takes its own lock and the I/O bus's there). Without
+     * it, a second write could move a BAR between the first's update and its call, and the
+     * owner would see old_addr values that no longer match its registration, leaving a stale
+     * range on the bus. */
+    pthread_mutex_t bar_lock;
     pthread_mutex_t lock;
     uint32_t address; /* last value written to 0xCF8 */
     uint64_t io_next, mmio_next;
@@ -103,6 +111,12 @@ uint64_t pci_bar_address(struct pci_bus *bus, struct pci_device *d, int bar)
     return a;
 }
 
+/* Bytes a device may read without the bus lock (pci_cfg_byte) are stored whole. */
+static void cfg_store(struct pci_device *d, unsigned off, uint8_t v)
+{
+    __atomic_store_n(&d->cfg[off], v, __ATOMIC_RELAXED);
+}
+
 /* Writes one config byte, honouring the write mask and BAR size alignment. */
 static void cfg_write_byte(struct pci_device *d, unsigned off, uint8_t v)
 {
@@ -116,14 +130,14 @@ static void cfg_write_byte(struct pci_device *d, unsigned off, uint8_t v)
         uint8_t writable = (uint8_t)(mask >> shift);
         if (shift == 0) /* flag bits stay */
             writable &= d->bar_is_io[owner] ? 0xfc : 0xf0;
-        d->cfg[off] = (uint8_t)((d->cfg[off] & ~writable) | (v & writable));
+        cfg_store(d, off, (uint8_t)((d->cfg[off] & ~writable) | (v & writable)));
         return;
     }
     if (off == PCI_COMMAND + 2 || off == PCI_COMMAND + 3) { /* status: write 1 to clear */
-        d->cfg[off] &= (uint8_t) ~(v & 0xf9);
+        cfg_store(d, off, (uint8_t)(d->cfg[off] & ~(v & 0xf9)));
         return;
     }
-    d->cfg[off] = (uint8_t)((d->cfg[off] & ~d->wmask[off]) | (v & d->wmask[off]));
+    cfg_store(d, off, (uint8_t)((d->cfg[off] & ~d->wmask[off]) | (v & d->wmask[off])));
 }
 
 /* OFFSET: the access's byte in the 0xCFC-0xCFF data window. */
@@ -193,9 +207,13 @@ static void address_io(void *opaque, uint64_t offset, uint8_t *data, uint32_t le
 static void data_io(void *opaque, uint64_t offset, uint8_t *data, uint32_t len, bool is_write)
 {
     struct pci_bus *bus = opaque;
+    if (is_write)
+        pthread_mutex_lock(&bus->bar_lock);
     pthread_mutex_lock(&bus->lock);
     cfg_access(bus, (unsigned)offset, data, len, is_write);
     pthread_mutex_unlock(&bus->lock);
+    if (is_write)
+        pthread_mutex_unlock(&bus->bar_lock);
 }
 
 static void put32(uint8_t *p, uint32_t v)
@@ -240,17 +258,17 @@ int pci_register(struct pci_bus *bus, struct pci_device *d, unsigned slot)
 {
     if (slot == 0 || slot >= PCI_MAX_SLOTS)
         return -EINVAL;
+    pthread_mutex_lock(&bus->bar_lock);
     pthread_mutex_lock(&bus->lock);
     int r = bus->slots[slot] ? -EBUSY : assign_resources_locked(bus, d, slot);
     if (!r)
         bus->slots[slot] = d;
     pthread_mutex_unlock(&bus->lock);
-    if (r || !d->bar_changed)
-        return r;
-    for (int b = 0; b < 6; b++)
+    for (int b = 0; b < 6 && !r && d->bar_changed; b++)
         if (d->bar_size[b])
             d->bar_changed(d, b, 0, bar_addr_raw(d, b), 1);
-    return 0;
+    pthread_mutex_unlock(&bus->bar_lock);
+    return r;
 }
 
 /* Where the board wires the device's INTA#, fixed at registration. Config byte 0x3c is only
@@ -307,6 +325,7 @@ int pci_load(struct pci_bus *bus, const struct state_reader *r)
         if ((rec && !d) || (rec && rec->len != 256))
             return -EINVAL;
     }
+    pthread_mutex_lock(&bus->bar_lock);
     pthread_mutex_lock(&bus->lock);
     bus->address = address & 0x80fffffcu;
     for (unsigned s = 0; s < PCI_MAX_SLOTS; s++) {
@@ -338,6 +357,7 @@ int pci_load(struct pci_bus *bus, const struct state_reader *r)
         }
     }
     pthread_mutex_unlock(&bus->lock);
+    pthread_mutex_unlock(&bus->bar_lock);
     return 0;
 }
 
@@ -349,6 +369,7 @@ struct pci_bus *pci_create(struct machine *m)
     bus->m = m;
     bus->io_next = PCI_IO_WINDOW;
     bus->mmio_next = PCI_MMIO_WINDOW;
+    pthread_mutex_init(&bus->bar_lock, NULL);
     pthread_mutex_init(&bus->lock, NULL);
     pthread_mutex_init(&bus->intx_lock, NULL);
     /* Host bridge: Red Hat's generic PCIe host bridge id, class 06/00. */
@@ -367,6 +388,7 @@ void pci_destroy(struct pci_bus *bus)
 {
     if (!bus)
         return;
+    pthread_mutex_destroy(&bus->bar_lock);
     pthread_mutex_destroy(&bus->lock);
     pthread_mutex_destroy(&bus->intx_lock);
     free(bus);

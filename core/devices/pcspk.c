@@ -1,8 +1,9 @@
 /* The PC speaker: system control port B (0x61) and the square wave of PIT channel 2. Bit 0 of
  * 0x61 gates channel 2, bit 1 connects its output to the speaker, bit 5 reads that output back
- * and bit 4 toggles with "DRAM refresh". The PIT itself lives in KVM, so the gate is set with
- * KVM_SET_PIT2 and, while both bits are on, the mixer asks KVM_GET_PIT2 for channel 2's count
- * every tick and plays a square wave of 1193182 / count Hz. */
+ * and bit 4 toggles with "DRAM refresh". The PIT itself lives in KVM: the gate is kept here and
+ * given to KVM (KVM_SET_PIT2) only where it restarts the count (see port61_io) and, while both
+ * bits are on, the mixer asks KVM_GET_PIT2 for channel 2's count every tick and plays a square
+ * wave of 1193182 / count Hz. */
 #include <errno.h>
 #include <linux/kvm.h>
 #include <pthread.h>
@@ -80,6 +81,35 @@ static bool pit_out2(const struct kvm_pit_channel_state *c)
     }
 }
 
+/* Whether a rising edge of the gate restarts channel 2's count (8254 modes 1, 2, 3 and 5; 6
+ * and 7 are 2 and 3), which in KVM's PIT only a new count load does. */
+static bool gate_edge_restarts(uint8_t mode)
+{
+    switch (mode) {
+    case 1:
+    case 2:
+    case 3:
+    case 5:
+    case 6:
+    case 7:
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* The gate and KVM's PIT (issue 14, finding 11). KVM has no call that sets one channel's gate:
+ * KVM_SET_PIT2 replaces the whole PIT, and another vCPU may program it (ports 0x40-0x43, in the
+ * kernel, under no lock of ours) between our KVM_GET_PIT2 and that KVM_SET_PIT2 - which would
+ * then undo it, and restart channel 0's period as well. So the whole-PIT write is made only
+ * when it changes something the guest can see: on a rising edge in a mode where the 8254
+ * restarts the count (KVM's own gate emulation does nothing else with the gate; its PIT never
+ * reads it). Every other change (falling edges, modes 0 and 4, the beeper's on/off in bit 1)
+ * stays in port61 here, which is what rendering and reads of 0x61 use. That leaves the race to
+ * a guest that starts a square wave on one vCPU while reprogramming the PIT on another within
+ * microseconds - QEMU's in-kernel-PIT speaker has the same window; closing it needs KVM to own
+ * port 0x61 (KVM_PIT_SPEAKER_DUMMY, reading KVM_PIT_FLAGS_SPEAKER_DATA_ON back). No test can
+ * make the two vCPUs meet in that window deterministically. */
 static void port61_io(void *opaque, uint64_t offset, uint8_t *data, uint32_t len, bool is_write)
 {
     struct pcspk *p = opaque;
@@ -89,10 +119,10 @@ static void port61_io(void *opaque, uint64_t offset, uint8_t *data, uint32_t len
     struct kvm_pit_state2 ps;
     if (is_write) {
         uint8_t v = data[0] & 0x0f;
-        bool gate_changed = (v ^ p->r.port61) & PORT61_GATE2;
+        bool rising = v & ~p->r.port61 & PORT61_GATE2;
         p->r.port61 = v;
-        if (gate_changed && get_pit(p, &ps) == 0) {
-            ps.channels[2].gate = v & PORT61_GATE2;
+        if (rising && get_pit(p, &ps) == 0 && gate_edge_restarts(ps.channels[2].mode)) {
+            ps.channels[2].gate = 1;
             if (ioctl(p->m->vm_fd, KVM_SET_PIT2, &ps) < 0)
                 vmm_log("pcspk: KVM_SET_PIT2: %s", strerror(errno));
         }

@@ -287,7 +287,12 @@ static int maps_read(struct snap_tree *t, struct snap_node *n, struct disksnap_p
         r = *map ? layer_map(imgs[i], imgs[i] == active || !cached ? NULL : path, m->granule, *map,
                              m->words)
                  : -ENOMEM;
-        if (r < 0)
+        if (r == -EBUSY)
+            snprintf(err, errlen,
+                     "the running disk's image is busy: a request on it has been in flight for "
+                     "over %d ms (is its storage hanging?); try again",
+                     DISK_LOCK_WAIT_MS);
+        else if (r < 0)
             snprintf(err, errlen, "cannot read the cluster map of a disk image of snapshot %s: %s",
                      n->label, strerror(-r));
     }
@@ -358,7 +363,7 @@ static int copy_runs(struct disk *src, struct disk *dst, const uint64_t *want, u
         r = disk_read(src, off, buf, len);
         if (r == 0)
             r = bytes_all_zero(buf, len) ? disk_write_zeroes(dst, off, len)
-                                   : disk_write(dst, off, buf, len);
+                                         : disk_write(dst, off, buf, len);
         b = e;
     }
     if (r == 0)

@@ -11,11 +11,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/storage/imglock.h"
 #include "core/storage/qcow2.h"
 #include "core/util/bytes.h"
+#include "core/util/crashpoint.h"
 #include "core/util/errfmt.h"
 #include "core/util/fsutil.h"
 
@@ -147,6 +149,7 @@ int disk_read(struct disk *d, uint64_t offset, void *buf, size_t len)
     if (r < 0)
         return r;
     pthread_mutex_lock(&d->lock);
+    stall_point("disk-read"); /* storage that hangs, holding the image as a real one would */
     /* A raw file that shrank under us reads as zeroes past its end. */
     r = d->qcow2 ? qcow2_read(d->qcow2, offset, buf, len) : fs_pread_all(d->fd, buf, len, offset);
     pthread_mutex_unlock(&d->lock);
@@ -187,6 +190,7 @@ int disk_write(struct disk *d, uint64_t offset, const void *buf, size_t len)
     if (d->probed_raw && offset < PROBE_BYTES)
         return write_probed_head(d, offset, buf, len);
     pthread_mutex_lock(&d->lock);
+    stall_point("disk-write");
     r = d->qcow2 ? qcow2_write(d->qcow2, offset, buf, len) : fs_pwrite_all(d->fd, buf, len, offset);
     pthread_mutex_unlock(&d->lock);
     return r;
@@ -327,7 +331,13 @@ int disk_layer_map(struct disk *d, uint32_t granule, uint64_t *bitmap)
 {
     if (!granule || (granule & (granule - 1)))
         return -EINVAL;
-    pthread_mutex_lock(&d->lock);
+    /* The control plane's way into a running disk (snapshot list and delete plans): a request
+     * stuck on hanging storage holds the lock, and the caller must not wait for it. */
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += DISK_LOCK_WAIT_MS / 1000;
+    if (pthread_mutex_timedlock(&d->lock, &deadline) != 0)
+        return -EBUSY;
     int r = d->qcow2 ? qcow2_layer_map(d->qcow2, granule, bitmap)
                      : raw_layer_map(d->fd, d->size, granule, bitmap);
     pthread_mutex_unlock(&d->lock);

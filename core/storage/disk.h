@@ -35,8 +35,11 @@ int disk_copy(struct disk *from, struct disk *to);
 uint32_t disk_granule(const struct disk *d);
 /* One bit per GRANULE bytes (a power of two, at most disk_granule() when that is not 0) in
  * BITMAP (zeroed by the caller) where this image itself holds data rather than its backing
- * file: qcow2's allocated and zero clusters, a raw file's data extents. */
+ * file: qcow2's allocated and zero clusters, a raw file's data extents. -EBUSY if a request
+ * held the image for DISK_LOCK_WAIT_MS (storage that hangs). */
 int disk_layer_map(struct disk *d, uint32_t granule, uint64_t *bitmap);
+/* How long disk_layer_map waits for a request in flight on the image: -EBUSY after that. */
+#define DISK_LOCK_WAIT_MS 1000
 /* The backing file name stored in the image at PATH, as written ("" for none or raw). */
 int disk_backing_name(const char *path, char *out, size_t len);
 /* Makes the qcow2 image at PATH name BACKING (relative to PATH's folder; NULL: none) as its

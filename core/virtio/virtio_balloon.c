@@ -3,8 +3,9 @@
  * accepted, then free page reporting if VIRTIO_BALLOON_F_REPORTING was (device-writable buffers
  * that are the free ranges themselves). The stats buffer is held, not returned: returning it is
  * how the host asks for fresh figures, and the driver answers by making it available again.
- * Locks: the transport's is held around every ops callback and is taken before this file's;
- * this file never calls into the transport with its own lock held. */
+ * Locks: the transport's is held around the config and reset callbacks (not around
+ * handle_chain) and is taken before this file's; this file never calls into the transport with
+ * its own lock held. */
 #include "core/virtio/virtio_balloon.h"
 
 #include <errno.h>
@@ -98,11 +99,11 @@ int virtio_balloon_parse_stats(const uint8_t *buf, size_t len, struct balloon_st
     return 0;
 }
 
-/* ---- the queues (I/O thread, transport lock held) ---- */
+/* ---- the queues (the transport's serving thread, its lock not held) ---- */
 
 static enum queue_role role_of(struct virtio_balloon *b, unsigned queue)
 {
-    uint64_t f = virtio_pci_driver_features_locked(b->vp);
+    uint64_t f = virtio_pci_chain_features(b->vp);
     bool stats = f >> VIRTIO_BALLOON_F_STATS_VQ & 1,
          reporting = f >> VIRTIO_BALLOON_F_REPORTING & 1;
     if (queue < 2)
@@ -308,7 +309,8 @@ void virtio_balloon_destroy(struct virtio_balloon *b)
 {
     if (!b)
         return;
-    virtio_pci_destroy(b->vp);
+    if (virtio_pci_destroy(b->vp) < 0)
+        return; /* a request still running uses B: left to the process's exit (logged) */
     pthread_cond_destroy(&b->stats_arrived);
     pthread_mutex_destroy(&b->lock);
     free(b);
@@ -348,21 +350,36 @@ static double ms_since(const struct timespec *t)
     return (double)(now.tv_sec - t->tv_sec) * 1e3 + (double)(now.tv_nsec - t->tv_nsec) / 1e6;
 }
 
-/* Returns the held stats buffer (the driver refills it) and waits up to WAIT_MS for it. */
-static void refresh_stats(struct virtio_balloon *b, unsigned wait_ms)
+bool virtio_balloon_ask_stats(struct virtio_balloon *b, uint64_t *seq)
 {
     pthread_mutex_lock(&b->lock);
     bool fresh = b->stats_time.tv_sec && ms_since(&b->stats_time) < STATS_FRESH_MS;
     bool ask = b->stats_held && !fresh;
     uint16_t head = b->stats_head;
     unsigned queue = b->stats_queue;
-    uint64_t seq = b->stats_seq;
+    *seq = b->stats_seq;
     if (ask)
         b->stats_held = false;
     pthread_mutex_unlock(&b->lock);
-    if (!ask)
+    if (ask) /* returning the held buffer is the request: the driver refills it */
+        virtio_pci_complete_held(b->vp, queue, head, 0);
+    return ask;
+}
+
+uint64_t virtio_balloon_stats_seq(struct virtio_balloon *b)
+{
+    pthread_mutex_lock(&b->lock);
+    uint64_t seq = b->stats_seq;
+    pthread_mutex_unlock(&b->lock);
+    return seq;
+}
+
+/* Asks for fresh statistics and waits up to WAIT_MS for them. */
+static void refresh_stats(struct virtio_balloon *b, unsigned wait_ms)
+{
+    uint64_t seq;
+    if (!virtio_balloon_ask_stats(b, &seq) || !wait_ms)
         return;
-    virtio_pci_complete_held(b->vp, queue, head, 0);
     struct timespec deadline;
     clock_gettime(CLOCK_MONOTONIC, &deadline);
     deadline.tv_sec += wait_ms / 1000;

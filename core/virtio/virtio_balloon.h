@@ -54,6 +54,11 @@ uint64_t virtio_balloon_target(struct virtio_balloon *b);
  * counters, "broken" with why}. Asks the driver for fresh statistics first when the ones held
  * are older than a second, waiting for them up to WAIT_MS. */
 json_t *virtio_balloon_status_json(struct virtio_balloon *b, unsigned wait_ms);
+/* Without waiting (for a caller that must not wait under its own lock): asks the driver for fresh
+ * statistics if the ones held are older than a second (true if it asked) and gives the sequence
+ * number of the ones held; virtio_balloon_stats_seq() moves past it when fresh ones arrive. */
+bool virtio_balloon_ask_stats(struct virtio_balloon *b, uint64_t *seq);
+uint64_t virtio_balloon_stats_seq(struct virtio_balloon *b);
 /* Target, actual, the stats buffer held and the last statistics ('VBAL'), then the transport. */
 int virtio_balloon_save(struct virtio_balloon *b, struct state_writer *w);
 int virtio_balloon_load(struct virtio_balloon *b, const struct state_reader *r);

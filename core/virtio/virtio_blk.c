@@ -47,8 +47,18 @@ struct virtio_blk {
     char path[4096];
     uint8_t config[60]; /* struct virtio_blk_config, little endian */
     char id[VIRTIO_BLK_ID_BYTES + 1];
-    uint64_t reads, writes, flushes, discards, errors;
+    uint64_t reads, writes, flushes, discards, errors; /* atomics: status reads them unlocked */
 };
+
+static void count(uint64_t *c)
+{
+    __atomic_add_fetch(c, 1, __ATOMIC_RELAXED);
+}
+
+static json_int_t counted(uint64_t *c)
+{
+    return (json_int_t)__atomic_load_n(c, __ATOMIC_RELAXED);
+}
 
 static void put32(uint8_t *p, uint32_t v)
 {
@@ -158,7 +168,7 @@ static int blk_handle_chain(void *opaque, unsigned queue, struct virtq_chain *c,
     uint32_t written = 0;
     if (!b->disk) { /* its image could not be reopened after a snapshot operation */
         status = VIRTIO_BLK_S_IOERR;
-        b->errors++;
+        count(&b->errors);
         virtq_chain_write(b->m->mem, c, c->writable_len - 1, &status, 1);
         return 1;
     }
@@ -177,14 +187,14 @@ static int blk_handle_chain(void *opaque, unsigned queue, struct virtq_chain *c,
         if (in && status == VIRTIO_BLK_S_OK)
             written = (uint32_t)len;
         if (in)
-            b->reads++;
+            count(&b->reads);
         else
-            b->writes++;
+            count(&b->writes);
         break;
     }
     case VIRTIO_BLK_T_FLUSH:
         status = disk_flush(b->disk) < 0 ? VIRTIO_BLK_S_IOERR : VIRTIO_BLK_S_OK;
-        b->flushes++;
+        count(&b->flushes);
         break;
     case VIRTIO_BLK_T_GET_ID: {
         size_t n = data_in < VIRTIO_BLK_ID_BYTES ? (size_t)data_in : VIRTIO_BLK_ID_BYTES;
@@ -197,13 +207,13 @@ static int blk_handle_chain(void *opaque, unsigned queue, struct virtq_chain *c,
     case VIRTIO_BLK_T_DISCARD:
     case VIRTIO_BLK_T_WRITE_ZEROES:
         status = blk_zero_ranges(b, c, data_out, type == VIRTIO_BLK_T_DISCARD);
-        b->discards++;
+        count(&b->discards);
         break;
     default:
         status = VIRTIO_BLK_S_UNSUPP;
     }
     if (status != VIRTIO_BLK_S_OK)
-        b->errors++;
+        count(&b->errors);
     virtq_chain_write(b->m->mem, c, c->writable_len - 1, &status, 1);
     return (int)(written + 1);
 }
@@ -265,7 +275,8 @@ void virtio_blk_destroy(struct virtio_blk *b)
 {
     if (!b)
         return;
-    virtio_pci_destroy(b->vp);   /* joins the I/O thread */
+    if (virtio_pci_destroy(b->vp) < 0) /* joins the I/O thread, or it is stuck in a request */
+        return; /* ... on the image: both are left to the process's exit (logged) */
     int r = disk_close(b->disk); /* flushes; NULL (no image) is fine */
     if (r < 0)
         vmm_log("virtio-blk: closing %s: %s", b->path, strerror(-r));
@@ -333,13 +344,12 @@ json_t *virtio_blk_status_json(struct virtio_blk *b)
     uint8_t status = virtio_pci_status(b->vp, &needs_reset, why, sizeof(why));
     uint64_t requests, kicks;
     virtio_pci_counters(b->vp, &requests, &kicks);
-    json_t *j = json_pack("{s:s, s:s, s:I, s:i, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "path",
-                          b->path, "format", b->disk ? disk_format(b->disk) : "none", "capacity",
-                          (json_int_t)b->size, "status", (int)status, "needs_reset", needs_reset,
-                          "requests", (json_int_t)requests, "notifies", (json_int_t)kicks, "reads",
-                          (json_int_t)b->reads, "writes", (json_int_t)b->writes, "flushes",
-                          (json_int_t)b->flushes, "discards", (json_int_t)b->discards, "errors",
-                          (json_int_t)b->errors);
+    json_t *j = json_pack(
+        "{s:s, s:s, s:I, s:i, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "path", b->path, "format",
+        b->disk ? disk_format(b->disk) : "none", "capacity", (json_int_t)b->size, "status",
+        (int)status, "needs_reset", needs_reset, "requests", (json_int_t)requests, "notifies",
+        (json_int_t)kicks, "reads", counted(&b->reads), "writes", counted(&b->writes), "flushes",
+        counted(&b->flushes), "discards", counted(&b->discards), "errors", counted(&b->errors));
     if (j && needs_reset)
         json_object_set_new(j, "broken", json_string(why));
     return j;

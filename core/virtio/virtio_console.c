@@ -56,11 +56,11 @@ struct virtio_console {
     void *opaque;
     char name[VIRTIO_CONSOLE_NAME_MAX];
     uint8_t config[12]; /* cols, rows, max_nr_ports, emerg_wr */
-    /* Under the transport lock (the I/O thread's callbacks): */
-    struct con_saved s;
-    /* Under lock: the host's bytes for the guest. */
+    /* Under lock (chains are served without the transport lock, while a vCPU's reset holds it):
+     * the handshake's state and the host's bytes for the guest. */
     pthread_mutex_t lock;
-    bool open; /* a copy of s.guest_open for writers outside the transport lock */
+    struct con_saved s;
+    bool open; /* a copy of s.guest_open */
     size_t out_len;
     uint8_t out[VIRTIO_CONSOLE_OUT_MAX];
     uint64_t rx_bytes, tx_bytes;
@@ -73,7 +73,8 @@ static void con_config_read(void *opaque, unsigned off, uint8_t *data, unsigned 
         data[i] = off + i < sizeof(vc->config) ? vc->config[off + i] : 0;
 }
 
-static void ctl_queue(struct virtio_console *vc, uint16_t event, uint16_t value, const char *extra)
+static void ctl_queue_locked(struct virtio_console *vc, uint16_t event, uint16_t value,
+                             const char *extra)
 {
     if (vc->s.nctl == CTL_MAX) {
         vmm_log_repeating("virtio-console: %d control messages wait for the guest; dropping one",
@@ -93,9 +94,9 @@ static void ctl_queue(struct virtio_console *vc, uint16_t event, uint16_t value,
 
 static void set_open(struct virtio_console *vc, bool open)
 {
+    pthread_mutex_lock(&vc->lock);
     bool was = vc->s.guest_open;
     vc->s.guest_open = open;
-    pthread_mutex_lock(&vc->lock);
     vc->open = open;
     if (!open)
         vc->out_len = 0; /* the driver drops bytes for a port nobody has open */
@@ -120,9 +121,11 @@ static int ctl_tx_chain(struct virtio_console *vc, struct virtq_chain *c, char *
     uint16_t event = le_get16(h + 4, 0), value = le_get16(h + 6, 0);
     switch (event) {
     case EV_DEVICE_READY:
-        if (value == 1)
-            ctl_queue(vc, EV_DEVICE_ADD, 0, NULL);
-        else
+        if (value == 1) {
+            pthread_mutex_lock(&vc->lock);
+            ctl_queue_locked(vc, EV_DEVICE_ADD, 0, NULL);
+            pthread_mutex_unlock(&vc->lock);
+        } else
             vmm_log_repeating("virtio-console: the guest's driver failed to set up the device");
         return 0;
     case EV_PORT_READY:
@@ -135,8 +138,10 @@ static int ctl_tx_chain(struct virtio_console *vc, struct virtq_chain *c, char *
         if (event == EV_PORT_OPEN) {
             set_open(vc, value != 0);
         } else if (value == 1) {
-            ctl_queue(vc, EV_PORT_NAME, 1, vc->name);
-            ctl_queue(vc, EV_PORT_OPEN, 1, NULL); /* the host end is connected */
+            pthread_mutex_lock(&vc->lock);
+            ctl_queue_locked(vc, EV_PORT_NAME, 1, vc->name);
+            ctl_queue_locked(vc, EV_PORT_OPEN, 1, NULL); /* the host end is connected */
+            pthread_mutex_unlock(&vc->lock);
         }
         return 0;
     default:
@@ -154,17 +159,19 @@ static int ctl_rx_chain(struct virtio_console *vc, struct virtq_chain *c, char *
                  c->head, (unsigned long long)c->readable_len);
         return -1;
     }
-    if (!vc->s.nctl)
-        return VIRTIO_CHAIN_LATER;
+    pthread_mutex_lock(&vc->lock);
+    int written = VIRTIO_CHAIN_LATER;
     struct con_msg *msg = &vc->s.ctl[0];
-    if (c->writable_len < msg->len) {
+    if (vc->s.nctl && c->writable_len < msg->len) {
         snprintf(reason, rlen, "control receive buffer at head %u holds %llu bytes (%u needed)",
                  c->head, (unsigned long long)c->writable_len, msg->len);
-        return -1;
+        written = -1;
+    } else if (vc->s.nctl) {
+        virtq_chain_write(vc->m->mem, c, 0, msg->b, msg->len);
+        written = (int)msg->len;
+        memmove(&vc->s.ctl[0], &vc->s.ctl[1], --vc->s.nctl * sizeof(vc->s.ctl[0]));
     }
-    virtq_chain_write(vc->m->mem, c, 0, msg->b, msg->len);
-    int written = (int)msg->len;
-    memmove(&vc->s.ctl[0], &vc->s.ctl[1], --vc->s.nctl * sizeof(vc->s.ctl[0]));
+    pthread_mutex_unlock(&vc->lock);
     return written;
 }
 
@@ -227,7 +234,9 @@ static int con_handle_chain(void *opaque, unsigned queue, struct virtq_chain *c,
 static void con_reset(void *opaque)
 {
     struct virtio_console *vc = opaque;
+    pthread_mutex_lock(&vc->lock);
     vc->s.nctl = 0;
+    pthread_mutex_unlock(&vc->lock);
     set_open(vc, false);
 }
 
@@ -336,10 +345,12 @@ json_t *virtio_console_status_json(struct virtio_console *vc)
 
 #define TRANSPORT_INSTANCE VIRTIO_CONSOLE_PCI_SLOT /* its 'VIOP' record */
 
-/* Called with the device quiesced (its I/O thread serves nothing): s is stable. */
+/* Called with the device quiesced (its I/O thread serves nothing). */
 int virtio_console_save(struct virtio_console *vc, struct state_writer *w)
 {
+    pthread_mutex_lock(&vc->lock);
     state_put(w, STATE_TAG('V', 'C', 'O', 'N'), 0, &vc->s, sizeof(vc->s));
+    pthread_mutex_unlock(&vc->lock);
     return virtio_pci_save(vc->vp, w, TRANSPORT_INSTANCE);
 }
 
@@ -359,8 +370,10 @@ int virtio_console_load(struct virtio_console *vc, const struct state_reader *r)
             return -EINVAL;
     int rc = virtio_pci_load(vc->vp, r, TRANSPORT_INSTANCE);
     if (rc == 0) {
+        pthread_mutex_lock(&vc->lock);
         vc->s.nctl = s.nctl;
         memcpy(vc->s.ctl, s.ctl, sizeof(s.ctl));
+        pthread_mutex_unlock(&vc->lock);
         set_open(vc, s.guest_open != 0);
     }
     return rc;

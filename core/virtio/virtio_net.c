@@ -2,7 +2,8 @@
  * Receive: slirp's thread (or the I/O thread, when slirp answers a frame at once) queues the
  * frame and wakes the I/O thread, which puts it into the next receive buffer. Transmit: the I/O
  * thread checks the chain and the header, gathers the frame into one buffer and hands it to
- * slirp. Locks: the transport's, then slirp's, then the receive queue's; never the other way. */
+ * slirp (the transport's lock is not held meanwhile). Locks: slirp's, then the receive queue's;
+ * never the other way. */
 #include "core/virtio/virtio_net.h"
 
 #include <errno.h>
@@ -227,7 +228,8 @@ void virtio_net_destroy(struct virtio_net *n)
     if (n->vp && virtio_pci_quiesce(n->vp, 5000, err, sizeof(err)) < 0)
         vmm_log("%s", err);
     net_slirp_destroy(n->slirp);
-    virtio_pci_destroy(n->vp);
+    if (virtio_pci_destroy(n->vp) < 0)
+        return; /* a request still running uses N: left to the process's exit (logged) */
     rx_drop_all(n);
     pthread_mutex_destroy(&n->rx_lock);
     free(n);

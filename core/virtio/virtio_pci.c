@@ -2,8 +2,12 @@
  * common config at 0x0000, the ISR at 0x1000, the device config at 0x2000 and the queue
  * notify addresses at 0x3000 + 4 * queue. A notify write is caught by KVM_IOEVENTFD (or, if
  * that fails or the guest writes another width, by the MMIO handler, which signals the same
- * eventfd) and wakes the I/O thread. The I/O thread serves chains with the transport lock
- * held, so a reset or a quiesce from another thread simply waits for the chain in flight. */
+ * eventfd) and wakes the I/O thread. Two locks: `lock` guards the registers and the rings and is
+ * only ever held briefly (a vCPU's BAR access, a status query, a pop or a push); `serve_lock`
+ * makes one thread at a time the server of the queues and is held across a request, which runs
+ * with `lock` released - so a request whose storage hangs holds up neither a vCPU nor the
+ * control plane (issue 14, finding 10). A quiesce waits, within its bound, for the request in
+ * flight; a reset or a state load while one is in flight drops its used entry. */
 #include "core/virtio/virtio_pci.h"
 
 #include <errno.h>
@@ -58,14 +62,19 @@ struct virtio_pci {
     struct pci_bus *bus;
     const struct virtio_device_ops *ops;
     void *opaque;
-    pthread_mutex_t lock;
+    pthread_mutex_t lock;       /* short holds only: never across a request */
+    pthread_mutex_t serve_lock; /* the queues' one server (I/O thread or serve_pending) */
+    pthread_cond_t idle;        /* in_flight went false, or the I/O thread ended */
+    bool in_flight;             /* a chain is with handle_chain, lock released */
+    uint32_t generation;        /* bumped by a reset or a load: an in-flight chain is dropped */
+    uint64_t chain_features;    /* the driver's features when the chain in flight was popped */
     struct vp_regs r;
     struct vq q[VIRTIO_MAX_QUEUES];
     uint64_t bar_base; /* 0 = not decoding */
     bool irq_level;
     int ctl_fd; /* wakes the I/O thread: stop, unquiesce, state loaded */
     pthread_t thread;
-    bool thread_started, stopping;
+    bool thread_started, stopping, thread_done;
     unsigned quiesced; /* quiesce calls not yet undone: they nest */
     char broken_reason[200];
     uint64_t requests, kicks;
@@ -75,7 +84,7 @@ struct virtio_pci {
 
 static void update_irq_locked(struct virtio_pci *vp)
 {
-    bool intx_off = vp->pci.cfg[0x05] & 0x04;
+    bool intx_off = pci_cfg_byte(&vp->pci, 0x05) & 0x04;
     bool level = vp->r.isr && !intx_off;
     if (level != vp->irq_level) {
         vp->irq_level = level;
@@ -99,7 +108,7 @@ static void mark_broken_locked(struct virtio_pci *vp, const char *fmt, ...)
     vp->r.isr |= 2; /* configuration change */
     update_irq_locked(vp);
     vmm_log_repeating("%s: device needs reset: %s; it serves no requests until the guest resets it",
-            vp->ops->name, vp->broken_reason);
+                      vp->ops->name, vp->broken_reason);
 }
 
 /* Maps queue Q's rings (virtqueue.c checks them); false (device marked broken) if bad. */
@@ -117,21 +126,37 @@ static bool vq_map_locked(struct virtio_pci *vp, unsigned q)
 
 /* ---- the I/O thread ---- */
 
-/* Serves every chain queue Q has made available; true if any completed. */
+/* Serves every chain queue Q has made available; true if any completed. Called with both
+ * locks held; LOCK is released while the device handles each chain (its request may take as
+ * long as its storage does), and the chain's result is pushed only if nothing reset the device
+ * or loaded a state meanwhile (the rings it came from are gone then). */
 static bool vq_serve_locked(struct virtio_pci *vp, unsigned q)
 {
     struct vq_regs *qr = &vp->r.q[q];
     struct virtq *ring = &vp->q[q].ring;
     bool any = false;
     static __thread struct virtq_chain chain;
-    while (!vp->r.broken && !vp->quiesced && qr->enabled && ring->desc &&
+    while (!vp->r.broken && !vp->quiesced && !vp->stopping && qr->enabled && ring->desc &&
            (vp->r.status & VIRTIO_STATUS_DRIVER_OK)) {
         char reason[160];
         int r = virtq_pop(ring, vp->m->mem, qr->last_avail, &chain, reason, sizeof(reason));
         if (r == 0)
             break;
-        int written =
-            r < 0 ? -1 : vp->ops->handle_chain(vp->opaque, q, &chain, reason, sizeof(reason));
+        int written = -1;
+        if (r > 0) {
+            uint32_t gen = vp->generation;
+            vp->chain_features = vp->r.driver_features;
+            vp->in_flight = true;
+            pthread_mutex_unlock(&vp->lock);
+            written = vp->ops->handle_chain(vp->opaque, q, &chain, reason, sizeof(reason));
+            pthread_mutex_lock(&vp->lock);
+            vp->in_flight = false;
+            pthread_cond_broadcast(&vp->idle);
+            /* Reset or loaded meanwhile: the chain is not ours. Stopping: the machine (its bus,
+             * its interrupt lines) may be gone already (a destroy that gave up waiting). */
+            if (gen != vp->generation || vp->stopping)
+                break;
+        }
         if (written == VIRTIO_CHAIN_LATER)
             break;
         if (written < 0 && written != VIRTIO_CHAIN_HELD) {
@@ -139,7 +164,7 @@ static bool vq_serve_locked(struct virtio_pci *vp, unsigned q)
             break;
         }
         qr->last_avail++;
-        vp->requests++;
+        __atomic_add_fetch(&vp->requests, 1, __ATOMIC_RELAXED);
         if (written != VIRTIO_CHAIN_HELD) {
             virtq_push(ring, vp->m->mem, &qr->used_idx, chain.head, (uint32_t)written);
             any = true;
@@ -155,18 +180,26 @@ static void serve_all_locked(struct virtio_pci *vp)
     bool any = false;
     for (unsigned q = 0; q < vp->ops->num_queues; q++)
         any |= vq_serve_locked(vp, q);
-    if (any) {
+    if (any && !vp->stopping) {
         vp->r.isr |= 1;
         update_irq_locked(vp);
     }
 }
 
-void virtio_pci_serve_pending(struct virtio_pci *vp)
+/* Serves the queues as their one server: serve_lock, then lock. */
+static void serve_all(struct virtio_pci *vp)
 {
+    pthread_mutex_lock(&vp->serve_lock);
     pthread_mutex_lock(&vp->lock);
     if (!vp->stopping)
         serve_all_locked(vp);
     pthread_mutex_unlock(&vp->lock);
+    pthread_mutex_unlock(&vp->serve_lock);
+}
+
+void virtio_pci_serve_pending(struct virtio_pci *vp)
+{
+    serve_all(vp);
 }
 
 static void *io_thread(void *arg)
@@ -185,14 +218,17 @@ static void *io_thread(void *arg)
         for (unsigned i = 0; i <= n; i++)
             if (pfd[i].revents & POLLIN && read(pfd[i].fd, &v, sizeof(v)) == sizeof(v) && i < n)
                 __atomic_add_fetch(&vp->kicks, 1, __ATOMIC_RELAXED);
+        serve_all(vp);
         pthread_mutex_lock(&vp->lock);
         bool stop = vp->stopping;
-        if (!stop)
-            serve_all_locked(vp);
         pthread_mutex_unlock(&vp->lock);
         if (stop)
             break;
     }
+    pthread_mutex_lock(&vp->lock);
+    vp->thread_done = true; /* virtio_pci_destroy waits for this, within a bound */
+    pthread_cond_broadcast(&vp->idle);
+    pthread_mutex_unlock(&vp->lock);
     return NULL;
 }
 
@@ -212,6 +248,7 @@ void virtio_pci_wake(struct virtio_pci *vp)
 
 static void reset_locked(struct virtio_pci *vp)
 {
+    vp->generation++; /* a chain in flight completes into the old rings' buffers, unused */
     memset(&vp->r, 0, sizeof(vp->r));
     vp->r.version = 1;
     for (unsigned q = 0; q < VIRTIO_MAX_QUEUES; q++) {
@@ -433,8 +470,8 @@ static void bar_changed(struct pci_device *d, int bar, uint64_t old_addr, uint64
         ioeventfd_set(vp, q, vp->bar_base ? vp->bar_base + OFF_NOTIFY + NOTIFY_MULT * q : 0);
     pthread_mutex_unlock(&vp->lock);
     if (r < 0)
-        vmm_log_repeating("%s: cannot decode BAR 0 at 0x%llx: %s", vp->ops->name, (unsigned long long)base,
-                strerror(-r));
+        vmm_log_repeating("%s: cannot decode BAR 0 at 0x%llx: %s", vp->ops->name,
+                          (unsigned long long)base, strerror(-r));
 }
 
 /* VIRTIO_PCI_CAP_PCI_CFG (virtio 1.x 4.1.4.9), BAR 0 through config space: the driver writes
@@ -501,6 +538,12 @@ struct virtio_pci *virtio_pci_create(struct machine *m, struct pci_bus *bus, uns
     vp->opaque = opaque;
     vp->ctl_fd = -1;
     pthread_mutex_init(&vp->lock, NULL);
+    pthread_mutex_init(&vp->serve_lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&vp->idle, &ca);
+    pthread_condattr_destroy(&ca);
     for (unsigned q = 0; q < VIRTIO_MAX_QUEUES; q++)
         vp->q[q].kick_fd = -1;
     reset_locked(vp);
@@ -544,15 +587,40 @@ struct virtio_pci *virtio_pci_create(struct machine *m, struct pci_bus *bus, uns
     return vp;
 }
 
-void virtio_pci_destroy(struct virtio_pci *vp)
+/* A deadline TIMEOUT_MS from now on CLOCK_MONOTONIC (the clock of vp->idle). */
+static struct timespec deadline_in(unsigned timeout_ms)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    t.tv_sec += timeout_ms / 1000;
+    t.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (t.tv_nsec >= 1000000000L) {
+        t.tv_sec++;
+        t.tv_nsec -= 1000000000L;
+    }
+    return t;
+}
+
+int virtio_pci_destroy(struct virtio_pci *vp)
 {
     if (!vp)
-        return;
+        return 0;
     if (vp->thread_started) {
         pthread_mutex_lock(&vp->lock);
         vp->stopping = true;
-        pthread_mutex_unlock(&vp->lock);
+        struct timespec deadline = deadline_in(VIRTIO_PCI_STOP_TIMEOUT_MS);
         wake_thread(vp);
+        while (!vp->thread_done &&
+               pthread_cond_timedwait(&vp->idle, &vp->lock, &deadline) != ETIMEDOUT)
+            ;
+        bool done = vp->thread_done;
+        pthread_mutex_unlock(&vp->lock);
+        if (!done) { /* stuck in a request: leave it (and all it uses) to the process's exit */
+            vmm_log("%s: a request is still in flight after %u s (is its storage hanging?); "
+                    "the device is left behind unfreed",
+                    vp->ops->name, VIRTIO_PCI_STOP_TIMEOUT_MS / 1000);
+            return -EBUSY;
+        }
         pthread_join(vp->thread, NULL);
     }
     for (unsigned q = 0; q < VIRTIO_MAX_QUEUES; q++) {
@@ -564,31 +632,32 @@ void virtio_pci_destroy(struct virtio_pci *vp)
     if (vp->ctl_fd >= 0)
         close(vp->ctl_fd);
     pthread_mutex_destroy(&vp->lock);
+    pthread_mutex_destroy(&vp->serve_lock);
+    pthread_cond_destroy(&vp->idle);
     free(vp);
+    return 0;
 }
 
 int virtio_pci_quiesce(struct virtio_pci *vp, unsigned timeout_ms, char *err, size_t errlen)
 {
-    struct timespec deadline;
-    clock_gettime(CLOCK_REALTIME, &deadline);
-    deadline.tv_sec += timeout_ms / 1000;
-    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000L;
-    }
-    /* The I/O thread holds the lock for a whole request, so getting the lock in time means
-     * nothing is in flight; after that, quiesced keeps it from starting another. */
-    int r = pthread_mutex_timedlock(&vp->lock, &deadline);
-    if (r != 0) {
+    struct timespec deadline = deadline_in(timeout_ms);
+    /* quiesced keeps the server from starting another chain; the one in flight, if any, is
+     * waited for (its request runs without the lock, so the wait is on in_flight). */
+    pthread_mutex_lock(&vp->lock);
+    vp->quiesced++;
+    while (vp->in_flight && pthread_cond_timedwait(&vp->idle, &vp->lock, &deadline) != ETIMEDOUT)
+        ;
+    bool busy = vp->in_flight;
+    if (busy)
+        vp->quiesced--;
+    pthread_mutex_unlock(&vp->lock);
+    if (busy) {
         snprintf(err, errlen,
                  "%s: a request is still in flight after %u ms (is its backend - the disk "
                  "image's storage, the network - hanging?); not saving a state that would lose it",
                  vp->ops->name, timeout_ms);
         return -ETIMEDOUT;
     }
-    vp->quiesced++;
-    pthread_mutex_unlock(&vp->lock);
     return 0;
 }
 
@@ -632,9 +701,9 @@ void virtio_pci_config_changed(struct virtio_pci *vp)
     pthread_mutex_unlock(&vp->lock);
 }
 
-uint64_t virtio_pci_driver_features_locked(const struct virtio_pci *vp)
+uint64_t virtio_pci_chain_features(const struct virtio_pci *vp)
 {
-    return vp->r.driver_features;
+    return vp->chain_features;
 }
 
 bool virtio_pci_driver_ok(struct virtio_pci *vp)
@@ -657,10 +726,8 @@ uint8_t virtio_pci_status(struct virtio_pci *vp, bool *needs_reset, char *why, s
 
 void virtio_pci_counters(struct virtio_pci *vp, uint64_t *requests, uint64_t *kicks)
 {
-    pthread_mutex_lock(&vp->lock);
-    *requests = vp->requests;
+    *requests = __atomic_load_n(&vp->requests, __ATOMIC_RELAXED);
     *kicks = __atomic_load_n(&vp->kicks, __ATOMIC_RELAXED);
-    pthread_mutex_unlock(&vp->lock);
 }
 
 int virtio_pci_save(struct virtio_pci *vp, struct state_writer *w, uint32_t instance)
@@ -680,6 +747,7 @@ int virtio_pci_load(struct virtio_pci *vp, const struct state_reader *rd, uint32
     if (regs.version != 1)
         return -EINVAL;
     pthread_mutex_lock(&vp->lock);
+    vp->generation++; /* quiesced callers have none in flight; if one is, it is dropped */
     vp->r = regs;
     vp->r.broken = 0;
     for (unsigned q = 0; q < vp->ops->num_queues; q++) {
@@ -690,7 +758,7 @@ int virtio_pci_load(struct virtio_pci *vp, const struct state_reader *rd, uint32
     if (regs.broken && !vp->r.broken)
         mark_broken_locked(vp, "restored as broken");
     /* Drive the line to its restored level whatever we last told KVM. */
-    vp->irq_level = vp->r.isr && !(vp->pci.cfg[0x05] & 0x04);
+    vp->irq_level = vp->r.isr && !(pci_cfg_byte(&vp->pci, 0x05) & 0x04);
     pci_set_intx(vp->bus, &vp->pci, vp->irq_level);
     pthread_mutex_unlock(&vp->lock);
     wake_thread(vp);

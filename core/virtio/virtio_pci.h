@@ -40,12 +40,13 @@ struct virtio_device_ops {
      * device without it has a read-only config). */
     void (*config_read)(void *opaque, unsigned off, uint8_t *data, unsigned len);
     void (*config_write)(void *opaque, unsigned off, const uint8_t *data, unsigned len);
-    /* Serves one chain (I/O thread, transport lock held). Returns the number of bytes written
-     * into the writable part, VIRTIO_CHAIN_HELD if the device keeps the chain to complete it
-     * later with virtio_pci_complete_held(), VIRTIO_CHAIN_LATER if it has nothing to put in it
-     * yet (a receive buffer with no packet waiting: it stays available and the queue is offered
-     * again at the next virtio_pci_wake() or notify), or -1 if the chain is malformed for this
-     * device (the transport then marks the device NEEDS_RESET with REASON). */
+    /* Serves one chain (on the queues' one server thread, WITHOUT the transport lock: a request
+     * may take as long as its storage does while vCPUs and status queries go on). Returns the
+     * number of bytes written into the writable part, VIRTIO_CHAIN_HELD if the device keeps the
+     * chain to complete it later with virtio_pci_complete_held(), VIRTIO_CHAIN_LATER if it has
+     * nothing to put in it yet (a receive buffer with no packet waiting: it stays available and the
+     * queue is offered again at the next virtio_pci_wake() or notify), or -1 if the chain is
+     * malformed for this device (the transport then marks the device NEEDS_RESET with REASON). */
     int (*handle_chain)(void *opaque, unsigned queue, struct virtq_chain *c, char *reason,
                         size_t reasonlen);
     /* Optional: the guest reset the device (transport lock held): chains held are gone. */
@@ -56,11 +57,18 @@ struct virtio_device_ops {
 /* Creates the device at PCI SLOT and starts its I/O thread. NULL on failure (logged). */
 struct virtio_pci *virtio_pci_create(struct machine *m, struct pci_bus *bus, unsigned slot,
                                      const struct virtio_device_ops *ops, void *opaque);
-void virtio_pci_destroy(struct virtio_pci *vp);
+/* Stops the I/O thread and frees the device: 0. If a request is still in flight after
+ * VIRTIO_PCI_STOP_TIMEOUT_MS (storage that hangs; a device's stop has given it its own bound
+ * already), -EBUSY (logged) and nothing is freed: its result, when it comes, is dropped, and the
+ * caller must leave what the request uses (its image, the device's state) to the process's exit
+ * too. */
+#define VIRTIO_PCI_STOP_TIMEOUT_MS 1000
+int virtio_pci_destroy(struct virtio_pci *vp);
 /* Offers every queue's available chains to handle_chain again, on the I/O thread (any thread,
  * no lock needed: a device calls it when it has something for a chain it deferred). */
 void virtio_pci_wake(struct virtio_pci *vp);
-/* Stops the I/O thread from taking new chains and waits up to TIMEOUT_MS for the one in flight.
+/* Stops the I/O thread from taking new chains and waits up to TIMEOUT_MS for the one in flight
+ * (a caller that holds nothing the request needs: vCPUs and queries go on meanwhile).
  * 0, or -ETIMEDOUT with ERR saying so. virtio_pci_unquiesce() lets it run again; calls nest
  * (it runs again when every quiesce has been undone). */
 int virtio_pci_quiesce(struct virtio_pci *vp, unsigned timeout_ms, char *err, size_t errlen);
@@ -76,8 +84,9 @@ void virtio_pci_reset(struct virtio_pci *vp);
 void virtio_pci_complete_held(struct virtio_pci *vp, unsigned queue, uint16_t head, uint32_t len);
 /* Tells the driver the device config changed (config generation, ISR bit 1, INTx). */
 void virtio_pci_config_changed(struct virtio_pci *vp);
-/* The features the driver accepted; only from a device's ops callbacks (transport lock held). */
-uint64_t virtio_pci_driver_features_locked(const struct virtio_pci *vp);
+/* The features the driver had accepted when the chain being served was taken; only from
+ * handle_chain (a reset meanwhile drops the chain's result anyway). */
+uint64_t virtio_pci_chain_features(const struct virtio_pci *vp);
 /* Whether the driver set DRIVER_OK and the device is not broken. */
 bool virtio_pci_driver_ok(struct virtio_pci *vp);
 /* Device status byte, whether it is broken and why (for status reports). */

@@ -212,7 +212,8 @@ uint64_t guest_mem_vmm_dirty_pages(const struct guest_mem *m)
 {
     uint64_t n = 0, words = (m->size / GUEST_PAGE_SIZE + 63) / 64;
     for (uint64_t i = 0; i < words; i++)
-        n += (uint64_t)__builtin_popcountll(m->vmm_dirty[i]);
+        n += (uint64_t)__builtin_popcountll(
+            __atomic_load_n(&m->vmm_dirty[i], __ATOMIC_RELAXED)); /* I/O threads set bits */
     return n;
 }
 

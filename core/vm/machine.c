@@ -13,6 +13,7 @@
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/util/errfmt.h"
@@ -209,7 +210,11 @@ int machine_create(struct machine *m, struct guest_mem *mem, unsigned ncpus, cha
     m->mem = mem;
     m->ncpus = ncpus;
     pthread_mutex_init(&m->lock, NULL);
-    pthread_cond_init(&m->cond, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&m->cond, &ca);
+    pthread_condattr_destroy(&ca);
     iobus_init(&m->pio, "port");
     iobus_init(&m->mmio, "mmio");
 
@@ -516,7 +521,7 @@ int machine_start(struct machine *m, char *err, size_t errlen)
     return 0;
 }
 
-void machine_pause(struct machine *m)
+int machine_pause(struct machine *m, unsigned timeout_ms, char *err, size_t errlen)
 {
     pthread_mutex_lock(&m->lock);
     m->pause_requested = true;
@@ -524,10 +529,35 @@ void machine_pause(struct machine *m)
     for (unsigned i = 0; i < m->ncpus; i++)
         if (m->vcpus[i].thread_started)
             pthread_kill(m->vcpus[i].thread, SIGUSR1);
+    struct timespec deadline; /* m->cond runs on CLOCK_MONOTONIC (machine_create) */
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    deadline.tv_sec += timeout_ms / 1000;
+    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000L;
+    }
     pthread_mutex_lock(&m->lock);
-    while (m->paused_count < m->ncpus)
-        pthread_cond_wait(&m->cond, &m->lock);
+    while (m->paused_count < m->ncpus &&
+           pthread_cond_timedwait(&m->cond, &m->lock, &deadline) != ETIMEDOUT)
+        ;
+    unsigned stuck = m->ncpus;
+    for (unsigned i = 0; i < m->ncpus && stuck == m->ncpus; i++)
+        if (!m->vcpus[i].paused)
+            stuck = i;
+    if (stuck < m->ncpus) { /* undone: the others run on as if nothing had been asked */
+        m->pause_requested = false;
+        pthread_cond_broadcast(&m->cond);
+    }
     pthread_mutex_unlock(&m->lock);
+    if (stuck < m->ncpus) {
+        snprintf(err, errlen,
+                 "vCPU %u did not stop within %.1f s (it is inside a device's handler: is a "
+                 "backend hanging? see vmm.log); the VM runs on",
+                 stuck, timeout_ms / 1000.0);
+        return -ETIMEDOUT;
+    }
+    return 0;
 }
 
 void machine_resume(struct machine *m)

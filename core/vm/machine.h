@@ -58,8 +58,11 @@ int machine_set_boot_state(struct machine *m, const struct kvm_regs *regs,
 int machine_get_boot_sregs(struct machine *m, struct kvm_sregs *sregs);
 /* Starts the vCPU threads. */
 int machine_start(struct machine *m, char *err, size_t errlen);
-/* Pauses all vCPUs and waits until every one is out of KVM_RUN. */
-void machine_pause(struct machine *m);
+/* Pauses all vCPUs and waits up to TIMEOUT_MS until every one is out of KVM_RUN: 0, or
+ * -ETIMEDOUT with ERR naming the vCPU that did not stop (the pause is then undone: the VM runs on,
+ * and the caller reports the error instead of waiting forever under its locks). */
+#define MACHINE_PAUSE_TIMEOUT_MS 5000
+int machine_pause(struct machine *m, unsigned timeout_ms, char *err, size_t errlen);
 void machine_resume(struct machine *m);
 bool machine_is_paused(struct machine *m);
 /* Records why the machine stops (first reason wins) and wakes stop_notify_fd. Any thread. */

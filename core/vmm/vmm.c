@@ -297,7 +297,9 @@ static int boot_machine_locked(struct vmm *v, bool resume, char *err, size_t err
     if (r == 0)
         r = resume ? resume_locked(v, err, errlen) : boot_kernel_locked(v, err, errlen);
     if (r == 0 && v->opts->start_paused) {
-        v->m.pause_requested = true; /* vCPU threads park before their first KVM_RUN */
+        pthread_mutex_lock(&v->m.lock); /* the mixer's thread may ask machine_is_paused */
+        v->m.pause_requested = true;    /* vCPU threads park before their first KVM_RUN */
+        pthread_mutex_unlock(&v->m.lock);
         v->state = VMM_PAUSED;
     } else {
         v->state = VMM_RUNNING;
@@ -361,6 +363,7 @@ static int run_machine(struct vmm *v, int sigfd, int *ready_fd, bool resume)
 {
     char err[512];
     for (;;) {
+        vmm_snapshot_wait_idle(v, UINT_MAX); /* a reboot waits for a merge of its disk */
         pthread_mutex_lock(&v->lock);
         if (!resume && v->tree_ok) /* memory starts from zero, the disk from the current node */
             snapshot_fresh_boot(&v->tree, &v->snap_host);
@@ -378,7 +381,9 @@ static int run_machine(struct vmm *v, int sigfd, int *ready_fd, bool resume)
         vmm_log("%s %s: %u vCPU(s), %llu MiB %s memory%s", resume ? "resumed" : "booted",
                 v->cfg->name, v->cfg->cpus, (unsigned long long)(v->cfg->memory_bytes >> 20),
                 mem_backend_name(v->cfg->backend), v->opts->start_paused ? ", paused" : "");
+        pthread_mutex_lock(&v->lock); /* a control command may change the state already */
         vmm_show_state(v);
+        pthread_mutex_unlock(&v->lock);
         if (*ready_fd >= 0) {
             ssize_t w = write(*ready_fd, "R", 1);
             (void)w;
@@ -388,17 +393,20 @@ static int run_machine(struct vmm *v, int sigfd, int *ready_fd, bool resume)
         resume = false;
 
         enum wake w = wait_for_event(v, sigfd, true);
+        pthread_mutex_lock(&v->lock); /* a suspend sets it on the control thread */
+        bool was_suspended = v->suspended;
+        pthread_mutex_unlock(&v->lock);
         if (w != WAKE_MACHINE)
             machine_request_stop(&v->m, STOP_QUIT,
-                                 v->suspended       ? "suspended"
+                                 was_suspended      ? "suspended"
                                  : w == WAKE_SIGNAL ? "signal"
                                                     : "client quit");
 
         pthread_mutex_lock(&v->lock);
+        destroy_machine_locked(v); /* vCPUs joined: none sets the reason any more */
         enum machine_stop_reason why = v->m.stop_reason;
         char detail[256];
         snprintf(detail, sizeof(detail), "%s", v->m.stop_detail);
-        destroy_machine_locked(v);
         v->state = why == STOP_ERROR ? VMM_CRASHED : why == STOP_RESET ? VMM_BOOTING : VMM_SHUTDOWN;
         if (why == STOP_ERROR)
             snprintf(v->crash_detail, sizeof(v->crash_detail), "%s", detail);
@@ -493,6 +501,11 @@ int vmm_run(const struct vm_config *cfg, const struct vm_paths *paths,
     int status = 1;
     int ready_fd = opts->ready_fd;
     pthread_mutex_init(&v.lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&v.snap_idle, &ca);
+    pthread_condattr_destroy(&ca);
     clock_gettime(CLOCK_MONOTONIC, &v.started);
     v.mem.fd = -1;
     bool resume = access(paths->suspend_state, F_OK) == 0;
@@ -541,6 +554,14 @@ fail:
     vmm_log("%s", err);
     fprintf(stderr, "vmws: %s\n", err);
 out:
+    /* A delete still merging uses this VMM's state to the end: give it a while, then leave it
+     * as a crash would (the merge's steps are crash-safe; the next delete finishes it). */
+    if (!vmm_snapshot_wait_idle(&v, 30000)) {
+        vmm_log("exiting with snapshot %s's delete unfinished; 'vmws snapshot delete' finishes "
+                "it",
+                v.snap_busy);
+        _exit(status);
+    }
     if (v.display) /* the machine is gone: nothing draws or types any more */
         v.backends->display.destroy(v.display);
     framebuffer_destroy(v.fb);
@@ -565,5 +586,6 @@ out:
     if (ready_fd >= 0)
         close(ready_fd);
     pthread_mutex_destroy(&v.lock);
+    pthread_cond_destroy(&v.snap_idle);
     return status;
 }

@@ -69,11 +69,29 @@ static json_t *cmd_query_memory(void *opaque, json_t *args, struct ctl_error *er
                             "backend", mem_backend_name(v->cfg->backend), "path",
                             v->cfg->backend == MEM_BACKEND_FILE ? v->paths->vmem : "");
     /* The guest's side: the balloon and the statistics its driver reports (asked afresh when
-     * older than a second; a guest that does not answer within 500 ms gets its last ones). */
+     * older than a second; a guest that does not answer within 500 ms gets its last ones, with
+     * their age). The wait is outside vmm.lock, which is taken only for moments meanwhile: a
+     * guest that never answers holds up no other command. */
+    pthread_mutex_lock(&v->lock);
+    struct virtio_balloon *asked = v->machine_live && v->state == VMM_RUNNING ? v->balloon : NULL;
+    uint64_t seq = 0;
+    if (asked && !virtio_balloon_ask_stats(asked, &seq))
+        asked = NULL;
+    pthread_mutex_unlock(&v->lock);
+    for (int i = 0; asked && i < 50; i++) {
+        struct timespec tick = {0, 10 * 1000 * 1000};
+        nanosleep(&tick, NULL);
+        pthread_mutex_lock(&v->lock); /* the machine (and its balloon) may be gone: a reboot */
+        bool same = v->machine_live && v->balloon == asked;
+        bool arrived = same && virtio_balloon_stats_seq(asked) != seq;
+        pthread_mutex_unlock(&v->lock);
+        if (!same || arrived)
+            break;
+    }
     pthread_mutex_lock(&v->lock);
     json_t *balloon = NULL;
     if (v->machine_live && v->balloon)
-        balloon = virtio_balloon_status_json(v->balloon, v->state == VMM_RUNNING ? 500 : 0);
+        balloon = virtio_balloon_status_json(v->balloon, 0);
     pthread_mutex_unlock(&v->lock);
     if (balloon)
         json_object_set_new(ret, "balloon", balloon);
@@ -112,17 +130,24 @@ static json_t *pause_or_resume(struct vmm *v, bool pause, struct ctl_error *err)
     enum vmm_state want = pause ? VMM_PAUSED : VMM_RUNNING;
     enum vmm_state from = pause ? VMM_RUNNING : VMM_PAUSED;
     bool ok = v->machine_live && (v->state == from || v->state == want);
+    int r = 0;
     if (ok && v->state == from) {
         if (pause)
-            machine_pause(&v->m);
+            r = machine_pause(&v->m, MACHINE_PAUSE_TIMEOUT_MS, err->desc, sizeof(err->desc));
         else
             machine_resume(&v->m);
+    }
+    if (ok && v->state == from && r == 0) {
         v->state = want;
         ctl_server_event(v->ctl, pause ? "STOP" : "RESUME", NULL);
         vmm_show_state(v);
     }
     enum vmm_state now = v->state;
     pthread_mutex_unlock(&v->lock);
+    if (r < 0) {
+        err->cls = "GenericError";
+        return NULL;
+    }
     if (!ok) {
         err->cls = "GenericError";
         snprintf(err->desc, sizeof(err->desc), "cannot %s a VM that is %s",
@@ -354,7 +379,8 @@ static json_t *cmd_snapshot_revert(void *opaque, json_t *args, struct ctl_error 
     return ret;
 }
 
-/* snapshot-delete {"id": ID or label, "dry_run": bool (only say what it needs)}. */
+/* snapshot-delete {"id": ID or label, "dry_run": bool (only say what it needs)}: starts the
+ * merge and answers at once (vmm_snapshot_delete). */
 static json_t *cmd_snapshot_delete(void *opaque, json_t *args, struct ctl_error *err)
 {
     const char *id = NULL;
@@ -366,12 +392,13 @@ static json_t *cmd_snapshot_delete(void *opaque, json_t *args, struct ctl_error 
     if (vmm_snapshot_delete(opaque, id, dry_run, &d, err) < 0)
         return NULL;
     const struct disksnap_plan *disk = &d.plan.disk;
+    /* "started": the merge runs on; the event SNAPSHOT_DELETED says how it ended. */
     return json_pack("{s:s, s:I, s:I, s:I, s:s, s:I, s:I, s:b}", "id", d.id, "needs_bytes",
                      (json_int_t)(d.plan.memory_needs + disk->needs), "memory_needs_bytes",
                      (json_int_t)d.plan.memory_needs, "disk_needs_bytes", (json_int_t)disk->needs,
                      "disk_merge", disksnap_how_name(disk->how), "disk_stream_bytes",
                      (json_int_t)disk->stream_needs, "disk_commit_bytes",
-                     (json_int_t)disk->commit_needs, "deleted", !dry_run);
+                     (json_int_t)disk->commit_needs, "started", !dry_run);
 }
 
 static json_t *cmd_query_snapshots(void *opaque, json_t *args, struct ctl_error *err)
@@ -383,6 +410,10 @@ static json_t *cmd_query_snapshots(void *opaque, json_t *args, struct ctl_error 
         v->tree_ok ? snapshot_tree_json(&v->tree, v->blk ? virtio_blk_image(v->blk) : NULL) : NULL;
     if (!v->tree_ok)
         vmm_fail(err, "GenericError", "%s", v->tree_err);
+    if (ret && v->snap_busy[0]) /* the tree as it was before that delete, until it ends */
+        json_object_set_new(ret, "deleting",
+                            json_pack("{s:s, s:f}", "id", v->snap_busy, "elapsed_ms",
+                                      vmm_ms_since(&v->snap_busy_since)));
     pthread_mutex_unlock(&v->lock);
     return ret;
 }

@@ -107,6 +107,10 @@ struct vmm {
     uint64_t *carry;
     struct snapshot_host snap_host;
     bool suspended; /* the VM was suspended: keep its memory file */
+    /* A snapshot delete merging on its worker (vmm_snap.c): its node's id, "" = none. */
+    char snap_busy[SNAP_ID_MAX];
+    struct timespec snap_busy_since;
+    pthread_cond_t snap_idle; /* snap_busy went "" (CLOCK_MONOTONIC) */
     /* The suspend state, written to suspend.state only once the memory file is durable: a
      * suspend.state on disk always goes with the memory it describes (see run_machine). */
     struct state_writer suspend_w;
@@ -206,8 +210,11 @@ struct vmm_deleted {
     char id[SNAP_ID_MAX];
     struct snapshot_delete_plan plan; /* what it needed (DRY_RUN: would need) */
 };
-/* DRY_RUN: only says what deleting it would need. */
+/* DRY_RUN: only says what deleting it would need. Otherwise starts the merge on a worker thread
+ * and returns: the event SNAPSHOT_DELETED {"id", "deleted", "ms", "error"} says how it ended. */
 int vmm_snapshot_delete(struct vmm *v, const char *id, bool dry_run, struct vmm_deleted *out,
                         struct ctl_error *err);
+/* Waits (without the lock) up to TIMEOUT_MS for a delete in progress; true if none is. */
+bool vmm_snapshot_wait_idle(struct vmm *v, unsigned timeout_ms);
 
 #endif

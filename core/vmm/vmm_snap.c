@@ -28,6 +28,13 @@ static int host_load_state(void *opaque, const struct state_reader *r, char *err
 /* Checks (under lock) that the VM can be snapshotted now. */
 static int snapshot_ready_locked(struct vmm *v, struct ctl_error *err)
 {
+    if (v->snap_busy[0]) {
+        vmm_fail(err, "GenericError",
+                 "snapshot %s is being deleted; try again when that is done (vmws snapshot list "
+                 "shows it)",
+                 v->snap_busy);
+        return -EBUSY;
+    }
     if (!v->tree_ok) {
         vmm_fail(err, "GenericError", "%s", v->tree_err);
         return -EIO;
@@ -72,6 +79,12 @@ static int suspend_locked(struct vmm *v, size_t *state_bytes, char *err, size_t 
 int vmm_suspend(struct vmm *v, double *pause_ms, size_t *state_bytes, struct ctl_error *err)
 {
     pthread_mutex_lock(&v->lock);
+    if (v->snap_busy[0]) { /* its carry is not whole until the merge ends */
+        vmm_fail(err, "GenericError", "snapshot %s is being deleted; suspend when that is done",
+                 v->snap_busy);
+        pthread_mutex_unlock(&v->lock);
+        return -EBUSY;
+    }
     if (!v->machine_live || (v->state != VMM_RUNNING && v->state != VMM_PAUSED)) {
         vmm_fail(err, "GenericError", "cannot suspend a VM that is %s", vmm_state_names[v->state]);
         pthread_mutex_unlock(&v->lock);
@@ -80,9 +93,14 @@ int vmm_suspend(struct vmm *v, double *pause_ms, size_t *state_bytes, struct ctl
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     bool was_running = v->state == VMM_RUNNING;
-    machine_pause(&v->m);
     *state_bytes = 0;
-    int r = suspend_locked(v, state_bytes, err->desc, sizeof(err->desc));
+    int r = machine_pause(&v->m, MACHINE_PAUSE_TIMEOUT_MS, err->desc, sizeof(err->desc));
+    if (r < 0) {
+        pthread_mutex_unlock(&v->lock);
+        err->cls = "GenericError";
+        return r;
+    }
+    r = suspend_locked(v, state_bytes, err->desc, sizeof(err->desc));
     *pause_ms = vmm_ms_since(&t0);
     if (r < 0 && was_running) {
         machine_resume(&v->m); /* nothing is lost: the VM just keeps running */
@@ -137,9 +155,12 @@ static struct snap_node *take_locked(struct vmm *v, const char *label, bool auto
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     bool was_running = v->state == VMM_RUNNING;
-    if (was_running)
-        machine_pause(&v->m);
-    int r = vmm_quiesce_devices_locked(v, err, errlen); /* nothing writes guest RAM meanwhile */
+    int r = was_running ? machine_pause(&v->m, MACHINE_PAUSE_TIMEOUT_MS, err, errlen) : 0;
+    if (r < 0) {
+        snapshot_disk_move_end(&v->tree, &dm, false, true);
+        return NULL;
+    }
+    r = vmm_quiesce_devices_locked(v, err, errlen); /* nothing writes guest RAM meanwhile */
     bool quiesced = r == 0;
     struct snapshot_capture cap;
     if (r == 0)
@@ -251,7 +272,14 @@ int vmm_snapshot_revert(struct vmm *v, const char *id, bool keep_current, struct
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     bool was_running = v->state == VMM_RUNNING;
-    machine_pause(&v->m);
+    r = machine_pause(&v->m, MACHINE_PAUSE_TIMEOUT_MS, err->desc, sizeof(err->desc));
+    if (r < 0) { /* nothing changed: the overlays made for it go again */
+        snapshot_disk_move_end(&v->tree, &dm, false, false);
+        snapshot_disk_move_end(&v->tree, &keep, false, true);
+        pthread_mutex_unlock(&v->lock);
+        err->cls = "GenericError";
+        return r;
+    }
     v->state = VMM_PAUSED;
     /* Every device quiet until the pages are rewritten: none may DMA into them meanwhile. */
     r = vmm_quiesce_devices_locked(v, err->desc, sizeof(err->desc));
@@ -351,28 +379,123 @@ int vmm_snapshot_revert(struct vmm *v, const char *id, bool keep_current, struct
     return 0;
 }
 
-/* Deleting merges the node's pages into its children and its disk image away (disksnap.h).
- * A merge that rewrites images of the running disk's chain detaches the disk meanwhile: the
- * guest's disk requests wait, its vCPUs do not. */
-static int delete_locked(struct vmm *v, struct snap_node *n, bool dry_run,
-                         struct snapshot_delete_plan *plan, char *err, size_t errlen)
+/* Deleting merges the node's pages into its children and its disk image away (disksnap.h),
+ * which takes as long as the files are big: it runs on a worker thread, on a copy of the tree,
+ * without vmm.lock, so the control thread goes on answering (`vmws status`, `vmws snapshot
+ * list`, which shows the delete in progress). Meanwhile the other snapshot operations and
+ * suspend are refused (snapshot_ready_locked), a reboot waits for it, and a merge that rewrites
+ * images of the running disk's chain keeps the disk detached: the guest's disk requests wait,
+ * its vCPUs do not. At the end, under the lock, the copy becomes the VMM's tree (on failure
+ * too: the tree on disk may say the node is being deleted), the pages it adds to the carry are
+ * or'ed in, the disk is attached again and SNAPSHOT_DELETED tells the clients. */
+struct delete_job {
+    struct vmm *v;
+    struct snap_tree tree; /* the VMM's, copied: the merge works on it unlocked */
+    struct disksnap_plan disk;
+    uint64_t *carry; /* the pages the delete adds to the VMM's carry */
+    bool detached;
+    char id[SNAP_ID_MAX];
+};
+
+static int tree_copy(struct snap_tree *dst, const struct snap_tree *src)
 {
-    int r = snapshot_delete_plan(&v->tree, n, v->blk ? virtio_blk_image(v->blk) : NULL, plan, err,
-                                 errlen);
-    bool detach = !dry_run && r == 0 && v->blk &&
-                  (plan->disk.how == DISKSNAP_STREAM || plan->disk.how == DISKSNAP_COMMIT);
-    if (detach && (r = virtio_blk_quiesce(v->blk, 2000, err, errlen)) == 0)
-        virtio_blk_detach_image(v->blk);
-    if (r == 0 && !dry_run)
-        r = snapshot_delete(&v->tree, n, &plan->disk, v->carry, snapshot_host_pages(&v->snap_host),
-                            err, errlen);
-    if (detach && !virtio_blk_image(v->blk)) {
-        char e2[256];
-        if (blk_attach_locked(v, active_disk(v), e2, sizeof(e2)) < 0)
-            vmm_log("the disk has no image now: %s", e2);
-        virtio_blk_resume(v->blk);
+    *dst = *src;
+    dst->nodes = src->n ? malloc(src->n * sizeof(*src->nodes)) : NULL;
+    if (src->n && !dst->nodes)
+        return -ENOMEM;
+    for (size_t i = 0; i < src->n; i++) {
+        dst->nodes[i] = src->nodes[i];
+        dst->nodes[i].delta = NULL; /* each tree opens its own, on demand */
     }
-    return r;
+    return 0;
+}
+
+/* Quiesced and detached for the merge: the disk goes back on the image the tree names. */
+static void reattach_disk_locked(struct vmm *v)
+{
+    char e2[256];
+    if (blk_attach_locked(v, active_disk(v), e2, sizeof(e2)) < 0)
+        vmm_log("the disk has no image now: %s", e2);
+    virtio_blk_resume(v->blk);
+}
+
+static void *delete_worker(void *arg)
+{
+    struct delete_job *j = arg;
+    struct vmm *v = j->v;
+    pthread_setname_np(pthread_self(), "vmws-delete");
+    char err[256] = "";
+    struct snap_node *n = snap_find(&j->tree, j->id);
+    int r = n ? snapshot_delete(&j->tree, n, &j->disk, j->carry, snapshot_host_pages(&v->snap_host),
+                                err, sizeof(err))
+              : -ENOENT;
+    pthread_mutex_lock(&v->lock);
+    snap_tree_free(&v->tree);
+    v->tree = j->tree;
+    for (size_t i = 0; i < carry_words(v); i++)
+        v->carry[i] |= j->carry[i];
+    if (j->detached && v->machine_live && v->blk)
+        reattach_disk_locked(v);
+    double ms = vmm_ms_since(&v->snap_busy_since);
+    v->snap_busy[0] = '\0';
+    pthread_cond_broadcast(&v->snap_idle);
+    json_t *d = json_pack("{s:s, s:b, s:f}", "id", j->id, "deleted", r == 0, "ms", ms);
+    if (d && r < 0)
+        json_object_set_new(d, "error", json_string(err));
+    ctl_server_event(v->ctl, "SNAPSHOT_DELETED", d);
+    json_decref(d);
+    pthread_mutex_unlock(&v->lock);
+    if (r < 0)
+        vmm_log("deleting snapshot %s failed after %.0f ms: %s", j->id, ms, err);
+    else
+        vmm_log("deleted snapshot %s: %.0f ms", j->id, ms);
+    free(j->carry);
+    free(j);
+    return NULL;
+}
+
+/* Starts the merge of N (plan PLAN) on its worker. */
+static int delete_start_locked(struct vmm *v, struct snap_node *n,
+                               const struct snapshot_delete_plan *plan, char *err, size_t errlen)
+{
+    struct delete_job *j = calloc(1, sizeof(*j));
+    uint64_t *carry = calloc(carry_words(v), sizeof(uint64_t));
+    if (!j || !carry || tree_copy(&j->tree, &v->tree) < 0) {
+        if (j)
+            free(j->tree.nodes);
+        free(j);
+        free(carry);
+        snprintf(err, errlen, "out of memory starting the delete");
+        return -ENOMEM;
+    }
+    j->v = v;
+    j->disk = plan->disk;
+    for (size_t i = 0; i < j->disk.ndeps; i++) /* the plan names nodes: the copy's, same place */
+        if (j->disk.deps[i])
+            j->disk.deps[i] = j->tree.nodes + (plan->disk.deps[i] - v->tree.nodes);
+    j->carry = carry;
+    snprintf(j->id, sizeof(j->id), "%s", n->id);
+    j->detached =
+        v->blk && (plan->disk.how == DISKSNAP_STREAM || plan->disk.how == DISKSNAP_COMMIT);
+    int r = j->detached ? virtio_blk_quiesce(v->blk, 2000, err, errlen) : 0;
+    if (r == 0 && j->detached)
+        virtio_blk_detach_image(v->blk);
+    pthread_t t; /* all signals blocked: they are the main thread's (signalfd) */
+    if (r == 0 && (r = -ctl_start_thread(&t, delete_worker, j)) < 0) {
+        snprintf(err, errlen, "cannot start the delete's thread: %s", strerror(-r));
+        if (j->detached)
+            reattach_disk_locked(v);
+    }
+    if (r < 0) {
+        snap_tree_free(&j->tree);
+        free(carry);
+        free(j);
+        return r;
+    }
+    pthread_detach(t);
+    snprintf(v->snap_busy, sizeof(v->snap_busy), "%s", j->id);
+    clock_gettime(CLOCK_MONOTONIC, &v->snap_busy_since);
+    return 0;
 }
 
 int vmm_snapshot_delete(struct vmm *v, const char *id, bool dry_run, struct vmm_deleted *out,
@@ -387,14 +510,42 @@ int vmm_snapshot_delete(struct vmm *v, const char *id, bool dry_run, struct vmm_
     } else if (!n) {
         vmm_fail(err, "InvalidArgument", "no snapshot '%s' (see 'vmws snapshot list')", id);
         r = -ENOENT;
+    } else if (v->snap_busy[0] && !dry_run) {
+        vmm_fail(err, "GenericError",
+                 "snapshot %s is being deleted; try again when that is done (vmws snapshot list "
+                 "shows it)",
+                 v->snap_busy);
+        r = -EBUSY;
     } else {
         snprintf(out->id, sizeof(out->id), "%s", n->id);
-        r = delete_locked(v, n, dry_run, &out->plan, err->desc, sizeof(err->desc));
+        r = snapshot_delete_plan(&v->tree, n, v->blk ? virtio_blk_image(v->blk) : NULL, &out->plan,
+                                 err->desc, sizeof(err->desc));
+        if (r == 0 && !dry_run)
+            r = delete_start_locked(v, n, &out->plan, err->desc, sizeof(err->desc));
         if (r < 0)
             err->cls = "GenericError";
     }
     pthread_mutex_unlock(&v->lock);
     return r;
+}
+
+bool vmm_snapshot_wait_idle(struct vmm *v, unsigned timeout_ms)
+{
+    struct timespec deadline;
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    deadline.tv_sec += timeout_ms / 1000;
+    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&v->lock);
+    while (v->snap_busy[0] &&
+           pthread_cond_timedwait(&v->snap_idle, &v->lock, &deadline) != ETIMEDOUT)
+        ;
+    bool idle = !v->snap_busy[0];
+    pthread_mutex_unlock(&v->lock);
+    return idle;
 }
 
 /* What snapshots keep as pages: guest RAM, then the framebuffer. */

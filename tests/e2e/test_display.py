@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import socket
 import subprocess
 import sys
@@ -605,6 +606,39 @@ def main():
         log("ok: a WebSocket client is refused")
         con.close()
         run([BIN, "stop", "scr"], env)
+
+        # --- VNC on a Unix socket (vnc_listen = unix): no TCP port, a 0600 socket in the
+        # runtime dir that `vmws status` names, and the guest's screen over it ---
+        conf = os.path.join(home, "scr", "vm.conf")
+        with open(conf) as f:
+            text = f.read()
+        with open(conf, "w") as f:
+            f.write(re.sub(r"(?m)^vnc_listen *=.*$", "vnc_listen = unix", text))
+        r = run([BIN, "start", "scr", "--display", "vnc"], env)
+        sock = os.path.join(home, "run", "scr.vnc")
+        st = run([BIN, "status", "scr"], env).stdout
+        mode = os.stat(sock).st_mode
+        if sock not in st or re.search(r"127\.0\.0\.1:59\d\d", st + r.stdout):
+            fail("`vmws status` does not show only the VNC socket %s:\n%s" % (sock, st))
+        if not stat.S_ISSOCK(mode) or mode & 0o777 != 0o600:
+            fail("%s is not a 0600 socket (mode %o)" % (sock, mode))
+        con = Console(env, "scr")
+        con.send("fb test\r")
+        con.expect(r"fb test: 8 bars", 10, "fb test (unix socket run)")
+        acts = []
+        for i in range(8):
+            acts += ["pixel", str(BAR_W * i + BAR_W // 2), str(BAR_Y)]
+        args = [PROBE, "--timeout", "20", "--password", "s3cret", sock] + acts
+        r = subprocess.run(args, capture_output=True, text=True, timeout=70)
+        got = [int(v, 16) for v in re.findall(r"pixel \d+ \d+ ([0-9a-f]{6})", r.stdout)]
+        if r.returncode != 0 or got != BARS:
+            fail("over %s: exit %d, bars %s: %r %r" % (sock, r.returncode, got, r.stdout,
+                                                        r.stderr))
+        log("ok: VNC on a 0600 Unix socket (%s) shows the bars; status names it" % sock)
+        con.close()
+        run([BIN, "stop", "scr"], env)
+        if os.path.exists(sock):
+            fail("%s is left behind after the VM stopped" % sock)
         log("PASS")
     finally:
         for p in procs:
@@ -618,5 +652,5 @@ def main():
 
 
 if __name__ == "__main__":
-    signal.alarm(110)
+    signal.alarm(150)
     main()

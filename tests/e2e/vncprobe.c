@@ -2,8 +2,10 @@
  * like any viewer (default encodings: tight, zrle, hextile, ...) and runs a list of actions:
  *   capture FILE.ppm | pixel X Y | keys TEXT | pointer X Y BUTTONS | watch SECONDS |
  *   wait-change X Y SECONDS | flood N
- * Bytes are counted by the kernel (TCP_INFO's bytes_received), so they are what really came
- * over the wire. Exit status: 0 ok, 2 usage, 3 connect/authentication failed, 4 action failed. */
+ * The server is HOST:PORT, or the path of a Unix socket (libvncclient connects to a path that
+ * names one). Bytes are counted by the kernel (TCP_INFO's bytes_received; 0 on a Unix socket),
+ * so they are what really came over the wire. Exit status: 0 ok, 2 usage, 3
+ * connect/authentication failed, 4 action failed. */
 #include <errno.h>
 #include <linux/tcp.h>
 #include <rfb/rfbclient.h>
@@ -140,7 +142,8 @@ static int usage(void)
 {
     fprintf(
         stderr,
-        "usage: vncprobe [--password P | --password-file F] [--lossless] [--timeout S] HOST:PORT "
+        "usage: vncprobe [--password P | --password-file F] [--lossless] [--timeout S] "
+        "HOST:PORT|/SOCKET "
         "ACTION...\n  actions: capture FILE.ppm | pixel X Y | keys TEXT | pointer X Y BUTTONS | "
         "watch S | wait-change X Y S | flood N\n");
     return 2;
@@ -175,8 +178,10 @@ int main(int argc, char **argv)
     if (i >= argc)
         return usage();
     char host[256];
-    int port;
-    if (sscanf(argv[i], "%255[^:]:%d", host, &port) != 2)
+    int port = 0;
+    if (argv[i][0] == '/') /* a Unix socket */
+        snprintf(host, sizeof(host), "%s", argv[i]);
+    else if (sscanf(argv[i], "%255[^:]:%d", host, &port) != 2)
         return usage();
     i++;
 

@@ -454,9 +454,10 @@ START_TEST(reported_ranges_leave_the_memory_file)
     memcpy(ring + 0x400 + 4, &head, 2);
     __atomic_store_n((uint16_t *)(ring + 0x400 + 2), (uint16_t)1, __ATOMIC_RELEASE);
     wr(notify + 12, 2, 3);
-    for (int i = 0; i < 20000 && *(volatile uint16_t *)(ring + 0x800 + 2) != 1; i++)
+    for (int i = 0;
+         i < 20000 && __atomic_load_n((uint16_t *)(ring + 0x800 + 2), __ATOMIC_ACQUIRE) != 1; i++)
         usleep(100);
-    ck_assert_uint_eq(*(volatile uint16_t *)(ring + 0x800 + 2), 1);
+    ck_assert_uint_eq(__atomic_load_n((uint16_t *)(ring + 0x800 + 2), __ATOMIC_ACQUIRE), 1);
     ck_assert_uint_le(allocated(gm.fd), before - 2 * MIB + 64 * 1024);
     ck_assert_int_eq(status_field("reported_bytes"), 2 * MIB);
 }
@@ -480,7 +481,8 @@ START_TEST(stats_are_held_until_asked_for)
     json_decref(j);
     usleep(1100 * 1000); /* older than a second: a status asks for fresh ones */
     json_decref(virtio_balloon_status_json(bal, 0));
-    uint16_t used = *(volatile uint16_t *)(gm.host + RINGS + 2 * 0x1000 + 0x800 + 2);
+    uint16_t used =
+        __atomic_load_n((uint16_t *)(gm.host + RINGS + 2 * 0x1000 + 0x800 + 2), __ATOMIC_ACQUIRE);
     ck_assert_uint_eq(used, 1);
     memcpy(gm.host + BUF, st, 7); /* not whole entries: the device needs a reset */
     submit(2, 7, false, 200);

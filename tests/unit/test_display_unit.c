@@ -145,6 +145,17 @@ START_TEST(test_config_section)
     ck_assert_int_eq(load("[display]\nmode = fancy\n", &cfg, err, sizeof(err)), -1);
     ck_assert_msg(strstr(err, "expected auto, sdl, vnc, sdl,vnc or none"), "%s", err);
     ck_assert_int_eq(load("[display]\nvnc_listen = example.org\n", &cfg, err, sizeof(err)), -1);
+    ck_assert_msg(strstr(err, "or unix for a socket only you can open"), "%s", err);
+    /* vnc_listen = unix: no TCP address, the runtime dir's NAME.vnc instead. */
+    ck_assert_msg(load("[display]\nmode = vnc\nvnc_listen = unix\n", &cfg, err, sizeof(err)) == 0,
+                  "%s", err);
+    snprintf(cfg.name, sizeof(cfg.name), "uv");
+    setenv("VMWS_RUNTIME_DIR", tmpdir, 1);
+    ck_assert_msg(display_config_from_vm(&cfg, tmpdir, &dc, err, sizeof(err)) == 0, "%s", err);
+    char want[PATH_MAX];
+    snprintf(want, sizeof(want), "%s/uv.vnc", tmpdir);
+    ck_assert_str_eq(dc.vnc_socket, want);
+    ck_assert_int_eq(dc.vnc_port, 0);
     ck_assert_int_eq(load("[display]\nvnc_password_file = rel/path\n", &cfg, err, sizeof(err)), -1);
     ck_assert_int_eq(load("[display]\ncolour = red\n", &cfg, err, sizeof(err)), -1);
     ck_assert_msg(strstr(err, "unknown key 'colour' in [display]"), "%s", err);
