@@ -28,7 +28,11 @@ status=0
 for h in tests/fuzz/fuzz_*.c; do
     name=$(basename "$h" .c)
     short=${name#fuzz_}
-    clang -g -O1 $SAN -fsanitize=fuzzer -I. -o "$name" "$h" $LIBS
+    if ! clang -g -O1 $SAN -fsanitize=fuzzer -I. -o "$name" "$h" $LIBS; then
+        echo "$name: FAILED: does not build (see above)"
+        status=1
+        continue
+    fi
     mkdir -p "corpus/$short"
     for d in "tests/fuzz/corpus/$short" "seeds/$short"; do
         [ -d "$d" ] && cp "$d"/* "corpus/$short/" 2>/dev/null || true

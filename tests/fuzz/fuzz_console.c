@@ -42,7 +42,7 @@ static int client = -1;
 
 static void start_server(void)
 {
-    char sock[128], err[512];
+    char sock[100], err[512]; /* fits sun_path */
     snprintf(sock, sizeof(sock), "%s/console.sock", fuzz_dir());
     char log[128];
     snprintf(log, sizeof(log), "%s/serial.log", fuzz_dir());

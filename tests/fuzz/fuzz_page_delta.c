@@ -2,7 +2,8 @@
  * (root 1 holds a valid delta), used as vmws uses it - opened and every page read, reverted to
  * on a machine of 16 pages (a buffer, no KVM), listed, and its parent deleted (1's pages merged
  * into it). Byte 0 asks for fix-ups so the fuzzer gets past the checksums: bit 0 the index CRC,
- * bit 1 the file's size from its header, bit 2 the pages' CRCs. A refusal is fine. */
+ * bit 1 the file's size from its header (and its entries' zero flags), bit 2 the pages' CRCs.
+ * A refusal is fine. */
 #include <sys/stat.h>
 #include <zlib.h>
 
@@ -38,28 +39,37 @@ static int no_load(void *opaque, const struct state_reader *r, char *err, size_t
     return 0;
 }
 
-/* The fuzzed file, with the fix-ups MODE asks for. *LEN in and out; returns a malloc'd copy. */
+/* The fuzzed file, with the fix-ups MODE asks for. *LEN in and out; returns a malloc'd copy.
+ * An entry whose flags (bytes 12-15) have bit 0 set is a zero page: it has no data slot. */
 static uint8_t *fix_up(uint8_t mode, const uint8_t *data, size_t *len)
 {
-    uint64_t npages = 0;
+    uint64_t npages = 0, ndata = 0;
     if (*len >= HEADER)
         memcpy(&npages, data + 16, 8);
+    bool small = *len >= HEADER && npages <= 15;
+    bool zero[16] = {false};
+    for (uint64_t i = 0; small && i < npages; i++) {
+        size_t at = HEADER + i * ENTRY + 12;
+        zero[i] = at < *len && (data[at] & 1);
+        ndata += !zero[i];
+    }
     size_t out_len = *len;
-    if (mode & 2 && *len >= HEADER && npages <= 15) /* the size the header implies */
-        out_len = page_delta_file_bytes(npages);
+    if (mode & 2 && small) /* the size the header and the zero flags imply */
+        out_len = page_delta_file_bytes(npages, ndata);
     uint8_t *f = calloc(1, out_len + 1);
     if (!f)
         abort();
     memcpy(f, data, *len < out_len ? *len : out_len);
     *len = out_len;
-    if (mode & 2 && out_len >= HEADER && npages <= 15) {
-        uint64_t data_off = page_delta_file_bytes(npages) - npages * PAGE;
+    if (mode & 2 && small) {
+        uint64_t data_off = page_delta_file_bytes(npages, 0);
         memcpy(f + 24, &data_off, 8);
-        if (mode & 4)
-            for (uint64_t i = 0; i < npages; i++) {
-                uint32_t crc = (uint32_t)crc32(0L, f + data_off + i * PAGE, PAGE);
-                memcpy(f + HEADER + i * ENTRY + 8, &crc, 4);
-            }
+        static const uint8_t zero_page[PAGE];
+        for (uint64_t i = 0, slot = 0; mode & 4 && i < npages; i++) {
+            const uint8_t *page = zero[i] ? zero_page : f + data_off + slot++ * PAGE;
+            uint32_t crc = (uint32_t)crc32(0L, page, PAGE);
+            memcpy(f + HEADER + i * ENTRY + 8, &crc, 4);
+        }
     }
     if (mode & 1 && out_len >= HEADER && npages <= (out_len - HEADER) / ENTRY) {
         uint32_t crc = (uint32_t)crc32(0L, f + HEADER, (uInt)(npages * ENTRY));
@@ -93,7 +103,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const uint64_t root_pages[2] = {1, 5};
     char path[PATH_MAX];
     snap_path(&t, "1", "mem", path, sizeof(path));
-    if (page_delta_write(path, root_pages, 2, pages, err, sizeof(err)) < 0)
+    if (page_delta_write(path, root_pages, 2, pages, NULL, err, sizeof(err)) < 0)
         abort();
     struct state_writer w;
     uint8_t *state;
