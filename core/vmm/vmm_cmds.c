@@ -38,6 +38,7 @@ static json_t *cmd_query_status(void *opaque, json_t *args, struct ctl_error *er
         json_object_set_new(r, "disk", virtio_blk_status_json(v->blk));
     if (v->machine_live && v->net) /* the dashboard's rx/tx rates come from here */
         json_object_set_new(r, "net", virtio_net_status_json(v->net));
+    json_object_set_new(r, "management", vmm_mem_json_locked(v));
     pthread_mutex_unlock(&v->lock);
     return r;
 }
@@ -68,6 +69,7 @@ static json_t *cmd_query_memory(void *opaque, json_t *args, struct ctl_error *er
     json_t *balloon = NULL;
     if (v->machine_live && v->balloon)
         balloon = virtio_balloon_status_json(v->balloon, v->state == VMM_RUNNING ? 500 : 0);
+    json_object_set_new(ret, "management", vmm_mem_json_locked(v));
     pthread_mutex_unlock(&v->lock);
     if (balloon)
         json_object_set_new(ret, "balloon", balloon);
@@ -90,6 +92,10 @@ static json_t *cmd_set_balloon(void *opaque, json_t *args, struct ctl_error *err
     if (!v->cfg->balloon.enabled)
         return vmm_fail(err, "GenericError", "%s",
                         "the VM has no balloon ([balloon] enabled = no in its vm.conf)");
+    if (v->cfg->memory.dynamic)
+        return vmm_fail(err, "GenericError", "%s",
+                        "dynamic memory sets this VM's balloon target ([memory] dynamic = yes "
+                        "in its vm.conf; see vmws mem for why it chose it)");
     pthread_mutex_lock(&v->lock);
     v->balloon_target = (uint64_t)json_integer_value(jt) / GUEST_PAGE_SIZE * GUEST_PAGE_SIZE;
     if (v->machine_live && v->balloon)

@@ -35,6 +35,7 @@
 #include "core/virtio/virtio_blk.h"
 #include "core/virtio/virtio_net.h"
 #include "core/vm/machine.h"
+#include "core/vm/memcg.h"
 #include "core/vm/memtruth.h"
 #include "core/vmm/backends.h"
 #include "core/vmm/vmm.h"
@@ -47,6 +48,22 @@ struct file_image {
     const uint8_t *data;
     size_t len;
     bool mapped;
+};
+
+/* Dynamic memory's state (vmm_mem.c): the last decision and the last changes it made. */
+#define VMM_POLICY_CHANGES 8
+struct vmm_policy_change {
+    uint64_t uptime_ms, target, keep;
+    char reason[200];
+};
+struct vmm_policy {
+    bool running;
+    pthread_t thread;
+    int stop_fd;
+    uint64_t ticks, demand, proposed;
+    char reason[200];
+    unsigned nchanges; /* ever made; changes[] keeps the last VMM_POLICY_CHANGES */
+    struct vmm_policy_change changes[VMM_POLICY_CHANGES];
 };
 
 struct vmm {
@@ -95,6 +112,8 @@ struct vmm {
     /* The suspend state, written to suspend.state only once the memory file is durable: a
      * suspend.state on disk always goes with the memory it describes (see run_machine). */
     struct state_writer suspend_w;
+    struct memcg memcg;       /* the VMM's own cgroup (reservation, limit) */
+    struct vmm_policy policy; /* dynamic memory */
 };
 
 #define T_CARRY STATE_TAG('C', 'A', 'R', 'Y')
@@ -142,6 +161,14 @@ void vmm_resume_devices_locked(struct vmm *v);
 double vmm_ms_since(const struct timespec *t0);
 /* The VM's state in the window's title (under lock). */
 void vmm_show_state(struct vmm *v);
+
+/* vmm_mem.c: admission control and the VMM's cgroup (before guest RAM is mapped: ERR says why
+ * a VM whose reservation cannot be met does not start); dynamic memory's thread; the
+ * reservation, limit, shares, cgroup and policy for query-memory. */
+int vmm_mem_admit_and_enter(struct vmm *v, char *err, size_t errlen);
+int vmm_mem_policy_start(struct vmm *v, char *err, size_t errlen);
+void vmm_mem_policy_stop(struct vmm *v);
+json_t *vmm_mem_json_locked(struct vmm *v);
 
 /* vmm_cmds.c: the command table, and an error reply with one %s argument. */
 extern const struct ctl_command vmm_commands[];
