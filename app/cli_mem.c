@@ -297,7 +297,9 @@ int cmd_mem(int argc, char **argv)
     bool running = cl != NULL;
     if (running) {
         state = "running";
-        m = ctl_client_execute(cl, "query-memory", NULL, 5000, err, sizeof(err));
+        json_t *args = json_pack("{s:b}", "detail", 1); /* every figure fresh from smaps */
+        m = ctl_client_execute(cl, "query-memory", args, 5000, err, sizeof(err));
+        json_decref(args);
         ctl_client_close(cl);
         if (!m)
             return cli_error("VM '%s' did not report its memory: %s", name, err);

@@ -59,6 +59,11 @@ struct dash_vm {
     /* The guest's side (query-memory's "balloon"): its balloon and its driver's statistics. */
     bool balloon_ok, balloon_driver, guest_stats;
     uint64_t balloon_target, balloon_actual, guest_total, guest_free, guest_avail, guest_cached;
+    /* Reservation, limit and dynamic memory (query-status's "management", else vm.conf). */
+    uint64_t reservation, limit, cg_current, policy_keep;
+    bool cg_enforced, dynamic;
+    unsigned shares;
+    char policy_reason[200]; /* the last change's reason; "" = none yet */
     struct history h_allocated, h_resident, h_dirty_rate;
     uint64_t last_dirty;
     int64_t last_dirty_ms;
@@ -90,6 +95,7 @@ struct dash_model {
     struct memtruth_host host;
     bool host_ok;
     uint64_t sum_configured, sum_allocated; /* over VMs that hold memory (running/suspended) */
+    uint64_t sum_reserved, sum_balloon;     /* their reservations, their balloons' holdings */
     size_t holding;                         /* how many VMs that is */
     struct dash_cost cost;
     bool memory_for_all; /* query-memory for every running VM, not just the selected one */

@@ -40,7 +40,9 @@ static int read_line(const char *dir, const char *file, char *buf, size_t len)
     FILE *f = fopen(p, "re");
     if (!f)
         return -errno;
-    int rc = fgets(buf, (int)len, f) ? 0 : -EIO;
+    if (!fgets(buf, (int)len, f))
+        buf[0] = '\0'; /* an empty file: cgroup.subtree_control with nothing enabled */
+    int rc = ferror(f) ? -EIO : 0;
     fclose(f);
     buf[strcspn(buf, "\n")] = '\0';
     return rc;

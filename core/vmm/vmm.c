@@ -491,6 +491,7 @@ int vmm_run(const struct vm_config *cfg, const struct vm_paths *paths,
     int status = 1;
     int ready_fd = opts->ready_fd;
     pthread_mutex_init(&v.lock, NULL);
+    pthread_mutex_init(&v.memtruth_lock, NULL);
     clock_gettime(CLOCK_MONOTONIC, &v.started);
     v.mem.fd = -1;
     bool resume = access(paths->suspend_state, F_OK) == 0;
@@ -564,6 +565,8 @@ out:
     if (ready_fd >= 0)
         close(ready_fd);
     memcg_leave(&v.memcg);
+    memtruth_cache_free(&v.memtruth_cache);
+    pthread_mutex_destroy(&v.memtruth_lock);
     pthread_mutex_destroy(&v.lock);
     return status;
 }

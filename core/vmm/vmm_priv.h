@@ -113,6 +113,8 @@ struct vmm {
      * suspend.state on disk always goes with the memory it describes (see run_machine). */
     struct state_writer suspend_w;
     struct memcg memcg;       /* the VMM's own cgroup (reservation, limit) */
+    pthread_mutex_t memtruth_lock; /* guards memtruth_cache (query-memory, not under lock) */
+    struct memtruth_cache memtruth_cache;
     struct vmm_policy policy; /* dynamic memory */
 };
 
