@@ -18,8 +18,10 @@ uint64_t mempolicy_host_shortfall(uint64_t host_total, uint64_t host_available, 
 {
     uint64_t low = mempolicy_host_low(host_total);
     uint64_t gap = host_available < low ? low - host_available : 0;
-    if (psi >= MEMPOLICY_PSI_SHORT && gap < low / 2)
-        gap = low / 2; /* stalls without a gap yet: ask for some room ahead */
+    /* Stalls with RAM getting scarce: ask for some room ahead. Stalls while a fifth of the
+     * host's RAM is available are some cgroup's own limit (a VM's memory.max), not the host. */
+    if (psi >= MEMPOLICY_PSI_SHORT && host_available < 4 * low && gap < low / 2)
+        gap = low / 2;
     return gap;
 }
 
@@ -54,8 +56,8 @@ void mempolicy_decide(const struct mempolicy_input *in, struct mempolicy_decisio
                              "guest needs %" PRIu64 " MiB + %u%% buffer", used / MIB,
                              in->buffer_percent);
         out->host_short = in->reclaim > 0 ||
-                          (in->psi_some_avg10 >= MEMPOLICY_PSI_SHORT) ||
-                          (in->host_total && in->host_available < mempolicy_host_low(in->host_total));
+                          mempolicy_host_shortfall(in->host_total, in->host_available,
+                                                   in->psi_some_avg10) > 0;
         if (out->host_short && in->reclaim) {
             /* The host takes the buffer first, and then below the demand (the guest's own
              * reclaim finds it: page cache, then swap), down to min. */

@@ -30,8 +30,9 @@ struct mempolicy_decision {
     char reason[200];    /* "guest needs 610 MiB + 20% buffer", "host pressure some avg10=12%" */
 };
 
-/* The host is short when memory pressure's some avg10 reaches this or MemAvailable falls below
- * mempolicy_host_low(total). */
+/* The host is short when MemAvailable falls below mempolicy_host_low(total) (5%), or memory
+ * pressure's some avg10 reaches MEMPOLICY_PSI_SHORT with MemAvailable under 4x that: pressure
+ * while RAM is plentiful is some cgroup's own limit, not the host's shortage. */
 #define MEMPOLICY_PSI_SHORT 10.0
 uint64_t mempolicy_host_low(uint64_t host_total);
 /* How much a short host wants back: host_low - MemAvailable (0 when not short). */

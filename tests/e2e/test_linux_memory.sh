@@ -3,7 +3,7 @@
 # in one boot. Needs cgroup v2 with the memory controller (the KVM box has it; a host without
 # it gets "not available", checked natively by tests/e2e/test_memory_admission.sh).
 # - limit: the VM's cgroup has memory.max 256 MiB while the guest fills 320 MiB of tmpfs with
-#   random data; the .vmem (on a disk file system) takes the rest, as the host's swap file:
+#   random data; the .vmem (on ext4) takes the rest, as the host's swap file:
 #   the guest keeps running, memory.current stays under the limit, md5sum -c passes, and
 #   vmws mem shows resident < allocated.
 # - dynamic memory: min 256 MiB, buffer 50%: as the guest's tmpfs grows the memory it keeps
@@ -16,12 +16,13 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/../linux/lib.sh"
 linux_setup lm
 # The .vmem must be on a file system that writes back (the box's /tmp is tmpfs, which would
-# need swap, and 9p can neither punch holes nor fault pages fast): ext4 on a loop device whose
-# image lives in the build tree (its writes go through to the host's disk).
-img=$(mktemp "${abs_top_builddir:-$here/../..}/tests/lm-ext4.XXXXXX") || exit 99
-trap '"$vmws" kill lm >/dev/null 2>&1; umount "$VMWS_HOME" 2>/dev/null; rm -rf "$VMWS_HOME" "$VMWS_RUNTIME_DIR" "$img"' EXIT
-modprobe loop && modprobe ext4 && truncate -s 1536M "$img" && mkfs.ext4 -q -F "$img" &&
-    mount -o loop "$img" "$VMWS_HOME" || { echo "cannot mount an ext4 loop image at $VMWS_HOME"; exit 99; }
+# need swap, and 9p can neither punch holes nor fault pages in fast): ext4 on a zram block
+# device (its compressed pages are the block device's, not the VMM's cgroup's).
+trap '"$vmws" kill lm >/dev/null 2>&1; umount "$VMWS_HOME" 2>/dev/null; rm -rf "$VMWS_HOME" "$VMWS_RUNTIME_DIR"
+      [ -n "${zdev:-}" ] && echo 1 > /sys/block/$zdev/reset' EXIT
+modprobe zram && zdev=zram$(cat /sys/class/zram-control/hot_add) &&
+    echo 1G > /sys/block/$zdev/disksize && mkfs.ext4 -q -F /dev/$zdev && mount /dev/$zdev "$VMWS_HOME" ||
+    { echo "cannot mount ext4 on a zram device at $VMWS_HOME"; exit 99; }
 linux_fixture shell-init.sh virtio_pci,virtio_blk,virtio_balloon
 py=/usr/bin/python3
 cg_root=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/mounts)

@@ -102,8 +102,16 @@ START_TEST(test_host_pressure)
     ck_assert_uint_eq(mempolicy_host_shortfall(8192 * MIB, 4096 * MIB, 0.5), 0);
     /* MemAvailable below 5% of the host: what is missing. */
     ck_assert_uint_eq(mempolicy_host_shortfall(10000 * MIB, 300 * MIB, 0), 200 * MIB);
-    /* Stalls at 12% without a gap yet: half the low mark. */
-    ck_assert_uint_eq(mempolicy_host_shortfall(10000 * MIB, 4000 * MIB, 12), 250 * MIB);
+    /* Stalls at 12% with RAM getting scarce (under 20%) but no gap yet: half the low mark. */
+    ck_assert_uint_eq(mempolicy_host_shortfall(10000 * MIB, 1500 * MIB, 12), 250 * MIB);
+    /* Stalls with 40% of the RAM available: a cgroup's own limit, not the host's shortage
+     * (seen in the box: a VM at its memory.max made the host's some avg10 11%). */
+    ck_assert_uint_eq(mempolicy_host_shortfall(10000 * MIB, 4000 * MIB, 12), 0);
+    in.psi_some_avg10 = 11;
+    in.reclaim = 0;
+    mempolicy_decide(&in, &d);
+    ck_assert(!d.host_short);
+    ck_assert_uint_eq(d.keep, 612 * MIB);
     in.psi_some_avg10 = 12;
     in.host_available = 4000 * MIB;
     in.reclaim = 80 * MIB;
