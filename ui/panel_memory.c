@@ -20,7 +20,8 @@ struct row {
     int spark_role;
 };
 
-/* Four lines: the balloon, the guest's own figures, reservation/limit, dynamic memory. */
+/* Four lines: the balloon, the guest's own figures, reservation/limit, dynamic memory (the
+ * first two when only they fit). */
 enum { GUEST_ROWS = 4 };
 static void draw_guest(const struct dash_vm *v, int y, const struct rect *in, int labelw)
 {
@@ -118,7 +119,8 @@ static void draw(struct dash *d, const struct rect *r, bool focused)
     int room = in.x + in.w - barx;
     /* The guest's rows when there is room; sparklines get their own rows when the panel is
      * tall enough, else share the line. */
-    int guest_rows = v->balloon_ok && in.h >= nrows + GUEST_ROWS ? GUEST_ROWS : 0;
+    int guest_rows = !v->balloon_ok || in.h < nrows + 2 ? 0 : in.h < nrows + GUEST_ROWS ? 2
+                                                                                  : GUEST_ROWS;
     bool spark_rows = in.h >= nrows + guest_rows + 4;
     int barw = spark_rows ? room : room * 2 / 5;
     int sparkx = barx + barw + 1, sparkw = in.x + in.w - sparkx;
@@ -163,7 +165,8 @@ static void draw(struct dash *d, const struct rect *r, bool focused)
     }
     if (guest_rows) {
         draw_guest(v, in.y + nrows, &in, labelw);
-        draw_management(v, in.y + nrows + 2, &in, labelw);
+        if (guest_rows == GUEST_ROWS)
+            draw_management(v, in.y + nrows + 2, &in, labelw);
     }
     if (!spark_rows)
         return;

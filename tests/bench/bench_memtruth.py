@@ -105,9 +105,12 @@ def qemu_sizes(build, sizes, calls, accel):
                      ["-object", f"memory-backend-file,id=ram,size={gib}G,mem-path={tmp}/ram,"
                       "share=on", "-machine", "memory-backend=ram"])
             q.serial.run("", "vmws> ", 120)
-            q.serial.run(f"mem alloc {TOUCH_MIB}", f"allocated {TOUCH_MIB} MiB", 600)
-            q.serial.run("mem fill A", f"filled {TOUCH_MIB} MiB", 600)
-            out[gib] = (measure(lambda: q.execute("query-memory-size-summary"), calls),
+            touched = f"{TOUCH_MIB} MiB touched"
+            try:  # QEMU's figures do not depend on it (configured sizes only): bounded
+                q.serial.run(f"mem alloc {TOUCH_MIB}", f"allocated {TOUCH_MIB} MiB", 120)
+            except TimeoutError:
+                touched = f"its guest's mem alloc {TOUCH_MIB} unfinished after 120 s"
+            out[gib] = (touched,measure(lambda: q.execute("query-memory-size-summary"), calls),
                         measure(lambda: q.hmp("info memory_size_summary"), calls))
         except Exception as e:  # QEMU is the peer; say why it has no figures
             out[gib] = str(e)
@@ -130,10 +133,10 @@ def main():
         if isinstance(q.get(gib), str):
             print(f"  QEMU ({accel}) {gib} GiB: not measured: {q[gib]}")
         else:
-            (s_rtt, _, s), (h_rtt, _, _) = q[gib]
-            print("  QEMU (%s) %d GiB: query-memory-size-summary %.0f µs round trip (configured "
-                  "sizes only: %s); HMP info memory_size_summary %.0f µs" %
-                  (accel, gib, s_rtt, json.dumps(s), h_rtt))
+            touched, (s_rtt, _, s), (h_rtt, _, _) = q[gib]
+            print("  QEMU (%s) %d GiB, %s: query-memory-size-summary %.0f µs round trip "
+                  "(configured sizes only: %s); HMP info memory_size_summary %.0f µs" %
+                  (accel, gib, touched, s_rtt, json.dumps(s), h_rtt))
     return 0
 
 
