@@ -5,6 +5,7 @@
  * with its reason, so `vmws mem` and the dashboard can say why the balloon moved. */
 #include "core/vmm/vmm_priv.h"
 
+#include <dirent.h>
 #include <inttypes.h>
 
 #include "core/vm/mempolicy.h"
@@ -59,6 +60,63 @@ static uint64_t jbytes(json_t *o, const char *k)
     return json_is_integer(j) && json_integer_value(j) > 0 ? (uint64_t)json_integer_value(j) : 0;
 }
 
+#define POLICY_PEERS_MAX 64
+#define POLICY_PEER_FRESH_S 5
+
+/* RUNTIME/NAME.policy: "held floor shares" of this VM, rewritten every tick. */
+static void peer_path(const struct vmm *v, const char *name, char *out, size_t len)
+{
+    const char *slash = strrchr(v->paths->ctl_sock, '/');
+    int dir = slash ? (int)(slash - v->paths->ctl_sock) : 0;
+    snprintf(out, len, "%.*s/%s.policy", dir, v->paths->ctl_sock, name);
+}
+
+static void publish_peer(const struct vmm *v, const struct mempolicy_peer *me)
+{
+    char path[PATH_MAX + 16], tmp[PATH_MAX + 32];
+    peer_path(v, v->cfg->name, path, sizeof(path));
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    FILE *f = fopen(tmp, "we");
+    if (!f)
+        return;
+    fprintf(f, "%" PRIu64 " %" PRIu64 " %u\n", me->held, me->floor, me->shares);
+    if (fclose(f) == 0)
+        rename(tmp, path);
+}
+
+/* The other VMs' published figures, those rewritten in the last few seconds. */
+static size_t read_peers(const struct vmm *v, struct mempolicy_peer *out, size_t max)
+{
+    char dir[PATH_MAX];
+    peer_path(v, "x", dir, sizeof(dir));
+    *strrchr(dir, '/') = '\0';
+    DIR *d = opendir(dir);
+    size_t n = 0;
+    struct dirent *e;
+    time_t now = time(NULL);
+    while (d && n < max && (e = readdir(d))) {
+        size_t len = strlen(e->d_name);
+        if (len < 8 || strcmp(e->d_name + len - 7, ".policy") ||
+            (len - 7 == strlen(v->cfg->name) && !strncmp(e->d_name, v->cfg->name, len - 7)))
+            continue;
+        char path[PATH_MAX + 300];
+        snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+        struct stat st;
+        FILE *f = stat(path, &st) == 0 && now - st.st_mtime <= POLICY_PEER_FRESH_S
+                      ? fopen(path, "re")
+                      : NULL;
+        unsigned long long held, floor;
+        unsigned shares;
+        if (f && fscanf(f, "%llu %llu %u", &held, &floor, &shares) == 3 && shares)
+            out[n++] = (struct mempolicy_peer){held, floor, shares};
+        if (f)
+            fclose(f);
+    }
+    if (d)
+        closedir(d);
+    return n;
+}
+
 /* One decision: measures, decides, applies when worth it. Called without the lock. */
 static void policy_tick(struct vmm *v)
 {
@@ -87,13 +145,20 @@ static void policy_tick(struct vmm *v)
         .host_available = h.available,
         .psi_some_avg10 = psi_some_avg10(),
     };
-    /* A short host takes back what it lacks; this VM's part by its shares (alone: all). */
+    /* A short host takes back what it lacks, divided among the VMs under dynamic memory by
+     * their shares: each publishes what it holds, its floor and its shares beside its control
+     * socket, and reads the others' (fresh ones only). */
+    struct mempolicy_peer peers[POLICY_PEERS_MAX];
+    peers[0] = (struct mempolicy_peer){.held = in.ram - in.balloon_actual,
+                                       .floor = m->min > m->reservation ? m->min : m->reservation,
+                                       .shares = m->shares};
+    publish_peer(v, &peers[0]);
     uint64_t shortfall = mempolicy_host_shortfall(h.total, h.available, in.psi_some_avg10);
     if (shortfall && in.have_guest) {
-        struct mempolicy_peer me = {.held = in.ram - in.balloon_actual,
-                                    .floor = m->min > m->reservation ? m->min : m->reservation,
-                                    .shares = m->shares};
-        mempolicy_divide(shortfall, &me, 1, &in.reclaim);
+        size_t n = 1 + read_peers(v, peers + 1, POLICY_PEERS_MAX - 1);
+        uint64_t reclaim[POLICY_PEERS_MAX];
+        mempolicy_divide(shortfall, peers, n, reclaim);
+        in.reclaim = reclaim[0];
     }
     json_decref(b);
     struct mempolicy_decision d;
@@ -175,8 +240,12 @@ void vmm_mem_policy_stop(struct vmm *v)
         pthread_join(v->policy.thread, NULL);
         v->policy.running = false;
     }
-    if (v->policy.stop_fd >= 0)
+    if (v->policy.stop_fd >= 0) {
         close(v->policy.stop_fd);
+        char path[PATH_MAX + 16];
+        peer_path(v, v->cfg->name, path, sizeof(path));
+        unlink(path);
+    }
     v->policy.stop_fd = -1;
 }
 
