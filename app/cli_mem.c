@@ -40,9 +40,8 @@ static void print_guest(json_t *b, json_t *vm)
 {
     if (!b)
         return;
-    printf("Guest (virtio-balloon%s)\n", json_is_true(json_object_get(b, "driver"))
-                                             ? ""
-                                             : ": no driver has bound the device");
+    printf("Guest (virtio-balloon%s)\n",
+           json_is_true(json_object_get(b, "driver")) ? "" : ": no driver has bound the device");
     printf("  %-15s %10.1f MiB   asked back by the host (vmws mem --balloon)\n", "balloon target",
            mib(b, "target"));
     printf("  %-15s %10.1f MiB   given back by the guest\n", "balloon actual", mib(b, "actual"));
@@ -78,8 +77,7 @@ static void print_guest(json_t *b, json_t *vm)
         printf("  (no statistics from the guest yet)\n");
     }
     if (json_object_get(b, "broken"))
-        printf("  the device needs a reset: %s\n",
-               json_string_value(json_object_get(b, "broken")));
+        printf("  the device needs a reset: %s\n", json_string_value(json_object_get(b, "broken")));
 }
 
 json_t *cli_mem_management(const struct vm_paths *p, const struct vm_config *cfg)

@@ -302,7 +302,6 @@ static void query_status(struct dash_vm *v)
     json_decref(r);
 }
 
-
 static void query_memory(struct dash_vm *v)
 {
     char err[512];

@@ -35,8 +35,8 @@ struct dash_vm {
     pid_t pid;
     unsigned cpus;
     uint64_t memory;
-    int64_t uptime_ms; /* -1 unknown */
-    char vnc[64];      /* "" if the VMM reports none */
+    int64_t uptime_ms;     /* -1 unknown */
+    char vnc[64];          /* "" if the VMM reports none */
     char vnc_password[16]; /* the VM's vnc.passwd, if its VNC asks for one */
     char backend[16];
     char detail[160];
@@ -47,7 +47,7 @@ struct dash_vm {
     bool net;
     char forwards[160]; /* "tcp:8080:80 udp:5353:53", "" = none */
     uint64_t rx_bytes, tx_bytes;
-    int64_t net_sample_ms; /* when rx/tx_bytes were read; 0 = not yet */
+    int64_t net_sample_ms;   /* when rx/tx_bytes were read; 0 = not yet */
     double rx_rate, tx_rate; /* bytes per second */
 
     /* Memory. ALLOCATED is measured for every VM; the rest for the selected one. */

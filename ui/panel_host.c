@@ -71,8 +71,8 @@ static void draw(struct dash *d, const struct rect *r, bool focused)
                    used, resv, ball);
     } else {
         draw_textf(y, in.x, in.w, draw_attr(ratio > 1 ? ROLE_WARN : ROLE_NORMAL),
-                   "VMs %s cfg / %s alloc = %.2fx RAM, resv %s, balloons %s", conf, alloc,
-                   ratio, resv, ball);
+                   "VMs %s cfg / %s alloc = %.2fx RAM, resv %s, balloons %s", conf, alloc, ratio,
+                   resv, ball);
     }
 }
 

@@ -33,8 +33,7 @@ static void draw_guest(const struct dash_vm *v, int y, const struct rect *in, in
         snprintf(line, sizeof(line), "asked back %s, given %s   (b: set)", a, b);
     else
         snprintf(line, sizeof(line), "asked back %s; no balloon driver in the guest", a);
-    draw_text(y, in->x + labelw, in->w - labelw,
-              v->balloon_driver ? 0 : draw_attr(ROLE_DIM), line);
+    draw_text(y, in->x + labelw, in->w - labelw, v->balloon_driver ? 0 : draw_attr(ROLE_DIM), line);
     draw_text(y + 1, in->x, labelw, draw_attr(ROLE_TITLE), "guest says");
     if (!v->guest_stats) {
         draw_text(y + 1, in->x + labelw, in->w - labelw, draw_attr(ROLE_DIM),
@@ -56,8 +55,8 @@ static void draw_management(const struct dash_vm *v, int y, const struct rect *i
     fmt_bytes(b, sizeof(b), v->limit);
     fmt_bytes(c, sizeof(c), v->cg_current);
     draw_text(y, in->x, labelw, draw_attr(ROLE_TITLE), "host keeps");
-    snprintf(line, sizeof(line), "reserved %s, limit %s, shares %u; %s%s",
-             v->reservation ? a : "-", v->limit ? b : "-", v->shares,
+    snprintf(line, sizeof(line), "reserved %s, limit %s, shares %u; %s%s", v->reservation ? a : "-",
+             v->limit ? b : "-", v->shares,
              v->cg_enforced ? "cgroup holds " : "no cgroup v2 memory: not enforced",
              v->cg_enforced ? c : "");
     draw_text(y, in->x + labelw, in->w - labelw,
@@ -119,8 +118,9 @@ static void draw(struct dash *d, const struct rect *r, bool focused)
     int room = in.x + in.w - barx;
     /* The guest's rows when there is room; sparklines get their own rows when the panel is
      * tall enough, else share the line. */
-    int guest_rows = !v->balloon_ok || in.h < nrows + 2 ? 0 : in.h < nrows + GUEST_ROWS ? 2
-                                                                                  : GUEST_ROWS;
+    int guest_rows = !v->balloon_ok || in.h < nrows + 2 ? 0
+                     : in.h < nrows + GUEST_ROWS        ? 2
+                                                        : GUEST_ROWS;
     bool spark_rows = in.h >= nrows + guest_rows + 4;
     int barw = spark_rows ? room : room * 2 / 5;
     int sparkx = barx + barw + 1, sparkw = in.x + in.w - sparkx;

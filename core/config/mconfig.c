@@ -65,28 +65,32 @@ int vmconfig_memory_key(struct vm_memory_config *m, const char *name, const char
     return 0;
 }
 
-int vmconfig_memory_check(const struct vm_memory_config *m, uint64_t ram, char *err,
-                          size_t errlen)
+int vmconfig_memory_check(const struct vm_memory_config *m, uint64_t ram, char *err, size_t errlen)
 {
     const uint64_t mib = 1ULL << 20;
     if (m->reservation > ram)
-        snprintf(err, errlen, "[memory] reservation %" PRIu64 " MiB is more than the VM's %" PRIu64
-                 " MiB of RAM", m->reservation / mib, ram / mib);
+        snprintf(err, errlen,
+                 "[memory] reservation %" PRIu64 " MiB is more than the VM's %" PRIu64
+                 " MiB of RAM",
+                 m->reservation / mib, ram / mib);
     else if (m->limit && m->limit < 16 * mib)
         snprintf(err, errlen, "[memory] limit %" PRIu64 " MiB is below 16 MiB (0 = no limit)",
                  m->limit / mib);
     else if (m->limit && m->reservation > m->limit)
-        snprintf(err, errlen, "[memory] reservation %" PRIu64 " MiB is above the limit %" PRIu64
-                 " MiB", m->reservation / mib, m->limit / mib);
+        snprintf(err, errlen,
+                 "[memory] reservation %" PRIu64 " MiB is above the limit %" PRIu64 " MiB",
+                 m->reservation / mib, m->limit / mib);
     else if (m->max > ram)
-        snprintf(err, errlen, "[memory] max %" PRIu64 " MiB is more than the VM's %" PRIu64
-                 " MiB of RAM", m->max / mib, ram / mib);
+        snprintf(err, errlen,
+                 "[memory] max %" PRIu64 " MiB is more than the VM's %" PRIu64 " MiB of RAM",
+                 m->max / mib, ram / mib);
     else if (m->max && m->min > m->max)
         snprintf(err, errlen, "[memory] min %" PRIu64 " MiB is above max %" PRIu64 " MiB",
                  m->min / mib, m->max / mib);
     else if (m->min > ram)
-        snprintf(err, errlen, "[memory] min %" PRIu64 " MiB is more than the VM's %" PRIu64
-                 " MiB of RAM", m->min / mib, ram / mib);
+        snprintf(err, errlen,
+                 "[memory] min %" PRIu64 " MiB is more than the VM's %" PRIu64 " MiB of RAM",
+                 m->min / mib, ram / mib);
     else
         return 0;
     return -1;

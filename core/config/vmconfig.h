@@ -45,11 +45,11 @@ struct vm_balloon_config {
 /* [memory] in vm.conf (see core/config/mconfig.c); sizes in bytes, 0 = not set. */
 #define VM_SHARES_DEFAULT 1000
 struct vm_memory_config {
-    uint64_t reservation; /* guaranteed floor: memory.min; admission control counts it */
-    uint64_t limit;       /* ceiling on what the host holds for the VM: memory.max (0 = none) */
-    unsigned shares;      /* priority when the host is short (default 1000) */
-    bool dynamic;         /* the VMM moves the balloon target itself (default no) */
-    uint64_t min, max;    /* dynamic memory's bounds on what the guest keeps (0 = 0 / all RAM) */
+    uint64_t reservation;    /* guaranteed floor: memory.min; admission control counts it */
+    uint64_t limit;          /* ceiling on what the host holds for the VM: memory.max (0 = none) */
+    unsigned shares;         /* priority when the host is short (default 1000) */
+    bool dynamic;            /* the VMM moves the balloon target itself (default no) */
+    uint64_t min, max;       /* dynamic memory's bounds on what the guest keeps (0 = 0 / all RAM) */
     unsigned buffer_percent; /* headroom over the guest's demand, percent (default 20) */
 };
 
@@ -84,8 +84,8 @@ struct vm_config {
     enum mem_backend backend;
     bool memory_sharing;    /* KSM may merge identical guest pages (anon backend; default no) */
     bool memory_huge_pages; /* transparent huge pages (anon and shm backends; default yes) */
-    char kernel[PATH_MAX]; /* "" = the built-in guest */
-    char initrd[PATH_MAX]; /* "" = none */
+    char kernel[PATH_MAX];  /* "" = the built-in guest */
+    char initrd[PATH_MAX];  /* "" = none */
     char append[VM_APPEND_MAX];
     struct vm_display_config display;
     struct vm_audio_config audio;
@@ -141,8 +141,7 @@ void vmconfig_balloon_write(FILE *f, const struct vm_balloon_config *b);
 int vmconfig_memory_key(struct vm_memory_config *m, const char *name, const char *value, char *err,
                         size_t errlen);
 void vmconfig_memory_defaults(struct vm_memory_config *m);
-int vmconfig_memory_check(const struct vm_memory_config *m, uint64_t ram, char *err,
-                          size_t errlen);
+int vmconfig_memory_check(const struct vm_memory_config *m, uint64_t ram, char *err, size_t errlen);
 void vmconfig_memory_write(FILE *f, const struct vm_memory_config *m);
 /* "yes"/"true"/"on"/"1" or "no"/"false"/"off"/"0" -> *OUT; -1 for anything else. */
 int vmconfig_parse_bool(const char *s, bool *out);

@@ -140,12 +140,14 @@ int memcg_enter(struct memcg *cg, const char *name, uint64_t min, uint64_t max)
         return fail(cg, rc, "cannot read %.300s/cgroup.controllers", grand);
     if (!has_word(buf, "memory")) {
         char what[400];
-        snprintf(what, sizeof(what), "%.200s offers '%.60s' only (the memory controller is on cgroup v1 here)",
-                 grand, buf);
+        snprintf(what, sizeof(what),
+                 "%.200s offers '%.60s' only (the memory controller is on cgroup v1 here)", grand,
+                 buf);
         return fail(cg, -ENOTSUP, "%.300s", what);
     }
     if ((rc = read_line(grand, "cgroup.subtree_control", buf, sizeof(buf))) < 0 ||
-        (!has_word(buf, "memory") && (rc = write_str(grand, "cgroup.subtree_control", "+memory")) < 0))
+        (!has_word(buf, "memory") &&
+         (rc = write_str(grand, "cgroup.subtree_control", "+memory")) < 0))
         return fail(cg, rc, "cannot enable +memory in %.300s/cgroup.subtree_control", grand);
     if (mkdir(parent, 0755) < 0 && errno != EEXIST)
         return fail(cg, -errno, "cannot create %.300s", parent);
@@ -204,8 +206,8 @@ int memcg_usage_read(const struct memcg *cg, struct memcg_usage *u)
         const char *file, *key;
         uint64_t *dst;
     } keys[] = {
-        {"memory.stat", "file", &u->file},       {"memory.stat", "anon", &u->anon},
-        {"memory.stat", "shmem", &u->shmem},     {"memory.events", "high", &u->events_high},
+        {"memory.stat", "file", &u->file},        {"memory.stat", "anon", &u->anon},
+        {"memory.stat", "shmem", &u->shmem},      {"memory.events", "high", &u->events_high},
         {"memory.events", "max", &u->events_max}, {"memory.events", "oom", &u->events_oom},
     };
     for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
@@ -269,8 +271,8 @@ int memcg_admit(const struct memcg_admission *a, char *err, size_t errlen)
              " MiB of RAM, %u running VM(s) reserve %" PRIu64 " MiB and the host keeps %" PRIu64
              " MiB for itself, which leaves %" PRIu64
              " MiB (lower [memory] reservation in vm.conf, or stop a VM)",
-             a->want / MIB, a->host_total / MIB, a->others_count, a->others / MIB,
-             a->margin / MIB, room / MIB);
+             a->want / MIB, a->host_total / MIB, a->others_count, a->others / MIB, a->margin / MIB,
+             room / MIB);
     return -ENOMEM;
 }
 

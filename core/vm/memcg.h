@@ -29,8 +29,8 @@ int memcg_enter(struct memcg *cg, const char *name, uint64_t min, uint64_t max);
 void memcg_leave(struct memcg *cg);
 
 struct memcg_usage {
-    uint64_t current;                  /* memory.current */
-    uint64_t file, anon, shmem;        /* memory.stat */
+    uint64_t current;                             /* memory.current */
+    uint64_t file, anon, shmem;                   /* memory.stat */
     uint64_t events_high, events_max, events_oom; /* memory.events: times it hit them */
 };
 int memcg_usage_read(const struct memcg *cg, struct memcg_usage *u);
@@ -41,10 +41,10 @@ json_t *memcg_json(const struct memcg *cg);
 /* Admission control as ESXi does it: a VM's reservation must fit in the host's RAM minus what
  * the running VMs reserved minus a margin the host keeps for itself. Pure arithmetic. */
 struct memcg_admission {
-    uint64_t host_total;     /* MemTotal */
-    uint64_t others;         /* the running VMs' reservations */
-    uint64_t margin;         /* memcg_host_margin(host_total) */
-    uint64_t want;           /* this VM's reservation */
+    uint64_t host_total; /* MemTotal */
+    uint64_t others;     /* the running VMs' reservations */
+    uint64_t margin;     /* memcg_host_margin(host_total) */
+    uint64_t want;       /* this VM's reservation */
     unsigned others_count;
 };
 /* The host's own margin: 10% of its RAM, at least 256 MiB, at most 2 GiB. */

@@ -39,13 +39,11 @@ void mempolicy_decide(const struct mempolicy_input *in, struct mempolicy_decisio
     if (!in->have_guest) {
         out->keep = max;
         n = (size_t)snprintf(out->reason, sizeof(out->reason),
-                             "no statistics from the guest yet: it keeps its max, %" PRIu64
-                             " MiB",
+                             "no statistics from the guest yet: it keeps its max, %" PRIu64 " MiB",
                              max / MIB);
     } else {
-        uint64_t used = in->guest_total > in->guest_available
-                            ? in->guest_total - in->guest_available
-                            : 0;
+        uint64_t used =
+            in->guest_total > in->guest_available ? in->guest_total - in->guest_available : 0;
         /* With deflate-on-OOM Linux keeps MemTotal and counts the balloon's pages as used;
          * without it MemTotal shrinks by them. Either way the demand is without the balloon. */
         if (in->guest_total + in->balloon_actual > in->ram)
@@ -55,9 +53,9 @@ void mempolicy_decide(const struct mempolicy_input *in, struct mempolicy_decisio
         n = (size_t)snprintf(out->reason, sizeof(out->reason),
                              "guest needs %" PRIu64 " MiB + %u%% buffer", used / MIB,
                              in->buffer_percent);
-        out->host_short = in->reclaim > 0 ||
-                          mempolicy_host_shortfall(in->host_total, in->host_available,
-                                                   in->psi_some_avg10) > 0;
+        out->host_short =
+            in->reclaim > 0 ||
+            mempolicy_host_shortfall(in->host_total, in->host_available, in->psi_some_avg10) > 0;
         if (out->host_short && in->reclaim) {
             /* The host takes the buffer first, and then below the demand (the guest's own
              * reclaim finds it: page cache, then swap), down to min. */
@@ -75,12 +73,10 @@ void mempolicy_decide(const struct mempolicy_input *in, struct mempolicy_decisio
         n = sizeof(out->reason) - 1;
     if (out->keep > max) {
         out->keep = max;
-        snprintf(out->reason + n, sizeof(out->reason) - n, " (at max %" PRIu64 " MiB)",
-                 max / MIB);
+        snprintf(out->reason + n, sizeof(out->reason) - n, " (at max %" PRIu64 " MiB)", max / MIB);
     } else if (out->keep < min) {
         out->keep = min;
-        snprintf(out->reason + n, sizeof(out->reason) - n, " (at min %" PRIu64 " MiB)",
-                 min / MIB);
+        snprintf(out->reason + n, sizeof(out->reason) - n, " (at min %" PRIu64 " MiB)", min / MIB);
     }
     out->target = in->ram - out->keep;
 }

@@ -16,18 +16,18 @@ struct mempolicy_input {
     unsigned buffer_percent; /* headroom over the demand */
     bool have_guest;         /* the guest's statistics below are known */
     uint64_t guest_total, guest_available; /* its MemTotal and MemAvailable */
-    uint64_t balloon_actual; /* what the balloon holds now */
-    uint64_t host_total, host_available; /* the host's MemTotal and MemAvailable */
-    double psi_some_avg10;   /* /proc/pressure/memory "some avg10", percent; < 0 unknown */
-    uint64_t reclaim;        /* this VM's part of what a short host takes back (mempolicy_divide) */
+    uint64_t balloon_actual;               /* what the balloon holds now */
+    uint64_t host_total, host_available;   /* the host's MemTotal and MemAvailable */
+    double psi_some_avg10; /* /proc/pressure/memory "some avg10", percent; < 0 unknown */
+    uint64_t reclaim;      /* this VM's part of what a short host takes back (mempolicy_divide) */
 };
 
 struct mempolicy_decision {
-    uint64_t demand;     /* what the guest uses (without the balloon) */
-    uint64_t keep;       /* what it should keep */
-    uint64_t target;     /* the balloon target: ram - keep */
-    bool host_short;     /* the host is under pressure */
-    char reason[200];    /* "guest needs 610 MiB + 20% buffer", "host pressure some avg10=12%" */
+    uint64_t demand;  /* what the guest uses (without the balloon) */
+    uint64_t keep;    /* what it should keep */
+    uint64_t target;  /* the balloon target: ram - keep */
+    bool host_short;  /* the host is under pressure */
+    char reason[200]; /* "guest needs 610 MiB + 20% buffer", "host pressure some avg10=12%" */
 };
 
 /* The host is short when MemAvailable falls below mempolicy_host_low(total) (5%), or memory
@@ -48,8 +48,8 @@ bool mempolicy_should_change(uint64_t current, uint64_t proposed, uint64_t ram);
  * floor; what one VM cannot give is taken from the others. RECLAIM[i] gets VM i's part of
  * SHORTFALL (their sum is SHORTFALL, or all there is above the floors). */
 struct mempolicy_peer {
-    uint64_t held;   /* what the VM's guest keeps now */
-    uint64_t floor;  /* what it keeps at least (min, reservation, demand) */
+    uint64_t held;  /* what the VM's guest keeps now */
+    uint64_t floor; /* what it keeps at least (min, reservation, demand) */
     unsigned shares;
 };
 void mempolicy_divide(uint64_t shortfall, const struct mempolicy_peer *peers, size_t n,

@@ -356,8 +356,8 @@ json_t *memtruth_vm_json(const struct memtruth_vm *v)
                      (json_int_t)v->allocated, "resident", (json_int_t)v->resident, "dirty",
                      (json_int_t)v->dirty, "shared", (json_int_t)v->shared, "private",
                      (json_int_t)v->private_, "swapped", (json_int_t)v->swapped, "huge",
-                     (json_int_t)v->huge, "ksm_merged", (json_int_t)v->ksm_merged,
-                     "from_mapping", v->from_mapping);
+                     (json_int_t)v->huge, "ksm_merged", (json_int_t)v->ksm_merged, "from_mapping",
+                     v->from_mapping);
 }
 
 json_t *memtruth_host_json(const struct memtruth_host *h)

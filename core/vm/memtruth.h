@@ -21,7 +21,7 @@ struct memtruth_vm {
     uint64_t shared;     /* Shared_Clean + Shared_Dirty */
     uint64_t private_;   /* Private_Clean + Private_Dirty */
     uint64_t swapped;    /* Swap of the mapping */
-    uint64_t huge;       /* in transparent huge pages: AnonHugePages + ShmemPmdMapped + FilePmdMapped */
+    uint64_t huge; /* in transparent huge pages: AnonHugePages + ShmemPmdMapped + FilePmdMapped */
     uint64_t ksm_merged; /* pages KSM merged with identical ones (/proc/PID/ksm_merging_pages) */
     bool from_mapping;   /* resident/dirty/shared/private/swapped/huge come from smaps */
 };
@@ -43,7 +43,7 @@ struct memtruth_cache {
     uint64_t detail_ms;        /* when (CLOCK_MONOTONIC, ms); 0 = never */
     unsigned char *vec;        /* mincore's vector */
     size_t veclen;
-    bool no_cachestat;         /* the kernel said ENOSYS once */
+    bool no_cachestat; /* the kernel said ENOSYS once */
 };
 int memtruth_vm_measure_cached(struct memtruth_vm *out, struct memtruth_cache *cache,
                                const void *map, uint64_t len, int fd, bool hugetlb,

@@ -510,8 +510,8 @@ int vmm_run(const struct vm_config *cfg, const struct vm_paths *paths,
     if (!v.tree_ok)
         vmm_log("snapshots unavailable: %s", v.tree_err);
     v.policy.stop_fd = -1;
-    if (vmm_mem_admit_and_enter(&v, err, sizeof(err)) < 0 || load_images(&v, err, sizeof(err)) < 0 ||
-        open_memory(&v, resume, err, sizeof(err)) < 0)
+    if (vmm_mem_admit_and_enter(&v, err, sizeof(err)) < 0 ||
+        load_images(&v, err, sizeof(err)) < 0 || open_memory(&v, resume, err, sizeof(err)) < 0)
         goto fail;
     v.console = console_server_start(paths->console_sock, paths->serial_log, console_to_serial, &v,
                                      err, sizeof(err));

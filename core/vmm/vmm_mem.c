@@ -31,8 +31,8 @@ int vmm_mem_admit_and_enter(struct vmm *v, char *err, size_t errlen)
         }
     }
     if (memcg_enter(&v->memcg, v->cfg->name, m->reservation, m->limit) == 0)
-        vmm_log("cgroup %s: memory.min %" PRIu64 " MiB, memory.max %s%" PRIu64 "%s",
-                v->memcg.path, m->reservation / MIB, m->limit ? "" : "max", m->limit / MIB,
+        vmm_log("cgroup %s: memory.min %" PRIu64 " MiB, memory.max %s%" PRIu64 "%s", v->memcg.path,
+                m->reservation / MIB, m->limit ? "" : "max", m->limit / MIB,
                 m->limit ? " MiB" : "");
     else if (m->reservation || m->limit)
         vmm_log("%s: reservation/limit not enforced", v->memcg.why);
@@ -217,8 +217,8 @@ int vmm_mem_policy_start(struct vmm *v, char *err, size_t errlen)
         return -EINVAL;
     }
     v->policy.stop_fd = eventfd(0, EFD_CLOEXEC);
-    int rc = v->policy.stop_fd < 0 ? errno : pthread_create(&v->policy.thread, NULL,
-                                                            policy_thread, v);
+    int rc =
+        v->policy.stop_fd < 0 ? errno : pthread_create(&v->policy.thread, NULL, policy_thread, v);
     if (rc) {
         snprintf(err, errlen, "cannot start dynamic memory's thread: %s", strerror(rc));
         return -rc;
@@ -252,13 +252,12 @@ void vmm_mem_policy_stop(struct vmm *v)
 json_t *vmm_mem_json_locked(struct vmm *v)
 {
     const struct vm_memory_config *m = &v->cfg->memory;
-    json_t *o = json_pack("{s:I, s:I, s:i, s:o}", "reservation", (json_int_t)m->reservation,
-                          "limit", (json_int_t)m->limit, "shares", (int)m->shares, "cgroup",
-                          memcg_json(&v->memcg));
-    json_t *p = json_pack("{s:b, s:I, s:I, s:i}", "dynamic", m->dynamic, "min",
-                          (json_int_t)m->min, "max",
-                          (json_int_t)(m->max ? m->max : v->cfg->memory_bytes), "buffer_percent",
-                          (int)m->buffer_percent);
+    json_t *o =
+        json_pack("{s:I, s:I, s:i, s:o}", "reservation", (json_int_t)m->reservation, "limit",
+                  (json_int_t)m->limit, "shares", (int)m->shares, "cgroup", memcg_json(&v->memcg));
+    json_t *p = json_pack("{s:b, s:I, s:I, s:i}", "dynamic", m->dynamic, "min", (json_int_t)m->min,
+                          "max", (json_int_t)(m->max ? m->max : v->cfg->memory_bytes),
+                          "buffer_percent", (int)m->buffer_percent);
     if (m->dynamic) {
         const struct vmm_policy *pol = &v->policy;
         json_object_set_new(p, "reason", json_string(pol->reason));
@@ -270,11 +269,10 @@ json_t *vmm_mem_json_locked(struct vmm *v)
         for (unsigned i = 0; i < n; i++) { /* newest first */
             const struct vmm_policy_change *c =
                 &pol->changes[(pol->nchanges - 1 - i) % VMM_POLICY_CHANGES];
-            json_array_append_new(changes,
-                                  json_pack("{s:I, s:I, s:I, s:s}", "uptime_ms",
-                                            (json_int_t)c->uptime_ms, "target",
-                                            (json_int_t)c->target, "keep", (json_int_t)c->keep,
-                                            "reason", c->reason));
+            json_array_append_new(changes, json_pack("{s:I, s:I, s:I, s:s}", "uptime_ms",
+                                                     (json_int_t)c->uptime_ms, "target",
+                                                     (json_int_t)c->target, "keep",
+                                                     (json_int_t)c->keep, "reason", c->reason));
         }
         json_object_set_new(p, "changes", changes);
         json_object_set_new(p, "change_count", json_integer(pol->nchanges));

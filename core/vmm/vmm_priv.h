@@ -86,7 +86,7 @@ struct vmm {
     struct virtio_net *net; /* [net] in vm.conf; NULL = no network card */
     struct virtio_balloon *balloon;
     uint64_t balloon_target; /* bytes `vmws mem --balloon` asked back; outlives reboots */
-    struct es1370 *es1370;  /* the sound devices; NULL = no sound */
+    struct es1370 *es1370;   /* the sound devices; NULL = no sound */
     struct pcspk *pcspk;
     struct audio *audio;        /* their clock and PulseAudio stream (backends->audio.create) */
     unsigned audio_attenuation; /* 100 - volume; from [audio] in vm.conf at the first boot */
@@ -112,7 +112,7 @@ struct vmm {
     /* The suspend state, written to suspend.state only once the memory file is durable: a
      * suspend.state on disk always goes with the memory it describes (see run_machine). */
     struct state_writer suspend_w;
-    struct memcg memcg;       /* the VMM's own cgroup (reservation, limit) */
+    struct memcg memcg;            /* the VMM's own cgroup (reservation, limit) */
     pthread_mutex_t memtruth_lock; /* guards memtruth_cache (query-memory, not under lock) */
     struct memtruth_cache memtruth_cache;
     struct vmm_policy policy; /* dynamic memory */

@@ -208,8 +208,7 @@ START_TEST(test_config)
 {
     struct vm_config cfg;
     char err[512];
-    ck_assert_msg(load_conf("[vm]\nmemory = 1G\n", &cfg, err, sizeof(err)) == 0, "%s",
-                  err);
+    ck_assert_msg(load_conf("[vm]\nmemory = 1G\n", &cfg, err, sizeof(err)) == 0, "%s", err);
     ck_assert_uint_eq(cfg.memory.shares, 1000);
     ck_assert_uint_eq(cfg.memory.buffer_percent, 20);
     ck_assert(!cfg.memory.dynamic);
@@ -239,7 +238,8 @@ START_TEST(test_config)
         const char *text, *err;
     } bad[] = {
         {"[memory]\nreservation = 2G\n", "reservation 2048 MiB is more than the VM's 1024 MiB"},
-        {"[memory]\nreservation = 512M\nlimit = 256M\n", "reservation 512 MiB is above the limit 256 MiB"},
+        {"[memory]\nreservation = 512M\nlimit = 256M\n",
+         "reservation 512 MiB is above the limit 256 MiB"},
         {"[memory]\nlimit = 1M\n", "limit 1 MiB is below 16 MiB"},
         {"[memory]\nmin = 600M\nmax = 500M\n", "min 600 MiB is above max 500 MiB"},
         {"[memory]\nshares = 0\n", "bad memory shares '0'"},

@@ -148,8 +148,8 @@ START_TEST(test_cheap_measure)
     ck_assert_uint_ge(cheap.dirty, full.dirty + 8 * MIB);
     if (!strcmp(method, "cachestat"))
         ck_assert_uint_eq(cheap.private_, full.private_);
-    ck_assert_int_eq(
-        memtruth_vm_measure_cached(&cheap, &c, map, size, fd, false, size, 0, &method), 0);
+    ck_assert_int_eq(memtruth_vm_measure_cached(&cheap, &c, map, size, fd, false, size, 0, &method),
+                     0);
     ck_assert_uint_ge(cheap.private_, full.private_ + 8 * MIB);
     munmap(map, size);
     close(fd);
