@@ -86,6 +86,11 @@ extern const char *cli_start_display_mode;
 /* The next cli_start_vm() starts the VMM with its vCPUs paused (offline snapshot work). */
 extern bool cli_start_paused;
 
+/* cli_mem.c: reservation, limit, shares, the cgroup and dynamic memory - the running VMM's
+ * (query-status's "management"), or from CFG when it is off - and their lines for mem/status. */
+json_t *cli_mem_management(const struct vm_paths *p, const struct vm_config *cfg);
+void cli_mem_management_print(json_t *management);
+
 /* True if PID is gone (or a zombie); waits up to TIMEOUT_MS for that. */
 bool pid_wait_gone(pid_t pid, int timeout_ms);
 /* True if PID's command line is `vmws run NAME ...`: it is this VM's VMM, safe to signal. */

@@ -40,9 +40,8 @@ static void print_guest(json_t *b, json_t *vm)
 {
     if (!b)
         return;
-    printf("Guest (virtio-balloon%s)\n", json_is_true(json_object_get(b, "driver"))
-                                             ? ""
-                                             : ": no driver has bound the device");
+    printf("Guest (virtio-balloon%s)\n",
+           json_is_true(json_object_get(b, "driver")) ? "" : ": no driver has bound the device");
     printf("  %-15s %10.1f MiB   asked back by the host (vmws mem --balloon)\n", "balloon target",
            mib(b, "target"));
     printf("  %-15s %10.1f MiB   given back by the guest\n", "balloon actual", mib(b, "actual"));
@@ -78,8 +77,77 @@ static void print_guest(json_t *b, json_t *vm)
         printf("  (no statistics from the guest yet)\n");
     }
     if (json_object_get(b, "broken"))
-        printf("  the device needs a reset: %s\n",
-               json_string_value(json_object_get(b, "broken")));
+        printf("  the device needs a reset: %s\n", json_string_value(json_object_get(b, "broken")));
+}
+
+json_t *cli_mem_management(const struct vm_paths *p, const struct vm_config *cfg)
+{
+    json_t *st = cli_vm_ask(p, "query-status");
+    json_t *m = st ? json_incref(json_object_get(st, "management")) : NULL;
+    json_decref(st);
+    if (m)
+        return m;
+    const struct vm_memory_config *c = &cfg->memory;
+    return json_pack("{s:I, s:I, s:i, s:{s:b, s:I, s:I, s:I, s:i}}", "reservation",
+                     (json_int_t)c->reservation, "limit", (json_int_t)c->limit, "shares",
+                     (int)c->shares, "policy", "dynamic", c->dynamic, "min", (json_int_t)c->min,
+                     "max", (json_int_t)(c->max ? c->max : cfg->memory_bytes), "buffer_percent",
+                     (int)c->buffer_percent);
+}
+
+void cli_mem_management_print(json_t *mg)
+{
+    if (!mg)
+        return;
+    json_t *cg = json_object_get(mg, "cgroup");
+    json_t *pol = json_object_get(mg, "policy");
+    printf("Reservation, limit, shares ([memory] in vm.conf)\n");
+    if (json_integer_value(json_object_get(mg, "reservation")))
+        printf("  %-15s %10.1f MiB   guaranteed: memory.min, and counted by admission control\n",
+               "reservation", mib(mg, "reservation"));
+    else
+        printf("  %-15s %10s       nothing guaranteed\n", "reservation", "none");
+    if (json_integer_value(json_object_get(mg, "limit")))
+        printf("  %-15s %10.1f MiB   the most host RAM it holds: memory.max\n", "limit",
+               mib(mg, "limit"));
+    else
+        printf("  %-15s %10s       no ceiling\n", "limit", "none");
+    printf("  %-15s %10lld       priority when the host is short (default 1000)\n", "shares",
+           (long long)json_integer_value(json_object_get(mg, "shares")));
+    if (cg && json_is_true(json_object_get(cg, "enforced")))
+        printf("  %-15s %10.1f MiB   memory.current of %s (memory.max hit %lld times, OOM "
+               "%lld)\n",
+               "cgroup", mib(cg, "current"), json_string_value(json_object_get(cg, "path")),
+               (long long)json_integer_value(json_object_get(cg, "events_max")),
+               (long long)json_integer_value(json_object_get(cg, "events_oom")));
+    else if (cg)
+        printf("  %-15s %s%s\n", "cgroup", json_string_value(json_object_get(cg, "why")),
+               json_integer_value(json_object_get(mg, "reservation")) ||
+                       json_integer_value(json_object_get(mg, "limit"))
+                   ? ": reservation/limit not enforced"
+                   : "");
+    if (!pol || !json_is_true(json_object_get(pol, "dynamic"))) {
+        printf("Dynamic memory: off ([memory] dynamic = no)\n");
+        return;
+    }
+    printf("Dynamic memory: on, the guest keeps %.0f to %.0f MiB with %lld%% over its demand\n",
+           mib(pol, "min"), mib(pol, "max"),
+           (long long)json_integer_value(json_object_get(pol, "buffer_percent")));
+    const char *reason = json_string_value(json_object_get(pol, "reason"));
+    if (reason && *reason)
+        printf("  now: %s -> target %.1f MiB\n", reason, mib(pol, "proposed"));
+    json_t *changes = json_object_get(pol, "changes");
+    size_t i;
+    json_t *c;
+    if (json_array_size(changes))
+        printf("  changes (%lld in all, newest first):\n",
+               (long long)json_integer_value(json_object_get(pol, "change_count")));
+    json_array_foreach(changes, i, c)
+    {
+        printf("    %8.1f s  target %7.1f MiB  keeps %7.1f MiB  %s\n",
+               (double)json_integer_value(json_object_get(c, "uptime_ms")) / 1000.0,
+               mib(c, "target"), mib(c, "keep"), json_string_value(json_object_get(c, "reason")));
+    }
 }
 
 static void print_human(const char *name, const char *state, json_t *m)
@@ -131,6 +199,7 @@ static void print_human(const char *name, const char *state, json_t *m)
                mib(host, "ksm_sharing"));
     printf("%s\n", gap_explanation(backend));
     print_guest(json_object_get(m, "balloon"), vm);
+    cli_mem_management_print(json_object_get(m, "management"));
 }
 
 /* The query-memory shape, measured from outside for a VM that is not running. */
@@ -226,7 +295,9 @@ int cmd_mem(int argc, char **argv)
     bool running = cl != NULL;
     if (running) {
         state = "running";
-        m = ctl_client_execute(cl, "query-memory", NULL, 5000, err, sizeof(err));
+        json_t *args = json_pack("{s:b}", "detail", 1); /* every figure fresh from smaps */
+        m = ctl_client_execute(cl, "query-memory", args, 5000, err, sizeof(err));
+        json_decref(args);
         ctl_client_close(cl);
         if (!m)
             return cli_error("VM '%s' did not report its memory: %s", name, err);
@@ -234,6 +305,7 @@ int cmd_mem(int argc, char **argv)
         m = measure_off(&cfg, &p);
         if (!m)
             return 1;
+        json_object_set_new(m, "management", cli_mem_management(&p, &cfg));
     }
     if (json) {
         json_object_set_new(m, "name", json_string(name));

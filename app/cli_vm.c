@@ -155,6 +155,13 @@ int cmd_create(int argc, char **argv)
         {"ssh-key", required_argument, NULL, 's'},
         {"net", required_argument, NULL, 'n'},
         {"forward", required_argument, NULL, 'f'},
+        {"reservation", required_argument, NULL, 'R'},
+        {"limit", required_argument, NULL, 'L'},
+        {"shares", required_argument, NULL, 'S'},
+        {"dynamic-memory", no_argument, NULL, 'Y'},
+        {"memory-min", required_argument, NULL, '1'},
+        {"memory-max", required_argument, NULL, '2'},
+        {"memory-buffer", required_argument, NULL, '3'},
         {"help", no_argument, NULL, 'h'},
         {0},
     };
@@ -163,6 +170,9 @@ int cmd_create(int argc, char **argv)
                *net = NULL;
     const char *forwards[VM_NET_FORWARDS_MAX + 1];
     unsigned nforwards = 0;
+    /* [memory] keys as vm.conf spells them, checked by the same parser. */
+    const char *mem_keys[8], *mem_values[8];
+    unsigned nmem = 0;
     int c;
     while ((c = cli_getopt(argc, argv, opts)) != -1) {
         switch (c) {
@@ -207,6 +217,24 @@ int cmd_create(int argc, char **argv)
                                        VM_NET_FORWARDS_MAX);
             forwards[nforwards++] = optarg;
             break;
+        case 'R':
+        case 'L':
+        case 'S':
+        case 'Y':
+        case '1':
+        case '2':
+        case '3':
+            mem_keys[nmem] = c == 'R'   ? "reservation"
+                             : c == 'L' ? "limit"
+                             : c == 'S' ? "shares"
+                             : c == 'Y' ? "dynamic"
+                             : c == '1' ? "min"
+                             : c == '2' ? "max"
+                                        : "buffer";
+            mem_values[nmem++] = c == 'Y' ? "yes" : optarg;
+            if (nmem == 8)
+                return cli_usage_error(argv[0], "too many memory options");
+            break;
         default:
             return EXIT_USAGE;
         }
@@ -234,6 +262,14 @@ int cmd_create(int argc, char **argv)
                 argv[0], "bad --memory '%s' (expected 16M to 1T, a multiple of 2M)", memory);
         cfg.memory_bytes = v;
     }
+    for (unsigned i = 0; i < nmem; i++) {
+        char err[256];
+        if (!vmconfig_memory_key(&cfg.memory, mem_keys[i], mem_values[i], err, sizeof(err)))
+            return cli_usage_error(argv[0], "%s", err);
+    }
+    char merr[256];
+    if (vmconfig_memory_check(&cfg.memory, cfg.memory_bytes, merr, sizeof(merr)) < 0)
+        return cli_usage_error(argv[0], "%s", merr);
     if (cpus) {
         char *end;
         long v = strtol(cpus, &end, 10);
@@ -560,6 +596,7 @@ int cmd_status(int argc, char **argv)
         json_t *agent = json_object_get(qs, "agent");
         json_object_set(o, "agent", agent ? agent : json_null());
         json_decref(qs);
+        json_object_set_new(o, "memory_management", cli_mem_management(&p, &cfg));
         print_json(o);
         json_decref(o);
         return 0;
@@ -603,5 +640,8 @@ int cmd_status(int argc, char **argv)
         printf("guest OS:        %s\n", os ? os : "unknown (no guest agent has told it)");
         json_decref(qs);
     }
+    json_t *mg = cli_mem_management(&p, &cfg);
+    cli_mem_management_print(mg);
+    json_decref(mg);
     return 0;
 }

@@ -26,6 +26,9 @@ const struct cli_command cli_commands[] = {
      "                  [--os debian [--ssh-key FILE]]\n"
      "                  [--memory-backend file|shm|anon|hugetlbfs]\n"
      "                  [--net user|none] [--forward tcp|udp:HOSTPORT:GUESTPORT]...\n"
+     "                  [--reservation SIZE] [--limit SIZE] [--shares N]\n"
+     "                  [--dynamic-memory [--memory-min SIZE] [--memory-max SIZE]\n"
+     "                   [--memory-buffer PCT]]\n"
      "                  [--kernel bzImage [--initrd FILE] [--append \"CMDLINE\"]]",
      "create a VM (its directory and vm.conf)",
      "  --memory SIZE          guest RAM, e.g. 512M or 2G (default 1G; 16M..1T, multiple of 2M)\n"
@@ -48,7 +51,16 @@ const struct cli_command cli_commands[] = {
      "                         guest is 10.0.2.15 by DHCP; 10.0.2.2 is the host's 127.0.0.1);\n"
      "                         none: no network card ([net] enabled in vm.conf)\n"
      "  --forward P:HOST:GUEST host 127.0.0.1:HOST to the guest's port GUEST, P tcp or udp;\n"
-     "                         repeatable ([net] forward in vm.conf)\n"},
+     "                         repeatable ([net] forward in vm.conf)\n"
+     "  --reservation SIZE     RAM guaranteed to the VM (cgroup v2 memory.min); a VM whose\n"
+     "                         reservation the host cannot meet does not start\n"
+     "  --limit SIZE           the most host RAM the VM may hold (memory.max; with the file\n"
+     "                         backend the rest is written back to NAME.vmem)\n"
+     "  --shares N             priority when the host is short (default 1000; [memory])\n"
+     "  --dynamic-memory       the VMM moves the balloon from the guest's demand and the\n"
+     "                         host's pressure, the guest keeping --memory-min to --memory-max\n"
+     "                         (default 0 to all its RAM) with --memory-buffer % over its\n"
+     "                         demand (default 20)\n"},
     {"start", cmd_start, "NAME [--display sdl|vnc|sdl,vnc|none]", "start a VM in the background",
      "  Returns once the VM's control socket answers and prints where its VNC server listens;\n"
      "  the VMM logs to vmm.log in the VM's directory, and its serial console is\n"

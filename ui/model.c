@@ -154,6 +154,46 @@ static void net_from_config(struct dash_vm *v)
     v->rx_rate = v->tx_rate = 0;
 }
 
+static uint64_t json_u64(json_t *o, const char *key)
+{
+    json_t *v = json_object_get(o, key);
+    return json_is_integer(v) && json_integer_value(v) > 0 ? (uint64_t)json_integer_value(v) : 0;
+}
+
+/* query-status's "management" (core/vmm/vmm_mem.c) and "balloon", or vm.conf's [memory]. */
+static void management_from(struct dash_vm *v, json_t *mg, json_t *balloon)
+{
+    v->reservation = v->cfg.memory.reservation;
+    v->limit = v->cfg.memory.limit;
+    v->shares = v->cfg.memory.shares;
+    v->dynamic = v->cfg.memory.dynamic;
+    v->cg_enforced = false;
+    v->cg_current = 0;
+    v->policy_reason[0] = '\0';
+    v->policy_keep = 0;
+    if (balloon) {
+        v->balloon_target = json_u64(balloon, "target");
+        v->balloon_actual = json_u64(balloon, "actual");
+    } else if (!model_vm_up(v)) {
+        v->balloon_target = v->balloon_actual = 0;
+    }
+    if (!json_is_object(mg))
+        return;
+    v->reservation = json_u64(mg, "reservation");
+    v->limit = json_u64(mg, "limit");
+    v->shares = (unsigned)json_u64(mg, "shares");
+    json_t *cg = json_object_get(mg, "cgroup"), *pol = json_object_get(mg, "policy");
+    v->cg_enforced = json_is_true(json_object_get(cg, "enforced"));
+    v->cg_current = json_u64(cg, "current");
+    v->dynamic = json_is_true(json_object_get(pol, "dynamic"));
+    json_t *last = json_array_get(json_object_get(pol, "changes"), 0);
+    const char *why = json_string_value(json_object_get(last, "reason"));
+    if (why) {
+        snprintf(v->policy_reason, sizeof(v->policy_reason), "%s", why);
+        v->policy_keep = json_u64(last, "keep");
+    }
+}
+
 /* query-status's "net" (core/virtio/virtio_net.h): its forwards, and rates from the byte
  * counters since the previous refresh (a counter that went down - a new VMM - starts anew). */
 static void net_from_status(struct dash_vm *v, json_t *net)
@@ -236,6 +276,7 @@ static void query_status(struct dash_vm *v)
                            strcmp(ls, "starting") != 0 && strcmp(ls, "unknown") != 0;
         if (!v->cfg_ok)
             snprintf(v->detail, sizeof(v->detail), "%s", v->cfg_err);
+        management_from(v, NULL, NULL);
         if (v->pid > 0)
             snprintf(v->state, sizeof(v->state), "starting");
         else
@@ -264,13 +305,8 @@ static void query_status(struct dash_vm *v)
     net_from_status(v, json_object_get(r, "net"));
     s = json_string_value(json_object_get(json_object_get(r, "agent"), "os"));
     snprintf(v->guest_os, sizeof(v->guest_os), "%s", s ? s : "");
+    management_from(v, json_object_get(r, "management"), json_object_get(r, "balloon"));
     json_decref(r);
-}
-
-static uint64_t json_u64(json_t *o, const char *key)
-{
-    json_t *v = json_object_get(o, key);
-    return json_is_integer(v) && json_integer_value(v) > 0 ? (uint64_t)json_integer_value(v) : 0;
 }
 
 static void query_memory(struct dash_vm *v)
@@ -295,6 +331,8 @@ static void query_memory(struct dash_vm *v)
             if (!json_object_get(vm, "private_"))
                 t->private_ = json_u64(vm, "private");
             t->swapped = json_u64(vm, "swapped");
+            t->huge = json_u64(vm, "huge");
+            t->ksm_merged = json_u64(vm, "ksm_merged");
             t->from_mapping = json_is_true(json_object_get(vm, "from_mapping"));
             v->mem_ok = v->mem_from_vmm = true;
             v->mem_err[0] = '\0';
@@ -365,7 +403,7 @@ void model_refresh(struct dash_model *m, const char *selected)
     t = now_us();
     m->cost.scan = t - t0;
 
-    m->sum_configured = m->sum_allocated = 0;
+    m->sum_configured = m->sum_allocated = m->sum_reserved = m->sum_balloon = 0;
     m->holding = 0;
     for (size_t i = 0; i < m->n; i++) {
         struct dash_vm *v = m->vms[i];
@@ -405,6 +443,8 @@ void model_refresh(struct dash_model *m, const char *selected)
             m->holding++;
             m->sum_configured += v->memory;
             m->sum_allocated += v->allocated;
+            m->sum_reserved += v->reservation;
+            m->sum_balloon += v->balloon_actual;
         }
     }
     t = now_us();

@@ -35,8 +35,8 @@ struct dash_vm {
     pid_t pid;
     unsigned cpus;
     uint64_t memory;
-    int64_t uptime_ms; /* -1 unknown */
-    char vnc[64];      /* "" if the VMM reports none */
+    int64_t uptime_ms;     /* -1 unknown */
+    char vnc[64];          /* "" if the VMM reports none */
     char vnc_password[16]; /* the VM's vnc.passwd, if its VNC asks for one */
     char backend[16];
     char detail[160];
@@ -47,7 +47,7 @@ struct dash_vm {
     bool net;
     char forwards[160]; /* "tcp:8080:80 udp:5353:53", "" = none */
     uint64_t rx_bytes, tx_bytes;
-    int64_t net_sample_ms; /* when rx/tx_bytes were read; 0 = not yet */
+    int64_t net_sample_ms;   /* when rx/tx_bytes were read; 0 = not yet */
     double rx_rate, tx_rate; /* bytes per second */
     char guest_os[64];       /* query-status's "agent" "os": "" = no agent has told it */
 
@@ -60,6 +60,11 @@ struct dash_vm {
     /* The guest's side (query-memory's "balloon"): its balloon and its driver's statistics. */
     bool balloon_ok, balloon_driver, guest_stats;
     uint64_t balloon_target, balloon_actual, guest_total, guest_free, guest_avail, guest_cached;
+    /* Reservation, limit and dynamic memory (query-status's "management", else vm.conf). */
+    uint64_t reservation, limit, cg_current, policy_keep;
+    bool cg_enforced, dynamic;
+    unsigned shares;
+    char policy_reason[200]; /* the last change's reason; "" = none yet */
     struct history h_allocated, h_resident, h_dirty_rate;
     uint64_t last_dirty;
     int64_t last_dirty_ms;
@@ -91,6 +96,7 @@ struct dash_model {
     struct memtruth_host host;
     bool host_ok;
     uint64_t sum_configured, sum_allocated; /* over VMs that hold memory (running/suspended) */
+    uint64_t sum_reserved, sum_balloon;     /* their reservations, their balloons' holdings */
     size_t holding;                         /* how many VMs that is */
     struct dash_cost cost;
     bool memory_for_all; /* query-memory for every running VM, not just the selected one */

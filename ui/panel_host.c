@@ -1,7 +1,8 @@
 /* The Host panel: what `free` calls used next to MemFree, and the figures `free` hides
  * (Mapped, Shmem, Cached, Dirty, Writeback - seed 000's lesson: MAP_SHARED guest RAM sits in
  * buff/cache, not in "used"), then the sum of the VMs' configured vs allocated memory and the
- * overcommit ratio (configured RAM of running VMs over the host's RAM). */
+ * overcommit ratio (configured RAM of running VMs over the host's RAM), what they reserved and
+ * what their balloons hold. */
 #include <curses.h>
 #include <stdio.h>
 
@@ -54,9 +55,11 @@ static void draw(struct dash *d, const struct rect *r, bool focused)
             break;
         pair(in.y + row, in.x + col * colw, colw - 1, items[i].label, items[i].v, items[i].role);
     }
-    char conf[16], alloc[16];
+    char conf[16], alloc[16], resv[16], ball[16];
     fmt_bytes(conf, sizeof(conf), d->model.sum_configured);
     fmt_bytes(alloc, sizeof(alloc), d->model.sum_allocated);
+    fmt_bytes(resv, sizeof(resv), d->model.sum_reserved);
+    fmt_bytes(ball, sizeof(ball), d->model.sum_balloon);
     double ratio = h->total ? (double)d->model.sum_configured / (double)h->total : 0;
     double used = h->total ? (double)d->model.sum_allocated / (double)h->total : 0;
     int y = in.y + in.h - vm_lines;
@@ -64,10 +67,12 @@ static void draw(struct dash *d, const struct rect *r, bool focused)
         draw_textf(y, in.x, in.w, 0, "%zu VM%s up: configured %s, allocated %s", d->model.holding,
                    d->model.holding == 1 ? "" : "s", conf, alloc);
         draw_textf(y + 1, in.x, in.w, draw_attr(ratio > 1 ? ROLE_WARN : ROLE_NORMAL),
-                   "overcommit %.2fx of RAM (allocated %.2fx)", ratio, used);
+                   "overcommit %.2fx of RAM (allocated %.2fx), reserved %s, balloons %s", ratio,
+                   used, resv, ball);
     } else {
         draw_textf(y, in.x, in.w, draw_attr(ratio > 1 ? ROLE_WARN : ROLE_NORMAL),
-                   "VMs %s cfg / %s alloc = %.2fx RAM", conf, alloc, ratio);
+                   "VMs %s cfg / %s alloc = %.2fx RAM, resv %s, balloons %s", conf, alloc, ratio,
+                   resv, ball);
     }
 }
 

@@ -1,8 +1,9 @@
 /* The Memory panel: the selected VM's memory truth - configured, apparent (the .vmem's size),
  * allocated (its blocks, what ls -s shows), resident, dirty, shared vs private, swapped - as
  * figures and bars on one scale (the largest figure, normally the configured size), then the
- * guest's side (its balloon, and what its driver says it uses), with sparklines of allocated,
- * resident and the dirty rate over the last minutes. */
+ * guest's side (its balloon, and what its driver says it uses), what the host guarantees and
+ * allows it (reservation, limit, its cgroup) and dynamic memory's last change with its reason,
+ * with sparklines of allocated, resident and the dirty rate over the last minutes. */
 #include <curses.h>
 #include <stdio.h>
 #include <string.h>
@@ -19,8 +20,9 @@ struct row {
     int spark_role;
 };
 
-/* Two lines from the guest's side: the balloon, and the guest's own figures. */
-enum { GUEST_ROWS = 2 };
+/* Four lines: the balloon, the guest's own figures, reservation/limit, dynamic memory (the
+ * first two when only they fit). */
+enum { GUEST_ROWS = 4 };
 static void draw_guest(const struct dash_vm *v, int y, const struct rect *in, int labelw)
 {
     char a[16], b[16], c[16], e[16], line[160];
@@ -31,8 +33,7 @@ static void draw_guest(const struct dash_vm *v, int y, const struct rect *in, in
         snprintf(line, sizeof(line), "asked back %s, given %s   (b: set)", a, b);
     else
         snprintf(line, sizeof(line), "asked back %s; no balloon driver in the guest", a);
-    draw_text(y, in->x + labelw, in->w - labelw,
-              v->balloon_driver ? 0 : draw_attr(ROLE_DIM), line);
+    draw_text(y, in->x + labelw, in->w - labelw, v->balloon_driver ? 0 : draw_attr(ROLE_DIM), line);
     draw_text(y + 1, in->x, labelw, draw_attr(ROLE_TITLE), "guest says");
     if (!v->guest_stats) {
         draw_text(y + 1, in->x + labelw, in->w - labelw, draw_attr(ROLE_DIM),
@@ -44,6 +45,32 @@ static void draw_guest(const struct dash_vm *v, int y, const struct rect *in, in
     fmt_bytes(c, sizeof(c), v->guest_avail);
     fmt_bytes(e, sizeof(e), v->guest_cached);
     snprintf(line, sizeof(line), "uses %s of %s, available %s, cache %s", a, b, c, e);
+    draw_text(y + 1, in->x + labelw, in->w - labelw, 0, line);
+}
+
+static void draw_management(const struct dash_vm *v, int y, const struct rect *in, int labelw)
+{
+    char a[16], b[16], c[16], line[240];
+    fmt_bytes(a, sizeof(a), v->reservation);
+    fmt_bytes(b, sizeof(b), v->limit);
+    fmt_bytes(c, sizeof(c), v->cg_current);
+    draw_text(y, in->x, labelw, draw_attr(ROLE_TITLE), "host keeps");
+    snprintf(line, sizeof(line), "reserved %s, limit %s, shares %u; %s%s", v->reservation ? a : "-",
+             v->limit ? b : "-", v->shares,
+             v->cg_enforced ? "cgroup holds " : "no cgroup v2 memory: not enforced",
+             v->cg_enforced ? c : "");
+    draw_text(y, in->x + labelw, in->w - labelw,
+              v->cg_enforced || !(v->reservation || v->limit) ? 0 : draw_attr(ROLE_WARN), line);
+    draw_text(y + 1, in->x, labelw, draw_attr(ROLE_TITLE), "dynamic");
+    if (!v->dynamic) {
+        draw_text(y + 1, in->x + labelw, in->w - labelw, draw_attr(ROLE_DIM), "off");
+        return;
+    }
+    fmt_bytes(a, sizeof(a), v->policy_keep);
+    if (v->policy_reason[0])
+        snprintf(line, sizeof(line), "keeps %s: %s", a, v->policy_reason);
+    else
+        snprintf(line, sizeof(line), "on, no change yet");
     draw_text(y + 1, in->x + labelw, in->w - labelw, 0, line);
 }
 
@@ -77,6 +104,7 @@ static void draw(struct dash *d, const struct rect *r, bool focused)
         {"dirty", m->dirty, 0, ROLE_DIRTY, true, &v->h_dirty_rate, ROLE_DIRTY},
         {"shared/priv", m->shared, m->private_, ROLE_RESIDENT, true, NULL, 0},
         {"swapped", m->swapped, 0, ROLE_SWAP, true, NULL, 0},
+        {"huge/KSM", m->huge, m->ksm_merged, ROLE_RESIDENT, true, NULL, 0},
     };
     const int nrows = (int)(sizeof(rows) / sizeof(rows[0]));
     uint64_t scale = 1;
@@ -90,7 +118,9 @@ static void draw(struct dash *d, const struct rect *r, bool focused)
     int room = in.x + in.w - barx;
     /* The guest's rows when there is room; sparklines get their own rows when the panel is
      * tall enough, else share the line. */
-    int guest_rows = v->balloon_ok && in.h >= nrows + GUEST_ROWS ? GUEST_ROWS : 0;
+    int guest_rows = !v->balloon_ok || in.h < nrows + 2 ? 0
+                     : in.h < nrows + GUEST_ROWS        ? 2
+                                                        : GUEST_ROWS;
     bool spark_rows = in.h >= nrows + guest_rows + 4;
     int barw = spark_rows ? room : room * 2 / 5;
     int sparkx = barx + barw + 1, sparkw = in.x + in.w - sparkx;
@@ -109,7 +139,7 @@ static void draw(struct dash *d, const struct rect *r, bool focused)
             continue;
         }
         fmt_bytes(a, sizeof(a), rw->value);
-        if (i == 5) {
+        if (i == 5 || i == 7) {
             fmt_bytes(b, sizeof(b), rw->value2);
             snprintf(val, sizeof(val), "%s/%s", a, b);
         } else if (i == 4 && v->h_dirty_rate.n) {
@@ -133,8 +163,11 @@ static void draw(struct dash *d, const struct rect *r, bool focused)
         if (!spark_rows && sparkw > 0 && rw->spark)
             draw_sparkline(y, sparkx, sparkw, rw->spark, draw_attr(rw->spark_role));
     }
-    if (guest_rows)
+    if (guest_rows) {
         draw_guest(v, in.y + nrows, &in, labelw);
+        if (guest_rows == GUEST_ROWS)
+            draw_management(v, in.y + nrows + 2, &in, labelw);
+    }
     if (!spark_rows)
         return;
     /* Sparkline rows: one column per refresh (1 s), newest on the right. */

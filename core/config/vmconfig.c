@@ -49,6 +49,7 @@ void vmconfig_defaults(struct vm_config *cfg, const char *name)
     vmconfig_audio_defaults(&cfg->audio);
     vmconfig_net_defaults(&cfg->net, cfg->name);
     vmconfig_balloon_defaults(&cfg->balloon);
+    vmconfig_memory_defaults(&cfg->memory);
 }
 
 const char *mem_backend_name(enum mem_backend b)
@@ -282,6 +283,13 @@ static int conf_handler(void *user, const char *section, const char *name, const
         conf_error(p, p->lineno, "%s", berr);
         return 0;
     }
+    if (!def && strcmp(section, "memory") == 0) {
+        char merr[256];
+        if (vmconfig_memory_key(&cfg->memory, name, value, merr, sizeof(merr)))
+            return 1;
+        conf_error(p, p->lineno, "%s", merr);
+        return 0;
+    }
     if (!def && strcmp(section, "disk") == 0) {
         if (strcmp(name, "format") == 0) {
             if (strcmp(value, "raw") && strcmp(value, "qcow2")) {
@@ -309,7 +317,7 @@ static int conf_handler(void *user, const char *section, const char *name, const
         if (strcmp(section, "vm") && strcmp(section, "boot"))
             conf_error(p, p->lineno,
                        "unknown section [%s] (expected [vm], [boot], [display], [audio], "
-                       "[disk], [net] or [balloon])",
+                       "[disk], [net], [balloon] or [memory])",
                        section);
         else if (strcmp(section, "vm") == 0)
             conf_error(p, p->lineno,
@@ -480,6 +488,11 @@ int vmconfig_load(const char *path, struct vm_config *cfg, char *err, size_t err
         vmconfig_net_defaults(&d, cfg->name);
         memcpy(cfg->net.mac, d.mac, sizeof(d.mac));
     }
+    char merr[256];
+    if (vmconfig_memory_check(&cfg->memory, cfg->memory_bytes, merr, sizeof(merr)) < 0) {
+        snprintf(err, errlen, "%s: %s", path, merr);
+        return -1;
+    }
     if (cfg->initrd[0] && !cfg->kernel[0]) {
         snprintf(err, errlen,
                  "%s: initrd is set but kernel is the built-in guest (expected kernel = "
@@ -559,6 +572,8 @@ int vmconfig_save(const char *path, const struct vm_config *cfg)
         vmconfig_audio_write(f, &cfg->audio);
     if (rc == 0)
         vmconfig_balloon_write(f, &cfg->balloon);
+    if (rc == 0)
+        vmconfig_memory_write(f, &cfg->memory);
     if (rc == 0 && cfg->disk.path[0])
         fprintf(f, "[disk]\npath = %s\n", cfg->disk.path);
     if (rc == 0 && cfg->disk.path[0] && cfg->disk.format[0])

@@ -43,6 +43,17 @@ struct vm_balloon_config {
     bool free_page_reporting; /* offered to the guest's driver (default yes) */
 };
 
+/* [memory] in vm.conf (see core/config/mconfig.c); sizes in bytes, 0 = not set. */
+#define VM_SHARES_DEFAULT 1000
+struct vm_memory_config {
+    uint64_t reservation;    /* guaranteed floor: memory.min; admission control counts it */
+    uint64_t limit;          /* ceiling on what the host holds for the VM: memory.max (0 = none) */
+    unsigned shares;         /* priority when the host is short (default 1000) */
+    bool dynamic;            /* the VMM moves the balloon target itself (default no) */
+    uint64_t min, max;       /* dynamic memory's bounds on what the guest keeps (0 = 0 / all RAM) */
+    unsigned buffer_percent; /* headroom over the guest's demand, percent (default 20) */
+};
+
 /* [disk] in vm.conf: the virtio-blk disk's image, a name in the VM's directory or an
  * absolute path; "" = no disk. format: "raw" or "qcow2" ("" = probed at every open, which lets
  * a guest that writes a qcow2 header into its raw disk choose a backing file: set it). */
@@ -82,6 +93,7 @@ struct vm_config {
     struct vm_disk_config disk;
     struct vm_net_config net;
     struct vm_balloon_config balloon;
+    struct vm_memory_config memory;
 };
 
 /* Fills defaults: 1 GiB, 1 vCPU, file backend, built-in kernel, console=ttyS0 cmdline. */
@@ -125,6 +137,13 @@ int vmconfig_balloon_key(struct vm_balloon_config *b, const char *name, const ch
                          char *err, size_t errlen);
 void vmconfig_balloon_defaults(struct vm_balloon_config *b);
 void vmconfig_balloon_write(FILE *f, const struct vm_balloon_config *b);
+/* [memory] keys (core/config/mconfig.c), the same way; vmconfig_memory_check tells, once the
+ * file is read, whether they fit together and the VM's RAM (0, or -1 with ERR). */
+int vmconfig_memory_key(struct vm_memory_config *m, const char *name, const char *value, char *err,
+                        size_t errlen);
+void vmconfig_memory_defaults(struct vm_memory_config *m);
+int vmconfig_memory_check(const struct vm_memory_config *m, uint64_t ram, char *err, size_t errlen);
+void vmconfig_memory_write(FILE *f, const struct vm_memory_config *m);
 /* "yes"/"true"/"on"/"1" or "no"/"false"/"off"/"0" -> *OUT; -1 for anything else. */
 int vmconfig_parse_bool(const char *s, bool *out);
 

@@ -21,7 +21,7 @@ struct memtruth_vm {
     uint64_t shared;     /* Shared_Clean + Shared_Dirty */
     uint64_t private_;   /* Private_Clean + Private_Dirty */
     uint64_t swapped;    /* Swap of the mapping */
-    uint64_t huge;       /* in transparent huge pages: AnonHugePages + ShmemPmdMapped + FilePmdMapped */
+    uint64_t huge; /* in transparent huge pages: AnonHugePages + ShmemPmdMapped + FilePmdMapped */
     uint64_t ksm_merged; /* pages KSM merged with identical ones (/proc/PID/ksm_merging_pages) */
     bool from_mapping;   /* resident/dirty/shared/private/swapped/huge come from smaps */
 };
@@ -30,6 +30,26 @@ struct memtruth_vm {
  * anonymous memory). Returns 0 or -errno. */
 int memtruth_vm_measure(struct memtruth_vm *out, pid_t pid, const void *map, uint64_t len, int fd,
                         uint64_t configured);
+/* The cheap measure, for a VMM asked often (the dashboard, every second): allocated from fstat,
+ * resident and dirty from the kernel's counters of the RAM file's page cache (cachestat(2),
+ * Linux 6.5+) or, for anonymous memory, mincore of the mapping into a vector kept between
+ * calls; hugetlbfs pages are resident once allocated. Its cost follows the pages in use, not
+ * the VM's size. The figures only smaps knows (shared/private, swapped, huge, ksm) come from a
+ * full memtruth_vm_measure at most MAX_AGE_MS old, kept in CACHE; where neither counter
+ * exists (an older kernel's file backend) every call is the full measure. METHOD says which:
+ * "cachestat", "mincore", "hugetlb" or "smaps". */
+struct memtruth_cache {
+    struct memtruth_vm detail; /* the last full measure */
+    uint64_t detail_ms;        /* when (CLOCK_MONOTONIC, ms); 0 = never */
+    unsigned char *vec;        /* mincore's vector */
+    size_t veclen;
+    bool no_cachestat; /* the kernel said ENOSYS once */
+};
+int memtruth_vm_measure_cached(struct memtruth_vm *out, struct memtruth_cache *cache,
+                               const void *map, uint64_t len, int fd, bool hugetlb,
+                               uint64_t configured, unsigned max_age_ms, const char **method);
+void memtruth_cache_free(struct memtruth_cache *cache);
+
 /* Measures a VM that is not running: from the file at PATH only (resident = its pages in the
  * page cache, by mincore). Returns 0 or -errno. */
 int memtruth_file_measure(struct memtruth_vm *out, const char *path, uint64_t configured);

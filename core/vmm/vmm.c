@@ -506,6 +506,7 @@ int vmm_run(const struct vm_config *cfg, const struct vm_paths *paths,
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&v.snap_idle, &ca);
     pthread_condattr_destroy(&ca);
+    pthread_mutex_init(&v.memtruth_lock, NULL);
     clock_gettime(CLOCK_MONOTONIC, &v.started);
     v.mem.fd = -1;
     bool resume = access(paths->suspend_state, F_OK) == 0;
@@ -523,7 +524,9 @@ int vmm_run(const struct vm_config *cfg, const struct vm_paths *paths,
         snap_tree_tidy(&v.tree);
     if (!v.tree_ok)
         vmm_log("snapshots unavailable: %s", v.tree_err);
-    if (load_images(&v, err, sizeof(err)) < 0 || open_memory(&v, resume, err, sizeof(err)) < 0)
+    v.policy.stop_fd = -1;
+    if (vmm_mem_admit_and_enter(&v, err, sizeof(err)) < 0 ||
+        load_images(&v, err, sizeof(err)) < 0 || open_memory(&v, resume, err, sizeof(err)) < 0)
         goto fail;
     v.console = console_server_start(paths->console_sock, paths->serial_log, console_to_serial, &v,
                                      err, sizeof(err));
@@ -545,7 +548,8 @@ int vmm_run(const struct vm_config *cfg, const struct vm_paths *paths,
     if (v.backends && v.backends->display.create &&
         !(v.display = v.backends->display.create(v.fb, &dcfg, err, sizeof(err))))
         goto fail;
-    if (setup_snapshot_host(&v, err, sizeof(err)) < 0)
+    if (setup_snapshot_host(&v, err, sizeof(err)) < 0 ||
+        vmm_mem_policy_start(&v, err, sizeof(err)) < 0)
         goto fail;
     status = run_machine(&v, sigfd, &ready_fd, resume);
     goto out;
@@ -562,6 +566,7 @@ out:
                 v.snap_busy);
         _exit(status);
     }
+    vmm_mem_policy_stop(&v);
     if (v.display) /* the machine is gone: nothing draws or types any more */
         v.backends->display.destroy(v.display);
     framebuffer_destroy(v.fb);
@@ -585,6 +590,9 @@ out:
         close(sigfd);
     if (ready_fd >= 0)
         close(ready_fd);
+    memcg_leave(&v.memcg);
+    memtruth_cache_free(&v.memtruth_cache);
+    pthread_mutex_destroy(&v.memtruth_lock);
     pthread_mutex_destroy(&v.lock);
     pthread_cond_destroy(&v.snap_idle);
     return status;

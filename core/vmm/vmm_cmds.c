@@ -39,6 +39,14 @@ static json_t *cmd_query_status(void *opaque, json_t *args, struct ctl_error *er
     if (v->machine_live && v->net) /* the dashboard's rx/tx rates come from here */
         json_object_set_new(r, "net", virtio_net_status_json(v->net));
     bool agent = v->machine_live && v->vcon && virtio_console_guest_open(v->vcon);
+    json_object_set_new(r, "management", vmm_mem_json_locked(v));
+    if (v->machine_live && v->balloon) { /* the dashboard's sum of balloons */
+        json_t *b = virtio_balloon_status_json(v->balloon, 0);
+        json_object_set_new(r, "balloon",
+                            json_pack("{s:O, s:O}", "target", json_object_get(b, "target"),
+                                      "actual", json_object_get(b, "actual")));
+        json_decref(b);
+    }
     pthread_mutex_unlock(&v->lock);
     char os[sizeof(v->agent.os)];
     json_t *ja = json_pack("{s:b}", "connected", agent);
@@ -48,13 +56,28 @@ static json_t *cmd_query_status(void *opaque, json_t *args, struct ctl_error *er
     return r;
 }
 
+/* query-memory {"detail": bool}: the memory truth. Without detail (the dashboard, every
+ * second) the cheap measure: allocated, resident and dirty fresh, smaps' figures at most
+ * MEMTRUTH_DETAIL_MS old; with it (vmws mem) everything from smaps now. "method" says which
+ * and "cost_us" what measuring the VM cost. */
+#define MEMTRUTH_DETAIL_MS 5000
 static json_t *cmd_query_memory(void *opaque, json_t *args, struct ctl_error *err)
 {
     struct vmm *v = opaque;
-    (void)args;
+    bool detail = json_is_true(json_object_get(args, "detail"));
     struct memtruth_vm vm;
     struct memtruth_host host;
-    int r = memtruth_vm_measure(&vm, 0, v->mem.host, v->mem.size, v->mem.fd, v->cfg->memory_bytes);
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    const char *method = "smaps";
+    pthread_mutex_lock(&v->memtruth_lock);
+    int r = detail ? memtruth_vm_measure(&vm, 0, v->mem.host, v->mem.size, v->mem.fd,
+                                         v->cfg->memory_bytes)
+                   : memtruth_vm_measure_cached(&vm, &v->memtruth_cache, v->mem.host, v->mem.size,
+                                                v->mem.fd, v->cfg->backend == MEM_BACKEND_HUGETLBFS,
+                                                v->cfg->memory_bytes, MEMTRUTH_DETAIL_MS, &method);
+    pthread_mutex_unlock(&v->memtruth_lock);
+    double cost_ms = vmm_ms_since(&t0);
     if (r == 0)
         r = memtruth_host_measure(&host, NULL);
     if (r < 0) {
@@ -65,9 +88,10 @@ static json_t *cmd_query_memory(void *opaque, json_t *args, struct ctl_error *er
     json_t *jvm = memtruth_vm_json(&vm);
     json_object_set_new(jvm, "vmm_dirty_pages",
                         json_integer((json_int_t)guest_mem_vmm_dirty_pages(&v->mem)));
-    json_t *ret = json_pack("{s:o, s:o, s:s, s:s}", "vm", jvm, "host", memtruth_host_json(&host),
-                            "backend", mem_backend_name(v->cfg->backend), "path",
-                            v->cfg->backend == MEM_BACKEND_FILE ? v->paths->vmem : "");
+    json_t *ret = json_pack("{s:o, s:o, s:s, s:s, s:s, s:I}", "vm", jvm, "host",
+                            memtruth_host_json(&host), "backend", mem_backend_name(v->cfg->backend),
+                            "path", v->cfg->backend == MEM_BACKEND_FILE ? v->paths->vmem : "",
+                            "method", method, "cost_us", (json_int_t)(cost_ms * 1000));
     /* The guest's side: the balloon and the statistics its driver reports (asked afresh when
      * older than a second; a guest that does not answer within 500 ms gets its last ones, with
      * their age). The wait is outside vmm.lock, which is taken only for moments meanwhile: a
@@ -92,6 +116,7 @@ static json_t *cmd_query_memory(void *opaque, json_t *args, struct ctl_error *er
     json_t *balloon = NULL;
     if (v->machine_live && v->balloon)
         balloon = virtio_balloon_status_json(v->balloon, 0);
+    json_object_set_new(ret, "management", vmm_mem_json_locked(v));
     pthread_mutex_unlock(&v->lock);
     if (balloon)
         json_object_set_new(ret, "balloon", balloon);
@@ -114,6 +139,10 @@ static json_t *cmd_set_balloon(void *opaque, json_t *args, struct ctl_error *err
     if (!v->cfg->balloon.enabled)
         return vmm_fail(err, "GenericError", "%s",
                         "the VM has no balloon ([balloon] enabled = no in its vm.conf)");
+    if (v->cfg->memory.dynamic)
+        return vmm_fail(err, "GenericError", "%s",
+                        "dynamic memory sets this VM's balloon target ([memory] dynamic = yes "
+                        "in its vm.conf; see vmws mem for why it chose it)");
     pthread_mutex_lock(&v->lock);
     v->balloon_target = (uint64_t)json_integer_value(jt) / GUEST_PAGE_SIZE * GUEST_PAGE_SIZE;
     if (v->machine_live && v->balloon)

@@ -36,6 +36,7 @@
 #include "core/virtio/virtio_console.h"
 #include "core/virtio/virtio_net.h"
 #include "core/vm/machine.h"
+#include "core/vm/memcg.h"
 #include "core/vm/memtruth.h"
 #include "core/vmm/backends.h"
 #include "core/vmm/vmm.h"
@@ -60,6 +61,22 @@ struct vmm_agent {
     bool stop, want_osinfo;
     const char *want_clock; /* why the clock should be set ("resume"), NULL = no */
     char os[128];           /* the guest's OS as its agent names it; "" = not known */
+};
+
+/* Dynamic memory's state (vmm_mem.c): the last decision and the last changes it made. */
+#define VMM_POLICY_CHANGES 8
+struct vmm_policy_change {
+    uint64_t uptime_ms, target, keep;
+    char reason[200];
+};
+struct vmm_policy {
+    bool running;
+    pthread_t thread;
+    int stop_fd;
+    uint64_t ticks, demand, proposed;
+    char reason[200];
+    unsigned nchanges; /* ever made; changes[] keeps the last VMM_POLICY_CHANGES */
+    struct vmm_policy_change changes[VMM_POLICY_CHANGES];
 };
 
 struct vmm {
@@ -114,6 +131,10 @@ struct vmm {
     /* The suspend state, written to suspend.state only once the memory file is durable: a
      * suspend.state on disk always goes with the memory it describes (see run_machine). */
     struct state_writer suspend_w;
+    struct memcg memcg;            /* the VMM's own cgroup (reservation, limit) */
+    pthread_mutex_t memtruth_lock; /* guards memtruth_cache (query-memory, not under lock) */
+    struct memtruth_cache memtruth_cache;
+    struct vmm_policy policy; /* dynamic memory */
 };
 
 #define T_CARRY STATE_TAG('C', 'A', 'R', 'Y')
@@ -180,6 +201,13 @@ int vmm_agent_after_revert(struct vmm *v, char *err, size_t errlen);
 void vmm_agent_resync_clock_async(struct vmm *v, const char *why);
 /* The guest's OS name as its agent told it; false if not known (yet). */
 bool vmm_agent_os(struct vmm *v, char *os, size_t oslen);
+/* vmm_mem.c: admission control and the VMM's cgroup (before guest RAM is mapped: ERR says why
+ * a VM whose reservation cannot be met does not start); dynamic memory's thread; the
+ * reservation, limit, shares, cgroup and policy for query-memory. */
+int vmm_mem_admit_and_enter(struct vmm *v, char *err, size_t errlen);
+int vmm_mem_policy_start(struct vmm *v, char *err, size_t errlen);
+void vmm_mem_policy_stop(struct vmm *v);
+json_t *vmm_mem_json_locked(struct vmm *v);
 
 /* vmm_cmds.c: the command table, and an error reply with one %s argument. */
 extern const struct ctl_command vmm_commands[];

@@ -113,6 +113,63 @@ START_TEST(test_anonymous)
 }
 END_TEST
 
+/* The cheap measure agrees with the full one: a shared file by cachestat (Linux 6.5+; an older
+ * kernel says "smaps" and measures fully), anonymous memory by mincore; the smaps-only figures
+ * come from the cache until it is older than the age asked for. */
+START_TEST(test_cheap_measure)
+{
+    const uint64_t size = 256 * MIB;
+    int fd = open(vmem, O_RDWR | O_CREAT | O_EXCL, 0600);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(ftruncate(fd, (off_t)size), 0);
+    unsigned char *map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    ck_assert_ptr_ne(map, MAP_FAILED);
+    memset(map + 32 * MIB, 0x5a, 8 * MIB);
+    struct memtruth_cache c = {0};
+    struct memtruth_vm full, cheap;
+    const char *method = NULL;
+    ck_assert_int_eq(memtruth_vm_measure(&full, 0, map, size, fd, size), 0);
+    ck_assert_int_eq(
+        memtruth_vm_measure_cached(&cheap, &c, map, size, fd, false, size, 60000, &method), 0);
+    ck_assert_msg(!strcmp(method, "cachestat") || !strcmp(method, "smaps"), "%s", method);
+    ck_assert_uint_eq(cheap.allocated, full.allocated);
+    /* The file's page cache may hold more than the mapping (readahead of holes around a
+     * fault): host RAM all the same. */
+    ck_assert_uint_ge(cheap.resident, full.resident);
+    ck_assert_uint_le(cheap.resident, full.resident + 32 * MIB);
+    ck_assert_uint_eq(cheap.dirty, full.dirty);
+    /* 8 MiB more: allocated, resident and dirty follow at once; a smaps-only figure (private:
+     * one process maps the file) is the cached one while it is younger than 60 s. */
+    memset(map + 64 * MIB, 0x5a, 8 * MIB);
+    ck_assert_int_eq(
+        memtruth_vm_measure_cached(&cheap, &c, map, size, fd, false, size, 60000, &method), 0);
+    ck_assert_uint_ge(cheap.allocated, full.allocated + 8 * MIB);
+    ck_assert_uint_ge(cheap.resident, full.resident + 8 * MIB);
+    ck_assert_uint_ge(cheap.dirty, full.dirty + 8 * MIB);
+    if (!strcmp(method, "cachestat"))
+        ck_assert_uint_eq(cheap.private_, full.private_);
+    ck_assert_int_eq(memtruth_vm_measure_cached(&cheap, &c, map, size, fd, false, size, 0, &method),
+                     0);
+    ck_assert_uint_ge(cheap.private_, full.private_ + 8 * MIB);
+    munmap(map, size);
+    close(fd);
+    memtruth_cache_free(&c); /* a cache belongs to one mapping */
+
+    unsigned char *anon =
+        mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    ck_assert_ptr_ne(anon, MAP_FAILED);
+    madvise(anon, size, MADV_NOHUGEPAGE);
+    memset(anon + 8 * MIB, 1, 12 * MIB);
+    ck_assert_int_eq(
+        memtruth_vm_measure_cached(&cheap, &c, anon, size, -1, false, size, 60000, &method), 0);
+    ck_assert_str_eq(method, "mincore");
+    ck_assert_uint_eq(cheap.resident, 12 * MIB);
+    ck_assert_uint_eq(cheap.allocated, 12 * MIB);
+    munmap(anon, size);
+    memtruth_cache_free(&c);
+}
+END_TEST
+
 /* Transparent huge pages of the mapping are counted as "huge", as smaps shows them: with THP
  * on (always or madvise), a 2 MiB-aligned MADV_HUGEPAGE region touched whole is huge; with THP
  * off, nothing is. */
@@ -241,6 +298,7 @@ int main(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, test_sparse_shared_file);
     tcase_add_test(tc, test_anonymous);
+    tcase_add_test(tc, test_cheap_measure);
     tcase_add_test(tc, test_huge_pages);
     tcase_add_test(tc, test_meminfo_fixture);
     tcase_add_test(tc, test_matches_real_free);
