@@ -545,11 +545,6 @@ out:
     if (v.console)
         console_server_stop(v.console);
     if (v.mem.host) {
-        /* Powered off: the memory is discarded, so drop its dirty pages before the mapping
-         * goes. Some file systems write a shared mapping's dirty pages back when it is unmapped
-         * (9p: seconds per 100 MiB in the KVM box) only for the file to be deleted next. */
-        if (cfg->backend == MEM_BACKEND_FILE && status == 0 && !v.suspended && v.mem.fd >= 0)
-            (void)!ftruncate(v.mem.fd, 0);
         guest_mem_close(&v.mem);
         if (cfg->backend == MEM_BACKEND_FILE && status == 0 && !v.suspended)
             unlink(paths->vmem);
