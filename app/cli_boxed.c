@@ -7,6 +7,7 @@
  * The one idea: nothing in the box knows it is remote; the host side only decides where a
  * command runs, starts the box for the first VM, and the box powers itself off when nothing
  * but its agent runs any more (box.h: idle_when_empty). */
+#include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
 #include <limits.h>
@@ -15,7 +16,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <arpa/inet.h>
 #include <unistd.h>
 
 #include "app/box/box.h"
@@ -34,9 +34,9 @@
 
 /* How a command is run when the box is used. */
 enum where {
-    HERE,          /* natively: it needs no VMM (create, help, box, ...) */
-    BOX_IF_UP,     /* in the box when it runs (a VM may run there), else natively */
-    BOX_START,     /* in the box, started first if needed */
+    HERE,      /* natively: it needs no VMM (create, help, box, ...) */
+    BOX_IF_UP, /* in the box when it runs (a VM may run there), else natively */
+    BOX_START, /* in the box, started first if needed */
 };
 
 static enum where command_class(int argc, char **argv)
@@ -48,8 +48,8 @@ static enum where command_class(int argc, char **argv)
             return HERE;
     }
     static const char *const start[] = {"start", "run", "resume"};
-    static const char *const if_up[] = {"stop",   "kill",   "suspend", "snapshot", "list",
-                                        "status", "console", "mem",    "volume",   "delete"};
+    static const char *const if_up[] = {"stop",   "kill",    "suspend", "snapshot", "list",
+                                        "status", "console", "mem",     "volume",   "delete"};
     for (size_t i = 0; i < sizeof(start) / sizeof(start[0]); i++) {
         if (strcmp(argv[1], start[i]) == 0)
             return BOX_START;
@@ -124,7 +124,7 @@ static int start_box(const char *home, const char *dir)
      * box's own kernel panicked in soak runs (README, "KVM here, or the KVM box"), and a
      * panic here would take every VM of the user with it. */
     const char *want = getenv("VMWS_BOX_CPUS");
-    long cpus = !want || !*want               ? 1
+    long cpus = !want || !*want            ? 1
                 : strcmp(want, "all") == 0 ? sysconf(_SC_NPROCESSORS_ONLN)
                                            : strtol(want, NULL, 10);
     c.cpus = cpus >= 1 && cpus <= 64 ? (unsigned)cpus : 1;

@@ -172,7 +172,9 @@ static void print_overview(FILE *f)
     for (const struct cli_command *c = cli_commands; c->name; c++)
         fprintf(f, "  %-9s %s\n", c->name, c->summary);
     fprintf(f, "\nSee 'vmws COMMAND --help' for a command's options. VMs live in $VMWS_HOME\n"
-               "(default ~/.local/share/vmws), one directory each.\n");
+               "(default ~/.local/share/vmws), one directory each. Where this machine has no\n"
+               "usable KVM, VM commands run in the KVM box (slower, said once); 'vmws --no-box\n"
+               "COMMAND' (or VMWS_BOX=never) keeps them here.\n");
 }
 
 static int cmd_help(int argc, char **argv)

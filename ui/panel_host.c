@@ -64,8 +64,8 @@ static void draw(struct dash *d, const struct rect *r, bool focused)
         /* The box's QEMU holds the VMs' memory and its own overhead (its kernel, page tables,
          * the VMMs): both are the host's RAM, so both are shown, on the last line. */
         char rss[16], over[16];
-        uint64_t vms = d->model.sum_allocated < d->model.box_rss ? d->model.sum_allocated
-                                                                 : d->model.box_rss;
+        uint64_t vms =
+            d->model.sum_allocated < d->model.box_rss ? d->model.sum_allocated : d->model.box_rss;
         fmt_bytes(rss, sizeof(rss), d->model.box_rss);
         fmt_bytes(over, sizeof(over), d->model.box_rss - vms);
         draw_textf(y + vm_lines - 1, in.x, in.w, draw_attr(ROLE_WARN),
