@@ -62,8 +62,7 @@ def left_behind(d):
         except OSError:
             continue
         if d.home.encode() in cmd or ("VMWS_HOME=" + d.home).encode() + b"\0" in env + b"\0":
-            if b"tmux" not in cmd.split(b"\0")[0]:
-                found.append("%s %s" % (pid, cmd.replace(b"\0", b" ").decode(errors="replace")))
+            found.append("%s %s" % (pid, cmd.replace(b"\0", b" ").decode(errors="replace")))
     return found
 
 
@@ -150,6 +149,7 @@ def main():
         step = "stop the last VM"
         d.keys("q")
         d.wait("the dashboard to quit", lambda s: "[dashboard exited 0]" in s, 30)
+        subprocess.run(["tmux", "-L", d.sock, "kill-server"], env=d.env, capture_output=True)
         r = d.vmws("stop", "default", timeout=120)
         if r.returncode != 0:
             raise Fail("vmws stop default: %s %s" % (r.stdout, r.stderr))
