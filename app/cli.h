@@ -140,4 +140,9 @@ int cmd_snapshot(int argc, char **argv);
 int cmd_volume(int argc, char **argv); /* cli_audio.c */
 int cmd_box(int argc, char **argv);    /* cli_box.c */
 
+/* cli_boxed.c: where this machine has no usable KVM (or VMWS_BOX=always), runs a VM command
+ * (or the dashboard) in the KVM box and returns its exit status; -1 if it runs here. Removes
+ * --no-box (which keeps everything here) from ARGV. */
+int cli_boxed_dispatch(int *argc, char **argv);
+
 #endif

@@ -26,6 +26,7 @@ enum {
     OPT_IDLE,
     OPT_TIMEOUT,
     OPT_STDIN,
+    OPT_TTY,
     OPT_START,
     OPT_AUTO,
     OPT_EXCLUSIVE,
@@ -40,6 +41,7 @@ static const struct option box_opts[] = {
     {"idle", required_argument, NULL, OPT_IDLE},
     {"timeout", required_argument, NULL, OPT_TIMEOUT},
     {"stdin", no_argument, NULL, OPT_STDIN},
+    {"tty", no_argument, NULL, OPT_TTY},
     {"start", no_argument, NULL, OPT_START},
     {"auto", no_argument, NULL, OPT_AUTO},
     {"exclusive", no_argument, NULL, OPT_EXCLUSIVE},
@@ -52,7 +54,8 @@ struct box_args {
     struct box_config cfg;
     char cwd[PATH_MAX];
     int timeout_s;
-    bool forward_stdin, start, autodetect, exclusive, json;
+    enum box_stdin in;
+    bool start, autodetect, exclusive, json;
     char **cmd; /* what follows the options */
 };
 
@@ -138,7 +141,10 @@ static int parse(int argc, char **argv, struct box_args *a)
                 return rc;
             break;
         case OPT_STDIN:
-            a->forward_stdin = true;
+            a->in = BOX_STDIN_PIPE;
+            break;
+        case OPT_TTY:
+            a->in = isatty(STDIN_FILENO) ? BOX_STDIN_TTY : BOX_STDIN_PIPE;
             break;
         case OPT_START:
             a->start = true;
@@ -190,7 +196,7 @@ static int box_run(struct box_args *a)
     if (!box_shares_cover(&a->cfg, a->cwd) && add_share(&a->cfg, a->cwd))
         return BOX_EXIT_FAILED;
     int rc = box_start(&a->cfg) == 0
-                 ? box_exec(a->cfg.dir, a->cmd, a->cwd, a->forward_stdin, a->timeout_s)
+                 ? box_exec(a->cfg.dir, a->cmd, a->cwd, a->in, a->timeout_s)
                  : BOX_EXIT_FAILED;
     box_stop(a->cfg.dir, 10);
     if (rc != BOX_EXIT_FAILED) { /* keep the files of a box that failed */
@@ -239,7 +245,7 @@ static int box_exec_cmd(struct box_args *a)
     int fd = a->exclusive ? open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600) : -1;
     if (a->exclusive && (fd < 0 || flock(fd, LOCK_EX) < 0))
         return cli_error("box: cannot lock %s: %s", lock, strerror(errno));
-    return box_exec(a->cfg.dir, a->cmd, a->cwd, a->forward_stdin, a->timeout_s);
+    return box_exec(a->cfg.dir, a->cmd, a->cwd, a->in, a->timeout_s);
 }
 
 static int box_status_cmd(const struct box_args *a)

@@ -2,7 +2,8 @@
  * in cli_commands[] with its usage text; `vmws help`, `vmws COMMAND --help` and usage errors
  * all come from that one table. With no arguments vmws makes sure the default VM exists and
  * runs (first run only, on a terminal), then opens the dashboard (ui/) on a terminal, or
- * relays the console on a pipe. */
+ * relays the console on a pipe. Where KVM is missing, VM commands run in the KVM box
+ * (cli_boxed.c decides first). */
 #include <dirent.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -149,6 +150,8 @@ const struct cli_command cli_commands[] = {
      "  --timeout S            kill the command (and, for run, the box) after S seconds\n"
      "                         (default 6 hours: every command in a box has a limit)\n"
      "  --stdin                forward standard input to the command (default: /dev/null)\n"
+     "  --tty                  run the command on a terminal in the box, relayed to this one\n"
+     "                         (an interactive shell, the dashboard); --stdin off a terminal\n"
      "  Exit status: the command's; 124 if --timeout ran out; 125 if the box failed (its\n"
      "  kernel panicked, QEMU died), with the end of its console. VMWS_BOX=always uses the\n"
      "  box even where KVM works; VMWS_BOX=never never does.\n"},
@@ -186,7 +189,9 @@ static void print_overview(FILE *f)
     for (const struct cli_command *c = cli_commands; c->name; c++)
         fprintf(f, "  %-9s %s\n", c->name, c->summary);
     fprintf(f, "\nSee 'vmws COMMAND --help' for a command's options. VMs live in $VMWS_HOME\n"
-               "(default ~/.local/share/vmws), one directory each.\n");
+               "(default ~/.local/share/vmws), one directory each. Where this machine has no\n"
+               "usable KVM, VM commands run in the KVM box (slower, said once); 'vmws --no-box\n"
+               "COMMAND' (or VMWS_BOX=never) keeps them here.\n");
 }
 
 static int cmd_help(int argc, char **argv)
@@ -271,6 +276,9 @@ static int run_default(void)
 
 int main(int argc, char **argv)
 {
+    int boxed = cli_boxed_dispatch(&argc, argv);
+    if (boxed >= 0)
+        return boxed;
     if (argc < 2)
         return run_default();
     const char *cmd = argv[1];

@@ -238,10 +238,31 @@ static void pointer_event(int mask, int x, int y, rfbClientPtr cl)
     display_mouse(c->v->d, dx, dy, dz, buttons);
 }
 
+/* True if PORT may be picked: any in 5900..5999, or in the KVM box (app/cli_boxed.c) only
+ * those $VMWS_VNC_PORTS lists, which the host forwards to the box. */
+static bool port_allowed(int port)
+{
+    const char *list = getenv("VMWS_IN_BOX") ? getenv("VMWS_VNC_PORTS") : NULL;
+    if (!list)
+        return true;
+    for (const char *p = list; *p;) {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p)
+            return false;
+        if (v == port)
+            return true;
+        p = *end == ',' ? end + 1 : end;
+    }
+    return false;
+}
+
 /* The first free port in 5900..5999 on HOST (the server binds it right after). */
 static int pick_port(in_addr_t host)
 {
     for (int port = VNC_FIRST_PORT; port <= VNC_LAST_PORT; port++) {
+        if (!port_allowed(port))
+            continue;
         int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (s < 0)
             return -errno;
@@ -263,6 +284,14 @@ static struct vnc_server *vnc_server_start(struct display *d, char *err, size_t 
         snprintf(err, errlen, "VNC listen address '%s' is not an IPv4 address", d->cfg.vnc_host);
         return NULL;
     }
+    /* In the KVM box the host's 127.0.0.1:PORT arrives on the box's own network address
+     * (QEMU's port forwarding cannot reach its loopback): $VMWS_VNC_BIND names it. What the
+     * user connects to is still the listen address, on the host. */
+    const char *bind_to = getenv("VMWS_IN_BOX") ? getenv("VMWS_VNC_BIND") : NULL;
+    struct in_addr boxed;
+    if (bind_to && strcmp(d->cfg.vnc_host, "127.0.0.1") == 0 &&
+        inet_pton(AF_INET, bind_to, &boxed) == 1)
+        host = boxed;
     struct vnc_server *v = calloc(1, sizeof(*v));
     if (!v) {
         snprintf(err, errlen, "out of memory");

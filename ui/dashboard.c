@@ -605,8 +605,12 @@ static void draw_header(struct dash *d)
     attron(attr);
     draw_blank(0, 0, COLS);
     attroff(attr);
-    draw_textf(0, 0, COLS, attr, " vmws dashboard - %zu VM%s, %zu up", d->model.n,
-               d->model.n == 1 ? "" : "s", up);
+    /* Without KVM (app/cli_boxed.c) the header says so: VMs run in the KVM box. */
+    const char *note = getenv("VMWS_IN_BOX") ? getenv("VMWS_BOX_NOTE") : NULL;
+    char left[400];
+    int lw = snprintf(left, sizeof(left), " vmws dashboard - %zu VM%s, %zu up%s%s", d->model.n,
+                      d->model.n == 1 ? "" : "s", up, note ? " - " : "", note ? note : "");
+    draw_text(0, 0, COLS, attr, left);
     char right[96];
     if (COLS >= 100) /* what gathering cost, so nobody has to guess */
         snprintf(right, sizeof(right), "refresh %.1f ms  %s  ? help ",
@@ -614,7 +618,7 @@ static void draw_header(struct dash *d)
     else
         snprintf(right, sizeof(right), "%s  ? help ", clock);
     int rw = (int)strlen(right);
-    if (COLS > rw + 34)
+    if (COLS > rw + (note ? lw : 34))
         draw_text(0, COLS - rw, rw, attr, right);
 }
 

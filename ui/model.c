@@ -448,7 +448,19 @@ void model_refresh(struct dash_model *m, const char *selected)
         }
     }
     t = now_us();
-    m->host_ok = memtruth_host_measure(&m->host, NULL) == 0;
+    const char *outside = getenv("VMWS_IN_BOX") ? getenv("VMWS_HOST_MEMINFO") : NULL;
+    m->host_ok = memtruth_host_measure(&m->host, outside) == 0;
+    m->boxed = outside != NULL;
+    m->box_rss = 0;
+    FILE *f = outside ? fopen(outside, "re") : NULL;
+    char line[128];
+    unsigned long long kb;
+    while (f && fgets(line, sizeof(line), f)) {
+        if (sscanf(line, "VmwsBoxRss: %llu kB", &kb) == 1)
+            m->box_rss = (uint64_t)kb << 10;
+    }
+    if (f)
+        fclose(f);
     m->cost.host = now_us() - t;
     m->cost.total = now_us() - t0;
 }

@@ -95,6 +95,10 @@ struct dash_model {
     size_t n;
     struct memtruth_host host;
     bool host_ok;
+    /* In the KVM box (app/cli_boxed.c): HOST is the machine's (the box's supervisor copies its
+     * /proc/meminfo to $VMWS_HOST_MEMINFO), BOX_RSS what the box's QEMU holds of it. */
+    bool boxed;
+    uint64_t box_rss;
     uint64_t sum_configured, sum_allocated; /* over VMs that hold memory (running/suspended) */
     uint64_t sum_reserved, sum_balloon;     /* their reservations, their balloons' holdings */
     size_t holding;                         /* how many VMs that is */

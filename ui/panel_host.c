@@ -21,7 +21,7 @@ static void pair(int y, int x, int w, const char *label, uint64_t v, int role)
 
 static void draw(struct dash *d, const struct rect *r, bool focused)
 {
-    draw_box(r, "Host", focused);
+    draw_box(r, d->model.boxed ? "Host (outside the KVM box)" : "Host", focused);
     struct rect in = draw_inner(r);
     if (in.h < 1)
         return;
@@ -63,6 +63,21 @@ static void draw(struct dash *d, const struct rect *r, bool focused)
     double ratio = h->total ? (double)d->model.sum_configured / (double)h->total : 0;
     double used = h->total ? (double)d->model.sum_allocated / (double)h->total : 0;
     int y = in.y + in.h - vm_lines;
+    if (d->model.boxed && d->model.box_rss) {
+        /* The box's QEMU holds the VMs' memory and its own overhead (its kernel, page tables,
+         * the VMMs): both are the host's RAM, so both are shown, on the last line. */
+        char rss[16], over[16];
+        uint64_t vms =
+            d->model.sum_allocated < d->model.box_rss ? d->model.sum_allocated : d->model.box_rss;
+        fmt_bytes(rss, sizeof(rss), d->model.box_rss);
+        fmt_bytes(over, sizeof(over), d->model.box_rss - vms);
+        draw_textf(y + vm_lines - 1, in.x, in.w, draw_attr(ROLE_WARN),
+                   "KVM box (QEMU) %s = VMs %s + overhead %s", rss, alloc, over);
+        if (vm_lines == 2)
+            draw_textf(y, in.x, in.w, draw_attr(ratio > 1 ? ROLE_WARN : ROLE_NORMAL),
+                       "VMs %s cfg / %s alloc = %.2fx RAM", conf, alloc, ratio);
+        return;
+    }
     if (vm_lines == 2) {
         draw_textf(y, in.x, in.w, 0, "%zu VM%s up: configured %s, allocated %s", d->model.holding,
                    d->model.holding == 1 ? "" : "s", conf, alloc);

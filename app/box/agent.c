@@ -5,6 +5,7 @@
  * process group; PID 1 only accepts, reaps every orphan a command leaves, and powers the box
  * off when asked or when no session has run for the idle time. */
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <fcntl.h>
@@ -15,11 +16,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/reboot.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -37,6 +40,7 @@
 struct agent_config {
     char token[128];
     int idle_s; /* 0: never power off by itself */
+    bool idle_when_empty; /* idle also needs: no process but ours (box.h) */
 };
 
 static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -74,6 +78,8 @@ static int read_config(const char *path, struct agent_config *c)
             snprintf(c->token, sizeof(c->token), "%s", eq + 1);
         else if (strcmp(line, "idle") == 0)
             c->idle_s = atoi(eq + 1);
+        else if (strcmp(line, "idle_when_empty") == 0)
+            c->idle_when_empty = atoi(eq + 1) != 0;
     }
     fclose(f);
     return c->token[0] ? 0 : -EINVAL;
@@ -158,6 +164,36 @@ static bool relay_pipe(int fd, int sock, uint8_t type)
     return box_frame_write(sock, type, buf, (size_t)n) == 0;
 }
 
+/* The size {"rows", "cols"} in J for the terminal whose master is FD (its foreground process
+ * group gets SIGWINCH). */
+static void set_winsize(int fd, const json_t *j)
+{
+    json_int_t rows = json_integer_value(json_object_get(j, "rows"));
+    json_int_t cols = json_integer_value(json_object_get(j, "cols"));
+    if (rows <= 0 || cols <= 0 || rows > 10000 || cols > 10000)
+        return;
+    struct winsize ws = {.ws_row = (unsigned short)rows, .ws_col = (unsigned short)cols};
+    ioctl(fd, TIOCSWINSZ, &ws);
+}
+
+/* A new pseudo-terminal of TTY's size; returns its master or -errno. */
+static int open_pty(const json_t *tty)
+{
+    int m = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (m < 0)
+        return -errno;
+    if (grantpt(m) < 0 || unlockpt(m) < 0 || !ptsname(m)) {
+        int rc = -errno;
+        close(m);
+        return rc;
+    }
+    set_winsize(m, tty);
+    return m;
+}
+
+static void relay_session(int sock, struct box_reader *rd, pid_t pid, int in, int out, int err,
+                          int hold) __attribute__((noreturn));
+
 /* One connection: hello, request, the command, its output, its exit status. */
 static void session(int sock, const struct agent_config *cfg)
 {
@@ -185,12 +221,36 @@ static void session(int sock, const struct agent_config *cfg)
     const char *cwd = json_string_value(json_object_get(req, "cwd"));
     bool want_stdin = json_is_true(json_object_get(req, "stdin"));
     bool merge = json_is_true(json_object_get(req, "merge"));
+    json_t *tty = json_object_get(req, "tty");
     if (type != BOX_REQUEST || !argv || !argv[0]) {
         send_exit_error(sock, "the request names no command");
         _exit(0);
     }
 
     int inp[2] = {-1, -1}, outp[2], errp[2];
+    int master = -1;
+    if (json_is_object(tty)) {
+        /* A terminal: the command's stdin, stdout and stderr are the pty's other side. */
+        if ((master = open_pty(tty)) < 0) {
+            send_exit_error(sock, strerror(-master));
+            _exit(0);
+        }
+        /* We hold the terminal's side too until the command exits, so that reading the
+         * master never sees a hang-up before the command opened it. */
+        int slave = open(ptsname(master), O_RDWR | O_NOCTTY | O_CLOEXEC);
+        pid_t pid = slave < 0 ? -1 : fork();
+        if (pid == 0) {
+            setsid();
+            if (ioctl(slave, TIOCSCTTY, 0) < 0)
+                _exit(126);
+            exec_command(argv, env, cwd, slave, slave, slave);
+        }
+        if (pid < 0) {
+            send_exit_error(sock, strerror(errno));
+            _exit(0);
+        }
+        relay_session(sock, &r, pid, master, dup(master), -1, slave);
+    }
     if ((want_stdin ? pipe2(inp, O_CLOEXEC) : 0) < 0 || pipe2(outp, O_CLOEXEC) < 0 ||
         (!merge && pipe2(errp, O_CLOEXEC) < 0)) {
         send_exit_error(sock, strerror(errno));
@@ -215,14 +275,26 @@ static void session(int sock, const struct agent_config *cfg)
     close(outp[1]);
     if (!merge)
         close(errp[1]);
-    fcntl(outp[0], F_SETFL, O_NONBLOCK);
-    if (errp[0] >= 0)
-        fcntl(errp[0], F_SETFL, O_NONBLOCK);
+    relay_session(sock, &r, pid, inp[1], outp[0], errp[0], -1);
+}
+
+/* The session's relay until the command ended: stdin frames into IN, OUT and ERR out as
+ * frames, signals and window sizes passed on (IN is the pty's master when there is one, OUT a
+ * copy of it, and HOLD our copy of its other side, closed once the command exited), then the
+ * exit status. Never returns. */
+static void relay_session(int sock, struct box_reader *rd, pid_t pid, int in, int out, int err,
+                          int hold)
+{
+    struct box_reader r = *rd;
+    uint8_t type;
+    bool tty = isatty(in);
+    fcntl(out, F_SETFL, O_NONBLOCK);
+    if (err >= 0)
+        fcntl(err, F_SETFL, O_NONBLOCK);
     fcntl(sock, F_SETFL, O_NONBLOCK);
     int pidfd = pidfd_open_(pid);
 
     int status = -1;
-    int out = outp[0], err = errp[0], in = inp[1];
     for (;;) {
         struct pollfd p[4] = {{sock, POLLIN, 0}, {out, POLLIN, 0}, {err, POLLIN, 0},
                               {status < 0 ? pidfd : -1, POLLIN, 0}};
@@ -240,7 +312,16 @@ static void session(int sock, const struct agent_config *cfg)
         if (p[0].revents) {
             int rc;
             while ((rc = box_reader_step(&r, sock, &type)) == 1) {
-                if (type == BOX_STDIN && in >= 0) {
+                if (type == BOX_WINSIZE && tty) {
+                    json_t *j = box_reader_json(&r);
+                    set_winsize(in, j);
+                    json_decref(j);
+                } else if (type == BOX_STDIN && in >= 0 && tty) {
+                    if (r.len && write(in, r.data, r.len) < 0 && errno != EAGAIN) {
+                        close(in);
+                        in = -1;
+                    }
+                } else if (type == BOX_STDIN && in >= 0) {
                     if (r.len == 0 || write(in, r.data, r.len) != (ssize_t)r.len) {
                         close(in);
                         in = -1;
@@ -271,6 +352,9 @@ static void session(int sock, const struct agent_config *cfg)
         if (p[3].revents && status < 0) {
             if (waitpid(pid, &status, 0) < 0)
                 status = 0;
+            if (hold >= 0)
+                close(hold);
+            hold = -1;
         }
     }
     json_t *ex = WIFSIGNALED(status) ? json_pack("{si}", "signal", WTERMSIG(status))
@@ -279,6 +363,37 @@ static void session(int sock, const struct agent_config *cfg)
     json_decref(ex);
     shutdown(sock, SHUT_WR);
     _exit(0);
+}
+
+/* True if a process other than the agent and the kernel's threads runs in the box (a VMM a
+ * command left behind). Every process of ours descends from PID 1; kernel threads from 2. */
+static bool others_run(void)
+{
+    DIR *d = opendir("/proc");
+    struct dirent *e;
+    bool found = false;
+    while (d && !found && (e = readdir(d))) {
+        int pid = atoi(e->d_name);
+        if (pid <= 2)
+            continue;
+        char p[64], buf[512];
+        snprintf(p, sizeof(p), "/proc/%d/stat", pid);
+        int fd = open(p, O_RDONLY | O_CLOEXEC);
+        ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
+        if (fd >= 0)
+            close(fd);
+        if (n <= 0)
+            continue;
+        buf[n] = '\0';
+        const char *rp = strrchr(buf, ')'); /* after the command name: " S PPID" */
+        int ppid = 0;
+        char state;
+        if (rp && sscanf(rp + 1, " %c %d", &state, &ppid) == 2 && ppid != 2 && state != 'Z')
+            found = true;
+    }
+    if (d)
+        closedir(d);
+    return found;
 }
 
 int box_agent_main(int argc, char **argv)
@@ -356,7 +471,7 @@ int box_agent_main(int argc, char **argv)
                 close(s);
             }
         }
-        if (nsessions > 0)
+        if (nsessions > 0 || (cfg.idle_when_empty && others_run()))
             idle_since = time(NULL);
         else if (cfg.idle_s && time(NULL) - idle_since >= cfg.idle_s)
             power_off("no command for the idle time");

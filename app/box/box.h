@@ -18,6 +18,8 @@
 #include <sys/types.h>
 
 #define BOX_MAX_SHARES 8
+/* The box's own address on its (QEMU user-mode) network: init.sh gives eth0 this. */
+#define BOX_GUEST_ADDR "10.0.2.15"
 
 /* Exit statuses of `vmws box run|exec` besides the command's own: the box failed (its kernel
  * panicked, QEMU died, it never became ready), and the time limit ran out (as timeout(1)). */
@@ -36,6 +38,13 @@ struct box_config {
     int boot_timeout_s;     /* 0: 180 s */
     bool quiet;             /* no progress lines on stderr */
     bool tied;              /* the box dies with the process that started it (box run) */
+    bool idle_when_empty;   /* idle means also: nothing but the agent runs in the box (the VMs
+                               of `vmws` in the box keep it up; it stops after the last) */
+    int forwards[16];       /* TCP ports forwarded from the host's 127.0.0.1 to the same
+                               ports on the box's address, BOX_GUEST_ADDR */
+    int nforwards;
+    bool host_report;       /* the supervisor keeps STATE/host.meminfo: the host's
+                               /proc/meminfo and a line "VmwsBoxRss: N kB" (QEMU's RSS) */
 };
 
 /* True if PATH is inside one of C's shares. */
@@ -83,6 +92,8 @@ struct box_status {
     unsigned cpus;
     uint64_t memory;
     long long started; /* unix time */
+    int forwards[16];  /* TCP ports forwarded from the host's 127.0.0.1 */
+    int nforwards;
     char ended[512];   /* when not running: why the last box in DIR ended, if known */
 };
 int box_status_read(const char *dir, struct box_status *st);
@@ -91,11 +102,19 @@ int box_status_read(const char *dir, struct box_status *st);
  * -ESRCH if none runs. */
 int box_stop(const char *dir, int timeout_s);
 
+/* What a command in the box gets as its standard input. */
+enum box_stdin {
+    BOX_STDIN_NULL = 0, /* /dev/null */
+    BOX_STDIN_PIPE = 1, /* ours, relayed */
+    BOX_STDIN_TTY = 2,  /* a pseudo-terminal in the box, relayed to and from ours (which is
+                           put in raw mode meanwhile; its size follows ours) */
+};
+
 /* Runs ARGV in the box in DIR, in CWD, with this process's environment; relays stdout and
- * stderr as they come (and stdin if FORWARD_STDIN). Returns the command's exit status (128+N
+ * stderr as they come (and stdin as IN says). Returns the command's exit status (128+N
  * if a signal ended it), BOX_EXIT_TIMEOUT after TIMEOUT_S (0: no limit), or BOX_EXIT_FAILED
  * after printing why the box failed. */
-int box_exec(const char *dir, char *const argv[], const char *cwd, bool forward_stdin,
+int box_exec(const char *dir, char *const argv[], const char *cwd, enum box_stdin in,
              int timeout_s);
 
 /* Connects to the agent of the box on PORT and reads its hello. Returns the socket (non-

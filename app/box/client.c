@@ -9,18 +9,37 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "app/box/box.h"
 #include "app/box/wire.h"
 
-static volatile sig_atomic_t interrupted;
+static volatile sig_atomic_t interrupted, resized;
 
 static void on_signal(int sig)
 {
     interrupted = sig;
+}
+
+static void on_winch(int sig)
+{
+    (void)sig;
+    resized = 1;
+}
+
+/* Our terminal's size as the protocol's {"rows", "cols"} (80x24 if unknown). */
+static json_t *winsize_json(void)
+{
+    struct winsize ws = {0};
+    if (ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) < 0 || !ws.ws_row || !ws.ws_col) {
+        ws.ws_row = 24;
+        ws.ws_col = 80;
+    }
+    return json_pack("{sisi}", "rows", (int)ws.ws_row, "cols", (int)ws.ws_col);
 }
 
 /* True if fds A and B are the same file (a test log that gets both stdout and stderr): the
@@ -54,7 +73,7 @@ static double now_s(void)
 }
 
 static json_t *request(const char *token, char *const argv[], const char *cwd, bool in,
-                       bool merge)
+                       bool merge, bool tty)
 {
     extern char **environ;
     json_t *a = json_array(), *env = json_array();
@@ -65,8 +84,11 @@ static json_t *request(const char *token, char *const argv[], const char *cwd, b
         if (s)
             json_array_append_new(env, s);
     }
-    return json_pack("{sssosssososb}", "token", token, "argv", a, "cwd", cwd, "env", env,
-                     "stdin", json_boolean(in), "merge", merge);
+    json_t *req = json_pack("{sssosssososb}", "token", token, "argv", a, "cwd", cwd, "env", env,
+                            "stdin", json_boolean(in), "merge", merge);
+    if (req && tty)
+        json_object_set_new(req, "tty", winsize_json());
+    return req;
 }
 
 /* The box went away under a command: wait for its supervisor to say why, and say it. */
@@ -84,7 +106,7 @@ static int box_failed(const char *dir, const char *cmd)
     return BOX_EXIT_FAILED;
 }
 
-int box_exec(const char *dir, char *const argv[], const char *cwd, bool forward_stdin,
+int box_exec(const char *dir, char *const argv[], const char *cwd, enum box_stdin stdin_mode,
              int timeout_s)
 {
     struct box_status st;
@@ -104,7 +126,9 @@ int box_exec(const char *dir, char *const argv[], const char *cwd, bool forward_
                 strerror(-s));
         return BOX_EXIT_FAILED;
     }
-    json_t *req = request(token, argv, cwd, forward_stdin, same_file(1, 2));
+    bool tty = stdin_mode == BOX_STDIN_TTY && isatty(STDIN_FILENO);
+    json_t *req = request(token, argv, cwd, stdin_mode != BOX_STDIN_NULL,
+                          tty || same_file(1, 2), tty);
     int rc = req ? box_frame_write_json(s, BOX_REQUEST, req) : -ENOMEM;
     json_decref(req);
     if (rc < 0) {
@@ -117,9 +141,19 @@ int box_exec(const char *dir, char *const argv[], const char *cwd, bool forward_
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGHUP, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
+    struct termios saved;
+    if (tty && tcgetattr(STDIN_FILENO, &saved) == 0) {
+        struct termios raw = saved;
+        cfmakeraw(&raw);
+        tcsetattr(STDIN_FILENO, TCSADRAIN, &raw);
+        struct sigaction wa = {.sa_handler = on_winch};
+        sigaction(SIGWINCH, &wa, NULL);
+    } else {
+        tty = false;
+    }
 
     struct box_reader r = {0};
-    int in = forward_stdin ? 0 : -1;
+    int in = stdin_mode != BOX_STDIN_NULL ? 0 : -1;
     double deadline = timeout_s > 0 ? now_s() + timeout_s : 0;
     int result = -1;
     while (result < 0) {
@@ -138,6 +172,12 @@ int box_exec(const char *dir, char *const argv[], const char *cwd, bool forward_
                 break;
             }
             wait_ms = left > 1 ? 1000 : (int)(left * 1000) + 1;
+        }
+        if (resized) {
+            resized = 0;
+            json_t *ws = winsize_json();
+            box_frame_write_json(s, BOX_WINSIZE, ws);
+            json_decref(ws);
         }
         struct pollfd p[2] = {{s, POLLIN, 0}, {in, POLLIN, 0}};
         if (poll(p, 2, wait_ms) < 0 && errno != EINTR)
@@ -174,5 +214,7 @@ int box_exec(const char *dir, char *const argv[], const char *cwd, bool forward_
     }
     box_reader_free(&r);
     close(s);
+    if (tty)
+        tcsetattr(STDIN_FILENO, TCSADRAIN, &saved);
     return result >= 0 ? result : box_failed(dir, argv[0]);
 }

@@ -189,6 +189,13 @@ int box_status_read(const char *dir, struct box_status *st)
     st->cpus = (unsigned)json_integer_value(json_object_get(j, "cpus"));
     st->memory = (uint64_t)json_integer_value(json_object_get(j, "memory"));
     st->started = json_integer_value(json_object_get(j, "started"));
+    size_t k;
+    json_t *v;
+    json_array_foreach(json_object_get(j, "forwards"), k, v)
+    {
+        if (st->nforwards < (int)(sizeof(st->forwards) / sizeof(st->forwards[0])))
+            st->forwards[st->nforwards++] = (int)json_integer_value(v);
+    }
     json_decref(j);
     return st->port > 0 ? 0 : -EINVAL;
 }
@@ -331,8 +338,14 @@ static void qemu_argv(struct argv_buf *a, const char *qemu, const char *kernel,
         arg(a, "virtio-9p-pci,fsdev=share%d,mount_tag=share%d", i, i);
     }
     arg(a, "-netdev");
-    arg(a, "user,id=net0,hostfwd=tcp:127.0.0.1:%d-:%d,hostfwd=udp:127.0.0.1:%d-:%d", port,
-        BOX_AGENT_PORT, poke, BOX_POKE_PORT);
+    /* Forwarded ports arrive on the box's address, BOX_GUEST_ADDR (slirp's ARP cannot reach
+     * the box's loopback). */
+    char fwd[16 * 64] = "";
+    for (int i = 0, n = 0; i < c->nforwards; i++)
+        n += snprintf(fwd + n, sizeof(fwd) - (size_t)n, ",hostfwd=tcp:127.0.0.1:%d-:%d",
+                      c->forwards[i], c->forwards[i]);
+    arg(a, "user,id=net0,hostfwd=tcp:127.0.0.1:%d-:%d,hostfwd=udp:127.0.0.1:%d-:%d%s", port,
+        BOX_AGENT_PORT, poke, BOX_POKE_PORT, fwd);
     arg(a, "-device");
     arg(a, "virtio-net-pci,netdev=net0");
 }
@@ -348,6 +361,29 @@ static void qemu_argv(struct argv_buf *a, const char *qemu, const char *kernel,
  * box every POKE_MS (to a port nothing listens on: its kernel answers, nothing else runs), and a
  * stall lasts at most that long. */
 #define POKE_MS 200
+
+/* STATE/host.meminfo: the host's /proc/meminfo and QEMU's resident memory, for a dashboard in
+ * the box (whose own /proc/meminfo is the box's). */
+static void report_host(const char *dir, pid_t qemu)
+{
+    char buf[8192], p[PATH_MAX];
+    int fd = open("/proc/meminfo", O_RDONLY | O_CLOEXEC);
+    ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 128) : -1;
+    if (fd >= 0)
+        close(fd);
+    if (n <= 0)
+        return;
+    snprintf(p, sizeof(p), "/proc/%d/statm", (int)qemu);
+    FILE *f = fopen(p, "re");
+    unsigned long long size = 0, rss = 0;
+    if (f && fscanf(f, "%llu %llu", &size, &rss) == 2)
+        n += snprintf(buf + n, sizeof(buf) - (size_t)n, "VmwsBoxRss: %llu kB\n",
+                      rss * (unsigned long long)sysconf(_SC_PAGESIZE) / 1024);
+    if (f)
+        fclose(f);
+    dpath(p, sizeof(p), dir, "host.meminfo");
+    fs_write_atomic(p, buf, (size_t)n);
+}
 
 static void supervise(const struct box_config *c, char *const *qargv, unsigned cpus,
                       uint64_t memory, int port, int poke)
@@ -403,9 +439,13 @@ static void supervise(const struct box_config *c, char *const *qargv, unsigned c
     json_t *shares = json_array();
     for (int i = 0; i < c->nshares; i++)
         json_array_append_new(shares, json_string(c->shares[i]));
-    json_t *j = json_pack("{sisisisisIsIsssO}", "supervisor", (int)getpid(), "qemu", (int)qemu,
+    json_t *fwd = json_array();
+    for (int i = 0; i < c->nforwards; i++)
+        json_array_append_new(fwd, json_integer(c->forwards[i]));
+    json_t *j = json_pack("{sisisisisIsIsssOso}", "supervisor", (int)getpid(), "qemu", (int)qemu,
                           "port", port, "cpus", (int)cpus, "memory", (json_int_t)memory, "started",
-                          (json_int_t)time(NULL), "agent", agent, "shares", shares);
+                          (json_int_t)time(NULL), "agent", agent, "shares", shares, "forwards",
+                          fwd);
     json_decref(shares);
     char *s = json_dumps(j, JSON_COMPACT);
     dpath(p, sizeof(p), c->dir, "box.json");
@@ -420,12 +460,15 @@ static void supervise(const struct box_config *c, char *const *qargv, unsigned c
                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     int status = 0;
     bool stopping = false;
+    unsigned pulses = 0;
     for (;;) {
         struct pollfd pfd = {.fd = sfd, .events = POLLIN};
         int n = poll(&pfd, 1, stopping ? 10000 : POKE_MS);
         if (n == 0 && !stopping) {
             if (ps >= 0 && poke > 0)
                 sendto(ps, "", 1, MSG_DONTWAIT, (struct sockaddr *)&pa, sizeof(pa));
+            if (c->host_report && ++pulses % (1000 / POKE_MS) == 0)
+                report_host(c->dir, qemu);
             continue;
         }
         if (n == 0 && stopping) /* QEMU ignored SIGTERM for 10 s */
@@ -520,8 +563,8 @@ static int write_config(const struct box_config *c, const char *agent, char *why
     for (size_t i = 0; i < sizeof(raw); i++)
         sprintf(token + 2 * i, "%02x", raw[i]);
     char p[PATH_MAX], cfg[8192];
-    int n = snprintf(cfg, sizeof(cfg), "agent=%s\ntoken=%s\nidle=%d\n", agent, token,
-                     c->idle_timeout_s);
+    int n = snprintf(cfg, sizeof(cfg), "agent=%s\ntoken=%s\nidle=%d\nidle_when_empty=%d\n",
+                     agent, token, c->idle_timeout_s, c->idle_when_empty);
     for (int i = 0; i < c->nshares && n < (int)sizeof(cfg); i++)
         n += snprintf(cfg + n, sizeof(cfg) - (size_t)n, "share=%s\n", c->shares[i]);
     if (n >= (int)sizeof(cfg)) {

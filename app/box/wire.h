@@ -5,7 +5,10 @@
  * command, so concurrency is simply several connections.
  *
  *   agent -> client   BOX_HELLO   {"vmws-box": VERSION}            once, on connect
- *   client -> agent   BOX_REQUEST {"token", "argv", "cwd", "env", "stdin", "merge"}
+ *   client -> agent   BOX_REQUEST {"token", "argv", "cwd", "env", "stdin", "merge"[, "tty"]}
+ *                     "tty": {"rows", "cols"}: the command runs on a pseudo-terminal of that
+ *                     size (its output comes as BOX_STDOUT; stdin goes to the terminal)
+ *   client -> agent   BOX_WINSIZE {"rows", "cols"}: the client's terminal was resized
  *   client -> agent   BOX_STDIN   bytes; an empty one is end of input
  *   client -> agent   BOX_SIGNAL  {"signal": N} for the command's process group
  *   agent -> client   BOX_STDOUT / BOX_STDERR bytes
@@ -28,6 +31,7 @@ enum box_frame_type {
     BOX_STDERR = 'E',
     BOX_EXIT = 'X',
     BOX_POWEROFF = 'P',
+    BOX_WINSIZE = 'W',
 };
 
 /* Largest payload either side sends or accepts (a request carries the environment). */
