@@ -11,6 +11,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/util/deadline.h"
+
 #define RX_MAX 65536 /* a longer reply is the agent's garbage: dropped */
 #define SYNC_TIMEOUT_MS 2000
 
@@ -91,17 +93,6 @@ bool qga_connected(struct qga *a)
     bool c = a->connected;
     pthread_mutex_unlock(&a->lock);
     return c;
-}
-
-static void deadline_after(struct timespec *t, unsigned ms)
-{
-    clock_gettime(CLOCK_MONOTONIC, t);
-    t->tv_sec += ms / 1000;
-    t->tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (t->tv_nsec >= 1000000000L) {
-        t->tv_sec++;
-        t->tv_nsec -= 1000000000L;
-    }
 }
 
 static void rx_drop(struct qga *a, size_t n)
@@ -200,8 +191,7 @@ static int call_locked(struct qga *a, const char *cmd, json_t *args, unsigned ti
     int r = send_json(
         a, true,
         json_pack("{s:s, s:{s:I}}", "execute", "guest-sync-delimited", "arguments", "id", id));
-    struct timespec deadline;
-    deadline_after(&deadline, timeout_ms < SYNC_TIMEOUT_MS ? timeout_ms : SYNC_TIMEOUT_MS);
+    struct timespec deadline = deadline_in_ms(timeout_ms < SYNC_TIMEOUT_MS ? timeout_ms : SYNC_TIMEOUT_MS);
     pthread_mutex_lock(&a->lock);
     bool marker = true;
     while (r == 0) {
@@ -234,7 +224,7 @@ static int call_locked(struct qga *a, const char *cmd, json_t *args, unsigned ti
     if (args)
         json_object_set_new(msg, "arguments", args);
     r = send_json(a, false, msg);
-    deadline_after(&deadline, timeout_ms);
+    deadline = deadline_in_ms(timeout_ms);
     pthread_mutex_lock(&a->lock);
     marker = false;
     if (r == 0)

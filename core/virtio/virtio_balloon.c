@@ -15,6 +15,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/util/deadline.h"
 #include "core/util/log.h"
 #include "core/virtio/virtio_pci.h"
 
@@ -380,14 +381,7 @@ static void refresh_stats(struct virtio_balloon *b, unsigned wait_ms)
     uint64_t seq;
     if (!virtio_balloon_ask_stats(b, &seq) || !wait_ms)
         return;
-    struct timespec deadline;
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    deadline.tv_sec += wait_ms / 1000;
-    deadline.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000L;
-    }
+    struct timespec deadline = deadline_in_ms(wait_ms);
     pthread_mutex_lock(&b->lock);
     while (b->stats_seq == seq &&
            pthread_cond_timedwait(&b->stats_arrived, &b->lock, &deadline) == 0)

@@ -22,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/util/deadline.h"
 #include "core/util/log.h"
 
 #define BAR_SIZE 0x4000
@@ -587,20 +588,6 @@ struct virtio_pci *virtio_pci_create(struct machine *m, struct pci_bus *bus, uns
     return vp;
 }
 
-/* A deadline TIMEOUT_MS from now on CLOCK_MONOTONIC (the clock of vp->idle). */
-static struct timespec deadline_in(unsigned timeout_ms)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    t.tv_sec += timeout_ms / 1000;
-    t.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (t.tv_nsec >= 1000000000L) {
-        t.tv_sec++;
-        t.tv_nsec -= 1000000000L;
-    }
-    return t;
-}
-
 int virtio_pci_destroy(struct virtio_pci *vp)
 {
     if (!vp)
@@ -608,7 +595,7 @@ int virtio_pci_destroy(struct virtio_pci *vp)
     if (vp->thread_started) {
         pthread_mutex_lock(&vp->lock);
         vp->stopping = true;
-        struct timespec deadline = deadline_in(VIRTIO_PCI_STOP_TIMEOUT_MS);
+        struct timespec deadline = deadline_in_ms(VIRTIO_PCI_STOP_TIMEOUT_MS);
         wake_thread(vp);
         while (!vp->thread_done &&
                pthread_cond_timedwait(&vp->idle, &vp->lock, &deadline) != ETIMEDOUT)
@@ -640,7 +627,7 @@ int virtio_pci_destroy(struct virtio_pci *vp)
 
 int virtio_pci_quiesce(struct virtio_pci *vp, unsigned timeout_ms, char *err, size_t errlen)
 {
-    struct timespec deadline = deadline_in(timeout_ms);
+    struct timespec deadline = deadline_in_ms(timeout_ms);
     /* quiesced keeps the server from starting another chain; the one in flight, if any, is
      * waited for (its request runs without the lock, so the wait is on in_flight). */
     pthread_mutex_lock(&vp->lock);

@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/util/deadline.h"
 #include "core/util/errfmt.h"
 #include "core/util/log.h"
 
@@ -529,14 +530,8 @@ int machine_pause(struct machine *m, unsigned timeout_ms, char *err, size_t errl
     for (unsigned i = 0; i < m->ncpus; i++)
         if (m->vcpus[i].thread_started)
             pthread_kill(m->vcpus[i].thread, SIGUSR1);
-    struct timespec deadline; /* m->cond runs on CLOCK_MONOTONIC (machine_create) */
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    deadline.tv_sec += timeout_ms / 1000;
-    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000L;
-    }
+    /* m->cond runs on CLOCK_MONOTONIC (machine_create) */
+    struct timespec deadline = deadline_in_ms(timeout_ms);
     pthread_mutex_lock(&m->lock);
     while (m->paused_count < m->ncpus &&
            pthread_cond_timedwait(&m->cond, &m->lock, &deadline) != ETIMEDOUT)

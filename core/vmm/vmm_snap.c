@@ -5,6 +5,7 @@
  * core/snapshot/'s, the same a powered-off VM's command line uses. */
 #include "core/snapshot/treeops.h"
 #include "core/util/crashpoint.h"
+#include "core/util/deadline.h"
 #include "core/vmm/vmm_priv.h"
 
 /* Pages changed since the last call: RAM (KVM's log and the VMM's), then the framebuffer. */
@@ -531,14 +532,7 @@ int vmm_snapshot_delete(struct vmm *v, const char *id, bool dry_run, struct vmm_
 
 bool vmm_snapshot_wait_idle(struct vmm *v, unsigned timeout_ms)
 {
-    struct timespec deadline;
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    deadline.tv_sec += timeout_ms / 1000;
-    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000L;
-    }
+    struct timespec deadline = deadline_in_ms(timeout_ms);
     pthread_mutex_lock(&v->lock);
     while (v->snap_busy[0] &&
            pthread_cond_timedwait(&v->snap_idle, &v->lock, &deadline) != ETIMEDOUT)
