@@ -44,4 +44,32 @@ static inline int vpci_cap_offset(struct machine *m, unsigned slot, unsigned typ
     return -1;
 }
 
+/* A driver's probe as Linux runs it, through the common config at address COMMON: reset,
+ * ACKNOWLEDGE | DRIVER, FEATURES (the low word; VERSION_1 in the high word), FEATURES_OK, then
+ * NQ queues of QSZ entries whose rings the caller has zeroed at RINGS + q * 4 KiB (descriptors,
+ * avail at +0x400, used at +0x800), and DRIVER_OK. Returns the status FEATURES_OK left (bit 3
+ * set: the device accepted the features); the queues are set up either way. */
+static inline uint8_t vpci_driver_probe(struct machine *m, uint64_t common, uint32_t features,
+                                        unsigned nq, uint16_t qsz, uint64_t rings)
+{
+    vpci_bar_write(m, common + 0x14, 1, 0);
+    vpci_bar_write(m, common + 0x14, 1, 1 | 2);
+    vpci_bar_write(m, common + 0x08, 4, 0);
+    vpci_bar_write(m, common + 0x0c, 4, features);
+    vpci_bar_write(m, common + 0x08, 4, 1);
+    vpci_bar_write(m, common + 0x0c, 4, 1); /* VERSION_1 */
+    vpci_bar_write(m, common + 0x14, 1, 1 | 2 | 8);
+    uint8_t status = (uint8_t)vpci_bar_read(m, common + 0x14, 1);
+    for (unsigned q = 0; q < nq; q++) {
+        vpci_bar_write(m, common + 0x16, 2, q);
+        vpci_bar_write(m, common + 0x18, 2, qsz);
+        vpci_bar_write(m, common + 0x20, 8, rings + q * 0x1000);
+        vpci_bar_write(m, common + 0x28, 8, rings + q * 0x1000 + 0x400);
+        vpci_bar_write(m, common + 0x30, 8, rings + q * 0x1000 + 0x800);
+        vpci_bar_write(m, common + 0x1c, 2, 1);
+    }
+    vpci_bar_write(m, common + 0x14, 1, 1 | 2 | 4 | 8);
+    return status;
+}
+
 #endif

@@ -330,25 +330,11 @@ static unsigned cap_offset(unsigned type)
 /* Linux's probe: features (statistics, deflate on OOM, reporting; VERSION_1), four queues. */
 static void driver_init(void)
 {
-    wr(common + 0x14, 1, 0);
-    wr(common + 0x14, 1, 1 | 2);
-    wr(common + 0x08, 4, 0);
-    wr(common + 0x0c, 4, 1u << 1 | 1u << 2 | 1u << 5);
-    wr(common + 0x08, 4, 1);
-    wr(common + 0x0c, 4, 1); /* VERSION_1 */
-    wr(common + 0x14, 1, 1 | 2 | 8);
-    ck_assert_uint_eq(rd(common + 0x14, 1) & 8, 8);
     memset(gm.host + RINGS, 0, 4 * 0x1000);
-    for (unsigned q = 0; q < 4; q++) {
-        wr(common + 0x16, 2, q);
-        wr(common + 0x18, 2, QSZ);
-        wr(common + 0x20, 8, RINGS + q * 0x1000);
-        wr(common + 0x28, 8, RINGS + q * 0x1000 + 0x400);
-        wr(common + 0x30, 8, RINGS + q * 0x1000 + 0x800);
-        wr(common + 0x1c, 2, 1);
+    uint8_t status = vpci_driver_probe(&m, bar + common, 1u << 1 | 1u << 2 | 1u << 5, 4, QSZ, RINGS);
+    ck_assert_uint_eq(status & 8, 8);
+    for (unsigned q = 0; q < 4; q++)
         avail_idx[q] = used_seen[q] = 0;
-    }
-    wr(common + 0x14, 1, 1 | 2 | 4 | 8);
 }
 
 static void device_setup(void)
