@@ -88,7 +88,7 @@ json_t *cli_mem_management(const struct vm_paths *p, const struct vm_config *cfg
     if (m)
         return m;
     const struct vm_memory_config *c = &cfg->memory;
-    return json_pack("{s:I, s:I, s:i, s:{s:b, s:I, s:I, s:I, s:i}}", "reservation",
+    return json_pack("{s:I, s:I, s:i, s:{s:b, s:I, s:I, s:i}}", "reservation",
                      (json_int_t)c->reservation, "limit", (json_int_t)c->limit, "shares",
                      (int)c->shares, "policy", "dynamic", c->dynamic, "min", (json_int_t)c->min,
                      "max", (json_int_t)(c->max ? c->max : cfg->memory_bytes), "buffer_percent",

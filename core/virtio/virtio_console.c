@@ -87,7 +87,8 @@ static void ctl_queue_locked(struct virtio_console *vc, uint16_t event, uint16_t
     le_put16(msg->b + 4, 0, event);
     le_put16(msg->b + 6, 0, value);
     size_t n = extra ? strlen(extra) : 0;
-    memcpy(msg->b + CTL_HDR, extra, n);
+    if (n)
+        memcpy(msg->b + CTL_HDR, extra, n);
     msg->len = (uint32_t)(CTL_HDR + n);
     virtio_pci_wake(vc->vp); /* the control receive queue may have been served already */
 }

@@ -97,8 +97,42 @@ check "inflating freed at least 250 MiB of the .vmem" ge $((a0 - a1)) 250
 check "the guest's MemAvailable fell by at least 230 MiB" ge $((avail1 - avail2)) 230
 check "vmws mem shows the target and what the guest gave" \
     sh -c "'$vmws' mem lb | grep -q 'balloon target *256.0' && '$vmws' mem lb | grep -q 'balloon actual *256.0'"
+# The dashboard (in tmux) shows the same: the balloon, the guest's own view, the host's sum.
+tsock=vmws-lb-$$
+tmux -L "$tsock" -f /dev/null new-session -d -x 160 -y 50 \
+    "env VMWS_HOME='$VMWS_HOME' VMWS_RUNTIME_DIR='$VMWS_RUNTIME_DIR' LANG=C.UTF-8 '$vmws'; sleep 600" || exit 99
+trap 'tmux -L "$tsock" kill-server 2>/dev/null; "$vmws" kill lb >/dev/null 2>&1; rm -rf "$VMWS_HOME" "$VMWS_RUNTIME_DIR"' EXIT
+# dash_shows REGEX...: every one on the dashboard's screen within 30 s; dash_avail: the guest's
+# MemAvailable the Memory panel shows, in MiB.
+dash_shows() {
+    for i in $(seq 1 30); do
+        screen=$(tmux -L "$tsock" capture-pane -p) ok=1
+        for re in "$@"; do echo "$screen" | grep -Eq "$re" || ok=0; done
+        [ $ok = 1 ] && { echo "$screen" | grep -E "balloon|guest says" | sed 's/^/  /'; return 0; }
+        sleep 1
+    done
+    echo "$screen"
+    return 1
+}
+dash_avail() {
+    tmux -L "$tsock" capture-pane -p | sed -n 's/.*guest says.*available \([0-9.]*\)\([KMG]\).*/\1 \2/p' |
+        awk '{ printf "%d", $1 * ($2 == "G" ? 1024 : $2 == "K" ? 1 / 1024 : 1) }'
+}
+check_shown "the dashboard shows the balloon inflated, the guest's view and the host's balloons" \
+    dash_shows "asked back 256M, given 256M" "guest says +uses [0-9.]+[KMG] of" "balloons 256M"
+dash_avail_inflated=$(dash_avail)
 check "vmws mem --balloon 0 deflates" "$vmws" mem lb --balloon 0
 check "the balloon is empty" wait_actual 0
+check_shown "the dashboard shows the balloon empty" dash_shows "asked back 0B, given 0B" "balloons 0B"
+for i in $(seq 1 30); do # the guest's next statistics
+    dash_avail_deflated=$(dash_avail)
+    [ "${dash_avail_deflated:-0}" -ge $((${dash_avail_inflated:-999999} + 200)) ] && break
+    sleep 1
+done
+echo "  the dashboard's guest available: ${dash_avail_inflated:-?} MiB inflated, ${dash_avail_deflated:-?} MiB deflated"
+check "the dashboard's guest view changed with it (available up by at least 200 MiB)" \
+    ge "${dash_avail_deflated:-0}" $((${dash_avail_inflated:-999999} + 200))
+tmux -L "$tsock" kill-server 2>/dev/null
 fill=$((avail1 - 96))
 check "the guest uses it again: a ${fill} MiB tmpfs file (more than fitted inflated)" \
     guest "mkdir -p /t && mount -t tmpfs -o size=${fill}M tmpfs /t && dd if=/dev/zero of=/t/fill bs=1M count=$fill"
