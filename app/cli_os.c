@@ -179,8 +179,11 @@ int cli_create_os(const char *name, struct vm_config *cfg, uint64_t disk_bytes, 
     snprintf(image, sizeof(image), "%s/%s.img.tmp", cache, name);
     snprintf(size, sizeof(size), "%llu", (unsigned long long)disk_bytes);
     unlink(image);
-    const char *vm_args[] = {"vm", base, image, size, name, hash, key[0] ? key : NULL, NULL};
-    r = run_builder(script, vm_args, NULL, 0);
+    /* The hash goes to the builder in its environment (readable by this user only), not on its
+     * command line (which every user's ps shows). */
+    const char *vm_args[] = {"vm", base, image, size, name, key[0] ? key : NULL, NULL};
+    r = setenv("VMWS_OS_PWHASH", hash, 1) < 0 ? -errno : run_builder(script, vm_args, NULL, 0);
+    unsetenv("VMWS_OS_PWHASH");
     if (r == 0) {
         snprintf(cfg->kernel, sizeof(cfg->kernel), "%.4000s/vmlinuz", p.dir);
         snprintf(cfg->initrd, sizeof(cfg->initrd), "%.4000s/initrd.img", p.dir);

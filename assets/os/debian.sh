@@ -3,7 +3,7 @@
 # (assets/os_debian.S), which runs it and shows its "step:" lines as progress.
 #   debian.sh base CACHE          builds once (root: debootstrap and chroot), then reuses
 #       CACHE/debian-12-VERSION/{root.img,vmlinuz,initrd.img}; prints "base DIR" last.
-#   debian.sh vm BASE OUT SIZE HOSTNAME PWHASH [SSH_KEY_FILE]
+#   debian.sh vm BASE OUT SIZE HOSTNAME [SSH_KEY_FILE]   (the password hash in $VMWS_OS_PWHASH)
 #       copies BASE/root.img to OUT (sparse), grows its file system to SIZE bytes and writes the
 #       VM's own /etc/hostname, the user debian's password hash and SSH key into it with debugfs:
 #       no root, no loop device, no mount.
@@ -70,7 +70,8 @@ EOF
 }
 
 vm() {
-    base=$1 out=$2 size=$3 host=$4 hash=$5 key=${6:-}
+    base=$1 out=$2 size=$3 host=$4 key=${5:-} hash=${VMWS_OS_PWHASH:-}
+    [ -n "$hash" ] || die "no password hash in VMWS_OS_PWHASH"
     need debugfs e2fsprogs
     need resize2fs e2fsprogs
     step "copying the base system (sparse)"
@@ -119,5 +120,5 @@ vm() {
 case ${1:-} in
 base) base "$2" ;;
 vm) shift; vm "$@" ;;
-*) die "usage: debian.sh base CACHE | vm BASE OUT SIZE HOSTNAME PWHASH [SSH_KEY]" ;;
+*) die "usage: debian.sh base CACHE | VMWS_OS_PWHASH=HASH debian.sh vm BASE OUT SIZE HOSTNAME [SSH_KEY]" ;;
 esac
