@@ -88,6 +88,21 @@ bool mempolicy_should_change(uint64_t current, uint64_t proposed, uint64_t ram)
     return d > step || (d && (proposed == 0 || proposed == ram));
 }
 
+uint64_t mempolicy_damp(struct mempolicy_damper *dm, uint64_t current, uint64_t proposed,
+                        bool host_short)
+{
+    if (proposed <= current || host_short) {
+        dm->ticks = 0;
+        return proposed;
+    }
+    if (!dm->ticks || proposed < dm->least)
+        dm->least = proposed;
+    if (++dm->ticks < MEMPOLICY_TAKE_TICKS)
+        return current;
+    dm->ticks = 0;
+    return dm->least;
+}
+
 void mempolicy_divide(uint64_t shortfall, const struct mempolicy_peer *peers, size_t n,
                       uint64_t *reclaim)
 {

@@ -43,6 +43,19 @@ void mempolicy_decide(const struct mempolicy_input *in, struct mempolicy_decisio
  * whichever is more (no churn on noise), or it hits a bound exactly. */
 bool mempolicy_should_change(uint64_t current, uint64_t proposed, uint64_t ram);
 
+/* Hysteresis, as Hyper-V's dynamic memory does it: memory goes to a guest at once, but is taken
+ * back only after the policy has proposed taking it for MEMPOLICY_TAKE_TICKS decisions in a row
+ * (a guest's page cache moving no longer moves the balloon every second), and then only the
+ * least of those proposals; a short host takes at once. Returns the target to apply now:
+ * CURRENT while it waits (DM->ticks says how long it has). */
+#define MEMPOLICY_TAKE_TICKS 5
+struct mempolicy_damper {
+    unsigned ticks; /* decisions in a row that proposed taking memory back */
+    uint64_t least; /* the least target among them */
+};
+uint64_t mempolicy_damp(struct mempolicy_damper *dm, uint64_t current, uint64_t proposed,
+                        bool host_short);
+
 /* ESXi's idea of shares: a short host takes from each VM in proportion to what it holds above
  * its floor divided by its shares (fewer shares per MiB held: more taken), never below the
  * floor; what one VM cannot give is taken from the others. RECLAIM[i] gets VM i's part of

@@ -169,7 +169,16 @@ static void policy_tick(struct vmm *v)
     p->ticks++;
     p->demand = d.demand;
     p->proposed = d.target;
-    snprintf(p->reason, sizeof(p->reason), "%s", d.reason);
+    uint64_t target =
+        in.have_guest ? mempolicy_damp(&p->damper, v->balloon_target, d.target, d.host_short)
+                      : v->balloon_target;
+    if (target == v->balloon_target && p->damper.ticks)
+        snprintf(p->reason, sizeof(p->reason), "%.150s; taken back in %u s if it stays",
+                 d.reason, MEMPOLICY_TAKE_TICKS - p->damper.ticks);
+    else
+        snprintf(p->reason, sizeof(p->reason), "%s", d.reason);
+    d.target = target;
+    d.keep = in.ram - target;
     bool change = in.have_guest && mempolicy_should_change(v->balloon_target, d.target, in.ram);
     if (change) {
         v->balloon_target = d.target;

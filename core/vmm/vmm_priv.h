@@ -37,6 +37,7 @@
 #include "core/virtio/virtio_net.h"
 #include "core/vm/machine.h"
 #include "core/vm/memcg.h"
+#include "core/vm/mempolicy.h"
 #include "core/vm/memtruth.h"
 #include "core/vmm/backends.h"
 #include "core/vmm/vmm.h"
@@ -74,6 +75,7 @@ struct vmm_policy {
     pthread_t thread;
     int stop_fd;
     uint64_t ticks, demand, proposed;
+    struct mempolicy_damper damper; /* taking back waits (mempolicy_damp) */
     char reason[200];
     unsigned nchanges; /* ever made; changes[] keeps the last VMM_POLICY_CHANGES */
     struct vmm_policy_change changes[VMM_POLICY_CHANGES];

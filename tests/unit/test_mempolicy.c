@@ -139,6 +139,27 @@ START_TEST(test_should_change)
 END_TEST
 
 /* Shares: the host takes in proportion to held/shares, never below a floor. */
+/* Memory goes to the guest at once; it is taken back only after MEMPOLICY_TAKE_TICKS proposals
+ * in a row, and then the least of them; a short host takes at once. */
+START_TEST(test_damp)
+{
+    struct mempolicy_damper dm = {0};
+    ck_assert_uint_eq(mempolicy_damp(&dm, 400 * MIB, 100 * MIB, false), 100 * MIB); /* give */
+    for (unsigned i = 1; i < MEMPOLICY_TAKE_TICKS; i++) /* take: it waits */
+        ck_assert_uint_eq(mempolicy_damp(&dm, 100 * MIB, (300 + i * 10) * MIB, false), 100 * MIB);
+    ck_assert_uint_eq(mempolicy_damp(&dm, 100 * MIB, 500 * MIB, false), 310 * MIB); /* least */
+    /* A proposal to give in between starts the wait over. */
+    for (unsigned i = 1; i < MEMPOLICY_TAKE_TICKS; i++)
+        ck_assert_uint_eq(mempolicy_damp(&dm, 100 * MIB, 300 * MIB, false), 100 * MIB);
+    ck_assert_uint_eq(mempolicy_damp(&dm, 100 * MIB, 90 * MIB, false), 90 * MIB);
+    ck_assert_uint_eq(mempolicy_damp(&dm, 90 * MIB, 300 * MIB, false), 90 * MIB);
+    ck_assert_uint_eq(dm.ticks, 1);
+    /* A short host does not wait. */
+    ck_assert_uint_eq(mempolicy_damp(&dm, 90 * MIB, 300 * MIB, true), 300 * MIB);
+    ck_assert_uint_eq(dm.ticks, 0);
+}
+END_TEST
+
 START_TEST(test_divide_by_shares)
 {
     struct mempolicy_peer peers[3] = {
@@ -284,6 +305,7 @@ int main(void)
     tcase_add_test(tc, test_balloon_is_not_demand);
     tcase_add_test(tc, test_host_pressure);
     tcase_add_test(tc, test_should_change);
+    tcase_add_test(tc, test_damp);
     tcase_add_test(tc, test_divide_by_shares);
     tcase_add_test(tc, test_admission);
     tcase_add_test(tc, test_config);
