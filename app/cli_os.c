@@ -1,8 +1,11 @@
 /* `vmws create NAME --os debian`: a VM that boots a real Debian 12 system from its own disk. The
  * builder linked into vmws (assets/os/debian.sh) makes a base system once per machine (cached
- * under ~/.cache/vmws/os) and then this VM's copy of it, with its own host name, a password
- * for the user debian (random, printed once, stored only as a yescrypt hash) and the user's
- * SSH key; the VM boots that system's own kernel and initramfs, copied into its directory.
+ * under ~/.cache/vmws/os, one folder per version of its recipe), which becomes a read-only
+ * qcow2 base image; each VM's disk is an empty qcow2 overlay on it (a linked clone: vm.conf
+ * names the base and its stamp, and the VMM refuses a base that changed). The VM's own host
+ * name, a password for the user debian (random, printed once, stored only as a yescrypt hash)
+ * and the user's SSH key reach it in a second initramfs archive appended to its copy of the
+ * base's initramfs, applied once at its first boot; it boots the system's own kernel.
  * With a network it also gets a forward from a free port of the host's 127.0.0.1 to its SSH
  * server, which `vmws ssh NAME` uses. */
 #include <arpa/inet.h>
@@ -20,6 +23,7 @@
 #include <unistd.h>
 
 #include "app/cli.h"
+#include "core/storage/disk.h"
 #include "core/util/fsutil.h"
 
 extern const char vmws_os_debian[], vmws_os_debian_end[];
@@ -123,6 +127,41 @@ static const struct vm_net_forward *ssh_forward(const struct vm_net_config *n)
     return NULL;
 }
 
+/* The base system's shared disk: BASEDIR/base.qcow2, made once from the builder's root.img (a
+ * qcow2 copy, so snapshots and merges see one format all the way down) and then left read-only:
+ * VMs are overlays on it, and it is never written again. Its path goes into BASE. */
+static int base_image(const char *dir, char *base, size_t len)
+{
+    char raw[PATH_MAX], tmp[PATH_MAX + 32], err[256];
+    snprintf(base, len, "%s/base.qcow2", dir);
+    snprintf(raw, sizeof(raw), "%s/root.img", dir);
+    if (access(base, F_OK) == 0)
+        return 0;
+    printf("  making the shared base image %s (once per base)\n", base);
+    fflush(stdout);
+    snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", base, (long)getpid());
+    struct disk *src = disk_open_format(raw, "raw", true, 0, err, sizeof(err));
+    if (!src)
+        return cli_error("the Debian base system has no root.img to make its base image from: "
+                         "%s (remove %s to build it again)",
+                         err, dir);
+    int r = disk_create_qcow2(tmp, disk_size(src), NULL, NULL);
+    struct disk *dst = r == 0 ? disk_open_format(tmp, "qcow2", false, 0, err, sizeof(err)) : NULL;
+    if (r == 0)
+        r = dst ? disk_copy(src, dst) : -EIO;
+    if (dst && disk_close(dst) < 0 && r == 0)
+        r = -EIO;
+    disk_close(src);
+    if (r == 0 && (chmod(tmp, 0444) < 0 || rename(tmp, base) < 0))
+        r = -errno;
+    if (r < 0) {
+        unlink(tmp);
+        return cli_error("cannot make the base image %s: %s", base, dst ? strerror(-r) : err);
+    }
+    unlink(raw); /* the base image holds it all now */
+    return 0;
+}
+
 int cli_create_os(const char *name, struct vm_config *cfg, uint64_t disk_bytes, const char *os,
                   const char *ssh_key)
 {
@@ -165,7 +204,13 @@ int cli_create_os(const char *name, struct vm_config *cfg, uint64_t disk_bytes, 
     const char *base_args[] = {"base", cache, NULL};
     if (run_builder(script, base_args, base, sizeof(base)) < 0 || !base[0])
         return cli_error("cannot build the Debian base system (see above)");
-    /* This VM's copy, with its own host name, password and key. */
+    /* The VM's disk: an empty overlay on the shared base image (a linked clone). */
+    if (base_image(base, cfg->disk.base, sizeof(cfg->disk.base)))
+        return 1;
+    r = disk_stamp(cfg->disk.base, cfg->disk.base_stamp, sizeof(cfg->disk.base_stamp));
+    if (r < 0)
+        return cli_error("%s: %s", cfg->disk.base, strerror(-r));
+    /* This VM's own settings, handed over in its initramfs (see assets/os/debian.sh). */
     char password[13], salt[CRYPT_GENSALT_OUTPUT_SIZE], hash[CRYPT_OUTPUT_SIZE];
     struct crypt_data cd = {0};
     if (cli_random_password(password, 12) < 0 ||
@@ -175,36 +220,24 @@ int cli_create_os(const char *name, struct vm_config *cfg, uint64_t disk_bytes, 
     if (!h || h[0] == '*')
         return cli_error("cannot hash the password: %s", strerror(errno));
     snprintf(hash, sizeof(hash), "%s", h);
-    char image[PATH_MAX], size[32];
-    snprintf(image, sizeof(image), "%s/%s.img.tmp", cache, name);
-    snprintf(size, sizeof(size), "%llu", (unsigned long long)disk_bytes);
-    unlink(image);
+    snprintf(cfg->kernel, sizeof(cfg->kernel), "%.4000s/vmlinuz", p.dir);
+    snprintf(cfg->initrd, sizeof(cfg->initrd), "%.4000s/initrd.img", p.dir);
+    snprintf(cfg->append, sizeof(cfg->append), "%s", OS_APPEND);
+    if (cli_create_vm(name, cfg, disk_bytes, false))
+        return 1;
     /* The hash goes to the builder in its environment (readable by this user only), not on its
      * command line (which every user's ps shows). */
-    const char *vm_args[] = {"vm", base, image, size, name, key[0] ? key : NULL, NULL};
+    const char *vm_args[] = {"vm", base, cfg->initrd, name, key[0] ? key : NULL, NULL};
     r = setenv("VMWS_OS_PWHASH", hash, 1) < 0 ? -errno : run_builder(script, vm_args, NULL, 0);
     unsetenv("VMWS_OS_PWHASH");
-    if (r == 0) {
-        snprintf(cfg->kernel, sizeof(cfg->kernel), "%.4000s/vmlinuz", p.dir);
-        snprintf(cfg->initrd, sizeof(cfg->initrd), "%.4000s/initrd.img", p.dir);
-        snprintf(cfg->append, sizeof(cfg->append), "%s", OS_APPEND);
-        r = cli_create_from_image(name, cfg, disk_bytes, image, "the Debian 12 system") ? -EIO : 0;
-    } else {
-        cli_error("cannot make %s's copy of the Debian system (see above)", name);
-    }
-    unlink(image);
-    if (r < 0)
-        return 1;
     char from[PATH_MAX + 16];
     snprintf(from, sizeof(from), "%s/vmlinuz", base);
-    if ((r = copy_file(from, cfg->kernel)) == 0) {
-        snprintf(from, sizeof(from), "%s/initrd.img", base);
-        r = copy_file(from, cfg->initrd);
-    }
+    if (r == 0)
+        r = copy_file(from, cfg->kernel);
     if (r < 0)
-        return cli_error("VM '%s' was created but its kernel was not copied: %s (delete it with "
-                         "'vmws delete %s' and try again)",
-                         name, strerror(-r), name);
+        return cli_error("VM '%s' was created but its kernel or settings were not: %s (delete "
+                         "it with 'vmws delete %s' and try again)",
+                         name, r == -EIO ? "see above" : strerror(-r), name);
     printf("Debian 12 on %s: log in as debian, password %s (shown only now; 'passwd' changes "
            "it)%s\n",
            name, password, key[0] ? ", or with your SSH key" : "");

@@ -93,7 +93,8 @@ int cli_create_vm(const char *name, struct vm_config *cfg, uint64_t disk_bytes, 
         return 0;
     char image[PATH_MAX + 16];
     snprintf(image, sizeof(image), "%s/%s", p.dir, CLI_DISK_IMAGE);
-    rc = disk_create_qcow2(image, disk_bytes, NULL, NULL);
+    const char *base = cfg->disk.base[0] ? cfg->disk.base : NULL;
+    rc = disk_create_qcow2(image, disk_bytes, base, base ? "qcow2" : NULL);
     if (rc < 0)
         return cli_error("VM '%s' was created but its disk image %s was not: %s (delete the VM "
                          "with 'vmws delete %s' and try again)",
@@ -101,8 +102,13 @@ int cli_create_vm(const char *name, struct vm_config *cfg, uint64_t disk_bytes, 
     if (!quiet) {
         char size[32];
         format_size(size, sizeof(size), disk_bytes);
-        printf("disk %s: %s, qcow2 (sparse: it takes what the guest writes)\n", CLI_DISK_IMAGE,
-               size);
+        if (base)
+            printf("disk %s: %s, a qcow2 overlay on %s (a linked clone: it holds only what the "
+                   "guest writes; the base is shared and never written)\n",
+                   CLI_DISK_IMAGE, size, base);
+        else
+            printf("disk %s: %s, qcow2 (sparse: it takes what the guest writes)\n",
+                   CLI_DISK_IMAGE, size);
     }
     return 0;
 }
@@ -493,6 +499,61 @@ static json_t *disk_query(const struct vm_paths *p, const struct vm_config *cfg,
                      there ? json_integer((json_int_t)st.st_blocks * 512) : json_null());
 }
 
+
+/* What the disk costs, honestly: its virtual size, the VM's own images (its disk and its
+ * snapshots' overlays, as allocated) and, for a linked clone, the shared base under them with
+ * its allocated size and whether it is still the one the VM was made on. Into O. */
+static void disk_sizes(const struct vm_paths *p, const struct vm_config *cfg, json_t *o)
+{
+    char path[2 * PATH_MAX], err[512];
+    uint64_t virt = 0, own = 0;
+    struct stat st;
+    if (cfg->disk.path[0] == '/')
+        snprintf(path, sizeof(path), "%s", cfg->disk.path);
+    else
+        snprintf(path, sizeof(path), "%s/%s", p->dir, cfg->disk.path);
+    if (disk_virtual_size(path, &virt) == 0)
+        json_object_set_new(o, "virtual_bytes", json_integer((json_int_t)virt));
+    if (stat(path, &st) == 0)
+        own += (uint64_t)st.st_blocks * 512;
+    snprintf(path, sizeof(path), "%s/snapshots", p->dir);
+    DIR *d = opendir(path);
+    for (struct dirent *e; d && (e = readdir(d));) {
+        size_t n = strlen(e->d_name);
+        char img[3 * PATH_MAX];
+        snprintf(img, sizeof(img), "%s/%s", path, e->d_name);
+        if (n > 6 && strcmp(e->d_name + n - 6, ".qcow2") == 0 && stat(img, &st) == 0)
+            own += (uint64_t)st.st_blocks * 512;
+    }
+    if (d)
+        closedir(d);
+    json_object_set_new(o, "own_bytes", json_integer((json_int_t)own));
+    if (!cfg->disk.base[0])
+        return;
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof(dir), "%s", cfg->disk.base);
+    char *slash = strrchr(dir, '/');
+    if (slash)
+        *slash = '\0';
+    const char *name = strrchr(dir, '/') ? strrchr(dir, '/') + 1 : dir;
+    int r = disk_base_check(cfg->disk.base, cfg->disk.base_stamp, err, sizeof(err));
+    json_t *b = json_pack("{s:s, s:s, s:s}", "path", cfg->disk.base, "name", name, "state",
+                          r == 0 ? "ok" : r == -ESTALE ? "changed" : "missing");
+    if (r == 0 && stat(cfg->disk.base, &st) == 0)
+        json_object_set_new(b, "allocated_bytes", json_integer((json_int_t)st.st_blocks * 512));
+    if (r < 0)
+        json_object_set_new(b, "error", json_string(err));
+    json_object_set_new(o, "base", b);
+}
+
+static json_t *disk_status(const struct vm_paths *p, const struct vm_config *cfg, bool running)
+{
+    json_t *d = disk_query(p, cfg, running);
+    if (d)
+        disk_sizes(p, cfg, d);
+    return d;
+}
+
 /* The VM's network: as its VMM reports it (query-net, with the byte counters) if it runs, else
  * what vm.conf says. NULL if it has none. */
 static json_t *net_query(const struct vm_paths *p, const struct vm_config *cfg, bool running)
@@ -538,8 +599,31 @@ static void net_print(json_t *n)
         printf("net broken:      %s\n", json_string_value(json_object_get(n, "broken")));
 }
 
+/* "4.0G virtual, 12.3M own + base debian-12-v2 (771M, shared, read-only)" */
+static void disk_sizes_print(json_t *d)
+{
+    json_t *v = json_object_get(d, "virtual_bytes"), *b = json_object_get(d, "base");
+    if (!json_is_integer(v))
+        return;
+    char virt[32], own[32], base[32];
+    format_size(virt, sizeof(virt), (uint64_t)json_integer_value(v));
+    format_size(own, sizeof(own), (uint64_t)json_integer_value(json_object_get(d, "own_bytes")));
+    printf("disk size:       %s virtual, %s own", virt, own);
+    if (b && json_is_integer(json_object_get(b, "allocated_bytes"))) {
+        format_size(base, sizeof(base),
+                    (uint64_t)json_integer_value(json_object_get(b, "allocated_bytes")));
+        printf(" + base %s (%s, shared, read-only)", json_string_value(json_object_get(b, "name")),
+               base);
+    } else if (b) {
+        printf(" + base %s: %s", json_string_value(json_object_get(b, "name")),
+               json_string_value(json_object_get(b, "error")));
+    }
+    printf("\n");
+}
+
 static void disk_print(json_t *d)
 {
+    disk_sizes_print(d);
     if (json_is_string(json_object_get(d, "error"))) {
         printf("disk:            %s (%s)\n", json_string_value(json_object_get(d, "path")),
                json_string_value(json_object_get(d, "error")));
@@ -589,7 +673,7 @@ int cmd_status(int argc, char **argv)
         json_t *disp = st.running ? cli_display_query(&p) : NULL;
         json_object_set_new(o, "display", disp ? disp : json_null());
         if (cfg.disk.path[0])
-            json_object_set_new(o, "disk", disk_query(&p, &cfg, st.running));
+            json_object_set_new(o, "disk", disk_status(&p, &cfg, st.running));
         json_t *net = net_query(&p, &cfg, st.running);
         json_object_set_new(o, "net", net ? net : json_null());
         json_t *qs = st.running ? cli_vm_ask(&p, "query-status") : NULL;
@@ -622,7 +706,7 @@ int cmd_status(int argc, char **argv)
     if (st.running)
         cli_display_print(&p, "");
     if (cfg.disk.path[0]) {
-        json_t *disk = disk_query(&p, &cfg, st.running);
+        json_t *disk = disk_status(&p, &cfg, st.running);
         disk_print(disk);
         json_decref(disk);
     }

@@ -2,21 +2,89 @@
 # `vmws create NAME --os debian`: a bootable Debian 12 system on the VM's disk. Linked into vmws
 # (assets/os_debian.S), which runs it and shows its "step:" lines as progress.
 #   debian.sh base CACHE          builds once (root: debootstrap and chroot), then reuses
-#       CACHE/debian-12-VERSION/{root.img,vmlinuz,initrd.img}; prints "base DIR" last.
-#   debian.sh vm BASE OUT SIZE HOSTNAME [SSH_KEY_FILE]   (the password hash in $VMWS_OS_PWHASH)
-#       copies BASE/root.img to OUT (sparse), grows its file system to SIZE bytes and writes the
-#       VM's own /etc/hostname, the user debian's password hash and SSH key into it with debugfs:
-#       no root, no loop device, no mount.
+#       CACHE/debian-12-vVERSION/{root.img,vmlinuz,initrd.img}; prints "base DIR" last. vmws
+#       turns root.img into the read-only base.qcow2 that every VM's disk is an overlay on.
+#   debian.sh vm BASE OUT HOSTNAME [SSH_KEY_FILE]   (the password hash in $VMWS_OS_PWHASH)
+#       writes OUT: BASE/initrd.img followed by a second, uncompressed initramfs archive holding
+#       the VM's settings in /vmws-config (host name, the user debian's password hash, the SSH
+#       key, an id). The kernel unpacks both; the base's init-bottom script keeps /vmws-config in
+#       /run, and its vmws-firstboot service applies it once, before getty and sshd: host name,
+#       password, key, this VM's own SSH host keys, the root file system grown to the disk.
 # The one idea: the expensive part (debootstrap, ~10 minutes) happens once per machine and
-# version of this script; each VM then costs a sparse copy and a few file writes.
+# version of this script; each VM then costs an empty qcow2 overlay and a few kilobytes.
 set -eu
-VERSION=1 # bump when the base system's recipe changes: a new cache entry is built
+VERSION=2 # bump when the base system's recipe changes: a new cache entry is built
 MIRROR=${VMWS_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 PACKAGES=linux-image-amd64,initramfs-tools,systemd-sysv,udev,dbus,systemd-resolved,qemu-guest-agent
 PACKAGES=$PACKAGES,openssh-server,sudo,iproute2,iputils-ping,ca-certificates,less,nano
 step() { echo "step: $*"; }
 die() { echo "error: $*" >&2; exit 1; }
 need() { command -v "$1" >/dev/null || die "$1 not found: install the Debian package $2"; }
+
+# The first-boot pieces baked into the base (written into the chroot ROOT).
+firstboot_files() {
+    root=$1
+    # The initramfs keeps what vmws appended (/vmws-config) in /run, which the system keeps.
+    # klibc's tools only there (no cp): one cat per file.
+    cat >"$root/etc/initramfs-tools/scripts/init-bottom/vmws-config" <<'EOF'
+#!/bin/sh
+case ${1:-} in prereqs) exit 0 ;; esac
+if [ -d /vmws-config ]; then
+    mkdir -m 0700 /run/vmws-config
+    for f in /vmws-config/*; do
+        [ -f "$f" ] && (umask 077 && cat "$f" >"/run/vmws-config/${f##*/}")
+    done
+fi
+exit 0
+EOF
+    chmod 0755 "$root/etc/initramfs-tools/scripts/init-bottom/vmws-config"
+    mkdir -p "$root/usr/local/sbin"
+    cat >"$root/usr/local/sbin/vmws-firstboot" <<'EOF'
+#!/bin/sh
+# This VM's settings, which vmws handed over in the initramfs (/run/vmws-config), applied once
+# (per id); the SSH host keys made whenever they are missing. /run/vmws-config goes either way.
+set -eu
+cfg=/run/vmws-config
+mark=/var/lib/vmws/configured
+if [ -f "$cfg/id" ] && [ "$(cat "$cfg/id")" != "$(cat "$mark" 2>/dev/null || true)" ]; then
+    host=$(cat "$cfg/hostname")
+    echo "$host" >/etc/hostname
+    hostname "$host"
+    printf '127.0.0.1\tlocalhost\n127.0.1.1\t%s\n' "$host" >/etc/hosts
+    [ ! -s "$cfg/pwhash" ] || usermod -p "$(cat "$cfg/pwhash")" debian
+    if [ -s "$cfg/authorized_keys" ]; then
+        install -d -m 0700 -o debian -g debian /home/debian/.ssh
+        install -m 0600 -o debian -g debian "$cfg/authorized_keys" /home/debian/.ssh/authorized_keys
+    fi
+    rm -f /etc/ssh/ssh_host_*
+    resize2fs "$(findmnt -n -o SOURCE /)" || echo "vmws-firstboot: the root file system was not grown"
+    mkdir -p /var/lib/vmws
+    cat "$cfg/id" >"$mark.new" && mv "$mark.new" "$mark"
+    echo "vmws-firstboot: applied this VM's settings (host name $host)"
+fi
+rm -rf "$cfg"
+[ -f /etc/ssh/ssh_host_ed25519_key ] || ssh-keygen -A
+EOF
+    chmod 0755 "$root/usr/local/sbin/vmws-firstboot"
+    cat >"$root/etc/systemd/system/vmws-firstboot.service" <<'EOF'
+[Unit]
+Description=This VM's settings from vmws (host name, password, SSH key and host keys, disk size)
+DefaultDependencies=no
+After=local-fs.target systemd-remount-fs.service
+Before=sysinit.target shutdown.target ssh.service getty.target serial-getty@ttyS0.service
+Before=systemd-user-sessions.service systemd-networkd.service systemd-hostnamed.service
+Conflicts=shutdown.target
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/local/sbin/vmws-firstboot
+StandardOutput=journal+console
+
+[Install]
+WantedBy=sysinit.target
+EOF
+}
 
 base() {
     dir=$1/debian-12-v$VERSION
@@ -39,25 +107,17 @@ base() {
     echo "/dev/vda / ext4 defaults,errors=remount-ro 0 1" >"$root/etc/fstab"
     mkdir -p "$root/etc/systemd/network"
     printf '[Match]\nName=en* eth*\n\n[Network]\nDHCP=yes\n' >"$root/etc/systemd/network/20-wired.network"
-    # Every VM makes its own SSH host keys and machine id at its first boot.
+    # Shared by every VM, so nothing of one VM: no SSH host keys, an empty machine id (systemd
+    # makes one at the first boot), the settings come at the first boot.
     rm -f "$root"/etc/ssh/ssh_host_*
-    cat >"$root/etc/systemd/system/vmws-ssh-host-keys.service" <<'EOF'
-[Unit]
-Description=SSH host keys of this VM
-Before=ssh.service
-ConditionPathExists=!/etc/ssh/ssh_host_ed25519_key
-
-[Service]
-Type=oneshot
-ExecStart=/usr/bin/ssh-keygen -A
-
-[Install]
-WantedBy=multi-user.target
-EOF
     : >"$root/etc/machine-id"
     rm -f "$root/var/lib/dbus/machine-id"
-    chroot "$root" systemctl enable systemd-networkd systemd-resolved vmws-ssh-host-keys \
+    echo debian >"$root/etc/hostname"
+    firstboot_files "$root"
+    chroot "$root" systemctl enable systemd-networkd systemd-resolved vmws-firstboot \
         >/dev/null 2>&1 || die "cannot enable the VM's services"
+    chroot "$root" update-initramfs -u -k all >"$dir/initramfs.log" 2>&1 ||
+        die "update-initramfs failed (see $dir/initramfs.log)"
     chroot "$root" apt-get clean
     cp "$root"/boot/vmlinuz-* "$dir/vmlinuz"
     cp "$root"/boot/initrd.img-* "$dir/initrd.img"
@@ -70,55 +130,29 @@ EOF
 }
 
 vm() {
-    base=$1 out=$2 size=$3 host=$4 key=${5:-} hash=${VMWS_OS_PWHASH:-}
+    base=$1 out=$2 host=$3 key=${4:-} hash=${VMWS_OS_PWHASH:-}
     [ -n "$hash" ] || die "no password hash in VMWS_OS_PWHASH"
-    need debugfs e2fsprogs
-    need resize2fs e2fsprogs
-    step "copying the base system (sparse)"
-    cp --sparse=always "$base/root.img" "$out"
-    step "growing its file system to the disk's size"
-    truncate -s "$size" "$out"
-    resize2fs -f "$out" >/dev/null 2>&1 || die "resize2fs failed on $out"
-    step "writing this VM's host name, password and SSH key"
+    need cpio cpio
+    step "this VM's settings (host name, password, SSH key) for its first boot"
+    umask 077
     tmp=$(mktemp -d)
     trap 'rm -rf "$tmp"' EXIT
-    debugfs -R "cat /etc/shadow" "$base/root.img" 2>/dev/null |
-        awk -F: -v OFS=: -v h="$hash" '$1 == "debian" { $2 = h } { print }' >"$tmp/shadow"
-    grep -q '^debian:\$' "$tmp/shadow" || die "no user debian in the base image's /etc/shadow"
-    echo "$host" >"$tmp/hostname"
-    printf '127.0.0.1\tlocalhost\n127.0.1.1\t%s\n' "$host" >"$tmp/hosts"
-    {
-        for f in shadow hostname hosts; do
-            echo "rm /etc/$f"
-            echo "write $tmp/$f /etc/$f"
-            echo "set_inode_field /etc/$f uid 0"
-            echo "set_inode_field /etc/$f gid 0"
-            echo "set_inode_field /etc/$f mode 0100644"
-        done
-        echo "set_inode_field /etc/shadow mode 0100640"
-        echo "set_inode_field /etc/shadow gid 42" # the group shadow
-        if [ -n "$key" ]; then
-            uid=$(debugfs -R "stat /home/debian" "$base/root.img" 2>/dev/null | sed -n 's/.*User: *\([0-9]*\).*/\1/p')
-            echo "mkdir /home/debian/.ssh"
-            echo "set_inode_field /home/debian/.ssh mode 040700"
-            echo "set_inode_field /home/debian/.ssh uid $uid"
-            echo "set_inode_field /home/debian/.ssh gid $uid"
-            echo "write $key /home/debian/.ssh/authorized_keys"
-            echo "set_inode_field /home/debian/.ssh/authorized_keys mode 0100600"
-            echo "set_inode_field /home/debian/.ssh/authorized_keys uid $uid"
-            echo "set_inode_field /home/debian/.ssh/authorized_keys gid $uid"
-        fi
-    } >"$tmp/cmds"
-    debugfs -w -f "$tmp/cmds" "$out" >"$tmp/log" 2>&1 || die "debugfs failed: $(cat "$tmp/log")"
-    # (an "rm" of a file the base lacks, such as /etc/hosts, is no failure)
-    if grep -v '^rm: ' "$tmp/log" | grep -iE "error|not found|cannot" >&2; then
-        die "debugfs could not write the VM's files"
-    fi
-    e2fsck -fn "$out" >/dev/null 2>&1 || die "the VM's file system does not check clean"
+    mkdir "$tmp/vmws-config"
+    echo "$host" >"$tmp/vmws-config/hostname"
+    printf '%s\n' "$hash" >"$tmp/vmws-config/pwhash"
+    [ -z "$key" ] || cat "$key" >"$tmp/vmws-config/authorized_keys"
+    od -An -N16 -tx1 /dev/urandom | tr -d ' \n' >"$tmp/vmws-config/id"
+    (cd "$tmp" && find vmws-config | cpio --quiet -o -H newc -R 0:0) >"$tmp/config.cpio" ||
+        die "cpio failed"
+    # The kernel looks for the next archive at a 4-byte boundary (zeroes before it are skipped).
+    cat "$base/initrd.img" >"$out"
+    pad=$(((4 - $(stat -c %s "$out") % 4) % 4))
+    head -c "$pad" /dev/zero >>"$out"
+    cat "$tmp/config.cpio" >>"$out"
 }
 
 case ${1:-} in
 base) base "$2" ;;
 vm) shift; vm "$@" ;;
-*) die "usage: debian.sh base CACHE | VMWS_OS_PWHASH=HASH debian.sh vm BASE OUT SIZE HOSTNAME [SSH_KEY]" ;;
+*) die "usage: debian.sh base CACHE | VMWS_OS_PWHASH=HASH debian.sh vm BASE OUT HOSTNAME [SSH_KEY]" ;;
 esac

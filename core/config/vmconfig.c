@@ -299,8 +299,29 @@ static int conf_handler(void *user, const char *section, const char *name, const
             strcpy(cfg->disk.format, value);
             return 1;
         }
+        if (strcmp(name, "base") == 0) {
+            if (value[0] != '/' || strlen(value) >= sizeof(cfg->disk.base) || strstr(value, "..")) {
+                conf_error(p, p->lineno,
+                           "[disk] base '%s' is not usable (expected an absolute path without "
+                           "'..')",
+                           value);
+                return 0;
+            }
+            strcpy(cfg->disk.base, value);
+            return 1;
+        }
+        if (strcmp(name, "base_stamp") == 0) {
+            if (strlen(value) >= sizeof(cfg->disk.base_stamp)) {
+                conf_error(p, p->lineno, "[disk] base_stamp '%s' is too long", value);
+                return 0;
+            }
+            strcpy(cfg->disk.base_stamp, value);
+            return 1;
+        }
         if (strcmp(name, "path") != 0) {
-            conf_error(p, p->lineno, "unknown key '%s' in [disk] (expected path or format)", name);
+            conf_error(p, p->lineno,
+                       "unknown key '%s' in [disk] (expected path, format, base or base_stamp)",
+                       name);
             return 0;
         }
         if (!value[0] || strlen(value) >= sizeof(cfg->disk.path) || strstr(value, "..")) {
@@ -578,6 +599,8 @@ int vmconfig_save(const char *path, const struct vm_config *cfg)
         fprintf(f, "[disk]\npath = %s\n", cfg->disk.path);
     if (rc == 0 && cfg->disk.path[0] && cfg->disk.format[0])
         fprintf(f, "format = %s\n", cfg->disk.format);
+    if (rc == 0 && cfg->disk.path[0] && cfg->disk.base[0])
+        fprintf(f, "base = %s\nbase_stamp = %s\n", cfg->disk.base, cfg->disk.base_stamp);
     if (rc == 0)
         vmconfig_net_write(f, &cfg->net);
     if (fclose(f) != 0 && rc == 0)

@@ -56,10 +56,15 @@ struct vm_memory_config {
 
 /* [disk] in vm.conf: the virtio-blk disk's image, a name in the VM's directory or an
  * absolute path; "" = no disk. format: "raw" or "qcow2" ("" = probed at every open, which lets
- * a guest that writes a qcow2 header into its raw disk choose a backing file: set it). */
+ * a guest that writes a qcow2 header into its raw disk choose a backing file: set it).
+ * base: the shared, read-only image at the bottom of the disk's backing chain (a linked clone,
+ * `create --os`), absolute; base_stamp: what it was when the VM was made (disk_stamp()), which
+ * the VMM checks before it boots. */
 struct vm_disk_config {
     char path[PATH_MAX];
     char format[8];
+    char base[PATH_MAX];
+    char base_stamp[64];
 };
 
 /* [net] in vm.conf (see core/config/nconfig.c): the virtio-net card and its user-mode NAT. A

@@ -4,10 +4,12 @@
  * write-zeroes punch holes so the range reads as zeroes either way. */
 #include "core/storage/disk.h"
 
+#include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -262,6 +264,55 @@ uint64_t disk_size(const struct disk *d)
 const char *disk_format(const struct disk *d)
 {
     return d->qcow2 ? "qcow2" : "raw";
+}
+
+int disk_virtual_size(const char *path, uint64_t *size)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    uint8_t hdr[32];
+    struct stat st;
+    int r = fstat(fd, &st) < 0 ? -errno : 0;
+    if (r == 0 && pread(fd, hdr, sizeof(hdr), 0) == (ssize_t)sizeof(hdr) &&
+        qcow2_probe(hdr, sizeof(hdr)))
+    {
+        uint64_t be;
+        memcpy(&be, hdr + 24, sizeof(be)); /* qcow2's header: the size at byte 24, big-endian */
+        *size = be64toh(be);
+    }
+    else if (r == 0)
+        *size = (uint64_t)st.st_size;
+    close(fd);
+    return r;
+}
+
+int disk_stamp(const char *path, char *out, size_t len)
+{
+    struct stat st;
+    if (stat(path, &st) < 0)
+        return -errno;
+    snprintf(out, len, "%llu:%lld.%09ld", (unsigned long long)st.st_size,
+             (long long)st.st_mtim.tv_sec, (long)st.st_mtim.tv_nsec);
+    return 0;
+}
+
+int disk_base_check(const char *path, const char *stamp, char *err, size_t errlen)
+{
+    char now[64];
+    int r = disk_stamp(path, now, sizeof(now));
+    if (r < 0)
+        return err_set(err, errlen, r,
+                       "the disk is a linked clone of %s, which is %s: the VM cannot run "
+                       "without it (put it back, or make the VM again)",
+                       path, r == -ENOENT ? "missing" : strerror(-r));
+    if (stamp[0] && strcmp(now, stamp) != 0)
+        return err_set(err, errlen, -ESTALE,
+                       "the disk is a linked clone of %s, which changed since the VM was made "
+                       "(size:mtime %s, now %s): booting would read another system under the "
+                       "VM's own changes; put the original back, or make the VM again",
+                       path, stamp, now);
+    return 0;
 }
 
 int disk_close(struct disk *d)

@@ -47,6 +47,16 @@ int disk_backing_name(const char *path, char *out, size_t len);
  * (`qemu-img rebase -u`). */
 int disk_set_backing(const char *path, const char *backing, const char *backing_format);
 
+/* The size a guest sees of the image at PATH (qcow2: its header's; raw: the file's), read
+ * without opening it as a disk, so without its locks: for a running VM's image too. */
+int disk_virtual_size(const char *path, uint64_t *size);
+/* A shared base image's identity, "SIZE:SECONDS.NANOSECONDS" of its size and modification time:
+ * an image rewritten in place, replaced or truncated gets another one. */
+int disk_stamp(const char *path, char *out, size_t len);
+/* 0 if the base image at PATH still has STAMP; else -ENOENT (missing) or -ESTALE (changed),
+ * with a sentence for the user in err. */
+int disk_base_check(const char *path, const char *stamp, char *err, size_t errlen);
+
 /* A new qcow2 image (64 KiB clusters); backing may be NULL, its format NULL (probed). size 0
  * with a backing file takes its size. Refuses to overwrite an existing file. */
 int disk_create_qcow2(const char *path, uint64_t size, const char *backing,

@@ -5,6 +5,7 @@
  * on the PCI bus, the framebuffer's keyboard is the i8042), saving and loading; stopping and
  * destroying go the other way. A reboot is a destroy and a create, so no row needs a reset. Adding a device
  * means adding its file and one row here. */
+#include "core/storage/disk.h"
 #include "core/vmm/vmm_priv.h"
 
 static void serial_to_console(void *opaque, const unsigned char *buf, size_t len)
@@ -155,6 +156,10 @@ static int virtio_blk_row_create(struct vmm *v, char *err, size_t errlen)
         snprintf(err, errlen, "cannot tell which disk image is current: %s", v->tree_err);
         return -EINVAL;
     }
+    /* A linked clone's shared base must be the one the VM was made on. */
+    if (v->cfg->disk.base[0] &&
+        disk_base_check(v->cfg->disk.base, v->cfg->disk.base_stamp, err, errlen) < 0)
+        return -EINVAL;
     char path[PATH_MAX];
     const char *active = disksnap_active(&v->tree, v->cfg->disk.path);
     disksnap_path(&v->tree, active, path, sizeof(path));

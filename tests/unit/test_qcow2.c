@@ -856,6 +856,52 @@ START_TEST(test_hostile_images)
 }
 END_TEST
 
+/* A linked clone (`create --os`): a larger overlay on a read-only qcow2 base. The guest's writes
+ * land in the overlay only - the base's bytes and stamp stay as they were, qemu-img checks the
+ * overlay and reads the same through it -, the overlay reads zeroes past the base's end, its
+ * virtual size comes from its header, and disk_base_check notices a base that changed or went. */
+START_TEST(test_linked_clone_leaves_its_base_alone)
+{
+    char err[512], stamp[64], after[64];
+    ck_assert_int_eq(sh("qemu-img create -q -f qcow2 base.qcow2 4M && "
+                        "qemu-io -c 'write -P 0x5a 0 4M' base.qcow2 && chmod 0444 base.qcow2 && "
+                        "md5sum base.qcow2 >base.md5"),
+                     0);
+    ck_assert_int_eq(disk_stamp(tpath("base.qcow2"), stamp, sizeof(stamp)), 0);
+    ck_assert_int_eq(disk_create_qcow2(tpath("vm.qcow2"), 16 * MIB, tpath("base.qcow2"), "qcow2"),
+                     0);
+    uint64_t virt = 0;
+    ck_assert_int_eq(disk_virtual_size(tpath("vm.qcow2"), &virt), 0);
+    ck_assert_uint_eq(virt, 16 * MIB);
+    struct disk *d = disk_open(tpath("vm.qcow2"), false, err, sizeof(err));
+    ck_assert_msg(d != NULL, "%s", err);
+    uint8_t buf[8192];
+    memset(buf, 0xc3, sizeof(buf));
+    ck_assert_int_eq(disk_write(d, 1 * MIB + 512, buf, sizeof(buf)), 0); /* inside the base */
+    ck_assert_int_eq(disk_write(d, 10 * MIB, buf, sizeof(buf)), 0);      /* past its end */
+    ck_assert_int_eq(disk_flush(d), 0);
+    ck_assert_int_eq(disk_read(d, 1 * MIB, buf, 512), 0);
+    ck_assert_uint_eq(buf[0], 0x5a); /* the base's, around the write */
+    ck_assert_int_eq(disk_read(d, 8 * MIB, buf, 512), 0);
+    ck_assert_uint_eq(buf[0] | buf[511], 0); /* past the base: zeroes */
+    ck_assert_int_eq(disk_close(d), 0);
+    ck_assert_int_eq(sh("md5sum -c base.md5 && qemu-img check -q vm.qcow2 && "
+                        "qemu-io -r -c 'read -P 0xc3 1049088 8192' -c 'read -P 0x5a 0 1M' "
+                        "-c 'read -P 0 8M 1M' vm.qcow2 | grep -q 'read 1048576'"),
+                     0);
+    ck_assert_int_eq(disk_stamp(tpath("base.qcow2"), after, sizeof(after)), 0);
+    ck_assert_str_eq(after, stamp);
+    ck_assert_int_eq(disk_base_check(tpath("base.qcow2"), stamp, err, sizeof(err)), 0);
+    /* Changed (rewritten, same size): refused with both stamps; gone: refused as missing. */
+    ck_assert_int_eq(sh("chmod 0644 base.qcow2 && touch -d '2001-01-01' base.qcow2"), 0);
+    ck_assert_int_eq(disk_base_check(tpath("base.qcow2"), stamp, err, sizeof(err)), -ESTALE);
+    ck_assert_ptr_nonnull(strstr(err, "changed since the VM was made"));
+    ck_assert_int_eq(sh("rm base.qcow2"), 0);
+    ck_assert_int_eq(disk_base_check(tpath("base.qcow2"), stamp, err, sizeof(err)), -ENOENT);
+    ck_assert_ptr_nonnull(strstr(err, "which is missing"));
+}
+END_TEST
+
 /* One case per test, so CK_RUN_CASE=crash (say) runs just that one. */
 static void add_case(Suite *s, const char *name, const TTest *test)
 {
@@ -877,6 +923,7 @@ int main(void)
     add_case(s, "write-qemu-made", test_writes_into_qemu_made_image);
     add_case(s, "compressed", test_compressed_clusters);
     add_case(s, "set-backing", test_set_backing_as_qemu_reads_it);
+    add_case(s, "linked-clone", test_linked_clone_leaves_its_base_alone);
     add_case(s, "set-backing-full-header", test_set_backing_refuses_a_full_header_cluster);
     add_case(s, "probed-raw", test_probed_raw_refuses_a_qcow2_header);
     add_case(s, "random-64k", test_random_io_64k_clusters);

@@ -129,6 +129,17 @@ START_TEST(test_round_trip)
     ck_assert(!b.memory_sharing && b.memory_huge_pages); /* the defaults: no KSM, THP */
     ck_assert(b.balloon.enabled && b.balloon.free_page_reporting);
 
+    /* A linked clone's base and stamp come back as saved. */
+    snprintf(a.disk.path, sizeof(a.disk.path), "disk.qcow2");
+    snprintf(a.disk.base, sizeof(a.disk.base), "/cache/debian-12-v2/base.qcow2");
+    snprintf(a.disk.base_stamp, sizeof(a.disk.base_stamp), "1234:5.000000006");
+    ck_assert_int_eq(vmconfig_save(conf, &a), 0);
+    vmconfig_defaults(&b, "vm1");
+    ck_assert_msg(vmconfig_load(conf, &b, err, sizeof(err)) == 0, "load failed: %s", err);
+    ck_assert_str_eq(b.disk.base, "/cache/debian-12-v2/base.qcow2");
+    ck_assert_str_eq(b.disk.base_stamp, "1234:5.000000006");
+    a.disk.path[0] = a.disk.base[0] = a.disk.base_stamp[0] = '\0';
+
     /* Memory sharing, huge pages and the balloon's keys come back as saved. */
     a.memory_sharing = true;
     a.memory_huge_pages = false;
