@@ -500,21 +500,22 @@ static json_t *disk_query(const struct vm_paths *p, const struct vm_config *cfg,
 }
 
 
-/* What the disk costs, honestly: its virtual size, the VM's own images (its disk and its
- * snapshots' overlays, as allocated) and, for a linked clone, the shared base under them with
+/* What the disk costs, honestly: the active image's virtual size, the VM's own images (its disk
+ * and its snapshots' overlays, as allocated) and, for a linked clone, the shared base under them with
  * its allocated size and whether it is still the one the VM was made on. Into O. */
 static void disk_sizes(const struct vm_paths *p, const struct vm_config *cfg, json_t *o)
 {
     char path[2 * PATH_MAX], err[512];
     uint64_t virt = 0, own = 0;
     struct stat st;
+    const char *active = json_string_value(json_object_get(o, "path"));
+    if (active && disk_virtual_size(active, &virt) == 0)
+        json_object_set_new(o, "virtual_bytes", json_integer((json_int_t)virt));
     if (cfg->disk.path[0] == '/')
         snprintf(path, sizeof(path), "%s", cfg->disk.path);
     else
         snprintf(path, sizeof(path), "%s/%s", p->dir, cfg->disk.path);
-    if (disk_virtual_size(path, &virt) == 0)
-        json_object_set_new(o, "virtual_bytes", json_integer((json_int_t)virt));
-    if (stat(path, &st) == 0)
+    if (stat(path, &st) == 0) /* gone once a snapshot's delete streamed it away */
         own += (uint64_t)st.st_blocks * 512;
     snprintf(path, sizeof(path), "%s/snapshots", p->dir);
     DIR *d = opendir(path);

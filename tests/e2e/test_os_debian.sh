@@ -1,23 +1,47 @@
 #!/bin/sh
-# `vmws create --os debian`, as a user meets it: the VM boots Debian 12's own kernel, initramfs
-# and systemd from its disk to a login prompt on the serial console; logging in as debian with
-# the password create printed runs `uname -a`; Debian's qemu-guest-agent starts by itself on the
-# virtio-console port and `vmws status` names the OS; seed 002's experiment holds on the running
-# system (touch, take, rm, touch, revert: the first file is back, the second gone), the take
-# reports itself quiesced (the agent froze the file systems) and after the revert the agent set
-# the guest's clock (within 2 s of the host's); apt-get update reaches Debian's archive through
-# the NAT (or the test says why the machine cannot); suspend and `vmws start` bring the same
-# shell back with the clock resynced; `vmws stop` shuts it down through the guest agent and the
-# disk images pass `qemu-img check`. The base system is built once per machine (`make check-os`
-# builds it outside the KVM box first; see tests/Makefile.inc).
+# `vmws create --os debian`, as a user meets it: the VM's disk is a linked clone (a qcow2 overlay
+# on the cached, read-only base image: `vmws status` shows its virtual size, its own allocation
+# and the base; the base is never written: same stamp and checksum of its header, `qemu-img
+# check` clean, and `vmws delete` leaves it); the VM boots Debian 12's own kernel, initramfs and
+# systemd from its disk to a login prompt on the serial console, with the host name, password
+# and SSH key create gave it (applied at its first boot); logging in as debian with the password
+# create printed runs `uname -a`, and so does `vmws ssh` with the key, through the forward
+# create added (with the VM's own SSH host keys); Debian's qemu-guest-agent starts by itself on
+# the virtio-console port and `vmws status` names the OS; seed 002's experiment holds on the
+# running system (touch, take, rm, touch, revert: the first file is back, the second gone), the
+# take reports itself quiesced (the agent froze the file systems) and after the revert the agent
+# set the guest's clock (within 2 s of the host's); apt-get update reaches Debian's archive
+# through the NAT (or the test says why the machine cannot); suspend and `vmws start` bring the
+# same shell back with the clock resynced, and `vmws ssh` works again; `vmws stop` shuts it down
+# through the guest agent and the disk images pass `qemu-img check`. The base system is built
+# once per machine (`make check-os` builds it outside the KVM box first; see tests/Makefile.inc).
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/../linux/lib.sh"
 linux_setup deb
-out=$("$vmws" create deb --os debian --disk 4G --memory 1G 2>&1)
+has() { echo "$1" | grep -q -- "$2"; } # has OUTPUT PATTERN
+# A key for `vmws ssh` (the box has OpenSSH's client when the host has it).
+key=
+if command -v ssh >/dev/null && ssh-keygen -q -t ed25519 -N '' -f "$VMWS_HOME/key" </dev/null; then
+    key=$VMWS_HOME/key
+fi
+t0=$(date +%s.%N)
+out=$("$vmws" create deb --os debian --disk 4G --memory 1G ${key:+--ssh-key "$key.pub"} 2>&1)
 echo "$out"
+echo "create took $(echo "$(date +%s.%N) - $t0" | bc) s"
 password=$(echo "$out" | sed -n 's/.*log in as debian, password \([A-Za-z0-9]*\) .*/\1/p')
 [ -n "$password" ] || { echo "create printed no password"; exit 1; }
+# The linked clone: vm.conf names the base, the disk is an overlay on it, status says both.
+base=$(sed -n 's/^base = //p' "$VMWS_HOME/deb/vm.conf")
+echo "base image: $base"
+check "the disk is a qcow2 overlay on the base image" \
+    sh -c "qemu-img info -U '$VMWS_HOME/deb/disk.qcow2' | grep -q '^backing file: $base'"
+base_sum() { stat -c '%s %Y' "$base" && head -c 1048576 "$base" | md5sum; }
+base_before=$(base_sum)
+status=$("$vmws" status deb)
+echo "$status" | grep '^disk'
+check "vmws status: 4G virtual, its own allocation and the base with its size" \
+    has "$status" "^disk size: *4G virtual, [0-9.]*[BKM] own + base debian-12-v[0-9]* ([0-9.]*[MG], shared"
 "$vmws" start deb --display none >/dev/null || exit 99
 log=$VMWS_HOME/deb/serial.log
 wait_for() { # wait_for SECONDS PATTERN: the pattern appears in serial.log after the last mark
@@ -40,6 +64,29 @@ type_line "$password"
 check "the shell answers after logging in" wait_for 120 "debian@deb"
 type_line "uname -a; systemctl is-system-running"
 check "uname -a runs: Linux deb" wait_for 60 "Linux deb "
+# `vmws ssh` with the key create put in; when it fails, what the guest says about its SSH server.
+ssh_diag() {
+    type_line "echo '$password' | sudo -S sh -c 'systemctl status ssh vmws-firstboot --no-pager -n 0; ss -ltn; journalctl -b -u ssh -u vmws-firstboot -n 30 --no-pager; ip -4 addr show; ls /etc/ssh/ssh_host_*'; printf 'dia%s\\n' g-done"
+    wait_for 60 "diag-done" >/dev/null
+    echo "---- the guest's SSH server (serial console)"
+    tail -c +"$mark" "$log"
+    "$vmws" status deb | grep '^net'
+}
+ssh_uname() { # ssh_uname WHEN: vmws ssh deb -- uname -a prints the guest's uname -a
+    if [ -z "$key" ]; then
+        echo "NOT TESTED: vmws ssh $1: no OpenSSH client here"
+        return
+    fi
+    ssh_out=$("$vmws" ssh deb -- -i "$key" -o BatchMode=yes -o ConnectTimeout=60 \
+        -o UserKnownHostsFile="$VMWS_HOME/known_hosts" uname -a 2>&1)
+    echo "vmws ssh deb -- uname -a ($1): $ssh_out"
+    check "vmws ssh $1: uname -a through the forward, with the key create gave" \
+        has "$ssh_out" "^Linux deb "
+    has "$ssh_out" "^Linux deb " || ssh_diag
+}
+ssh_uname "after boot"
+check "ssh recorded the VM's host key (made at its first boot: the base has none)" \
+    grep -q ' ssh-ed25519 ' "$VMWS_HOME/known_hosts"
 os_named() {
     for _ in $(seq 1 90); do
         "$vmws" status deb | grep -q '^guest OS: *Debian GNU/Linux 12' && return 0
@@ -49,7 +96,6 @@ os_named() {
     return 1
 }
 check "the guest agent started by itself: vmws status shows Debian GNU/Linux 12" os_named
-has() { echo "$1" | grep -q -- "$2"; } # has OUTPUT PATTERN
 skew_now() { # the guest's clock minus the host's, in seconds, as the guest's shell prints it
     type_line "printf 'sk%s=%s\\n' ew \$((\$(date +%s) - $(date +%s)))"
     wait_for 60 "skew=" >/dev/null
@@ -101,6 +147,7 @@ skew=$(skew_now)
 echo "guest clock minus host clock after suspend and start: ${skew:-?} s"
 check "after suspend and start the guest's clock is the host's (within 2 s)" \
     test "${skew:-99}" -ge -2 -a "${skew:-99}" -le 2
+ssh_uname "after suspend and start"
 stop=$("$vmws" stop deb 2>&1)
 echo "$stop"
 check "vmws stop: Debian shut down through the guest agent" \
@@ -111,4 +158,8 @@ for img in "$VMWS_HOME"/deb/*.qcow2 "$VMWS_HOME"/deb/snapshots/*.qcow2; do
     [ -f "$img" ] || continue
     check "qemu-img check $(basename "$img")" qemu-img check -q "$img"
 done
+check "the base image was not written (size, mtime, first MiB)" test "$(base_sum)" = "$base_before"
+check "qemu-img check of the base image" qemu-img check -q "$base"
+check "vmws delete deb" "$vmws" delete deb
+check "vmws delete left the base image alone" test "$(base_sum)" = "$base_before"
 [ $fails -eq 0 ] || { echo "---- console"; tail -c 20000 "$log"; echo "$fails check(s) failed"; exit 1; }
