@@ -64,13 +64,25 @@ type_line "$password"
 check "the shell answers after logging in" wait_for 120 "debian@deb"
 type_line "uname -a; systemctl is-system-running"
 check "uname -a runs: Linux deb" wait_for 60 "Linux deb "
+check "the first boot applied the VM's own settings (vmws-firstboot, on the console)" \
+    grep -q "vmws-firstboot: applied this VM's settings (host name deb)" "$log"
+type_line "df -k --output=size / | tail -n 1 | sed 's/^ */rootk''b=/'"
+wait_for 60 "rootkb=" >/dev/null
+rootkb=$(tail -c +"$mark" "$log" | sed -n 's/.*rootkb=\([0-9]*\).*/\1/p' | tail -n 1)
+echo "the root file system: ${rootkb:-?} KiB (the base's is 2 GiB, the disk 4 GiB)"
+check "the first boot grew the root file system to the disk (over 3.5 GiB)" \
+    test "${rootkb:-0}" -gt 3670016
 # `vmws ssh` with the key create put in; when it fails, what the guest says about its SSH server.
 ssh_diag() {
-    type_line "echo '$password' | sudo -S sh -c 'systemctl status ssh vmws-firstboot --no-pager -n 0; ss -ltn; journalctl -b -u ssh -u vmws-firstboot -n 30 --no-pager; ip -4 addr show; ls /etc/ssh/ssh_host_*'; printf 'dia%s\\n' g-done"
-    wait_for 60 "diag-done" >/dev/null
-    echo "---- the guest's SSH server (serial console)"
+    "$vmws" status deb | grep '^net'
+    type_line "echo '$password' | sudo -S sh -c 'systemctl status ssh vmws-firstboot --no-pager -n 0; ss -ltn; journalctl -b -u ssh -u vmws-firstboot -n 30 --no-pager; ip -4 addr show; ip -s link show; grep virtio /proc/interrupts; ls /etc/ssh/ssh_host_*; ping -c 2 -W 2 10.0.2.2'; printf 'dia%s\\n' g-done"
+    wait_for 90 "diag-done" >/dev/null
+    echo "---- the guest's SSH server and network (serial console)"
     tail -c +"$mark" "$log"
     "$vmws" status deb | grep '^net'
+    echo "---- again after the guest's own traffic (ping), not counted:"
+    "$vmws" ssh deb -- -i "$key" -o BatchMode=yes -o ConnectTimeout=60 \
+        -o UserKnownHostsFile="$VMWS_HOME/known_hosts" uname -a 2>&1
 }
 ssh_uname() { # ssh_uname WHEN: vmws ssh deb -- uname -a prints the guest's uname -a
     if [ -z "$key" ]; then
@@ -123,6 +135,7 @@ skew=$(tail -c +"$mark" "$log" | sed -n 's/.*skew=\(-*[0-9]*\).*/\1/p' | tail -n
 echo "guest clock minus host clock after the revert: ${skew:-?} s"
 check "after the revert the guest's clock is the host's (within 2 s)" \
     test "${skew:-99}" -ge -2 -a "${skew:-99}" -le 2
+ssh_uname "after the revert"
 # apt-get update through the NAT, on a small suite (bookworm-updates) so that it stays quick in
 # the box; first whether this machine reaches the archive at all.
 if reach=$(getent hosts deb.debian.org 2>&1) &&
