@@ -152,12 +152,13 @@ static int base_image(const char *dir, char *base, size_t len)
     if (dst && disk_close(dst) < 0 && r == 0)
         r = -EIO;
     disk_close(src);
-    if (r == 0 && (chmod(tmp, 0444) < 0 || rename(tmp, base) < 0))
+    /* link, not rename: a create beside this one that made it first keeps its base (its VM
+     * holds that file's stamp already). */
+    if (r == 0 && (chmod(tmp, 0444) < 0 || (link(tmp, base) < 0 && errno != EEXIST)))
         r = -errno;
-    if (r < 0) {
-        unlink(tmp);
+    unlink(tmp);
+    if (r < 0)
         return cli_error("cannot make the base image %s: %s", base, dst ? strerror(-r) : err);
-    }
     unlink(raw); /* the base image holds it all now */
     return 0;
 }
