@@ -107,8 +107,8 @@ int cli_create_vm(const char *name, struct vm_config *cfg, uint64_t disk_bytes, 
                    "guest writes; the base is shared and never written)\n",
                    CLI_DISK_IMAGE, size, base);
         else
-            printf("disk %s: %s, qcow2 (sparse: it takes what the guest writes)\n",
-                   CLI_DISK_IMAGE, size);
+            printf("disk %s: %s, qcow2 (sparse: it takes what the guest writes)\n", CLI_DISK_IMAGE,
+                   size);
     }
     return 0;
 }
@@ -499,10 +499,9 @@ static json_t *disk_query(const struct vm_paths *p, const struct vm_config *cfg,
                      there ? json_integer((json_int_t)st.st_blocks * 512) : json_null());
 }
 
-
 /* What the disk costs, honestly: the active image's virtual size, the VM's own images (its disk
- * and its snapshots' overlays, as allocated) and, for a linked clone, the shared base under them with
- * its allocated size and whether it is still the one the VM was made on. Into O. */
+ * and its snapshots' overlays, as allocated) and, for a linked clone, the shared base under them
+ * with its allocated size and whether it is still the one the VM was made on. Into O. */
 static void disk_sizes(const struct vm_paths *p, const struct vm_config *cfg, json_t *o)
 {
     char path[2 * PATH_MAX], err[512];
@@ -539,7 +538,9 @@ static void disk_sizes(const struct vm_paths *p, const struct vm_config *cfg, js
     const char *name = strrchr(dir, '/') ? strrchr(dir, '/') + 1 : dir;
     int r = disk_base_check(cfg->disk.base, cfg->disk.base_stamp, err, sizeof(err));
     json_t *b = json_pack("{s:s, s:s, s:s}", "path", cfg->disk.base, "name", name, "state",
-                          r == 0 ? "ok" : r == -ESTALE ? "changed" : "missing");
+                          r == 0         ? "ok"
+                          : r == -ESTALE ? "changed"
+                                         : "missing");
     if (r == 0 && stat(cfg->disk.base, &st) == 0)
         json_object_set_new(b, "allocated_bytes", json_integer((json_int_t)st.st_blocks * 512));
     if (r < 0)

@@ -275,13 +275,11 @@ int disk_virtual_size(const char *path, uint64_t *size)
     struct stat st;
     int r = fstat(fd, &st) < 0 ? -errno : 0;
     if (r == 0 && pread(fd, hdr, sizeof(hdr), 0) == (ssize_t)sizeof(hdr) &&
-        qcow2_probe(hdr, sizeof(hdr)))
-    {
+        qcow2_probe(hdr, sizeof(hdr))) {
         uint64_t be;
         memcpy(&be, hdr + 24, sizeof(be)); /* qcow2's header: the size at byte 24, big-endian */
         *size = be64toh(be);
-    }
-    else if (r == 0)
+    } else if (r == 0)
         *size = (uint64_t)st.st_size;
     close(fd);
     return r;
