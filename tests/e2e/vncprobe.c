@@ -42,10 +42,12 @@ static void print_log(const char *fmt, ...)
     va_end(ap);
 }
 
+/* No password: NULL, which libvncclient refuses ("Reading password failed") - an empty string
+ * it would refuse too, and leak. */
 static char *get_password(rfbClient *cl)
 {
     (void)cl;
-    return strdup(password ? password : "");
+    return password && *password ? strdup(password) : NULL;
 }
 
 /* Which pixels some update has covered since the connection: the first frame is complete
