@@ -33,8 +33,25 @@ ASAN_OPTIONS=halt_on_error=1:detect_leaks=1:log_path=$reports/asan \
     LSAN_OPTIONS=suppressions=$build/tests/lsan.supp \
     UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:log_path=$reports/ubsan \
     make -j"$jobs" check ${tests:+TESTS="$tests"} || rc=$?
+# A leak report whose every allocation was made by a library unloaded before the report (its
+# frames all "<unknown module>": SDL2 unloads the X11 libraries it loaded, at SDL_Quit) can
+# name no code, so it is printed but does not fail the run; vmws never unloads its own modules,
+# so its own leaks are always named. Any other report fails it.
 for f in "$reports"/*; do
     [ -f "$f" ] || continue
+    if /usr/bin/python3 - "$f" <<'PY'; then
+import re, sys
+text = open(sys.argv[1]).read()
+blocks = re.findall(r"leak of \d+ byte.*?allocated from:\n((?:    #\d+ .*\n)+)", text)
+ok = "LeakSanitizer" in text and "AddressSanitizer: " not in text.replace("SUMMARY: AddressSanitizer: ", "")
+ok = ok and blocks and all(
+    all("<unknown module>" in fr for fr in b.splitlines()[1:]) for b in blocks)
+sys.exit(0 if ok else 1)
+PY
+        echo "---- sanitizer report $f (leaks of an unloaded library only: not counted)"
+        cat "$f"
+        continue
+    fi
     echo "---- sanitizer report $f"
     cat "$f"
     rc=1
