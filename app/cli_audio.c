@@ -43,10 +43,11 @@ static void print_audio(const char *name, json_t *a)
            (int)json_integer_value(json_object_get(es, "irq")));
     printf("  pc speaker:  %s\n",
            json_is_true(json_object_get(pc, "sounding")) ? "sounding" : "quiet");
-    printf("  pulseaudio:  %s, %lld frames played, %lld underruns\n",
+    printf("  pulseaudio:  %s, %lld frames played, %lld underruns, %lld ms buffer\n",
            json_string_value(json_object_get(a, "server")),
            (long long)json_integer_value(json_object_get(a, "frames_played")),
-           (long long)json_integer_value(json_object_get(a, "underruns")));
+           (long long)json_integer_value(json_object_get(a, "underruns")),
+           (long long)json_integer_value(json_object_get(a, "buffer_ms")));
 }
 
 int cmd_volume(int argc, char **argv)

@@ -406,8 +406,9 @@ static json_t *delete_and_wait(const char *name, const struct vm_paths *p, const
     if (!c)
         return NULL;
     char err[512];
-    json_t *r = ctl_client_execute(c, "snapshot-delete", json_pack("{s:s}", "id", key),
-                                   OP_TIMEOUT_MS, err, sizeof(err));
+    json_t *args = json_pack("{s:s}", "id", key);
+    json_t *r = ctl_client_execute(c, "snapshot-delete", args, OP_TIMEOUT_MS, err, sizeof(err));
+    json_decref(args);
     if (!r) {
         ctl_client_close(c);
         cli_error("VM '%s': %s", name, err);

@@ -154,13 +154,14 @@ void audio_destroy(struct audio *a)
 json_t *audio_status_json(struct audio *a)
 {
     uint64_t underruns = 0, dropped = 0, written = 0;
+    unsigned buffer_ms = 0;
     if (a->out)
-        a->pulse->stats(a->out, &underruns, &dropped, &written);
-    return json_pack("{s:i, s:b, s:s, s:o, s:o, s:I, s:I, s:I, s:I}", "volume",
+        a->pulse->stats(a->out, &underruns, &dropped, &written, &buffer_ms);
+    return json_pack("{s:i, s:b, s:s, s:o, s:o, s:I, s:I, s:I, s:I, s:i}", "volume",
                      (int)atomic_load(&a->volume), "muted", atomic_load(&a->muted), "server",
                      a->out ? a->pulse->state(a->out) : "unavailable", "es1370",
                      es1370_status_json(a->es1370), "pcspk", pcspk_status_json(a->pcspk),
                      "frames_rendered", (json_int_t)atomic_load(&a->frames_rendered), "frames_sent",
                      (json_int_t)atomic_load(&a->frames_sent), "frames_played", (json_int_t)written,
-                     "underruns", (json_int_t)underruns);
+                     "underruns", (json_int_t)underruns, "buffer_ms", (int)buffer_ms);
 }

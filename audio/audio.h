@@ -45,8 +45,9 @@ struct pulse_ops {
     void (*idle)(struct pulse_out *p);
     /* "connected", "connecting", "unavailable" */
     const char *(*state)(struct pulse_out *p);
+    /* buffer_ms: the server's buffer now (it grows after underruns). */
     void (*stats)(struct pulse_out *p, uint64_t *underruns, uint64_t *dropped_frames,
-                  uint64_t *written_frames);
+                  uint64_t *written_frames, unsigned *buffer_ms);
     void (*destroy)(struct pulse_out *p);
 };
 

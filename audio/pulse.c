@@ -2,7 +2,12 @@
  * loop (asynchronous API). The mixer thread hands frames to pulse_out_write(), which queues them
  * in a small ring and writes what the server asks for; nothing here ever waits for the server.
  * The one idea: the connection is disposable. If no server answers, one warning is logged and a
- * timer retries every 2 s in silence; if the server goes away, the same timer reconnects. */
+ * timer retries every 2 s in silence; if the server goes away, the same timer reconnects.
+ * The server's buffer starts small (40 ms, for a low latency) and doubles, up to 320 ms, each
+ * time the server runs dry while a sound plays: on a loaded or slow host (the KVM box) the
+ * mixer thread is sometimes late, and a longer buffer hears that as latency, not as gaps.
+ * That is what PulseAudio's own ALSA sinks do for late hardware; the size holds for the
+ * process's life and shows in `vmws volume` and vmm.log. */
 #include <pulse/pulseaudio.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -13,8 +18,8 @@
 #include "core/util/log.h"
 
 #define RING_FRAMES (AUDIO_RATE / 5) /* 200 ms beyond the server's buffer, then drop */
-#define TARGET_LATENCY_US 40000      /* what the server buffers for us */
-#define START_US 20000       /* buffered before playback (re)starts: the steady-state latency */
+#define TARGET_LATENCY_US 40000      /* what the server buffers for us, at first */
+#define MAX_LATENCY_US 320000        /* ... after underruns at the most */
 #define MIN_REQUEST_US 10000 /* server wakes us at most every 10 ms */
 #define RETRY_US 2000000
 
@@ -34,6 +39,7 @@ struct pulse_out {
     int16_t ring[RING_FRAMES * AUDIO_CHANNELS];
     size_t head, len; /* in frames */
     uint64_t underruns, dropped, written;
+    unsigned latency_us; /* the server's buffer (tlength); playback (re)starts at half of it */
 };
 
 /* One warning per process, however often the VM reboots and reconnects. */
@@ -105,11 +111,32 @@ static void write_cb(pa_stream *s, size_t nbytes, void *ud)
     drain_locked(ud);
 }
 
+static pa_buffer_attr buffer_attr(unsigned latency_us)
+{
+    return (pa_buffer_attr){
+        .maxlength = (uint32_t)-1,
+        .tlength = (uint32_t)pa_usec_to_bytes(latency_us, &sample_spec),
+        .prebuf = (uint32_t)pa_usec_to_bytes(latency_us / 2, &sample_spec),
+        .minreq = (uint32_t)pa_usec_to_bytes(MIN_REQUEST_US, &sample_spec),
+        .fragsize = (uint32_t)-1,
+    };
+}
+
+/* The server played all we gave it. A corked stream never runs dry, and the mixer writes a tail
+ * of silence before it corks, so here a sound was playing and we were late. */
 static void underflow_cb(pa_stream *s, void *ud)
 {
     struct pulse_out *p = ud;
-    (void)s;
     p->underruns++;
+    if (p->latency_us >= MAX_LATENCY_US)
+        return;
+    p->latency_us *= 2;
+    pa_buffer_attr ba = buffer_attr(p->latency_us);
+    pa_operation *o = pa_stream_set_buffer_attr(s, &ba, NULL, NULL);
+    if (o)
+        pa_operation_unref(o);
+    vmm_log("audio: PulseAudio ran dry (underrun %llu): its buffer is now %u ms",
+            (unsigned long long)p->underruns, p->latency_us / 1000);
 }
 
 static void stream_state_cb(pa_stream *s, void *ud)
@@ -118,8 +145,8 @@ static void stream_state_cb(pa_stream *s, void *ud)
     switch (pa_stream_get_state(s)) {
     case PA_STREAM_READY:
         if (!p->ever_ready || p->state != PULSE_READY)
-            vmm_log("audio: playing through PulseAudio as stream '%s' (%d ms buffer)", p->name,
-                    TARGET_LATENCY_US / 1000);
+            vmm_log("audio: playing through PulseAudio as stream '%s' (%u ms buffer)", p->name,
+                    p->latency_us / 1000);
         p->state = PULSE_READY;
         p->ever_ready = true;
         break;
@@ -145,13 +172,7 @@ static void create_stream(struct pulse_out *p)
     pa_stream_set_state_callback(p->st, stream_state_cb, p);
     pa_stream_set_write_callback(p->st, write_cb, p);
     pa_stream_set_underflow_callback(p->st, underflow_cb, p);
-    pa_buffer_attr ba = {
-        .maxlength = (uint32_t)-1,
-        .tlength = (uint32_t)pa_usec_to_bytes(TARGET_LATENCY_US, &sample_spec),
-        .prebuf = (uint32_t)pa_usec_to_bytes(START_US, &sample_spec),
-        .minreq = (uint32_t)pa_usec_to_bytes(MIN_REQUEST_US, &sample_spec),
-        .fragsize = (uint32_t)-1,
-    };
+    pa_buffer_attr ba = buffer_attr(p->latency_us);
     p->corked = true; /* until there is something to play */
     if (pa_stream_connect_playback(
             p->st, NULL, &ba, PA_STREAM_ADJUST_LATENCY | PA_STREAM_START_CORKED, NULL, NULL) < 0)
@@ -218,6 +239,7 @@ static struct pulse_out *pulse_out_create(const char *stream_name)
     if (!p)
         return NULL;
     snprintf(p->name, sizeof(p->name), "%s", stream_name);
+    p->latency_us = TARGET_LATENCY_US;
     p->ml = pa_threaded_mainloop_new();
     if (!p->ml) {
         free(p);
@@ -287,9 +309,10 @@ static const char *pulse_out_state(struct pulse_out *p)
 }
 
 static void pulse_out_stats(struct pulse_out *p, uint64_t *underruns, uint64_t *dropped_frames,
-                            uint64_t *written_frames)
+                            uint64_t *written_frames, unsigned *buffer_ms)
 {
     pa_threaded_mainloop_lock(p->ml);
+    *buffer_ms = p->latency_us / 1000;
     *underruns = p->underruns;
     *dropped_frames = p->dropped;
     *written_frames = p->written;

@@ -52,7 +52,8 @@ struct ctl_client;
 struct ctl_client *ctl_client_connect(const char *path, json_t **greeting, char *err,
                                       size_t errlen);
 /* Sends a request and waits (skipping events) for its reply, up to TIMEOUT_MS. Returns a new
- * reference to the "return" value, or NULL with ERR set ("CLASS: desc" or the I/O error). */
+ * reference to the "return" value, or NULL with ERR set ("CLASS: desc" or the I/O error).
+ * ARGUMENTS stays the caller's (not stolen). */
 json_t *ctl_client_execute(struct ctl_client *c, const char *command, json_t *arguments,
                            int timeout_ms, char *err, size_t errlen);
 /* Waits up to TIMEOUT_MS for the next event; new reference or NULL on timeout/EOF. */
