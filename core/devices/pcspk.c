@@ -125,9 +125,9 @@ json_t *pcspk_status_json(struct pcspk *p)
     struct kvm_pit_state2 ps;
     bool on = get_pit(p, &ps) == 0 && pcspk_sounding(&ps);
     uint32_t count = on ? (ps.channels[2].count ? ps.channels[2].count : 0x10000) : 0;
-    json_t *j = json_pack("{s:b, s:I, s:I}", "sounding", on, "hz",
-                          (json_int_t)(count ? PIT_HZ / count : 0), "frames",
-                          (json_int_t)p->frames);
+    json_t *j =
+        json_pack("{s:b, s:I, s:I}", "sounding", on, "hz", (json_int_t)(count ? PIT_HZ / count : 0),
+                  "frames", (json_int_t)p->frames);
     pthread_mutex_unlock(&p->lock);
     return j;
 }

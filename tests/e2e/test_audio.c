@@ -3,7 +3,8 @@
  * VM with PULSE_SERVER pointing at it, records the sink's monitor with parec while the guest
  * plays, and measures what was heard: the dominant frequency (Goertzel scan) and how long the
  * sound lasted. Also: no server (one warning, the guest still plays), a server restart (the
- * stream comes back), and guest nonsense (the card is marked broken, the VM keeps answering). */
+ * stream comes back), and guest nonsense (the card is marked broken, the VM keeps answering).
+ * And the PIT behind the speaker as the guest sees it (`pit check`). */
 #include <check.h>
 #include <errno.h>
 #include <math.h>
@@ -426,6 +427,56 @@ START_TEST(server_restart_reconnects)
 }
 END_TEST
 
+/* KVM owns the PIT and port 0x61: a rising edge of channel 2's gate leaves the other channels
+ * counting (a VMM that rewrote the whole PIT on that edge, as vmws did before issue 14, restarts
+ * them all: channel 1 then counted ~50 ticks in 10 ms instead of ~12000), and bit 5 of port
+ * 0x61 follows channel 2's 100 Hz square wave. The guest's microseconds come from its TSC,
+ * calibrated 1/16 high (so they run a little short); a vCPU preempted for 40 ms would wrap
+ * channel 1's 16 bits, so the edge is tried up to three times. */
+START_TEST(pit_gate_edge_restarts_no_channel)
+{
+    test_begin();
+    char server[400];
+    snprintf(server, sizeof(server), "unix:%s/no-such-pulse", e2e_home());
+    setenv("PULSE_SERVER", server, 1);
+    struct console *c = start_vm("pit");
+    unsigned ticks = 0, changes = 0, reads = 0;
+    unsigned long us = 0, wave_us = 0, ns = 0;
+    for (int attempt = 0; attempt < 3; attempt++) {
+        size_t from = c->mark;
+        run(c, "pit check", " ns each)", 5000);
+        const char *line = strstr(c->buf + from, "pit: channel 1 counted ");
+        const char *wave = strstr(c->buf + from, "pit: port 0x61 bit 5 changed ");
+        ck_assert_msg(
+            line && wave &&
+                sscanf(line, "pit: channel 1 counted %u ticks in %lu us", &ticks, &us) == 2 &&
+                sscanf(wave, "pit: port 0x61 bit 5 changed %u times in %lu us (%u reads, %lu ns",
+                       &changes, &wave_us, &reads, &ns) == 4,
+            "unexpected 'pit check' output: %s", c->buf + from);
+        fprintf(stderr,
+                "pit check: channel 1 counted %u ticks in %lu us; bit 5 changed %u times in %lu "
+                "us; %u reads of port 0x61, %lu ns each\n",
+                ticks, us, changes, wave_us, reads, ns);
+        if (us >= 9000 && us < 40000)
+            break;
+    }
+    ck_assert_msg(us >= 9000 && us < 40000, "the 10 ms delay took %lu us", us);
+    /* 1.193182 ticks a microsecond; half of that is far above what a restart leaves. */
+    ck_assert_msg(ticks >= us * 1193 / 2000,
+                  "channel 1 counted %u ticks in %lu us: the gate edge on channel 2 restarted it",
+                  ticks, us);
+    /* 100 Hz: a change every 5 ms. Never more than the wave makes (the guest's us run up to
+     * 1/16 short); fewer where the vCPU was preempted across whole periods. */
+    unsigned most = (unsigned)(wave_us * 17 / 16 / 5000) + 2;
+    ck_assert_msg(changes >= 4 && changes <= most,
+                  "port 0x61 bit 5 changed %u times in %lu us; a 100 Hz OUT2 changes every 5 ms",
+                  changes, wave_us);
+    console_close(c);
+    vmws_cmd(out, sizeof(out), 20, "kill", "pit", NULL);
+    e2e_teardown();
+}
+END_TEST
+
 START_TEST(guest_nonsense_breaks_the_card_not_the_vm)
 {
     test_begin();
@@ -471,6 +522,7 @@ int main(void)
     tcase_add_test(tc, no_server_runs_silent_with_one_warning);
     tcase_add_test(tc, server_restart_reconnects);
     tcase_add_test(tc, guest_nonsense_breaks_the_card_not_the_vm);
+    tcase_add_test(tc, pit_gate_edge_restarts_no_channel);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
