@@ -57,11 +57,13 @@ static int get_pit(struct pcspk *p, struct kvm_pit_state2 *ps)
 }
 
 /* Whether the speaker sounds: port 0x61 bits 0 and 1 both on, which KVM keeps as channel 2's
- * gate and KVM_PIT_FLAGS_SPEAKER_DATA_ON (reported by KVM_GET_PIT2 since Linux 5.19; the
- * host's 6.18 and the box's Debian 6.1 both have it). Linux's pcspkr and our guest's `beep`
- * set both bits together and clear both; Linux's PIT calibration sets the gate alone (a mode-0
- * one-shot), and so does our guest's calibration fallback: both stay silent, as on hardware.
- * A kernel older than the flag never reports it, and the speaker stays silent there. */
+ * gate and KVM_PIT_FLAGS_SPEAKER_DATA_ON. KVM_GET_PIT2 reports that flag wherever the uapi
+ * header defines it: Debian 12's 6.1 (the box's kernel) does, and this host's 6.18 does
+ * (test_audio hears `beep`). Linux's pcspkr and our guest's `beep` set both bits together and
+ * clear both; Linux's PIT calibration raises the gate alone (a mode-0 one-shot), as does our
+ * guest's calibration fallback (mode 2): both stay silent, as on hardware. A kernel without
+ * the flag never reports it, and the speaker stays silent there rather than guess from the
+ * gate and mode, which would sound the calibrations. */
 static bool pcspk_sounding(const struct kvm_pit_state2 *ps)
 {
     return ps->channels[2].gate && (ps->flags & KVM_PIT_FLAGS_SPEAKER_DATA_ON);
