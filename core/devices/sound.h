@@ -41,8 +41,9 @@ bool pcspk_render(struct pcspk *p, int32_t *mix, unsigned n);
 json_t *pcspk_status_json(struct pcspk *p);
 int pcspk_save(struct pcspk *p, struct state_writer *w); /* record 'PCSP' */
 int pcspk_load(struct pcspk *p, const struct state_reader *r);
-/* After a load (vCPUs stopped, the machine's PIT record applied): gives KVM's PIT the gate and
- * speaker bits of a record saved by a vmws that kept them itself (version 1). */
+/* When the devices resume after a save or a load (the vCPUs still stopped, the machine's PIT
+ * record applied): gives KVM's PIT the gate and speaker bits of a just-loaded record saved by
+ * a vmws that kept them itself (version 1); otherwise nothing. */
 void pcspk_resume(struct pcspk *p);
 
 #endif
