@@ -39,10 +39,9 @@ struct pcspk_regs {
 struct pcspk {
     struct machine *m;
     pthread_mutex_t lock;
-    struct pcspk_regs r;
-    int v1_port61;       /* a version-1 record's gate and speaker bits, for the PIT, or -1 */
-    uint32_t last_count; /* channel 2's count at the last tick, for status */
-    uint64_t frames;     /* output frames with the speaker sounding */
+    uint64_t phase;  /* as in the record */
+    int v1_port61;   /* a version-1 record's gate and speaker bits, for the PIT, or -1 */
+    uint64_t frames; /* output frames with the speaker sounding */
     bool pit_error_logged;
 };
 
@@ -74,12 +73,11 @@ bool pcspk_render(struct pcspk *p, int32_t *mix, unsigned n)
     pthread_mutex_lock(&p->lock);
     struct kvm_pit_state2 ps;
     if (get_pit(p, &ps) < 0 || !pcspk_sounding(&ps)) {
-        p->r.phase = 0;
+        p->phase = 0;
         pthread_mutex_unlock(&p->lock);
         return false;
     }
     uint32_t count = ps.channels[2].count ? ps.channels[2].count : 0x10000;
-    p->last_count = count;
     uint64_t hz = PIT_HZ / count;
     /* Modes 2 and 3 (and their aliases 6, 7) are periodic; a one-shot mode or an inaudible
      * rate is a click at most. */
@@ -91,8 +89,8 @@ bool pcspk_render(struct pcspk *p, int32_t *mix, unsigned n)
     uint64_t step = (PIT_HZ << 32) / AUDIO_RATE, period = (uint64_t)count << 32;
     uint64_t high = period / 2;
     for (unsigned i = 0; i < n; i++) {
-        p->r.phase = (p->r.phase + step) % period;
-        int32_t s = p->r.phase < high ? SPEAKER_AMPLITUDE : -SPEAKER_AMPLITUDE;
+        p->phase = (p->phase + step) % period;
+        int32_t s = p->phase < high ? SPEAKER_AMPLITUDE : -SPEAKER_AMPLITUDE;
         mix[2 * i] += s;
         mix[2 * i + 1] += s;
     }
@@ -107,7 +105,6 @@ struct pcspk *pcspk_create(struct machine *m)
     if (!p)
         return NULL;
     p->m = m;
-    p->r.version = 2;
     p->v1_port61 = -1;
     pthread_mutex_init(&p->lock, NULL);
     return p;
@@ -137,7 +134,7 @@ json_t *pcspk_status_json(struct pcspk *p)
 int pcspk_save(struct pcspk *p, struct state_writer *w)
 {
     pthread_mutex_lock(&p->lock);
-    struct pcspk_regs regs = {.version = 2, .phase = p->r.phase};
+    struct pcspk_regs regs = {.version = 2, .phase = p->phase};
     state_put(w, STATE_TAG('P', 'C', 'S', 'P'), 0, &regs, sizeof(regs));
     pthread_mutex_unlock(&p->lock);
     return w->error;
@@ -152,7 +149,7 @@ int pcspk_load(struct pcspk *p, const struct state_reader *rd)
     if (regs.version != 1 && regs.version != 2)
         return -EINVAL;
     pthread_mutex_lock(&p->lock);
-    p->r.phase = regs.phase;
+    p->phase = regs.phase;
     p->v1_port61 = regs.version == 1 ? (int)(regs.port61 & (PORT61_GATE2 | PORT61_SPEAKER)) : -1;
     pthread_mutex_unlock(&p->lock);
     return 0;
