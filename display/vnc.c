@@ -335,7 +335,10 @@ static struct vnc_server *vnc_server_start(struct display *d, char *err, size_t 
     s->listenInterface = host.s_addr;
     s->ipv6port = 0;
     s->listen6Interface = NULL;
-    s->deferUpdateTime = 0;
+    /* libvncserver's per-client output thread sleeps this long (ms) in a loop until the client
+     * has authenticated, and before each update: 0 made every viewer still in its handshake (a
+     * password prompt left open, any local process holding the port) spin a host core. */
+    s->deferUpdateTime = 1;
     if (d->cfg.vnc_password[0]) {
         v->passwords[0] = d->cfg.vnc_password;
         s->authPasswdData = v->passwords;

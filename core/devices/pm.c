@@ -3,7 +3,7 @@
  * off and the fixed-feature power button raises the SCI (IRQ 9, level) while its status and
  * enable bits are both set, and the POST port 0x80 (Linux's I/O delay). Each is a few lines.
  * The reset register 0xCF9 shares its dword with PCI's address register and lives in
- * core/devices/pci.c; port 0x61 is the PC speaker (core/devices/pcspk.c). */
+ * core/devices/pci.c; port 0x61 is KVM's, with its PIT (core/devices/pcspk.c). */
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -116,7 +116,7 @@ static void post_io(void *opaque, uint64_t offset, uint8_t *data, uint32_t len, 
 }
 
 /* Version 2 of 'ACPM' is PM1 status, enable and control; version 1 also held port 0x61,
- * which core/devices/pcspk.c owns now (its byte is ignored). */
+ * which KVM owns now (its byte is ignored). */
 #define ACPM_TAG STATE_TAG('A', 'C', 'P', 'M')
 
 int pm_save(struct pm *p, struct state_writer *w)

@@ -1,5 +1,5 @@
-/* The sound devices: an Ensoniq ES1370 on the PCI bus (es1370.c) and the PC speaker on port
- * 0x61, driven by PIT channel 2 from KVM (pcspk.c). Neither keeps time on its own: a clock -
+/* The sound devices: an Ensoniq ES1370 on the PCI bus (es1370.c) and the PC speaker, PIT
+ * channel 2 gated by port 0x61, both in KVM (pcspk.c). Neither keeps time on its own: a clock -
  * the mixer (audio/audio.h) - asks each for the frames due, and each renders them into a mix,
  * moving the guest's DMA and raising its interrupts as real hardware would in that time. */
 #ifndef VMWS_SOUND_H
@@ -41,5 +41,9 @@ bool pcspk_render(struct pcspk *p, int32_t *mix, unsigned n);
 json_t *pcspk_status_json(struct pcspk *p);
 int pcspk_save(struct pcspk *p, struct state_writer *w); /* record 'PCSP' */
 int pcspk_load(struct pcspk *p, const struct state_reader *r);
+/* When the devices resume after a save or a load (the vCPUs still stopped, the machine's PIT
+ * record applied): gives KVM's PIT the gate and speaker bits of a just-loaded record saved by
+ * a vmws that kept them itself (version 1); otherwise nothing. */
+void pcspk_resume(struct pcspk *p);
 
 #endif

@@ -260,8 +260,9 @@ int machine_create(struct machine *m, struct guest_mem *mem, unsigned ncpus, cha
         return err_set_errno(err, errlen, "KVM_SET_IDENTITY_MAP_ADDR");
     if (ioctl(m->vm_fd, KVM_CREATE_IRQCHIP, 0) < 0)
         return err_set_errno(err, errlen, "KVM_CREATE_IRQCHIP");
-    /* No KVM_PIT_SPEAKER_DUMMY: port 0x61 (speaker gate) comes to us. */
-    struct kvm_pit_config pit = {.flags = 0};
+    /* KVM_PIT_SPEAKER_DUMMY: KVM owns port 0x61 too (channel 2's gate and the speaker bit,
+     * under the PIT's own lock); the PC speaker only reads them (core/devices/pcspk.c). */
+    struct kvm_pit_config pit = {.flags = KVM_PIT_SPEAKER_DUMMY};
     if (ioctl(m->vm_fd, KVM_CREATE_PIT2, &pit) < 0)
         return err_set_errno(err, errlen, "KVM_CREATE_PIT2");
 

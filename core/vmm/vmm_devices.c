@@ -102,8 +102,8 @@ static int audio_row_create(struct vmm *v, char *err, size_t errlen)
     if (v->es1370 && v->pcspk)
         v->audio = v->backends->audio.create(&v->m, v->es1370, v->pcspk, &acfg);
     if (!v->audio) {
-        vmm_log("audio: cannot create the sound devices (PCI slot %d or port 0x61 taken, or no "
-                "mixer thread): the VM runs without sound",
+        vmm_log("audio: cannot create the sound devices (PCI slot %d taken, or no mixer "
+                "thread): the VM runs without sound",
                 ES1370_PCI_SLOT);
         audio_row_destroy(v);
     }
@@ -127,6 +127,8 @@ static void audio_row_resume(struct vmm *v)
 {
     if (v->es1370)
         es1370_resume(v->es1370);
+    if (v->pcspk)
+        pcspk_resume(v->pcspk);
 }
 static int audio_row_save(struct vmm *v, struct state_writer *w)
 {

@@ -5,7 +5,8 @@
  * sound lasted. Also: no server (one warning, the guest still plays), a server restart (the
  * stream comes back), guest nonsense (the card is marked broken, the VM keeps answering), and
  * a late host (the VMM stopped for 150 ms at a time): the buffer grows until a shorter stall
- * is no longer a gap in what the sink hears. */
+ * is no longer a gap in what the sink hears. And the PIT behind the speaker as the guest sees
+ * it (`pit check`). */
 #include <check.h>
 #include <errno.h>
 #include <math.h>
@@ -551,6 +552,57 @@ START_TEST(a_late_host_grows_the_buffer_not_the_gaps)
 }
 END_TEST
 
+/* KVM owns the PIT and port 0x61: a rising edge of channel 2's gate leaves the other channels
+ * counting (a VMM that rewrote the whole PIT on that edge, as vmws did before issue 14, restarts
+ * them all: channel 1 then counted ~50 ticks in 10 ms instead of ~12000), and bit 5 of port
+ * 0x61 follows channel 2's 100 Hz square wave. The guest's microseconds come from its TSC,
+ * calibrated 1/16 high (so they run a little short); a vCPU preempted for 40 ms would wrap
+ * channel 1's 16 bits, so the edge is tried up to five times. */
+START_TEST(pit_gate_edge_restarts_no_channel)
+{
+    test_begin();
+    char server[400];
+    snprintf(server, sizeof(server), "unix:%s/no-such-pulse", e2e_home());
+    setenv("PULSE_SERVER", server, 1);
+    struct console *c = start_vm("pit");
+    unsigned ticks = 0, changes = 0, reads = 0;
+    unsigned long us = 0, wave_us = 0, ns = 0;
+    for (int attempt = 0; attempt < 5; attempt++) {
+        size_t from = c->mark;
+        run(c, "pit check", " ns each)", 5000);
+        const char *line = strstr(c->buf + from, "pit: channel 1 counted ");
+        const char *wave = strstr(c->buf + from, "pit: port 0x61 bit 5 changed ");
+        ck_assert_msg(
+            line && wave &&
+                sscanf(line, "pit: channel 1 counted %u ticks in %lu us", &ticks, &us) == 2 &&
+                sscanf(wave, "pit: port 0x61 bit 5 changed %u times in %lu us (%u reads, %lu ns",
+                       &changes, &wave_us, &reads, &ns) == 4,
+            "unexpected 'pit check' output: %s", c->buf + from);
+        fprintf(stderr,
+                "pit check: channel 1 counted %u ticks in %lu us; bit 5 changed %u times in %lu "
+                "us; %u reads of port 0x61, %lu ns each\n",
+                ticks, us, changes, wave_us, reads, ns);
+        if (us >= 9000 && us < 40000)
+            break;
+    }
+    ck_assert_msg(us >= 9000 && us < 40000, "the 10 ms delay took %lu us", us);
+    /* 1.193182 ticks a microsecond; half of that is far above what a restart leaves. */
+    ck_assert_msg(ticks >= us * 1193 / 2000,
+                  "channel 1 counted %u ticks in %lu us: the gate edge on channel 2 restarted it",
+                  ticks, us);
+    /* 100 Hz: a change every 5 ms. Never more than the wave makes (the guest's us run up to
+     * 1/16 short); fewer where the vCPU was preempted across whole periods (a loaded host saw
+     * 4 in 100 ms, reads 0.8 ms apart), but it must go both ways. */
+    unsigned most = (unsigned)(wave_us * 17 / 16 / 5000) + 2;
+    ck_assert_msg(changes >= 2 && changes <= most,
+                  "port 0x61 bit 5 changed %u times in %lu us; a 100 Hz OUT2 changes every 5 ms",
+                  changes, wave_us);
+    console_close(c);
+    vmws_cmd(out, sizeof(out), 20, "kill", "pit", NULL);
+    e2e_teardown();
+}
+END_TEST
+
 START_TEST(guest_nonsense_breaks_the_card_not_the_vm)
 {
     test_begin();
@@ -600,6 +652,7 @@ int main(void)
     tcase_add_test(tc, server_restart_reconnects);
     tcase_add_test(tc, guest_nonsense_breaks_the_card_not_the_vm);
     tcase_add_test(tc, a_late_host_grows_the_buffer_not_the_gaps);
+    tcase_add_test(tc, pit_gate_edge_restarts_no_channel);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -86,12 +86,17 @@ static uint64_t bytes_received(rfbClient *cl)
     return ti.tcpi_bytes_received;
 }
 
-/* Handles messages until DEADLINE; returns false if the connection broke. */
+/* Handles messages until DEADLINE; returns false if the connection broke. libvncclient reads
+ * the socket in 8 KiB gulps into cl->buf, so a message can be waiting there with nothing left
+ * on the socket: WaitForMessage (a select() on the socket alone, in 0.9.14) would then sleep
+ * until the server sent something else. That happened when the server sent the first frame's
+ * size marker and its pixels back to back and one read took both: the frame sat in the buffer
+ * until the guest's clock redrew the screen (up to a minute), and the probe gave up at 20 s. */
 static bool pump(rfbClient *cl, uint64_t deadline, bool stop_on_update)
 {
     got_update = false;
     while (now_ns() < deadline) {
-        int n = WaitForMessage(cl, 10000);
+        int n = cl->buffered > 0 ? 1 : WaitForMessage(cl, 10000);
         if (n < 0)
             return false;
         if (n > 0 && !HandleRFBServerMessage(cl))

@@ -49,6 +49,7 @@ static void cmd_help(void)
                  "cpus                  list the online CPUs\n"
                  "beep FREQ MS          sound the PC speaker\n"
                  "tone FREQ MS          play a sine through the sound card\n"
+                 "pit check             PIT channels 1 and 2 and port 0x61 as the guest sees them\n"
                  "sound [info|garbage]  show the sound card; or program nonsense into it\n"
                  "fb test | fill RRGGBB | noise N | clear | info   framebuffer console\n"
                  "ls | touch NAME | write NAME TEXT | cat NAME | rm NAME | sync   files on disk\n"
@@ -182,6 +183,8 @@ static void run_command(char *line)
         cmd_beep(argc, argv);
     else if (!strcmp(argv[0], "tone"))
         cmd_tone(argc, argv);
+    else if (!strcmp(argv[0], "pit"))
+        cmd_pit(argc, argv);
     else if (!strcmp(argv[0], "sound"))
         cmd_sound(argc, argv);
     else if (!strcmp(argv[0], "ls"))

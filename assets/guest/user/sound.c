@@ -3,7 +3,8 @@
  * quarter-wave table and a 32-bit phase accumulator; no FPU), plays it through DAC2 from a ring
  * of four 20 ms periods at 44.1 kHz, 16-bit stereo, and refills each period when the card's
  * period interrupt (IRQ 10/11 via the 8259; kernel/head.S counts it) says it has been played.
- * `beep` programs PIT channel 2 as a square wave and gates it into the speaker via port 0x61. */
+ * `beep` programs PIT channel 2 as a square wave and gates it into the speaker via port 0x61;
+ * `pit check` shows what a guest sees of channels 1 and 2 and port 0x61 (for the VMM's tests). */
 #include "assets/guest/user/sound.h"
 
 /* ES1370 registers (see the VMM's core/devices/es1370.c). */
@@ -31,6 +32,7 @@
 #define AMPLITUDE 16384 /* half of full scale */
 
 #define PIT_HZ 1193182u
+#define PIT_CH1 0x41
 #define PIT_CH2 0x42
 #define PIT_CMD 0x43
 #define PORT61 0x61
@@ -214,6 +216,58 @@ void cmd_beep(int argc, char **argv)
     delay_us((uint32_t)(ms * 1000));
     outb(PORT61, gate & 0x0c);
     console_puts("beep: done\n");
+}
+
+static uint16_t pit_latched_count(unsigned channel)
+{
+    outb(PIT_CMD, (uint8_t)(channel << 6)); /* counter latch */
+    uint8_t lo = inb((uint16_t)(0x40 + channel));
+    return (uint16_t)(lo | inb((uint16_t)(0x40 + channel)) << 8);
+}
+
+/* pit check: (1) channel 1 (mode 2, 65536) keeps counting across a rising edge of channel 2's
+ * gate in mode 3 - a VMM that rewrites the whole PIT on that edge restarts every channel, and
+ * channel 1 then counts far fewer ticks than the time says; (2) port 0x61 bit 5 follows channel
+ * 2's OUT, a 100 Hz square wave (a change every 5 ms), and what a read of port 0x61 costs. The
+ * speaker stays off throughout (bit 1 clear): silent. */
+void cmd_pit(int argc, char **argv)
+{
+    if (argc != 2 || strcmp(argv[1], "check")) {
+        console_puts("usage: pit check\n");
+        return;
+    }
+    uint64_t tsc_per_us = timer_tsc_per_us();
+    uint8_t keep = inb(PORT61) & 0x0c;
+    outb(PORT61, keep); /* channel 2's gate low, speaker off */
+    unsigned count = (PIT_HZ + 50) / 100;
+    outb(PIT_CMD, 0xb6); /* channel 2, lo/hi byte, mode 3, binary */
+    outb(PIT_CH2, (uint8_t)count);
+    outb(PIT_CH2, (uint8_t)(count >> 8));
+    outb(PIT_CMD, 0x74); /* channel 1, lo/hi byte, mode 2, binary: count 65536 (54.9 ms) */
+    outb(PIT_CH1, 0);
+    outb(PIT_CH1, 0);
+    uint64_t t0 = rdtsc();
+    uint16_t c0 = pit_latched_count(1);
+    delay_us(10000);
+    outb(PORT61, keep | 0x01); /* the rising edge */
+    uint16_t c1 = pit_latched_count(1);
+    uint64_t us = (rdtsc() - t0) / tsc_per_us;
+    printf("pit: channel 1 counted %u ticks in %lu us across a gate edge on channel 2\n",
+           (unsigned)(uint16_t)(c0 - c1), us);
+
+    unsigned reads = 0, changes = 0;
+    uint8_t last = inb(PORT61) & 0x20;
+    t0 = rdtsc();
+    while (rdtsc() - t0 < 100000 * tsc_per_us) {
+        uint8_t out2 = inb(PORT61) & 0x20;
+        changes += out2 != last;
+        last = out2;
+        reads++;
+    }
+    us = (rdtsc() - t0) / tsc_per_us;
+    outb(PORT61, keep);
+    printf("pit: port 0x61 bit 5 changed %u times in %lu us (%u reads, %lu ns each)\n", changes, us,
+           reads, reads ? us * 1000 / reads : 0);
 }
 
 void cmd_sound(int argc, char **argv)

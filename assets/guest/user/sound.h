@@ -15,6 +15,7 @@ bool pci_find(uint16_t vendor, uint16_t device, unsigned *slot);
 /* --- sound.c: shell commands --- */
 void cmd_beep(int argc, char **argv);  /* beep FREQ MS: PC speaker */
 void cmd_tone(int argc, char **argv);  /* tone FREQ MS: sine through the ES1370 */
+void cmd_pit(int argc, char **argv);   /* pit check: PIT channels 1, 2 and port 0x61 */
 void cmd_sound(int argc, char **argv); /* sound info | sound garbage */
 
 /* Kernel (head.S): ES1370 interrupts so far; SYS_WAIT_SOUND sleeps until it moves. */
