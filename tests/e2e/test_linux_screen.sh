@@ -25,7 +25,7 @@ os.rename(tmp, sys.argv[1])
 EOF
 linux_fixture shell-init.sh virtio_pci,virtio_blk,psmouse "" "$pattern"
 "$vmws" create scr --memory 256M --cpus 1 --disk 16M --kernel "$kernel" --initrd "$initrd" \
-    --append "console=ttyS0" >/dev/null || exit 99
+    --append "$linux_console" >/dev/null || exit 99
 "$vmws" vnc-password scr --clear >/dev/null || exit 99
 out=$("$vmws" start scr --display vnc) || { echo "start: $out"; exit 99; }
 port=$(echo "$out" | sed -n 's/.*vnc: *127\.0\.0\.1:\([0-9]*\).*/\1/p' | head -n 1)
