@@ -2,15 +2,15 @@
 # Reservation, limit and dynamic memory with Debian's own kernel (issue 15, seeds 001 and 003),
 # in one boot. Needs cgroup v2 with the memory controller (the KVM box has it; a host without
 # it gets "not available", checked natively by tests/e2e/test_memory_admission.sh).
-# - limit: the VM's cgroup has memory.max 160 MiB while the guest fills 96 MiB of tmpfs with
+# - limit: the VM's cgroup has memory.max 128 MiB while the guest fills 96 MiB of tmpfs with
 #   random data; the .vmem (on ext4) takes the rest, as the host's swap file:
 #   the guest keeps running, memory.current stays under the limit, md5sum -c passes, and
 #   vmws mem shows resident < allocated.
 # - dynamic memory: min 96 MiB, buffer 50%: as the guest's tmpfs grows the memory it keeps
 #   rises (the balloon target falls) with "guest needs N MiB + 50% buffer" shown by vmws mem,
 #   and once the guest deletes it, it shrinks back to the min.
-# - admission control: with that VM (reservation 160 MiB) running, a VM that reserves more than
-#   the host has left (MemTotal - 160 MiB - the host's margin) does not start, and says why.
+# - admission control: with that VM (reservation 128 MiB) running, a VM that reserves more than
+#   the host has left (MemTotal - 128 MiB - the host's margin) does not start, and says why.
 # Sizes are the least that prove it: in the KVM box every MiB the guest touches first costs
 # about 0.1 s, and one the host writes back and reads again several times that (with 320 MiB
 # under a 256 MiB limit, filling and checking took 290 s). This guest needs about 30 MiB of
@@ -35,7 +35,7 @@ cg_root=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/mounts)
 [ -n "$cg_root" ] && grep -qw memory "$cg_root/cgroup.controllers" ||
     { echo "no cgroup v2 memory controller here (this test runs in the KVM box)"; exit 99; }
 "$vmws" create lm --memory 512M --cpus 1 --disk 16M --kernel "$kernel" --initrd "$initrd" \
-    --append "$linux_console init_on_alloc=0" --net none --reservation 160M --limit 160M \
+    --append "$linux_console init_on_alloc=0" --net none --reservation 128M --limit 128M \
     --dynamic-memory --memory-min 96M --memory-buffer 50 >/dev/null || exit 99
 "$vmws" start lm --display none >/dev/null || { cat "$VMWS_HOME/lm/vmm.log"; exit 99; }
 log=$VMWS_HOME/lm/serial.log
@@ -54,24 +54,24 @@ echo "  booted $at"
 cg=$(mem_json | field management.cgroup.path)
 echo "  the VM's cgroup: $cg"
 check "the VMM is in its own cgroup" sh -c "grep -qx '0::${cg#$cg_root}' /proc/$(cat "$VMWS_HOME/lm/vmm.pid")/cgroup"
-check "memory.max is the limit (160 MiB)" sh -c "[ \$(cat '$cg/memory.max') = 167772160 ]"
-check "memory.min is the reservation (160 MiB)" sh -c "[ \$(cat '$cg/memory.min') = 167772160 ]"
+check "memory.max is the limit (128 MiB)" sh -c "[ \$(cat '$cg/memory.max') = 134217728 ]"
+check "memory.min is the reservation (128 MiB)" sh -c "[ \$(cat '$cg/memory.min') = 134217728 ]"
 check "vmws status shows the reservation, limit and cgroup" \
-    sh -c "'$vmws' status lm | grep -q 'reservation *160.0 MiB' && '$vmws' status lm | grep -q 'memory.current of $cg'"
+    sh -c "'$vmws' status lm | grep -q 'reservation *128.0 MiB' && '$vmws' status lm | grep -q 'memory.current of $cg'"
 
-# ---- admission control, while lm (reservation 160 MiB) runs ----
+# ---- admission control, while lm (reservation 128 MiB) runs ----
 total=$(awk '/^MemTotal:/ { print int($2 / 1024) }' /proc/meminfo)
 margin=$((total / 10))
 [ $margin -lt 256 ] && margin=256
 [ $margin -gt 2048 ] && margin=2048
-want=$(((total - margin - 160 + 64) / 2 * 2))
+want=$(((total - margin - 128 + 64) / 2 * 2))
 "$vmws" create big --memory "$((want + 64))M" --reservation "${want}M" --net none >/dev/null || exit 99
 out=$("$vmws" start big 2>&1)
 echo "$out" | grep "not started" | head -n 1 | sed 's/^ */  /'
-check "a VM reserving $want MiB (the host has $total MiB, lm reserves 160, margin $margin) does not start" \
+check "a VM reserving $want MiB (the host has $total MiB, lm reserves 128, margin $margin) does not start" \
     sh -c "! '$vmws' status big | grep -q '^state: *running'"
 check "the refusal says why, with the numbers" \
-    sh -c "echo '$out' | grep -q 'its reservation of $want MiB cannot be met: the host has [0-9]* MiB of RAM, 1 running VM(s) reserve 160 MiB'"
+    sh -c "echo '$out' | grep -q 'its reservation of $want MiB cannot be met: the host has [0-9]* MiB of RAM, 1 running VM(s) reserve 128 MiB'"
 "$vmws" delete big >/dev/null 2>&1
 
 # ---- dynamic memory: the guest's demand rises ----
@@ -104,15 +104,15 @@ echo "  kept $keep0 -> $keep1 MiB; the last change: $reason"
 check "the reason is the guest's demand and the buffer" sh -c "echo '$reason' | grep -Eq '^guest needs [0-9]+ MiB \+ 50% buffer'"
 check "vmws mem shows the change with its reason" sh -c "'$vmws' mem lm | grep -Eq 'keeps +[0-9.]+ MiB  guest needs [0-9]+ MiB \+ 50% buffer'"
 
-# ---- the limit: the host holds at most 160 MiB of the guest's 200+ ----
+# ---- the limit: the host holds at most 128 MiB, the .vmem the rest ----
 cur=$(($(cat "$cg/memory.current") / 1048576)) peak_events=$(awk '$1 == "max" { print $2 }' "$cg/memory.events")
 alloc=$(mem_json | field_mib vm.allocated) res=$(mem_json | field_mib vm.resident)
-echo "  memory.current $cur MiB (limit 160), memory.max hit $peak_events times; .vmem allocated $alloc MiB, resident $res MiB"
-check "memory.current stays under the limit" ge 160 "$cur"
+echo "  memory.current $cur MiB (limit 128), memory.max hit $peak_events times; .vmem allocated $alloc MiB, resident $res MiB"
+check "memory.current stays under the limit" ge 128 "$cur"
 check "the .vmem holds what the guest filled (allocated >= 100 MiB)" ge "$alloc" 100
 check "resident < allocated: the rest is written back to the .vmem" ge "$alloc" $((res + 32))
 check "the guest keeps running and its data verifies (md5sum -c)" guest "md5sum -c /sums"
-check "vmws mem --json: cgroup memory.current under the limit" sh -c "[ \$('$vmws' mem lm --json | $py -c 'import json,sys; print(json.load(sys.stdin)[\"management\"][\"cgroup\"][\"current\"])') -le 167772160 ]"
+check "vmws mem --json: cgroup memory.current under the limit" sh -c "[ \$('$vmws' mem lm --json | $py -c 'import json,sys; print(json.load(sys.stdin)[\"management\"][\"cgroup\"][\"current\"])') -le 134217728 ]"
 
 # ---- dynamic memory: the demand falls ----
 check "the guest deletes its tmpfs data" guest "rm /t/f* && umount /t"
