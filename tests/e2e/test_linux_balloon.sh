@@ -152,13 +152,14 @@ check "free page reporting on again (pageblock order)" guest "echo 9 > $reportin
 check "the guest deleted that file" guest "rm /t/fill"
 # What it freed is reported meanwhile (Linux waits 2 s, then reports in rounds): until the
 # .vmem's allocated size has not moved for 2 s, at most 10 s.
-b0=$(alloc_mib) same=0
-for i in $(seq 1 40); do
-    sleep 0.25
+linux_at
+b0=$(alloc_mib) t_rm=$linux_cs t_same=$linux_cs
+while [ $((linux_cs - t_rm)) -lt 1000 ]; do # (centiseconds of the box's uptime)
+    sleep 0.5
     b=$(alloc_mib)
-    [ "$b" = "$b0" ] && same=$((same + 1)) || same=0
-    b0=$b
-    [ $i -ge 12 ] && [ $same -ge 8 ] && break
+    linux_at
+    [ "$b" != "$b0" ] && b0=$b t_same=$linux_cs
+    [ $((linux_cs - t_same)) -ge 200 ] && [ $((linux_cs - t_rm)) -ge 300 ] && break
 done
 check "the guest filled 128 MiB of tmpfs" guest "dd if=/dev/zero of=/t/fill bs=1M count=128"
 b1=$(alloc_mib)
