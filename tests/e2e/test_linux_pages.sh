@@ -2,7 +2,7 @@
 # Page sharing and large pages with Debian's own kernel (issue 15), in the KVM box:
 # - hugetlbfs: with huge pages reserved (/proc/sys/vm/nr_hugepages), a VM on
 #   --memory-backend hugetlbfs boots, HugePages_Free drops as the guest touches its RAM, and
-#   the guest works (a 64 MiB tmpfs file verifies with md5sum -c).
+#   the guest works (a 32 MiB tmpfs file verifies with md5sum -c).
 # - KSM: two 128 MiB VMs from the same kernel and initramfs on the anon backend with
 #   memory_sharing = yes, KSM switched on (/sys/kernel/mm/ksm/run): `vmws mem` reports merged
 #   pages for both, and the dashboard (in tmux) shows them in the Memory panel's huge/KSM row
@@ -58,10 +58,10 @@ sed -i "s/^free_page_reporting = yes/free_page_reporting = no/" "$VMWS_HOME/zh/v
 f0=$(hp_free)
 boot zh
 f1=$(hp_free)
-check "the guest fills and checks 64 MiB of tmpfs" \
-    guest "mkdir -p /t && mount -t tmpfs tmpfs /t && dd if=/dev/urandom of=/t/r bs=1M count=4 && for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16; do cat /t/r; done > /t/f && md5sum /t/f > /s && md5sum -c /s"
+check "the guest fills and checks 32 MiB of tmpfs" \
+    guest "mkdir -p /t && mount -t tmpfs tmpfs /t && dd if=/dev/urandom of=/t/r bs=1M count=4 && for i in 1 2 3 4 5 6 7 8; do cat /t/r; done > /t/f && md5sum /t/f > /s && md5sum -c /s"
 f2=$(hp_free)
-echo "  HugePages_Free: $f0 before, $f1 after the boot, $f2 after the guest filled 64 MiB"
+echo "  HugePages_Free: $f0 before, $f1 after the boot, $f2 after the guest filled 32 MiB"
 check "the boot took huge pages (HugePages_Free fell by >= 8)" ge $((f0 - f1)) 8
 # (the guest reuses RAM it touched while booting, already in huge pages: the fill takes fewer)
 check "the fill took more, and the boot and fill together >= 40 (80 MiB)" \
