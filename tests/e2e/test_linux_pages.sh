@@ -115,6 +115,5 @@ if shown; then
 else
     echo "FAIL: the dashboard does not show them"; echo "$screen"; fails=$((fails + 1))
 fi
-tmux -L "$tsock" kill-server 2>/dev/null
-for n in ka kb; do linux_vm=$n; poweroff; done
+tmux -L "$tsock" kill-server 2>/dev/null # (ka and kb: the exit trap kills them)
 [ $fails -eq 0 ] || { echo "$fails check(s) failed"; exit 1; }
