@@ -37,7 +37,11 @@ cg_root=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/mounts)
 "$vmws" create lm --memory 512M --cpus 1 --disk 16M --kernel "$kernel" --initrd "$initrd" \
     --append "$linux_console init_on_alloc=0" --net none --reservation 128M --limit 128M \
     --dynamic-memory --memory-min 96M --memory-buffer 50 >/dev/null || exit 99
+linux_at
+echo "  created $at"
 "$vmws" start lm --display none >/dev/null || { cat "$VMWS_HOME/lm/vmm.log"; exit 99; }
+linux_at
+echo "  started $at"
 log=$VMWS_HOME/lm/serial.log
 
 mem_json() { "$vmws" mem lm --json; }
@@ -50,7 +54,8 @@ ge() { [ "$1" -ge "$2" ]; }
 
 ready 1 || { tail -n 40 "$log"; exit 1; }
 linux_at
-echo "  booted $at"
+echo "  booted $at; the VMM's log so far:"
+head -n 12 "$VMWS_HOME/lm/vmm.log" | sed 's/^/    /'
 cg=$(mem_json | field management.cgroup.path)
 echo "  the VM's cgroup: $cg"
 check "the VMM is in its own cgroup" sh -c "grep -qx '0::${cg#$cg_root}' /proc/$(cat "$VMWS_HOME/lm/vmm.pid")/cgroup"
