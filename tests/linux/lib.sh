@@ -9,11 +9,11 @@
 #   so that a test's log says where its time goes.
 #   $linux_console: the kernel command line's console part: ttyS0, and only the kernel's
 #       warnings and worse on it while it boots (loglevel=5; dmesg in the guest has the rest).
-#       Each byte on the serial console costs about 0.5 ms in the KVM box: a full boot's 20 KB
-#       took 10 s of every boot.
+#       Each byte on the serial console costs about 0.5 ms in the KVM box (the kernel's own
+#       timestamps say so): QEMU's boot of the same guest there went from 39 s to 28 s.
 #   linux_fixture INIT MODULES [TOOLS [FILES]]: builds the fixture; sets kernel and initrd.
-#       run-test.sh builds it beforehand on the host, where Python is not emulated (a test in
-#       the KVM box took 20 s and more for it): it runs the test with LINUX_FIXTURE_ONLY=FILE
+#       run-test.sh builds it beforehand on the host, where Python and ldd do not run on an
+#       emulated CPU as in the KVM box: it runs the test with LINUX_FIXTURE_ONLY=FILE
 #       (linux_fixture writes the two paths into FILE and ends the test there; vmws is false
 #       meanwhile), then the test itself with LINUX_FIXTURE set to them.
 # For guests whose /init is shell-init.sh (one command per line, one answer each), with $log
