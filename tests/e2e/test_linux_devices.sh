@@ -40,8 +40,8 @@ check "no kernel BUG, WARNING or call trace" hasnt_re "BUG:|WARNING: CPU|Call Tr
 
 # QEMU, same kernel, initramfs, memory, vCPUs and disk size, same place. (Its default CPU model:
 # with -cpu host, QEMU 7.2 in the box ends the guest's init in a call trace.) Its console has
-# only the kernel's warnings and worse ($linux_console): all that the comparison below reads,
-# without the 10 s the rest costs in the box.
+# only the kernel's warnings and worse ($linux_console): all that the comparison below reads
+# (its boot in the box: 28 s instead of 39 s with every message).
 echo "---- QEMU: the same kernel and initramfs"
 qlog=$VMWS_HOME/qemu-serial.log
 truncate -s 64M "$VMWS_HOME/qemu-disk.raw"
