@@ -15,7 +15,16 @@ case $test in
 esac
 # Linux to userspace on a kvm_pvm host's KVM (guest ring 0 emulated) would take far too long.
 case " ${LINUX_TESTS:-} " in
-*" ${test#./} "* | *" $(basename "$test") "*) [ -d /sys/module/kvm_pvm ] && export VMWS_BOX=always ;;
+*" ${test#./} "* | *" $(basename "$test") "*)
+    [ -d /sys/module/kvm_pvm ] && export VMWS_BOX=always
+    # Its guest's initramfs (tests/linux/lib.sh's linux_fixture), built here: Python in the
+    # box runs on an emulated CPU.
+    if grep -q '^linux_fixture ' "$test"; then
+        f=$(mktemp /tmp/vmws-fixture.XXXXXX) &&
+            LINUX_FIXTURE_ONLY=$f "$@" >"$f.out" 2>&1 && LINUX_FIXTURE=$(cat "$f") && export LINUX_FIXTURE ||
+            { echo "building the test's fixture failed:"; cat "$f.out"; }
+        rm -f "$f" "$f.out"
+    fi ;;
 esac
 "$VMWS_BIN" box exec --auto --start --exclusive --dir "$VMWS_TEST_BOX" --idle 120 --timeout 1800 \
     --share "$abs_top_srcdir" --share "$abs_top_builddir" -- "$@"

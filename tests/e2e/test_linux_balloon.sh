@@ -1,21 +1,24 @@
 #!/bin/sh
 # virtio-balloon with Debian's own kernel (issue 15): Linux's virtio_balloon binds to our device,
 # and a page the guest gives back leaves the host for real, as the .vmem's allocated blocks
-# (stat %b) show. Inflating by 256 MiB (free page reporting paused in the guest, so the balloon
-# alone acts) frees at least 250 MiB of the file and the guest's MemAvailable falls; deflating
+# (stat %b) show. Inflating by 128 MiB (free page reporting paused in the guest, so the balloon
+# alone acts) frees at least 122 MiB of the file and the guest's MemAvailable falls; deflating
 # lets the guest fill that much tmpfs again. With no target, free page reporting returns a
-# 256 MiB tmpfs the guest fills and deletes within 10 s. `vmws mem --json`'s guest figures
+# 128 MiB tmpfs the guest fills and deletes within 10 s. `vmws mem --json`'s guest figures
 # match the guest's /proc/meminfo within 5%. A snapshot taken with the balloon inflated stores
 # the punched pages as zero entries, not data (its size on disk says so), a revert brings the
 # guest's tmpfs data and the balloon back, and so does a suspend/resume.
+# Sizes are the least that prove it (a 320 MiB guest): in the KVM box every MiB the guest
+# touches first costs about 0.1 s. The guest boots with init_on_alloc=0: Debian's kernel zeroes
+# every page it allocates, so inflating the balloon would first touch each page it gives back.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/../linux/lib.sh"
 linux_setup lb
 linux_fixture shell-init.sh virtio_pci,virtio_blk,virtio_balloon
 cpus=1
-"$vmws" create lb --memory 640M --cpus "$cpus" --disk 16M --kernel "$kernel" --initrd "$initrd" \
-    --append "console=ttyS0" >/dev/null || exit 99
+"$vmws" create lb --memory 320M --cpus "$cpus" --disk 16M --kernel "$kernel" --initrd "$initrd" \
+    --append "$linux_console init_on_alloc=0" >/dev/null || exit 99
 "$vmws" start lb --display none >/dev/null || exit 99
 log=$VMWS_HOME/lb/serial.log
 vmem=$VMWS_HOME/lb/lb.vmem
@@ -48,29 +51,36 @@ wait_actual() {
     return 1
 }
 ge() { [ "$1" -ge "$2" ]; }
-# check_shown DESCRIPTION COMMAND...: check, with COMMAND's output shown (its figures).
-check_shown() {
-    what=$1
-    shift
-    if "$@"; then echo "ok: $what"; else echo "FAIL: $what"; fails=$((fails + 1)); fi
-}
 reporting_order=/sys/module/page_reporting/parameters/page_reporting_order
 
 ready 1 || { tail -n 40 "$log"; exit 1; }
+linux_at
+echo "  booted $at"
 check "Linux's virtio_balloon bound the device" \
     guest "ls /sys/bus/virtio/drivers/virtio_balloon | grep -q '^virtio'"
 check "vmws mem --json says the driver is bound" sh -c "'$vmws' mem lb --json | grep -q '\"driver\": true'"
 check "vmws mem shows the guest's side" sh -c "'$vmws' mem lb | grep -q '^Guest (virtio-balloon)'"
 
 # ---- the guest's statistics beside its /proc/meminfo ----
+# The three figures read at once in the guest, then vmws's; again (at most 5 times) while
+# they differ: right after the boot Linux is still handing RAM to its allocator (MemFree rose
+# by 126 MiB within the seconds of one comparison in the box).
 stats_match() {
-    j=$(mem_json) || return 1
-    for f in MemTotal:total MemFree:free MemAvailable:available; do
-        meminfo_mib g "${f%%:*}"
-        h=$(echo "$j" | field_mib "balloon.guest.${f#*:}")
-        echo "  ${f%%:*}: guest /proc/meminfo $g MiB, vmws mem $h MiB"
-        awk -v g="$g" -v h="$h" 'BEGIN { d = g - h; if (d < 0) d = -d; exit !(g > 0 && d <= g * 0.05) }' || return 1
+    for try in 1 2 3 4 5; do
+        gval gm "grep -E '^Mem(Total|Free|Available):' /proc/meminfo | tr -s ' ' | cut -d' ' -f2 | tr '\n' ' '"
+        j=$(mem_json) || return 1
+        set -- $gm
+        ok=1
+        for f in MemTotal:total:$1 MemFree:free:$2 MemAvailable:available:$3; do
+            g=$((${f##*:} / 1024)) f=${f%:*}
+            h=$(echo "$j" | field_mib "balloon.guest.${f#*:}")
+            echo "  ${f%%:*}: guest /proc/meminfo $g MiB, vmws mem $h MiB"
+            awk -v g="$g" -v h="$h" 'BEGIN { d = g - h; if (d < 0) d = -d; exit !(g > 0 && d <= g * 0.05) }' || ok=0
+        done
+        [ $ok = 1 ] && return 0
+        sleep 1
     done
+    return 1
 }
 check_shown "vmws mem --json's guest figures match its /proc/meminfo within 5%" stats_match
 
@@ -87,16 +97,16 @@ a0=$(alloc_mib)
 meminfo_mib avail1 MemAvailable
 echo "  .vmem allocated: $a0 MiB; MemAvailable $avail1 MiB"
 check "the .vmem holds what the guest touched (>= $((touch_mib - 16)) MiB allocated)" ge "$a0" $((touch_mib - 16))
-check "vmws mem --balloon 256M" "$vmws" mem lb --balloon 256M
-check_shown "the balloon holds 256 MiB" wait_actual 256
+check "vmws mem --balloon 128M" "$vmws" mem lb --balloon 128M
+check_shown "the balloon holds 128 MiB" wait_actual 128
 a1=$(alloc_mib)
 meminfo_mib avail2 MemAvailable
 echo "  inflated: .vmem allocated $a0 -> $a1 MiB; MemAvailable $avail1 -> $avail2 MiB;" \
     "vmws mem: $(mem_json | field_mib balloon.given_back_bytes) MiB given back"
-check "inflating freed at least 250 MiB of the .vmem" ge $((a0 - a1)) 250
-check "the guest's MemAvailable fell by at least 230 MiB" ge $((avail1 - avail2)) 230
+check "inflating freed at least 122 MiB of the .vmem" ge $((a0 - a1)) 122
+check "the guest's MemAvailable fell by at least 110 MiB" ge $((avail1 - avail2)) 110
 check "vmws mem shows the target and what the guest gave" \
-    sh -c "'$vmws' mem lb | grep -q 'balloon target *256.0' && '$vmws' mem lb | grep -q 'balloon actual *256.0'"
+    sh -c "'$vmws' mem lb | grep -q 'balloon target *128.0' && '$vmws' mem lb | grep -q 'balloon actual *128.0'"
 # The dashboard (in tmux) shows the same: the balloon, the guest's own view, the host's sum.
 tsock=vmws-lb-$$
 tmux -L "$tsock" -f /dev/null new-session -d -x 160 -y 50 \
@@ -119,19 +129,19 @@ dash_avail() {
         awk '{ printf "%d", $1 * ($2 == "G" ? 1024 : $2 == "K" ? 1 / 1024 : 1) }'
 }
 check_shown "the dashboard shows the balloon inflated, the guest's view and the host's balloons" \
-    dash_shows "asked back 256M, given 256M" "guest says +uses [0-9.]+[KMG] of" "balloons 256M"
+    dash_shows "asked back 128M, given 128M" "guest says +uses [0-9.]+[KMG] of" "balloons 128M"
 dash_avail_inflated=$(dash_avail)
 check "vmws mem --balloon 0 deflates" "$vmws" mem lb --balloon 0
 check "the balloon is empty" wait_actual 0
 check_shown "the dashboard shows the balloon empty" dash_shows "asked back 0B, given 0B" "balloons 0B"
 for i in $(seq 1 30); do # the guest's next statistics
     dash_avail_deflated=$(dash_avail)
-    [ "${dash_avail_deflated:-0}" -ge $((${dash_avail_inflated:-999999} + 200)) ] && break
+    [ "${dash_avail_deflated:-0}" -ge $((${dash_avail_inflated:-999999} + 100)) ] && break
     sleep 1
 done
 echo "  the dashboard's guest available: ${dash_avail_inflated:-?} MiB inflated, ${dash_avail_deflated:-?} MiB deflated"
-check "the dashboard's guest view changed with it (available up by at least 200 MiB)" \
-    ge "${dash_avail_deflated:-0}" $((${dash_avail_inflated:-999999} + 200))
+check "the dashboard's guest view changed with it (available up by at least 100 MiB)" \
+    ge "${dash_avail_deflated:-0}" $((${dash_avail_inflated:-999999} + 100))
 tmux -L "$tsock" kill-server 2>/dev/null
 fill=$((avail1 - 96))
 check "the guest uses it again: a ${fill} MiB tmpfs file (more than fitted inflated)" \
@@ -140,30 +150,39 @@ check "the guest uses it again: a ${fill} MiB tmpfs file (more than fitted infla
 # ---- free page reporting, with no target ----
 check "free page reporting on again (pageblock order)" guest "echo 9 > $reporting_order"
 check "the guest deleted that file" guest "rm /t/fill"
-sleep 8 # what it freed is reported meanwhile
-b0=$(alloc_mib)
-check "the guest filled 256 MiB of tmpfs" guest "dd if=/dev/zero of=/t/fill bs=1M count=256"
+# What it freed is reported meanwhile (Linux waits 2 s, then reports in rounds): until the
+# .vmem's allocated size has not moved for 2 s, at most 10 s.
+linux_at
+b0=$(alloc_mib) t_rm=$linux_cs t_same=$linux_cs
+while [ $((linux_cs - t_rm)) -lt 1000 ]; do # (centiseconds of the box's uptime)
+    sleep 0.5
+    b=$(alloc_mib)
+    linux_at
+    [ "$b" != "$b0" ] && b0=$b t_same=$linux_cs
+    [ $((linux_cs - t_same)) -ge 200 ] && [ $((linux_cs - t_rm)) -ge 300 ] && break
+done
+check "the guest filled 128 MiB of tmpfs" guest "dd if=/dev/zero of=/t/fill bs=1M count=128"
 b1=$(alloc_mib)
 echo "  .vmem allocated: $b0 MiB before, $b1 MiB filled"
-check "the fill is in the .vmem (>= 200 MiB more allocated)" ge $((b1 - b0)) 200
+check "the fill is in the .vmem (>= 100 MiB more allocated)" ge $((b1 - b0)) 100
 reported() {
     guest "rm /t/fill" || return 1
     t0=$(date +%s.%N)
     while :; do
         b2=$(alloc_mib) t=$(awk -v t0="$t0" -v t="$(date +%s.%N)" 'BEGIN { printf "%.1f", t - t0 }')
-        [ $((b1 - b2)) -ge 200 ] && { echo "  reported: $b1 -> $b2 MiB allocated, $t s after the rm"; return 0; }
+        [ $((b1 - b2)) -ge 100 ] && { echo "  reported: $b1 -> $b2 MiB allocated, $t s after the rm"; return 0; }
         awk -v t="$t" 'BEGIN { exit !(t > 10) }' && { echo "  after $t s still $b2 MiB allocated"; return 1; }
         sleep 0.25
     done
 }
 check "the target is 0" sh -c "'$vmws' mem lb --json | grep -q '\"target\": 0'"
-check_shown "rm: free page reporting gave at least 200 MiB back within 10 s" reported
+check_shown "rm: free page reporting gave at least 100 MiB back within 10 s" reported
 
 # ---- snapshots keep the balloon and store punched pages as zero entries, not data ----
-check "the guest keeps 16 MiB of random data in tmpfs with its checksum" \
-    guest "dd if=/dev/urandom of=/t/keep bs=1M count=16 && md5sum /t/keep > /keep.md5"
-check "vmws mem --balloon 256M again" "$vmws" mem lb --balloon 256M
-check "the balloon holds 256 MiB again" wait_actual 256
+check "the guest keeps 4 MiB of random data in tmpfs with its checksum" \
+    guest "dd if=/dev/urandom of=/t/keep bs=1M count=4 && md5sum /t/keep > /keep.md5"
+check "vmws mem --balloon 128M again" "$vmws" mem lb --balloon 128M
+check "the balloon holds 128 MiB again" wait_actual 128
 check "snapshot s1 taken, balloon inflated" "$vmws" snapshot take lb s1
 snap_json() { "$vmws" snapshot list lb --json; }
 node_field() { # node_field LABEL KEY
@@ -177,23 +196,23 @@ echo "  s1: $s1_pages pages changed since boot, $((s1_bytes / 1048576)) MiB on d
 check "s1 stores no more data than the .vmem holds (+8 MiB): punched pages are not data" \
     ge $((a_s1 + 8)) $((s1_bytes / 1048576))
 check "s1 records far more changed pages than it stores (the touched, then given back)" \
-    ge $((s1_pages / 256)) $((s1_bytes / 1048576 + 200))
+    ge $((s1_pages / 256)) $((s1_bytes / 1048576 + 100))
 check "deflate, and the guest changes its data" \
     sh -c "'$vmws' mem lb --balloon 0 >/dev/null && sleep 1"
 check "the balloon is empty again" wait_actual 0
-check "the guest overwrote its data" guest "dd if=/dev/urandom of=/t/keep bs=1M count=16"
+check "the guest overwrote its data" guest "dd if=/dev/urandom of=/t/keep bs=1M count=4"
 check "the checksum no longer matches" guest "! md5sum -c /keep.md5"
 check "snapshot s2 taken, balloon deflated" "$vmws" snapshot take lb s2
 check "reverted to s1" "$vmws" snapshot revert lb s1
 check "after the revert the guest's data is s1's (md5sum -c)" guest "md5sum -c /keep.md5"
-check "after the revert the balloon's target and size are s1's (256 MiB)" \
-    sh -c "'$vmws' mem lb --json | grep -q '\"target\": 268435456' && '$vmws' mem lb --json | grep -q '\"actual\": 268435456'"
+check "after the revert the balloon's target and size are s1's (128 MiB)" \
+    sh -c "'$vmws' mem lb --json | grep -q '\"target\": 134217728' && '$vmws' mem lb --json | grep -q '\"actual\": 134217728'"
 a_rev=$(alloc_mib)
 echo "  .vmem allocated after the revert: $a_rev MiB (at s1: $a_s1 MiB)"
 check "the revert left the punched pages punched (.vmem within 16 MiB of s1's)" ge $((a_s1 + 16)) "$a_rev"
 meminfo_mib avail_rev MemAvailable
-check "after the revert the guest's MemAvailable is s1's (the balloon holds 256 MiB)" \
-    ge $((avail1 - avail_rev)) 200
+check "after the revert the guest's MemAvailable is s1's (the balloon holds 128 MiB)" \
+    ge $((avail1 - avail_rev)) 100
 check "reverted to s2, deflated" "$vmws" snapshot revert lb s2
 check "at s2 the balloon is empty" sh -c "'$vmws' mem lb --json | grep -q '\"target\": 0'"
 check "at s2 the guest's data is the overwritten one" guest "! md5sum -c /keep.md5"
@@ -201,7 +220,7 @@ check "back to s1" "$vmws" snapshot revert lb s1
 check "suspended with the balloon inflated" "$vmws" suspend lb
 check "resumed" "$vmws" resume lb
 check "after the resume the shell answers and the data verifies" guest "md5sum -c /keep.md5"
-check "after the resume the balloon still holds 256 MiB" wait_actual 256
+check "after the resume the balloon still holds 128 MiB" wait_actual 128
 check "deflated after the resume" "$vmws" mem lb --balloon 0
 check "the balloon is empty after the resume" wait_actual 0
 check "the guest fills ${fill} MiB again" \

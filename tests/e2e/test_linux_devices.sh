@@ -39,12 +39,14 @@ check "MTRRs are on, and PAT with them" has "x86/PAT: Configuration \[0-7\]: WB 
 check "no kernel BUG, WARNING or call trace" hasnt_re "BUG:|WARNING: CPU|Call Trace"
 
 # QEMU, same kernel, initramfs, memory, vCPUs and disk size, same place. (Its default CPU model:
-# with -cpu host, QEMU 7.2 in the box ends the guest's init in a call trace.)
+# with -cpu host, QEMU 7.2 in the box ends the guest's init in a call trace.) Its console has
+# only the kernel's warnings and worse ($linux_console): all that the comparison below reads
+# (its boot in the box: 28 s instead of 39 s with every message).
 echo "---- QEMU: the same kernel and initramfs"
 qlog=$VMWS_HOME/qemu-serial.log
 truncate -s 64M "$VMWS_HOME/qemu-disk.raw"
 timeout 300 qemu-system-x86_64 -M pc -accel kvm -m 256M -smp "$cpus" -nodefaults -no-reboot \
-    -display none -kernel "$kernel" -initrd "$initrd" -append "console=ttyS0" \
+    -display none -kernel "$kernel" -initrd "$initrd" -append "$linux_console" \
     -drive "file=$VMWS_HOME/qemu-disk.raw,format=raw,if=virtio" -serial "file:$qlog" \
     >"$VMWS_HOME/qemu.out" 2>&1
 echo "QEMU exited with $? ($(cat "$VMWS_HOME/qemu.out"))"

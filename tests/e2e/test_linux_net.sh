@@ -32,7 +32,7 @@ for i in $(seq 1 50); do
 done
 
 "$vmws" create net --memory 256M --cpus 1 --disk 16M --kernel "$kernel" --initrd "$initrd" \
-    --append "console=ttyS0" --forward "tcp:$fport:80" >/dev/null || exit 99
+    --append "$linux_console" --forward "tcp:$fport:80" >/dev/null || exit 99
 "$vmws" start net --display none >/dev/null || exit 99
 log=$VMWS_HOME/net/serial.log
 ready 1 || { tail -n 40 "$log"; exit 1; }
