@@ -312,6 +312,14 @@ static void use_server(const struct pulse *p)
     setenv("PULSE_SERVER", server, 1);
 }
 
+/* A server address where none answers: the VM plays to nobody. */
+static void use_no_server(void)
+{
+    char server[400];
+    snprintf(server, sizeof(server), "unix:%s/no-such-pulse", e2e_home());
+    setenv("PULSE_SERVER", server, 1);
+}
+
 static void record_path(char *buf, size_t len, const char *what)
 {
     snprintf(buf, len, "%s/%s.raw", e2e_home(), what);
@@ -423,9 +431,7 @@ END_TEST
 START_TEST(no_server_runs_silent_with_one_warning)
 {
     test_begin();
-    char server[400];
-    snprintf(server, sizeof(server), "unix:%s/no-such-pulse", e2e_home());
-    setenv("PULSE_SERVER", server, 1);
+    use_no_server();
     struct console *c = start_vm("mute");
     /* The card keeps its timing without a server: periods and interrupts as usual. */
     run(c, "tone 440 300", "tone: done (15 periods, irq)", 5000);
@@ -561,9 +567,7 @@ END_TEST
 START_TEST(pit_gate_edge_restarts_no_channel)
 {
     test_begin();
-    char server[400];
-    snprintf(server, sizeof(server), "unix:%s/no-such-pulse", e2e_home());
-    setenv("PULSE_SERVER", server, 1);
+    use_no_server();
     struct console *c = start_vm("pit");
     unsigned ticks = 0, changes = 0, reads = 0;
     unsigned long us = 0, wave_us = 0, ns = 0;
@@ -606,9 +610,7 @@ END_TEST
 START_TEST(guest_nonsense_breaks_the_card_not_the_vm)
 {
     test_begin();
-    char server[400];
-    snprintf(server, sizeof(server), "unix:%s/no-such-pulse", e2e_home());
-    setenv("PULSE_SERVER", server, 1);
+    use_no_server();
     struct console *c = start_vm("bad");
     /* The interrupt line register is the OS's note: written, it moves no interrupt. */
     run(c, "sound irqline 3", "interrupt line register set to 3", 5000);
