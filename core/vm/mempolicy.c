@@ -71,6 +71,7 @@ void mempolicy_decide(const struct mempolicy_input *in, struct mempolicy_decisio
     }
     if (n >= sizeof(out->reason))
         n = sizeof(out->reason) - 1;
+    out->at_bound = out->keep >= max || out->keep <= min;
     if (out->keep > max) {
         out->keep = max;
         snprintf(out->reason + n, sizeof(out->reason) - n, " (at max %" PRIu64 " MiB)", max / MIB);
@@ -81,11 +82,11 @@ void mempolicy_decide(const struct mempolicy_input *in, struct mempolicy_decisio
     out->target = in->ram - out->keep;
 }
 
-bool mempolicy_should_change(uint64_t current, uint64_t proposed, uint64_t ram)
+bool mempolicy_should_change(uint64_t current, uint64_t proposed, uint64_t ram, bool at_bound)
 {
     uint64_t step = ram / 50 > 16 * MIB ? ram / 50 : 16 * MIB;
     uint64_t d = current > proposed ? current - proposed : proposed - current;
-    return d > step || (d && (proposed == 0 || proposed == ram));
+    return d > step || (d && (proposed == 0 || proposed == ram || at_bound));
 }
 
 uint64_t mempolicy_damp(struct mempolicy_damper *dm, uint64_t current, uint64_t proposed,

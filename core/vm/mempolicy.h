@@ -27,6 +27,7 @@ struct mempolicy_decision {
     uint64_t keep;    /* what it should keep */
     uint64_t target;  /* the balloon target: ram - keep */
     bool host_short;  /* the host is under pressure */
+    bool at_bound;    /* keep is exactly min or max */
     char reason[200]; /* "guest needs 610 MiB + 20% buffer", "host pressure some avg10=12%" */
 };
 
@@ -40,8 +41,9 @@ uint64_t mempolicy_host_shortfall(uint64_t host_total, uint64_t host_available, 
 
 void mempolicy_decide(const struct mempolicy_input *in, struct mempolicy_decision *out);
 /* Whether a new target is worth telling the guest: it moved by more than 2% of RAM or 16 MiB,
- * whichever is more (no churn on noise), or it hits a bound exactly. */
-bool mempolicy_should_change(uint64_t current, uint64_t proposed, uint64_t ram);
+ * whichever is more (no churn on noise), or it hits a bound exactly: 0, RAM, or (AT_BOUND) the
+ * guest's min or max - so a guest whose demand fell ends at its min, not a step above it. */
+bool mempolicy_should_change(uint64_t current, uint64_t proposed, uint64_t ram, bool at_bound);
 
 /* Hysteresis, as Hyper-V's dynamic memory does it: memory goes to a guest at once, but is taken
  * back only after the policy has proposed taking it for MEMPOLICY_TAKE_TICKS decisions in a row

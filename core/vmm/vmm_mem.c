@@ -177,9 +177,11 @@ static void policy_tick(struct vmm *v)
                  d.reason, MEMPOLICY_TAKE_TICKS - p->damper.ticks);
     else
         snprintf(p->reason, sizeof(p->reason), "%s", d.reason);
+    bool at_bound = d.at_bound && target == d.target; /* not a damped value */
     d.target = target;
     d.keep = in.ram - target;
-    bool change = in.have_guest && mempolicy_should_change(v->balloon_target, d.target, in.ram);
+    bool change =
+        in.have_guest && mempolicy_should_change(v->balloon_target, d.target, in.ram, at_bound);
     if (change) {
         v->balloon_target = d.target;
         if (v->machine_live && v->balloon)

@@ -129,12 +129,16 @@ END_TEST
 START_TEST(test_should_change)
 {
     const uint64_t ram = 1024 * MIB; /* step: max(2% = 20.48 MiB, 16 MiB) */
-    ck_assert(!mempolicy_should_change(400 * MIB, 410 * MIB, ram));
-    ck_assert(!mempolicy_should_change(400 * MIB, 380 * MIB, ram));
-    ck_assert(mempolicy_should_change(400 * MIB, 430 * MIB, ram));
-    ck_assert(mempolicy_should_change(10 * MIB, 0, ram)); /* a bound, exactly */
-    ck_assert(!mempolicy_should_change(0, 0, ram));
-    ck_assert(mempolicy_should_change(0, 17 * MIB, 256 * MIB));
+    ck_assert(!mempolicy_should_change(400 * MIB, 410 * MIB, ram, false));
+    ck_assert(!mempolicy_should_change(400 * MIB, 380 * MIB, ram, false));
+    ck_assert(mempolicy_should_change(400 * MIB, 430 * MIB, ram, false));
+    ck_assert(mempolicy_should_change(10 * MIB, 0, ram, false)); /* a bound, exactly */
+    ck_assert(!mempolicy_should_change(0, 0, ram, false));
+    ck_assert(mempolicy_should_change(0, 17 * MIB, 256 * MIB, false));
+    /* The guest's min or max, exactly: a demand that fell ends there, not a step above. */
+    ck_assert(!mempolicy_should_change(410 * MIB, 416 * MIB, 512 * MIB, false));
+    ck_assert(mempolicy_should_change(410 * MIB, 416 * MIB, 512 * MIB, true));
+    ck_assert(!mempolicy_should_change(416 * MIB, 416 * MIB, 512 * MIB, true));
 }
 END_TEST
 
