@@ -170,6 +170,7 @@ struct heard {
     double span;    /* from the first to the last loud sample */
     double seconds; /* of that, in 5 ms windows with sound: what the guest played, without the
                      * gaps a late host's underruns add (test_audio's last test checks those) */
+    int gap_ms;     /* the longest run of silent 5 ms windows in that span */
     double hz;      /* strongest frequency in that span */
     int peak;
     long samples;
@@ -210,11 +211,14 @@ static struct heard analyse(const char *path)
         return h;
     h.span = (double)(last - first) / RATE;
     long len = last - first, w = RATE / 200, loud = 0;
-    for (long i = first; i < last; i += w) {
+    for (long i = first, silent = 0; i < last; i += w) {
         bool any = false;
         for (long k = i; k < i + w && k < n && !any; k++)
             any = abs(x[k]) > 1000;
         loud += any;
+        silent = any ? 0 : silent + 5;
+        if (silent > h.gap_ms)
+            h.gap_ms = (int)silent;
     }
     h.seconds = loud * 0.005;
     double best = 0, best_hz = 0;
@@ -230,34 +234,6 @@ static struct heard analyse(const char *path)
     }
     h.hz = best_hz;
     return h;
-}
-
-/* The longest stretch of silence (every sample of 5 ms windows under 1000) between the first
- * and the last loud sample, in ms. */
-static int longest_gap_ms(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    ck_assert_msg(f != NULL, "cannot open %s", path);
-    static int16_t x[RATE * 20];
-    long n = (long)fread(x, sizeof(int16_t), sizeof(x) / sizeof(x[0]), f);
-    fclose(f);
-    const long w = RATE / 200;
-    int longest = 0, run = 0;
-    bool heard = false;
-    for (long i = 0; i + w <= n; i += w) {
-        bool loud = false;
-        for (long k = i; k < i + w && !loud; k++)
-            loud = abs(x[k]) > 1000;
-        if (loud) {
-            if (heard && run > longest)
-                longest = run;
-            heard = true;
-            run = 0;
-        } else {
-            run += 5;
-        }
-    }
-    return longest;
 }
 
 /* ---- VMs ---- */
@@ -312,6 +288,15 @@ static void use_server(const struct pulse *p)
     setenv("PULSE_SERVER", server, 1);
 }
 
+/* The test's own server, in its home, and the VMs it starts use it. */
+static void pulse_start_for_test(struct pulse *p)
+{
+    char dir[200];
+    snprintf(dir, sizeof(dir), "%s/pulse", e2e_home());
+    pulse_start(p, dir);
+    use_server(p);
+}
+
 /* A server address where none answers: the VM plays to nobody. */
 static void use_no_server(void)
 {
@@ -346,10 +331,8 @@ START_TEST(tone_and_beep_reach_the_sink)
 {
     test_begin();
     struct pulse p;
-    char dir[300], path[400];
-    snprintf(dir, sizeof(dir), "%s/pulse", e2e_home());
-    pulse_start(&p, dir);
-    use_server(&p);
+    char path[400];
+    pulse_start_for_test(&p);
     struct console *c = start_vm("snd");
     run(c, "sound info", "sound: ES1370 at 00:05.0", 5000);
 
@@ -361,7 +344,7 @@ START_TEST(tone_and_beep_reach_the_sink)
     json_t *a = query_audio("snd");
     fprintf(stderr, "tone 440 500: %lld underruns, buffer %lld ms, longest gap %d ms\n",
             (long long)json_integer_value(json_object_get(a, "underruns")),
-            (long long)json_integer_value(json_object_get(a, "buffer_ms")), longest_gap_ms(path));
+            (long long)json_integer_value(json_object_get(a, "buffer_ms")), analyse(path).gap_ms);
     json_decref(a);
     struct heard h = analyse(path);
     check_heard("tone 440 500", &h, 440, 0.5, 0.10);
@@ -454,14 +437,12 @@ START_TEST(server_restart_reconnects)
 {
     test_begin();
     struct pulse p;
-    char dir[300], path[400];
-    snprintf(dir, sizeof(dir), "%s/pulse", e2e_home());
-    pulse_start(&p, dir);
-    use_server(&p);
+    char path[400];
+    pulse_start_for_test(&p);
     struct console *c = start_vm("again");
     pulse_stop(&p);
     run(c, "tone 440 100", "tone: done", 5000); /* while the server is gone */
-    pulse_start(&p, dir);
+    pulse_start_for_test(&p); /* the same socket again */
     /* The VMM retries every 2 s. */
     bool back = false;
     for (int i = 0; i < 40 && !back; i++) {
@@ -499,10 +480,8 @@ START_TEST(a_late_host_grows_the_buffer_not_the_gaps)
 {
     test_begin();
     struct pulse p;
-    char dir[300], path[400];
-    snprintf(dir, sizeof(dir), "%s/pulse", e2e_home());
-    pulse_start(&p, dir);
-    use_server(&p);
+    char path[400];
+    pulse_start_for_test(&p);
     struct console *c = start_vm("late");
     pid_t pid = vm_pid("late");
     ck_assert_int_gt(pid, 0);
@@ -530,7 +509,7 @@ START_TEST(a_late_host_grows_the_buffer_not_the_gaps)
                   console_tail(c));
     record_stop(&rec);
     fprintf(stderr, "%d stalls of 150 ms: %lld underruns, buffer now %d ms, longest gap %d ms\n",
-            stalls, (long long)underruns, buffer_ms, longest_gap_ms(path));
+            stalls, (long long)underruns, buffer_ms, analyse(path).gap_ms);
     ck_assert_msg(underruns >= 3 && buffer_ms == 320,
                   "after %d stalls of 150 ms: %lld underruns, buffer %d ms (expected >= 3 and the "
                   "buffer grown to 320 ms)",
@@ -549,8 +528,8 @@ START_TEST(a_late_host_grows_the_buffer_not_the_gaps)
     record_stop(&rec);
     struct heard h = analyse(path);
     check_heard("tone 440 2000 with three 60 ms stalls", &h, 440, 2.0, 0.10);
-    int gap = longest_gap_ms(path);
-    ck_assert_msg(gap < 20, "with a 320 ms buffer, 60 ms stalls still made a gap of %d ms", gap);
+    ck_assert_msg(h.gap_ms < 20, "with a 320 ms buffer, 60 ms stalls still made a gap of %d ms",
+                  h.gap_ms);
     console_close(c);
     vmws_cmd(out, sizeof(out), 20, "kill", "late", NULL);
     pulse_stop(&p);
