@@ -2,10 +2,13 @@
  * bus, driven exactly the way Linux's snd-ens1370 drives the card (PCI probe, DAC2 prepare,
  * trigger, pointer, interrupt acknowledge), with es1370_render() standing in for the mixer
  * thread. Checks the PCM that comes out, the sample counter and period interrupts, the position
- * register, rates and formats, the ADC, nonsense marking the card broken, and save/load. */
+ * register, rates and formats, the ADC, nonsense marking the card broken, save/load, and no DMA
+ * while the devices are quiesced for a snapshot. */
 #include <check.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "core/devices/devices.h"
 #include "core/devices/sound.h"
@@ -348,6 +351,62 @@ START_TEST(a_loaded_pci_config_keeps_read_only_bits)
 }
 END_TEST
 
+/* The mixer thread renders on its own clock; a snapshot's take or revert quiesces the devices
+ * (vmm_quiesce_devices_locked) and then reads or rewrites guest RAM. From the moment
+ * es1370_quiesce() returns - also with a render in flight on the mixer's thread - the card's DMA
+ * must not write guest RAM, until es1370_resume() (issue 14, finding 11: the mixer writing guest
+ * RAM while a snapshot captures or rewrites pages). */
+static int mixer_stop; /* atomic */
+
+static void *mixer(void *arg)
+{
+    (void)arg;
+    static int32_t own[2 * 256];
+    while (!__atomic_load_n(&mixer_stop, __ATOMIC_RELAXED))
+        es1370_render(es, own, 256);
+    return NULL;
+}
+
+static bool buffer_is(uint8_t v, uint32_t gpa, unsigned len)
+{
+    for (unsigned i = 0; i < len; i++)
+        if (__atomic_load_n(&ram[gpa + i], __ATOMIC_RELAXED) != v)
+            return false;
+    return true;
+}
+
+START_TEST(no_dma_into_guest_ram_while_quiesced)
+{
+    /* A capture stream in loop mode over 1 KiB at 0x102000: runs until stopped. */
+    const uint32_t adc = BUF_GPA + 8192;
+    out32(IO + CONTROL, CDC_EN | PCLKDIV(30));
+    out32(IO + MEM_PAGE, 0x0d);
+    out32(IO + ADC_FRAME, adc);
+    out32(IO + ADC_SIZE, 1024 / 4 - 1);
+    out32(IO + SERIAL, R1_MODE(3));
+    out32(IO + ADC_COUNT, 63);
+    out32(IO + CONTROL, CDC_EN | PCLKDIV(30) | ADC_EN);
+    __atomic_store_n(&mixer_stop, 0, __ATOMIC_RELAXED);
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, mixer, NULL), 0);
+    struct timespec ms10 = {0, 10000000};
+    for (int round = 0; round < 20; round++) {
+        memset(ram + adc, 0x55, 1024);
+        nanosleep(&ms10, NULL);
+        ck_assert_msg(!buffer_is(0x55, adc, 1024), "the capture is not running (round %d)", round);
+        es1370_quiesce(es);
+        /* What a revert does now: the target's pages written into guest RAM. */
+        memset(ram + adc, 0xa5, 1024);
+        nanosleep(&ms10, NULL);
+        ck_assert_msg(buffer_is(0xa5, adc, 1024),
+                      "the card wrote guest RAM while quiesced (round %d)", round);
+        es1370_resume(es);
+    }
+    __atomic_store_n(&mixer_stop, 1, __ATOMIC_RELAXED);
+    pthread_join(t, NULL);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("es1370");
@@ -362,6 +421,7 @@ int main(void)
     tcase_add_test(tc, impossible_rate_marks_the_card_broken);
     tcase_add_test(tc, save_and_load_round_trip);
     tcase_add_test(tc, a_loaded_pci_config_keeps_read_only_bits);
+    tcase_add_test(tc, no_dma_into_guest_ram_while_quiesced);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
