@@ -67,15 +67,29 @@ START_TEST(an_access_past_the_end_of_a_range_is_unclaimed)
 }
 END_TEST
 
+/* A machine of port and MMIO buses only, with the PCI host bridge on them. */
+static struct pci_bus *machine_with_pci(struct machine *m)
+{
+    memset(m, 0, sizeof(*m));
+    m->vm_fd = -1;
+    iobus_init(&m->pio, "port");
+    iobus_init(&m->mmio, "mmio");
+    struct pci_bus *bus = pci_create(m);
+    ck_assert_ptr_nonnull(bus);
+    return bus;
+}
+
+static void machine_with_pci_destroy(struct machine *m, struct pci_bus *bus)
+{
+    pci_destroy(bus);
+    iobus_destroy(&m->pio);
+    iobus_destroy(&m->mmio);
+}
+
 START_TEST(pci_address_register_and_reset_control_share_0xcf8)
 {
     static struct machine m;
-    memset(&m, 0, sizeof(m));
-    m.vm_fd = -1;
-    iobus_init(&m.pio, "port");
-    iobus_init(&m.mmio, "mmio");
-    struct pci_bus *bus = pci_create(&m);
-    ck_assert_ptr_nonnull(bus);
+    struct pci_bus *bus = machine_with_pci(&m);
     uint8_t a[4] = {0x00, 0x00, 0x00, 0x80}; /* bus 0, device 0, register 0 */
     iobus_access(&m.pio, 0xcf8, a, 4, true);
     uint8_t back[4] = {0};
@@ -89,9 +103,7 @@ START_TEST(pci_address_register_and_reset_control_share_0xcf8)
     ck_assert(id[0] != 0xff || id[1] != 0xff);
     iobus_access(&m.pio, 0xcfe, id, 2, false); /* the device id through the window's offset */
     ck_assert(id[0] != 0xff || id[1] != 0xff);
-    pci_destroy(bus);
-    iobus_destroy(&m.pio);
-    iobus_destroy(&m.mmio);
+    machine_with_pci_destroy(&m, bus);
 }
 END_TEST
 
@@ -180,12 +192,7 @@ static unsigned reaches(struct racer *r, uint64_t addr)
 START_TEST(a_bar_moved_by_two_vcpus_at_once_is_decoded_where_its_config_says)
 {
     static struct machine m;
-    memset(&m, 0, sizeof(m));
-    m.vm_fd = -1;
-    iobus_init(&m.pio, "port");
-    iobus_init(&m.mmio, "mmio");
-    struct pci_bus *bus = pci_create(&m);
-    ck_assert_ptr_nonnull(bus);
+    struct pci_bus *bus = machine_with_pci(&m);
     static struct racer r;
     memset(&r, 0, sizeof(r));
     r.m = &m;
@@ -220,10 +227,8 @@ START_TEST(a_bar_moved_by_two_vcpus_at_once_is_decoded_where_its_config_says)
     ck_assert_msg(reaches(&r, z) == 1, "the BAR's config address reaches nothing");
     ck_assert_uint_eq(r.base, z);
     ck_assert_msg(!r.overtook, "a second BAR write took effect before the first one's owner call");
-    pci_destroy(bus);
+    machine_with_pci_destroy(&m, bus);
     pthread_mutex_destroy(&r.lock);
-    iobus_destroy(&m.pio);
-    iobus_destroy(&m.mmio);
 }
 END_TEST
 
