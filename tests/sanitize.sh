@@ -1,14 +1,16 @@
 #!/bin/sh
-# `make check-sanitizers`: the tests built with ASan and UBSan. The source tree is configured in
-# place by ./bootstrap, so the sanitizer build is a copy of the tracked files (as they are in the
-# working tree) in BUILD_DIR, configured there with --enable-sanitizers.
+# `make check-sanitizers`: the tests built with ASan and UBSan (`make check-tsan`: with
+# ThreadSanitizer, SAN_KIND=thread). The source tree is configured in place by ./bootstrap, so the
+# sanitizer build is a copy of the tracked files (as they are in the working tree) in BUILD_DIR,
+# configured there with --enable-sanitizers[=thread].
 #   sanitize.sh SRCDIR BUILD_DIR          the tests that need no KVM (tests/unit): CI, every run
 #   SAN_TESTS=all sanitize.sh SRCDIR DIR  the whole of make check (the Linux tests in the KVM
 #                                         box where they go there): run by hand, about 40 min
 #   SAN_TESTS='tests/e2e/test_x ...'      those tests
 # Every process writes its reports into DIR/sanitizer-reports - the VMMs too, whose stderr is
 # their vmm.log, deleted with the test - and any report there fails the run and is printed.
-# Leaks inside third-party libraries are suppressed in tests/lsan.supp (each says where).
+# Leaks inside third-party libraries are suppressed in tests/lsan.supp, ThreadSanitizer's reports
+# of them in tests/tsan.supp (each says where).
 set -eu
 src=$(cd "$1" && pwd)
 build=$2
@@ -17,7 +19,12 @@ mkdir -p "$build"
 (cd "$src" && git ls-files -z | xargs -0 cp --parents -t "$build")
 cd "$build"
 autoreconf -fi >/dev/null 2>&1
-./configure --enable-sanitizers >/dev/null
+kind=${SAN_KIND:-address}
+case $kind in
+address) ./configure --enable-sanitizers >/dev/null ;;
+thread) ./configure --enable-sanitizers=thread >/dev/null ;;
+*) echo "sanitize.sh: SAN_KIND=$kind (expected address or thread)" >&2; exit 2 ;;
+esac
 make -j"${SAN_JOBS:-$(nproc)}" >/dev/null
 jobs=${SAN_JOBS:-$(nproc)}
 case ${SAN_TESTS:-unit} in
@@ -32,6 +39,7 @@ rc=0
 ASAN_OPTIONS=halt_on_error=1:detect_leaks=1:log_path=$reports/asan \
     LSAN_OPTIONS=suppressions=$build/tests/lsan.supp \
     UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:log_path=$reports/ubsan \
+    TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:suppressions=$build/tests/tsan.supp:log_path=$reports/tsan \
     make -j"$jobs" check ${tests:+TESTS="$tests"} || rc=$?
 # A leak report whose every allocation was made by a library unloaded before the report (its
 # frames all "<unknown module>": SDL2 unloads the X11 libraries it loaded, at SDL_Quit) can

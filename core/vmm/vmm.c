@@ -534,13 +534,6 @@ int vmm_run(const struct vm_config *cfg, const struct vm_paths *paths,
         goto fail;
     if (vmm_agent_start(&v) < 0)
         vmm_log("guest agent: cannot start its client (out of memory?): every use falls back");
-    json_t *greeting = json_pack("{s:s, s:s, s:i}", "version", PACKAGE_VERSION, "name", cfg->name,
-                                 "pid", (int)getpid());
-    v.ctl = ctl_server_start(paths->ctl_sock, greeting, vmm_commands, vmm_ncommands, &v, err,
-                             sizeof(err));
-    json_decref(greeting);
-    if (!v.ctl)
-        goto fail;
     struct display_config dcfg;
     if (display_config_from_vm(cfg, paths->dir, &dcfg, err, sizeof(err)) < 0 ||
         !(v.fb = framebuffer_create(dcfg.width, dcfg.height, err, sizeof(err))))
@@ -548,8 +541,16 @@ int vmm_run(const struct vm_config *cfg, const struct vm_paths *paths,
     if (v.backends && v.backends->display.create &&
         !(v.display = v.backends->display.create(v.fb, &dcfg, err, sizeof(err))))
         goto fail;
-    if (setup_snapshot_host(&v, err, sizeof(err)) < 0 ||
-        vmm_mem_policy_start(&v, err, sizeof(err)) < 0)
+    if (setup_snapshot_host(&v, err, sizeof(err)) < 0)
+        goto fail;
+    /* The control server's thread starts once everything its commands read is in place (a
+     * query-display answered while the display was being created read it half-set: TSan). */
+    json_t *greeting = json_pack("{s:s, s:s, s:i}", "version", PACKAGE_VERSION, "name", cfg->name,
+                                 "pid", (int)getpid());
+    v.ctl = ctl_server_start(paths->ctl_sock, greeting, vmm_commands, vmm_ncommands, &v, err,
+                             sizeof(err));
+    json_decref(greeting);
+    if (!v.ctl || vmm_mem_policy_start(&v, err, sizeof(err)) < 0)
         goto fail;
     status = run_machine(&v, sigfd, &ready_fd, resume);
     goto out;
@@ -567,11 +568,13 @@ out:
         _exit(status);
     }
     vmm_mem_policy_stop(&v);
+    /* No command runs after this: they read the display, the framebuffer and the rest below
+     * (a query-display while they were destroyed crashed the VMM: a dashboard polls it). */
+    if (v.ctl)
+        ctl_server_stop(v.ctl);
     if (v.display) /* the machine is gone: nothing draws or types any more */
         v.backends->display.destroy(v.display);
     framebuffer_destroy(v.fb);
-    if (v.ctl)
-        ctl_server_stop(v.ctl);
     if (v.console)
         console_server_stop(v.console);
     vmm_agent_stop(&v);
