@@ -341,12 +341,12 @@ START_TEST(tone_and_beep_reach_the_sink)
     record_start(&rec, &p, path);
     run(c, "tone 440 500", "tone: done (25 periods, irq)", 5000);
     record_stop(&rec);
+    struct heard h = analyse(path);
     json_t *a = query_audio("snd");
     fprintf(stderr, "tone 440 500: %lld underruns, buffer %lld ms, longest gap %d ms\n",
             (long long)json_integer_value(json_object_get(a, "underruns")),
-            (long long)json_integer_value(json_object_get(a, "buffer_ms")), analyse(path).gap_ms);
+            (long long)json_integer_value(json_object_get(a, "buffer_ms")), h.gap_ms);
     json_decref(a);
-    struct heard h = analyse(path);
     check_heard("tone 440 500", &h, 440, 0.5, 0.10);
 
     record_path(path, sizeof(path), "beep");

@@ -177,12 +177,18 @@ START_TEST(stop_and_kill)
 }
 END_TEST
 
-static int connect_ctl(const char *name)
+static struct sockaddr_un ctl_addr(const char *name)
 {
-    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     int n = snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/run/%s.ctl", e2e_home(), name);
     ck_assert_int_lt(n, (int)sizeof(sa.sun_path));
+    return sa;
+}
+
+static int connect_ctl(const char *name)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un sa = ctl_addr(name);
     ck_assert_msg(connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0, "connect %s", sa.sun_path);
     return fd;
 }
@@ -279,8 +285,7 @@ static int asking; /* atomic */
 
 static void *ask_display(void *arg)
 {
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/run/%s.ctl", e2e_home(), (const char *)arg);
+    struct sockaddr_un sa = *(const struct sockaddr_un *)arg;
     static const char q[] = "{\"execute\": \"query-display\"}\n";
     char buf[4096];
     while (__atomic_load_n(&asking, __ATOMIC_RELAXED)) {
@@ -302,7 +307,8 @@ START_TEST(a_client_asking_while_the_vmm_starts_and_stops_never_crashes_it)
     ck_assert_msg(r == 0, "vmws create failed (%d): %s", r, out);
     __atomic_store_n(&asking, 1, __ATOMIC_RELAXED);
     pthread_t t;
-    ck_assert_int_eq(pthread_create(&t, NULL, ask_display, "qd"), 0);
+    struct sockaddr_un sa = ctl_addr("qd");
+    ck_assert_int_eq(pthread_create(&t, NULL, ask_display, &sa), 0);
     for (int round = 0; round < 8; round++) {
         r = vmws_cmd(out, sizeof(out), 60, "start", "qd", NULL);
         ck_assert_msg(r == 0, "round %d: vmws start failed (%d): %s", round, r, out);
